@@ -1,0 +1,26 @@
+//! The service kit: everything a Switchyard service needs besides its own logic.
+//!
+//! * [`config`]: typed configuration from environment variables;
+//! * [`telemetry`]: tracing logs (human or JSON);
+//! * [`error`]: the one JSON error body and the JSON body extractor;
+//! * [`metrics`]: Prometheus metrics;
+//! * [`db`]: SQLite or PostgreSQL chosen by URL, migrations per dialect;
+//! * [`http`]: the router every service is wrapped in (request ids, health, limits, errors);
+//! * [`server`]: serving with graceful shutdown, and background tasks that drain with it;
+//! * [`wait`]: waiting on a condition with a deadline (tests, start-up).
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+pub mod wait;
+
+pub use config::{CommonConfig, ConfigError, Env};
+pub use db::{Db, Dialect, Migrations};
+pub use error::{ApiError, JsonBody};
+pub use http::{HttpStack, ReadinessCheck, RequestId};
+pub use metrics::Metrics;
+pub use server::{Shutdown, serve};
