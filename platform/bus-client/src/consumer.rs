@@ -1,0 +1,121 @@
+//! The `POST /events` endpoint: the HTTP bus delivers each event there.
+//!
+//! Replies 200 `{}` once the handler has committed its effect (or the event was already
+//! processed, or its type is not one the service consumes); 400 with the JSON error body for
+//! a malformed event (the bus sets it aside, it never blocks the stream); 503 for a
+//! transient failure (the bus retries).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::future::BoxFuture;
+use switchyard_events::Envelope;
+use switchyard_kit::{ApiError, JsonBody, Metrics};
+
+/// What can go wrong handling an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event is malformed; retrying cannot help.
+    #[error("malformed event: {0}")]
+    Malformed(ApiError),
+    /// Something failed that may work later (database busy or down).
+    #[error("transient failure: {0}")]
+    Transient(anyhow::Error),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(err: sqlx::Error) -> Self {
+        HandleError::Transient(err.into())
+    }
+}
+
+/// What handling did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    Duplicate,
+    Ignored,
+}
+
+impl Handled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handled::Applied => "applied",
+            Handled::Duplicate => "duplicate",
+            Handled::Ignored => "ignored",
+        }
+    }
+}
+
+/// A service's event handling, whatever the bus backend.
+pub trait EventHandler: Send + Sync + 'static {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>>;
+}
+
+#[derive(Clone)]
+struct ConsumerState {
+    handler: Arc<dyn EventHandler>,
+    metrics: Metrics,
+}
+
+/// The `POST /events` route for `handler`.
+pub fn events_route(handler: Arc<dyn EventHandler>, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/events", post(receive))
+        .with_state(ConsumerState { handler, metrics })
+}
+
+async fn receive(State(state): State<ConsumerState>, JsonBody(body): JsonBody) -> Response {
+    let mut event = match Envelope::from_value(body.clone()) {
+        Ok(event) => event,
+        Err(e) => {
+            let err = match e.field() {
+                Some(field) => ApiError::field(field, e.to_string()),
+                None => ApiError::bad_request(e.to_string()),
+            };
+            return err.into_response();
+        }
+    };
+    if event.id.is_empty() {
+        // Sent without an id (as the original services do): derive one from the content,
+        // so the same event posted twice is still recognised.
+        event.id = derived_id(&body);
+    }
+    let event_type = event.event_type.clone();
+    match state.handler.handle(event).await {
+        Ok(outcome) => {
+            state.metrics.event_consumed(&event_type, outcome.as_str());
+            axum::Json(serde_json::json!({})).into_response()
+        }
+        Err(HandleError::Malformed(err)) => {
+            state.metrics.event_consumed(&event_type, "malformed");
+            tracing::warn!(%event_type, error = %err, "rejected a malformed event");
+            err.into_response()
+        }
+        Err(HandleError::Transient(e)) => {
+            state.metrics.event_consumed(&event_type, "failed");
+            tracing::warn!(%event_type, error = %e, "event handling failed, the bus will retry");
+            ApiError::unavailable("event could not be processed now, retry later").into_response()
+        }
+    }
+}
+
+fn derived_id(body: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    format!(
+        "derived-{}",
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes)
+    )
+}
+
+/// Turns a payload error into the 400 a malformed event gets.
+pub fn malformed(err: switchyard_events::blog::PayloadError) -> HandleError {
+    let message = err.to_string();
+    HandleError::Malformed(match err.field() {
+        Some(field) => ApiError::field(field, message),
+        None => ApiError::bad_request(message),
+    })
+}

@@ -1,0 +1,104 @@
+//! Client of the HTTP event bus (`POST /events`, `GET /events?after=&limit=`, `/healthz`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use switchyard_events::Envelope;
+use switchyard_kit::ReadinessCheck;
+
+use crate::bus::{PublishError, Publisher};
+
+/// The HTTP event bus at a base URL.
+#[derive(Debug, Clone)]
+pub struct HttpBus {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl HttpBus {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(HttpBus {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// One page of the log: events with `seq > after`, oldest first, at most `limit`.
+    pub async fn page(&self, after: i64, limit: u32) -> anyhow::Result<Vec<Envelope>> {
+        let url = format!("{}/events?after={after}&limit={limit}", self.base);
+        let response = self.client.get(&url).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("GET {url} answered {status}");
+        }
+        let values: Vec<serde_json::Value> = response.json().await?;
+        values
+            .into_iter()
+            .map(|v| Envelope::from_value(v).map_err(|e| anyhow::anyhow!("bad event in log: {e}")))
+            .collect()
+    }
+}
+
+impl ReadinessCheck for HttpBus {
+    fn name(&self) -> &'static str {
+        "bus"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let url = format!("{}/healthz", self.base);
+            match self
+                .client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("bus answered {}", r.status())),
+                Err(e) => Err(format!("bus unreachable: {e}")),
+            }
+        })
+    }
+}
+
+impl Publisher for HttpBus {
+    fn publish<'a>(
+        &'a self,
+        _event_type: &'a str,
+        _event_id: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .post(format!("{}/events", self.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| PublishError::Unreachable(e.to_string()))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                let body = response.text().await.unwrap_or_default();
+                Err(PublishError::Rejected {
+                    status: status.as_u16(),
+                    body: body.chars().take(300).collect(),
+                })
+            }
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! How services talk to the event bus.
+//!
+//! * [`bus`]: the bus a service is configured with (`EVENT_BUS_URL`) and the publisher
+//!   interface behind which the backends sit;
+//! * [`http_bus`]: the HTTP event bus client (publish, page through the log, health);
+//! * [`outbox`]: events committed in the same transaction as the state change they come
+//!   from, then relayed to the bus with retry;
+//! * [`inbox`]: consumers record each processed event id in the transaction of its effect,
+//!   so a redelivered event changes nothing;
+//! * [`consumer`]: the `POST /events` endpoint that feeds a service's event handler.
+
+pub mod bus;
+pub mod consumer;
+pub mod http_bus;
+pub mod inbox;
+pub mod outbox;
+
+pub use bus::{BusConfig, Publisher};
+pub use consumer::{EventHandler, HandleError};
+pub use outbox::Outbox;

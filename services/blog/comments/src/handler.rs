@@ -1,0 +1,54 @@
+//! Consuming `CommentModerated`.
+
+use futures_util::future::BoxFuture;
+use sqlx::Row;
+use switchyard_bus_client::consumer::{Handled, malformed};
+use switchyard_bus_client::inbox::begin_once;
+use switchyard_bus_client::{EventHandler, HandleError, Outbox};
+use switchyard_events::{BlogEvent, Envelope};
+
+use crate::AppState;
+
+pub(crate) struct Moderations(pub AppState);
+
+impl EventHandler for Moderations {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async move {
+            let Some(BlogEvent::CommentModerated { id, post_id, status, .. }) =
+                BlogEvent::from_envelope(&event).map_err(malformed)?
+            else {
+                return Ok(Handled::Ignored);
+            };
+            let state = &self.0;
+            let Some(mut tx) = begin_once(&state.db, &event.id).await? else {
+                return Ok(Handled::Duplicate);
+            };
+            let row = sqlx::query(
+                "UPDATE comments SET status = $1 WHERE id = $2 AND post_id = $3 RETURNING content",
+            )
+            .bind(status.as_str())
+            .bind(&id)
+            .bind(&post_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                tracing::warn!(comment_id = %id, %post_id, "moderation of an unknown comment ignored");
+                tx.commit().await?;
+                return Ok(Handled::Ignored);
+            };
+            // The stored content is authoritative, whatever the moderation event carried.
+            let content: String = row.try_get(0)?;
+            let updated = BlogEvent::CommentUpdated {
+                id,
+                post_id,
+                content,
+                status,
+            }
+            .into_envelope(event.correlation_id.clone());
+            Outbox::enqueue(&mut tx, &updated).await?;
+            tx.commit().await?;
+            state.outbox.wake();
+            Ok(Handled::Applied)
+        })
+    }
+}

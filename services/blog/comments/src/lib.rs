@@ -1,0 +1,76 @@
+//! The comments service (port 4001).
+//!
+//! * `GET /posts/:id/comments` → 200 `[{"id", "content", "status"}]` (`[]` for an unknown post);
+//! * `POST /posts/:id/comments` `{"content"}` → 201 with the post's whole comment list, the new
+//!   one last with `status: "pending"`; `CommentCreated` is committed with it (outbox);
+//! * `POST /events` ← the bus: on `CommentModerated`, sets the comment's status and publishes
+//!   `CommentUpdated`, once per event (inbox); a moderation of an unknown comment is ignored.
+
+mod handler;
+mod routes;
+
+use std::sync::Arc;
+
+use switchyard_bus_client::consumer::events_route;
+use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
+use switchyard_bus_client::{BusConfig, Outbox};
+use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown};
+use tokio::net::TcpListener;
+
+pub const SERVICE: &str = "comments";
+pub const DEFAULT_PORT: u16 = 4001;
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &[
+        ("messaging", MESSAGING_SQLITE),
+        ("comments", include_str!("../migrations/sqlite.sql")),
+    ],
+    postgres: &[
+        ("messaging", MESSAGING_POSTGRES),
+        ("comments", include_str!("../migrations/postgres.sql")),
+    ],
+};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonConfig,
+    pub bus: BusConfig,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
+            bus: BusConfig::from_env(env)?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub db: Db,
+    pub outbox: Outbox,
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let common = &settings.common;
+    let db = Db::connect(&common.database_url).await?;
+    if common.migrate_on_start {
+        db.migrate(&MIGRATIONS).await?;
+    }
+    let metrics = Metrics::new(SERVICE);
+    let bus = settings.bus.connect()?;
+    let outbox = Outbox::new(db.clone());
+    outbox.spawn_relay(bus.clone(), metrics.clone(), &shutdown);
+    let state = AppState { db: db.clone(), outbox };
+    let handler = Arc::new(handler::Moderations(state.clone()));
+    let app = routes::router(state).merge(events_route(handler, metrics.clone()));
+    let router = HttpStack::new(common, metrics)
+        .ready_when(Arc::new(db.clone()))
+        .ready_when(bus)
+        .wrap(app);
+    let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
+    db.close().await;
+    result
+}

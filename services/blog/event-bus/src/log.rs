@@ -1,0 +1,273 @@
+//! The durable event log.
+//!
+//! Appends go through one writer task that commits whatever has queued up in one
+//! transaction (group commit): under load many events share a commit, alone an event
+//! commits at once. The writer assigns `seq` (it is the only writer), stores each event's
+//! JSON with its `seq`, keeps the most recent events in memory for delivery, and publishes
+//! the head position to the delivery loops.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use sqlx::Row;
+use switchyard_events::Envelope;
+use switchyard_kit::{Db, Shutdown};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Events kept in memory for delivery (older ones are read back from the database).
+const TAIL_CAPACITY: usize = 4096;
+/// Most appends committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+/// A stored event.
+#[derive(Debug)]
+pub struct Stored {
+    pub seq: i64,
+    /// The event's JSON, `seq` included: exactly what subscribers receive.
+    pub body: Bytes,
+    pub correlation_id: Option<String>,
+    /// When it was appended, if this process appended it (for delivery latency).
+    pub appended_at: Option<Instant>,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    New(i64),
+    /// The id was already in the log.
+    Duplicate,
+}
+
+struct AppendRequest {
+    event: Envelope,
+    reply: oneshot::Sender<Result<Appended, String>>,
+}
+
+/// Handle on the log; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    db: Db,
+    appender: mpsc::Sender<AppendRequest>,
+    head: watch::Receiver<i64>,
+    tail: Arc<RwLock<VecDeque<Arc<Stored>>>>,
+}
+
+impl EventLog {
+    /// Opens the log and starts its writer.
+    pub async fn open(db: Db, shutdown: &Shutdown) -> anyhow::Result<Self> {
+        let head_seq = max_seq(&db).await?;
+        let (head_tx, head) = watch::channel(head_seq);
+        let (appender, requests) = mpsc::channel(4096);
+        let tail = Arc::new(RwLock::new(VecDeque::with_capacity(TAIL_CAPACITY)));
+        let writer = Writer {
+            db: db.clone(),
+            next_seq: head_seq + 1,
+            head: head_tx,
+            tail: tail.clone(),
+        };
+        let stop = shutdown.background_token();
+        shutdown.spawn("event-log-writer", writer.run(requests, stop));
+        Ok(EventLog {
+            db,
+            appender,
+            head,
+            tail,
+        })
+    }
+
+    /// Appends an event durably; returns once it is committed.
+    pub async fn append(&self, event: Envelope) -> anyhow::Result<Appended> {
+        let (reply, answer) = oneshot::channel();
+        self.appender
+            .send(AppendRequest { event, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("event log is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("event log writer stopped"))?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The newest `seq` in the log.
+    pub fn head(&self) -> i64 {
+        *self.head.borrow()
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn watch_head(&self) -> watch::Receiver<i64> {
+        self.head.clone()
+    }
+
+    /// Events with `seq > after`, oldest first, at most `limit`: from memory when they are
+    /// still there, from the database otherwise.
+    pub async fn read_after(&self, after: i64, limit: usize) -> anyhow::Result<Vec<Arc<Stored>>> {
+        if let Some(events) = self.read_tail(after, limit) {
+            return Ok(events);
+        }
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get(1)?;
+                let correlation_id = Envelope::from_slice(body.as_bytes())
+                    .ok()
+                    .and_then(|e| e.correlation_id);
+                Ok(Arc::new(Stored {
+                    seq: row.try_get(0)?,
+                    body: Bytes::from(body),
+                    correlation_id,
+                    appended_at: None,
+                }))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    fn read_tail(&self, after: i64, limit: usize) -> Option<Vec<Arc<Stored>>> {
+        let tail = self.tail.read().ok()?;
+        let first = tail.front()?.seq;
+        if after + 1 < first {
+            return None;
+        }
+        let skip = usize::try_from(after + 1 - first).ok()?;
+        Some(tail.iter().skip(skip).take(limit).cloned().collect())
+    }
+
+    /// Raw bodies with `seq > after`, for `GET /events`.
+    pub async fn bodies_after(&self, after: i64, limit: i64) -> anyhow::Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+async fn max_seq(db: &Db) -> anyhow::Result<i64> {
+    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+struct Writer {
+    db: Db,
+    next_seq: i64,
+    head: watch::Sender<i64>,
+    tail: Arc<RwLock<VecDeque<Arc<Stored>>>>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<AppendRequest>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        loop {
+            let first = tokio::select! {
+                r = requests.recv() => r,
+                _ = stop.cancelled() => {
+                    // Requests are drained by now; answer whatever is still queued.
+                    requests.close();
+                    requests.recv().await
+                }
+            };
+            let Some(first) = first else { return };
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match requests.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group).await;
+        }
+    }
+
+    async fn commit(&mut self, group: &mut Vec<AppendRequest>) {
+        let now = Instant::now();
+        let mut results = Vec::with_capacity(group.len());
+        let mut stored = Vec::with_capacity(group.len());
+        let outcome: Result<(), sqlx::Error> = async {
+            let mut tx = self.db.pool().begin().await?;
+            let mut seq = self.next_seq;
+            for request in group.iter_mut() {
+                request.event.seq = Some(seq);
+                let body = request.event.to_bytes();
+                let text = String::from_utf8(body.clone()).unwrap_or_default();
+                let inserted = sqlx::query(
+                    "INSERT INTO events (seq, id, event_type, body, appended_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(seq)
+                .bind(&request.event.id)
+                .bind(&request.event.event_type)
+                .bind(text)
+                .bind(unix_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    results.push(Appended::New(seq));
+                    stored.push(Arc::new(Stored {
+                        seq,
+                        body: Bytes::from(body),
+                        correlation_id: request.event.correlation_id.clone(),
+                        appended_at: Some(now),
+                    }));
+                    seq += 1;
+                } else {
+                    results.push(Appended::Duplicate);
+                }
+            }
+            tx.commit().await?;
+            self.next_seq = seq;
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                if let Some(last) = stored.last().map(|s| s.seq) {
+                    if let Ok(mut tail) = self.tail.write() {
+                        for s in stored {
+                            if tail.len() == TAIL_CAPACITY {
+                                tail.pop_front();
+                            }
+                            tail.push_back(s);
+                        }
+                    }
+                    self.head.send_replace(last);
+                }
+                for (request, result) in group.drain(..).zip(results) {
+                    let _ = request.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event log append failed");
+                for request in group.drain(..) {
+                    let _ = request.reply.send(Err("event log unavailable".to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,155 @@
+//! The bus's HTTP routes: `POST /events` and `GET /events`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use serde::Deserialize;
+use switchyard_events::{BlogEvent, Envelope, ids};
+use switchyard_kit::{ApiError, JsonBody};
+
+use crate::log::{Appended, EventLog};
+
+/// Largest page `GET /events` serves at once.
+pub const MAX_PAGE: i64 = 10_000;
+
+pub fn router(log: EventLog) -> Router {
+    Router::new()
+        .route("/events", post(publish).get(list))
+        .with_state(log)
+}
+
+async fn publish(State(log): State<EventLog>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let mut event = Envelope::from_value(body).map_err(|e| match e.field() {
+        Some(field) => ApiError::field(field, e.to_string()),
+        None => ApiError::bad_request(e.to_string()),
+    })?;
+    // A known event type must carry its contract payload: a malformed one would only be
+    // rejected by every subscriber later.
+    BlogEvent::from_envelope(&event).map_err(|e| {
+        let message = e.to_string();
+        match e.field() {
+            Some(field) => ApiError::field(field, message),
+            None => ApiError::bad_request(message),
+        }
+    })?;
+    if event.id.is_empty() {
+        event.id = ids::event_id();
+    }
+    if event.occurred_at.is_none() {
+        event.occurred_at = Some(ids::now_rfc3339());
+    }
+    // The bus assigns positions; a client's own `seq` is not trusted.
+    event.seq = None;
+    match log.append(event).await {
+        Ok(Appended::New(_)) | Ok(Appended::Duplicate) => {
+            Ok(axum::Json(serde_json::json!({"status": "OK"})).into_response())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "append failed");
+            Err(ApiError::unavailable("event log unavailable, retry later"))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list(State(log): State<EventLog>, Query(params): Query<ListParams>) -> Result<Response, ApiError> {
+    let after = match params.after.as_deref() {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::field("after", "after must be a non-negative integer"))?,
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::field("limit", format!("limit must be an integer from 1 to {MAX_PAGE}"))
+                })?,
+        ),
+    };
+    let body = match limit {
+        Some(limit) => {
+            let page = log.bodies_after(after, limit).await.map_err(ApiError::internal)?;
+            Body::from(join(&page))
+        }
+        None => Body::from_stream(whole_log(log, after)),
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn join(page: &[(i64, String)]) -> Bytes {
+    let size = page.iter().map(|(_, b)| b.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(size);
+    out.push(b'[');
+    for (i, (_, body)) in page.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(body.as_bytes());
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// The whole log as one JSON array, streamed page by page.
+fn whole_log(
+    log: EventLog,
+    after: i64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    enum Step {
+        Start(i64),
+        Next(i64),
+        Done,
+    }
+    futures_util::stream::unfold(Step::Start(after), move |step| {
+        let log = log.clone();
+        async move {
+            let (after, first) = match step {
+                Step::Start(a) => (a, true),
+                Step::Next(a) => (a, false),
+                Step::Done => return None,
+            };
+            match log.bodies_after(after, 1000).await {
+                Ok(page) if page.is_empty() => {
+                    let end = if first { "[]" } else { "]" };
+                    Some((Ok(Bytes::from_static(end.as_bytes())), Step::Done))
+                }
+                Ok(page) => {
+                    let last = page.last().map(|(s, _)| *s).unwrap_or(after);
+                    let joined = join(&page);
+                    // `join` gives "[a,b]": keep "[" only on the first page, never "]".
+                    let inner = &joined[1..joined.len() - 1];
+                    let mut chunk = Vec::with_capacity(inner.len() + 1);
+                    chunk.push(if first { b'[' } else { b',' });
+                    chunk.extend_from_slice(inner);
+                    Some((Ok(Bytes::from(chunk)), Step::Next(last)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the log failed mid-stream");
+                    Some((Err(std::io::Error::other("log read failed")), Step::Done))
+                }
+            }
+        }
+    })
+}
+
+pub(crate) fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

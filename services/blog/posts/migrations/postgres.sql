@@ -1,0 +1,5 @@
+CREATE TABLE posts (
+    ord BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL
+);

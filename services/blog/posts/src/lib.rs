@@ -1,0 +1,85 @@
+//! The posts service (port 4000).
+//!
+//! * `GET /posts` → 200 `{ "<id>": {"id", "title"} }` in creation order;
+//! * `POST /posts/create` `{"title"}` → 201 `{"id", "title"}`; the post and its
+//!   `PostCreated` event are committed together (outbox), so the answer is 201 even while
+//!   the bus is down, and the event reaches the bus when it is back;
+//! * `POST /events` ← the bus; posts consumes no event type and answers 200 `{}`.
+
+mod routes;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use switchyard_bus_client::consumer::{Handled, events_route};
+use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
+use switchyard_bus_client::{BusConfig, EventHandler, HandleError, Outbox};
+use switchyard_events::Envelope;
+use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown};
+use tokio::net::TcpListener;
+
+pub const SERVICE: &str = "posts";
+pub const DEFAULT_PORT: u16 = 4000;
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &[
+        ("messaging", MESSAGING_SQLITE),
+        ("posts", include_str!("../migrations/sqlite.sql")),
+    ],
+    postgres: &[
+        ("messaging", MESSAGING_POSTGRES),
+        ("posts", include_str!("../migrations/postgres.sql")),
+    ],
+};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonConfig,
+    pub bus: BusConfig,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
+            bus: BusConfig::from_env(env)?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub db: Db,
+    pub outbox: Outbox,
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let common = &settings.common;
+    let db = Db::connect(&common.database_url).await?;
+    if common.migrate_on_start {
+        db.migrate(&MIGRATIONS).await?;
+    }
+    let metrics = Metrics::new(SERVICE);
+    let bus = settings.bus.connect()?;
+    let outbox = Outbox::new(db.clone());
+    outbox.spawn_relay(bus.clone(), metrics.clone(), &shutdown);
+    let state = AppState { db: db.clone(), outbox };
+    let app = routes::router(state).merge(events_route(Arc::new(IgnoresEvents), metrics.clone()));
+    let router = HttpStack::new(common, metrics)
+        .ready_when(Arc::new(db.clone()))
+        .ready_when(bus)
+        .wrap(app);
+    let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
+    db.close().await;
+    result
+}
+
+/// Posts consumes no event; it acknowledges every well-formed one.
+struct IgnoresEvents;
+
+impl EventHandler for IgnoresEvents {
+    fn handle(&self, _event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async { Ok(Handled::Ignored) })
+    }
+}

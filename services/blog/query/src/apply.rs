@@ -1,0 +1,109 @@
+//! Applying events to the read model, once each, in any order.
+
+use futures_util::future::BoxFuture;
+use switchyard_bus_client::consumer::{Handled, malformed};
+use switchyard_bus_client::inbox::begin_once;
+use switchyard_bus_client::{EventHandler, HandleError};
+use switchyard_events::{BlogEvent, Envelope};
+
+use crate::read_model::ReadModel;
+
+pub(crate) struct Applier {
+    model: ReadModel,
+}
+
+impl Applier {
+    pub fn new(model: ReadModel) -> Self {
+        Applier { model }
+    }
+
+    pub fn model(&self) -> &ReadModel {
+        &self.model
+    }
+
+    /// Applies one event (the inbox makes a repeat a no-op).
+    pub async fn apply(&self, event: &Envelope) -> Result<Handled, HandleError> {
+        let db = &self.model.db;
+        let Some(blog_event) = BlogEvent::from_envelope(event).map_err(malformed)? else {
+            self.advance(event.seq).await?;
+            return Ok(Handled::Ignored);
+        };
+        if matches!(blog_event, BlogEvent::CommentModerated { .. }) {
+            self.advance(event.seq).await?;
+            return Ok(Handled::Ignored);
+        }
+        let Some(mut tx) = begin_once(db, &event.id).await? else {
+            return Ok(Handled::Duplicate);
+        };
+        match blog_event {
+            BlogEvent::PostCreated { id, title } => {
+                sqlx::query("INSERT INTO posts (id, title) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(id)
+                    .bind(title)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            BlogEvent::CommentCreated {
+                id,
+                post_id,
+                content,
+                status,
+            } => {
+                // If the update overtook the creation, the update's status stands.
+                sqlx::query(
+                    "INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(post_id)
+                .bind(content)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            BlogEvent::CommentUpdated {
+                id,
+                post_id,
+                content,
+                status,
+            } => {
+                sqlx::query(
+                    "INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, content = excluded.content",
+                )
+                .bind(id)
+                .bind(post_id)
+                .bind(content)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            BlogEvent::CommentModerated { .. } => {}
+        }
+        if let Some(seq) = event.seq {
+            sqlx::query("UPDATE bus_position SET seq = $1 WHERE id = 1 AND seq < $1")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.model.changed().await;
+        Ok(Handled::Applied)
+    }
+
+    /// Moves the stored log position past an event that needs no other change.
+    async fn advance(&self, seq: Option<i64>) -> Result<(), sqlx::Error> {
+        if let Some(seq) = seq {
+            sqlx::query("UPDATE bus_position SET seq = $1 WHERE id = 1 AND seq < $1")
+                .bind(seq)
+                .execute(self.model.db.pool())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl EventHandler for Applier {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async move { self.apply(&event).await })
+    }
+}

@@ -1,0 +1,85 @@
+//! The query service (port 4002): the read model.
+//!
+//! * `GET /posts` → 200 `{ "<id>": {"id", "title", "comments": [{"id", "content", "status"}]} }`
+//!   in creation order, served from memory (rebuilt from the database after each change);
+//! * `GET /posts/stream` → server-sent events: `event: snapshot` with the same JSON, at
+//!   connection and after every change;
+//! * `POST /events` ← the bus: applies `PostCreated`, `CommentCreated`, `CommentUpdated` once
+//!   each (inbox), in any order: a comment whose post is unknown yet is kept and shows once
+//!   the post arrives; a `CommentUpdated` that overtakes its `CommentCreated` wins over it.
+//!
+//! The read model and the position in the bus's log are stored in the service's own
+//! database; at start it catches up from that position, and [`rebuild`] replays the whole log.
+
+mod apply;
+mod catch_up;
+mod read_model;
+mod routes;
+
+use std::sync::Arc;
+
+use switchyard_bus_client::consumer::events_route;
+use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
+use switchyard_bus_client::BusConfig;
+use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown};
+use tokio::net::TcpListener;
+
+pub use catch_up::rebuild;
+
+pub const SERVICE: &str = "query";
+pub const DEFAULT_PORT: u16 = 4002;
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &[
+        ("messaging", MESSAGING_SQLITE),
+        ("read model", include_str!("../migrations/sqlite.sql")),
+    ],
+    postgres: &[
+        ("messaging", MESSAGING_POSTGRES),
+        ("read model", include_str!("../migrations/postgres.sql")),
+    ],
+};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonConfig,
+    pub bus: BusConfig,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
+            bus: BusConfig::from_env(env)?,
+        })
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let common = &settings.common;
+    let db = Db::connect(&common.database_url).await?;
+    if common.migrate_on_start {
+        db.migrate(&MIGRATIONS).await?;
+    }
+    let metrics = Metrics::new(SERVICE);
+    let bus = settings.bus.connect()?;
+    let model = read_model::ReadModel::new(db.clone());
+    let applier = Arc::new(apply::Applier::new(model.clone()));
+    catch_up::spawn(bus.clone(), applier.clone(), &shutdown);
+    let app = routes::router(model, shutdown.stop_token()).merge(events_route(applier, metrics.clone()));
+    let router = HttpStack::new(common, metrics)
+        .ready_when(Arc::new(db.clone()))
+        .ready_when(bus)
+        .wrap(app);
+    let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
+    db.close().await;
+    result
+}
+
+/// Opens the database of `settings` and runs its migrations.
+pub(crate) async fn open_db(common: &CommonConfig) -> anyhow::Result<Db> {
+    let db = Db::connect(&common.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    Ok(db)
+}
