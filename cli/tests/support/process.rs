@@ -1,0 +1,110 @@
+//! The real `switchyard` binary as a child process.
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    /// Starts `switchyard serve <service>` with `envs`, logging to `<dir>/<service>.log`.
+    pub fn serve(service: &str, port: u16, dir: &Path, envs: &[(&str, String)]) -> Proc {
+        let log = dir.join(format!("{service}-{}.log", Instant::now().elapsed().as_nanos()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{service}.log")))
+            .expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", service])
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("DATA_DIR", dir.join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("clone")))
+            .stderr(Stdio::from(file));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn switchyard");
+        Proc { child, port, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until `/readyz` answers 200 (or the process exits).
+    pub async fn wait_ready(&mut self, client: &super::http::Client) {
+        let deadline = Instant::now() + super::DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("process exited early: {status}");
+            }
+            if let Some(a) = client.try_get(&format!("{}/healthz", self.url())).await {
+                if a.status == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "process on port {} not ready", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `envs` and `args`; returns (status, stderr).
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run switchyard");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
