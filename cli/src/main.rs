@@ -45,7 +45,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start the async runtime: {e}");
@@ -82,7 +85,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Healthcheck { url } => {
             let url = match url {
                 Some(url) => url,
-                None => format!("http://127.0.0.1:{}/healthz", env.parse_or::<u16>("PORT", 4000)?),
+                None => format!(
+                    "http://127.0.0.1:{}/healthz",
+                    env.parse_or::<u16>("PORT", 4000)?
+                ),
             };
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(3))

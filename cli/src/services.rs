@@ -74,13 +74,21 @@ pub async fn migrate(service: ServiceName, env: &Env) -> anyhow::Result<()> {
             switchyard_event_bus::DEFAULT_PORT,
             &switchyard_event_bus::MIGRATIONS,
         ),
-        ServiceName::Posts => (switchyard_posts::SERVICE, switchyard_posts::DEFAULT_PORT, &switchyard_posts::MIGRATIONS),
+        ServiceName::Posts => (
+            switchyard_posts::SERVICE,
+            switchyard_posts::DEFAULT_PORT,
+            &switchyard_posts::MIGRATIONS,
+        ),
         ServiceName::Comments => (
             switchyard_comments::SERVICE,
             switchyard_comments::DEFAULT_PORT,
             &switchyard_comments::MIGRATIONS,
         ),
-        ServiceName::Query => (switchyard_query::SERVICE, switchyard_query::DEFAULT_PORT, &switchyard_query::MIGRATIONS),
+        ServiceName::Query => (
+            switchyard_query::SERVICE,
+            switchyard_query::DEFAULT_PORT,
+            &switchyard_query::MIGRATIONS,
+        ),
         ServiceName::Moderation => (
             switchyard_moderation::SERVICE,
             switchyard_moderation::DEFAULT_PORT,

@@ -19,7 +19,9 @@ async fn bus_with(dir: &std::path::Path, recorders: &[&Recorder]) -> Running {
         .map(|(i, r)| Subscriber::parse(&format!("sub{i}={}", r.url)).expect("subscriber"))
         .collect();
     let settings = Settings::for_test(dir, subscribers);
-    start(listener(0).await, move |l, s| switchyard_event_bus::launch(settings, l, s))
+    start(listener(0).await, move |l, s| {
+        switchyard_event_bus::launch(settings, l, s)
+    })
 }
 
 async fn recorder() -> Recorder {
@@ -33,7 +35,11 @@ fn event(publisher: usize, n: usize) -> Value {
 /// Every seq from 1 to `count`, once, in order.
 fn assert_in_log_order(seqs: &[i64], count: usize) {
     let expected: Vec<i64> = (1..=i64::try_from(count).expect("count")).collect();
-    assert_eq!(seqs, expected.as_slice(), "deliveries out of order, missing or repeated");
+    assert_eq!(
+        seqs,
+        expected.as_slice(),
+        "deliveries out of order, missing or repeated"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +65,10 @@ async fn every_subscriber_gets_every_event_in_log_order_under_concurrent_publish
     }
     let total = publishers * per;
     for r in [&a, &b] {
-        eventually("all events delivered", || async { (r.recorded.len() >= total).then_some(()) }).await;
+        eventually("all events delivered", || async {
+            (r.recorded.len() >= total).then_some(())
+        })
+        .await;
         assert_in_log_order(&r.recorded.seqs(), total);
         // Each publisher's own events arrive in the order it published them.
         for p in 0..publishers {
@@ -70,7 +79,10 @@ async fn every_subscriber_gets_every_event_in_log_order_under_concurrent_publish
                 .filter(|e| e["data"]["publisher"] == p)
                 .map(|e| e["data"]["n"].as_i64().expect("n"))
                 .collect();
-            assert_eq!(ns, (0..i64::try_from(per).expect("per")).collect::<Vec<_>>());
+            assert_eq!(
+                ns,
+                (0..i64::try_from(per).expect("per")).collect::<Vec<_>>()
+            );
         }
     }
     // The log serves the same, oldest first, and every event got an id.
@@ -103,21 +115,34 @@ async fn a_subscriber_that_was_down_catches_up_in_order_and_never_delays_the_oth
     for n in 10..40 {
         client.post_json(&url, &event(0, n)).await;
     }
-    eventually("healthy one keeps receiving", || async { (healthy.recorded.len() == 40).then_some(()) }).await;
+    eventually("healthy one keeps receiving", || async {
+        (healthy.recorded.len() == 40).then_some(())
+    })
+    .await;
     assert_eq!(flaky_recorded.len(), 10);
     flaky_recorded.set_mode(Mode::Unavailable);
     let flaky = Recorder::start(listener(flaky_port).await, flaky_recorded.clone()).await;
     for n in 40..50 {
         client.post_json(&url, &event(0, n)).await;
     }
-    eventually("healthy one gets everything", || async { (healthy.recorded.len() == 50).then_some(()) }).await;
+    eventually("healthy one gets everything", || async {
+        (healthy.recorded.len() == 50).then_some(())
+    })
+    .await;
     assert_eq!(flaky.recorded.len(), 10, "a 503 is not a delivery");
     flaky.recorded.set_mode(Mode::Accept);
-    eventually("flaky one catches up", || async { (flaky.recorded.len() == 50).then_some(()) }).await;
+    eventually("flaky one catches up", || async {
+        (flaky.recorded.len() == 50).then_some(())
+    })
+    .await;
     assert_in_log_order(&flaky.recorded.seqs(), 50);
     assert_in_log_order(&healthy.recorded.seqs(), 50);
-    let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.url())).await.body).expect("utf8");
-    assert!(metrics.contains("switchyard_events_retried_total"), "{metrics}");
+    let metrics =
+        String::from_utf8(client.get(&format!("{}/metrics", bus.url())).await.body).expect("utf8");
+    assert!(
+        metrics.contains("switchyard_events_retried_total"),
+        "{metrics}"
+    );
     bus.stop().await.expect("clean stop");
 }
 
@@ -128,15 +153,25 @@ async fn cursors_survive_a_bus_restart_and_missed_events_are_delivered_after_it(
     let bus = bus_with(dir.path(), &[&sub]).await;
     let client = Client::default();
     for n in 0..5 {
-        client.post_json(&format!("{}/events", bus.url()), &event(0, n)).await;
+        client
+            .post_json(&format!("{}/events", bus.url()), &event(0, n))
+            .await;
     }
-    eventually("five delivered", || async { (sub.recorded.len() == 5).then_some(()) }).await;
+    eventually("five delivered", || async {
+        (sub.recorded.len() == 5).then_some(())
+    })
+    .await;
     bus.stop().await.expect("clean stop");
     let bus = bus_with(dir.path(), &[&sub]).await;
     for n in 5..8 {
-        client.post_json(&format!("{}/events", bus.url()), &event(0, n)).await;
+        client
+            .post_json(&format!("{}/events", bus.url()), &event(0, n))
+            .await;
     }
-    eventually("eight delivered", || async { (sub.recorded.len() >= 8).then_some(()) }).await;
+    eventually("eight delivered", || async {
+        (sub.recorded.len() >= 8).then_some(())
+    })
+    .await;
     // A graceful stop saved the cursor: nothing was delivered twice.
     assert_in_log_order(&sub.recorded.seqs(), 8);
     bus.stop().await.expect("clean stop");
@@ -154,14 +189,23 @@ async fn an_id_already_in_the_log_is_stored_once_and_ids_are_assigned() {
         let a = client.post_json(&url, &e).await;
         assert_eq!((a.status, a.json()), (200, json!({"status": "OK"})));
     }
-    client.post_json(&url, &json!({"type": "TestEvent", "data": {"n": 2}})).await;
-    eventually("two delivered", || async { (sub.recorded.len() == 2).then_some(()) }).await;
+    client
+        .post_json(&url, &json!({"type": "TestEvent", "data": {"n": 2}}))
+        .await;
+    eventually("two delivered", || async {
+        (sub.recorded.len() == 2).then_some(())
+    })
+    .await;
     let log = client.get(&url).await.json();
     let log = log.as_array().expect("array").clone();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0]["id"], "evt-1");
     assert_eq!(log[0]["seq"], 1);
-    assert!(log[1]["id"].as_str().is_some_and(|id| !id.is_empty() && id != "evt-1"));
+    assert!(
+        log[1]["id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty() && id != "evt-1")
+    );
     assert!(log[1]["occurredAt"].is_string());
     // Paging.
     let page = client.get(&format!("{url}?after=1&limit=10")).await.json();
@@ -170,7 +214,11 @@ async fn an_id_already_in_the_log_is_stored_once_and_ids_are_assigned() {
     let empty = client.get(&format!("{url}?after=2&limit=10")).await.json();
     assert_eq!(empty, json!([]));
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(sub.recorded.len(), 2, "a duplicate must not be delivered again");
+    assert_eq!(
+        sub.recorded.len(),
+        2,
+        "a duplicate must not be delivered again"
+    );
     bus.stop().await.expect("clean stop");
 }
 
@@ -182,16 +230,26 @@ async fn an_event_a_subscriber_rejects_is_set_aside_and_the_stream_moves_on() {
     let bus = bus_with(dir.path(), &[&sub]).await;
     let client = Client::default();
     let url = format!("{}/events", bus.url());
-    client.post_json(&url, &json!({"type": "T", "data": {"n": 1}})).await;
-    client.post_json(&url, &json!({"type": "T", "data": {"mark": "poison"}})).await;
-    client.post_json(&url, &json!({"type": "T", "data": {"n": 3}})).await;
+    client
+        .post_json(&url, &json!({"type": "T", "data": {"n": 1}}))
+        .await;
+    client
+        .post_json(&url, &json!({"type": "T", "data": {"mark": "poison"}}))
+        .await;
+    client
+        .post_json(&url, &json!({"type": "T", "data": {"n": 3}}))
+        .await;
     eventually("the stream moves past the rejected event", || async {
         (sub.recorded.len() == 2).then_some(())
     })
     .await;
     assert_eq!(sub.recorded.seqs(), vec![1, 3]);
-    let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.url())).await.body).expect("utf8");
-    assert!(metrics.contains("switchyard_events_dead_lettered_total{"), "{metrics}");
+    let metrics =
+        String::from_utf8(client.get(&format!("{}/metrics", bus.url())).await.body).expect("utf8");
+    assert!(
+        metrics.contains("switchyard_events_dead_lettered_total{"),
+        "{metrics}"
+    );
     bus.stop().await.expect("clean stop");
 }
 
@@ -201,27 +259,72 @@ async fn malformed_input_gets_a_400_json_error() {
     let bus = bus_with(dir.path(), &[]).await;
     let client = Client::default();
     let url = format!("{}/events", bus.url());
-    client.post_raw(&url, "application/json", "{not json").await.assert_error(400, None);
-    client.post_raw(&url, "application/json", vec![0xff, 0xfe]).await.assert_error(400, None);
-    client.post_raw(&url, "text/plain", r#"{"type":"X"}"#).await.assert_error(400, None);
-    client.post_json(&url, &json!([1, 2])).await.assert_error(400, None);
-    client.post_json(&url, &json!({"data": {}})).await.assert_error(400, Some("type"));
-    client.post_json(&url, &json!({"type": 5})).await.assert_error(400, Some("type"));
-    client.post_json(&url, &json!({"type": "X", "id": {}})).await.assert_error(400, Some("id"));
+    client
+        .post_raw(&url, "application/json", "{not json")
+        .await
+        .assert_error(400, None);
+    client
+        .post_raw(&url, "application/json", vec![0xff, 0xfe])
+        .await
+        .assert_error(400, None);
+    client
+        .post_raw(&url, "text/plain", r#"{"type":"X"}"#)
+        .await
+        .assert_error(400, None);
+    client
+        .post_json(&url, &json!([1, 2]))
+        .await
+        .assert_error(400, None);
+    client
+        .post_json(&url, &json!({"data": {}}))
+        .await
+        .assert_error(400, Some("type"));
+    client
+        .post_json(&url, &json!({"type": 5}))
+        .await
+        .assert_error(400, Some("type"));
+    client
+        .post_json(&url, &json!({"type": "X", "id": {}}))
+        .await
+        .assert_error(400, Some("id"));
     // A known type with a payload that breaks the contract never enters the log.
     client
-        .post_json(&url, &json!({"type": "CommentCreated", "data": {"id": "c", "postId": "p"}}))
+        .post_json(
+            &url,
+            &json!({"type": "CommentCreated", "data": {"id": "c", "postId": "p"}}),
+        )
         .await
         .assert_error(400, Some("data.content"));
     let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-    client.post_raw(&url, "application/json", deep).await.assert_error(400, None);
+    client
+        .post_raw(&url, "application/json", deep)
+        .await
+        .assert_error(400, None);
     let huge = format!(r#"{{"type":"X","data":"{}"}}"#, "x".repeat(200_000));
-    client.post_raw(&url, "application/json", huge).await.assert_error(413, None);
-    client.get(&format!("{url}?after=-1")).await.assert_error(400, Some("after"));
-    client.get(&format!("{url}?limit=0")).await.assert_error(400, Some("limit"));
-    client.get(&format!("{url}?limit=abc")).await.assert_error(400, Some("limit"));
-    client.get(&format!("{}/nowhere", bus.url())).await.assert_error(404, None);
-    client.request(reqwest::Method::DELETE, &url).await.assert_error(405, None);
+    client
+        .post_raw(&url, "application/json", huge)
+        .await
+        .assert_error(413, None);
+    client
+        .get(&format!("{url}?after=-1"))
+        .await
+        .assert_error(400, Some("after"));
+    client
+        .get(&format!("{url}?limit=0"))
+        .await
+        .assert_error(400, Some("limit"));
+    client
+        .get(&format!("{url}?limit=abc"))
+        .await
+        .assert_error(400, Some("limit"));
+    client
+        .get(&format!("{}/nowhere", bus.url()))
+        .await
+        .assert_error(404, None);
+    client
+        .request(reqwest::Method::DELETE, &url)
+        .await
+        .assert_error(405, None);
     assert_eq!(client.get(&url).await.json(), json!([]));
     bus.stop().await.expect("clean stop");
 }
@@ -263,25 +366,41 @@ async fn nothing_acknowledged_is_lost_when_the_bus_process_is_killed() {
             acked
         })
     };
-    eventually("some events delivered", || async { (sub.recorded.len() > 50).then_some(()) }).await;
+    eventually("some events delivered", || async {
+        (sub.recorded.len() > 50).then_some(())
+    })
+    .await;
     bus.kill9();
     let mut bus = Proc::serve("event-bus", port, dir.path(), &envs);
     bus.wait_ready(&client).await;
-    eventually("more events after restart", || async { (sub.recorded.len() > 200).then_some(()) }).await;
+    eventually("more events after restart", || async {
+        (sub.recorded.len() > 200).then_some(())
+    })
+    .await;
     bus.kill9();
     let mut bus = Proc::serve("event-bus", port, dir.path(), &envs);
     bus.wait_ready(&client).await;
     let acked = publishing.await.expect("publisher");
     assert_eq!(acked.len(), 400);
     let log = client.get(&url).await.json();
-    let ids: Vec<&str> = log.as_array().expect("array").iter().map(|e| e["id"].as_str().expect("id")).collect();
+    let ids: Vec<&str> = log
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id"))
+        .collect();
     let unique: HashSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), unique.len(), "an event stored twice");
     for id in &acked {
         assert!(unique.contains(id.as_str()), "acknowledged event {id} lost");
     }
     eventually("the subscriber has everything", || async {
-        let got: HashSet<String> = sub.recorded.events().iter().filter_map(|e| e["id"].as_str().map(String::from)).collect();
+        let got: HashSet<String> = sub
+            .recorded
+            .events()
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(String::from))
+            .collect();
         acked.iter().all(|id| got.contains(id)).then_some(())
     })
     .await;
@@ -307,9 +426,13 @@ fn missing_or_malformed_configuration_is_refused_at_start() {
     ] {
         let (status, stderr) = process::run(&["serve", "posts"], &envs);
         assert!(!status.success(), "{envs:?} accepted");
-        assert!(stderr.contains(name), "{envs:?}: stderr does not name {name}: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{envs:?}: stderr does not name {name}: {stderr}"
+        );
     }
-    let (status, stderr) = process::run(&["serve", "event-bus"], &[("SUBSCRIBERS", "posts=ftp://x")]);
+    let (status, stderr) =
+        process::run(&["serve", "event-bus"], &[("SUBSCRIBERS", "posts=ftp://x")]);
     assert!(!status.success());
     assert!(stderr.contains("SUBSCRIBERS"), "{stderr}");
     let (status, _) = process::run(&["serve"], &[]);
@@ -321,7 +444,10 @@ fn missing_or_malformed_configuration_is_refused_at_start() {
 
 #[test]
 fn help_lists_the_services() {
-    let out = std::process::Command::new(process::BIN).arg("--help").output().expect("run");
+    let out = std::process::Command::new(process::BIN)
+        .arg("--help")
+        .output()
+        .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     for s in ["event-bus", "posts", "comments", "query", "moderation"] {
         assert!(text.contains(s), "{s} missing from --help: {text}");

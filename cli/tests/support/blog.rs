@@ -109,15 +109,24 @@ impl Blog {
         let bus = self.bus_config();
         match service {
             "posts" => {
-                let s = switchyard_posts::Settings { common: common(dir, service), bus };
+                let s = switchyard_posts::Settings {
+                    common: common(dir, service),
+                    bus,
+                };
                 start(l, move |l, sd| switchyard_posts::launch(s, l, sd))
             }
             "comments" => {
-                let s = switchyard_comments::Settings { common: common(dir, service), bus };
+                let s = switchyard_comments::Settings {
+                    common: common(dir, service),
+                    bus,
+                };
                 start(l, move |l, sd| switchyard_comments::launch(s, l, sd))
             }
             "query" => {
-                let s = switchyard_query::Settings { common: common(dir, service), bus };
+                let s = switchyard_query::Settings {
+                    common: common(dir, service),
+                    bus,
+                };
                 start(l, move |l, sd| switchyard_query::launch(s, l, sd))
             }
             "moderation" => {

@@ -22,8 +22,17 @@ impl Answer {
 
     /// Asserts the contract's error body: `{"errors":[{"message", "field"?}]}`.
     pub fn assert_error(&self, status: u16, field: Option<&str>) {
-        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
-        assert!(self.content_type.starts_with("application/json"), "content type {}", self.content_type);
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert!(
+            self.content_type.starts_with("application/json"),
+            "content type {}",
+            self.content_type
+        );
         let v = self.json();
         let errors = v["errors"].as_array().expect("errors array");
         assert!(!errors.is_empty());
@@ -63,11 +72,27 @@ impl Client {
     }
 
     pub async fn post_json(&self, url: &str, body: &Value) -> Answer {
-        self.post_raw(url, "application/json", serde_json::to_vec(body).expect("json")).await
+        self.post_raw(
+            url,
+            "application/json",
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
     }
 
-    pub async fn post_raw(&self, url: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Answer {
-        self.send(self.inner.post(url).header("content-type", content_type).body(body)).await
+    pub async fn post_raw(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        self.send(
+            self.inner
+                .post(url)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
     }
 
     pub async fn request(&self, method: reqwest::Method, url: &str) -> Answer {

@@ -23,7 +23,10 @@ pub struct Proc {
 impl Proc {
     /// Starts `switchyard serve <service>` with `envs`, logging to `<dir>/<service>.log`.
     pub fn serve(service: &str, port: u16, dir: &Path, envs: &[(&str, String)]) -> Proc {
-        let log = dir.join(format!("{service}-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = dir.join(format!(
+            "{service}-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,12 +59,16 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("process exited early: {status}");
             }
-            if let Some(a) = client.try_get(&format!("{}/healthz", self.url())).await {
-                if a.status == 200 {
-                    return;
-                }
+            if let Some(a) = client.try_get(&format!("{}/healthz", self.url())).await
+                && a.status == 200
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "process on port {} not ready", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "process on port {} not ready",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -106,5 +113,8 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run switchyard");
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -40,7 +40,10 @@ impl Recorded {
         self.inner.lock().expect("lock").events.len()
     }
     pub fn seqs(&self) -> Vec<i64> {
-        self.events().iter().map(|e| e["seq"].as_i64().expect("seq")).collect()
+        self.events()
+            .iter()
+            .map(|e| e["seq"].as_i64().expect("seq"))
+            .collect()
     }
     pub fn set_mode(&self, mode: Mode) {
         self.inner.lock().expect("lock").mode = Some(mode);
@@ -59,10 +62,10 @@ async fn receive(State(rec): State<Recorded>, body: axum::body::Bytes) -> Status
     if inner.mode == Some(Mode::Unavailable) {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    if let Some(marker) = &inner.reject_marker {
-        if value["data"]["mark"].as_str() == Some(marker.as_str()) {
-            return StatusCode::BAD_REQUEST;
-        }
+    if let Some(marker) = &inner.reject_marker
+        && value["data"]["mark"].as_str() == Some(marker.as_str())
+    {
+        return StatusCode::BAD_REQUEST;
     }
     inner.events.push(value);
     StatusCode::OK
@@ -79,7 +82,9 @@ pub struct Recorder {
 impl Recorder {
     pub async fn start(listener: TcpListener, recorded: Recorded) -> Recorder {
         let port = listener.local_addr().expect("addr").port();
-        let app = Router::new().route("/events", post(receive)).with_state(recorded.clone());
+        let app = Router::new()
+            .route("/events", post(receive))
+            .with_state(recorded.clone());
         let stopper = Stopper::spawn(listener, app);
         Recorder {
             url: format!("http://127.0.0.1:{port}"),

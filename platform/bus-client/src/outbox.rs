@@ -98,7 +98,12 @@ impl Outbox {
     }
 
     /// Starts the relay as a background task of `shutdown`.
-    pub fn spawn_relay(&self, publisher: Arc<dyn Publisher>, metrics: Metrics, shutdown: &Shutdown) {
+    pub fn spawn_relay(
+        &self,
+        publisher: Arc<dyn Publisher>,
+        metrics: Metrics,
+        shutdown: &Shutdown,
+    ) {
         let relay = Relay {
             outbox: self.clone(),
             publisher,
@@ -159,12 +164,11 @@ impl Relay {
 
     /// Publishes up to one batch in order; returns how many were published.
     async fn publish_batch(&self, stopping: bool) -> anyhow::Result<usize> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, event_type, body FROM outbox ORDER BY seq LIMIT $1",
-        )
-        .bind(BATCH)
-        .fetch_all(self.outbox.db.pool())
-        .await?;
+        let rows =
+            sqlx::query("SELECT seq, event_id, event_type, body FROM outbox ORDER BY seq LIMIT $1")
+                .bind(BATCH)
+                .fetch_all(self.outbox.db.pool())
+                .await?;
         let pending: Vec<Pending> = rows
             .iter()
             .map(|row| {

@@ -246,7 +246,9 @@ mod tests {
 
     #[test]
     fn parses_each_contract_event() {
-        let e = env(json!({"type": "CommentCreated", "data": {"id": "c", "content": "hi", "postId": "p", "status": "pending"}}));
+        let e = env(
+            json!({"type": "CommentCreated", "data": {"id": "c", "content": "hi", "postId": "p", "status": "pending"}}),
+        );
         assert_eq!(
             BlogEvent::from_envelope(&e),
             Ok(Some(BlogEvent::CommentCreated {
@@ -256,10 +258,15 @@ mod tests {
                 status: CommentStatus::Pending
             }))
         );
-        let e = env(json!({"type": "CommentUpdated", "data": {"id": "c", "content": "hi", "postId": "p", "status": "rejected"}}));
+        let e = env(
+            json!({"type": "CommentUpdated", "data": {"id": "c", "content": "hi", "postId": "p", "status": "rejected"}}),
+        );
         assert!(matches!(
             BlogEvent::from_envelope(&e),
-            Ok(Some(BlogEvent::CommentUpdated { status: CommentStatus::Rejected, .. }))
+            Ok(Some(BlogEvent::CommentUpdated {
+                status: CommentStatus::Rejected,
+                ..
+            }))
         ));
     }
 
@@ -276,7 +283,9 @@ mod tests {
         assert_eq!(err.field().as_deref(), Some("data.content"));
         let e = env(json!({"type": "PostCreated"}));
         assert!(BlogEvent::from_envelope(&e).is_err());
-        let e = env(json!({"type": "CommentModerated", "data": {"id": "c", "postId": "p", "content": "x", "status": "maybe"}}));
+        let e = env(
+            json!({"type": "CommentModerated", "data": {"id": "c", "postId": "p", "content": "x", "status": "maybe"}}),
+        );
         assert!(BlogEvent::from_envelope(&e).is_err());
     }
 

@@ -203,8 +203,10 @@ mod tests {
 
     #[test]
     fn plain_original_envelope_parses() {
-        let env = Envelope::from_value(json!({"type": "PostCreated", "data": {"id": "ab", "title": "t"}}))
-            .expect("valid");
+        let env = Envelope::from_value(
+            json!({"type": "PostCreated", "data": {"id": "ab", "title": "t"}}),
+        )
+        .expect("valid");
         assert_eq!(env.event_type, "PostCreated");
         assert!(env.id.is_empty());
         assert_eq!(env.data["title"], "t");
@@ -222,18 +224,27 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        assert_eq!(Envelope::from_value(json!([1])), Err(EnvelopeError::NotAnObject));
+        assert_eq!(
+            Envelope::from_value(json!([1])),
+            Err(EnvelopeError::NotAnObject)
+        );
         assert_eq!(
             Envelope::from_value(json!({"data": {}})),
             Err(EnvelopeError::Missing { field: "type" })
         );
         assert_eq!(
             Envelope::from_value(json!({"type": 3})),
-            Err(EnvelopeError::WrongType { field: "type", expected: "string" })
+            Err(EnvelopeError::WrongType {
+                field: "type",
+                expected: "string"
+            })
         );
         assert_eq!(
             Envelope::from_value(json!({"type": "X", "id": 5})),
-            Err(EnvelopeError::WrongType { field: "id", expected: "string" })
+            Err(EnvelopeError::WrongType {
+                field: "id",
+                expected: "string"
+            })
         );
         assert_eq!(
             Envelope::from_value(json!({"type": " "})),
@@ -242,7 +253,10 @@ mod tests {
         let long = "x".repeat(MAX_ID_LEN + 1);
         assert_eq!(
             Envelope::from_value(json!({"type": "X", "id": long})),
-            Err(EnvelopeError::TooLong { field: "id", max: MAX_ID_LEN })
+            Err(EnvelopeError::TooLong {
+                field: "id",
+                max: MAX_ID_LEN
+            })
         );
     }
 }

@@ -117,11 +117,14 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    value.trim().parse().map_err(|e: T::Err| ConfigError::Malformed {
-        name: name.to_string(),
-        value: value.to_string(),
-        reason: e.to_string(),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Malformed {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Checks that a URL has one of the given schemes and a non-empty rest.
@@ -138,7 +141,10 @@ pub fn check_url(name: &str, value: &str, schemes: &[&str]) -> Result<(), Config
         Err(ConfigError::Malformed {
             name: name.to_string(),
             value: value.to_string(),
-            reason: format!("expected a URL starting with {}", schemes.join("://, ") + "://"),
+            reason: format!(
+                "expected a URL starting with {}",
+                schemes.join("://, ") + "://"
+            ),
         })
     }
 }

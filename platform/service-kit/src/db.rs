@@ -120,7 +120,10 @@ impl Db {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -143,11 +146,14 @@ fn sqlite_url(url: &str) -> anyhow::Result<String> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     let path = rest.split('?').next().unwrap_or("");
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
-        }
+    if !path.is_empty()
+        && path != ":memory:"
+        && let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
     }
     Ok(if url.contains("mode=") {
         url.to_string()
@@ -184,7 +190,10 @@ mod tests {
     #[test]
     fn dialect_by_scheme() {
         assert_eq!(Dialect::from_url("sqlite://a.db"), Some(Dialect::Sqlite));
-        assert_eq!(Dialect::from_url("postgres://h/db"), Some(Dialect::Postgres));
+        assert_eq!(
+            Dialect::from_url("postgres://h/db"),
+            Some(Dialect::Postgres)
+        );
         assert_eq!(Dialect::from_url("mysql://h/db"), None);
     }
 

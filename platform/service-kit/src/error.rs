@@ -199,7 +199,10 @@ mod tests {
     fn body_has_field_only_when_set() {
         let e = ApiError::field("title", "title is required");
         let v: Value = serde_json::from_slice(&e.body()).expect("json");
-        assert_eq!(v, json!({"errors": [{"message": "title is required", "field": "title"}]}));
+        assert_eq!(
+            v,
+            json!({"errors": [{"message": "title is required", "field": "title"}]})
+        );
         let e = ApiError::bad_request("nope");
         let v: Value = serde_json::from_slice(&e.body()).expect("json");
         assert_eq!(v, json!({"errors": [{"message": "nope"}]}));

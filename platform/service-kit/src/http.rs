@@ -151,18 +151,17 @@ async fn readyz(State(state): State<StackState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     for check in state.readiness.iter() {
-        let outcome =
-            match tokio::time::timeout(Duration::from_secs(2), check.check()).await {
-                Ok(Ok(())) => serde_json::Value::from("ok"),
-                Ok(Err(e)) => {
-                    ready = false;
-                    serde_json::Value::from(e)
-                }
-                Err(_) => {
-                    ready = false;
-                    serde_json::Value::from("timed out")
-                }
-            };
+        let outcome = match tokio::time::timeout(Duration::from_secs(2), check.check()).await {
+            Ok(Ok(())) => serde_json::Value::from("ok"),
+            Ok(Err(e)) => {
+                ready = false;
+                serde_json::Value::from(e)
+            }
+            Err(_) => {
+                ready = false;
+                serde_json::Value::from("timed out")
+            }
+        };
         checks.insert(check.name().to_string(), outcome);
     }
     if ready {

@@ -174,7 +174,13 @@ mod tests {
         assert!(text.contains("switchyard_http_requests_total{"), "{text}");
         assert!(text.contains("route=\"/posts\""), "{text}");
         assert!(text.contains("service=\"posts\""), "{text}");
-        assert!(text.contains("switchyard_events_published_total{"), "{text}");
-        assert!(text.contains("switchyard_http_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("switchyard_events_published_total{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -86,8 +86,14 @@ impl Shutdown {
     pub async fn drain_background(&self, grace: Duration) {
         self.background.cancel();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!(?grace, "background tasks did not finish within the grace period");
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "background tasks did not finish within the grace period"
+            );
         }
     }
 }
@@ -126,8 +132,8 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let stop = shutdown.clone();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.stopping().await });
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.stopping().await });
     let started_drain = tokio::time::Instant::now();
     let drained = async {
         shutdown.stopping().await;
@@ -137,7 +143,9 @@ pub async fn serve(
         result = server => result?,
         _ = drained => tracing::warn!(?grace, "in-flight requests did not finish within the grace period"),
     }
-    let left = grace.saturating_sub(started_drain.elapsed()).max(Duration::from_millis(500));
+    let left = grace
+        .saturating_sub(started_drain.elapsed())
+        .max(Duration::from_millis(500));
     shutdown.drain_background(left).await;
     tracing::info!("stopped");
     Ok(())
