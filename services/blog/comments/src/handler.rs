@@ -14,8 +14,12 @@ pub(crate) struct Moderations(pub AppState);
 impl EventHandler for Moderations {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            let Some(BlogEvent::CommentModerated { id, post_id, status, .. }) =
-                BlogEvent::from_envelope(&event).map_err(malformed)?
+            let Some(BlogEvent::CommentModerated {
+                id,
+                post_id,
+                status,
+                ..
+            }) = BlogEvent::from_envelope(&event).map_err(malformed)?
             else {
                 return Ok(Handled::Ignored);
             };

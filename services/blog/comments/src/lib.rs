@@ -14,7 +14,9 @@ use std::sync::Arc;
 use switchyard_bus_client::consumer::events_route;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
 use switchyard_bus_client::{BusConfig, Outbox};
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown};
+use switchyard_kit::{
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
+};
 use tokio::net::TcpListener;
 
 pub const SERVICE: &str = "comments";
@@ -53,7 +55,11 @@ pub(crate) struct AppState {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let common = &settings.common;
     let db = Db::connect(&common.database_url).await?;
     if common.migrate_on_start {
@@ -63,7 +69,10 @@ pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdow
     let bus = settings.bus.connect()?;
     let outbox = Outbox::new(db.clone());
     outbox.spawn_relay(bus.clone(), metrics.clone(), &shutdown);
-    let state = AppState { db: db.clone(), outbox };
+    let state = AppState {
+        db: db.clone(),
+        outbox,
+    };
     let handler = Arc::new(handler::Moderations(state.clone()));
     let app = routes::router(state).merge(events_route(handler, metrics.clone()));
     let router = HttpStack::new(common, metrics)

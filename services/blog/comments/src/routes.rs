@@ -31,7 +31,10 @@ fn check_post_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn list(State(state): State<AppState>, Path(post_id): Path<String>) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    Path(post_id): Path<String>,
+) -> Result<Response, ApiError> {
     check_post_id(&post_id)?;
     let mut conn = state.db.pool().acquire().await?;
     Ok(axum::Json(comments_of(&mut conn, &post_id).await?).into_response())
@@ -70,10 +73,11 @@ async fn create(
 }
 
 async fn comments_of(conn: &mut AnyConnection, post_id: &str) -> Result<Value, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, content, status FROM comments WHERE post_id = $1 ORDER BY ord")
-        .bind(post_id)
-        .fetch_all(conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT id, content, status FROM comments WHERE post_id = $1 ORDER BY ord")
+            .bind(post_id)
+            .fetch_all(conn)
+            .await?;
     let mut list = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get(0)?;

@@ -141,7 +141,9 @@ impl Delivery {
                         Outcome::DeadLetter(status, reason) => {
                             tracing::warn!(subscriber = %self.subscriber.name, seq = event.seq, status, %reason, "subscriber rejected the event; set aside in dead_letters");
                             self.metrics.event_dead_lettered(&self.subscriber.name);
-                            if let Err(e) = self.record_dead_letter(event.seq, status, &reason).await {
+                            if let Err(e) =
+                                self.record_dead_letter(event.seq, status, &reason).await
+                            {
                                 tracing::warn!(error = %e, "could not record the dead letter, retrying");
                                 self.pause(backoff).await;
                                 continue;
@@ -192,7 +194,12 @@ impl Delivery {
         }
     }
 
-    async fn record_dead_letter(&self, seq: i64, status: u16, reason: &str) -> Result<(), sqlx::Error> {
+    async fn record_dead_letter(
+        &self,
+        seq: i64,
+        status: u16,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO dead_letters (subscriber, seq, status, reason, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subscriber, seq) DO NOTHING",
         )

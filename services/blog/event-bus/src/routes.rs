@@ -22,7 +22,10 @@ pub fn router(log: EventLog) -> Router {
         .with_state(log)
 }
 
-async fn publish(State(log): State<EventLog>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn publish(
+    State(log): State<EventLog>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let mut event = Envelope::from_value(body).map_err(|e| match e.field() {
         Some(field) => ApiError::field(field, e.to_string()),
         None => ApiError::bad_request(e.to_string()),
@@ -61,7 +64,10 @@ struct ListParams {
     limit: Option<String>,
 }
 
-async fn list(State(log): State<EventLog>, Query(params): Query<ListParams>) -> Result<Response, ApiError> {
+async fn list(
+    State(log): State<EventLog>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
     let after = match params.after.as_deref() {
         None | Some("") => 0,
         Some(v) => v
@@ -77,13 +83,19 @@ async fn list(State(log): State<EventLog>, Query(params): Query<ListParams>) -> 
                 .ok()
                 .filter(|n| (1..=MAX_PAGE).contains(n))
                 .ok_or_else(|| {
-                    ApiError::field("limit", format!("limit must be an integer from 1 to {MAX_PAGE}"))
+                    ApiError::field(
+                        "limit",
+                        format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                    )
                 })?,
         ),
     };
     let body = match limit {
         Some(limit) => {
-            let page = log.bodies_after(after, limit).await.map_err(ApiError::internal)?;
+            let page = log
+                .bodies_after(after, limit)
+                .await
+                .map_err(ApiError::internal)?;
             Body::from(join(&page))
         }
         None => Body::from_stream(whole_log(log, after)),

@@ -16,7 +16,9 @@ use switchyard_bus_client::inbox::begin_once;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
 use switchyard_bus_client::{BusConfig, EventHandler, HandleError, Outbox};
 use switchyard_events::{BlogEvent, Envelope};
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown};
+use switchyard_kit::{
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
+};
 use tokio::net::TcpListener;
 
 pub use rule::Rule;
@@ -47,7 +49,11 @@ impl Settings {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let common = &settings.common;
     let db = Db::connect(&common.database_url).await?;
     if common.migrate_on_start {
@@ -80,8 +86,12 @@ struct Moderator {
 impl EventHandler for Moderator {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            let Some(BlogEvent::CommentCreated { id, post_id, content, .. }) =
-                BlogEvent::from_envelope(&event).map_err(malformed)?
+            let Some(BlogEvent::CommentCreated {
+                id,
+                post_id,
+                content,
+                ..
+            }) = BlogEvent::from_envelope(&event).map_err(malformed)?
             else {
                 return Ok(Handled::Ignored);
             };

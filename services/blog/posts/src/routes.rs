@@ -57,5 +57,9 @@ async fn create(
     tx.commit().await?;
     state.outbox.wake();
     tracing::info!(post_id = %id, "post created");
-    Ok((StatusCode::CREATED, axum::Json(json!({"id": id, "title": title}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id, "title": title})),
+    )
+        .into_response())
 }

@@ -37,11 +37,13 @@ impl Applier {
         };
         match blog_event {
             BlogEvent::PostCreated { id, title } => {
-                sqlx::query("INSERT INTO posts (id, title) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-                    .bind(id)
-                    .bind(title)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO posts (id, title) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(title)
+                .execute(&mut *tx)
+                .await?;
             }
             BlogEvent::CommentCreated {
                 id,

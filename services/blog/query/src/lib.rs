@@ -18,10 +18,12 @@ mod routes;
 
 use std::sync::Arc;
 
+use switchyard_bus_client::BusConfig;
 use switchyard_bus_client::consumer::events_route;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::BusConfig;
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown};
+use switchyard_kit::{
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
+};
 use tokio::net::TcpListener;
 
 pub use catch_up::rebuild;
@@ -56,7 +58,11 @@ impl Settings {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let common = &settings.common;
     let db = Db::connect(&common.database_url).await?;
     if common.migrate_on_start {
@@ -67,7 +73,8 @@ pub async fn launch(settings: Settings, listener: TcpListener, shutdown: Shutdow
     let model = read_model::ReadModel::new(db.clone());
     let applier = Arc::new(apply::Applier::new(model.clone()));
     catch_up::spawn(bus.clone(), applier.clone(), &shutdown);
-    let app = routes::router(model, shutdown.stop_token()).merge(events_route(applier, metrics.clone()));
+    let app =
+        routes::router(model, shutdown.stop_token()).merge(events_route(applier, metrics.clone()));
     let router = HttpStack::new(common, metrics)
         .ready_when(Arc::new(db.clone()))
         .ready_when(bus)

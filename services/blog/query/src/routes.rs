@@ -35,7 +35,9 @@ async fn posts(State(state): State<RouteState>) -> Result<Response, ApiError> {
 }
 
 /// A snapshot at connection and after each change; ends when the service shuts down.
-async fn stream(State(state): State<RouteState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn stream(
+    State(state): State<RouteState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let model = state.model.clone();
     let stop = state.stop.clone();
     let snapshots = WatchStream::new(model.subscribe())
