@@ -66,18 +66,20 @@ pub async fn launch(
         db.migrate(&MIGRATIONS).await?;
     }
     let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect()?;
+    let bus = settings.bus.connect().await?;
     let outbox = Outbox::new(db.clone());
-    outbox.spawn_relay(bus.clone(), metrics.clone(), &shutdown);
+    outbox.spawn_relay(bus.publisher(), metrics.clone(), &shutdown);
     let state = AppState {
         db: db.clone(),
         outbox,
     };
     let handler = Arc::new(handler::Moderations(state.clone()));
+    bus.start_consuming(SERVICE, handler.clone(), metrics.clone(), &shutdown)
+        .await?;
     let app = routes::router(state).merge(events_route(handler, metrics.clone()));
     let router = HttpStack::new(common, metrics)
         .ready_when(Arc::new(db.clone()))
-        .ready_when(bus)
+        .ready_when(bus.readiness())
         .wrap(app);
     let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
     db.close().await;

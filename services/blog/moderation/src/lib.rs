@@ -60,17 +60,19 @@ pub async fn launch(
         db.migrate(&MIGRATIONS).await?;
     }
     let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect()?;
+    let bus = settings.bus.connect().await?;
     let outbox = Outbox::new(db.clone());
-    outbox.spawn_relay(bus.clone(), metrics.clone(), &shutdown);
+    outbox.spawn_relay(bus.publisher(), metrics.clone(), &shutdown);
     let handler = Arc::new(Moderator {
         db: db.clone(),
         outbox,
         rule: settings.rule.clone(),
     });
+    bus.start_consuming(SERVICE, handler.clone(), metrics.clone(), &shutdown)
+        .await?;
     let router = HttpStack::new(common, metrics.clone())
         .ready_when(Arc::new(db.clone()))
-        .ready_when(bus)
+        .ready_when(bus.readiness())
         .wrap(events_route(handler, metrics));
     let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
     db.close().await;

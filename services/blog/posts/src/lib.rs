@@ -67,9 +67,9 @@ pub async fn launch(
         db.migrate(&MIGRATIONS).await?;
     }
     let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect()?;
+    let bus = settings.bus.connect().await?;
     let outbox = Outbox::new(db.clone());
-    outbox.spawn_relay(bus.clone(), metrics.clone(), &shutdown);
+    outbox.spawn_relay(bus.publisher(), metrics.clone(), &shutdown);
     let state = AppState {
         db: db.clone(),
         outbox,
@@ -77,7 +77,7 @@ pub async fn launch(
     let app = routes::router(state).merge(events_route(Arc::new(IgnoresEvents), metrics.clone()));
     let router = HttpStack::new(common, metrics)
         .ready_when(Arc::new(db.clone()))
-        .ready_when(bus)
+        .ready_when(bus.readiness())
         .wrap(app);
     let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
     db.close().await;

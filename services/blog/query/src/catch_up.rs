@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 use switchyard_bus_client::HandleError;
-use switchyard_bus_client::http_bus::HttpBus;
+use switchyard_bus_client::bus::Bus;
 use switchyard_kit::{Db, Shutdown};
 
 use crate::apply::Applier;
@@ -15,7 +15,7 @@ use crate::read_model::ReadModel;
 const PAGE: u32 = 500;
 
 /// Starts catching up in the background (the service serves meanwhile).
-pub(crate) fn spawn(bus: Arc<HttpBus>, applier: Arc<Applier>, shutdown: &Shutdown) {
+pub(crate) fn spawn(bus: Bus, applier: Arc<Applier>, shutdown: &Shutdown) {
     let stop = shutdown.background_token();
     shutdown.spawn("catch-up", async move {
         let mut pause = Duration::from_millis(50);
@@ -47,7 +47,7 @@ async fn position(db: &Db) -> Result<i64, sqlx::Error> {
 }
 
 /// Applies every event after the stored position; returns how many were read.
-async fn catch_up(bus: &HttpBus, applier: &Applier) -> anyhow::Result<u64> {
+async fn catch_up(bus: &Bus, applier: &Applier) -> anyhow::Result<u64> {
     let mut after = position(&applier.model().db).await?;
     let mut read = 0u64;
     loop {
@@ -83,7 +83,7 @@ pub async fn rebuild(settings: &crate::Settings) -> anyhow::Result<u64> {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    let bus = settings.bus.connect()?;
+    let bus = settings.bus.connect().await?;
     let applier = Applier::new(ReadModel::new(db.clone()));
     let read = catch_up(&bus, &applier).await?;
     db.close().await;

@@ -69,15 +69,17 @@ pub async fn launch(
         db.migrate(&MIGRATIONS).await?;
     }
     let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect()?;
+    let bus = settings.bus.connect().await?;
     let model = read_model::ReadModel::new(db.clone());
     let applier = Arc::new(apply::Applier::new(model.clone()));
     catch_up::spawn(bus.clone(), applier.clone(), &shutdown);
+    bus.start_consuming(SERVICE, applier.clone(), metrics.clone(), &shutdown)
+        .await?;
     let app =
         routes::router(model, shutdown.stop_token()).merge(events_route(applier, metrics.clone()));
     let router = HttpStack::new(common, metrics)
         .ready_when(Arc::new(db.clone()))
-        .ready_when(bus)
+        .ready_when(bus.readiness())
         .wrap(app);
     let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
     db.close().await;
