@@ -1,6 +1,7 @@
 //! `switchyard`: run any service (`serve <name>`), or a whole app (`up <app>`).
 
 mod services;
+mod up;
 
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ use services::ServiceName;
     name = "switchyard",
     version,
     about = "Event-driven microservices: the blog and its platform",
-    after_help = "Services (switchyard serve <SERVICE>):\n  event-bus   the event bus: durable log, ordered delivery (port 4005)\n  posts       creates posts (port 4000)\n  comments    comments per post and their status (port 4001)\n  query       the read model: posts with comments (port 4002)\n  moderation  judges new comments (port 4003)\n\nConfiguration comes from environment variables: PORT, HOST, DATA_DIR, DATABASE_URL,\nEVENT_BUS_URL, LOG_FORMAT, RUST_LOG, ... (see the README)."
+    after_help = "Start the whole blog: switchyard up blog (then open http://127.0.0.1:8080)\n\nServices (switchyard serve <SERVICE>):\n  event-bus   the event bus: durable log, ordered delivery (port 4005)\n  posts       creates posts (port 4000)\n  comments    comments per post and their status (port 4001)\n  query       the read model: posts with comments (port 4002)\n  moderation  judges new comments (port 4003)\n  client      the web client (port 3000)\n  gateway     the local ingress: the rules of infra/k8s/base/ingress-srv.yaml (port 8080)\n\nConfiguration comes from environment variables: PORT, HOST, DATA_DIR, DATABASE_URL,\nEVENT_BUS_URL, LOG_FORMAT, RUST_LOG, ... (see the README)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +29,8 @@ enum Command {
         #[arg(env = "SWITCHYARD_SERVICE")]
         service: ServiceName,
     },
+    /// Run a whole app on this machine: every service its own process, supervised.
+    Up(up::UpArgs),
     /// Run a service's database migrations against DATABASE_URL, then exit.
     Migrate {
         #[arg(env = "SWITCHYARD_SERVICE")]
@@ -70,6 +73,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { service } => {
             services::serve(service, &env).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up(args) => {
+            up::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { service } => {

@@ -17,6 +17,10 @@ pub enum ServiceName {
     Query,
     /// Moderation: judges new comments (4003).
     Moderation,
+    /// The web client (3000).
+    Client,
+    /// The local gateway: the Ingress rules on one machine (8080).
+    Gateway,
 }
 
 async fn bind(common: &switchyard_kit::CommonConfig) -> anyhow::Result<TcpListener> {
@@ -63,6 +67,16 @@ pub async fn serve(service: ServiceName, env: &Env) -> anyhow::Result<()> {
             let l = bind(&s.common).await?;
             switchyard_moderation::launch(s, l, shutdown).await
         }
+        ServiceName::Client => {
+            let s = switchyard_client::Settings::from_env(env)?;
+            let l = bind(&s.common).await?;
+            switchyard_client::launch(s, l, shutdown).await
+        }
+        ServiceName::Gateway => {
+            let s = switchyard_gateway::Settings::from_env(env)?;
+            let l = bind(&s.common).await?;
+            switchyard_gateway::launch(s, l, shutdown).await
+        }
     }
 }
 
@@ -94,6 +108,10 @@ pub async fn migrate(service: ServiceName, env: &Env) -> anyhow::Result<()> {
             switchyard_moderation::DEFAULT_PORT,
             &switchyard_moderation::MIGRATIONS,
         ),
+        ServiceName::Client | ServiceName::Gateway => {
+            tracing::info!(service = ?service, "no database, nothing to migrate");
+            return Ok(());
+        }
     };
     let common = switchyard_kit::CommonConfig::from_env(env, name, port)?;
     let db = switchyard_kit::Db::connect(&common.database_url).await?;

@@ -54,6 +54,16 @@ pub enum Error {
     Invalid(String),
 }
 
+impl From<switchyard_ingress::Error> for Error {
+    fn from(err: switchyard_ingress::Error) -> Self {
+        match err {
+            switchyard_ingress::Error::Yaml(m) => Error::Yaml(m),
+            switchyard_ingress::Error::Regex { path, source } => Error::Regex { path, source },
+            switchyard_ingress::Error::Invalid(m) => Error::Invalid(m),
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {

@@ -132,8 +132,11 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let stop = shutdown.clone();
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(async move { stop.stopping().await });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.stopping().await });
     let started_drain = tokio::time::Instant::now();
     let drained = async {
         shutdown.stopping().await;

@@ -1,0 +1,103 @@
+//! The web client (port 3000): the blog's single page, served from assets compiled into
+//! the binary. The page talks to the same origin (the gateway or the Ingress): `GET /posts`,
+//! `GET /posts/stream` (live updates), `POST /posts/create`, `POST /posts/:id/comments`.
+//!
+//! Every answer carries a Content-Security-Policy that allows only the page's own script
+//! and stylesheet (no inline script or style), and only the assets below are served.
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use switchyard_kit::{CommonConfig, ConfigError, Env, HttpStack, Metrics, Shutdown};
+use tokio::net::TcpListener;
+
+pub const SERVICE: &str = "client";
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// The policy every answer carries.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The assets: path, content type, bytes.
+pub const ASSETS: [(&str, &str, &str); 3] = [
+    (
+        "/index.html",
+        "text/html; charset=utf-8",
+        include_str!("../assets/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/app.js"),
+    ),
+    (
+        "/styles.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/styles.css"),
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonConfig,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
+        })
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The client's routes (the security headers are added around the whole stack).
+pub fn routes() -> Router {
+    let (_, html_type, html) = ASSETS[0];
+    let mut router = Router::new().route("/", get(move || async move { asset(html_type, html) }));
+    for (path, content_type, body) in ASSETS {
+        router = router.route(path, get(move || async move { asset(content_type, body) }));
+    }
+    router
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Runs the client on `listener` until `shutdown`.
+pub async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new(SERVICE);
+    let router = HttpStack::new(&settings.common, metrics)
+        .wrap(routes())
+        .layer(axum::middleware::map_response(security_headers));
+    switchyard_kit::serve(listener, router, shutdown, settings.common.shutdown_grace).await
+}
