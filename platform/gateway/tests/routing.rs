@@ -1,0 +1,201 @@
+//! The gateway in front of real HTTP backends: the shipped Ingress rules route the
+//! contract's requests, requests are forwarded whole, responses stream, a backend that is
+//! down gives 502 JSON.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, Sse};
+use axum::routing::{any, get};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use switchyard_gateway::{Backends, Settings};
+use switchyard_kit::{CommonConfig, Shutdown};
+use tokio::net::TcpListener;
+
+async fn echo(
+    State(name): State<&'static str>,
+    headers: HeaderMap,
+    req: Request,
+) -> axum::Json<Value> {
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let header = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    axum::Json(json!({
+        "backend": name,
+        "method": method,
+        "uri": uri,
+        "body": String::from_utf8_lossy(&body),
+        "x-request-id": header("x-request-id"),
+        "x-forwarded-host": header("x-forwarded-host"),
+        "x-custom": header("x-custom"),
+    }))
+}
+
+/// Sends one event at once, then another only after a pause: a buffering proxy would
+/// hold the first until the stream ends.
+async fn slow_stream() -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let events = futures_util::stream::iter(0..2).then(|i| async move {
+        if i == 1 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        Ok(Event::default().event("snapshot").data(format!("{i}")))
+    });
+    Sse::new(events)
+}
+
+async fn backend(name: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut app = Router::new();
+    if name == "query" {
+        app = app.route("/posts/stream", get(slow_stream));
+    }
+    let app = app
+        .route("/", any(echo))
+        .route("/{*path}", any(echo))
+        .with_state(name);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn gateway(backends: Backends) -> (String, Shutdown) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = std::env::temp_dir();
+    let settings = Settings {
+        common: CommonConfig::for_data_dir("gateway", dir),
+        ingress_yaml: switchyard_gateway::SHIPPED_INGRESS.to_string(),
+        host: switchyard_gateway::DEFAULT_HOST.to_string(),
+        backends,
+    };
+    let shutdown = Shutdown::new();
+    tokio::spawn(switchyard_gateway::launch(
+        settings,
+        listener,
+        shutdown.clone(),
+    ));
+    (url, shutdown)
+}
+
+async fn all_backends() -> Backends {
+    Backends::default()
+        .with("posts-clusterip-srv", 4000, backend("posts").await)
+        .with("query-srv", 4002, backend("query").await)
+        .with("comments-srv", 4001, backend("comments").await)
+        .with("client-srv", 3000, backend("client").await)
+}
+
+#[tokio::test]
+async fn the_shipped_ingress_routes_the_contract_requests() {
+    let (gw, shutdown) = gateway(all_backends().await).await;
+    let client = reqwest::Client::new();
+    let table = [
+        ("POST", "/posts/create", "posts"),
+        ("GET", "/posts", "query"),
+        ("GET", "/posts?x=1", "query"),
+        ("POST", "/posts/abc123/comments", "comments"),
+        ("GET", "/posts/abc123/comments", "comments"),
+        ("GET", "/", "client"),
+        ("GET", "/app.js", "client"),
+        ("GET", "/styles.css", "client"),
+        ("GET", "/some/page", "client"),
+        ("POST", "/events", "client"),
+    ];
+    for (method, path, expected) in table {
+        let method: reqwest::Method = method.parse().expect("method");
+        let response = client
+            .request(method.clone(), format!("{gw}{path}"))
+            .header("content-type", "application/json")
+            .header("x-custom", "kept")
+            .header("x-request-id", "req-42")
+            .body(r#"{"title":"hi"}"#)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200, "{method} {path}");
+        let v: Value = response.json().await.expect("json");
+        assert_eq!(v["backend"], expected, "{method} {path}");
+        assert_eq!(v["method"], method.as_str());
+        assert_eq!(v["uri"], path, "path and query forwarded unchanged");
+        assert_eq!(v["body"], r#"{"title":"hi"}"#);
+        assert_eq!(v["x-custom"], "kept");
+        assert_eq!(v["x-request-id"], "req-42");
+        assert!(
+            v["x-forwarded-host"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("127.0.0.1"))
+        );
+    }
+    // The gateway's own health endpoints.
+    let health = client
+        .get(format!("{gw}/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status(), 200);
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn responses_stream_through_the_gateway() {
+    let (gw, shutdown) = gateway(all_backends().await).await;
+    let response = reqwest::get(format!("{gw}/posts/stream"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(2), body.next())
+        .await
+        .expect("the first event arrives before the stream ends")
+        .expect("chunk")
+        .expect("bytes");
+    let text: Bytes = first;
+    assert!(
+        String::from_utf8_lossy(&text).contains("event: snapshot"),
+        "{text:?}"
+    );
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn a_backend_that_is_down_gives_502_json() {
+    // Nothing listens on the comments backend's address.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let backends = all_backends().await.with("comments-srv", 4001, closed);
+    let (gw, shutdown) = gateway(backends).await;
+    let response = reqwest::Client::new()
+        .post(format!("{gw}/posts/p1/comments"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 502);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/json")
+    );
+    let v: Value = response.json().await.expect("json");
+    assert_eq!(v["errors"][0]["message"], "comments-srv is unavailable");
+    shutdown.trigger();
+}
