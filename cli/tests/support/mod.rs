@@ -6,6 +6,8 @@ pub mod blog;
 pub mod http;
 pub mod process;
 pub mod recorder;
+pub mod up;
+pub mod webdriver;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite needs on a Debian machine:
+# headless Chromium with its driver (browser test), PostgreSQL and NATS with JetStream
+# (the production-backend suite), wrk (benchmarks). Safe to run again.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! port_open 5432; then
+  echo "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+fi
+if ! port_open 4222; then
+  echo "starting NATS with JetStream"
+  as_root mkdir -p /var/lib/nats-server
+  as_root start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+fi
+for i in $(seq 1 50); do
+  if port_open 5432 && port_open 4222; then break; fi
+  sleep 0.2
+done
+port_open 5432 && echo "PostgreSQL: up on 127.0.0.1:5432" || echo "PostgreSQL: NOT reachable"
+port_open 4222 && echo "NATS: up on 127.0.0.1:4222" || echo "NATS: NOT reachable"
+chromium --version 2>/dev/null || true

@@ -1,0 +1,166 @@
+//! `switchyard up blog` as a child process, on free ports.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::process::BIN;
+
+/// The blog's contract ports, which `--port-offset` shifts.
+pub const PORTS: [u16; 6] = [3000, 4000, 4001, 4002, 4003, 4005];
+
+fn free(port: u32) -> bool {
+    u16::try_from(port).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+}
+
+/// An offset that shifts every blog port onto a free one.
+pub fn free_offset() -> u16 {
+    let seed = std::process::id() as u16 ^ (Instant::now().elapsed().subsec_nanos() as u16);
+    for attempt in 0..200u16 {
+        let offset = 10_000
+            + ((seed.wrapping_add(attempt.wrapping_mul(97))) % 40) * 1_000
+            + (attempt % 7) * 10;
+        if PORTS
+            .iter()
+            .all(|p| free(u32::from(*p) + u32::from(offset)))
+        {
+            return offset;
+        }
+    }
+    panic!("no free port offset");
+}
+
+pub struct Up {
+    pub child: Child,
+    pub gateway: u16,
+    pub offset: u16,
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Up {
+    /// Starts `up blog` with `data_dir`, and waits for its "is up" line.
+    pub fn start(data_dir: &Path, offset: u16, gateway: u16) -> Up {
+        let mut child = Command::new(BIN)
+            .args([
+                "up",
+                "blog",
+                "--port-offset",
+                &offset.to_string(),
+                "--gateway-port",
+                &gateway.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn up");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let up = Up {
+            child,
+            gateway,
+            offset,
+            output,
+        };
+        up.wait_for_line("is up in", Duration::from_secs(60));
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lock().expect("lock").clone()
+    }
+
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?}; output:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The pid of the child running `service`.
+    pub fn service_pid(&self, service: &str) -> Option<u32> {
+        let parent = self.child.id();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The parent pid is the 2nd field after the command in parentheses.
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid != Some(parent) {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args.len() >= 3 && args[1] == b"serve" && args[2] == service.as_bytes() {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// SIGTERM, like Ctrl-C; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "up did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `switchyard up blog`: everything ready behind the gateway, a crashed service restarted,
+//! a clean stop, state kept across runs, a clear message for a port in use.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::http::Client;
+use support::up::{Up, free_offset};
+use support::{eventually, process};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_blog_restarts_what_dies_and_keeps_state() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let offset = free_offset();
+    let gateway = process::free_port();
+    let mut up = Up::start(dir.path(), offset, gateway);
+    // The table lists every service, ready.
+    let lines = up.lines();
+    for service in [
+        "event-bus",
+        "posts",
+        "comments",
+        "query",
+        "moderation",
+        "client",
+        "gateway",
+    ] {
+        let row = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(service))
+            .unwrap_or_else(|| panic!("{service} missing from the table:\n{}", lines.join("\n")));
+        assert!(row.contains(" yes "), "{row}");
+    }
+    up.wait_for_line(
+        &format!("open http://127.0.0.1:{gateway}"),
+        Duration::from_secs(1),
+    );
+    // The whole flow through the gateway.
+    let c = Client::default();
+    let page = c.get(&up.url()).await;
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("<title>Switchyard Blog</title>"));
+    let post = c
+        .post_json(
+            &format!("{}/posts/create", up.url()),
+            &json!({"title": "kept"}),
+        )
+        .await;
+    assert_eq!(post.status, 201);
+    let id = post.json()["id"].as_str().expect("id").to_string();
+    let comments = c
+        .post_json(
+            &format!("{}/posts/{id}/comments", up.url()),
+            &json!({"content": "orange"}),
+        )
+        .await;
+    assert_eq!(comments.status, 201);
+    eventually("rejected through the gateway", || async {
+        let v = c.try_get(&format!("{}/posts", up.url())).await?.json();
+        (v[&id]["comments"][0]["status"] == "rejected").then_some(())
+    })
+    .await;
+    // A service that dies is restarted, like a Deployment's pod.
+    let pid = up.service_pid("query").expect("query's pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    eventually("query restarted with a new pid", || async {
+        up.service_pid("query").filter(|p| *p != pid).map(|_| ())
+    })
+    .await;
+    eventually("query serves again through the gateway", || async {
+        let a = c.try_get(&format!("{}/posts", up.url())).await?;
+        (a.status == 200 && a.json().get(&id).is_some()).then_some(())
+    })
+    .await;
+    // Ctrl-C / SIGTERM stops everything cleanly; the final table counts the restart.
+    assert_eq!(up.stop(), Some(0));
+    let lines = up.lines();
+    let query_row = lines
+        .iter()
+        .rev()
+        .find(|l| l.split_whitespace().next() == Some("query"))
+        .expect("query row");
+    assert!(query_row.trim_end().ends_with('1'), "restarts: {query_row}");
+    assert!(
+        !lines.iter().any(|l| l.contains("killing it")),
+        "a service had to be killed:\n{}",
+        lines.join("\n")
+    );
+    drop(up);
+    // State survives up being stopped and started again.
+    let up = Up::start(dir.path(), offset, gateway);
+    let v = c.get(&format!("{}/posts", up.url())).await.json();
+    assert_eq!(v[&id]["title"], "kept");
+    assert_eq!(v[&id]["comments"][0]["status"], "rejected");
+}
+
+#[test]
+fn a_port_in_use_gives_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (status, stderr) = process::run(
+        &[
+            "up",
+            "blog",
+            "--port-offset",
+            &free_offset().to_string(),
+            "--gateway-port",
+            &port.to_string(),
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ],
+        &[],
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("port {port} (gateway)")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--gateway-port"), "{stderr}");
+}
