@@ -68,7 +68,7 @@ async fn client_loop(base: String, me: u64, until: Instant, acked: Arc<Mutex<Ack
         };
         acked.lock().expect("lock").posts.push(post_id.clone());
         for k in 0..3 {
-            let content = if (me + n + k) % 3 == 0 {
+            let content = if (me + n + k).is_multiple_of(3) {
                 format!("orange {me}-{n}-{k}")
             } else {
                 format!("fine {me}-{n}-{k}")
