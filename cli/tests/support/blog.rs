@@ -1,17 +1,27 @@
-//! The whole blog in this process: the bus and the four services, each on its own port
-//! with its own database, wired over real HTTP.
+//! The whole blog in this process: the four services, each on its own port with its own
+//! database, and the bus, wired over real networking.
+//!
+//! * [`Backend::Embedded`]: SQLite files in a temporary folder and the HTTP event bus
+//!   (started here too);
+//! * [`Backend::Production`]: one PostgreSQL database per service and a NATS JetStream stream
+//!   and subject prefix of this test's own (see [`Resources`]); no HTTP event bus.
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use switchyard_bus_client::BusConfig;
+use switchyard_bus_client::bus::Bus;
 use switchyard_event_bus::Subscriber;
 use switchyard_kit::CommonConfig;
+use tokio::sync::OnceCell;
 
+use super::backend::{Backend, Resources};
 use super::{Running, listener, start};
 
 pub const SERVICES: [&str; 4] = ["posts", "comments", "query", "moderation"];
 
 pub struct Blog {
+    pub backend: Backend,
     pub dir: tempfile::TempDir,
     pub ports: Ports,
     pub bus: Option<Running>,
@@ -19,10 +29,19 @@ pub struct Blog {
     pub comments: Option<Running>,
     pub query: Option<Running>,
     pub moderation: Option<Running>,
+    /// Extra instances started with [`Blog::add_replica`]: (service, instance).
+    pub replicas: Vec<(String, Running)>,
+    /// The production backend's databases, stream and prefix.
+    pub resources: Option<Resources>,
+    /// Database URL per service (production).
+    databases: Vec<(String, String)>,
+    /// A bus client to read the log with.
+    reader: OnceCell<Bus>,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
+    /// The HTTP event bus (0 with the production backend).
     pub bus: u16,
     pub posts: u16,
     pub comments: u16,
@@ -30,32 +49,38 @@ pub struct Ports {
     pub moderation: u16,
 }
 
-fn common(dir: &Path, service: &str) -> CommonConfig {
-    let mut c = CommonConfig::for_data_dir(service, dir.join("data"));
-    c.shutdown_grace = std::time::Duration::from_secs(5);
-    c
+fn port_of(l: &tokio::net::TcpListener) -> u16 {
+    l.local_addr().expect("addr").port()
 }
 
 impl Blog {
-    /// Starts everything.
+    /// Starts everything on the embedded backend.
     pub async fn start() -> Blog {
+        Blog::start_on(Backend::Embedded).await
+    }
+
+    /// Starts everything on `backend`.
+    pub async fn start_on(backend: Backend) -> Blog {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (lb, lp, lc, lq, lm) = (
-            listener(0).await,
+        let lb = match backend {
+            Backend::Embedded => Some(listener(0).await),
+            Backend::Production => None,
+        };
+        let (lp, lc, lq, lm) = (
             listener(0).await,
             listener(0).await,
             listener(0).await,
             listener(0).await,
         );
-        let port = |l: &tokio::net::TcpListener| l.local_addr().expect("addr").port();
         let ports = Ports {
-            bus: port(&lb),
-            posts: port(&lp),
-            comments: port(&lc),
-            query: port(&lq),
-            moderation: port(&lm),
+            bus: lb.as_ref().map_or(0, port_of),
+            posts: port_of(&lp),
+            comments: port_of(&lc),
+            query: port_of(&lq),
+            moderation: port_of(&lm),
         };
         let mut blog = Blog {
+            backend,
             dir,
             ports,
             bus: None,
@@ -63,8 +88,22 @@ impl Blog {
             comments: None,
             query: None,
             moderation: None,
+            replicas: Vec::new(),
+            resources: None,
+            databases: Vec::new(),
+            reader: OnceCell::new(),
         };
-        blog.bus = Some(blog.launch_bus(lb));
+        if backend == Backend::Production {
+            let resources = Resources::new();
+            for service in SERVICES {
+                let url = resources.database(service).await;
+                blog.databases.push((service.to_string(), url));
+            }
+            blog.resources = Some(resources);
+        }
+        if let Some(lb) = lb {
+            blog.bus = Some(blog.launch_bus(lb));
+        }
         blog.posts = Some(blog.launch("posts", lp));
         blog.comments = Some(blog.launch("comments", lc));
         blog.query = Some(blog.launch("query", lq));
@@ -76,13 +115,29 @@ impl Blog {
         self.dir.path().join("data")
     }
 
+    /// The services answering HTTP: the four, plus the event bus on the embedded backend.
+    pub fn http_services(&self) -> Vec<&'static str> {
+        let mut services = vec!["posts", "comments", "query", "moderation"];
+        if self.backend == Backend::Embedded {
+            services.push("event-bus");
+        }
+        services
+    }
+
     pub fn url(&self, service: &str) -> String {
         format!("http://127.0.0.1:{}", self.port(service))
     }
 
     pub fn port(&self, service: &str) -> u16 {
         match service {
-            "event-bus" => self.ports.bus,
+            "event-bus" => {
+                assert!(
+                    self.backend == Backend::Embedded,
+                    "there is no HTTP event bus on the {} backend",
+                    self.backend.name()
+                );
+                self.ports.bus
+            }
             "posts" => self.ports.posts,
             "comments" => self.ports.comments,
             "query" => self.ports.query,
@@ -91,8 +146,74 @@ impl Blog {
         }
     }
 
-    fn bus_config(&self) -> BusConfig {
-        BusConfig::http(self.url("event-bus"))
+    /// The bus the services are configured with.
+    pub fn bus_config(&self) -> BusConfig {
+        match &self.resources {
+            Some(r) => r.bus_config(),
+            None => BusConfig::http(self.url("event-bus")),
+        }
+    }
+
+    /// The bus settings as environment variables (for the `switchyard` binary).
+    pub fn bus_env(&self) -> Vec<(&'static str, String)> {
+        let bus = self.bus_config();
+        let mut env = vec![("EVENT_BUS_URL", bus.url.clone())];
+        if bus.is_nats() {
+            env.push(("BUS_STREAM", bus.stream.clone()));
+            env.push(("BUS_SUBJECT_PREFIX", bus.subject_prefix.clone()));
+        }
+        env
+    }
+
+    /// The database URL of `service`.
+    pub fn database_url(&self, service: &str) -> String {
+        match self.databases.iter().find(|(s, _)| s == service) {
+            Some((_, url)) => url.clone(),
+            None => switchyard_kit::config::default_sqlite_url(&self.data_dir(), service),
+        }
+    }
+
+    /// The whole bus log, oldest first, as JSON (read through [`Bus::page`], so it works on
+    /// both backends).
+    pub async fn events(&self) -> Vec<Value> {
+        let bus = self
+            .reader
+            .get_or_init(|| async { self.bus_config().connect().await.expect("bus client") })
+            .await;
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = bus.page(after, 500).await.expect("bus log page");
+            let Some(last) = page.last().and_then(|e| e.seq) else {
+                return all;
+            };
+            all.extend(
+                page.into_iter()
+                    .map(|e| serde_json::to_value(e).expect("event as JSON")),
+            );
+            after = last;
+        }
+    }
+
+    /// Waits until every service (replicas included) answers `/readyz` with 200.
+    pub async fn wait_ready(&self) {
+        let client = super::http::Client::default();
+        let mut urls: Vec<String> = self.http_services().iter().map(|s| self.url(s)).collect();
+        urls.extend(self.replicas.iter().map(|(_, r)| r.url()));
+        for url in urls {
+            super::eventually(&format!("{url}/readyz to answer 200"), || async {
+                let a = client.try_get(&format!("{url}/readyz")).await?;
+                (a.status == 200).then_some(())
+            })
+            .await;
+        }
+    }
+
+    fn common(&self, dir: &Path, service: &str) -> CommonConfig {
+        let mut c = CommonConfig::for_data_dir(service, dir.join("data"));
+        c.shutdown_grace = std::time::Duration::from_secs(5);
+        c.database_url = self.database_url(service);
+        c
     }
 
     fn launch_bus(&self, l: tokio::net::TcpListener) -> Running {
@@ -104,34 +225,35 @@ impl Blog {
         start(l, move |l, s| switchyard_event_bus::launch(settings, l, s))
     }
 
-    fn launch(&self, service: &str, l: tokio::net::TcpListener) -> Running {
+    /// Starts one instance of `service` on `l` (the same database and bus as the others).
+    pub fn launch(&self, service: &str, l: tokio::net::TcpListener) -> Running {
         let dir = self.dir.path();
         let bus = self.bus_config();
         match service {
             "posts" => {
                 let s = switchyard_posts::Settings {
-                    common: common(dir, service),
+                    common: self.common(dir, service),
                     bus,
                 };
                 start(l, move |l, sd| switchyard_posts::launch(s, l, sd))
             }
             "comments" => {
                 let s = switchyard_comments::Settings {
-                    common: common(dir, service),
+                    common: self.common(dir, service),
                     bus,
                 };
                 start(l, move |l, sd| switchyard_comments::launch(s, l, sd))
             }
             "query" => {
                 let s = switchyard_query::Settings {
-                    common: common(dir, service),
+                    common: self.common(dir, service),
                     bus,
                 };
                 start(l, move |l, sd| switchyard_query::launch(s, l, sd))
             }
             "moderation" => {
                 let s = switchyard_moderation::Settings {
-                    common: common(dir, service),
+                    common: self.common(dir, service),
                     bus,
                     rule: switchyard_moderation::Rule::default(),
                 };
@@ -139,6 +261,19 @@ impl Blog {
             }
             other => panic!("unknown service {other}"),
         }
+    }
+
+    /// Starts one more instance of `service` on a new port, sharing its database and its
+    /// consumer group (production backend); returns its base URL.
+    pub async fn add_replica(&mut self, service: &str) -> String {
+        assert!(
+            self.backend == Backend::Production,
+            "replicas share a PostgreSQL database: production backend only"
+        );
+        let running = self.launch(service, listener(0).await);
+        let url = running.url();
+        self.replicas.push((service.to_string(), running));
+        url
     }
 
     fn slot(&mut self, service: &str) -> &mut Option<Running> {
@@ -177,10 +312,19 @@ impl Blog {
         *self.slot(service) = Some(running);
     }
 
-    /// Stops everything gracefully.
+    /// Stops everything gracefully, then drops the production databases and streams.
     pub async fn shutdown(mut self) {
+        for (service, replica) in std::mem::take(&mut self.replicas) {
+            replica
+                .stop()
+                .await
+                .unwrap_or_else(|e| panic!("{service} replica stopped cleanly: {e}"));
+        }
         for s in ["posts", "comments", "query", "moderation", "event-bus"] {
             self.stop(s).await;
+        }
+        if let Some(resources) = self.resources.as_mut() {
+            resources.cleanup().await;
         }
     }
 }

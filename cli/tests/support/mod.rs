@@ -2,8 +2,10 @@
 //! talking over real HTTP; and the real binary for process-level tests.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod blog;
 pub mod http;
+pub mod load;
 pub mod process;
 pub mod recorder;
 pub mod up;
@@ -38,9 +40,11 @@ impl Running {
         self.task.await?
     }
 
-    /// Abrupt stop: the task is dropped wherever it is (in-flight work is lost, as in a crash).
+    /// Abrupt stop: the task is dropped wherever it is (in-flight work is lost, as in a crash),
+    /// and its background loops (relay, consumers) are told to stop at once.
     pub async fn kill(self) {
         self.task.abort();
+        self.shutdown.background_token().cancel();
         let _ = self.task.await;
     }
 }

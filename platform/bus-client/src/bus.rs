@@ -11,32 +11,83 @@ use switchyard_kit::{ConfigError, Env, Metrics, ReadinessCheck, Shutdown};
 
 use crate::consumer::EventHandler;
 use crate::http_bus::HttpBus;
+use crate::nats_bus::{
+    DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, NatsBus, check_stream_name, check_subject_prefix,
+};
 
 /// Default bus address for the embedded setup.
 pub const DEFAULT_BUS_URL: &str = "http://127.0.0.1:4005";
 
-/// Where the bus is (`EVENT_BUS_URL`).
+/// Where the bus is: `EVENT_BUS_URL` (`http(s)://` the HTTP event bus, `nats://` NATS
+/// JetStream), and for NATS the stream (`BUS_STREAM`, default `BLOG`) and the subject prefix
+/// (`BUS_SUBJECT_PREFIX`, default `blog`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
     pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
 }
 
 impl BusConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url: String = env.parse_or("EVENT_BUS_URL", DEFAULT_BUS_URL.to_string())?;
-        check_url("EVENT_BUS_URL", &url, &["http", "https"])?;
+        check_url("EVENT_BUS_URL", &url, &["http", "https", "nats"])?;
+        let stream: String = env.parse_or("BUS_STREAM", DEFAULT_STREAM.to_string())?;
+        check_stream_name(&stream).map_err(|reason| ConfigError::Malformed {
+            name: "BUS_STREAM".to_string(),
+            value: stream.clone(),
+            reason,
+        })?;
+        let subject_prefix: String =
+            env.parse_or("BUS_SUBJECT_PREFIX", DEFAULT_SUBJECT_PREFIX.to_string())?;
+        check_subject_prefix(&subject_prefix).map_err(|reason| ConfigError::Malformed {
+            name: "BUS_SUBJECT_PREFIX".to_string(),
+            value: subject_prefix.clone(),
+            reason,
+        })?;
         Ok(BusConfig {
             url: url.trim_end_matches('/').to_string(),
+            stream,
+            subject_prefix,
         })
     }
 
+    /// The HTTP event bus at `url`.
     pub fn http(url: impl Into<String>) -> Self {
-        BusConfig { url: url.into() }
+        BusConfig {
+            url: url.into(),
+            stream: DEFAULT_STREAM.to_string(),
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
+        }
+    }
+
+    /// NATS JetStream at `url` (`nats://host:port`), with the stream `stream` and subjects
+    /// under `subject_prefix`.
+    pub fn nats(
+        url: impl Into<String>,
+        stream: impl Into<String>,
+        subject_prefix: impl Into<String>,
+    ) -> Self {
+        BusConfig {
+            url: url.into(),
+            stream: stream.into(),
+            subject_prefix: subject_prefix.into(),
+        }
+    }
+
+    /// True when the URL names a NATS server.
+    pub fn is_nats(&self) -> bool {
+        self.url.starts_with("nats://")
     }
 
     /// Connects the configured backend.
     pub async fn connect(&self) -> anyhow::Result<Bus> {
-        Ok(Bus::Http(Arc::new(HttpBus::new(&self.url)?)))
+        if self.is_nats() {
+            let bus = NatsBus::connect(&self.url, &self.stream, &self.subject_prefix).await?;
+            Ok(Bus::Nats(Arc::new(bus)))
+        } else {
+            Ok(Bus::Http(Arc::new(HttpBus::new(&self.url)?)))
+        }
     }
 }
 
@@ -64,6 +115,8 @@ pub trait Publisher: Send + Sync {
 pub enum Bus {
     /// The HTTP event bus: it pushes events to each service's `POST /events`.
     Http(Arc<HttpBus>),
+    /// NATS JetStream: each service pulls from its durable consumer.
+    Nats(Arc<NatsBus>),
 }
 
 impl Bus {
@@ -71,6 +124,7 @@ impl Bus {
     pub fn publisher(&self) -> Arc<dyn Publisher> {
         match self {
             Bus::Http(b) => b.clone(),
+            Bus::Nats(b) => b.clone(),
         }
     }
 
@@ -78,12 +132,15 @@ impl Bus {
     pub fn readiness(&self) -> Arc<dyn ReadinessCheck> {
         match self {
             Bus::Http(b) => b.clone(),
+            Bus::Nats(b) => b.clone(),
         }
     }
 
     /// Starts feeding `handler` with the events of the consumer group `consumer` (one
     /// group per service, shared by its replicas). With the HTTP bus there is nothing to
     /// start: the bus posts to the service's `POST /events`, which every service mounts.
+    /// With NATS, a durable pull consumer named `consumer` is consumed in the background
+    /// until `shutdown` (see [`crate::nats_bus`]).
     pub async fn start_consuming(
         &self,
         consumer: &str,
@@ -96,6 +153,10 @@ impl Bus {
                 let _ = (consumer, handler, metrics, shutdown);
                 Ok(())
             }
+            Bus::Nats(b) => {
+                b.start_consuming(consumer, handler, metrics, shutdown);
+                Ok(())
+            }
         }
     }
 
@@ -104,6 +165,50 @@ impl Bus {
     pub async fn page(&self, after: i64, limit: u32) -> anyhow::Result<Vec<Envelope>> {
         match self {
             Bus::Http(b) => b.page(after, limit).await,
+            Bus::Nats(b) => b.page(after, limit).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_urls_and_names_are_read_from_the_environment() {
+        let c = BusConfig::from_env(&Env::from_pairs([
+            ("EVENT_BUS_URL", "nats://127.0.0.1:4222"),
+            ("BUS_STREAM", "SHOP"),
+            ("BUS_SUBJECT_PREFIX", "shop.v1"),
+        ]))
+        .expect("config");
+        assert!(c.is_nats());
+        assert_eq!(
+            c,
+            BusConfig::nats("nats://127.0.0.1:4222", "SHOP", "shop.v1")
+        );
+        let d = BusConfig::from_env(&Env::from_pairs([("EVENT_BUS_URL", "nats://h:4222")]))
+            .expect("config");
+        assert_eq!(
+            (d.stream.as_str(), d.subject_prefix.as_str()),
+            ("BLOG", "blog")
+        );
+        let h = BusConfig::from_env(&Env::from_pairs::<[(&str, &str); 0], &str, &str>([]))
+            .expect("config");
+        assert!(!h.is_nats());
+        assert_eq!(h.url, DEFAULT_BUS_URL);
+    }
+
+    #[test]
+    fn bad_bus_settings_name_the_variable() {
+        for (name, value) in [
+            ("EVENT_BUS_URL", "amqp://h"),
+            ("BUS_STREAM", "a.b"),
+            ("BUS_SUBJECT_PREFIX", "a.*"),
+        ] {
+            let err =
+                BusConfig::from_env(&Env::from_pairs([(name, value)])).expect_err("malformed");
+            assert!(err.to_string().contains(name), "{err}");
         }
     }
 }

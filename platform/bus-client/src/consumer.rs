@@ -103,7 +103,8 @@ async fn receive(State(state): State<ConsumerState>, JsonBody(body): JsonBody) -
     }
 }
 
-fn derived_id(body: &serde_json::Value) -> String {
+/// An id derived from an event's content, for events sent without one.
+pub(crate) fn derived_id(body: &serde_json::Value) -> String {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     format!(
         "derived-{}",

@@ -3,6 +3,7 @@
 //! * [`bus`]: the bus a service is configured with (`EVENT_BUS_URL`) and the publisher
 //!   interface behind which the backends sit;
 //! * [`http_bus`]: the HTTP event bus client (publish, page through the log, health);
+//! * [`nats_bus`]: the NATS JetStream backend (stream, durable consumers, dead letters);
 //! * [`outbox`]: events committed in the same transaction as the state change they come
 //!   from, then relayed to the bus with retry;
 //! * [`inbox`]: consumers record each processed event id in the transaction of its effect,
@@ -13,8 +14,10 @@ pub mod bus;
 pub mod consumer;
 pub mod http_bus;
 pub mod inbox;
+pub mod nats_bus;
 pub mod outbox;
 
 pub use bus::{BusConfig, Publisher};
 pub use consumer::{EventHandler, HandleError};
+pub use nats_bus::NatsBus;
 pub use outbox::Outbox;

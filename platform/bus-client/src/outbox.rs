@@ -6,6 +6,14 @@
 //! relay retries with capped exponential backoff; if the process dies, the rows are still
 //! there at the next start. A row published but not yet deleted is published again, and the
 //! bus drops it by its event id.
+//!
+//! Several replicas of a service can share one PostgreSQL database: each batch is claimed
+//! with a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`) held while the batch
+//! is published and deleted, so one relay at a time publishes, in `seq` order, and no row is
+//! published twice concurrently. A relay that finds the lock taken tries again shortly. Rows
+//! are deleted by their exact `seq` (not `seq <= last`): on PostgreSQL a transaction that
+//! committed late can hold a smaller `seq` than rows already published. SQLite has one
+//! process per file and serialized writers, so it needs no lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sqlx::{AnyConnection, Row};
 use switchyard_events::Envelope;
-use switchyard_kit::{Db, Metrics, Shutdown};
+use switchyard_kit::{Db, Dialect, Metrics, Shutdown};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +61,11 @@ const BATCH: i64 = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Pause before trying again when another replica holds the relay lock.
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
+/// The advisory-lock key of the relay (advisory locks are scoped to a database, and each
+/// service has its own database, so one constant key is enough).
+const RELAY_LOCK_KEY: i64 = 0x5359_4f42_5258; // "SYOBRX"
 
 /// A service's outbox.
 #[derive(Clone)]
@@ -128,13 +141,22 @@ struct Pending {
     body: Bytes,
 }
 
+/// What one relay round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// This many rows were published (and deleted).
+    Published(usize),
+    /// Another replica holds the relay lock.
+    Busy,
+}
+
 impl Relay {
     async fn run(self) {
         let mut backoff = MIN_BACKOFF;
         loop {
             let stopping = self.stop.is_cancelled();
             match self.publish_batch(stopping).await {
-                Ok(0) => {
+                Ok(Round::Published(0)) => {
                     backoff = MIN_BACKOFF;
                     if stopping {
                         return;
@@ -145,7 +167,17 @@ impl Relay {
                         _ = self.stop.cancelled() => {}
                     }
                 }
-                Ok(_) => backoff = MIN_BACKOFF,
+                Ok(Round::Published(_)) => backoff = MIN_BACKOFF,
+                Ok(Round::Busy) => {
+                    // The replica holding the lock publishes our rows too.
+                    if stopping {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(BUSY_PAUSE) => {}
+                        _ = self.stop.cancelled() => {}
+                    }
+                }
                 Err(e) => {
                     if stopping {
                         tracing::warn!(error = %e, "outbox not empty at shutdown; it is published at the next start");
@@ -162,28 +194,48 @@ impl Relay {
         }
     }
 
-    /// Publishes up to one batch in order; returns how many were published.
-    async fn publish_batch(&self, stopping: bool) -> anyhow::Result<usize> {
-        let rows =
-            sqlx::query("SELECT seq, event_id, event_type, body FROM outbox ORDER BY seq LIMIT $1")
-                .bind(BATCH)
-                .fetch_all(self.outbox.db.pool())
-                .await?;
-        let pending: Vec<Pending> = rows
-            .iter()
-            .map(|row| {
-                Ok(Pending {
-                    seq: row.try_get(0)?,
-                    event_id: row.try_get(1)?,
-                    event_type: row.try_get(2)?,
-                    body: Bytes::from(row.try_get::<String, _>(3)?),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+    /// Publishes up to one batch in order and deletes what was published.
+    async fn publish_batch(&self, stopping: bool) -> anyhow::Result<Round> {
+        let db = &self.outbox.db;
+        match db.dialect() {
+            Dialect::Sqlite => {
+                let mut conn = db.pool().acquire().await?;
+                let pending = select_batch(&mut conn).await?;
+                let (published, failure) = self.publish_in_order(&pending, stopping).await;
+                delete_published(&mut conn, &pending[..published]).await?;
+                finish(published, failure)
+            }
+            Dialect::Postgres => {
+                let mut tx = db.pool().begin().await?;
+                let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(RELAY_LOCK_KEY)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if !locked {
+                    tx.rollback().await?;
+                    return Ok(Round::Busy);
+                }
+                let pending = select_batch(&mut tx).await?;
+                let (published, failure) = self.publish_in_order(&pending, stopping).await;
+                delete_published(&mut tx, &pending[..published]).await?;
+                // Committing releases the lock. If the commit fails the rows stay and are
+                // published again: the bus drops duplicates by event id, consumers by inbox.
+                tx.commit().await?;
+                finish(published, failure)
+            }
+        }
+    }
+
+    /// Publishes `pending` one after the other, stopping at the first failure; returns how
+    /// many were published and the failure, if any.
+    async fn publish_in_order(
+        &self,
+        pending: &[Pending],
+        stopping: bool,
+    ) -> (usize, Option<crate::bus::PublishError>) {
         let mut published = 0;
-        let mut last_seq = None;
-        let mut failure = None;
-        for event in &pending {
+        for event in pending {
             if self.stop.is_cancelled() && !stopping && published > 0 {
                 break;
             }
@@ -195,26 +247,57 @@ impl Relay {
                 Ok(()) => {
                     self.metrics.event_published(&event.event_type);
                     published += 1;
-                    last_seq = Some(event.seq);
                 }
                 Err(e) => {
                     self.metrics.event_retried("bus");
-                    failure = Some(e);
-                    break;
+                    return (published, Some(e));
                 }
             }
         }
-        if let Some(seq) = last_seq {
-            sqlx::query("DELETE FROM outbox WHERE seq <= $1")
-                .bind(seq)
-                .execute(self.outbox.db.pool())
-                .await?;
-        }
-        match failure {
-            Some(e) => Err(e.into()),
-            None => Ok(published),
-        }
+        (published, None)
     }
+}
+
+fn finish(published: usize, failure: Option<crate::bus::PublishError>) -> anyhow::Result<Round> {
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(Round::Published(published)),
+    }
+}
+
+async fn select_batch(conn: &mut AnyConnection) -> Result<Vec<Pending>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT seq, event_id, event_type, body FROM outbox ORDER BY seq LIMIT $1")
+            .bind(BATCH)
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Pending {
+                seq: row.try_get(0)?,
+                event_id: row.try_get(1)?,
+                event_type: row.try_get(2)?,
+                body: Bytes::from(row.try_get::<String, _>(3)?),
+            })
+        })
+        .collect()
+}
+
+/// Deletes exactly the given rows.
+async fn delete_published(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(256) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM outbox WHERE seq IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = query.bind(row.seq);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 pub(crate) fn now_millis() -> i64 {

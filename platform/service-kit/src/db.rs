@@ -131,12 +131,125 @@ impl Db {
     }
 }
 
-/// True for errors that mean "the database is not reachable right now".
+/// True for errors that mean "the database is not reachable right now" (retrying later can
+/// work): pool exhaustion, I/O errors, and PostgreSQL's connection-exception (`08`) and
+/// operator-intervention (`57`: a terminated backend, a server shutting down) classes.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
+    }
+}
+
+/// Makes sure the PostgreSQL server at `server_url` has a database named `database`
+/// (creating it if missing, tolerating another process creating it at the same moment) and
+/// returns the URL of that database: `server_url` with its path replaced by `/<database>`.
+///
+/// The name must be 1 to 63 characters of ASCII letters, digits and `_` (it is quoted, so
+/// case is kept). The server is reached through its `postgres` maintenance database.
+pub async fn ensure_postgres_database(server_url: &str, database: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+
+    check_database_name(database)?;
+    if Dialect::from_url(server_url) != Some(Dialect::Postgres) {
+        anyhow::bail!("expected a postgres:// URL, got {}", redact(server_url));
+    }
+    let admin_url = with_database(server_url, "postgres");
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(&admin_url)))?;
+    let mut attempt = 0u32;
+    loop {
+        let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(database)
+            .fetch_optional(&mut conn)
+            .await?
+            .is_some();
+        if exists {
+            break;
+        }
+        match sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{database}\""
+        )))
+        .execute(&mut conn)
+        .await
+        {
+            Ok(_) => break,
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+            {
+                // Created by someone else meanwhile (duplicate database, or the unique index
+                // of pg_database when both creations raced).
+                break;
+            }
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && attempt < 20 =>
+            {
+                // The template database is busy with another creation: try again shortly.
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!("cannot create database {database}: {e}"));
+            }
+        }
+    }
+    conn.close().await.ok();
+    Ok(with_database(server_url, database))
+}
+
+/// Drops the database `database` of the PostgreSQL server at `server_url` if it exists,
+/// terminating its connections (`WITH (FORCE)`). For tests and tear-downs.
+pub async fn drop_postgres_database(server_url: &str, database: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+
+    check_database_name(database)?;
+    let admin_url = with_database(server_url, "postgres");
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(&admin_url)))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot drop database {database}: {e}"))?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+fn check_database_name(database: &str) -> anyhow::Result<()> {
+    if database.is_empty()
+        || database.len() > 63
+        || !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        anyhow::bail!(
+            "database name {database:?} must be 1 to 63 ASCII letters, digits or underscores"
+        );
+    }
+    Ok(())
+}
+
+/// `url` with its path (the database name) replaced by `/<database>`, keeping the query.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
 }
 
 /// Adds `mode=rwc` (create if missing) and creates the parent folder.
@@ -201,6 +314,30 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432", "x"),
+            "postgres://u:p@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432/", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgresql://h/old?sslmode=disable", "new_1"),
+            "postgresql://h/new_1?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn database_names_are_checked() {
+        assert!(check_database_name("sy_ab12_posts").is_ok());
+        for bad in ["", "a-b", "a\"b", "x y", &"a".repeat(64)] {
+            assert!(check_database_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -38,10 +38,11 @@ impl Applier {
         match blog_event {
             BlogEvent::PostCreated { id, title } => {
                 sqlx::query(
-                    "INSERT INTO posts (id, title) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO posts (id, title, log_seq) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
                 .bind(title)
+                .bind(event.seq)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -51,14 +52,17 @@ impl Applier {
                 content,
                 status,
             } => {
-                // If the update overtook the creation, the update's status stands.
+                // If the update overtook the creation, the update's status stands; the
+                // creation only brings the comment's place in the log.
                 sqlx::query(
-                    "INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO comments (id, post_id, content, status, log_seq) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO UPDATE SET log_seq = excluded.log_seq",
                 )
                 .bind(id)
                 .bind(post_id)
                 .bind(content)
                 .bind(status.as_str())
+                .bind(event.seq)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -87,6 +91,10 @@ impl Applier {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Tells replicas sharing the database that their cached JSON is stale.
+        sqlx::query("UPDATE model_version SET version = version + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.model.changed().await;
         Ok(Handled::Applied)

@@ -79,6 +79,7 @@ pub async fn rebuild(settings: &crate::Settings) -> anyhow::Result<u64> {
         "DELETE FROM posts",
         "DELETE FROM processed_events",
         "UPDATE bus_position SET seq = 0 WHERE id = 1",
+        "UPDATE model_version SET version = version + 1 WHERE id = 1",
     ] {
         sqlx::query(statement).execute(&mut *tx).await?;
     }

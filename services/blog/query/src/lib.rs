@@ -10,6 +10,10 @@
 //!
 //! The read model and the position in the bus's log are stored in the service's own
 //! database; at start it catches up from that position, and [`rebuild`] replays the whole log.
+//!
+//! Replicas can share one PostgreSQL database: every change bumps a version row in its
+//! transaction, and each replica checks it before serving its cached JSON (and polls it to
+//! notify its `/posts/stream` clients of changes applied by the other replicas).
 
 mod apply;
 mod catch_up;
@@ -35,10 +39,18 @@ pub static MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         ("messaging", MESSAGING_SQLITE),
         ("read model", include_str!("../migrations/sqlite.sql")),
+        (
+            "replicas and log order",
+            include_str!("../migrations/replicas.sql"),
+        ),
     ],
     postgres: &[
         ("messaging", MESSAGING_POSTGRES),
         ("read model", include_str!("../migrations/postgres.sql")),
+        (
+            "replicas and log order",
+            include_str!("../migrations/replicas.sql"),
+        ),
     ],
 };
 
@@ -71,6 +83,7 @@ pub async fn launch(
     let metrics = Metrics::new(SERVICE);
     let bus = settings.bus.connect().await?;
     let model = read_model::ReadModel::new(db.clone());
+    model.spawn_watch(&shutdown);
     let applier = Arc::new(apply::Applier::new(model.clone()));
     catch_up::spawn(bus.clone(), applier.clone(), &shutdown);
     bus.start_consuming(SERVICE, applier.clone(), metrics.clone(), &shutdown)

@@ -1,13 +1,18 @@
 //! The read model: tables in the service's database, and the `GET /posts` JSON kept in
 //! memory until the next change.
+//!
+//! On PostgreSQL several replicas may share the tables: the JSON is cached with the version
+//! of the `model_version` row it was built at (bumped by every change, in its transaction),
+//! and served only while that version is current.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sqlx::Row;
-use switchyard_kit::Db;
+use switchyard_kit::{Db, Dialect, Shutdown};
 use tokio::sync::{Mutex, RwLock, watch};
 
 #[derive(Clone)]
@@ -16,8 +21,15 @@ pub(crate) struct ReadModel {
     inner: Arc<Inner>,
 }
 
+/// How often a replica looks for changes made by the others (PostgreSQL only).
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The cached JSON and the database version it was built at (`None` on SQLite, where one
+/// process owns the database and in-memory invalidation is enough).
+type Cached = (Option<i64>, Bytes);
+
 struct Inner {
-    cached: RwLock<Option<Bytes>>,
+    cached: RwLock<Option<Cached>>,
     version: AtomicU64,
     rebuilding: Mutex<()>,
     changes: watch::Sender<u64>,
@@ -51,29 +63,83 @@ impl ReadModel {
 
     /// The `GET /posts` body.
     pub async fn posts_json(&self) -> Result<Bytes, sqlx::Error> {
-        if let Some(bytes) = self.inner.cached.read().await.clone() {
+        let shared = self.shared_version().await?;
+        if let Some(bytes) = self.cached_at(shared).await {
             return Ok(bytes);
         }
         let _one_builder = self.inner.rebuilding.lock().await;
-        if let Some(bytes) = self.inner.cached.read().await.clone() {
+        if let Some(bytes) = self.cached_at(shared).await {
             return Ok(bytes);
         }
         let version = self.inner.version.load(Ordering::Acquire);
+        // Read the shared version before the tables: the JSON is at least that recent.
+        let shared = self.shared_version().await?;
         let bytes = self.build().await?;
         let mut cached = self.inner.cached.write().await;
         if self.inner.version.load(Ordering::Acquire) == version {
-            *cached = Some(bytes.clone());
+            *cached = Some((shared, bytes.clone()));
         }
         Ok(bytes)
     }
 
+    async fn cached_at(&self, shared: Option<i64>) -> Option<Bytes> {
+        match self.inner.cached.read().await.as_ref() {
+            Some((at, bytes)) if *at == shared => Some(bytes.clone()),
+            _ => None,
+        }
+    }
+
+    /// The version of the shared tables (PostgreSQL), `None` on SQLite.
+    async fn shared_version(&self) -> Result<Option<i64>, sqlx::Error> {
+        if self.db.dialect() != Dialect::Postgres {
+            return Ok(None);
+        }
+        sqlx::query("SELECT version FROM model_version WHERE id = 1")
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get(0)
+            .map(Some)
+    }
+
+    /// On PostgreSQL, watches the shared version so that changes applied by other replicas
+    /// reach this replica's stream subscribers.
+    pub fn spawn_watch(&self, shutdown: &Shutdown) {
+        if self.db.dialect() != Dialect::Postgres {
+            return;
+        }
+        let model = self.clone();
+        let stop = shutdown.background_token();
+        shutdown.spawn("read-model-watch", async move {
+            let mut seen = None;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    _ = stop.cancelled() => return,
+                }
+                match model.shared_version().await {
+                    Ok(current) if current != seen => {
+                        if seen.is_some() {
+                            model.changed().await;
+                        }
+                        seen = current;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "read model version check failed"),
+                }
+            }
+        });
+    }
+
     async fn build(&self) -> Result<Bytes, sqlx::Error> {
         let mut conn = self.db.pool().acquire().await?;
-        let post_rows = sqlx::query("SELECT id, title FROM posts ORDER BY ord")
-            .fetch_all(&mut *conn)
-            .await?;
+        let post_rows =
+            sqlx::query("SELECT id, title FROM posts ORDER BY (log_seq IS NULL), log_seq, ord")
+                .fetch_all(&mut *conn)
+                .await?;
         let comment_rows =
-            sqlx::query("SELECT id, post_id, content, status FROM comments ORDER BY ord")
+            sqlx::query(
+                "SELECT id, post_id, content, status FROM comments ORDER BY (log_seq IS NULL), log_seq, ord",
+            )
                 .fetch_all(&mut *conn)
                 .await?;
         let mut posts = Map::with_capacity(post_rows.len());

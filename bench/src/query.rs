@@ -1,0 +1,337 @@
+//! Scenario 2: the blog's read side: `GET /posts` on query against a bare axum handler,
+//! end-to-end moderation latency, and every service's memory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::blog::{ApprovalWatch, create_comment, populate, wait_settled};
+use crate::procs::{RssSampler, Service, free_port, lock, mib};
+use crate::report::{Dist, Figure, Section, fmt_num};
+use crate::{Ctx, wrk};
+
+const S: &str = "query";
+
+pub async fn run(ctx: &Ctx) -> Section {
+    let mut section = Section::new(
+        S,
+        "2. Blog services: query reads, moderation end to end, memory",
+    );
+    if let Err(e) = measure(ctx, &mut section).await {
+        section.error = Some(format!("{e:#}"));
+    }
+    section
+}
+
+/// The five services of the blog's back end, each its own process.
+pub struct Backend {
+    pub bus: Service,
+    pub posts: Service,
+    pub comments: Service,
+    pub query: Service,
+    pub moderation: Service,
+}
+
+impl Backend {
+    pub async fn start(ctx: &Ctx, dir: &Path) -> anyhow::Result<Backend> {
+        let (pb, pp, pc, pq, pm) = (
+            free_port()?,
+            free_port()?,
+            free_port()?,
+            free_port()?,
+            free_port()?,
+        );
+        let local = |p: u16| format!("http://127.0.0.1:{p}");
+        let subscribers = format!(
+            "posts={},comments={},query={},moderation={}",
+            local(pp),
+            local(pc),
+            local(pq),
+            local(pm)
+        );
+        let data = |name: &str| dir.join("data").join(name);
+        let bus_env = [("SUBSCRIBERS", subscribers)];
+        let mut bus = Service::spawn(&ctx.bin, "event-bus", pb, &data("event-bus"), dir, &bus_env)?;
+        bus.wait_ready(&ctx.http, Duration::from_secs(20)).await?;
+        let env = [("EVENT_BUS_URL", local(pb))];
+        let mut posts = Service::spawn(&ctx.bin, "posts", pp, &data("posts"), dir, &env)?;
+        let mut comments = Service::spawn(&ctx.bin, "comments", pc, &data("comments"), dir, &env)?;
+        let mut query = Service::spawn(&ctx.bin, "query", pq, &data("query"), dir, &env)?;
+        let mut moderation =
+            Service::spawn(&ctx.bin, "moderation", pm, &data("moderation"), dir, &env)?;
+        for s in [&mut posts, &mut comments, &mut query, &mut moderation] {
+            s.wait_ready(&ctx.http, Duration::from_secs(20)).await?;
+        }
+        Ok(Backend {
+            bus,
+            posts,
+            comments,
+            query,
+            moderation,
+        })
+    }
+
+    pub fn all(&self) -> [&Service; 5] {
+        [
+            &self.bus,
+            &self.posts,
+            &self.comments,
+            &self.query,
+            &self.moderation,
+        ]
+    }
+
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.all()
+            .iter()
+            .filter_map(|s| s.pid().map(|p| (s.name.clone(), p)))
+            .collect()
+    }
+}
+
+/// `switchyard-bench bare-server` serving `body` on a free port; killed when dropped.
+pub struct Bare {
+    child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl Bare {
+    pub async fn start(ctx: &Ctx, body_file: &Path) -> anyhow::Result<Bare> {
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("locating switchyard-bench")?;
+        let child = tokio::process::Command::new(exe)
+            .args(["bare-server", "--port", &port.to_string(), "--file"])
+            .arg(body_file)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the bare server")?;
+        let url = format!("http://127.0.0.1:{port}/posts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = ctx.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the bare server did not answer");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Bare { child, port })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/posts", self.port)
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
+    let p = &ctx.params;
+    wrk::check_installed()?;
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-bench-blog")
+        .tempdir()?;
+    let backend = Backend::start(ctx, dir.path()).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle: BTreeMap<String, u64> = backend
+        .all()
+        .iter()
+        .map(|s| (s.name.clone(), s.mem().map(|m| m.rss_kib).unwrap_or(0)))
+        .collect();
+
+    let sampler = RssSampler::start(backend.pids());
+    let started = Instant::now();
+    let created = populate(
+        &ctx.http,
+        &backend.posts.url(),
+        &backend.comments.url(),
+        p.posts,
+        p.comments_per_post,
+    )
+    .await?;
+    let body = wait_settled(
+        &ctx.http,
+        &backend.query.url(),
+        p.posts,
+        p.posts * p.comments_per_post,
+        Duration::from_secs(60),
+    )
+    .await?;
+    section.note(format!(
+        "Populated {} posts × {} comments through posts and comments ({} KB of `GET /posts` JSON), settled (all approved) in {:.2} s.",
+        p.posts,
+        p.comments_per_post,
+        body.len() / 1000,
+        started.elapsed().as_secs_f64()
+    ));
+
+    // (a) GET /posts on query vs a bare axum handler serving the same bytes.
+    let body_file = dir.path().join("posts.json");
+    std::fs::write(&body_file, &body).context("writing the body file")?;
+    let bare = Bare::start(ctx, &body_file).await?;
+    let q = wrk::run(&format!("{}/posts", backend.query.url()), 1, 64, p.wrk_secs).await?;
+    let b = wrk::run(&bare.url(), 1, 64, p.wrk_secs).await?;
+    drop(bare);
+    let wrk_note = |r: &wrk::WrkResult| {
+        format!(
+            "wrk -t1 -c64 -d{}s: {} requests, p50 {:.2} ms, max {:.1} ms{}",
+            p.wrk_secs,
+            fmt_num(r.requests as f64, 0),
+            r.p50_ms,
+            r.max_ms,
+            if r.non_2xx + r.socket_errors > 0 {
+                format!(", {} non-2xx, {} socket errors", r.non_2xx, r.socket_errors)
+            } else {
+                String::new()
+            }
+        )
+    };
+    section.push(
+        Figure::info(
+            S,
+            "(a) query GET /posts throughput",
+            q.requests_per_sec,
+            "req/s",
+        )
+        .original("~7,000 req/s")
+        .note(wrk_note(&q)),
+    );
+    section.push(Figure::info(S, "(a) query GET /posts p99", q.p99_ms, "ms").original("~100 ms"));
+    section.push(
+        Figure::info(
+            S,
+            "(a) bare axum handler, same bytes, throughput",
+            b.requests_per_sec,
+            "req/s",
+        )
+        .original("~110,000 req/s")
+        .note(wrk_note(&b)),
+    );
+    section.push(Figure::info(S, "(a) bare axum handler p99", b.p99_ms, "ms").original("0.9 ms"));
+    section.push(
+        Figure::at_least(
+            S,
+            "(a) query / bare throughput",
+            100.0 * q.requests_per_sec / b.requests_per_sec,
+            "%",
+            70.0,
+        )
+        .original("~6%"),
+    );
+
+    // (b) Comment → approved in query's read model, seen on its snapshot stream.
+    let watch = ApprovalWatch::start(&ctx.http, &backend.query.url()).await?;
+    let mut lat = Vec::new();
+    let mut visible_lat = Vec::new();
+    let mut timeouts = 0;
+    let e2e_started = Instant::now();
+    for i in 0..p.e2e_comments {
+        if e2e_started.elapsed() > Duration::from_secs(p.e2e_max_secs) {
+            break;
+        }
+        let post = &created[i % created.len()].0;
+        let t0 = Instant::now();
+        let id = create_comment(
+            &ctx.http,
+            &backend.comments.url(),
+            post,
+            &format!("e2e comment {i}: looks good"),
+        )
+        .await?;
+        match watch.approved_at(&id, Duration::from_secs(5)).await {
+            Some(at) => lat.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0),
+            None => timeouts += 1,
+        }
+        if let Some(at) = lock(&watch.visible).get(&id) {
+            visible_lat.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+        }
+    }
+    let snapshots = watch.snapshots.load(std::sync::atomic::Ordering::Relaxed);
+    drop(watch);
+    let d = Dist::new(lat);
+    let note = format!(
+        "{} sequential comments: POST /posts/:id/comments → first `GET /posts/stream` snapshot showing it approved ({} snapshots received{})",
+        d.len(),
+        snapshots,
+        if timeouts > 0 {
+            format!(", {timeouts} not approved within 5 s")
+        } else {
+            String::new()
+        }
+    );
+    section.push(
+        Figure::at_most(
+            S,
+            "(b) comment → approved in query, p50",
+            d.pct(50.0),
+            "ms",
+            3.0,
+        )
+        .original("~8 ms")
+        .note(note),
+    );
+    section.push(
+        Figure::at_most(
+            S,
+            "(b) comment → approved in query, p99",
+            d.pct(99.0),
+            "ms",
+            10.0,
+        )
+        .original("~20 ms"),
+    );
+    section.push(Figure::info(
+        S,
+        "(b) comment → approved in query, max",
+        d.max(),
+        "ms",
+    ));
+    let v = Dist::new(visible_lat);
+    section.push(
+        Figure::info(S, "(b) comment → visible (pending) in query, p50", v.pct(50.0), "ms").note(format!(
+            "one bus hop (CommentCreated → query); p99 {:.2} ms. Approval takes three hops: CommentCreated → moderation, CommentModerated → comments, CommentUpdated → query",
+            v.pct(99.0)
+        )),
+    );
+
+    // (c) Memory per service.
+    let sampled = sampler.finish().await;
+    for s in backend.all() {
+        section.push(
+            Figure::at_most(
+                S,
+                &format!("(c) {} RSS idle", s.name),
+                mib(idle.get(&s.name).copied().unwrap_or(0)),
+                "MiB",
+                20.0,
+            )
+            .original("~61 MB"),
+        );
+    }
+    for s in backend.all() {
+        let hwm = s.mem().map(|m| m.hwm_kib).unwrap_or(0);
+        section.push(
+            Figure::at_most(
+                S,
+                &format!("(c) {} peak RSS (VmHWM) under load", s.name),
+                mib(hwm),
+                "MiB",
+                40.0,
+            )
+            .original("88–144 MB")
+            .note(format!(
+                "max sampled VmRSS {:.1} MiB",
+                mib(sampled.get(&s.name).copied().unwrap_or(0))
+            )),
+        );
+    }
+    Ok(())
+}

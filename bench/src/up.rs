@@ -1,0 +1,290 @@
+//! Scenario 3: `switchyard up blog` start-up time, and the gateway's cost on `GET /posts`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::blog::{populate, wait_settled};
+use crate::procs::{alive, descendants, port_free, signal};
+use crate::report::{Dist, Figure, Section, fmt_num};
+use crate::{Ctx, wrk};
+
+const S: &str = "up";
+/// The blog's contract ports, shifted by `--port-offset`.
+const PORTS: [u16; 6] = [4000, 4001, 4002, 4003, 4005, 3000];
+
+pub async fn run(ctx: &Ctx) -> Section {
+    let mut section = Section::new(
+        S,
+        "3. The blog in one command: `switchyard up blog` and the gateway",
+    );
+    if let Err(e) = measure(ctx, &mut section).await {
+        section.error = Some(format!("{e:#}"));
+    }
+    section
+}
+
+/// A running `switchyard up`; stopped (SIGTERM, then SIGKILL of the whole tree) when dropped.
+struct Up {
+    child: tokio::process::Child,
+    pid: u32,
+    offset: u16,
+    gateway_port: u16,
+    /// Spawn → "is up in" line.
+    ready_after: Duration,
+    /// What `up` itself printed ("is up in 812.3ms").
+    reported: String,
+    drain: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A port offset whose six ports, and a gateway port, are all free.
+fn free_layout() -> anyhow::Result<(u16, u16)> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    for attempt in 0..200u32 {
+        let offset = 20_000 + u16::try_from((seed / 7 + attempt * 97) % 20_000).unwrap_or(0);
+        let gateway = offset + 4010;
+        if PORTS.iter().all(|p| port_free(p + offset)) && port_free(gateway) {
+            return Ok((offset, gateway));
+        }
+    }
+    bail!("no free port layout found for `up`")
+}
+
+impl Up {
+    async fn start(ctx: &Ctx, data_dir: &Path, log: &Path) -> anyhow::Result<Up> {
+        let (offset, gateway_port) = free_layout()?;
+        let mut log_file = tokio::fs::File::create(log)
+            .await
+            .context("creating the up log")?;
+        let stderr = std::fs::File::create(log.with_extension("stderr.log"))
+            .context("creating the up log")?;
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&ctx.bin)
+            .args(["up", "blog", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--port-offset",
+                &offset.to_string(),
+                "--gateway-port",
+                &gateway_port.to_string(),
+            ])
+            .env_remove("RUST_LOG")
+            .env_remove("LOG_FORMAT")
+            .env_remove("DATA_DIR")
+            .env_remove("GATEWAY_PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .context("starting switchyard up")?;
+        let pid = child.id().context("up pid")?;
+        let stdout = child.stdout.take().context("up stdout")?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<(Instant, String)>();
+        // Reads up's output: reports the "is up in" line, then keeps draining (so `up`
+        // never blocks on a full pipe) into the log file.
+        let drain = tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("is up in")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send((Instant::now(), line.clone()));
+                }
+                let _ = log_file.write_all(line.as_bytes()).await;
+                let _ = log_file.write_all(b"\n").await;
+            }
+        });
+        let mut up = Up {
+            child,
+            pid,
+            offset,
+            gateway_port,
+            ready_after: Duration::ZERO,
+            reported: String::new(),
+            drain: Some(drain),
+        };
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok((at, line))) => {
+                up.ready_after = at.duration_since(started);
+                up.reported = line
+                    .split("is up in")
+                    .nth(1)
+                    .and_then(|r| r.split(':').next())
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default();
+                Ok(up)
+            }
+            _ => bail!(
+                "`switchyard up blog` did not print \"is up in\" within 60 s; its output:\n{}",
+                crate::procs::tail(log, 30)
+            ),
+        }
+    }
+
+    fn url(&self, base_port: u16) -> String {
+        format!("http://127.0.0.1:{}", base_port + self.offset)
+    }
+
+    fn gateway(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// SIGTERM to `up` (it stops its services in order); after 20 s, SIGKILL everything.
+    async fn stop(mut self) {
+        let tree = descendants(self.pid);
+        signal(self.pid, Signal::SIGTERM);
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        for p in std::iter::once(self.pid).chain(tree) {
+            if alive(p) {
+                signal(p, Signal::SIGKILL);
+            }
+        }
+        let _ = self.child.wait().await;
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(d) = self.drain.take() {
+            d.abort();
+        }
+        if let Ok(None) = self.child.try_wait() {
+            // Not stopped through `stop`: do it synchronously, bounded.
+            let tree = descendants(self.pid);
+            signal(self.pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for p in std::iter::once(self.pid).chain(tree) {
+                if alive(p) {
+                    signal(p, Signal::SIGKILL);
+                }
+            }
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
+async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
+    let p = &ctx.params;
+    wrk::check_installed()?;
+    let root = tempfile::Builder::new()
+        .prefix("switchyard-bench-up")
+        .tempdir()?;
+    let mut times = Vec::new();
+    let mut reported = Vec::new();
+    let mut last = None;
+    for run in 0..p.up_runs {
+        let data = root.path().join(format!("run{run}"));
+        let up = Up::start(ctx, &data, &root.path().join(format!("up{run}.log"))).await?;
+        times.push(up.ready_after.as_secs_f64() * 1000.0);
+        reported.push(up.reported.clone());
+        if run + 1 == p.up_runs {
+            last = Some(up);
+        } else {
+            up.stop().await;
+        }
+    }
+    let d = Dist::new(times.clone());
+    section.push(
+        Figure::at_most(
+            S,
+            "`switchyard up blog`: spawn → \"is up in\" (median)",
+            d.pct(50.0),
+            "ms",
+            1000.0,
+        )
+        .original("~1.5 s")
+        .note(format!(
+            "{} runs, fresh data dirs: {} ms (up's own figure: {})",
+            times.len(),
+            times
+                .iter()
+                .map(|t| fmt_num(*t, 0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reported.join(", ")
+        )),
+    );
+    let up = last.context("no up run")?;
+
+    // The gateway against query directly, same data.
+    let gw = up.gateway();
+    let query = up.url(4002);
+    populate(&ctx.http, &gw, &gw, p.posts, p.comments_per_post).await?;
+    let through_gw = wait_settled(
+        &ctx.http,
+        &gw,
+        p.posts,
+        p.posts * p.comments_per_post,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let direct = ctx
+        .http
+        .get(format!("{query}/posts"))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    if through_gw != direct {
+        section.note("warning: the gateway's GET /posts body differs from query's");
+    }
+    let g = wrk::run(&format!("{gw}/posts"), 1, 64, p.wrk_secs).await?;
+    let q = wrk::run(&format!("{query}/posts"), 1, 64, p.wrk_secs).await?;
+    up.stop().await;
+    let note = |r: &wrk::WrkResult| {
+        format!(
+            "wrk -t1 -c64 -d{}s: p50 {:.2} ms, p99 {:.2} ms{}",
+            p.wrk_secs,
+            r.p50_ms,
+            r.p99_ms,
+            if r.non_2xx + r.socket_errors > 0 {
+                format!(", {} non-2xx, {} socket errors", r.non_2xx, r.socket_errors)
+            } else {
+                String::new()
+            }
+        )
+    };
+    section.push(
+        Figure::info(
+            S,
+            "GET /posts through the gateway",
+            g.requests_per_sec,
+            "req/s",
+        )
+        .note(note(&g)),
+    );
+    section.push(
+        Figure::info(
+            S,
+            "GET /posts straight to query",
+            q.requests_per_sec,
+            "req/s",
+        )
+        .note(note(&q)),
+    );
+    section.push(Figure::at_least(
+        S,
+        "gateway / direct throughput",
+        100.0 * g.requests_per_sec / q.requests_per_sec,
+        "%",
+        60.0,
+    ));
+    section.note(format!(
+        "Gateway figures use the last `up` instance populated with {} posts × {} comments ({} KB body) through the gateway.",
+        p.posts,
+        p.comments_per_post,
+        through_gw.len() / 1000
+    ));
+    Ok(())
+}

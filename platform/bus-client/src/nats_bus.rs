@@ -1,0 +1,812 @@
+//! The NATS JetStream backend (`EVENT_BUS_URL=nats://...`).
+//!
+//! Layout, for a stream `S` (`BUS_STREAM`, default `BLOG`) and a subject prefix `p`
+//! (`BUS_SUBJECT_PREFIX`, default `blog`):
+//!
+//! * the stream `S` (file storage, kept forever, duplicate window 2 min) holds every event on
+//!   the subject `p.<EventType>`; the payload is the JSON envelope, unchanged;
+//! * publishing sets `Nats-Msg-Id` to the event id and waits for the stream's PubAck, so an
+//!   `Ok` means stored; a republished event (outbox retry) is acknowledged as a duplicate and
+//!   not stored twice;
+//! * each consuming service has one durable pull consumer named after it, shared by its
+//!   replicas (each event is handled by one replica), with explicit acks: an event is acked
+//!   only after the handler returned `Ok` (its transaction committed). A transient failure is
+//!   NAKed with a bounded backoff; a malformed event is terminated and copied to the
+//!   dead-letter subject `p.deadletter.<consumer>`, as is an event whose deliveries are
+//!   exhausted (`max_deliver`). Dead letters are kept in the stream `S_DEADLETTER`;
+//! * `Envelope.seq` is the JetStream stream sequence, so positions and catch-up work as with
+//!   the HTTP bus; [`NatsBus::page`] reads the stream from a sequence.
+//!
+//! Order: handlers run a few at a time per replica ([`HANDLER_TASKS`], up to
+//! [`MAX_ACK_PENDING`] unacknowledged per consumer), so events are not applied in stream
+//! order. The services are written to converge in any order (the read model accepts a
+//! comment before its post and an update before its creation; moderation and comments are
+//! idempotent), so throughput is preferred over `max_ack_pending = 1`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use switchyard_events::Envelope;
+use switchyard_kit::{Metrics, ReadinessCheck, Shutdown};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{PublishError, Publisher};
+use crate::consumer::{EventHandler, HandleError};
+
+/// Default stream name (`BUS_STREAM`).
+pub const DEFAULT_STREAM: &str = "BLOG";
+/// Default subject prefix (`BUS_SUBJECT_PREFIX`).
+pub const DEFAULT_SUBJECT_PREFIX: &str = "blog";
+/// How long the stream remembers message ids to drop republished events.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a delivered event may stay unacknowledged before it is redelivered.
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Deliveries of one event before it is dead-lettered.
+pub const MAX_DELIVER: i64 = 20;
+/// Unacknowledged events per consumer (all replicas together).
+pub const MAX_ACK_PENDING: i64 = 256;
+/// Events handled at the same time by one replica.
+pub const HANDLER_TASKS: usize = 4;
+/// Messages pulled per request.
+const PULL_BATCH: usize = 16;
+/// Longest wait for a PubAck.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest readiness round trip.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest NAK delay for a transient failure.
+const MAX_NAK_DELAY: Duration = Duration::from_secs(5);
+
+/// How a service's durable consumer behaves (the defaults are the constants above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// Unacknowledged time before redelivery.
+    pub ack_wait: Duration,
+    /// Deliveries before an event is dead-lettered.
+    pub max_deliver: i64,
+    /// Unacknowledged events per consumer, all replicas together (1 = strict order).
+    pub max_ack_pending: i64,
+    /// Events handled at the same time by one replica.
+    pub handler_tasks: usize,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
+            max_ack_pending: MAX_ACK_PENDING,
+            handler_tasks: HANDLER_TASKS,
+        }
+    }
+}
+
+/// A connection to NATS JetStream for one app's stream.
+pub struct NatsBus {
+    client: async_nats::Client,
+    consumer_settings: ConsumerSettings,
+    js: jetstream::Context,
+    stream: String,
+    prefix: String,
+    /// Set once both streams are known to exist; cleared when the server says otherwise.
+    streams_ready: AtomicBool,
+    ensuring: Mutex<()>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("stream", &self.stream)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a stream name: letters, digits, `_` and `-`.
+pub fn check_stream_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 200
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "stream name {name:?} must be letters, digits, '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a subject prefix: dot-separated tokens of letters, digits, `_` and `-`.
+pub fn check_subject_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "subject prefix {prefix:?} must be dot-separated tokens of letters, digits, '_' or '-'"
+        ))
+    }
+}
+
+/// The subject token for an event type: characters NATS gives a meaning to are replaced.
+fn subject_token(event_type: &str) -> String {
+    let token: String = event_type
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if token.is_empty() {
+        "_".to_string()
+    } else {
+        token
+    }
+}
+
+impl NatsBus {
+    /// Connects to the NATS server at `url` for the stream `stream` with subjects under
+    /// `subject_prefix`. The connection is retried in the background when the server is not
+    /// reachable yet (readiness reports it); the streams are created on first use.
+    pub async fn connect(url: &str, stream: &str, subject_prefix: &str) -> anyhow::Result<Self> {
+        check_stream_name(stream).map_err(anyhow::Error::msg)?;
+        check_subject_prefix(subject_prefix).map_err(anyhow::Error::msg)?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("switchyard {stream}"))
+            .connection_timeout(Duration::from_secs(2))
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(|attempts| {
+                let attempts = u32::try_from(attempts).unwrap_or(u32::MAX).min(20);
+                (Duration::from_millis(100) * attempts).min(MAX_BACKOFF)
+            })
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(PUBLISH_TIMEOUT);
+        Ok(NatsBus {
+            client,
+            consumer_settings: ConsumerSettings::default(),
+            js,
+            stream: stream.to_string(),
+            prefix: subject_prefix.to_string(),
+            streams_ready: AtomicBool::new(false),
+            ensuring: Mutex::new(()),
+        })
+    }
+
+    /// Changes how durable consumers created from now on behave (a consumer that already
+    /// exists on the server keeps its configuration).
+    pub fn with_consumer_settings(mut self, settings: ConsumerSettings) -> Self {
+        self.consumer_settings = settings;
+        self
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    pub fn subject_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The stream that keeps dead letters.
+    pub fn dead_letter_stream_name(&self) -> String {
+        format!("{}_DEADLETTER", self.stream)
+    }
+
+    /// The subject an event type is published on.
+    pub fn subject_for(&self, event_type: &str) -> String {
+        format!("{}.{}", self.prefix, subject_token(event_type))
+    }
+
+    /// The subject a consumer's dead letters are published on.
+    pub fn dead_letter_subject(&self, consumer: &str) -> String {
+        format!("{}.deadletter.{}", self.prefix, subject_token(consumer))
+    }
+
+    /// The underlying NATS client (benchmarks, tools).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context (benchmarks, tools).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Creates the event stream and the dead-letter stream if they are missing.
+    pub async fn ensure_streams(&self) -> anyhow::Result<()> {
+        if self.streams_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one = self.ensuring.lock().await;
+        if self.streams_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.stream.clone(),
+                description: Some("Switchyard events".to_string()),
+                subjects: vec![format!("{}.*", self.prefix)],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create stream {}: {e}", self.stream))?;
+        let dead = self.dead_letter_stream_name();
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: dead.clone(),
+                description: Some("Switchyard dead letters".to_string()),
+                subjects: vec![format!("{}.deadletter.>", self.prefix)],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create stream {dead}: {e}"))?;
+        self.streams_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Deletes both streams (tests and benchmarks clean up with it).
+    pub async fn delete_streams(&self) -> anyhow::Result<()> {
+        self.streams_ready.store(false, Ordering::Release);
+        for name in [self.stream.clone(), self.dead_letter_stream_name()] {
+            if let Err(e) = self.js.delete_stream(&name).await
+                && !matches!(
+                    e.kind(),
+                    jetstream::context::DeleteStreamErrorKind::JetStream(_)
+                )
+            {
+                return Err(anyhow::anyhow!("cannot delete stream {name}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `body` on `subject` with the message id `id` and waits for the PubAck.
+    /// Returns whether the stream already had that id (a duplicate, not stored again).
+    pub async fn publish_raw(
+        &self,
+        subject: String,
+        id: Option<&str>,
+        body: Bytes,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<bool> {
+        self.ensure_streams().await?;
+        let mut message = jetstream::message::PublishMessage::build().payload(body);
+        if let Some(id) = id {
+            message = message.message_id(id);
+        }
+        for (name, value) in headers {
+            message = message.header(*name, value.as_str());
+        }
+        let sent = async {
+            let ack = self.js.send_publish(subject, message).await?.await?;
+            Ok::<_, async_nats::Error>(ack.duplicate)
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
+            Ok(Ok(duplicate)) => Ok(duplicate),
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if text.contains("no responders") || text.contains("stream not found") {
+                    // The stream is gone (deleted, or a server without storage restarted).
+                    self.streams_ready.store(false, Ordering::Release);
+                }
+                Err(anyhow::anyhow!("publish failed: {text}"))
+            }
+            Err(_) => Err(anyhow::anyhow!(
+                "no PubAck within {}s",
+                PUBLISH_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// One page of the log: events with `seq > after`, oldest first, at most `limit`; each
+    /// event's `seq` is its stream sequence. Payloads that are not envelopes are skipped.
+    pub async fn page(&self, after: i64, limit: u32) -> anyhow::Result<Vec<Envelope>> {
+        self.ensure_streams().await?;
+        let after = u64::try_from(after).unwrap_or(0);
+        let stream = self.js.get_stream(&self.stream).await?;
+        let last = stream.cached_info().state.last_sequence;
+        if last <= after || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let wanted = usize::try_from((last - after).min(u64::from(limit))).unwrap_or(usize::MAX);
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await?;
+        let result = read_page(&reader, wanted, last).await;
+        let name = reader.cached_info().name.clone();
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(error = %e, "could not delete the paging consumer (it expires)");
+        }
+        result
+    }
+
+    /// Number of dead letters of `consumer`.
+    pub async fn dead_letter_count(&self, consumer: &str) -> anyhow::Result<u64> {
+        self.ensure_streams().await?;
+        let stream = self.js.get_stream(self.dead_letter_stream_name()).await?;
+        let subject = self.dead_letter_subject(consumer);
+        let mut info = stream.info_with_subjects(subject.clone()).await?;
+        let mut count = 0;
+        while let Some(entry) = info.next().await {
+            let (name, n) = entry?;
+            if name == subject {
+                count += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Starts the durable consumer `consumer` feeding `handler`, and the listener that
+    /// dead-letters events whose deliveries are exhausted; both stop on `shutdown`.
+    pub fn start_consuming(
+        self: &Arc<Self>,
+        consumer: &str,
+        handler: Arc<dyn EventHandler>,
+        metrics: Metrics,
+        shutdown: &Shutdown,
+    ) {
+        let worker = Consumer {
+            bus: self.clone(),
+            name: consumer.to_string(),
+            handler,
+            metrics: metrics.clone(),
+            stop: shutdown.background_token(),
+        };
+        shutdown.spawn("nats-consumer", worker.run());
+        let bus = self.clone();
+        let name = consumer.to_string();
+        let stop = shutdown.background_token();
+        shutdown.spawn("nats-max-deliveries", async move {
+            bus.watch_max_deliveries(&name, &metrics, &stop).await;
+        });
+    }
+
+    /// Copies the event at stream sequence `seq` to the consumer's dead-letter subject (the
+    /// message id makes a second copy of the same event a duplicate).
+    async fn dead_letter(
+        &self,
+        consumer: &str,
+        seq: u64,
+        payload: Bytes,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let id = format!("dl-{consumer}-{seq}");
+        let duplicate = self
+            .publish_raw(
+                self.dead_letter_subject(consumer),
+                Some(&id),
+                payload,
+                &[
+                    ("Switchyard-Reason", reason.chars().take(500).collect()),
+                    ("Switchyard-Stream", self.stream.clone()),
+                    ("Switchyard-Stream-Seq", seq.to_string()),
+                ],
+            )
+            .await?;
+        if !duplicate {
+            tracing::warn!(%consumer, seq, %reason, "event dead-lettered");
+        }
+        Ok(())
+    }
+
+    /// Listens to the server's max-deliveries advisories for `consumer` (one replica gets
+    /// each, through a queue group) and dead-letters those events.
+    async fn watch_max_deliveries(
+        &self,
+        consumer: &str,
+        metrics: &Metrics,
+        stop: &CancellationToken,
+    ) {
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{consumer}",
+            self.stream
+        );
+        let mut backoff = MIN_BACKOFF;
+        let mut subscription = loop {
+            match self
+                .client
+                .queue_subscribe(subject.clone(), format!("{consumer}-dead-letters"))
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to max-deliveries advisories");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        loop {
+            let advisory = tokio::select! {
+                m = subscription.next() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = stop.cancelled() => return,
+            };
+            let Some(seq) = serde_json::from_slice::<serde_json::Value>(&advisory.payload)
+                .ok()
+                .and_then(|v| v["stream_seq"].as_u64())
+            else {
+                continue;
+            };
+            let result = async {
+                let stream = self.js.get_stream(&self.stream).await?;
+                let message = stream.get_raw_message(seq).await?;
+                self.dead_letter(consumer, seq, message.payload, "deliveries exhausted")
+                    .await
+            }
+            .await;
+            match result {
+                Ok(()) => metrics.event_dead_lettered(consumer),
+                Err(e) => {
+                    tracing::error!(error = %e, seq, "could not dead-letter an exhausted event")
+                }
+            }
+        }
+    }
+}
+
+async fn read_page(
+    reader: &consumer::PullConsumer,
+    wanted: usize,
+    last: u64,
+) -> anyhow::Result<Vec<Envelope>> {
+    let mut events = Vec::with_capacity(wanted.min(1024));
+    let mut read = 0usize;
+    while read < wanted {
+        let mut batch = reader
+            .fetch()
+            .max_messages(wanted - read)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await?;
+        let mut got = 0usize;
+        let mut at_end = false;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
+            got += 1;
+            let seq = message.info().map_err(anyhow::Error::msg)?.stream_sequence;
+            match envelope_of(&message.payload, seq) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "skipping a payload that is not an event")
+                }
+            }
+            if seq >= last {
+                at_end = true;
+                break;
+            }
+        }
+        read += got;
+        if got == 0 || at_end {
+            break;
+        }
+    }
+    Ok(events)
+}
+
+/// Parses a payload into an envelope with `seq` set to its stream sequence (and an id
+/// derived from the content when it has none).
+fn envelope_of(payload: &[u8], seq: u64) -> Result<Envelope, HandleError> {
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        HandleError::Malformed(switchyard_kit::ApiError::bad_request(format!(
+            "malformed JSON: {e}"
+        )))
+    })?;
+    let mut event = Envelope::from_value(value.clone()).map_err(|e| {
+        HandleError::Malformed(match e.field() {
+            Some(field) => switchyard_kit::ApiError::field(field, e.to_string()),
+            None => switchyard_kit::ApiError::bad_request(e.to_string()),
+        })
+    })?;
+    if event.id.is_empty() {
+        event.id = crate::consumer::derived_id(&value);
+    }
+    event.seq = Some(i64::try_from(seq).unwrap_or(i64::MAX));
+    Ok(event)
+}
+
+impl ReadinessCheck for NatsBus {
+    fn name(&self) -> &'static str {
+        "bus"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if self.client.connection_state() != State::Connected {
+                return Err("bus (NATS) not connected".to_string());
+            }
+            // The account info round trip (`$JS.API.INFO`), read as plain JSON so that any
+            // server version's answer is understood.
+            let empty = serde_json::json!({});
+            let info = self.js.request::<_, _, serde_json::Value>("INFO", &empty);
+            match tokio::time::timeout(READINESS_TIMEOUT, info).await {
+                Ok(Ok(answer)) => match answer.get("error") {
+                    None => Ok(()),
+                    Some(error) => Err(format!("bus (NATS JetStream) unavailable: {error}")),
+                },
+                Ok(Err(e)) => Err(format!("bus (NATS JetStream) unavailable: {e}")),
+                Err(_) => Err("bus (NATS JetStream) did not answer within 1 s".to_string()),
+            }
+        })
+    }
+}
+
+impl Publisher for NatsBus {
+    fn publish<'a>(
+        &'a self,
+        event_type: &'a str,
+        event_id: &'a str,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            self.publish_raw(self.subject_for(event_type), Some(event_id), body, &[])
+                .await
+                .map(|_duplicate| ())
+                .map_err(|e| PublishError::Unreachable(e.to_string()))
+        })
+    }
+}
+
+/// One replica's side of a durable consumer.
+struct Consumer {
+    bus: Arc<NatsBus>,
+    name: String,
+    handler: Arc<dyn EventHandler>,
+    metrics: Metrics,
+    stop: CancellationToken,
+}
+
+impl Consumer {
+    /// Pulls and handles events until shutdown; after any error (server restarted,
+    /// connection lost, consumer deleted) the consumer and its message stream are set up
+    /// again, with backoff. In-flight handlers finish before it returns.
+    async fn run(self) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(
+            this.bus.consumer_settings.handler_tasks.max(1),
+        ));
+        let in_flight = TaskTracker::new();
+        let mut backoff = MIN_BACKOFF;
+        while !this.stop.is_cancelled() {
+            match this.session(&slots, &in_flight, &mut backoff).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(consumer = %this.name, error = %e, retry_in = ?backoff, "NATS consumer interrupted");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = this.stop.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        in_flight.close();
+        in_flight.wait().await;
+    }
+
+    /// One consumer session; `Ok` only on shutdown.
+    async fn session(
+        self: &Arc<Self>,
+        slots: &Arc<Semaphore>,
+        in_flight: &TaskTracker,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
+        self.bus.ensure_streams().await?;
+        let settings = self.bus.consumer_settings;
+        let stream = self.bus.js.get_stream(&self.bus.stream).await?;
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &self.name,
+                consumer::pull::Config {
+                    durable_name: Some(self.name.clone()),
+                    description: Some(format!("Switchyard service {}", self.name)),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    max_deliver: settings.max_deliver,
+                    max_ack_pending: settings.max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(2))
+            .messages()
+            .await?;
+        loop {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot?,
+                _ = self.stop.cancelled() => return Ok(()),
+            };
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = self.stop.cancelled() => return Ok(()),
+            };
+            let message = match next {
+                None => anyhow::bail!("the message stream ended"),
+                Some(Err(e)) => anyhow::bail!("pulling messages: {e}"),
+                Some(Ok(message)) => message,
+            };
+            *backoff = MIN_BACKOFF;
+            let this = self.clone();
+            in_flight.spawn(async move { this.process(message, slot).await });
+        }
+    }
+
+    /// Handles one message and acks, NAKs or terminates it.
+    async fn process(&self, message: jetstream::Message, _slot: OwnedSemaphorePermit) {
+        let (seq, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(e) => {
+                tracing::warn!(error = %e, "message without JetStream metadata ignored");
+                return;
+            }
+        };
+        let event = envelope_of(&message.payload, seq);
+        let event_type = event
+            .as_ref()
+            .map(|e| e.event_type.clone())
+            .unwrap_or_else(|_| "unknown".to_string());
+        let outcome = match event {
+            Ok(event) => self.handler.handle(event).await,
+            Err(e) => Err(e),
+        };
+        let result = match outcome {
+            Ok(handled) => {
+                self.metrics.event_consumed(&event_type, handled.as_str());
+                message.ack().await
+            }
+            Err(HandleError::Malformed(err)) => {
+                self.metrics.event_consumed(&event_type, "malformed");
+                self.give_up(&message, seq, &format!("malformed: {err}"))
+                    .await
+            }
+            Err(HandleError::Transient(e)) => {
+                self.metrics.event_consumed(&event_type, "failed");
+                if delivered >= self.bus.consumer_settings.max_deliver {
+                    self.give_up(
+                        &message,
+                        seq,
+                        &format!("deliveries exhausted, last error: {e}"),
+                    )
+                    .await
+                } else {
+                    let delay = nak_delay(delivered);
+                    tracing::warn!(consumer = %self.name, seq, delivered, error = %e, retry_in = ?delay, "event handling failed, redelivery later");
+                    message.ack_with(AckKind::Nak(Some(delay))).await
+                }
+            }
+        };
+        if let Err(e) = result {
+            // Without an ack the event is redelivered after ACK_WAIT; the inbox makes the
+            // repeat a no-op.
+            tracing::warn!(consumer = %self.name, seq, error = %e, "could not acknowledge an event");
+        }
+    }
+
+    /// Dead-letters the message and terminates it; if the dead letter cannot be stored the
+    /// message is NAKed, to be dead-lettered at its next delivery.
+    async fn give_up(
+        &self,
+        message: &jetstream::Message,
+        seq: u64,
+        reason: &str,
+    ) -> Result<(), async_nats::Error> {
+        match self
+            .bus
+            .dead_letter(&self.name, seq, message.payload.clone(), reason)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.event_dead_lettered(&self.name);
+                message.ack_with(AckKind::Term).await
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %self.name, seq, error = %e, "could not dead-letter, retrying later");
+                message.ack_with(AckKind::Nak(Some(MAX_NAK_DELAY))).await
+            }
+        }
+    }
+}
+
+/// Redelivery delay after `delivered` failed deliveries: 100 ms doubling, at most 5 s.
+fn nak_delay(delivered: i64) -> Duration {
+    let exp = u32::try_from(delivered.clamp(1, 16) - 1).unwrap_or(0);
+    (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_NAK_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_stream_name("BLOG").is_ok());
+        assert!(check_stream_name("SY_ab12-x").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>"] {
+            assert!(check_stream_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_subject_prefix("blog").is_ok());
+        assert!(check_subject_prefix("sy.ab12").is_ok());
+        for bad in ["", "a.", ".a", "a..b", "a.*", "a.>", "a b"] {
+            assert!(check_subject_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_types_become_single_tokens() {
+        assert_eq!(subject_token("PostCreated"), "PostCreated");
+        assert_eq!(subject_token("a.b c*>"), "a_b_c__");
+        assert_eq!(subject_token(""), "_");
+    }
+
+    #[test]
+    fn nak_delays_are_bounded() {
+        assert_eq!(nak_delay(1), Duration::from_millis(100));
+        assert_eq!(nak_delay(2), Duration::from_millis(200));
+        assert_eq!(nak_delay(19), MAX_NAK_DELAY);
+        assert_eq!(nak_delay(-3), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn payloads_become_envelopes_with_the_stream_sequence() {
+        let event = envelope_of(br#"{"id":"e1","type":"PostCreated","data":{},"seq":3}"#, 42)
+            .expect("envelope");
+        assert_eq!(event.seq, Some(42));
+        assert_eq!(event.id, "e1");
+        let derived = envelope_of(br#"{"type":"X"}"#, 1).expect("envelope");
+        assert!(derived.id.starts_with("derived-"));
+        assert!(matches!(
+            envelope_of(b"{", 1),
+            Err(HandleError::Malformed(_))
+        ));
+        assert!(matches!(
+            envelope_of(br#"{"data":{}}"#, 1),
+            Err(HandleError::Malformed(_))
+        ));
+    }
+}
