@@ -1,7 +1,9 @@
-//! Fault injection under load: concurrent clients write posts and comments through the
-//! gateway while a nemesis SIGKILLs services and the bus (one at a time, then several at
-//! once) and SIGTERMs each service; `up` restarts what dies. A checker then compares the
-//! read model with every acknowledged write.
+//! Fault injection under load, on both backends: concurrent clients write posts and
+//! comments through the gateway while a nemesis SIGKILLs services and the bus (one at a
+//! time, then several at once) and SIGTERMs each service; on PostgreSQL + NATS it also
+//! restarts the NATS server and drops every PostgreSQL connection. `up` restarts what dies.
+//! A checker then compares the read model with every acknowledged write: acknowledged,
+//! present, lost, duplicated, still pending, wrong status.
 //!
 //! Short by default (CI). The long version: `FAULT_SECS=300 FAULT_CLIENTS=64 cargo test
 //! --release -p switchyard --test fault_injection -- --nocapture`.
@@ -13,8 +15,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::backend::{Backend, Resources};
+use support::nemesis::{NatsGuard, drop_postgres_connections, restart_nats, stop_nats};
 use support::process;
 use support::up::{Up, free_offset};
+
+per_backend!(nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed);
+
+/// What the nemesis does at one step.
+#[derive(Debug, Clone)]
+enum Fault {
+    Signal(Vec<&'static str>, &'static str),
+    RestartNats,
+    DropPostgresConnections,
+}
 
 #[derive(Default)]
 struct Acked {
@@ -109,12 +123,33 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed() {
+async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: Backend) {
     let secs = env_or("FAULT_SECS", 12);
     let clients = env_or("FAULT_CLIENTS", 16);
     let dir = tempfile::tempdir().expect("tmp");
-    let up = Up::start(dir.path(), free_offset(), process::free_port());
+    let mut resources = Resources::new();
+    let _nats_guard = NatsGuard;
+    let extra = match backend {
+        Backend::Embedded => Vec::new(),
+        Backend::Production => {
+            for service in ["posts", "comments", "query", "moderation"] {
+                resources.database(service).await;
+            }
+            vec![
+                "--postgres".to_string(),
+                resources.postgres.clone(),
+                "--database-prefix".to_string(),
+                format!("sy_{}", resources.id),
+                "--nats".to_string(),
+                resources.nats.clone(),
+                "--stream".to_string(),
+                resources.stream.clone(),
+                "--subject-prefix".to_string(),
+                resources.prefix.clone(),
+            ]
+        }
+    };
+    let up = Up::start_with(dir.path(), free_offset(), process::free_port(), &extra);
     let base = up.url();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let until = Instant::now() + Duration::from_secs(secs);
@@ -122,37 +157,66 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed() {
         .map(|me| tokio::spawn(client_loop(base.clone(), me, until, acked.clone())))
         .collect();
 
-    // The nemesis: kill one at a time, then several at once, then SIGTERM each.
-    let services = [
-        "posts",
-        "comments",
-        "query",
-        "moderation",
-        "event-bus",
-        "gateway",
-    ];
-    let mut plan: Vec<(Vec<&str>, &str)> = services.iter().map(|s| (vec![*s], "-KILL")).collect();
-    plan.push((vec!["comments", "moderation", "event-bus"], "-KILL"));
-    plan.push((vec!["posts", "query", "event-bus", "gateway"], "-KILL"));
+    // The nemesis: kill one at a time, then several at once, then SIGTERM each; on the
+    // production backend also restart NATS and drop the PostgreSQL connections.
+    let bus: &[&'static str] = match backend {
+        Backend::Embedded => &["event-bus"],
+        Backend::Production => &[],
+    };
+    let mut plan: Vec<Fault> = ["posts", "comments", "query", "moderation", "gateway"]
+        .iter()
+        .chain(bus)
+        .map(|s| Fault::Signal(vec![*s], "-KILL"))
+        .collect();
+    plan.push(Fault::Signal(
+        [&["comments", "moderation"][..], bus].concat(),
+        "-KILL",
+    ));
+    plan.push(Fault::Signal(
+        [&["posts", "query", "gateway"][..], bus].concat(),
+        "-KILL",
+    ));
+    if backend == Backend::Production {
+        plan.push(Fault::RestartNats);
+        plan.push(Fault::DropPostgresConnections);
+    }
     plan.extend(
-        ["posts", "comments", "query", "moderation", "event-bus"]
+        ["posts", "comments", "query", "moderation"]
             .iter()
-            .map(|s| (vec![*s], "-TERM")),
+            .chain(bus)
+            .map(|s| Fault::Signal(vec![*s], "-TERM")),
     );
+    if backend == Backend::Production {
+        plan.push(Fault::DropPostgresConnections);
+    }
     let pause = Duration::from_millis((secs * 1000 / (plan.len() as u64 + 1)).max(300));
     let (mut actions, mut terms) = (0usize, 0usize);
-    for (targets, sig) in &plan {
+    for fault in &plan {
         tokio::time::sleep(pause).await;
         if Instant::now() >= until {
             break;
         }
-        for t in targets {
-            if let Some(pid) = up.service_pid(t) {
-                signal(pid, sig);
-                actions += 1;
-                if *sig == "-TERM" {
-                    terms += 1;
+        match fault {
+            Fault::Signal(targets, sig) => {
+                for t in targets {
+                    if let Some(pid) = up.service_pid(t) {
+                        signal(pid, sig);
+                        actions += 1;
+                        if *sig == "-TERM" {
+                            terms += 1;
+                        }
+                    }
                 }
+            }
+            Fault::RestartNats => {
+                stop_nats().await;
+                restart_nats().await;
+                actions += 1;
+            }
+            Fault::DropPostgresConnections => {
+                let dropped = drop_postgres_connections(&resources.database_pattern()).await;
+                eprintln!("nemesis: dropped {dropped} PostgreSQL connections");
+                actions += 1;
             }
         }
     }
@@ -237,11 +301,14 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed() {
         .filter(|l| l.contains("exited (exit status: 0)"))
         .count();
     println!(
-        "\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
+        "\n{} backend:\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
+        backend.name(),
         posts.len(),
         comments.len(),
         present
     );
+    drop(up);
+    resources.cleanup().await;
     assert_eq!(
         (lost, duplicated, pending, wrong),
         (0, 0, 0, 0),

@@ -48,6 +48,23 @@ pub struct UpArgs {
     /// Address the services and the gateway listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Run every service on this PostgreSQL server (one database per service, created if
+    /// missing), e.g. postgres://postgres@127.0.0.1:5432. Default: a SQLite file each.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// With --postgres, the databases are named <prefix>_<service>.
+    #[arg(long, default_value = "switchyard")]
+    pub database_prefix: String,
+    /// Use NATS JetStream as the bus, e.g. nats://127.0.0.1:4222 (the HTTP event bus is
+    /// then not started). Default: the HTTP event bus.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// The JetStream stream, with --nats.
+    #[arg(long, default_value = "BLOG")]
+    pub stream: String,
+    /// The subject prefix, with --nats.
+    #[arg(long, default_value = "blog")]
+    pub subject_prefix: String,
     /// How long to wait for every service to be ready.
     #[arg(long, default_value = "30", value_parser = parse_secs)]
     pub ready_timeout: Duration,
@@ -63,7 +80,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the app until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let plan = Plan::new(&args)?;
+    let plan = Plan::new(&args).await?;
     plan.check_ports()?;
     supervisor::run(plan, args.ready_timeout).await
 }

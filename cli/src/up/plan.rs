@@ -26,10 +26,26 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(args: &UpArgs) -> anyhow::Result<Plan> {
-        match args.app {
-            App::Blog => Ok(blog(args)?),
+    pub async fn new(args: &UpArgs) -> anyhow::Result<Plan> {
+        if let Some(url) = &args.postgres {
+            switchyard_kit::config::check_url("--postgres", url, &["postgres", "postgresql"])?;
         }
+        if let Some(url) = &args.nats {
+            switchyard_kit::config::check_url("--nats", url, &["nats"])?;
+        }
+        let mut plan = match args.app {
+            App::Blog => blog(args)?,
+        };
+        if let Some(server) = &args.postgres {
+            for p in plan.procs.iter_mut().filter(|p| has_database(p.name)) {
+                let database = format!("{}_{}", args.database_prefix, p.name.replace('-', "_"));
+                let url = switchyard_kit::db::ensure_postgres_database(server, &database)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--postgres: {e:#}"))?;
+                p.env.push(("DATABASE_URL".into(), url));
+            }
+        }
+        Ok(plan)
     }
 
     /// Fails with a clear message if a port is taken.
@@ -57,6 +73,13 @@ impl Plan {
     }
 }
 
+fn has_database(service: &str) -> bool {
+    matches!(
+        service,
+        "event-bus" | "posts" | "comments" | "query" | "moderation"
+    )
+}
+
 fn offset(base: u16, by: u16) -> anyhow::Result<u16> {
     base.checked_add(by)
         .ok_or_else(|| anyhow::anyhow!("--port-offset {by} takes port {base} past 65535"))
@@ -74,12 +97,21 @@ fn blog(args: &UpArgs) -> anyhow::Result<Plan> {
     );
     let local = |p: u16| format!("http://127.0.0.1:{p}");
     let data_dir = std::path::absolute(&args.data_dir)?;
+    let bus_env: Vec<(String, String)> = match &args.nats {
+        Some(url) => vec![
+            ("EVENT_BUS_URL".into(), url.clone()),
+            ("BUS_STREAM".into(), args.stream.clone()),
+            ("BUS_SUBJECT_PREFIX".into(), args.subject_prefix.clone()),
+        ],
+        None => vec![("EVENT_BUS_URL".into(), local(bus))],
+    };
     let common = |name: &str| -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("HOST".into(), args.host.clone()),
             ("DATA_DIR".into(), data_dir.join(name).display().to_string()),
-            ("EVENT_BUS_URL".into(), local(bus)),
-        ]
+        ];
+        env.extend(bus_env.iter().cloned());
+        env
     };
     let with = |name: &'static str, port: u16, wave: u8, extra: Vec<(String, String)>| {
         let mut env = common(name);
@@ -106,13 +138,17 @@ fn blog(args: &UpArgs) -> anyhow::Result<Plan> {
         local(comments),
         local(client)
     );
-    let procs = vec![
-        with(
+    let mut procs = Vec::new();
+    // With NATS the services talk to JetStream; the HTTP event bus is not needed.
+    if args.nats.is_none() {
+        procs.push(with(
             "event-bus",
             bus,
             0,
             vec![("SUBSCRIBERS".into(), subscribers)],
-        ),
+        ));
+    }
+    procs.extend([
         with("posts", posts, 1, vec![]),
         with("comments", comments, 1, vec![]),
         with("query", query, 1, vec![]),
@@ -124,7 +160,7 @@ fn blog(args: &UpArgs) -> anyhow::Result<Plan> {
             2,
             vec![("GATEWAY_BACKENDS".into(), backends)],
         ),
-    ];
+    ]);
     Ok(Plan {
         app: args.app,
         host: args.host.clone(),

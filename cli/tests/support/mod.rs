@@ -6,6 +6,7 @@ pub mod backend;
 pub mod blog;
 pub mod http;
 pub mod load;
+pub mod nemesis;
 pub mod process;
 pub mod recorder;
 pub mod up;

@@ -42,6 +42,11 @@ pub struct Up {
 impl Up {
     /// Starts `up blog` with `data_dir`, and waits for its "is up" line.
     pub fn start(data_dir: &Path, offset: u16, gateway: u16) -> Up {
+        Up::start_with(data_dir, offset, gateway, &[])
+    }
+
+    /// Like [`Up::start`], with more arguments (`--postgres`, `--nats`, ...).
+    pub fn start_with(data_dir: &Path, offset: u16, gateway: u16, extra: &[String]) -> Up {
         let mut child = Command::new(BIN)
             .args([
                 "up",
@@ -53,6 +58,7 @@ impl Up {
             ])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
