@@ -105,7 +105,7 @@ impl Outbox {
     /// Number of events waiting to be published.
     pub async fn pending(&self) -> Result<i64, sqlx::Error> {
         sqlx::query("SELECT COUNT(*) FROM outbox")
-            .fetch_one(self.db.pool())
+            .fetch_one(self.db.reader())
             .await?
             .try_get(0)
     }
@@ -199,10 +199,10 @@ impl Relay {
         let db = &self.outbox.db;
         match db.dialect() {
             Dialect::Sqlite => {
-                let mut conn = db.pool().acquire().await?;
-                let pending = select_batch(&mut conn).await?;
+                // The writer connection is not held while publishing.
+                let pending = select_batch(&mut *db.reader().acquire().await?).await?;
                 let (published, failure) = self.publish_in_order(&pending, stopping).await;
-                delete_published(&mut conn, &pending[..published]).await?;
+                delete_published(&mut *db.pool().acquire().await?, &pending[..published]).await?;
                 finish(published, failure)
             }
             Dialect::Postgres => {

@@ -61,10 +61,17 @@ impl Migrations {
     }
 }
 
-/// A pool of connections to the service's own database.
+/// Connections to the service's own database.
+///
+/// On SQLite, writes go through one connection ([`Db::pool`]) and reads through a separate
+/// pool ([`Db::reader`]): SQLite admits one writer at a time, and a second writer would wait
+/// in SQLite's busy handler, which sleeps in steps of milliseconds. Queued in the pool
+/// instead, a write starts the moment the previous one commits, and WAL lets the readers
+/// run alongside. On PostgreSQL both are the same pool.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    reader: AnyPool,
     dialect: Dialect,
 }
 
@@ -74,30 +81,38 @@ impl Db {
         install_default_drivers();
         let dialect = Dialect::from_url(url)
             .ok_or_else(|| anyhow::anyhow!("unsupported database URL scheme in {url:?}"))?;
-        let (url, max) = match dialect {
-            Dialect::Sqlite => (sqlite_url(url)?, 4),
-            Dialect::Postgres => (url.to_string(), 8),
-        };
-        let options = AnyPoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5));
-        let options = match dialect {
-            Dialect::Sqlite => options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    Ok(())
+        match dialect {
+            Dialect::Sqlite => {
+                let url = sqlite_url(url)?;
+                let pool = sqlite_pool(1, 1)
+                    .connect(&url)
+                    .await
+                    .map_err(|e| open_error(&url, e))?;
+                // Readers connect on first use, after the writer has created the file.
+                let reader = sqlite_pool(4, 0)
+                    .connect_lazy(&url)
+                    .map_err(|e| open_error(&url, e))?;
+                Ok(Db {
+                    pool,
+                    reader,
+                    dialect,
                 })
-            }),
-            Dialect::Postgres => options,
-        };
-        let pool = options
-            .connect(&url)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", redact(&url)))?;
-        Ok(Db { pool, dialect })
+            }
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(url)
+                    .await
+                    .map_err(|e| open_error(url, e))?;
+                Ok(Db {
+                    reader: pool.clone(),
+                    pool,
+                    dialect,
+                })
+            }
+        }
     }
 
     /// Runs the service's migrations (PostgreSQL takes an advisory lock, so replicas
@@ -110,8 +125,14 @@ impl Db {
             .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
     }
 
+    /// The pool for writes (and anything that must see them at once).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool for reads that may run beside a write.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -121,14 +142,35 @@ impl Db {
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.reader)
             .await
             .map(|_| ())
     }
 
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
+}
+
+fn sqlite_pool(max: u32, min: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(min)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                // Another process (switchyard rebuild-query) may hold the write lock.
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                Ok(())
+            })
+        })
+}
+
+fn open_error(url: &str, e: sqlx::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot open database {}: {e}", redact(url))
 }
 
 /// True for errors that mean "the database is not reachable right now" (retrying later can

@@ -36,7 +36,7 @@ async fn list(
     Path(post_id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_post_id(&post_id)?;
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.reader().acquire().await?;
     Ok(axum::Json(comments_of(&mut conn, &post_id).await?).into_response())
 }
 

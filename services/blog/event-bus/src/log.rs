@@ -109,7 +109,7 @@ impl EventLog {
         let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.reader())
             .await?;
         rows.iter()
             .map(|row| {
@@ -143,7 +143,7 @@ impl EventLog {
         let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(limit)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db.reader())
             .await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))

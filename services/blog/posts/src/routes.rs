@@ -26,7 +26,7 @@ pub(crate) fn router(state: AppState) -> Router {
 
 async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let rows = sqlx::query("SELECT id, title FROM posts ORDER BY ord")
-        .fetch_all(state.db.pool())
+        .fetch_all(state.db.reader())
         .await?;
     let mut posts = Map::new();
     for row in rows {

@@ -5,6 +5,7 @@ use switchyard_bus_client::consumer::{Handled, malformed};
 use switchyard_bus_client::inbox::begin_once;
 use switchyard_bus_client::{EventHandler, HandleError};
 use switchyard_events::{BlogEvent, Envelope};
+use switchyard_kit::Dialect;
 
 use crate::read_model::ReadModel;
 
@@ -24,12 +25,12 @@ impl Applier {
     /// Applies one event (the inbox makes a repeat a no-op).
     pub async fn apply(&self, event: &Envelope) -> Result<Handled, HandleError> {
         let db = &self.model.db;
+        // Events the read model does not use change nothing, not even the stored position:
+        // catching up from a slightly older position only reads them again.
         let Some(blog_event) = BlogEvent::from_envelope(event).map_err(malformed)? else {
-            self.advance(event.seq).await?;
             return Ok(Handled::Ignored);
         };
         if matches!(blog_event, BlogEvent::CommentModerated { .. }) {
-            self.advance(event.seq).await?;
             return Ok(Handled::Ignored);
         }
         let Some(mut tx) = begin_once(db, &event.id).await? else {
@@ -91,24 +92,16 @@ impl Applier {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Tells replicas sharing the database that their cached JSON is stale.
-        sqlx::query("UPDATE model_version SET version = version + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
+        // Tells replicas sharing the database that their cached JSON is stale (on SQLite one
+        // process owns the database and invalidates its cache itself).
+        if db.dialect() == Dialect::Postgres {
+            sqlx::query("UPDATE model_version SET version = version + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.model.changed().await;
         Ok(Handled::Applied)
-    }
-
-    /// Moves the stored log position past an event that needs no other change.
-    async fn advance(&self, seq: Option<i64>) -> Result<(), sqlx::Error> {
-        if let Some(seq) = seq {
-            sqlx::query("UPDATE bus_position SET seq = $1 WHERE id = 1 AND seq < $1")
-                .bind(seq)
-                .execute(self.model.db.pool())
-                .await?;
-        }
-        Ok(())
     }
 }
 

@@ -131,7 +131,7 @@ impl ReadModel {
     }
 
     async fn build(&self) -> Result<Bytes, sqlx::Error> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.reader().acquire().await?;
         let post_rows =
             sqlx::query("SELECT id, title FROM posts ORDER BY (log_seq IS NULL), log_seq, ord")
                 .fetch_all(&mut *conn)
