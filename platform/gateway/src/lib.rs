@@ -91,6 +91,9 @@ pub async fn launch(
     }
     let metrics = Metrics::new(SERVICE);
     let proxy = proxy::Proxy::new(routes, settings.backends.clone());
-    let router = HttpStack::new(&settings.common, metrics).wrap(proxy::router(Arc::new(proxy)));
+    // The gateway's own endpoints get the full service stack; proxied requests only get a
+    // request id (the backend behind applies the rest), so the gateway adds little to them.
+    let own = HttpStack::new(&settings.common, metrics).wrap(axum::Router::new());
+    let router = own.merge(proxy::router(Arc::new(proxy)));
     switchyard_kit::serve(listener, router, shutdown, settings.common.shutdown_grace).await
 }

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use switchyard_ingress::Router as IngressRouter;
 use switchyard_kit::ApiError;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::backends::Backends;
 
@@ -47,6 +48,8 @@ pub(crate) fn router(proxy: Arc<Proxy>) -> Router {
         .route("/", any(forward))
         .route("/{*path}", any(forward))
         .with_state(proxy)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// Hop-by-hop headers: they describe one connection and are not forwarded.
