@@ -16,8 +16,10 @@ pub mod http_bus;
 pub mod inbox;
 pub mod nats_bus;
 pub mod outbox;
+pub mod service;
 
 pub use bus::{BusConfig, Publisher};
 pub use consumer::{EventHandler, HandleError};
 pub use nats_bus::NatsBus;
 pub use outbox::Outbox;
+pub use service::Foundation;

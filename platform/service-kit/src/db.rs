@@ -115,6 +115,16 @@ impl Db {
         }
     }
 
+    /// Connects to the service's database (`DATABASE_URL`) and, unless `MIGRATE_ON_START`
+    /// is off, runs its migrations.
+    pub async fn open(common: &crate::CommonConfig, migrations: &Migrations) -> anyhow::Result<Db> {
+        let db = Db::connect(&common.database_url).await?;
+        if common.migrate_on_start {
+            db.migrate(migrations).await?;
+        }
+        Ok(db)
+    }
+
     /// Runs the service's migrations (PostgreSQL takes an advisory lock, so replicas
     /// starting together do not race).
     pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {

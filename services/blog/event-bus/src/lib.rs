@@ -37,10 +37,7 @@ pub async fn launch(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let common = &settings.common;
-    let db = Db::connect(&common.database_url).await?;
-    if common.migrate_on_start {
-        db.migrate(&MIGRATIONS).await?;
-    }
+    let db = Db::open(common, &MIGRATIONS).await?;
     let metrics = Metrics::new(SERVICE);
     let log = log::EventLog::open(db.clone(), &shutdown).await?;
     delivery::start(&settings, log.clone(), metrics.clone(), &shutdown).await?;

@@ -11,14 +11,12 @@ mod rule;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_bus_client::consumer::{Handled, events_route, malformed};
+use switchyard_bus_client::consumer::{Handled, malformed};
 use switchyard_bus_client::inbox::begin_once;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{BusConfig, EventHandler, HandleError, Outbox};
+use switchyard_bus_client::{BusConfig, EventHandler, Foundation, HandleError, Outbox};
 use switchyard_events::{BlogEvent, Envelope};
-use switchyard_kit::{
-    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
-};
+use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
 use tokio::net::TcpListener;
 
 pub use rule::Rule;
@@ -55,28 +53,16 @@ pub async fn launch(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let common = &settings.common;
-    let db = Db::connect(&common.database_url).await?;
-    if common.migrate_on_start {
-        db.migrate(&MIGRATIONS).await?;
-    }
-    let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect().await?;
-    let outbox = Outbox::new(db.clone());
-    outbox.spawn_relay(bus.publisher(), metrics.clone(), &shutdown);
+    let base =
+        Foundation::start(SERVICE, common, &settings.bus, &MIGRATIONS, true, &shutdown).await?;
     let handler = Arc::new(Moderator {
-        db: db.clone(),
-        outbox,
+        db: base.db.clone(),
+        outbox: base.outbox.clone(),
         rule: settings.rule.clone(),
     });
-    bus.start_consuming(SERVICE, handler.clone(), metrics.clone(), &shutdown)
-        .await?;
-    let router = HttpStack::new(common, metrics.clone())
-        .ready_when(Arc::new(db.clone()))
-        .ready_when(bus.readiness())
-        .wrap(events_route(handler, metrics));
-    let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
-    db.close().await;
-    result
+    base.consume(handler.clone(), &shutdown).await?;
+    base.serve(common, axum::Router::new(), handler, listener, shutdown)
+        .await
 }
 
 struct Moderator {

@@ -11,13 +11,11 @@ mod routes;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_bus_client::consumer::{Handled, events_route};
+use switchyard_bus_client::consumer::Handled;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{BusConfig, EventHandler, HandleError, Outbox};
+use switchyard_bus_client::{BusConfig, EventHandler, Foundation, HandleError, Outbox};
 use switchyard_events::Envelope;
-use switchyard_kit::{
-    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
-};
+use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
 use tokio::net::TcpListener;
 
 pub const SERVICE: &str = "posts";
@@ -62,26 +60,20 @@ pub async fn launch(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let common = &settings.common;
-    let db = Db::connect(&common.database_url).await?;
-    if common.migrate_on_start {
-        db.migrate(&MIGRATIONS).await?;
-    }
-    let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect().await?;
-    let outbox = Outbox::new(db.clone());
-    outbox.spawn_relay(bus.publisher(), metrics.clone(), &shutdown);
+    let base =
+        Foundation::start(SERVICE, common, &settings.bus, &MIGRATIONS, true, &shutdown).await?;
     let state = AppState {
-        db: db.clone(),
-        outbox,
+        db: base.db.clone(),
+        outbox: base.outbox.clone(),
     };
-    let app = routes::router(state).merge(events_route(Arc::new(IgnoresEvents), metrics.clone()));
-    let router = HttpStack::new(common, metrics)
-        .ready_when(Arc::new(db.clone()))
-        .ready_when(bus.readiness())
-        .wrap(app);
-    let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
-    db.close().await;
-    result
+    base.serve(
+        common,
+        routes::router(state),
+        Arc::new(IgnoresEvents),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Posts consumes no event; it acknowledges every well-formed one.

@@ -22,12 +22,9 @@ mod routes;
 
 use std::sync::Arc;
 
-use switchyard_bus_client::BusConfig;
-use switchyard_bus_client::consumer::events_route;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_kit::{
-    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
-};
+use switchyard_bus_client::{BusConfig, Foundation};
+use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
 use tokio::net::TcpListener;
 
 pub use catch_up::rebuild;
@@ -76,27 +73,29 @@ pub async fn launch(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let common = &settings.common;
-    let db = Db::connect(&common.database_url).await?;
-    if common.migrate_on_start {
-        db.migrate(&MIGRATIONS).await?;
-    }
-    let metrics = Metrics::new(SERVICE);
-    let bus = settings.bus.connect().await?;
-    let model = read_model::ReadModel::new(db.clone());
+    // Query publishes nothing: no outbox relay.
+    let base = Foundation::start(
+        SERVICE,
+        common,
+        &settings.bus,
+        &MIGRATIONS,
+        false,
+        &shutdown,
+    )
+    .await?;
+    let model = read_model::ReadModel::new(base.db.clone());
     model.spawn_watch(&shutdown);
     let applier = Arc::new(apply::Applier::new(model.clone()));
-    catch_up::spawn(bus.clone(), applier.clone(), &shutdown);
-    bus.start_consuming(SERVICE, applier.clone(), metrics.clone(), &shutdown)
-        .await?;
-    let app =
-        routes::router(model, shutdown.stop_token()).merge(events_route(applier, metrics.clone()));
-    let router = HttpStack::new(common, metrics)
-        .ready_when(Arc::new(db.clone()))
-        .ready_when(bus.readiness())
-        .wrap(app);
-    let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
-    db.close().await;
-    result
+    catch_up::spawn(base.bus.clone(), applier.clone(), &shutdown);
+    base.consume(applier.clone(), &shutdown).await?;
+    base.serve(
+        common,
+        routes::router(model, shutdown.stop_token()),
+        applier,
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Opens the database of `settings` and runs its migrations.
