@@ -175,7 +175,10 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(2))
             .retry_on_initial_connect()
             .reconnect_delay_callback(|attempts| {
-                let attempts = u32::try_from(attempts).unwrap_or(u32::MAX).min(20);
+                // async-nats asks before the first connection too (attempts = 1): no wait then.
+                let attempts = u32::try_from(attempts.saturating_sub(1))
+                    .unwrap_or(u32::MAX)
+                    .min(20);
                 (Duration::from_millis(100) * attempts).min(MAX_BACKOFF)
             })
             .connect(url)

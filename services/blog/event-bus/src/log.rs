@@ -17,7 +17,7 @@ use switchyard_kit::{Db, Shutdown};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Events kept in memory for delivery (older ones are read back from the database).
-const TAIL_CAPACITY: usize = 4096;
+const TAIL_CAPACITY: usize = 2048;
 /// Most appends committed in one transaction.
 const MAX_GROUP: usize = 512;
 
