@@ -5,17 +5,25 @@
 //! of the issues, prints Markdown and writes `bench/results/latest.{md,json}`.
 //!
 //! ```text
-//! switchyard-bench [--quick] all | bus | query | up
+//! switchyard-bench [--quick] [--backend both|embedded|production] all | bus | query | write | startup | up
 //! switchyard-bench bare-server --port P --file body.json
 //! ```
+//!
+//! Every blog scenario runs on both backends: `embedded` (SQLite + the HTTP event bus) and
+//! `production` (PostgreSQL + NATS JetStream, servers from `BENCH_POSTGRES_URL` /
+//! `BENCH_NATS_URL`; skipped with a note when they are unreachable).
 
 mod blog;
 mod bus;
+mod natsbus;
 mod procs;
+mod prod;
 mod query;
 mod report;
 mod sink;
+mod startup;
 mod up;
+mod write;
 mod wrk;
 
 use std::path::PathBuf;
@@ -42,6 +50,9 @@ struct Cli {
     /// Where latest.md and latest.json go (default: bench/results of the source tree).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
+    /// Which backends to run: both (default), embedded or production.
+    #[arg(long, global = true, default_value = "both", value_parser = ["both", "embedded", "production"])]
+    backend: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -54,7 +65,11 @@ enum Cmd {
     Bus,
     /// 2. The blog services: query vs bare axum, moderation end to end, memory.
     Query,
-    /// 3. `switchyard up blog` start-up and the gateway.
+    /// 3. Sustained writes through posts and comments, and convergence of the read model.
+    Write,
+    /// 4. Start-up time of every service (spawn → /healthz, → /readyz).
+    Startup,
+    /// 5. `switchyard up blog` start-up and the gateway.
     Up,
     /// Serves a file's bytes as JSON on every GET (the "bare axum" reference).
     BareServer {
@@ -80,6 +95,9 @@ pub struct Params {
     pub e2e_comments: usize,
     pub e2e_max_secs: u64,
     pub up_runs: usize,
+    pub writers: usize,
+    pub write_secs: u64,
+    pub startup_runs: usize,
 }
 
 impl Params {
@@ -97,6 +115,9 @@ impl Params {
             e2e_comments: 300,
             e2e_max_secs: 120,
             up_runs: 3,
+            writers: 32,
+            write_secs: 10,
+            startup_runs: 3,
         }
     }
 
@@ -114,6 +135,9 @@ impl Params {
             e2e_comments: 60,
             e2e_max_secs: 20,
             up_runs: 1,
+            writers: 32,
+            write_secs: 3,
+            startup_runs: 1,
         }
     }
 }
@@ -123,6 +147,41 @@ pub struct Ctx {
     pub bin: PathBuf,
     pub params: Params,
     pub http: reqwest::Client,
+    pub plan: prod::Plan,
+}
+
+impl Ctx {
+    /// Fresh bookkeeping of databases and streams for a run on `backend` (none on embedded).
+    pub fn resources(&self, backend: &str) -> Option<prod::Resources> {
+        match &self.plan.production {
+            Some(servers) if backend == report::PRODUCTION => Some(prod::Resources::new(servers)),
+            _ => None,
+        }
+    }
+
+    /// Says in the section why production did not run, if it did not.
+    pub fn skip_note(&self, section: &mut Section) {
+        if let Some(why) = &self.plan.production_skipped {
+            section.note(format!("skipped production: {why}"));
+        }
+    }
+}
+
+/// Ends one backend's run of a scenario: drops its databases and streams, records a failure.
+pub async fn finish(
+    section: &mut Section,
+    backend: &str,
+    res: Option<prod::Resources>,
+    result: anyhow::Result<()>,
+) {
+    if let Err(e) = result {
+        section.fail(backend, &e);
+    }
+    if let Some(res) = res {
+        for f in res.cleanup().await {
+            section.note(format!("{backend}: cleanup failed: {f}"));
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -131,9 +190,11 @@ fn main() -> ExitCode {
         Cmd::BareServer { port, file } => bare_server(port, &file),
         ref cmd => {
             let which = match cmd {
-                Cmd::All => vec!["bus", "query", "up"],
+                Cmd::All => vec!["bus", "query", "write", "startup", "up"],
                 Cmd::Bus => vec!["bus"],
                 Cmd::Query => vec!["query"],
+                Cmd::Write => vec!["write"],
+                Cmd::Startup => vec!["startup"],
                 Cmd::Up => vec!["up"],
                 Cmd::BareServer { .. } => vec![],
             };
@@ -179,6 +240,32 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
     } else {
         Params::full()
     };
+    let plan = if cli.backend == "embedded" {
+        prod::Plan {
+            embedded: true,
+            production: None,
+            production_skipped: Some("not selected (--backend embedded)".to_string()),
+        }
+    } else {
+        let servers = prod::Servers::from_env();
+        match servers.check().await {
+            Ok(()) => prod::Plan {
+                embedded: cli.backend == "both",
+                production: Some(servers),
+                production_skipped: None,
+            },
+            Err(e) => {
+                eprintln!("switchyard-bench: production backend skipped: {e:#}");
+                prod::Plan {
+                    embedded: cli.backend == "both",
+                    production: None,
+                    production_skipped: Some(format!(
+                        "servers unreachable ({e:#}); set BENCH_POSTGRES_URL / BENCH_NATS_URL"
+                    )),
+                }
+            }
+        }
+    };
     let ctx = Ctx {
         bin,
         params,
@@ -186,6 +273,7 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()?,
+        plan,
     };
     let started = Instant::now();
     let started_unix = std::time::SystemTime::now()
@@ -197,16 +285,21 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
         Machine::detect(),
         started_unix,
     );
+    report.backends = ctx.plan.backends().iter().map(|b| b.to_string()).collect();
+    report.production_skipped = ctx.plan.production_skipped.clone();
     println!(
-        "# switchyard-bench ({} run) driving {}\n",
+        "# switchyard-bench ({} run) driving {} on {}\n",
         report.mode,
-        ctx.bin.display()
+        ctx.bin.display(),
+        report.backends.join(" + ")
     );
     for name in which {
         let scenario = async {
             match *name {
                 "bus" => bus::run(&ctx).await,
                 "query" => query::run(&ctx).await,
+                "write" => write::run(&ctx).await,
+                "startup" => startup::run(&ctx).await,
                 _ => up::run(&ctx).await,
             }
         };

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use crate::blog::{ApprovalWatch, create_comment, populate, wait_settled};
 use crate::procs::{RssSampler, Service, free_port, lock, mib};
+use crate::prod::Resources;
 use crate::report::{Dist, Figure, Section, fmt_num};
 use crate::{Ctx, wrk};
 
@@ -19,15 +20,20 @@ pub async fn run(ctx: &Ctx) -> Section {
         S,
         "2. Blog services: query reads, moderation end to end, memory",
     );
-    if let Err(e) = measure(ctx, &mut section).await {
-        section.error = Some(format!("{e:#}"));
+    for backend in ctx.plan.backends() {
+        let res = ctx.resources(backend);
+        let result = measure(ctx, &mut section, backend, res.as_ref()).await;
+        crate::finish(&mut section, backend, res, result).await;
     }
+    ctx.skip_note(&mut section);
     section
 }
 
-/// The five services of the blog's back end, each its own process.
+/// The back end of the blog, each service its own process: on `embedded`, the HTTP event
+/// bus and four services on SQLite; on `production`, the four services on PostgreSQL (a
+/// fresh database each) and a fresh NATS JetStream stream.
 pub struct Backend {
-    pub bus: Service,
+    pub bus: Option<Service>,
     pub posts: Service,
     pub comments: Service,
     pub query: Service,
@@ -35,34 +41,52 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub async fn start(ctx: &Ctx, dir: &Path) -> anyhow::Result<Backend> {
-        let (pb, pp, pc, pq, pm) = (
-            free_port()?,
-            free_port()?,
-            free_port()?,
-            free_port()?,
-            free_port()?,
-        );
+    pub async fn start(ctx: &Ctx, dir: &Path, res: Option<&Resources>) -> anyhow::Result<Backend> {
+        let (pp, pc, pq, pm) = (free_port()?, free_port()?, free_port()?, free_port()?);
         let local = |p: u16| format!("http://127.0.0.1:{p}");
-        let subscribers = format!(
-            "posts={},comments={},query={},moderation={}",
-            local(pp),
-            local(pc),
-            local(pq),
-            local(pm)
-        );
         let data = |name: &str| dir.join("data").join(name);
-        let bus_env = [("SUBSCRIBERS", subscribers)];
-        let mut bus = Service::spawn(&ctx.bin, "event-bus", pb, &data("event-bus"), dir, &bus_env)?;
-        bus.wait_ready(&ctx.http, Duration::from_secs(20)).await?;
-        let env = [("EVENT_BUS_URL", local(pb))];
-        let mut posts = Service::spawn(&ctx.bin, "posts", pp, &data("posts"), dir, &env)?;
-        let mut comments = Service::spawn(&ctx.bin, "comments", pc, &data("comments"), dir, &env)?;
-        let mut query = Service::spawn(&ctx.bin, "query", pq, &data("query"), dir, &env)?;
-        let mut moderation =
-            Service::spawn(&ctx.bin, "moderation", pm, &data("moderation"), dir, &env)?;
+        let mut envs: Vec<Vec<(&str, String)>> = Vec::new();
+        let mut bus = None;
+        match res {
+            None => {
+                let pb = free_port()?;
+                let subscribers = format!(
+                    "posts={},comments={},query={},moderation={}",
+                    local(pp),
+                    local(pc),
+                    local(pq),
+                    local(pm)
+                );
+                let bus_env = [("SUBSCRIBERS", subscribers)];
+                let mut b =
+                    Service::spawn(&ctx.bin, "event-bus", pb, &data("event-bus"), dir, &bus_env)?;
+                b.wait_ready(&ctx.http, Duration::from_secs(20)).await?;
+                bus = Some(b);
+                for _ in 0..4 {
+                    envs.push(vec![("EVENT_BUS_URL", local(pb))]);
+                }
+            }
+            Some(res) => {
+                let stream = res.stream();
+                for name in ["posts", "comments", "query", "moderation"] {
+                    envs.push(res.service_env(name, &stream).await?);
+                }
+            }
+        }
+        let mut posts = Service::spawn(&ctx.bin, "posts", pp, &data("posts"), dir, &envs[0])?;
+        let mut comments =
+            Service::spawn(&ctx.bin, "comments", pc, &data("comments"), dir, &envs[1])?;
+        let mut query = Service::spawn(&ctx.bin, "query", pq, &data("query"), dir, &envs[2])?;
+        let mut moderation = Service::spawn(
+            &ctx.bin,
+            "moderation",
+            pm,
+            &data("moderation"),
+            dir,
+            &envs[3],
+        )?;
         for s in [&mut posts, &mut comments, &mut query, &mut moderation] {
-            s.wait_ready(&ctx.http, Duration::from_secs(20)).await?;
+            s.wait_ready(&ctx.http, Duration::from_secs(30)).await?;
         }
         Ok(Backend {
             bus,
@@ -73,14 +97,11 @@ impl Backend {
         })
     }
 
-    pub fn all(&self) -> [&Service; 5] {
-        [
-            &self.bus,
-            &self.posts,
-            &self.comments,
-            &self.query,
-            &self.moderation,
-        ]
+    pub fn all(&self) -> Vec<&Service> {
+        self.bus
+            .iter()
+            .chain([&self.posts, &self.comments, &self.query, &self.moderation])
+            .collect()
     }
 
     pub fn pids(&self) -> Vec<(String, u32)> {
@@ -133,13 +154,18 @@ impl Drop for Bare {
     }
 }
 
-async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
+async fn measure(
+    ctx: &Ctx,
+    section: &mut Section,
+    on: &str,
+    res: Option<&Resources>,
+) -> anyhow::Result<()> {
     let p = &ctx.params;
     wrk::check_installed()?;
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-blog")
         .tempdir()?;
-    let backend = Backend::start(ctx, dir.path()).await?;
+    let backend = Backend::start(ctx, dir.path(), res).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle: BTreeMap<String, u64> = backend
         .all()
@@ -166,7 +192,7 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
     )
     .await?;
     section.note(format!(
-        "Populated {} posts × {} comments through posts and comments ({} KB of `GET /posts` JSON), settled (all approved) in {:.2} s.",
+        "{on}: populated {} posts × {} comments through posts and comments ({} KB of `GET /posts` JSON), settled (all approved) in {:.2} s.",
         p.posts,
         p.comments_per_post,
         body.len() / 1000,
@@ -194,7 +220,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
             }
         )
     };
-    section.push(
+    section.push_on(
+        on,
         Figure::info(
             S,
             "(a) query GET /posts throughput",
@@ -204,8 +231,12 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         .original("~7,000 req/s")
         .note(wrk_note(&q)),
     );
-    section.push(Figure::info(S, "(a) query GET /posts p99", q.p99_ms, "ms").original("~100 ms"));
-    section.push(
+    section.push_on(
+        on,
+        Figure::info(S, "(a) query GET /posts p99", q.p99_ms, "ms").original("~100 ms"),
+    );
+    section.push_on(
+        on,
         Figure::info(
             S,
             "(a) bare axum handler, same bytes, throughput",
@@ -215,8 +246,12 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         .original("~110,000 req/s")
         .note(wrk_note(&b)),
     );
-    section.push(Figure::info(S, "(a) bare axum handler p99", b.p99_ms, "ms").original("0.9 ms"));
-    section.push(
+    section.push_on(
+        on,
+        Figure::info(S, "(a) bare axum handler p99", b.p99_ms, "ms").original("0.9 ms"),
+    );
+    section.push_on(
+        on,
         Figure::at_least(
             S,
             "(a) query / bare throughput",
@@ -267,7 +302,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
             String::new()
         }
     );
-    section.push(
+    section.push_on(
+        on,
         Figure::at_most(
             S,
             "(b) comment → approved in query, p50",
@@ -278,7 +314,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         .original("~8 ms")
         .note(note),
     );
-    section.push(
+    section.push_on(
+        on,
         Figure::at_most(
             S,
             "(b) comment → approved in query, p99",
@@ -288,14 +325,12 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         )
         .original("~20 ms"),
     );
-    section.push(Figure::info(
-        S,
-        "(b) comment → approved in query, max",
-        d.max(),
-        "ms",
-    ));
+    section.push_on(
+        on,
+        Figure::info(S, "(b) comment → approved in query, max", d.max(), "ms"),
+    );
     let v = Dist::new(visible_lat);
-    section.push(
+    section.push_on(on,
         Figure::info(S, "(b) comment → visible (pending) in query, p50", v.pct(50.0), "ms").note(format!(
             "one bus hop (CommentCreated → query); p99 {:.2} ms. Approval takes three hops: CommentCreated → moderation, CommentModerated → comments, CommentUpdated → query",
             v.pct(99.0)
@@ -305,7 +340,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
     // (c) Memory per service.
     let sampled = sampler.finish().await;
     for s in backend.all() {
-        section.push(
+        section.push_on(
+            on,
             Figure::at_most(
                 S,
                 &format!("(c) {} RSS idle", s.name),
@@ -318,7 +354,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
     }
     for s in backend.all() {
         let hwm = s.mem().map(|m| m.hwm_kib).unwrap_or(0);
-        section.push(
+        section.push_on(
+            on,
             Figure::at_most(
                 S,
                 &format!("(c) {} peak RSS (VmHWM) under load", s.name),

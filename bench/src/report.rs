@@ -6,6 +6,13 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
+/// SQLite + the HTTP event bus (the default).
+pub const EMBEDDED: &str = "embedded";
+/// PostgreSQL + NATS JetStream.
+pub const PRODUCTION: &str = "production";
+/// Both, in column order.
+pub const BACKENDS: [&str; 2] = [EMBEDDED, PRODUCTION];
+
 /// Which way a target goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Op {
@@ -21,6 +28,8 @@ pub enum Op {
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
     pub scenario: String,
+    /// `embedded` (SQLite + HTTP bus) or `production` (PostgreSQL + NATS JetStream).
+    pub backend: String,
     pub metric: String,
     pub value: f64,
     pub unit: String,
@@ -40,6 +49,7 @@ impl Figure {
     pub fn info(scenario: &str, metric: &str, value: f64, unit: &str) -> Figure {
         Figure {
             scenario: scenario.to_string(),
+            backend: EMBEDDED.to_string(),
             metric: metric.to_string(),
             value,
             unit: unit.to_string(),
@@ -71,6 +81,12 @@ impl Figure {
         };
         self.pass = Some(pass);
         self.verdict = verdict(op, self.value, target, pass);
+        self
+    }
+
+    /// Which backend the figure was measured on (default: embedded).
+    pub fn on(mut self, backend: &str) -> Figure {
+        self.backend = backend.to_string();
         self
     }
 
@@ -195,34 +211,32 @@ impl Section {
         self.figures.push(f);
     }
 
+    /// Adds a figure measured on `backend`.
+    pub fn push_on(&mut self, backend: &str, f: Figure) {
+        self.figures.push(f.on(backend));
+    }
+
     pub fn note(&mut self, n: impl Into<String>) {
         self.notes.push(n.into());
     }
 
+    /// Records that a backend's part of the scenario failed.
+    pub fn fail(&mut self, backend: &str, e: &anyhow::Error) {
+        let text = format!("{backend}: {e:#}");
+        self.error = Some(match self.error.take() {
+            Some(prev) => format!("{prev}\n{text}"),
+            None => text,
+        });
+    }
+
+    /// One table, the backends side by side: a row per metric.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "## {}\n", self.title);
         if !self.figures.is_empty() {
-            out.push_str("| metric | value | target | original (reference) | verdict |\n");
-            out.push_str("|---|---:|---:|---:|---|\n");
-            for f in &self.figures {
-                let _ = writeln!(
-                    out,
-                    "| {}{} | {} | {} | {} | {} |",
-                    f.metric,
-                    f.note
-                        .as_deref()
-                        .map(|n| format!(" <br><sub>{n}</sub>"))
-                        .unwrap_or_default(),
-                    fmt_value(f.value, &f.unit),
-                    f.target_text(),
-                    f.original.as_deref().unwrap_or("–"),
-                    if f.verdict.is_empty() {
-                        "info"
-                    } else {
-                        &f.verdict
-                    },
-                );
+            out.push_str(SIDE_BY_SIDE_HEADER);
+            for row in rows(self.figures.iter()) {
+                out.push_str(&row.markdown(false));
             }
             out.push('\n');
         }
@@ -230,12 +244,109 @@ impl Section {
             let _ = writeln!(out, "- {n}");
         }
         if let Some(e) = &self.error {
-            let _ = writeln!(out, "\n**scenario failed:** {e}");
+            for line in e.lines() {
+                let _ = writeln!(out, "\n**scenario failed:** {line}");
+            }
         }
         if !self.notes.is_empty() || self.error.is_some() {
             out.push('\n');
         }
         out
+    }
+}
+
+const SIDE_BY_SIDE_HEADER: &str = "| metric | embedded<br><sub>SQLite + HTTP bus</sub> | production<br><sub>PostgreSQL + NATS</sub> | target | original (reference) | pass: embedded | pass: production |\n|---|---:|---:|---:|---:|---|---|\n";
+
+/// The figures of one metric, one per backend.
+struct Row<'a> {
+    scenario: &'a str,
+    metric: &'a str,
+    by_backend: [Option<&'a Figure>; 2],
+}
+
+/// Groups figures by (scenario, metric), in order of first appearance.
+fn rows<'a>(figures: impl Iterator<Item = &'a Figure>) -> Vec<Row<'a>> {
+    let mut out: Vec<Row<'a>> = Vec::new();
+    for f in figures {
+        let slot = usize::from(f.backend == PRODUCTION);
+        match out
+            .iter_mut()
+            .find(|r| r.scenario == f.scenario && r.metric == f.metric)
+        {
+            Some(r) => r.by_backend[slot] = Some(f),
+            None => {
+                let mut by_backend = [None, None];
+                by_backend[slot] = Some(f);
+                out.push(Row {
+                    scenario: &f.scenario,
+                    metric: &f.metric,
+                    by_backend,
+                });
+            }
+        }
+    }
+    out
+}
+
+impl Row<'_> {
+    fn markdown(&self, with_scenario: bool) -> String {
+        let present: Vec<(&str, &Figure)> = BACKENDS
+            .iter()
+            .zip(self.by_backend.iter())
+            .filter_map(|(b, f)| f.map(|f| (*b, f)))
+            .collect();
+        let notes: Vec<String> = present
+            .iter()
+            .filter(|_| !with_scenario)
+            .filter_map(|(b, f)| {
+                f.note.as_deref().map(|n| {
+                    if present.len() > 1 {
+                        format!("<br><sub>{b}: {n}</sub>")
+                    } else {
+                        format!("<br><sub>{n}</sub>")
+                    }
+                })
+            })
+            .collect();
+        let value =
+            |f: Option<&Figure>| f.map_or("–".to_string(), |f| fmt_value(f.value, &f.unit));
+        let verdict = |f: Option<&Figure>| match f {
+            None => "–".to_string(),
+            Some(f) if f.verdict.is_empty() => "info".to_string(),
+            Some(f) => f.verdict.clone(),
+        };
+        let targets: Vec<(&str, String)> = present
+            .iter()
+            .filter(|(_, f)| f.target.is_some())
+            .map(|(b, f)| (*b, f.target_text()))
+            .collect();
+        let target = match targets.as_slice() {
+            [] => "–".to_string(),
+            [(_, t)] => t.clone(),
+            [(_, a), (_, b)] if a == b => a.clone(),
+            many => many
+                .iter()
+                .map(|(b, t)| format!("{b}: {t}"))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+        };
+        let original = present
+            .iter()
+            .find_map(|(_, f)| f.original.clone())
+            .unwrap_or_else(|| "–".to_string());
+        let name = if with_scenario {
+            format!("{}: {}", self.scenario, self.metric)
+        } else {
+            self.metric.to_string()
+        };
+        format!(
+            "| {name}{} | {} | {} | {target} | {original} | {} | {} |\n",
+            notes.concat(),
+            value(self.by_backend[0]),
+            value(self.by_backend[1]),
+            verdict(self.by_backend[0]),
+            verdict(self.by_backend[1]),
+        )
     }
 }
 
@@ -292,6 +403,10 @@ pub struct Report {
     pub started_unix: u64,
     pub duration_s: f64,
     pub machine: Machine,
+    /// The backends that ran.
+    pub backends: Vec<String>,
+    /// Why production did not run, when it did not.
+    pub production_skipped: Option<String>,
     pub sections: Vec<Section>,
     /// Every figure of every section, flat (the machine-readable list).
     pub figures: Vec<Figure>,
@@ -305,6 +420,8 @@ impl Report {
             started_unix,
             duration_s: 0.0,
             machine,
+            backends: Vec::new(),
+            production_skipped: None,
             sections: Vec::new(),
             figures: Vec::new(),
         }
@@ -317,50 +434,61 @@ impl Report {
 
     pub fn summary_markdown(&self) -> String {
         let mut out = String::from("## Summary\n\n");
-        out.push_str("| figure | value | target | original (reference) | pass |\n");
-        out.push_str("|---|---:|---:|---:|---|\n");
-        for f in self.figures.iter().filter(|f| f.pass.is_some()) {
-            let _ = writeln!(
-                out,
-                "| {}: {} | {} | {} | {} | {} |",
-                f.scenario,
-                f.metric,
-                fmt_value(f.value, &f.unit),
-                f.target_text(),
-                f.original.as_deref().unwrap_or("–"),
-                f.verdict
-            );
+        out.push_str(SIDE_BY_SIDE_HEADER);
+        for row in rows(self.figures.iter().filter(|f| f.pass.is_some())) {
+            out.push_str(&row.markdown(true));
         }
-        let failed: Vec<&Figure> = self
-            .figures
-            .iter()
-            .filter(|f| f.pass == Some(false))
-            .collect();
-        let total = self.figures.iter().filter(|f| f.pass.is_some()).count();
-        let _ = writeln!(
-            out,
-            "\n{} of {total} targets met{}.",
-            total - failed.len(),
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; missed: {}",
-                    failed
-                        .iter()
-                        .map(|f| format!("{}: {}", f.scenario, f.metric))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
+        out.push('\n');
+        for backend in BACKENDS {
+            let with_target: Vec<&Figure> = self
+                .figures
+                .iter()
+                .filter(|f| f.backend == backend && f.pass.is_some())
+                .collect();
+            if !self.backends.iter().any(|b| b == backend) {
+                let _ = writeln!(
+                    out,
+                    "**{backend}**: not run{}.\n",
+                    self.production_skipped
+                        .as_deref()
+                        .filter(|_| backend == PRODUCTION)
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default()
+                );
+                continue;
             }
-        );
-        for s in self.sections.iter().filter(|s| s.error.is_some()) {
+            let missed: Vec<&&Figure> = with_target
+                .iter()
+                .filter(|f| f.pass == Some(false))
+                .collect();
             let _ = writeln!(
                 out,
-                "\nScenario `{}` did not complete: {}",
-                s.scenario,
-                s.error.as_deref().unwrap_or("")
+                "**{backend}**: {} of {} targets met{}",
+                with_target.len() - missed.len(),
+                with_target.len(),
+                if missed.is_empty() { "." } else { "; missed:" }
             );
+            for f in missed {
+                let _ = writeln!(
+                    out,
+                    "- {}: {}: {} against a target of {}: {}",
+                    f.scenario,
+                    f.metric,
+                    fmt_value(f.value, &f.unit),
+                    f.target_text(),
+                    f.verdict
+                );
+            }
+            out.push('\n');
+        }
+        for s in self.sections.iter().filter(|s| s.error.is_some()) {
+            for line in s.error.as_deref().unwrap_or("").lines() {
+                let _ = writeln!(
+                    out,
+                    "Scenario `{}` did not complete on {line}\n",
+                    s.scenario
+                );
+            }
         }
         out
     }
@@ -382,6 +510,16 @@ impl Report {
             "Everything runs on this one machine over loopback: the services, the load generators and the \
              measuring subscribers share its cores. \"original\" columns quote the issues' figures for the \
              Node system (other machine): reference only, not measured here.\n\n",
+        );
+        let _ = writeln!(
+            out,
+            "Backends side by side: **embedded** = SQLite files + the HTTP event bus (`switchyard serve event-bus`); \
+             **production** = PostgreSQL + NATS JetStream (a fresh database per service and a fresh stream per run, \
+             dropped afterwards). Ratios are measured in the same run on the same backend.{}\n",
+            match &self.production_skipped {
+                Some(why) => format!(" **Production was skipped:** {why}."),
+                None => String::new(),
+            }
         );
         for s in &self.sections {
             out.push_str(&s.markdown());

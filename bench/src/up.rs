@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::blog::{populate, wait_settled};
 use crate::procs::{alive, descendants, port_free, signal};
+use crate::prod::Resources;
 use crate::report::{Dist, Figure, Section, fmt_num};
 use crate::{Ctx, wrk};
 
@@ -20,11 +21,14 @@ const PORTS: [u16; 6] = [4000, 4001, 4002, 4003, 4005, 3000];
 pub async fn run(ctx: &Ctx) -> Section {
     let mut section = Section::new(
         S,
-        "3. The blog in one command: `switchyard up blog` and the gateway",
+        "5. The blog in one command: `switchyard up blog` and the gateway",
     );
-    if let Err(e) = measure(ctx, &mut section).await {
-        section.error = Some(format!("{e:#}"));
+    for backend in ctx.plan.backends() {
+        let res = ctx.resources(backend);
+        let result = measure(ctx, &mut section, backend, res.as_ref()).await;
+        crate::finish(&mut section, backend, res, result).await;
     }
+    ctx.skip_note(&mut section);
     section
 }
 
@@ -58,7 +62,7 @@ fn free_layout() -> anyhow::Result<(u16, u16)> {
 }
 
 impl Up {
-    async fn start(ctx: &Ctx, data_dir: &Path, log: &Path) -> anyhow::Result<Up> {
+    async fn start(ctx: &Ctx, data_dir: &Path, log: &Path, extra: &[String]) -> anyhow::Result<Up> {
         let (offset, gateway_port) = free_layout()?;
         let mut log_file = tokio::fs::File::create(log)
             .await
@@ -75,7 +79,10 @@ impl Up {
                 "--gateway-port",
                 &gateway_port.to_string(),
             ])
+            .args(extra)
             .env_remove("RUST_LOG")
+            .env_remove("DATABASE_URL")
+            .env_remove("EVENT_BUS_URL")
             .env_remove("LOG_FORMAT")
             .env_remove("DATA_DIR")
             .env_remove("GATEWAY_PORT")
@@ -174,28 +181,129 @@ impl Drop for Up {
     }
 }
 
-async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
+/// Whether this `switchyard` knows `up --database-prefix`.
+async fn has_database_prefix(ctx: &Ctx) -> bool {
+    tokio::process::Command::new(&ctx.bin)
+        .args(["up", "--help"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("--database-prefix"))
+        .unwrap_or(false)
+}
+
+/// Names of the databases of `server` starting with `prefix`.
+async fn databases_like(server: &str, prefix: &str) -> anyhow::Result<Vec<String>> {
+    use sqlx::{Connection, Row};
+    let url = switchyard_kit::db::with_database(server, "postgres");
+    let mut conn = sqlx::postgres::PgConnection::connect(&url).await?;
+    let rows = sqlx::query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+        .bind(prefix)
+        .fetch_all(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .collect())
+}
+
+/// The `up` arguments of one production run: a fresh stream and subject prefix, and fresh
+/// databases (`--database-prefix`, or the default `switchyard_<service>` when the binary
+/// has no such flag and no such database exists), all registered for clean-up.
+async fn production_args(
+    res: &Resources,
+    prefix_flag: bool,
+) -> anyhow::Result<(Vec<String>, String)> {
+    let stream = res.stream();
+    let mut args = vec![
+        "--postgres".to_string(),
+        res.servers.postgres.clone(),
+        "--nats".to_string(),
+        res.servers.nats.clone(),
+        "--stream".to_string(),
+        stream.name.clone(),
+        "--subject-prefix".to_string(),
+        stream.prefix.clone(),
+    ];
+    let db_prefix = if prefix_flag {
+        let p = res.fresh_prefix();
+        args.extend(["--database-prefix".to_string(), p.clone()]);
+        p
+    } else {
+        let existing = databases_like(&res.servers.postgres, "switchyard_").await?;
+        anyhow::ensure!(
+            existing.is_empty(),
+            "this switchyard has no `up --database-prefix` and databases {} exist already: not touching them",
+            existing.join(", ")
+        );
+        "switchyard".to_string()
+    };
+    for service in ["posts", "comments", "query", "moderation"] {
+        res.register_database(&format!("{db_prefix}_{service}"));
+    }
+    Ok((args, db_prefix))
+}
+
+async fn measure(
+    ctx: &Ctx,
+    section: &mut Section,
+    on: &str,
+    res: Option<&Resources>,
+) -> anyhow::Result<()> {
     let p = &ctx.params;
     wrk::check_installed()?;
     let root = tempfile::Builder::new()
         .prefix("switchyard-bench-up")
         .tempdir()?;
+    let prefix_flag = res.is_some() && has_database_prefix(ctx).await;
     let mut times = Vec::new();
     let mut reported = Vec::new();
     let mut last = None;
+    let mut db_prefixes = Vec::new();
     for run in 0..p.up_runs {
         let data = root.path().join(format!("run{run}"));
-        let up = Up::start(ctx, &data, &root.path().join(format!("up{run}.log"))).await?;
+        let extra = match res {
+            Some(res) => {
+                let (args, db_prefix) = production_args(res, prefix_flag).await?;
+                db_prefixes.push(db_prefix);
+                args
+            }
+            None => Vec::new(),
+        };
+        let up = Up::start(
+            ctx,
+            &data,
+            &root.path().join(format!("up{run}.log")),
+            &extra,
+        )
+        .await?;
         times.push(up.ready_after.as_secs_f64() * 1000.0);
         reported.push(up.reported.clone());
         if run + 1 == p.up_runs {
             last = Some(up);
         } else {
             up.stop().await;
+            // The default database names are reused: drop them before the next run.
+            if let Some(res) = res
+                && !prefix_flag
+            {
+                for f in res.cleanup().await {
+                    section.note(format!("{on}: cleanup failed: {f}"));
+                }
+            }
         }
     }
+    if res.is_some() {
+        section.note(format!(
+            "{on}: `switchyard up blog --postgres … --nats … --stream <fresh> --subject-prefix <fresh>{}` (databases {}, dropped afterwards); start-up includes creating the four databases.",
+            if prefix_flag { " --database-prefix <fresh>" } else { "" },
+            db_prefixes.iter().map(|p| format!("`{p}_*`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
     let d = Dist::new(times.clone());
-    section.push(
+    section.push_on(
+        on,
         Figure::at_most(
             S,
             "`switchyard up blog`: spawn → \"is up in\" (median)",
@@ -237,7 +345,9 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         .bytes()
         .await?;
     if through_gw != direct {
-        section.note("warning: the gateway's GET /posts body differs from query's");
+        section.note(format!(
+            "{on}: warning: the gateway's GET /posts body differs from query's"
+        ));
     }
     let g = wrk::run(&format!("{gw}/posts"), 1, 64, p.wrk_secs).await?;
     let q = wrk::run(&format!("{query}/posts"), 1, 64, p.wrk_secs).await?;
@@ -255,7 +365,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
             }
         )
     };
-    section.push(
+    section.push_on(
+        on,
         Figure::info(
             S,
             "GET /posts through the gateway",
@@ -264,7 +375,8 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         )
         .note(note(&g)),
     );
-    section.push(
+    section.push_on(
+        on,
         Figure::info(
             S,
             "GET /posts straight to query",
@@ -273,15 +385,18 @@ async fn measure(ctx: &Ctx, section: &mut Section) -> anyhow::Result<()> {
         )
         .note(note(&q)),
     );
-    section.push(Figure::at_least(
-        S,
-        "gateway / direct throughput",
-        100.0 * g.requests_per_sec / q.requests_per_sec,
-        "%",
-        60.0,
-    ));
+    section.push_on(
+        on,
+        Figure::at_least(
+            S,
+            "gateway / direct throughput",
+            100.0 * g.requests_per_sec / q.requests_per_sec,
+            "%",
+            60.0,
+        ),
+    );
     section.note(format!(
-        "Gateway figures use the last `up` instance populated with {} posts × {} comments ({} KB body) through the gateway.",
+        "{on}: gateway figures use the last `up` instance populated with {} posts × {} comments ({} KB body) through the gateway.",
         p.posts,
         p.comments_per_post,
         through_gw.len() / 1000
