@@ -84,7 +84,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RebuildQuery => {
-            let settings = switchyard_query::Settings::from_env(&env)?;
+            let settings = switchyard_query::settings_from_env(&env)?;
             let read = switchyard_query::rebuild(&settings).await?;
             println!("query read model rebuilt from {read} events");
             Ok(ExitCode::SUCCESS)

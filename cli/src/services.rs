@@ -48,17 +48,17 @@ pub async fn serve(service: ServiceName, env: &Env) -> anyhow::Result<()> {
             switchyard_event_bus::launch(s, l, shutdown).await
         }
         ServiceName::Posts => {
-            let s = switchyard_posts::Settings::from_env(env)?;
+            let s = switchyard_posts::settings_from_env(env)?;
             let l = bind(&s.common).await?;
             switchyard_posts::launch(s, l, shutdown).await
         }
         ServiceName::Comments => {
-            let s = switchyard_comments::Settings::from_env(env)?;
+            let s = switchyard_comments::settings_from_env(env)?;
             let l = bind(&s.common).await?;
             switchyard_comments::launch(s, l, shutdown).await
         }
         ServiceName::Query => {
-            let s = switchyard_query::Settings::from_env(env)?;
+            let s = switchyard_query::settings_from_env(env)?;
             let l = bind(&s.common).await?;
             switchyard_query::launch(s, l, shutdown).await
         }

@@ -22,4 +22,4 @@ pub use bus::{BusConfig, Publisher};
 pub use consumer::{EventHandler, HandleError};
 pub use nats_bus::NatsBus;
 pub use outbox::Outbox;
-pub use service::Foundation;
+pub use service::{Foundation, ServiceSettings};

@@ -4,12 +4,31 @@
 use std::sync::Arc;
 
 use axum::Router;
-use switchyard_kit::{CommonConfig, Db, HttpStack, Metrics, Migrations, Shutdown};
+use switchyard_kit::{
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
+};
 use tokio::net::TcpListener;
 
 use crate::bus::{Bus, BusConfig};
 use crate::consumer::{EventHandler, events_route};
 use crate::outbox::Outbox;
+
+/// The settings of a service that talks to the bus: the common ones and the bus's.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub common: CommonConfig,
+    pub bus: BusConfig,
+}
+
+impl ServiceSettings {
+    /// Reads them for `service`, whose contract port is `default_port`.
+    pub fn from_env(env: &Env, service: &str, default_port: u16) -> Result<Self, ConfigError> {
+        Ok(ServiceSettings {
+            common: CommonConfig::from_env(env, service, default_port)?,
+            bus: BusConfig::from_env(env)?,
+        })
+    }
+}
 
 /// A started service's shared parts.
 pub struct Foundation {

@@ -12,8 +12,8 @@ mod routes;
 use std::sync::Arc;
 
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{BusConfig, Foundation, Outbox};
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
+use switchyard_bus_client::{Foundation, Outbox, ServiceSettings};
+use switchyard_kit::{ConfigError, Db, Env, Migrations, Shutdown};
 use tokio::net::TcpListener;
 
 pub const SERVICE: &str = "comments";
@@ -30,19 +30,12 @@ pub static MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub common: CommonConfig,
-    pub bus: BusConfig,
-}
+/// The service's settings: the common ones and the bus's.
+pub type Settings = ServiceSettings;
 
-impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Settings {
-            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
-            bus: BusConfig::from_env(env)?,
-        })
-    }
+/// Reads the settings from the environment.
+pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
+    ServiceSettings::from_env(env, SERVICE, DEFAULT_PORT)
 }
 
 #[derive(Clone)]

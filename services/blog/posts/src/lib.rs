@@ -13,9 +13,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use switchyard_bus_client::consumer::Handled;
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{BusConfig, EventHandler, Foundation, HandleError, Outbox};
+use switchyard_bus_client::{EventHandler, Foundation, HandleError, Outbox, ServiceSettings};
 use switchyard_events::Envelope;
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
+use switchyard_kit::{ConfigError, Db, Env, Migrations, Shutdown};
 use tokio::net::TcpListener;
 
 pub const SERVICE: &str = "posts";
@@ -32,19 +32,12 @@ pub static MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub common: CommonConfig,
-    pub bus: BusConfig,
-}
+/// The service's settings: the common ones and the bus's.
+pub type Settings = ServiceSettings;
 
-impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Settings {
-            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
-            bus: BusConfig::from_env(env)?,
-        })
-    }
+/// Reads the settings from the environment.
+pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
+    ServiceSettings::from_env(env, SERVICE, DEFAULT_PORT)
 }
 
 #[derive(Clone)]

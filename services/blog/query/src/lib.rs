@@ -23,8 +23,8 @@ mod routes;
 use std::sync::Arc;
 
 use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{BusConfig, Foundation};
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
+use switchyard_bus_client::{Foundation, ServiceSettings};
+use switchyard_kit::{ConfigError, Db, Env, Migrations, Shutdown};
 use tokio::net::TcpListener;
 
 pub use catch_up::rebuild;
@@ -51,19 +51,12 @@ pub static MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub common: CommonConfig,
-    pub bus: BusConfig,
-}
+/// The service's settings: the common ones and the bus's.
+pub type Settings = ServiceSettings;
 
-impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Settings {
-            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
-            bus: BusConfig::from_env(env)?,
-        })
-    }
+/// Reads the settings from the environment.
+pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
+    ServiceSettings::from_env(env, SERVICE, DEFAULT_PORT)
 }
 
 /// Runs the service on `listener` until `shutdown`.
@@ -99,7 +92,7 @@ pub async fn launch(
 }
 
 /// Opens the database of `settings` and runs its migrations.
-pub(crate) async fn open_db(common: &CommonConfig) -> anyhow::Result<Db> {
+pub(crate) async fn open_db(common: &switchyard_kit::CommonConfig) -> anyhow::Result<Db> {
     let db = Db::connect(&common.database_url).await?;
     db.migrate(&MIGRATIONS).await?;
     Ok(db)
