@@ -4,7 +4,7 @@
 #
 #   docker build --build-arg SERVICE=posts -t switchyard/posts .
 #
-# SERVICE is one of: event-bus, posts, comments, query, moderation, client.
+# SERVICE is a service of the app registry (`switchyard services` lists them).
 # Every service runs the same `switchyard` binary; SERVICE only selects what
 # `switchyard serve` starts. SERVICE is declared in the last stages only, so the
 # dependency and build layers below are shared by all six images: building the
@@ -40,20 +40,20 @@ RUN cargo build --release --locked --package switchyard \
     && install -D -m 0755 target/release/switchyard /out/switchyard \
     && install -d -m 0755 /out/data
 
-# --- reject a missing or unknown SERVICE early ----------------------------------
+# --- reject a missing or unknown SERVICE early --------------------------------
+# The app registry compiled into the binary is the list of services: no second list here.
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS service
 ARG SERVICE
-RUN case "${SERVICE}" in \
-      event-bus|posts|comments|query|moderation|client) ;; \
-      *) echo "build arg SERVICE must be one of: event-bus posts comments query moderation client (got '${SERVICE}')" >&2; exit 1 ;; \
-    esac \
+COPY --from=builder /out/switchyard /usr/local/bin/switchyard
+RUN test -n "${SERVICE}" || { echo "build arg SERVICE is required (switchyard services lists them)" >&2; exit 1; } \
+    && /usr/local/bin/switchyard services --check "${SERVICE}" \
     && printf '%s\n' "${SERVICE}" > /service
 
 # --- runtime: distroless, no shell, non-root -----------------------------------
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 ARG SERVICE
 LABEL org.opencontainers.image.title="switchyard-${SERVICE}" \
-      org.opencontainers.image.description="Switchyard blog service: ${SERVICE}" \
+      org.opencontainers.image.description="Switchyard service: ${SERVICE}" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0"
 COPY --from=service /service /etc/switchyard/service
 COPY --from=builder /out/switchyard /usr/local/bin/switchyard
@@ -68,7 +68,8 @@ ENV SWITCHYARD_SERVICE=${SERVICE} \
 # Numeric user so that Kubernetes' runAsNonRoot can verify it.
 USER 65532:65532
 WORKDIR /data
-# No shell or curl in the image: the binary checks http://127.0.0.1:$PORT/healthz itself.
+# No shell or curl in the image: the binary checks http://127.0.0.1:$OPS_PORT/healthz itself
+# (without OPS_PORT, the ops port the app registry gives SWITCHYARD_SERVICE).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/switchyard", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/switchyard"]

@@ -79,7 +79,7 @@ impl Receiver {
                     };
                     let shutdown = Shutdown::new();
                     bus.start_consuming(
-                        "bench",
+                        &switchyard_bus_client::ConsumerSettings::new("bench"),
                         Arc::new(Recorder { received: r }),
                         Metrics::new("bench"),
                         &shutdown,

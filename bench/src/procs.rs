@@ -57,6 +57,8 @@ pub fn mib(kib: u64) -> f64 {
 pub struct Service {
     pub name: String,
     pub port: u16,
+    /// The port of its `/healthz`, `/readyz`, `/metrics`.
+    pub ops_port: u16,
     bin: PathBuf,
     data_dir: PathBuf,
     log: PathBuf,
@@ -79,6 +81,7 @@ impl Service {
         let mut s = Service {
             name: name.to_string(),
             port,
+            ops_port: free_port()?,
             bin: bin.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             log: log_dir.join(format!("{name}.log")),
@@ -101,6 +104,7 @@ impl Service {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["serve", &self.name])
             .env("PORT", self.port.to_string())
+            .env("OPS_PORT", self.ops_port.to_string())
             .env("HOST", "127.0.0.1")
             .env("DATA_DIR", &self.data_dir)
             .env_remove("RUST_LOG")
@@ -123,6 +127,11 @@ impl Service {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Where its operational endpoints answer.
+    pub fn ops_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ops_port)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -138,7 +147,7 @@ impl Service {
         timeout: Duration,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let url = format!("{}/readyz", self.url());
+        let url = format!("{}/readyz", self.ops_url());
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?

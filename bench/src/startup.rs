@@ -52,10 +52,10 @@ async fn time_one(
         .timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .build()?;
-    let health = format!("http://127.0.0.1:{port}/healthz");
-    let ready = format!("http://127.0.0.1:{port}/readyz");
     let t0 = Instant::now();
     let service = Service::spawn(&ctx.bin, name, port, &data, dir, env)?;
+    let health = format!("{}/healthz", service.ops_url());
+    let ready = format!("{}/readyz", service.ops_url());
     let (mut healthy, mut readied) = (None, None);
     let deadline = t0 + Duration::from_secs(30);
     while readied.is_none() || healthy.is_none() {

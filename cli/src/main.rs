@@ -7,14 +7,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use services::ServiceName;
+/// The text after `--help`: the apps and their services, from the app registry.
+fn after_help() -> String {
+    format!(
+        "Start a whole app: switchyard up <APP> (then open the address it prints)\n\nServices (switchyard serve <SERVICE>), by app:\n{}\nConfiguration comes from environment variables: PORT, OPS_PORT, HOST, DATA_DIR,\nDATABASE_URL, EVENT_BUS_URL, LOG_FORMAT, RUST_LOG, ... (see the README).",
+        switchyard_registry::help_text()
+    )
+}
 
 #[derive(Parser)]
 #[command(
     name = "switchyard",
     version,
-    about = "Event-driven microservices: the blog and its platform",
-    after_help = "Start the whole blog: switchyard up blog (then open http://127.0.0.1:8080)\n\nServices (switchyard serve <SERVICE>):\n  event-bus   the event bus: durable log, ordered delivery (port 4005)\n  posts       creates posts (port 4000)\n  comments    comments per post and their status (port 4001)\n  query       the read model: posts with comments (port 4002)\n  moderation  judges new comments (port 4003)\n  client      the web client (port 3000)\n  gateway     the local ingress: the rules of infra/k8s/base/ingress-srv.yaml (port 8080)\n\nConfiguration comes from environment variables: PORT, HOST, DATA_DIR, DATABASE_URL,\nEVENT_BUS_URL, LOG_FORMAT, RUST_LOG, ... (see the README)."
+    about = "Event-driven microservices: the apps and their platform",
+    after_help = after_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,25 +31,45 @@ struct Cli {
 enum Command {
     /// Run one service, configured from environment variables.
     Serve {
-        /// The service to run.
+        /// The service to run: its name, or app/name when two apps share it.
         #[arg(env = "SWITCHYARD_SERVICE")]
-        service: ServiceName,
+        service: String,
     },
     /// Run a whole app on this machine: every service its own process, supervised.
     Up(up::UpArgs),
     /// Run a service's database migrations against DATABASE_URL, then exit.
     Migrate {
         #[arg(env = "SWITCHYARD_SERVICE")]
-        service: ServiceName,
+        service: String,
+    },
+    /// List the services of every app (as `serve` takes them), or check one name.
+    Services {
+        /// Exit 0 and print its qualified name if NAME is a service (image builds use it).
+        #[arg(long, value_name = "NAME")]
+        check: Option<String>,
     },
     /// Rebuild the query service's read model from the whole event log (query stopped).
     RebuildQuery,
     /// Exit 0 if the URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
-        /// Default: http://127.0.0.1:$PORT/healthz.
+        /// Default: http://127.0.0.1:$OPS_PORT/healthz.
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+/// `OPS_PORT`, or the registry's ops port of `SWITCHYARD_SERVICE`.
+fn ops_port_for_healthcheck(env: &switchyard_kit::Env) -> anyhow::Result<u16> {
+    if env.raw("OPS_PORT").is_some() {
+        return Ok(env.required::<u16>("OPS_PORT", "")?);
+    }
+    let service: String = env.required(
+        "SWITCHYARD_SERVICE",
+        "or OPS_PORT, or --url: which service to check",
+    )?;
+    Ok(switchyard_registry::resolve(&service)?
+        .service
+        .local_ops_port)
 }
 
 fn main() -> ExitCode {
@@ -72,7 +98,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     switchyard_kit::telemetry::init(switchyard_kit::telemetry::format_from_env(&env)?);
     match command {
         Command::Serve { service } => {
-            services::serve(service, &env).await?;
+            services::serve(&service, &env).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Up(args) => {
@@ -80,11 +106,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { service } => {
-            services::migrate(service, &env).await?;
+            services::migrate(&service, &env).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Services { check: Some(name) } => {
+            println!("{}", switchyard_registry::resolve(&name)?.qualified());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Services { check: None } => {
+            print!("{}", switchyard_registry::help_text());
             Ok(ExitCode::SUCCESS)
         }
         Command::RebuildQuery => {
-            let settings = switchyard_query::settings_from_env(&env)?;
+            let query = switchyard_registry::resolve("blog/query")?;
+            let settings = services::service_settings(&query, &env)?;
             let read = switchyard_query::rebuild(&settings).await?;
             println!("query read model rebuilt from {read} events");
             Ok(ExitCode::SUCCESS)
@@ -94,7 +129,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(url) => url,
                 None => format!(
                     "http://127.0.0.1:{}/healthz",
-                    env.parse_or::<u16>("PORT", 4000)?
+                    ops_port_for_healthcheck(&env)?
                 ),
             };
             let client = reqwest::Client::builder()

@@ -1,122 +1,210 @@
-//! The services the binary can run.
+//! The services the binary can run, as the app registry declares them.
+//!
+//! `serve <name>` resolves `name` in the registry (`posts`, or `blog/posts` when two apps
+//! share a name), reads the service's configuration from the environment with the
+//! registry's ports and consumer settings as defaults, binds its two listeners and runs it.
 
-use clap::ValueEnum;
-use switchyard_kit::{Env, Shutdown};
-use tokio::net::TcpListener;
+use switchyard_bus_client::{ConsumerSettings, ServiceSettings};
+use switchyard_event_bus::Subscriber;
+use switchyard_gateway::{AppRoutes, Backends};
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{CommonConfig, Env, Shutdown};
+use switchyard_registry::{App, Consumes, Kind, Resolved};
 
-/// Every service `switchyard serve` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ServiceName {
-    /// The event bus: durable log, ordered at-least-once delivery (4005).
-    EventBus,
-    /// Posts: creates posts (4000).
-    Posts,
-    /// Comments: comments per post and their status (4001).
-    Comments,
-    /// Query: the read model of posts with comments (4002).
-    Query,
-    /// Moderation: judges new comments (4003).
-    Moderation,
-    /// The web client (3000).
-    Client,
-    /// The local gateway: the Ingress rules on one machine (8080).
-    Gateway,
+/// The common settings of `r`, with its registry ports as defaults.
+pub fn common_config(r: &Resolved, env: &Env) -> anyhow::Result<CommonConfig> {
+    Ok(CommonConfig::from_env(
+        env,
+        r.service.name,
+        r.service.local_port,
+        r.service.local_ops_port,
+    )?)
 }
 
-async fn bind(common: &switchyard_kit::CommonConfig) -> anyhow::Result<TcpListener> {
-    let addr = common.bind_addr();
-    TcpListener::bind(&addr).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!(
-                "{}: address {addr} is already in use (another process has port {}; set PORT to choose another)",
-                common.service,
-                common.port
-            )
-        } else {
-            anyhow::anyhow!("{}: cannot listen on {addr}: {e}", common.service)
+/// The consumer settings the registry gives `r`, if it consumes.
+pub fn consumer_settings(r: &Resolved) -> Option<ConsumerSettings> {
+    let group = r.service.consumer_group?;
+    let defaults = r.service.consumer;
+    let mut settings = ConsumerSettings::new(group);
+    settings.ack_wait = defaults.ack_wait;
+    settings.max_deliver = defaults.max_deliver;
+    settings.concurrency = defaults.concurrency;
+    match r.service.consumes {
+        Consumes::Nothing => None,
+        Consumes::Everything => Some(settings),
+        Consumes::Only(types) => Some(settings.only(types.iter().copied())),
+    }
+}
+
+/// The settings of an app service that talks to the bus; NATS names default to the app's.
+pub fn service_settings(r: &Resolved, env: &Env) -> anyhow::Result<ServiceSettings> {
+    let env = with_app_bus_defaults(env, r.app);
+    Ok(ServiceSettings::from_env(
+        &env,
+        common_config(r, &env)?,
+        consumer_settings(r),
+    )?)
+}
+
+/// `env` with the app's stream and subject prefix where `BUS_STREAM` and
+/// `BUS_SUBJECT_PREFIX` are unset.
+fn with_app_bus_defaults(env: &Env, app: &App) -> Env {
+    env.with_defaults([
+        ("BUS_STREAM", app.stream),
+        ("BUS_SUBJECT_PREFIX", app.subject_prefix),
+    ])
+}
+
+/// The event bus's subscribers in the embedded setup: every service of the app that
+/// consumes, at its local port, with the types and limits the registry gives it.
+pub fn default_subscribers(app: &App, host: &str, port_offset: u16) -> Vec<Subscriber> {
+    app.subscribers()
+        .map(|s| {
+            let port = s.local_port.saturating_add(port_offset);
+            let mut subscriber = Subscriber::new(s.name, &format!("http://{host}:{port}"));
+            if let Some(types) = s.consumes.types() {
+                subscriber = subscriber.only(types.iter().copied());
+            }
+            subscriber.ack_wait = s.consumer.ack_wait;
+            subscriber.max_deliver = s.consumer.max_deliver;
+            subscriber
+        })
+        .collect()
+}
+
+/// The gateway's backends in the embedded setup: each Kubernetes Service of the app's
+/// Ingress at its service's local port.
+pub fn default_backends(app: &App, host: &str, port_offset: u16) -> Backends {
+    let mut backends = Backends::default();
+    for s in app.services {
+        if let Some(name) = s.k8s_service {
+            let port = s.local_port.saturating_add(port_offset);
+            backends = backends.with(name, s.contract_port, format!("http://{host}:{port}"));
         }
-    })
+    }
+    backends
 }
 
-/// Runs `service` from the environment until SIGTERM or Ctrl-C.
-pub async fn serve(service: ServiceName, env: &Env) -> anyhow::Result<()> {
+/// The gateway's view of `app` here.
+pub fn app_routes(app: &App) -> AppRoutes {
+    AppRoutes {
+        ingress_yaml: app.ingress.yaml.to_string(),
+        host: app.ingress.host.to_string(),
+        backends: default_backends(app, "127.0.0.1", 0),
+    }
+}
+
+async fn bind(common: &CommonConfig) -> anyhow::Result<Listeners> {
+    Listeners::bind(common).await
+}
+
+/// Runs `name` from the environment until SIGTERM or Ctrl-C.
+pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
+    let r = switchyard_registry::resolve(name)?;
     let shutdown = Shutdown::on_signals();
-    match service {
-        ServiceName::EventBus => {
-            let s = switchyard_event_bus::Settings::from_env(env)?;
+    match (r.service.kind, r.app.name, r.service.name) {
+        (Kind::EventBus, ..) => {
+            let common = common_config(&r, env)?;
+            let s = switchyard_event_bus::Settings::from_env(
+                env,
+                common,
+                default_subscribers(r.app, "127.0.0.1", 0),
+                Some(r.app.check_payload),
+            )?;
             let l = bind(&s.common).await?;
             switchyard_event_bus::launch(s, l, shutdown).await
         }
-        ServiceName::Posts => {
-            let s = switchyard_posts::settings_from_env(env)?;
+        (Kind::Gateway, ..) => {
+            let common = common_config(&r, env)?;
+            let s = switchyard_gateway::Settings::from_env(env, common, app_routes(r.app))?;
+            let l = bind(&s.common).await?;
+            switchyard_gateway::launch(s, l, shutdown).await
+        }
+        (Kind::App, "blog", "posts") => {
+            let s = service_settings(&r, env)?;
             let l = bind(&s.common).await?;
             switchyard_posts::launch(s, l, shutdown).await
         }
-        ServiceName::Comments => {
-            let s = switchyard_comments::settings_from_env(env)?;
+        (Kind::App, "blog", "comments") => {
+            let s = service_settings(&r, env)?;
             let l = bind(&s.common).await?;
             switchyard_comments::launch(s, l, shutdown).await
         }
-        ServiceName::Query => {
-            let s = switchyard_query::settings_from_env(env)?;
+        (Kind::App, "blog", "query") => {
+            let s = service_settings(&r, env)?;
             let l = bind(&s.common).await?;
             switchyard_query::launch(s, l, shutdown).await
         }
-        ServiceName::Moderation => {
-            let s = switchyard_moderation::Settings::from_env(env)?;
-            let l = bind(&s.common).await?;
+        (Kind::App, "blog", "moderation") => {
+            let s = switchyard_moderation::Settings::from_env(env, service_settings(&r, env)?)?;
+            let l = bind(&s.service.common).await?;
             switchyard_moderation::launch(s, l, shutdown).await
         }
-        ServiceName::Client => {
-            let s = switchyard_client::Settings::from_env(env)?;
-            let l = bind(&s.common).await?;
-            switchyard_client::launch(s, l, shutdown).await
+        (Kind::App, "blog", "client") => {
+            let common = common_config(&r, env)?;
+            let l = bind(&common).await?;
+            switchyard_client::launch(common, l, shutdown).await
         }
-        ServiceName::Gateway => {
-            let s = switchyard_gateway::Settings::from_env(env)?;
-            let l = bind(&s.common).await?;
-            switchyard_gateway::launch(s, l, shutdown).await
+        (_, app, service) => {
+            anyhow::bail!("{app}/{service} is in the registry but this binary cannot run it")
         }
     }
 }
 
-/// Runs `service`'s migrations and returns.
-pub async fn migrate(service: ServiceName, env: &Env) -> anyhow::Result<()> {
-    let (name, port, migrations) = match service {
-        ServiceName::EventBus => (
-            switchyard_event_bus::SERVICE,
-            switchyard_event_bus::DEFAULT_PORT,
-            &switchyard_event_bus::MIGRATIONS,
-        ),
-        ServiceName::Posts => (
-            switchyard_posts::SERVICE,
-            switchyard_posts::DEFAULT_PORT,
-            &switchyard_posts::MIGRATIONS,
-        ),
-        ServiceName::Comments => (
-            switchyard_comments::SERVICE,
-            switchyard_comments::DEFAULT_PORT,
-            &switchyard_comments::MIGRATIONS,
-        ),
-        ServiceName::Query => (
-            switchyard_query::SERVICE,
-            switchyard_query::DEFAULT_PORT,
-            &switchyard_query::MIGRATIONS,
-        ),
-        ServiceName::Moderation => (
-            switchyard_moderation::SERVICE,
-            switchyard_moderation::DEFAULT_PORT,
-            &switchyard_moderation::MIGRATIONS,
-        ),
-        ServiceName::Client | ServiceName::Gateway => {
-            tracing::info!(service = ?service, "no database, nothing to migrate");
-            return Ok(());
+/// The migrations of `r`, if it has a database.
+fn migrations_of(r: &Resolved) -> Option<Vec<&'static switchyard_kit::Migrations>> {
+    use switchyard_bus_client::outbox::MESSAGING;
+    match (r.service.kind, r.app.name, r.service.name) {
+        (Kind::EventBus, ..) => Some(vec![&switchyard_event_bus::MIGRATIONS]),
+        (Kind::App, "blog", "posts") => Some(vec![&MESSAGING, &switchyard_posts::MIGRATIONS]),
+        (Kind::App, "blog", "comments") => Some(vec![&MESSAGING, &switchyard_comments::MIGRATIONS]),
+        (Kind::App, "blog", "query") => Some(vec![&MESSAGING, &switchyard_query::MIGRATIONS]),
+        (Kind::App, "blog", "moderation") => {
+            Some(vec![&MESSAGING, &switchyard_moderation::MIGRATIONS])
         }
+        _ => None,
+    }
+}
+
+/// Runs `name`'s migrations and returns.
+pub async fn migrate(name: &str, env: &Env) -> anyhow::Result<()> {
+    let r = switchyard_registry::resolve(name)?;
+    let Some(sets) = migrations_of(&r) else {
+        tracing::info!(service = %r.qualified(), "no database, nothing to migrate");
+        return Ok(());
     };
-    let common = switchyard_kit::CommonConfig::from_env(env, name, port)?;
+    let common = common_config(&r, env)?;
     let db = switchyard_kit::Db::connect(&common.database_url).await?;
-    db.migrate(migrations).await?;
+    db.migrate(&common.service, &sets).await?;
     db.close().await;
-    tracing::info!(service = name, "migrations applied");
+    tracing::info!(service = %r.qualified(), "migrations applied");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_service_with_a_database_has_migrations_and_back() {
+        for r in switchyard_registry::all() {
+            assert_eq!(
+                migrations_of(&r).is_some(),
+                r.service.database,
+                "{}: the registry and the binary disagree on its database",
+                r.qualified()
+            );
+        }
+    }
+
+    #[test]
+    fn subscribers_come_from_the_registry_with_their_types() {
+        let blog = &switchyard_registry::BLOG;
+        let subs = default_subscribers(blog, "127.0.0.1", 100);
+        let names: Vec<_> = subs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["posts", "comments", "query", "moderation"]);
+        assert_eq!(subs[0].url, "http://127.0.0.1:4100/events");
+        assert!(subs[0].types.is_none());
+        assert!(subs[3].accepts("CommentCreated") && !subs[3].accepts("PostCreated"));
+    }
 }

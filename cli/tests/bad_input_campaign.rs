@@ -218,7 +218,9 @@ async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
         }
     }
     for (service, _) in services {
-        let a = client.get(&format!("{}/healthz", blog.url(service))).await;
+        let a = client
+            .get(&format!("{}/healthz", blog.ops_url(service)))
+            .await;
         assert_eq!(a.status, 200, "{service} is down after the campaign");
     }
     eprintln!(

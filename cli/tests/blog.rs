@@ -203,15 +203,18 @@ async fn each_route_answers_the_contract_shapes(backend: Backend) {
     assert!(created["correlationId"].is_string());
     // health and metrics
     for s in blog.http_services() {
-        assert_eq!(c.get(&format!("{}/healthz", blog.url(s))).await.status, 200);
-        let ready = c.get(&format!("{}/readyz", blog.url(s))).await;
+        assert_eq!(
+            c.get(&format!("{}/healthz", blog.ops_url(s))).await.status,
+            200
+        );
+        let ready = c.get(&format!("{}/readyz", blog.ops_url(s))).await;
         assert_eq!(
             ready.status,
             200,
             "{s}: {}",
             String::from_utf8_lossy(&ready.body)
         );
-        let m = c.get(&format!("{}/metrics", blog.url(s))).await;
+        let m = c.get(&format!("{}/metrics", blog.ops_url(s))).await;
         assert!(String::from_utf8_lossy(&m.body).contains("switchyard_http_requests_total"));
     }
     blog.shutdown().await;
@@ -334,7 +337,7 @@ async fn duplicated_and_reordered_deliveries_change_nothing(backend: Backend) {
         200
     );
     assert_eq!(
-        c.get(&format!("{}/healthz", blog.url("comments")))
+        c.get(&format!("{}/healthz", blog.ops_url("comments")))
             .await
             .status,
         200
@@ -396,7 +399,7 @@ async fn posts_answers_201_while_the_bus_is_down_and_the_event_arrives_later() {
         .await;
     let ready = api
         .client
-        .get(&format!("{}/readyz", blog.url("posts")))
+        .get(&format!("{}/readyz", blog.ops_url("posts")))
         .await;
     ready.assert_error(503, None);
     assert!(String::from_utf8_lossy(&ready.body).contains("bus"));
@@ -526,7 +529,7 @@ async fn bad_input_gets_a_400_json_error_naming_the_field(backend: Backend) {
     // Nothing went down.
     for s in blog.http_services() {
         assert_eq!(
-            c.get(&format!("{}/healthz", blog.url(s))).await.status,
+            c.get(&format!("{}/healthz", blog.ops_url(s))).await.status,
             200,
             "{s}"
         );

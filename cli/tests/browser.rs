@@ -10,12 +10,8 @@ use support::{eventually, process};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_posts_and_moderation_live() {
     if !webdriver::available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "chromium and chromedriver are required under CI (apt-get install chromium chromium-driver)"
-        );
-        eprintln!(
-            "skipped: chromium or chromedriver not installed (apt-get install chromium chromium-driver)"
+        switchyard_kit::testing::skip_or_fail(
+            "chromium or chromedriver not installed (apt-get install chromium chromium-driver)",
         );
         return;
     }

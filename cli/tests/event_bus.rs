@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use support::http::Client;
 use support::process::{self, Proc};
 use support::recorder::{Mode, Recorded, Recorder};
-use support::{Running, eventually, listener, start};
+use support::{Running, eventually, listener, listeners, start};
 use switchyard_event_bus::{Settings, Subscriber};
 
 async fn bus_with(dir: &std::path::Path, recorders: &[&Recorder]) -> Running {
@@ -18,8 +18,14 @@ async fn bus_with(dir: &std::path::Path, recorders: &[&Recorder]) -> Running {
         .enumerate()
         .map(|(i, r)| Subscriber::parse(&format!("sub{i}={}", r.url)).expect("subscriber"))
         .collect();
-    let settings = Settings::for_test(dir, subscribers);
-    start(listener(0).await, move |l, s| {
+    let mut settings = Settings::for_test(dir, subscribers);
+    // The app's contract checks the payloads of the types it knows (here the blog's).
+    settings.payload_check = Some(switchyard_registry::BLOG.check_payload);
+    bus_with_settings(settings).await
+}
+
+async fn bus_with_settings(settings: Settings) -> Running {
+    start(listeners(0).await, move |l, s| {
         switchyard_event_bus::launch(settings, l, s)
     })
 }
@@ -137,8 +143,8 @@ async fn a_subscriber_that_was_down_catches_up_in_order_and_never_delays_the_oth
     .await;
     assert_in_log_order(&flaky.recorded.seqs(), 50);
     assert_in_log_order(&healthy.recorded.seqs(), 50);
-    let metrics =
-        String::from_utf8(client.get(&format!("{}/metrics", bus.url())).await.body).expect("utf8");
+    let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.ops_url())).await.body)
+        .expect("utf8");
     assert!(
         metrics.contains("switchyard_events_retried_total"),
         "{metrics}"
@@ -213,10 +219,25 @@ async fn an_id_already_in_the_log_is_stored_once_and_ids_are_assigned() {
     assert_eq!(page[0]["seq"], 2);
     let empty = client.get(&format!("{url}?after=2&limit=10")).await.json();
     assert_eq!(empty, json!([]));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Delivery is in log order: once a sentinel posted after the duplicates has arrived,
+    // any delivery of a duplicate would have arrived before it.
+    client
+        .post_json(
+            &url,
+            &json!({"id": "sentinel", "type": "TestEvent", "data": {}}),
+        )
+        .await;
+    eventually("the sentinel delivered", || async {
+        sub.recorded
+            .events()
+            .iter()
+            .any(|e| e["id"] == "sentinel")
+            .then_some(())
+    })
+    .await;
     assert_eq!(
-        sub.recorded.len(),
-        2,
+        sub.recorded.seqs(),
+        vec![1, 2, 3],
         "a duplicate must not be delivered again"
     );
     bus.stop().await.expect("clean stop");
@@ -244,8 +265,105 @@ async fn an_event_a_subscriber_rejects_is_set_aside_and_the_stream_moves_on() {
     })
     .await;
     assert_eq!(sub.recorded.seqs(), vec![1, 3]);
-    let metrics =
-        String::from_utf8(client.get(&format!("{}/metrics", bus.url())).await.body).expect("utf8");
+    let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.ops_url())).await.body)
+        .expect("utf8");
+    assert!(
+        metrics.contains("switchyard_events_dead_lettered_total{"),
+        "{metrics}"
+    );
+    bus.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_receives_only_the_types_it_declares_in_log_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (all, some) = (recorder().await, recorder().await);
+    let subscribers = vec![
+        Subscriber::new("all", &all.url),
+        Subscriber::new("some", &some.url).only(["A", "C"]),
+    ];
+    let bus = bus_with_settings(Settings::for_test(dir.path(), subscribers)).await;
+    let client = Client::default();
+    let url = format!("{}/events", bus.url());
+    for t in ["A", "B", "C", "B", "A"] {
+        client
+            .post_json(&url, &json!({"type": t, "data": {}}))
+            .await;
+    }
+    eventually("every event delivered to the subscriber of all", || async {
+        (all.recorded.len() == 5).then_some(())
+    })
+    .await;
+    eventually("A and C delivered", || async {
+        (some.recorded.len() == 3).then_some(())
+    })
+    .await;
+    let types: Vec<String> = some
+        .recorded
+        .events()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(types, ["A", "C", "A"]);
+    assert_eq!(some.recorded.seqs(), vec![1, 3, 5]);
+    bus.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_event_comes_back_shortly_without_counting_as_a_failure() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sub = recorder().await;
+    // More deferrals than max_deliver allows failures: deferrals must not count.
+    sub.recorded.defer_marked("later", 5);
+    let mut subscriber = Subscriber::new("sub", &sub.url);
+    subscriber.max_deliver = 2;
+    let bus = bus_with_settings(Settings::for_test(dir.path(), vec![subscriber])).await;
+    let client = Client::default();
+    let url = format!("{}/events", bus.url());
+    for data in [json!({"n": 1}), json!({"mark": "later"}), json!({"n": 3})] {
+        client
+            .post_json(&url, &json!({"type": "T", "data": data}))
+            .await;
+    }
+    eventually("all three delivered", || async {
+        (sub.recorded.len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(sub.recorded.seqs(), vec![1, 2, 3], "order kept");
+    assert_eq!(sub.recorded.deferred(), 5);
+    let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.ops_url())).await.body)
+        .expect("utf8");
+    assert!(
+        !metrics.contains("switchyard_events_dead_lettered_total{"),
+        "a deferral is not a failure: {metrics}"
+    );
+    bus.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_that_never_fills_ends_in_the_dead_letters_after_the_defer_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sub = recorder().await;
+    sub.recorded.defer_marked("never", usize::MAX);
+    let mut settings = Settings::for_test(dir.path(), vec![Subscriber::new("sub", &sub.url)]);
+    settings.defer_limit = std::time::Duration::from_millis(300);
+    let bus = bus_with_settings(settings).await;
+    let client = Client::default();
+    let url = format!("{}/events", bus.url());
+    for data in [json!({"mark": "never"}), json!({"n": 2})] {
+        client
+            .post_json(&url, &json!({"type": "T", "data": data}))
+            .await;
+    }
+    eventually(
+        "the stream moves past the event that never applies",
+        || async { (sub.recorded.len() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(sub.recorded.seqs(), vec![2]);
+    assert!(sub.recorded.deferred() >= 2, "it was delivered again");
+    let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.ops_url())).await.body)
+        .expect("utf8");
     assert!(
         metrics.contains("switchyard_events_dead_lettered_total{"),
         "{metrics}"

@@ -136,7 +136,7 @@ async fn nats_restarted_mid_stream_loses_nothing_and_duplicates_nothing() {
     stop_nats().await;
     let down_at = Instant::now();
     for s in ["posts", "comments", "query", "moderation"] {
-        let url = blog.url(s);
+        let url = blog.ops_url(s);
         support::eventually("readyz to answer 503 while NATS is down", || async {
             (ready_status(&client, &url).await? == 503).then_some(())
         })
@@ -167,7 +167,7 @@ async fn nats_restarted_mid_stream_loses_nothing_and_duplicates_nothing() {
     restart_nats().await;
     eprintln!("NATS was down for {:?}", down_at.elapsed());
     for s in ["posts", "comments", "query", "moderation"] {
-        let url = blog.url(s);
+        let url = blog.ops_url(s);
         support::eventually("readyz to answer 200 once NATS is back", || async {
             (ready_status(&client, &url).await? == 200).then_some(())
         })
@@ -265,7 +265,7 @@ async fn postgres_connections_terminated_mid_stream_lose_nothing() {
     // The pools reconnected: everything is ready again.
     let client = Client::default();
     for s in ["posts", "comments", "query", "moderation"] {
-        let url = blog.url(s);
+        let url = blog.ops_url(s);
         let ready = switchyard_kit::wait::until("readyz 200", Duration::from_secs(30), || async {
             (ready_status(&client, &url).await? == 200).then_some(())
         })

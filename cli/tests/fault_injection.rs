@@ -117,6 +117,23 @@ async fn client_loop(base: String, me: u64, until: Instant, acked: Arc<Mutex<Ack
     }
 }
 
+/// The pid of `service` under `up`, waiting while `up` restarts it.
+async fn wait_for_pid(up: &Up, service: &str) -> u32 {
+    support::eventually(&format!("{service} to be running"), || async {
+        up.service_pid(service)
+    })
+    .await
+}
+
+/// Waits until `service` runs as a process other than `old` (it died and `up` restarted
+/// it): proof that the signal took effect.
+async fn wait_for_replacement(up: &Up, service: &str, old: u32) {
+    support::eventually(&format!("{service} (pid {old}) to be replaced"), || async {
+        up.service_pid(service).filter(|pid| *pid != old)
+    })
+    .await;
+}
+
 fn signal(pid: u32, sig: &str) {
     let _ = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -190,36 +207,66 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         plan.push(Fault::DropPostgresConnections);
     }
     let pause = Duration::from_millis((secs * 1000 / (plan.len() as u64 + 1)).max(300));
-    let (mut actions, mut terms) = (0usize, 0usize);
+    // Every planned fault is carried out and its effect seen (a signalled process is
+    // replaced by a new one), so the checker below cannot pass with a nemesis that did
+    // nothing.
+    let planned_signals: usize = plan
+        .iter()
+        .map(|f| match f {
+            Fault::Signal(targets, _) => targets.len(),
+            _ => 0,
+        })
+        .sum();
+    let planned_terms: usize = plan
+        .iter()
+        .map(|f| match f {
+            Fault::Signal(targets, "-TERM") => targets.len(),
+            _ => 0,
+        })
+        .sum();
+    let planned_others = plan.len()
+        - plan
+            .iter()
+            .filter(|f| matches!(f, Fault::Signal(..)))
+            .count();
+    let (mut signalled, mut terms, mut others) = (0usize, 0usize, 0usize);
     for fault in &plan {
         tokio::time::sleep(pause).await;
-        if Instant::now() >= until {
-            break;
-        }
         match fault {
             Fault::Signal(targets, sig) => {
+                let mut hit = Vec::new();
                 for t in targets {
-                    if let Some(pid) = up.service_pid(t) {
-                        signal(pid, sig);
-                        actions += 1;
-                        if *sig == "-TERM" {
-                            terms += 1;
-                        }
+                    let pid = wait_for_pid(&up, t).await;
+                    signal(pid, sig);
+                    hit.push((*t, pid));
+                }
+                for (t, old) in hit {
+                    wait_for_replacement(&up, t, old).await;
+                    signalled += 1;
+                    if *sig == "-TERM" {
+                        terms += 1;
                     }
                 }
             }
             Fault::RestartNats => {
                 stop_nats().await;
                 restart_nats().await;
-                actions += 1;
+                others += 1;
             }
             Fault::DropPostgresConnections => {
                 let dropped = drop_postgres_connections(&resources.database_pattern()).await;
                 eprintln!("nemesis: dropped {dropped} PostgreSQL connections");
-                actions += 1;
+                assert!(dropped > 0, "the nemesis dropped no PostgreSQL connection");
+                others += 1;
             }
         }
     }
+    assert_eq!(
+        (signalled, terms, others),
+        (planned_signals, planned_terms, planned_others),
+        "the nemesis did not carry out its plan"
+    );
+    let actions = signalled + others;
     for l in load {
         l.await.expect("client");
     }

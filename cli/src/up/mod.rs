@@ -12,37 +12,23 @@ mod table;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 pub use plan::Plan;
 
-/// The apps `up` can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum App {
-    /// Posts, comments, moderation, query, the event bus, the web client and the gateway.
-    Blog,
-}
-
-impl App {
-    pub fn name(self) -> &'static str {
-        match self {
-            App::Blog => "blog",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// The app to run.
-    #[arg(default_value = "blog")]
-    pub app: App,
+    /// The app to run (without one, the apps are listed).
+    pub app: Option<String>,
     /// Where every service keeps its data (one folder per service).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// The gateway's port: the address to open in a browser.
-    #[arg(long, env = "GATEWAY_PORT", default_value_t = 8080)]
-    pub gateway_port: u16,
-    /// Added to every service's contract port (4000, 4001, ...), to run beside other things.
+    /// The gateway's port: the address to open in a browser (default: the app's, from the
+    /// registry, plus --port-offset).
+    #[arg(long, env = "GATEWAY_PORT")]
+    pub gateway_port: Option<u16>,
+    /// Added to every service's local port (the blog's 4000, 4001, ...), to run beside
+    /// other things.
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
     /// Address the services and the gateway listen on.
@@ -59,12 +45,12 @@ pub struct UpArgs {
     /// then not started). Default: the HTTP event bus.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
-    /// The JetStream stream, with --nats.
-    #[arg(long, default_value = "BLOG")]
-    pub stream: String,
-    /// The subject prefix, with --nats.
-    #[arg(long, default_value = "blog")]
-    pub subject_prefix: String,
+    /// The JetStream stream, with --nats (default: the app's, e.g. BLOG).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// The subject prefix, with --nats (default: the app's, e.g. blog).
+    #[arg(long)]
+    pub subject_prefix: Option<String>,
     /// How long to wait for every service to be ready.
     #[arg(long, default_value = "30", value_parser = parse_secs)]
     pub ready_timeout: Duration,
@@ -78,9 +64,24 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
+/// The apps, one per line, for `up` without an app or with an unknown one.
+fn app_list() -> String {
+    switchyard_registry::APPS
+        .iter()
+        .map(|a| format!("  {:<12} {}", a.name, a.about))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs the app until Ctrl-C or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let plan = Plan::new(&args).await?;
+    let Some(name) = args.app.as_deref() else {
+        anyhow::bail!("which app? switchyard up <APP>, one of:\n{}", app_list());
+    };
+    let Some(app) = switchyard_registry::app(name) else {
+        anyhow::bail!("unknown app {name:?}; the apps are:\n{}", app_list());
+    };
+    let plan = Plan::new(app, &args).await?;
     plan.check_ports()?;
     supervisor::run(plan, args.ready_timeout).await
 }

@@ -1,15 +1,26 @@
-//! What `up` starts: each service's command, port and environment, in start order.
+//! What `up` starts: each service's command, ports and environment, in start order, all
+//! read from the app registry.
 
 use std::path::PathBuf;
 
-use super::{App, UpArgs};
+use switchyard_registry::{App, Kind, Resolved};
+
+use super::UpArgs;
+use crate::services::{default_backends, default_subscribers};
 
 /// One process to supervise.
 #[derive(Debug, Clone)]
 pub struct ProcSpec {
-    /// The service name (`switchyard serve <name>`), also the log prefix.
+    /// The service's name, also the log prefix and the row of the table.
     pub name: &'static str,
+    /// What `switchyard serve` is given (qualified: `blog/posts`).
+    pub serve: String,
     pub port: u16,
+    /// The port of its `/healthz`, `/readyz`, `/metrics`.
+    pub ops_port: u16,
+    /// Its `/readyz` on the address it listens on (`--host`), as `up` polls it at start
+    /// and after every restart.
+    pub ready_url: String,
     pub env: Vec<(String, String)>,
     /// Start wave: every process of a wave is ready before the next wave starts.
     pub wave: u8,
@@ -18,7 +29,7 @@ pub struct ProcSpec {
 /// Every process of an app.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub app: App,
+    pub app: &'static App,
     pub host: String,
     pub data_dir: PathBuf,
     pub procs: Vec<ProcSpec>,
@@ -26,18 +37,20 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub async fn new(args: &UpArgs) -> anyhow::Result<Plan> {
+    pub async fn new(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         if let Some(url) = &args.postgres {
             switchyard_kit::config::check_url("--postgres", url, &["postgres", "postgresql"])?;
         }
         if let Some(url) = &args.nats {
             switchyard_kit::config::check_url("--nats", url, &["nats"])?;
         }
-        let mut plan = match args.app {
-            App::Blog => blog(args)?,
-        };
+        let mut plan = plan(app, args)?;
         if let Some(server) = &args.postgres {
-            for p in plan.procs.iter_mut().filter(|p| has_database(p.name)) {
+            for p in plan.procs.iter_mut() {
+                let has_database = app.service(p.name).is_some_and(|s| s.database);
+                if !has_database {
+                    continue;
+                }
                 let database = format!("{}_{}", args.database_prefix, p.name.replace('-', "_"));
                 let url = switchyard_kit::db::ensure_postgres_database(server, &database)
                     .await
@@ -51,33 +64,33 @@ impl Plan {
     /// Fails with a clear message if a port is taken.
     pub fn check_ports(&self) -> anyhow::Result<()> {
         for p in &self.procs {
-            if let Err(e) = std::net::TcpListener::bind((self.host.as_str(), p.port)) {
-                anyhow::bail!(
-                    "port {} ({}) on {} is not available: {e}. Stop what uses it, or choose other ports with --port-offset N / --gateway-port N",
-                    p.port,
-                    p.name,
-                    self.host
-                );
+            for (port, what) in [(p.port, ""), (p.ops_port, " ops")] {
+                if let Err(e) = std::net::TcpListener::bind((self.host.as_str(), port)) {
+                    anyhow::bail!(
+                        "port {port} ({}{what}) on {} is not available: {e}. Stop what uses it, or choose other ports with --port-offset N / --gateway-port N",
+                        p.name,
+                        self.host
+                    );
+                }
             }
         }
         Ok(())
     }
 
+    /// The address of `port` on the plan's host, as a client reaches it.
     pub fn url(&self, port: u16) -> String {
-        let host = if self.host == "0.0.0.0" {
-            "127.0.0.1"
-        } else {
-            self.host.as_str()
-        };
-        format!("http://{host}:{port}")
+        url_on(&self.host, port)
     }
 }
 
-fn has_database(service: &str) -> bool {
-    matches!(
-        service,
-        "event-bus" | "posts" | "comments" | "query" | "moderation"
-    )
+/// `http://host:port`, with a wildcard host reached on loopback.
+pub fn url_on(host: &str, port: u16) -> String {
+    let host = match host {
+        "0.0.0.0" => "127.0.0.1",
+        "::" | "[::]" => "[::1]",
+        other => other,
+    };
+    format!("http://{host}:{port}")
 }
 
 fn offset(base: u16, by: u16) -> anyhow::Result<u16> {
@@ -85,87 +98,181 @@ fn offset(base: u16, by: u16) -> anyhow::Result<u16> {
         .ok_or_else(|| anyhow::anyhow!("--port-offset {by} takes port {base} past 65535"))
 }
 
-fn blog(args: &UpArgs) -> anyhow::Result<Plan> {
-    let port = |base| offset(base, args.port_offset);
-    let (bus, posts, comments, query, moderation, client) = (
-        port(4005)?,
-        port(4000)?,
-        port(4001)?,
-        port(4002)?,
-        port(4003)?,
-        port(3000)?,
-    );
-    let local = |p: u16| format!("http://127.0.0.1:{p}");
+fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
     let data_dir = std::path::absolute(&args.data_dir)?;
-    let bus_env: Vec<(String, String)> = match &args.nats {
-        Some(url) => vec![
-            ("EVENT_BUS_URL".into(), url.clone()),
-            ("BUS_STREAM".into(), args.stream.clone()),
-            ("BUS_SUBJECT_PREFIX".into(), args.subject_prefix.clone()),
-        ],
-        None => vec![("EVENT_BUS_URL".into(), local(bus))],
+    let reach = match args.host.as_str() {
+        "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_string(),
+        other => other.to_string(),
     };
-    let common = |name: &str| -> Vec<(String, String)> {
+    let gateway_port = match args.gateway_port {
+        Some(port) => port,
+        None => app
+            .of_kind(Kind::Gateway)
+            .next()
+            .map(|g| offset(g.local_port, args.port_offset))
+            .transpose()?
+            .unwrap_or(8080),
+    };
+    let bus = app
+        .of_kind(Kind::EventBus)
+        .next()
+        .map(|b| offset(b.local_port, args.port_offset))
+        .transpose()?;
+    let bus_env: Vec<(String, String)> = match (&args.nats, bus) {
+        (Some(url), _) => vec![
+            ("EVENT_BUS_URL".into(), url.clone()),
+            (
+                "BUS_STREAM".into(),
+                args.stream
+                    .clone()
+                    .unwrap_or_else(|| app.stream.to_string()),
+            ),
+            (
+                "BUS_SUBJECT_PREFIX".into(),
+                args.subject_prefix
+                    .clone()
+                    .unwrap_or_else(|| app.subject_prefix.to_string()),
+            ),
+        ],
+        (None, Some(port)) => vec![("EVENT_BUS_URL".into(), format!("http://{reach}:{port}"))],
+        (None, None) => Vec::new(),
+    };
+    let mut procs = Vec::new();
+    for service in app.services {
+        // With NATS the services talk to JetStream; the HTTP event bus is not needed.
+        if service.kind == Kind::EventBus && args.nats.is_some() {
+            continue;
+        }
+        let (port, ops_port) = if service.kind == Kind::Gateway {
+            (
+                gateway_port,
+                offset(service.local_ops_port, args.port_offset)?,
+            )
+        } else {
+            (
+                offset(service.local_port, args.port_offset)?,
+                offset(service.local_ops_port, args.port_offset)?,
+            )
+        };
         let mut env = vec![
             ("HOST".into(), args.host.clone()),
-            ("DATA_DIR".into(), data_dir.join(name).display().to_string()),
+            (
+                "DATA_DIR".into(),
+                data_dir.join(service.name).display().to_string(),
+            ),
+            ("PORT".into(), port.to_string()),
+            ("OPS_PORT".into(), ops_port.to_string()),
         ];
         env.extend(bus_env.iter().cloned());
-        env
-    };
-    let with = |name: &'static str, port: u16, wave: u8, extra: Vec<(String, String)>| {
-        let mut env = common(name);
-        env.push(("PORT".into(), port.to_string()));
-        env.extend(extra);
-        ProcSpec {
-            name,
-            port,
-            env,
-            wave,
+        match service.kind {
+            Kind::EventBus => {
+                let subscribers: Vec<String> = default_subscribers(app, &reach, args.port_offset)
+                    .iter()
+                    .map(|s| s.spec())
+                    .collect();
+                env.push(("SUBSCRIBERS".into(), subscribers.join(",")));
+            }
+            Kind::Gateway => {
+                env.push((
+                    "GATEWAY_BACKENDS".into(),
+                    default_backends(app, &reach, args.port_offset).spec(),
+                ));
+            }
+            Kind::App => {}
         }
-    };
-    let subscribers = format!(
-        "posts={},comments={},query={},moderation={}",
-        local(posts),
-        local(comments),
-        local(query),
-        local(moderation)
-    );
-    let backends = format!(
-        "posts-clusterip-srv:4000={},query-srv:4002={},comments-srv:4001={},client-srv:3000={}",
-        local(posts),
-        local(query),
-        local(comments),
-        local(client)
-    );
-    let mut procs = Vec::new();
-    // With NATS the services talk to JetStream; the HTTP event bus is not needed.
-    if args.nats.is_none() {
-        procs.push(with(
-            "event-bus",
-            bus,
-            0,
-            vec![("SUBSCRIBERS".into(), subscribers)],
-        ));
+        procs.push(ProcSpec {
+            name: service.name,
+            serve: Resolved { app, service }.qualified(),
+            port,
+            ops_port,
+            ready_url: format!("{}/readyz", url_on(&args.host, ops_port)),
+            env,
+            wave: service.wave,
+        });
     }
-    procs.extend([
-        with("posts", posts, 1, vec![]),
-        with("comments", comments, 1, vec![]),
-        with("query", query, 1, vec![]),
-        with("moderation", moderation, 1, vec![]),
-        with("client", client, 1, vec![]),
-        with(
-            "gateway",
-            args.gateway_port,
-            2,
-            vec![("GATEWAY_BACKENDS".into(), backends)],
-        ),
-    ]);
     Ok(Plan {
-        app: args.app,
+        app,
         host: args.host.clone(),
         data_dir,
         procs,
-        gateway_port: args.gateway_port,
+        gateway_port,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    fn args(extra: &[&str]) -> UpArgs {
+        let mut argv = vec!["up", "blog"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv).up
+    }
+
+    #[test]
+    fn readiness_is_polled_on_the_host_the_services_listen_on() {
+        let blog = &switchyard_registry::BLOG;
+        let on_host = plan(blog, &args(&["--host", "127.0.0.2"])).expect("plan");
+        for p in &on_host.procs {
+            assert!(
+                p.ready_url.starts_with("http://127.0.0.2:"),
+                "{}: {}",
+                p.name,
+                p.ready_url
+            );
+        }
+        let wildcard = plan(blog, &args(&["--host", "0.0.0.0"])).expect("plan");
+        assert!(wildcard.procs[0].ready_url.starts_with("http://127.0.0.1:"));
+    }
+
+    #[test]
+    fn the_plan_is_the_registry_shifted_by_the_offset() {
+        let blog = &switchyard_registry::BLOG;
+        let shifted = plan(blog, &args(&["--port-offset", "100"])).expect("plan");
+        let names: Vec<_> = shifted.procs.iter().map(|p| p.name).collect();
+        let expected: Vec<_> = blog.services.iter().map(|s| s.name).collect();
+        assert_eq!(names, expected);
+        let posts = shifted
+            .procs
+            .iter()
+            .find(|p| p.name == "posts")
+            .expect("posts");
+        assert_eq!((posts.port, posts.ops_port), (4100, 9500));
+        assert_eq!(posts.serve, "blog/posts");
+        assert_eq!(shifted.gateway_port, 8180);
+        let bus = shifted
+            .procs
+            .iter()
+            .find(|p| p.name == "event-bus")
+            .expect("bus");
+        let subscribers = bus
+            .env
+            .iter()
+            .find(|(k, _)| k == "SUBSCRIBERS")
+            .map(|(_, v)| v.clone())
+            .expect("SUBSCRIBERS");
+        assert!(
+            subscribers.contains("moderation=http://127.0.0.1:4103/events;types=CommentCreated"),
+            "{subscribers}"
+        );
+        // With NATS there is no HTTP event bus.
+        let with_nats = plan_with_nats();
+        assert!(with_nats.procs.iter().all(|p| p.name != "event-bus"));
+    }
+
+    fn plan_with_nats() -> Plan {
+        plan(
+            &switchyard_registry::BLOG,
+            &args(&["--nats", "nats://127.0.0.1:4222"]),
+        )
+        .expect("plan")
+    }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use switchyard_kit::Backoff;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -64,7 +65,7 @@ pub async fn run(plan: Plan, ready_timeout: Duration) -> anyhow::Result<()> {
             tasks.push(tokio::spawn(keeper.run()));
         }
         for (index, spec) in &members {
-            let url = format!("{}/readyz", plan.url(spec.port));
+            let url = spec.ready_url.clone();
             let deadline = Instant::now() + ready_timeout;
             loop {
                 if stop.is_cancelled() {
@@ -93,7 +94,7 @@ pub async fn run(plan: Plan, ready_timeout: Duration) -> anyhow::Result<()> {
         println!("\n{}", render(&rows));
         println!(
             "The {} is up in {:.2?}: open {}  (data in {}; Ctrl-C stops everything)\n",
-            plan.app.name(),
+            plan.app.name,
             started.elapsed(),
             plan.url(plan.gateway_port),
             plan.data_dir.display()
@@ -160,17 +161,16 @@ impl Keeper {
     }
 
     async fn run(self) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let started = Instant::now();
             let mut child = match self.spawn() {
                 Ok(child) => child,
                 Err(e) => {
                     eprintln!("{} cannot start: {e}", self.prefix());
-                    if self.pause(backoff).await {
+                    if !backoff.wait(&self.stop).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
@@ -181,15 +181,14 @@ impl Keeper {
                         return;
                     }
                     if started.elapsed() > STABLE_AFTER {
-                        backoff = MIN_BACKOFF;
+                        backoff.reset();
                     }
                     let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    eprintln!("{} exited ({status}); restarting in {backoff:?}", self.prefix());
+                    eprintln!("{} exited ({status}); restarting in about {:?}", self.prefix(), backoff.current());
                     set(&self.status, self.index, |r| r.restarts += 1);
-                    if self.pause(backoff).await {
+                    if !backoff.wait(&self.stop).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     self.mark_ready_when_ready();
                 }
                 _ = self.stop.cancelled() => {
@@ -203,14 +202,13 @@ impl Keeper {
 
     /// After a restart, flips the status back to ready once `/readyz` answers.
     fn mark_ready_when_ready(&self) {
-        let (status, index, port, stop) = (
+        let (status, index, url, stop) = (
             self.status.clone(),
             self.index,
-            self.spec.port,
+            self.spec.ready_url.clone(),
             self.stop.clone(),
         );
         tokio::spawn(async move {
-            let url = format!("http://127.0.0.1:{port}/readyz");
             let Ok(http) = reqwest::Client::builder()
                 .timeout(Duration::from_secs(1))
                 .build()
@@ -230,17 +228,9 @@ impl Keeper {
         });
     }
 
-    /// Sleeps `d`; true if `up` is stopping.
-    async fn pause(&self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => false,
-            _ = self.stop.cancelled() => true,
-        }
-    }
-
     fn spawn(&self) -> anyhow::Result<Child> {
         let mut cmd = Command::new(&self.exe);
-        cmd.args(["serve", self.spec.name])
+        cmd.args(["serve", self.spec.serve.as_str()])
             .envs(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

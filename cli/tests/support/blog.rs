@@ -9,15 +9,19 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use switchyard_bus_client::BusConfig;
 use switchyard_bus_client::bus::Bus;
+use switchyard_bus_client::{BusConfig, ConsumerSettings, ServiceSettings};
 use switchyard_event_bus::Subscriber;
 use switchyard_kit::CommonConfig;
+use switchyard_kit::server::Listeners;
+use switchyard_registry::BLOG;
 use tokio::sync::OnceCell;
 
 use super::backend::{Backend, Resources};
-use super::{Running, listener, start};
+use super::{Running, listeners, start};
 
+/// The blog's services that own a database and talk to the bus (from the registry's
+/// order).
 pub const SERVICES: [&str; 4] = ["posts", "comments", "query", "moderation"];
 
 pub struct Blog {
@@ -63,21 +67,21 @@ impl Blog {
     pub async fn start_on(backend: Backend) -> Blog {
         let dir = tempfile::tempdir().expect("tempdir");
         let lb = match backend {
-            Backend::Embedded => Some(listener(0).await),
+            Backend::Embedded => Some(listeners(0).await),
             Backend::Production => None,
         };
         let (lp, lc, lq, lm) = (
-            listener(0).await,
-            listener(0).await,
-            listener(0).await,
-            listener(0).await,
+            listeners(0).await,
+            listeners(0).await,
+            listeners(0).await,
+            listeners(0).await,
         );
         let ports = Ports {
-            bus: lb.as_ref().map_or(0, port_of),
-            posts: port_of(&lp),
-            comments: port_of(&lc),
-            query: port_of(&lq),
-            moderation: port_of(&lm),
+            bus: lb.as_ref().map_or(0, |l: &Listeners| port_of(&l.public)),
+            posts: port_of(&lp.public),
+            comments: port_of(&lc.public),
+            query: port_of(&lq.public),
+            moderation: port_of(&lm.public),
         };
         let mut blog = Blog {
             backend,
@@ -126,6 +130,22 @@ impl Blog {
 
     pub fn url(&self, service: &str) -> String {
         format!("http://127.0.0.1:{}", self.port(service))
+    }
+
+    /// Where the running instance of `service` answers `/healthz`, `/readyz`, `/metrics`.
+    pub fn ops_url(&self, service: &str) -> String {
+        let running = match service {
+            "event-bus" => &self.bus,
+            "posts" => &self.posts,
+            "comments" => &self.comments,
+            "query" => &self.query,
+            "moderation" => &self.moderation,
+            other => panic!("unknown service {other}"),
+        };
+        running
+            .as_ref()
+            .unwrap_or_else(|| panic!("{service} is not running"))
+            .ops_url()
     }
 
     pub fn port(&self, service: &str) -> u16 {
@@ -198,8 +218,12 @@ impl Blog {
     /// Waits until every service (replicas included) answers `/readyz` with 200.
     pub async fn wait_ready(&self) {
         let client = super::http::Client::default();
-        let mut urls: Vec<String> = self.http_services().iter().map(|s| self.url(s)).collect();
-        urls.extend(self.replicas.iter().map(|(_, r)| r.url()));
+        let mut urls: Vec<String> = self
+            .http_services()
+            .iter()
+            .map(|s| self.ops_url(s))
+            .collect();
+        urls.extend(self.replicas.iter().map(|(_, r)| r.ops_url()));
         for url in urls {
             super::eventually(&format!("{url}/readyz to answer 200"), || async {
                 let a = client.try_get(&format!("{url}/readyz")).await?;
@@ -216,45 +240,53 @@ impl Blog {
         c
     }
 
-    fn launch_bus(&self, l: tokio::net::TcpListener) -> Running {
-        let subscribers = SERVICES
-            .iter()
-            .map(|s| Subscriber::parse(&format!("{s}={}", self.url(s))).expect("subscriber"))
+    fn launch_bus(&self, l: Listeners) -> Running {
+        // The subscribers as the registry declares them (their types and limits), at the
+        // ports this test gave the services.
+        let subscribers = BLOG
+            .subscribers()
+            .map(|s| {
+                let mut sub = Subscriber::new(s.name, &self.url(s.name));
+                if let Some(types) = s.consumes.types() {
+                    sub = sub.only(types.iter().copied());
+                }
+                sub
+            })
             .collect();
-        let settings = switchyard_event_bus::Settings::for_test(&self.data_dir(), subscribers);
+        let mut settings = switchyard_event_bus::Settings::for_test(&self.data_dir(), subscribers);
+        settings.payload_check = Some(BLOG.check_payload);
         start(l, move |l, s| switchyard_event_bus::launch(settings, l, s))
     }
 
+    /// The settings the registry gives `service`, on this test's database and bus.
+    fn settings(&self, service: &str) -> ServiceSettings {
+        let spec = BLOG
+            .service(service)
+            .unwrap_or_else(|| panic!("unknown service {service}"));
+        let consumer = spec.consumer_group.map(|group| {
+            let c = ConsumerSettings::new(group);
+            match spec.consumes.types() {
+                Some(types) => c.only(types.iter().copied()),
+                None => c,
+            }
+        });
+        ServiceSettings {
+            common: self.common(self.dir.path(), service),
+            bus: self.bus_config(),
+            consumer,
+        }
+    }
+
     /// Starts one instance of `service` on `l` (the same database and bus as the others).
-    pub fn launch(&self, service: &str, l: tokio::net::TcpListener) -> Running {
-        let dir = self.dir.path();
-        let bus = self.bus_config();
+    pub fn launch(&self, service: &str, l: Listeners) -> Running {
+        let s = self.settings(service);
         match service {
-            "posts" => {
-                let s = switchyard_posts::Settings {
-                    common: self.common(dir, service),
-                    bus,
-                };
-                start(l, move |l, sd| switchyard_posts::launch(s, l, sd))
-            }
-            "comments" => {
-                let s = switchyard_comments::Settings {
-                    common: self.common(dir, service),
-                    bus,
-                };
-                start(l, move |l, sd| switchyard_comments::launch(s, l, sd))
-            }
-            "query" => {
-                let s = switchyard_query::Settings {
-                    common: self.common(dir, service),
-                    bus,
-                };
-                start(l, move |l, sd| switchyard_query::launch(s, l, sd))
-            }
+            "posts" => start(l, move |l, sd| switchyard_posts::launch(s, l, sd)),
+            "comments" => start(l, move |l, sd| switchyard_comments::launch(s, l, sd)),
+            "query" => start(l, move |l, sd| switchyard_query::launch(s, l, sd)),
             "moderation" => {
                 let s = switchyard_moderation::Settings {
-                    common: self.common(dir, service),
-                    bus,
+                    service: s,
                     rule: switchyard_moderation::Rule::default(),
                 };
                 start(l, move |l, sd| switchyard_moderation::launch(s, l, sd))
@@ -270,10 +302,22 @@ impl Blog {
             self.backend == Backend::Production,
             "replicas share a PostgreSQL database: production backend only"
         );
-        let running = self.launch(service, listener(0).await);
+        let running = self.launch(service, listeners(0).await);
         let url = running.url();
         self.replicas.push((service.to_string(), running));
         url
+    }
+
+    /// The ops URLs of `service`: the first instance's, then its replicas'.
+    pub fn all_ops_urls(&self, service: &str) -> Vec<String> {
+        let mut urls = vec![self.ops_url(service)];
+        urls.extend(
+            self.replicas
+                .iter()
+                .filter(|(s, _)| s == service)
+                .map(|(_, r)| r.ops_url()),
+        );
+        urls
     }
 
     fn slot(&mut self, service: &str) -> &mut Option<Running> {
@@ -303,7 +347,7 @@ impl Blog {
 
     /// Starts a stopped service again on its port, with its data.
     pub async fn restart(&mut self, service: &str) {
-        let l = listener(self.port(service)).await;
+        let l = listeners(self.port(service)).await;
         let running = if service == "event-bus" {
             self.launch_bus(l)
         } else {

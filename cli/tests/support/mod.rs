@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use switchyard_kit::Shutdown;
+use switchyard_kit::server::Listeners;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -26,6 +27,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// A service running in this process.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where its `/healthz`, `/readyz` and `/metrics` answer.
+    pub ops_addr: SocketAddr,
     shutdown: Shutdown,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -33,6 +36,10 @@ pub struct Running {
 impl Running {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn ops_url(&self) -> String {
+        format!("http://{}", self.ops_addr)
     }
 
     /// Graceful stop (as SIGTERM does); returns the service's result.
@@ -63,18 +70,29 @@ pub async fn listener(port: u16) -> TcpListener {
     panic!("cannot bind port {port}: {last:?}");
 }
 
-/// Starts a service's `launch` on `listener`.
-pub fn start<F, Fut>(listener: TcpListener, launch: F) -> Running
+/// A service's listeners: its API on 127.0.0.1:`port` (0 for any), its ops endpoints on
+/// any free port.
+pub async fn listeners(port: u16) -> Listeners {
+    Listeners {
+        public: listener(port).await,
+        ops: listener(0).await,
+    }
+}
+
+/// Starts a service's `launch` on `listeners`.
+pub fn start<F, Fut>(listeners: Listeners, launch: F) -> Running
 where
-    F: FnOnce(TcpListener, Shutdown) -> Fut,
+    F: FnOnce(Listeners, Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     switchyard_kit::telemetry::init_for_tests();
-    let addr = listener.local_addr().expect("local addr");
+    let addr = listeners.public.local_addr().expect("local addr");
+    let ops_addr = listeners.ops.local_addr().expect("local addr");
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(launch(listener, shutdown.clone()));
+    let task = tokio::spawn(launch(listeners, shutdown.clone()));
     Running {
         addr,
+        ops_addr,
         shutdown,
         task,
     }

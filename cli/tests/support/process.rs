@@ -17,6 +17,8 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     pub child: Child,
     pub port: u16,
+    /// Its `/healthz`, `/readyz`, `/metrics`.
+    pub ops_port: u16,
     log: std::path::PathBuf,
 }
 
@@ -32,9 +34,11 @@ impl Proc {
             .append(true)
             .open(dir.join(format!("{service}.log")))
             .expect("log file");
+        let ops_port = free_port();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", service])
             .env("PORT", port.to_string())
+            .env("OPS_PORT", ops_port.to_string())
             .env("HOST", "127.0.0.1")
             .env("DATA_DIR", dir.join("data"))
             .env("RUST_LOG", "info")
@@ -45,11 +49,20 @@ impl Proc {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn switchyard");
-        Proc { child, port, log }
+        Proc {
+            child,
+            port,
+            ops_port,
+            log,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ops_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ops_port)
     }
 
     /// Waits until `/readyz` answers 200 (or the process exits).
@@ -59,7 +72,7 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("process exited early: {status}");
             }
-            if let Some(a) = client.try_get(&format!("{}/healthz", self.url())).await
+            if let Some(a) = client.try_get(&format!("{}/healthz", self.ops_url())).await
                 && a.status == 200
             {
                 return;

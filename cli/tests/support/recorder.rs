@@ -30,6 +30,10 @@ struct Inner {
     mode: Option<Mode>,
     /// Events with this data.reject field answer 400.
     reject_marker: Option<String>,
+    /// Events with this data.mark answer 425 ("not yet") this many more times.
+    defer: Option<(String, usize)>,
+    /// Deliveries answered 425.
+    deferred: usize,
 }
 
 impl Recorded {
@@ -51,6 +55,15 @@ impl Recorded {
     pub fn reject_marked(&self, marker: &str) {
         self.inner.lock().expect("lock").reject_marker = Some(marker.to_string());
     }
+    /// Answers 425 Too Early to the events marked `marker`, `times` times (usize::MAX:
+    /// always), as a versioned replica does for an update whose predecessor is missing.
+    pub fn defer_marked(&self, marker: &str, times: usize) {
+        self.inner.lock().expect("lock").defer = Some((marker.to_string(), times));
+    }
+    /// How many deliveries were answered 425.
+    pub fn deferred(&self) -> usize {
+        self.inner.lock().expect("lock").deferred
+    }
 }
 
 async fn receive(State(rec): State<Recorded>, body: axum::body::Bytes) -> StatusCode {
@@ -66,6 +79,19 @@ async fn receive(State(rec): State<Recorded>, body: axum::body::Bytes) -> Status
         && value["data"]["mark"].as_str() == Some(marker.as_str())
     {
         return StatusCode::BAD_REQUEST;
+    }
+    let marked_for_deferral = matches!(
+        &inner.defer,
+        Some((marker, left)) if *left > 0 && value["data"]["mark"].as_str() == Some(marker.as_str())
+    );
+    if marked_for_deferral {
+        if let Some((_, left)) = inner.defer.as_mut()
+            && *left != usize::MAX
+        {
+            *left -= 1;
+        }
+        inner.deferred += 1;
+        return StatusCode::TOO_EARLY;
     }
     inner.events.push(value);
     StatusCode::OK

@@ -8,8 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::process::BIN;
 
-/// The blog's contract ports, which `--port-offset` shifts.
-pub const PORTS: [u16; 6] = [3000, 4000, 4001, 4002, 4003, 4005];
+/// Every local port of the blog (API and ops) but the gateway's, which `--port-offset`
+/// shifts: read from the app registry.
+pub fn ports() -> Vec<u16> {
+    switchyard_registry::BLOG
+        .services
+        .iter()
+        .flat_map(|s| [s.local_port, s.local_ops_port])
+        .collect()
+}
 
 fn free(port: u32) -> bool {
     u16::try_from(port).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
@@ -22,7 +29,7 @@ pub fn free_offset() -> u16 {
         let offset = 10_000
             + ((seed.wrapping_add(attempt.wrapping_mul(97))) % 40) * 1_000
             + (attempt % 7) * 10;
-        if PORTS
+        if ports()
             .iter()
             .all(|p| free(u32::from(*p) + u32::from(offset)))
         {
@@ -140,7 +147,12 @@ impl Up {
             }
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args.len() >= 3 && args[1] == b"serve" && args[2] == service.as_bytes() {
+            // `up` runs `serve <app>/<service>`.
+            if args.len() >= 3
+                && args[1] == b"serve"
+                && switchyard_registry::resolve(&String::from_utf8_lossy(args[2]))
+                    .is_ok_and(|r| r.service.name == service)
+            {
                 return Some(pid);
             }
         }

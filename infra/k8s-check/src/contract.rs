@@ -1,12 +1,23 @@
-//! The Kubernetes part of the wire contract (`shared/spec/blog.md`): object
-//! names, labels, container names, ports, the NodePort and the Ingress.
+//! The Kubernetes part of the wire contract, as the app registry declares it: object
+//! names, labels, container names, ports, the extra Services (the blog's NodePort), the
+//! Ingress, the event bus's subscribers, and the operational port.
+
+use std::sync::LazyLock;
 
 use serde_json::Value;
+use switchyard_registry::{App, BLOG, Consumes, Kind};
 
 use crate::ingress::{Backend, BackendPort, Router, USE_REGEX_ANNOTATION};
 use crate::manifest::{self, Manifests, string_map};
 
-/// One service of the contract.
+/// The app whose manifests live under `infra/k8s/`.
+pub static APP: &App = &BLOG;
+
+/// The container port (named `ops`) of every service's `/healthz`, `/readyz` and
+/// `/metrics` in the cluster: one port for all, never targeted by a Service.
+pub const OPS_PORT: u16 = 9090;
+
+/// One deployed service of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceContract {
     /// Label `app`, container name, `SWITCHYARD_SERVICE`, image `switchyard/<app>`.
@@ -19,110 +30,154 @@ pub struct ServiceContract {
     pub service: &'static str,
 }
 
-/// The six services.
-pub const SERVICES: [ServiceContract; 6] = [
-    ServiceContract {
-        app: "posts",
-        port: 4000,
-        deployment: "posts-depl",
-        service: "posts-clusterip-srv",
-    },
-    ServiceContract {
-        app: "comments",
-        port: 4001,
-        deployment: "comments-depl",
-        service: "comments-srv",
-    },
-    ServiceContract {
-        app: "query",
-        port: 4002,
-        deployment: "query-depl",
-        service: "query-srv",
-    },
-    ServiceContract {
-        app: "moderation",
-        port: 4003,
-        deployment: "moderation-depl",
-        service: "moderation-srv",
-    },
-    ServiceContract {
-        app: "event-bus",
-        port: 4005,
-        deployment: "event-bus-depl",
-        service: "event-bus-srv",
-    },
-    ServiceContract {
-        app: "client",
-        port: 3000,
-        deployment: "client-depl",
-        service: "client-srv",
-    },
-];
+/// The deployed services, from the registry.
+pub static SERVICES: LazyLock<Vec<ServiceContract>> = LazyLock::new(|| {
+    APP.services
+        .iter()
+        .filter_map(|s| {
+            Some(ServiceContract {
+                app: s.name,
+                port: s.contract_port,
+                deployment: s.deployment?,
+                service: s.k8s_service?,
+            })
+        })
+        .collect()
+});
 
 /// The contract entry of a service.
 pub fn service(app: &str) -> Option<&'static ServiceContract> {
     SERVICES.iter().find(|s| s.app == app)
 }
 
-/// The NodePort Service exposing posts.
-pub const NODE_PORT_SERVICE: &str = "posts-srv";
 /// The Ingress.
-pub const INGRESS_NAME: &str = "ingress-srv";
+pub static INGRESS_NAME: &str = BLOG.ingress.name;
 /// Its host.
-pub const INGRESS_HOST: &str = "posts.com";
+pub static INGRESS_HOST: &str = BLOG.ingress.host;
 /// Its class.
-pub const INGRESS_CLASS: &str = "nginx";
+pub static INGRESS_CLASS: &str = BLOG.ingress.class;
 
-/// One path of the contract's Ingress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IngressPath {
-    /// `path`.
-    pub path: &'static str,
-    /// `pathType`.
-    pub path_type: &'static str,
-    /// Backend Service.
-    pub service: &'static str,
-    /// Backend port.
-    pub port: u16,
+/// The event bus's `SUBSCRIBERS` in the cluster: every consuming service by name, at its
+/// ClusterIP Service, with its types (the event bus reads the same syntax).
+pub fn expected_subscribers() -> Vec<String> {
+    APP.subscribers()
+        .filter_map(|s| {
+            let host = s.k8s_service?;
+            let mut spec = format!("{}=http://{host}:{}", s.name, s.contract_port);
+            if let Consumes::Only(types) = s.consumes {
+                spec.push_str(&format!(";types={}", types.join("|")));
+            }
+            Some(spec)
+        })
+        .collect()
 }
 
-/// The Ingress paths, in this order.
-pub const INGRESS_PATHS: [IngressPath; 4] = [
-    IngressPath {
-        path: "/posts/create",
-        path_type: "Prefix",
-        service: "posts-clusterip-srv",
-        port: 4000,
-    },
-    IngressPath {
-        path: "/posts",
-        path_type: "Prefix",
-        service: "query-srv",
-        port: 4002,
-    },
-    IngressPath {
-        path: "/posts/?(.*)/comments",
-        path_type: "ImplementationSpecific",
-        service: "comments-srv",
-        port: 4001,
-    },
-    IngressPath {
-        path: "/?(.*)",
-        path_type: "ImplementationSpecific",
-        service: "client-srv",
-        port: 3000,
-    },
-];
+/// Checks the event bus's `SUBSCRIBERS` against the registry.
+pub fn check_subscribers(m: &Manifests) -> Vec<String> {
+    let Some(bus) = APP.of_kind(Kind::EventBus).next() else {
+        return Vec::new();
+    };
+    let Some(deployment) = bus.deployment else {
+        return Vec::new();
+    };
+    let Some(w) = m.workload("Deployment", deployment) else {
+        return Vec::new();
+    };
+    let Some(c) = w
+        .app_containers()
+        .into_iter()
+        .find(|c| c.name() == bus.name)
+    else {
+        return vec![format!(
+            "Deployment {deployment}: no container {}",
+            bus.name
+        )];
+    };
+    let env = m.env(&c);
+    let actual: Vec<String> = env
+        .vars
+        .get("SUBSCRIBERS")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let expected = expected_subscribers();
+    if actual == expected {
+        Vec::new()
+    } else {
+        vec![format!(
+            "Deployment {deployment}: SUBSCRIBERS is {actual:?}, the registry says {expected:?}"
+        )]
+    }
+}
 
-/// Requests and the Service that must answer them through the Ingress.
-pub const ROUTES: [(&str, &str, u16); 6] = [
-    ("/posts/create", "posts-clusterip-srv", 4000),
-    ("/posts", "query-srv", 4002),
-    ("/posts/stream", "query-srv", 4002),
-    ("/posts/abc123/comments", "comments-srv", 4001),
-    ("/", "client-srv", 3000),
-    ("/app.js", "client-srv", 3000),
-];
+/// Checks the operational endpoints of every deployed service: a container port named
+/// `ops` ([`OPS_PORT`]), `OPS_PORT` set to it, the probes on it, the scrape annotations
+/// naming it, and no Service routing to it (so no Ingress can make it public).
+pub fn check_ops(m: &Manifests) -> Vec<String> {
+    let mut problems = Vec::new();
+    for svc in SERVICES.iter() {
+        let Some(w) = m.workload("Deployment", svc.deployment) else {
+            continue;
+        };
+        let Some(c) = w.app_containers().into_iter().find(|c| c.name() == svc.app) else {
+            continue;
+        };
+        let at = format!("Deployment {} container {}", svc.deployment, svc.app);
+        if !c
+            .ports()
+            .iter()
+            .any(|(name, p)| *name == Some("ops") && *p == u64::from(OPS_PORT))
+        {
+            problems.push(format!("{at}: no container port ops = {OPS_PORT}"));
+        }
+        if m.env(&c).vars.get("OPS_PORT") != Some(&OPS_PORT.to_string()) {
+            problems.push(format!("{at}: OPS_PORT is not {OPS_PORT}"));
+        }
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let port = &c.spec[probe]["httpGet"]["port"];
+            if !c.spec[probe].is_null() && c.resolve_port(port) != Some(u64::from(OPS_PORT)) {
+                problems.push(format!("{at}: {probe} is not on the ops port"));
+            }
+        }
+        let annotations = string_map(&w.object["spec"]["template"]["metadata"]["annotations"]);
+        for (key, want) in [
+            ("prometheus.io/scrape", "true".to_string()),
+            ("prometheus.io/port", OPS_PORT.to_string()),
+            ("prometheus.io/path", "/metrics".to_string()),
+        ] {
+            if annotations.get(key) != Some(&want) {
+                problems.push(format!("{at}: pod annotation {key} is not {want:?}"));
+            }
+        }
+        for service in m.of_kind("Service") {
+            if string_map(&service["spec"]["selector"])
+                .get("app")
+                .map(String::as_str)
+                != Some(svc.app)
+            {
+                continue;
+            }
+            for port in service["spec"]["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let target = if port["targetPort"].is_null() {
+                    &port["port"]
+                } else {
+                    &port["targetPort"]
+                };
+                if c.resolve_port(target) == Some(u64::from(OPS_PORT)) {
+                    problems.push(format!(
+                        "Service {} routes to {}'s ops port",
+                        manifest::name(service),
+                        svc.app
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
 
 /// Checks the Deployment and ClusterIP Service of a contract service.
 pub fn check_service(m: &Manifests, svc: &ServiceContract) -> Vec<String> {
@@ -241,9 +296,16 @@ fn check_port_service(
     problems
 }
 
-/// Checks the NodePort Service `posts-srv` (4000 -> 4000).
+/// Checks the extra Services the registry declares (the blog's NodePort `posts-srv`).
 pub fn check_node_port(m: &Manifests) -> Vec<String> {
-    check_port_service(m, NODE_PORT_SERVICE, "posts", 4000, "NodePort")
+    APP.services
+        .iter()
+        .flat_map(|s| {
+            s.extra_k8s_services.iter().flat_map(move |extra| {
+                check_port_service(m, extra.name, s.name, s.contract_port, extra.kind)
+            })
+        })
+        .collect()
 }
 
 /// Checks that neither the Deployment nor the Service of a service exists.
@@ -314,16 +376,18 @@ pub fn check_ingress(ingress: &Value) -> Vec<String> {
             )
         })
         .collect();
-    let expected: Vec<(String, String, String)> = INGRESS_PATHS
+    let expected: Vec<(String, String, String)> = APP
+        .ingress
+        .paths
         .iter()
-        .map(|p| {
+        .map(|(path, path_type, service, port)| {
             let backend = Backend {
-                service: p.service.to_owned(),
-                port: BackendPort::Number(u64::from(p.port)),
+                service: (*service).to_owned(),
+                port: BackendPort::Number(u64::from(*port)),
             };
             (
-                p.path.to_owned(),
-                p.path_type.to_owned(),
+                (*path).to_owned(),
+                (*path_type).to_owned(),
                 backend.to_string(),
             )
         })
@@ -338,7 +402,7 @@ pub fn check_ingress(ingress: &Value) -> Vec<String> {
 
 /// Checks that the contract's requests reach the contract's Services.
 pub fn check_routes(router: &Router) -> Vec<String> {
-    ROUTES
+    APP.routes
         .iter()
         .filter_map(|(uri, service, port)| {
             let want = format!("{service}:{port}");
@@ -460,5 +524,49 @@ spec:
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("no container named"));
         assert!(check_node_port(&m)[0].contains("posts-srv is missing"));
+    }
+
+    #[test]
+    fn ops_endpoints_must_be_on_their_own_port_and_never_routed() {
+        let good = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: query-depl, labels: {app: query}}
+spec:
+  selector: {matchLabels: {app: query}}
+  template:
+    metadata:
+      labels: {app: query}
+      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "9090", prometheus.io/path: /metrics}
+    spec:
+      containers:
+        - name: query
+          image: switchyard/query
+          ports: [{name: http, containerPort: 4002}, {name: ops, containerPort: 9090}]
+          env: [{name: PORT, value: "4002"}, {name: OPS_PORT, value: "9090"}]
+          livenessProbe: {httpGet: {path: /healthz, port: ops}}
+          readinessProbe: {httpGet: {path: /readyz, port: ops}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: query-srv}
+spec:
+  selector: {app: query}
+  ports: [{port: 4002, targetPort: http}]
+"#;
+        let m = Manifests::parse(good).unwrap();
+        assert_eq!(check_ops(&m), Vec::<String>::new());
+        let routed =
+            Manifests::parse(&good.replace("targetPort: http", "targetPort: ops")).unwrap();
+        assert!(check_ops(&routed)[0].contains("routes to query's ops port"));
+        let probed =
+            Manifests::parse(&good.replace("/readyz, port: ops", "/readyz, port: http")).unwrap();
+        assert!(check_ops(&probed)[0].contains("readinessProbe"));
+        let unannotated = Manifests::parse(&good.replace(
+            "prometheus.io/port: \"9090\"",
+            "prometheus.io/port: \"4002\"",
+        ))
+        .unwrap();
+        assert!(check_ops(&unannotated)[0].contains("prometheus.io/port"));
     }
 }

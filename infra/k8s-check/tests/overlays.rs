@@ -36,10 +36,17 @@ const PROD: Overlay = Overlay {
 const OVERLAYS: [&Overlay; 2] = [&DEV, &PROD];
 
 /// Services with a database (all but client).
-const WITH_DATABASE: [&str; 5] = ["event-bus", "posts", "comments", "query", "moderation"];
+/// The services with a database, from the registry.
+fn with_database() -> Vec<&'static str> {
+    contract::APP
+        .services
+        .iter()
+        .filter(|s| s.database)
+        .map(|s| s.name)
+        .collect()
+}
 /// Services scaled out in production.
 const STATELESS: [&str; 5] = ["posts", "comments", "query", "moderation", "client"];
-const SUBSCRIBERS: &str = "http://posts-clusterip-srv:4000,http://comments-srv:4001,http://query-srv:4002,http://moderation-srv:4003";
 
 fn rendered(overlay: &str) -> &'static str {
     static DEV_TEXT: OnceLock<String> = OnceLock::new();
@@ -103,7 +110,7 @@ fn cross_references(overlay: &Overlay) -> Vec<String> {
         .collect();
     problems.extend(checks::images_built(m, &artifacts));
 
-    for svc in &SERVICES {
+    for svc in SERVICES.iter() {
         if overlay.absent.contains(&svc.app) {
             problems.extend(contract::check_absent(m, svc));
         } else {
@@ -111,6 +118,10 @@ fn cross_references(overlay: &Overlay) -> Vec<String> {
         }
     }
     problems.extend(contract::check_node_port(m));
+    problems.extend(contract::check_ops(m));
+    if !overlay.absent.contains(&"event-bus") {
+        problems.extend(contract::check_subscribers(m));
+    }
     match m.get("Ingress", INGRESS_NAME) {
         Some(ingress) => problems.extend(contract::check_ingress(ingress)),
         None => problems.push(format!("Ingress {INGRESS_NAME} is missing")),
@@ -267,7 +278,7 @@ fn skaffold_builds_every_service_from_the_dockerfile() {
 #[test]
 fn dev_overlay_is_the_embedded_setup() {
     let m = manifests("dev");
-    for svc in &SERVICES {
+    for svc in SERVICES.iter() {
         let d = deployment(m, svc.app);
         assert_eq!(
             d.replicas(),
@@ -290,7 +301,7 @@ fn dev_overlay_is_the_embedded_setup() {
             svc.app
         );
     }
-    for app in WITH_DATABASE {
+    for app in with_database() {
         let d = deployment(m, app);
         let env = app_env(m, app);
         let data_dir = env.vars.get("DATA_DIR").cloned().unwrap_or_default();
@@ -347,8 +358,8 @@ fn dev_overlay_is_the_embedded_setup() {
     }
     let bus = app_env(m, "event-bus");
     assert_eq!(
-        bus.vars.get("SUBSCRIBERS").map(String::as_str),
-        Some(SUBSCRIBERS)
+        bus.vars.get("SUBSCRIBERS").cloned(),
+        Some(contract::expected_subscribers().join(","))
     );
     let moderation = app_env(m, "moderation");
     assert_eq!(

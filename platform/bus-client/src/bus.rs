@@ -10,6 +10,7 @@ use switchyard_kit::config::check_url;
 use switchyard_kit::{ConfigError, Env, Metrics, ReadinessCheck, Shutdown};
 
 use crate::consumer::EventHandler;
+use crate::consumer_settings::ConsumerSettings;
 use crate::http_bus::HttpBus;
 use crate::nats_bus::{
     DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, NatsBus, check_stream_name, check_subject_prefix,
@@ -91,13 +92,28 @@ impl BusConfig {
     }
 }
 
-/// Why a publish failed; every failure is retried by the outbox relay.
+/// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("bus unreachable: {0}")]
-    Unreachable(String),
-    #[error("bus answered {status}: {body}")]
-    Rejected { status: u16, body: String },
+    /// The bus is down, overloaded or misrouted: the outbox relay retries, in order.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The bus judged the event malformed (a 4xx): retrying cannot help, so the relay sets
+    /// the event aside in the service's `outbox_dead_letters` and goes on.
+    #[error("bus refused the event ({status}): {body}")]
+    Refused { status: u16, body: String },
+}
+
+impl PublishError {
+    /// Classifies an HTTP answer that is not a success: 4xx is a refusal, except the
+    /// statuses that mean "not now" (404/405 misrouted or starting, 408, 409, 425, 429).
+    pub fn from_status(status: u16, body: String) -> Self {
+        if (400..500).contains(&status) && !matches!(status, 404 | 405 | 408 | 409 | 425 | 429) {
+            PublishError::Refused { status, body }
+        } else {
+            PublishError::Unavailable(format!("answered {status}: {body}"))
+        }
+    }
 }
 
 /// Hands events to the bus. An `Ok` means the bus has stored the event durably.
@@ -136,14 +152,14 @@ impl Bus {
         }
     }
 
-    /// Starts feeding `handler` with the events of the consumer group `consumer` (one
-    /// group per service, shared by its replicas). With the HTTP bus there is nothing to
-    /// start: the bus posts to the service's `POST /events`, which every service mounts.
-    /// With NATS, a durable pull consumer named `consumer` is consumed in the background
-    /// until `shutdown` (see [`crate::nats_bus`]).
+    /// Starts feeding `handler` with the events of the consumer group `consumer.group`
+    /// (one group per service, shared by its replicas). With the HTTP bus there is nothing
+    /// to start: the bus posts to the service's `POST /events`, which every service mounts.
+    /// With NATS, a durable pull consumer of that name is consumed in the background until
+    /// `shutdown` (see [`crate::nats_bus`]).
     pub async fn start_consuming(
         &self,
-        consumer: &str,
+        consumer: &ConsumerSettings,
         handler: Arc<dyn EventHandler>,
         metrics: Metrics,
         shutdown: &Shutdown,

@@ -2,8 +2,10 @@
 //!
 //! Replies 200 `{}` once the handler has committed its effect (or the event was already
 //! processed, or its type is not one the service consumes); 400 with the JSON error body for
-//! a malformed event (the bus sets it aside, it never blocks the stream); 503 for a
-//! transient failure (the bus retries).
+//! a malformed event (the bus sets it aside, it never blocks the stream); 425 Too Early for
+//! an event that cannot apply yet (a versioned update whose predecessor has not arrived: the
+//! bus delivers it again shortly, without counting it as a failure); 503 for a transient
+//! failure (the bus retries).
 
 use std::sync::Arc;
 
@@ -24,6 +26,12 @@ pub enum HandleError {
     /// Something failed that may work later (database busy or down).
     #[error("transient failure: {0}")]
     Transient(anyhow::Error),
+    /// The event is well formed but cannot apply yet: it depends on one that has not been
+    /// applied (`ticket:updated` version 3 before version 2). It is delivered again after a
+    /// short delay, not counted toward the dead-letter limit and not logged as a warning; a
+    /// gap that never fills ends in the dead-letter store after a bounded time.
+    #[error("not yet: {0}")]
+    NotYet(String),
 }
 
 impl From<sqlx::Error> for HandleError {
@@ -95,6 +103,12 @@ async fn receive(State(state): State<ConsumerState>, JsonBody(body): JsonBody) -
             tracing::warn!(%event_type, error = %err, "rejected a malformed event");
             err.into_response()
         }
+        Err(HandleError::NotYet(why)) => {
+            state.metrics.event_consumed(&event_type, "deferred");
+            tracing::debug!(%event_type, %why, "event deferred, the bus delivers it again");
+            ApiError::new(axum::http::StatusCode::TOO_EARLY, format!("not yet: {why}"))
+                .into_response()
+        }
         Err(HandleError::Transient(e)) => {
             state.metrics.event_consumed(&event_type, "failed");
             tracing::warn!(%event_type, error = %e, "event handling failed, the bus will retry");
@@ -113,7 +127,7 @@ pub(crate) fn derived_id(body: &serde_json::Value) -> String {
 }
 
 /// Turns a payload error into the 400 a malformed event gets.
-pub fn malformed(err: switchyard_events::blog::PayloadError) -> HandleError {
+pub fn malformed(err: switchyard_events::PayloadError) -> HandleError {
     let message = err.to_string();
     HandleError::Malformed(match err.field() {
         Some(field) => ApiError::field(field, message),

@@ -57,7 +57,9 @@ impl ReadinessCheck for HttpBus {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let url = format!("{}/healthz", self.base);
+            // The bus's operational endpoints are on a port of their own; the cheapest
+            // request of its public API that touches its log says it can take events.
+            let url = format!("{}/events?after={}&limit=1", self.base, i64::MAX);
             match self
                 .client
                 .get(&url)
@@ -88,16 +90,16 @@ impl Publisher for HttpBus {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| PublishError::Unreachable(e.to_string()))?;
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
             let status = response.status();
             if status.is_success() {
                 Ok(())
             } else {
                 let body = response.text().await.unwrap_or_default();
-                Err(PublishError::Rejected {
-                    status: status.as_u16(),
-                    body: body.chars().take(300).collect(),
-                })
+                Err(PublishError::from_status(
+                    status.as_u16(),
+                    body.chars().take(300).collect(),
+                ))
             }
         })
     }

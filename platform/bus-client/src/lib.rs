@@ -8,10 +8,13 @@
 //!   from, then relayed to the bus with retry;
 //! * [`inbox`]: consumers record each processed event id in the transaction of its effect,
 //!   so a redelivered event changes nothing;
-//! * [`consumer`]: the `POST /events` endpoint that feeds a service's event handler.
+//! * [`consumer`]: the `POST /events` endpoint that feeds a service's event handler;
+//! * [`consumer_settings`]: a service's consumer group, types and limits;
+//! * [`service`]: the service builder every event-driven service starts from.
 
 pub mod bus;
 pub mod consumer;
+pub mod consumer_settings;
 pub mod http_bus;
 pub mod inbox;
 pub mod nats_bus;
@@ -19,7 +22,8 @@ pub mod outbox;
 pub mod service;
 
 pub use bus::{BusConfig, Publisher};
-pub use consumer::{EventHandler, HandleError};
+pub use consumer::{EventHandler, HandleError, Handled};
+pub use consumer_settings::ConsumerSettings;
 pub use nats_bus::NatsBus;
-pub use outbox::Outbox;
-pub use service::{Foundation, ServiceSettings};
+pub use outbox::{Change, Outbox};
+pub use service::{Service, ServiceSettings, ServiceState};

@@ -17,11 +17,17 @@
 //! * `Envelope.seq` is the JetStream stream sequence, so positions and catch-up work as with
 //!   the HTTP bus; [`NatsBus::page`] reads the stream from a sequence.
 //!
-//! Order: handlers run a few at a time per replica ([`HANDLER_TASKS`], up to
-//! [`MAX_ACK_PENDING`] unacknowledged per consumer), so events are not applied in stream
-//! order. The services are written to converge in any order (the read model accepts a
-//! comment before its post and an update before its creation; moderation and comments are
-//! idempotent), so throughput is preferred over `max_ack_pending = 1`.
+//! Order: handlers run a few at a time per replica (`CONSUMER_CONCURRENCY`, up to
+//! `max_ack_pending` unacknowledged per consumer), so events are not applied in stream
+//! order. Services converge in any order: the blog's read model accepts a comment before
+//! its post; a versioned replica answers "not yet" ([`HandleError::NotYet`]) for an update
+//! whose predecessor it has not applied, and the event is NAKed with a short delay and
+//! comes back. Deferrals do not count toward `max_deliver`: transient failures are counted
+//! per event by the replica, and the server's own limit is only a backstop above both. A
+//! deferral that outlasts `defer_limit` (age since the event was stored) is dead-lettered.
+//!
+//! Filtering: a consumer that takes some types only gets a subject filter on the server
+//! (one subject on NATS 2.9, several from 2.10); other events are acknowledged unhandled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,13 +39,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
-use switchyard_kit::{Metrics, ReadinessCheck, Shutdown};
+use switchyard_kit::{Backoff, Metrics, ReadinessCheck, Shutdown};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{PublishError, Publisher};
 use crate::consumer::{EventHandler, HandleError};
+use crate::consumer_settings::ConsumerSettings;
 
 /// Default stream name (`BUS_STREAM`).
 pub const DEFAULT_STREAM: &str = "BLOG";
@@ -47,14 +54,6 @@ pub const DEFAULT_STREAM: &str = "BLOG";
 pub const DEFAULT_SUBJECT_PREFIX: &str = "blog";
 /// How long the stream remembers message ids to drop republished events.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// How long a delivered event may stay unacknowledged before it is redelivered.
-pub const ACK_WAIT: Duration = Duration::from_secs(10);
-/// Deliveries of one event before it is dead-lettered.
-pub const MAX_DELIVER: i64 = 20;
-/// Unacknowledged events per consumer (all replicas together).
-pub const MAX_ACK_PENDING: i64 = 256;
-/// Events handled at the same time by one replica.
-pub const HANDLER_TASKS: usize = 4;
 /// Messages pulled per request.
 const PULL_BATCH: usize = 16;
 /// Longest wait for a PubAck.
@@ -66,34 +65,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest NAK delay for a transient failure.
 const MAX_NAK_DELAY: Duration = Duration::from_secs(5);
 
-/// How a service's durable consumer behaves (the defaults are the constants above).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumerSettings {
-    /// Unacknowledged time before redelivery.
-    pub ack_wait: Duration,
-    /// Deliveries before an event is dead-lettered.
-    pub max_deliver: i64,
-    /// Unacknowledged events per consumer, all replicas together (1 = strict order).
-    pub max_ack_pending: i64,
-    /// Events handled at the same time by one replica.
-    pub handler_tasks: usize,
-}
-
-impl Default for ConsumerSettings {
-    fn default() -> Self {
-        ConsumerSettings {
-            ack_wait: ACK_WAIT,
-            max_deliver: MAX_DELIVER,
-            max_ack_pending: MAX_ACK_PENDING,
-            handler_tasks: HANDLER_TASKS,
-        }
-    }
-}
-
 /// A connection to NATS JetStream for one app's stream.
 pub struct NatsBus {
     client: async_nats::Client,
-    consumer_settings: ConsumerSettings,
     js: jetstream::Context,
     stream: String,
     prefix: String,
@@ -188,20 +162,12 @@ impl NatsBus {
         js.set_timeout(PUBLISH_TIMEOUT);
         Ok(NatsBus {
             client,
-            consumer_settings: ConsumerSettings::default(),
             js,
             stream: stream.to_string(),
             prefix: subject_prefix.to_string(),
             streams_ready: AtomicBool::new(false),
             ensuring: Mutex::new(()),
         })
-    }
-
-    /// Changes how durable consumers created from now on behave (a consumer that already
-    /// exists on the server keeps its configuration).
-    pub fn with_consumer_settings(mut self, settings: ConsumerSettings) -> Self {
-        self.consumer_settings = settings;
-        self
     }
 
     pub fn stream_name(&self) -> &str {
@@ -375,25 +341,27 @@ impl NatsBus {
         Ok(count)
     }
 
-    /// Starts the durable consumer `consumer` feeding `handler`, and the listener that
-    /// dead-letters events whose deliveries are exhausted; both stop on `shutdown`.
+    /// Starts the durable consumer `settings.group` feeding `handler`, and the listener
+    /// that dead-letters events whose deliveries are exhausted; both stop on `shutdown`.
     pub fn start_consuming(
         self: &Arc<Self>,
-        consumer: &str,
+        settings: &ConsumerSettings,
         handler: Arc<dyn EventHandler>,
         metrics: Metrics,
         shutdown: &Shutdown,
     ) {
         let worker = Consumer {
             bus: self.clone(),
-            name: consumer.to_string(),
+            name: settings.group.clone(),
+            settings: settings.clone(),
             handler,
             metrics: metrics.clone(),
+            deferrals: std::sync::Mutex::new(std::collections::HashMap::new()),
             stop: shutdown.background_token(),
         };
         shutdown.spawn("nats-consumer", worker.run());
         let bus = self.clone();
-        let name = consumer.to_string();
+        let name = settings.group.clone();
         let stop = shutdown.background_token();
         shutdown.spawn("nats-max-deliveries", async move {
             bus.watch_max_deliveries(&name, &metrics, &stop).await;
@@ -440,7 +408,7 @@ impl NatsBus {
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{consumer}",
             self.stream
         );
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut subscription = loop {
             match self
                 .client
@@ -450,11 +418,9 @@ impl NatsBus {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot subscribe to max-deliveries advisories");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return,
+                    if !backoff.wait(stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         };
@@ -586,7 +552,7 @@ impl Publisher for NatsBus {
             self.publish_raw(self.subject_for(event_type), Some(event_id), body, &[])
                 .await
                 .map(|_duplicate| ())
-                .map_err(|e| PublishError::Unreachable(e.to_string()))
+                .map_err(|e| PublishError::Unavailable(e.to_string()))
         })
     }
 }
@@ -595,10 +561,22 @@ impl Publisher for NatsBus {
 struct Consumer {
     bus: Arc<NatsBus>,
     name: String,
+    settings: ConsumerSettings,
     handler: Arc<dyn EventHandler>,
     metrics: Metrics,
+    /// Deferrals per stream sequence, in this replica: the server's delivery count includes
+    /// them, and they are not failures. (After a restart they are forgotten, so an event
+    /// deferred many times before it may be set aside a little early.)
+    deferrals: std::sync::Mutex<std::collections::HashMap<u64, i64>>,
     stop: CancellationToken,
 }
+
+/// Extra deliveries the server allows above `max_deliver`, for deferrals: the replica
+/// enforces both limits itself; this only stops an event that crashes every replica.
+const DEFERRAL_DELIVERIES: i64 = 1_000;
+/// First and longest delay before a deferred event comes back.
+const MIN_DEFER_DELAY: Duration = Duration::from_millis(20);
+const MAX_DEFER_DELAY: Duration = Duration::from_secs(1);
 
 impl Consumer {
     /// Pulls and handles events until shutdown; after any error (server restarted,
@@ -606,21 +584,15 @@ impl Consumer {
     /// again, with backoff. In-flight handlers finish before it returns.
     async fn run(self) {
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(
-            this.bus.consumer_settings.handler_tasks.max(1),
-        ));
+        let slots = Arc::new(Semaphore::new(this.settings.concurrency.max(1)));
         let in_flight = TaskTracker::new();
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         while !this.stop.is_cancelled() {
             match this.session(&slots, &in_flight, &mut backoff).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(consumer = %this.name, error = %e, retry_in = ?backoff, "NATS consumer interrupted");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = this.stop.cancelled() => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tracing::warn!(consumer = %this.name, error = %e, retry_in = ?backoff.current(), "NATS consumer interrupted");
+                    backoff.wait(&this.stop).await;
                 }
             }
         }
@@ -633,26 +605,24 @@ impl Consumer {
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
         in_flight: &TaskTracker,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         self.bus.ensure_streams().await?;
-        let settings = self.bus.consumer_settings;
+        let settings = &self.settings;
         let stream = self.bus.js.get_stream(&self.bus.stream).await?;
-        let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &self.name,
-                consumer::pull::Config {
-                    durable_name: Some(self.name.clone()),
-                    description: Some(format!("Switchyard service {}", self.name)),
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: settings.ack_wait,
-                    max_deliver: settings.max_deliver,
-                    max_ack_pending: settings.max_ack_pending,
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let mut config = consumer::pull::Config {
+            durable_name: Some(self.name.clone()),
+            description: Some(format!("Switchyard service {}", self.name)),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            max_deliver: i64::from(settings.max_deliver) + DEFERRAL_DELIVERIES,
+            max_ack_pending: settings.max_ack_pending,
+            ..Default::default()
+        };
+        self.filter(&mut config);
+        let consumer: consumer::PullConsumer =
+            stream.get_or_create_consumer(&self.name, config).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH)
@@ -674,16 +644,34 @@ impl Consumer {
                 Some(Err(e)) => anyhow::bail!("pulling messages: {e}"),
                 Some(Ok(message)) => message,
             };
-            *backoff = MIN_BACKOFF;
+            backoff.reset();
             let this = self.clone();
             in_flight.spawn(async move { this.process(message, slot).await });
         }
     }
 
+    /// Sets the server-side subject filter for the consumed types: one subject on any
+    /// server, several from NATS 2.10 (older servers would ignore the list); without a
+    /// server filter the replica acknowledges the other types unhandled.
+    fn filter(&self, config: &mut consumer::pull::Config) {
+        let Some(types) = &self.settings.types else {
+            return;
+        };
+        let subjects: Vec<String> = types.iter().map(|t| self.bus.subject_for(t)).collect();
+        match subjects.as_slice() {
+            [] => {}
+            [one] => config.filter_subject = one.clone(),
+            _ if server_has_filter_subjects(&self.bus.client.server_info().version) => {
+                config.filter_subjects = subjects;
+            }
+            _ => {}
+        }
+    }
+
     /// Handles one message and acks, NAKs or terminates it.
     async fn process(&self, message: jetstream::Message, _slot: OwnedSemaphorePermit) {
-        let (seq, delivered) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
+        let (seq, delivered, published) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered, info.published),
             Err(e) => {
                 tracing::warn!(error = %e, "message without JetStream metadata ignored");
                 return;
@@ -694,23 +682,67 @@ impl Consumer {
             .as_ref()
             .map(|e| e.event_type.clone())
             .unwrap_or_else(|_| "unknown".to_string());
+        // Deliveries that were not deferrals: the failed ones, and this one.
+        let max_deliver = i64::from(self.settings.max_deliver);
+        let attempts = delivered - self.deferred(seq);
+        if attempts > max_deliver {
+            // Earlier deliveries never answered (a handler that hangs, or a replica that
+            // died handling it): give up before trying again.
+            self.forget(seq);
+            self.metrics.event_consumed(&event_type, "failed");
+            if let Err(e) = self
+                .give_up(&message, seq, "deliveries exhausted without an answer")
+                .await
+            {
+                tracing::warn!(consumer = %self.name, seq, error = %e, "could not acknowledge an event");
+            }
+            return;
+        }
         let outcome = match event {
+            Ok(event) if !self.settings.accepts(&event.event_type) => {
+                Ok(crate::consumer::Handled::Ignored)
+            }
             Ok(event) => self.handler.handle(event).await,
             Err(e) => Err(e),
         };
         let result = match outcome {
             Ok(handled) => {
+                self.forget(seq);
                 self.metrics.event_consumed(&event_type, handled.as_str());
                 message.ack().await
             }
             Err(HandleError::Malformed(err)) => {
+                self.forget(seq);
                 self.metrics.event_consumed(&event_type, "malformed");
                 self.give_up(&message, seq, &format!("malformed: {err}"))
                     .await
             }
+            Err(HandleError::NotYet(why)) => {
+                self.metrics.event_consumed(&event_type, "deferred");
+                let age = time::OffsetDateTime::now_utc() - published;
+                if age > self.settings.defer_limit {
+                    self.forget(seq);
+                    self.give_up(
+                        &message,
+                        seq,
+                        &format!(
+                            "deferred for longer than {:?}: {why}",
+                            self.settings.defer_limit
+                        ),
+                    )
+                    .await
+                } else {
+                    self.defer(seq);
+                    let delay = defer_delay(delivered);
+                    tracing::debug!(consumer = %self.name, seq, delivered, %why, retry_in = ?delay, "event deferred");
+                    message.ack_with(AckKind::Nak(Some(delay))).await
+                }
+            }
             Err(HandleError::Transient(e)) => {
                 self.metrics.event_consumed(&event_type, "failed");
-                if delivered >= self.bus.consumer_settings.max_deliver {
+                let failures = attempts;
+                if failures >= max_deliver {
+                    self.forget(seq);
                     self.give_up(
                         &message,
                         seq,
@@ -718,17 +750,36 @@ impl Consumer {
                     )
                     .await
                 } else {
-                    let delay = nak_delay(delivered);
-                    tracing::warn!(consumer = %self.name, seq, delivered, error = %e, retry_in = ?delay, "event handling failed, redelivery later");
+                    let delay = nak_delay(failures);
+                    tracing::warn!(consumer = %self.name, seq, failures, error = %e, retry_in = ?delay, "event handling failed, redelivery later");
                     message.ack_with(AckKind::Nak(Some(delay))).await
                 }
             }
         };
         if let Err(e) = result {
-            // Without an ack the event is redelivered after ACK_WAIT; the inbox makes the
+            // Without an ack the event is redelivered after ack_wait; the inbox makes the
             // repeat a no-op.
             tracing::warn!(consumer = %self.name, seq, error = %e, "could not acknowledge an event");
         }
+    }
+
+    fn deferrals(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, i64>> {
+        self.deferrals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many times this replica deferred the event at `seq`.
+    fn deferred(&self, seq: u64) -> i64 {
+        self.deferrals().get(&seq).copied().unwrap_or(0)
+    }
+
+    fn defer(&self, seq: u64) {
+        *self.deferrals().entry(seq).or_insert(0) += 1;
+    }
+
+    fn forget(&self, seq: u64) {
+        self.deferrals().remove(&seq);
     }
 
     /// Dead-letters the message and terminates it; if the dead letter cannot be stored the
@@ -754,6 +805,27 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Delay before a deferred event comes back after `delivered` deliveries: 20 ms doubling,
+/// at most 1 s (the predecessor is usually milliseconds behind).
+fn defer_delay(delivered: i64) -> Duration {
+    let exp = u32::try_from(delivered.clamp(1, 16) - 1).unwrap_or(0);
+    (MIN_DEFER_DELAY * 2u32.pow(exp)).min(MAX_DEFER_DELAY)
+}
+
+/// Whether a server of `version` (`2.9.25`, `2.10.3`) takes several filter subjects.
+fn server_has_filter_subjects(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .unwrap_or(0)
+    });
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (2, 10)
 }
 
 /// Redelivery delay after `delivered` failed deliveries: 100 ms doubling, at most 5 s.
@@ -785,6 +857,18 @@ mod tests {
         assert_eq!(subject_token("PostCreated"), "PostCreated");
         assert_eq!(subject_token("a.b c*>"), "a_b_c__");
         assert_eq!(subject_token(""), "_");
+    }
+
+    #[test]
+    fn deferrals_come_back_soon_and_versions_are_read() {
+        assert_eq!(defer_delay(1), MIN_DEFER_DELAY);
+        assert_eq!(defer_delay(2), MIN_DEFER_DELAY * 2);
+        assert_eq!(defer_delay(40), MAX_DEFER_DELAY);
+        assert!(!server_has_filter_subjects("2.9.25"));
+        assert!(server_has_filter_subjects("2.10.0"));
+        assert!(server_has_filter_subjects("2.15.1-beta"));
+        assert!(server_has_filter_subjects("3.0.0"));
+        assert!(!server_has_filter_subjects("garbage"));
     }
 
     #[test]

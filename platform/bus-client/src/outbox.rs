@@ -1,11 +1,18 @@
 //! The transactional outbox.
 //!
-//! A service writes its state change and the event it causes in one transaction
-//! ([`Outbox::enqueue`]); after the commit it calls [`Outbox::wake`], and the relay publishes
-//! pending rows in order, deleting each once the bus has stored it. If the bus is down the
-//! relay retries with capped exponential backoff; if the process dies, the rows are still
-//! there at the next start. A row published but not yet deleted is published again, and the
-//! bus drops it by its event id.
+//! A service writes its state change and the event it causes in one transaction: it opens a
+//! [`Change`] ([`Outbox::begin`], or [`Outbox::begin_once`] for an event it consumes), writes
+//! through it, adds events with [`Change::publish`] and calls [`Change::commit`], which
+//! commits and wakes the relay in the same call, so no event waits for a poll because a
+//! wake-up was forgotten. The relay publishes pending rows in order, deleting each once the
+//! bus has stored it. If the bus is down the relay retries with capped, jittered backoff;
+//! if the process dies, the rows are still there at the next start. A row published but not
+//! yet deleted is published again, and the bus drops it by its event id.
+//!
+//! An event the bus refuses (a 4xx: malformed for it) cannot succeed by retrying, and must
+//! not stall the events behind it: it is moved to the `outbox_dead_letters` table (counted
+//! in `switchyard_outbox_dead_lettered_total` and logged), and the relay goes on in order.
+//! The backlog is exported as the gauge `switchyard_outbox_pending`.
 //!
 //! Several replicas of a service can share one PostgreSQL database: each batch is claimed
 //! with a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`) held while the batch
@@ -19,16 +26,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use switchyard_events::Envelope;
-use switchyard_kit::{Db, Dialect, Metrics, Shutdown};
+use switchyard_kit::{Backoff, Db, Dialect, Metrics, Migration, Migrations, Shutdown};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Publisher;
+use crate::bus::{PublishError, Publisher};
 
-/// Outbox and inbox tables, SQLite dialect (include in a service's first migration).
-pub const MESSAGING_SQLITE: &str = "
+/// The platform's messaging tables: the outbox, the inbox (`processed_events`) and the
+/// outbox's dead letters. Every service that talks to the bus runs them beside its own
+/// migrations (the service builder adds them).
+pub static MESSAGING: Migrations = Migrations(&[
+    Migration {
+        version: 1,
+        description: "messaging",
+        sqlite: MESSAGING_SQLITE,
+        postgres: MESSAGING_POSTGRES,
+    },
+    Migration {
+        version: 1_000_000,
+        description: "outbox dead letters",
+        sqlite: "
+CREATE TABLE outbox_dead_letters (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+",
+        postgres: "
+CREATE TABLE outbox_dead_letters (
+    seq BIGINT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+",
+    },
+]);
+
+const MESSAGING_SQLITE: &str = "
 CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
@@ -42,8 +86,7 @@ CREATE TABLE processed_events (
 );
 ";
 
-/// Outbox and inbox tables, PostgreSQL dialect.
-pub const MESSAGING_POSTGRES: &str = "
+const MESSAGING_POSTGRES: &str = "
 CREATE TABLE outbox (
     seq BIGSERIAL PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
@@ -82,7 +125,31 @@ impl Outbox {
         }
     }
 
-    /// Adds an event inside the caller's transaction.
+    /// Opens a change: a transaction on the service's database whose events are published
+    /// once it commits.
+    pub async fn begin(&self) -> Result<Change, sqlx::Error> {
+        Ok(Change {
+            tx: self.db.pool().begin().await?,
+            outbox: self.clone(),
+            events: 0,
+        })
+    }
+
+    /// Opens the change that applies the consumed event `event_id`, or `None` if it was
+    /// processed before (see [`crate::inbox`]): the inbox record, the effect and the events
+    /// it causes commit together or not at all.
+    pub async fn begin_once(&self, event_id: &str) -> Result<Option<Change>, sqlx::Error> {
+        Ok(crate::inbox::begin_once(&self.db, event_id)
+            .await?
+            .map(|tx| Change {
+                tx,
+                outbox: self.clone(),
+                events: 0,
+            }))
+    }
+
+    /// Adds an event inside a transaction the caller manages (tests, tools); prefer
+    /// [`Change::publish`], whose commit wakes the relay.
     pub async fn enqueue(conn: &mut AnyConnection, event: &Envelope) -> Result<(), sqlx::Error> {
         let body = String::from_utf8(event.to_bytes()).unwrap_or_default();
         sqlx::query(
@@ -97,7 +164,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// Tells the relay that rows were committed.
+    /// Tells the relay that rows were committed ([`Change::commit`] does it).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -127,6 +194,52 @@ impl Outbox {
     }
 }
 
+/// A transaction on the service's database that can publish events: the state change and
+/// its events commit together. Reads and writes go through it as through a transaction
+/// (`&mut *change` is the connection).
+pub struct Change {
+    tx: Transaction<'static, Any>,
+    outbox: Outbox,
+    events: usize,
+}
+
+impl Change {
+    /// Adds `event` to the outbox in this transaction.
+    pub async fn publish(&mut self, event: &Envelope) -> Result<(), sqlx::Error> {
+        Outbox::enqueue(&mut self.tx, event).await?;
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Commits, then wakes the relay if events were added.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Change { tx, outbox, events } = self;
+        tx.commit().await?;
+        if events > 0 {
+            outbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Abandons the change.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for Change {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Change {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
 struct Relay {
     outbox: Outbox,
     publisher: Arc<dyn Publisher>,
@@ -152,12 +265,16 @@ enum Round {
 
 impl Relay {
     async fn run(self) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let stopping = self.stop.is_cancelled();
-            match self.publish_batch(stopping).await {
+            let round = self.publish_batch(stopping).await;
+            if !matches!(round, Ok(Round::Published(0)) | Ok(Round::Busy)) {
+                self.export_pending().await;
+            }
+            match round {
                 Ok(Round::Published(0)) => {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     if stopping {
                         return;
                     }
@@ -167,7 +284,7 @@ impl Relay {
                         _ = self.stop.cancelled() => {}
                     }
                 }
-                Ok(Round::Published(_)) => backoff = MIN_BACKOFF,
+                Ok(Round::Published(_)) => backoff.reset(),
                 Ok(Round::Busy) => {
                     // The replica holding the lock publishes our rows too.
                     if stopping {
@@ -183,14 +300,18 @@ impl Relay {
                         tracing::warn!(error = %e, "outbox not empty at shutdown; it is published at the next start");
                         return;
                     }
-                    tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay: publish failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.stop.cancelled() => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?backoff.current(), "outbox relay: publish failed");
+                    backoff.wait(&self.stop).await;
                 }
             }
+        }
+    }
+
+    /// Sets `switchyard_outbox_pending` to the rows left.
+    async fn export_pending(&self) {
+        match self.outbox.pending().await {
+            Ok(n) => self.metrics.set_outbox_pending(n),
+            Err(e) => tracing::debug!(error = %e, "could not count the outbox"),
         }
     }
 
@@ -201,9 +322,12 @@ impl Relay {
             Dialect::Sqlite => {
                 // The writer connection is not held while publishing.
                 let pending = select_batch(&mut *db.reader().acquire().await?).await?;
-                let (published, failure) = self.publish_in_order(&pending, stopping).await;
-                delete_published(&mut *db.pool().acquire().await?, &pending[..published]).await?;
-                finish(published, failure)
+                let (done, failure) = self.publish_in_order(&pending, stopping).await;
+                let mut tx = db.pool().begin().await?;
+                settle(&mut tx, &done).await?;
+                tx.commit().await?;
+                self.count_refused(&done);
+                finish(done.len(), failure)
             }
             Dialect::Postgres => {
                 let mut tx = db.pool().begin().await?;
@@ -217,26 +341,28 @@ impl Relay {
                     return Ok(Round::Busy);
                 }
                 let pending = select_batch(&mut tx).await?;
-                let (published, failure) = self.publish_in_order(&pending, stopping).await;
-                delete_published(&mut tx, &pending[..published]).await?;
+                let (done, failure) = self.publish_in_order(&pending, stopping).await;
+                settle(&mut tx, &done).await?;
                 // Committing releases the lock. If the commit fails the rows stay and are
                 // published again: the bus drops duplicates by event id, consumers by inbox.
                 tx.commit().await?;
-                finish(published, failure)
+                self.count_refused(&done);
+                finish(done.len(), failure)
             }
         }
     }
 
-    /// Publishes `pending` one after the other, stopping at the first failure; returns how
-    /// many were published and the failure, if any.
-    async fn publish_in_order(
+    /// Publishes `pending` one after the other, stopping at the first failure that retrying
+    /// can cure; returns what became of each row handled (published, or refused by the bus)
+    /// and that failure, if any.
+    async fn publish_in_order<'p>(
         &self,
-        pending: &[Pending],
+        pending: &'p [Pending],
         stopping: bool,
-    ) -> (usize, Option<crate::bus::PublishError>) {
-        let mut published = 0;
+    ) -> (Vec<Done<'p>>, Option<PublishError>) {
+        let mut done = Vec::with_capacity(pending.len());
         for event in pending {
-            if self.stop.is_cancelled() && !stopping && published > 0 {
+            if self.stop.is_cancelled() && !stopping && !done.is_empty() {
                 break;
             }
             match self
@@ -246,19 +372,70 @@ impl Relay {
             {
                 Ok(()) => {
                     self.metrics.event_published(&event.event_type);
-                    published += 1;
+                    done.push(Done::Published(event));
+                }
+                Err(PublishError::Refused { status, body }) => {
+                    tracing::error!(
+                        event_id = %event.event_id,
+                        event_type = %event.event_type,
+                        status,
+                        reason = %body,
+                        "the bus refused an event; set aside in outbox_dead_letters, the relay goes on"
+                    );
+                    done.push(Done::Refused(event, status, body));
                 }
                 Err(e) => {
                     self.metrics.event_retried("bus");
-                    return (published, Some(e));
+                    return (done, Some(e));
                 }
             }
         }
-        (published, None)
+        (done, None)
+    }
+
+    fn count_refused(&self, done: &[Done<'_>]) {
+        for d in done {
+            if let Done::Refused(event, ..) = d {
+                self.metrics.outbox_dead_lettered(&event.event_type);
+            }
+        }
     }
 }
 
-fn finish(published: usize, failure: Option<crate::bus::PublishError>) -> anyhow::Result<Round> {
+/// What became of one outbox row in a round.
+enum Done<'p> {
+    Published(&'p Pending),
+    Refused(&'p Pending, u16, String),
+}
+
+/// Deletes the rows handled, copying the refused ones to `outbox_dead_letters` first.
+async fn settle(conn: &mut AnyConnection, done: &[Done<'_>]) -> Result<(), sqlx::Error> {
+    for d in done {
+        if let Done::Refused(event, status, reason) = d {
+            sqlx::query(
+                "INSERT INTO outbox_dead_letters (seq, event_id, event_type, body, status, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq) DO NOTHING",
+            )
+            .bind(event.seq)
+            .bind(&event.event_id)
+            .bind(&event.event_type)
+            .bind(String::from_utf8_lossy(&event.body).into_owned())
+            .bind(i32::from(*status))
+            .bind(reason.as_str())
+            .bind(now_millis())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let rows: Vec<&Pending> = done
+        .iter()
+        .map(|d| match d {
+            Done::Published(p) | Done::Refused(p, ..) => *p,
+        })
+        .collect();
+    delete_published(conn, &rows).await
+}
+
+fn finish(published: usize, failure: Option<PublishError>) -> anyhow::Result<Round> {
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(Round::Published(published)),
@@ -284,7 +461,7 @@ async fn select_batch(conn: &mut AnyConnection) -> Result<Vec<Pending>, sqlx::Er
 }
 
 /// Deletes exactly the given rows.
-async fn delete_published(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), sqlx::Error> {
+async fn delete_published(conn: &mut AnyConnection, rows: &[&Pending]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(256) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
@@ -305,4 +482,134 @@ pub(crate) fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+
+    /// Refuses events of type `Bad` with a 400, stores the others.
+    #[derive(Default)]
+    struct Picky {
+        stored: Mutex<Vec<String>>,
+    }
+
+    impl Publisher for Picky {
+        fn publish<'a>(
+            &'a self,
+            event_type: &'a str,
+            event_id: &'a str,
+            _body: Bytes,
+        ) -> BoxFuture<'a, Result<(), PublishError>> {
+            Box::pin(async move {
+                if event_type == "Bad" {
+                    return Err(PublishError::from_status(400, "malformed".into()));
+                }
+                self.stored
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(event_id.to_string());
+                Ok(())
+            })
+        }
+    }
+
+    async fn outbox(dir: &tempfile::TempDir) -> anyhow::Result<Outbox> {
+        let db = Db::connect(&format!("sqlite://{}/o.db", dir.path().display())).await?;
+        db.migrate("test", &[&MESSAGING]).await?;
+        Ok(Outbox::new(db))
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_set_aside_and_the_rest_follow_in_order() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        let mut ids = Vec::new();
+        for t in ["Good", "Bad", "Good", "Good"] {
+            let event = Envelope::new(t, serde_json::json!({}));
+            let mut change = outbox.begin().await?;
+            change.publish(&event).await?;
+            change.commit().await?;
+            ids.push(event.id);
+        }
+        let publisher = Arc::new(Picky::default());
+        let metrics = Metrics::new("test");
+        let shutdown = Shutdown::new();
+        outbox.spawn_relay(publisher.clone(), metrics.clone(), &shutdown);
+        switchyard_kit::wait::until("the outbox to drain", Duration::from_secs(10), || async {
+            (outbox.pending().await.ok()? == 0).then_some(())
+        })
+        .await?;
+        let stored = publisher
+            .stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(stored, [ids[0].clone(), ids[2].clone(), ids[3].clone()]);
+        let row = sqlx::query("SELECT event_id, status, reason FROM outbox_dead_letters")
+            .fetch_one(outbox.db.reader())
+            .await?;
+        assert_eq!(row.try_get::<String, _>(0)?, ids[1]);
+        assert_eq!(row.try_get::<i32, _>(1)?, 400);
+        assert_eq!(row.try_get::<String, _>(2)?, "malformed");
+        let text = metrics.render();
+        assert!(
+            text.contains("switchyard_outbox_dead_lettered_total{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_outbox_pending{service=\"test\"} 0"),
+            "the backlog gauge reads 0: {text}"
+        );
+        shutdown.trigger();
+        shutdown.drain_background(Duration::from_secs(2)).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_outage_keeps_the_order_instead_of_setting_events_aside() {
+        // 503 and unreachable are outages: retried, never dead-lettered.
+        assert!(matches!(
+            PublishError::from_status(503, String::new()),
+            PublishError::Unavailable(_)
+        ));
+        for status in [404, 405, 408, 409, 425, 429, 500] {
+            assert!(matches!(
+                PublishError::from_status(status, String::new()),
+                PublishError::Unavailable(_)
+            ));
+        }
+        assert!(matches!(
+            PublishError::from_status(422, String::new()),
+            PublishError::Refused { status: 422, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn committing_a_change_with_events_wakes_the_relay() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        let mut change = outbox.begin().await?;
+        change
+            .publish(&Envelope::new("Good", serde_json::json!({})))
+            .await?;
+        change.commit().await?;
+        // The commit left a wake-up for the relay: waiting for it returns at once.
+        tokio::time::timeout(Duration::from_millis(100), outbox.wake.notified())
+            .await
+            .map_err(|_| anyhow::anyhow!("the commit did not wake the relay"))?;
+        // A change without events does not.
+        let change = outbox.begin().await?;
+        change.commit().await?;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), outbox.wake.notified())
+                .await
+                .is_err()
+        );
+        Ok(())
+    }
 }

@@ -1,100 +1,183 @@
-//! What every event-driven service is built on: its own database (migrated), its metrics,
-//! the bus connection, the outbox relay, and serving with readiness on database and bus.
+//! The service builder: what every event-driven service is built on.
+//!
+//! [`Service::start`] opens the service's own database and runs its migrations together
+//! with the platform's messaging tables (outbox, inbox, dead letters), connects the bus and
+//! starts the outbox relay. [`Service::run`] is given the service's routes and its event
+//! handler once: it mounts `POST /events` (where the HTTP bus pushes), starts the consumer
+//! group on a bus that is pulled from (NATS), serves the routes on the public listener and
+//! `/healthz`, `/readyz` (database and bus), `/metrics` on the ops listener, and closes the
+//! database when the service stops.
+//!
+//! ```ignore
+//! let service = Service::start(settings, &MIGRATIONS, &shutdown).await?;
+//! let state = service.state();
+//! service.run(routes::router(state.clone()), Some(Arc::new(Handler(state))), listeners).await
+//! ```
 
 use std::sync::Arc;
 
 use axum::Router;
+use futures_util::future::BoxFuture;
+use switchyard_events::Envelope;
+use switchyard_kit::server::Listeners;
 use switchyard_kit::{
     CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
 };
-use tokio::net::TcpListener;
 
 use crate::bus::{Bus, BusConfig};
-use crate::consumer::{EventHandler, events_route};
-use crate::outbox::Outbox;
+use crate::consumer::{EventHandler, HandleError, Handled, events_route};
+use crate::consumer_settings::ConsumerSettings;
+use crate::outbox::{MESSAGING, Outbox};
 
-/// The settings of a service that talks to the bus: the common ones and the bus's.
+/// The settings of a service that talks to the bus: the common ones, the bus's, and its
+/// consumer's when it consumes events.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub common: CommonConfig,
     pub bus: BusConfig,
+    pub consumer: Option<ConsumerSettings>,
 }
 
 impl ServiceSettings {
-    /// Reads them for `service`, whose contract port is `default_port`.
-    pub fn from_env(env: &Env, service: &str, default_port: u16) -> Result<Self, ConfigError> {
+    /// Reads the bus settings and the consumer's overrides from `env`, beside `common`;
+    /// `consumer` carries the registry's defaults.
+    pub fn from_env(
+        env: &Env,
+        common: CommonConfig,
+        consumer: Option<ConsumerSettings>,
+    ) -> Result<Self, ConfigError> {
         Ok(ServiceSettings {
-            common: CommonConfig::from_env(env, service, default_port)?,
+            common,
             bus: BusConfig::from_env(env)?,
+            consumer: consumer.map(|c| c.with_env(env)).transpose()?,
         })
     }
 }
 
-/// A started service's shared parts.
-pub struct Foundation {
-    pub service: &'static str,
+/// What a service's handlers and routes share: its database, its outbox and its metrics.
+#[derive(Clone)]
+pub struct ServiceState {
     pub db: Db,
-    pub metrics: Metrics,
-    pub bus: Bus,
     pub outbox: Outbox,
+    pub metrics: Metrics,
 }
 
-impl Foundation {
-    /// Opens the database, connects the bus and, for a service that publishes events,
-    /// starts the outbox relay.
+/// A started service.
+pub struct Service {
+    settings: ServiceSettings,
+    state: ServiceState,
+    bus: Bus,
+    shutdown: Shutdown,
+}
+
+impl Service {
+    /// Opens the database (migrated with the messaging tables), connects the bus and
+    /// starts the outbox relay (it sleeps until a change with events commits).
     pub async fn start(
-        service: &'static str,
-        common: &CommonConfig,
-        bus: &BusConfig,
+        settings: ServiceSettings,
         migrations: &Migrations,
-        publishes: bool,
         shutdown: &Shutdown,
-    ) -> anyhow::Result<Self> {
-        let db = Db::open(common, migrations).await?;
-        let metrics = Metrics::new(service);
-        let bus = bus.connect().await?;
+    ) -> anyhow::Result<Service> {
+        let db = Db::open(&settings.common, &[&MESSAGING, migrations]).await?;
+        let metrics = Metrics::new(&settings.common.service);
+        let bus = settings.bus.connect().await?;
         let outbox = Outbox::new(db.clone());
-        if publishes {
-            outbox.spawn_relay(bus.publisher(), metrics.clone(), shutdown);
-        }
-        Ok(Foundation {
-            service,
-            db,
-            metrics,
+        outbox.spawn_relay(bus.publisher(), metrics.clone(), shutdown);
+        Ok(Service {
+            settings,
+            state: ServiceState {
+                db,
+                outbox,
+                metrics,
+            },
             bus,
-            outbox,
+            shutdown: shutdown.clone(),
         })
     }
 
-    /// Feeds `handler` from the bus: `POST /events` (mounted by [`Foundation::serve`]) and,
-    /// with a bus that is consumed rather than pushing, the service's consumer group.
-    pub async fn consume(
-        &self,
-        handler: Arc<dyn EventHandler>,
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<()> {
-        self.bus
-            .start_consuming(self.service, handler, self.metrics.clone(), shutdown)
-            .await
+    /// The state to give handlers and routes.
+    pub fn state(&self) -> ServiceState {
+        self.state.clone()
     }
 
-    /// Serves `app` and `POST /events` (for `handler`) on `listener` until `shutdown`, ready
-    /// while the database and the bus are reachable; then closes the database.
-    pub async fn serve(
+    /// The connected bus (catch-up reads its log).
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.settings
+    }
+
+    /// Serves `routes` and feeds `handler` (a service that consumes nothing gives `None`:
+    /// `POST /events` then acknowledges every well-formed event unhandled) until shutdown;
+    /// then closes the database.
+    pub async fn run(
         self,
-        common: &CommonConfig,
-        app: Router,
-        handler: Arc<dyn EventHandler>,
-        listener: TcpListener,
-        shutdown: Shutdown,
+        routes: Router,
+        handler: Option<Arc<dyn EventHandler>>,
+        listeners: Listeners,
     ) -> anyhow::Result<()> {
-        let app = app.merge(events_route(handler, self.metrics.clone()));
-        let router = HttpStack::new(common, self.metrics)
-            .ready_when(Arc::new(self.db.clone()))
-            .ready_when(self.bus.readiness())
-            .wrap(app);
-        let result = switchyard_kit::serve(listener, router, shutdown, common.shutdown_grace).await;
-        self.db.close().await;
+        let Service {
+            settings,
+            state,
+            bus,
+            shutdown,
+        } = self;
+        let filter = settings.consumer.clone();
+        let endpoint: Arc<dyn EventHandler> = match &handler {
+            Some(h) => Arc::new(Filtered {
+                inner: h.clone(),
+                consumer: filter.clone(),
+            }),
+            None => Arc::new(IgnoresEvents),
+        };
+        if let (Some(handler), Some(consumer)) = (handler, &settings.consumer) {
+            bus.start_consuming(consumer, handler, state.metrics.clone(), &shutdown)
+                .await?;
+        }
+        let app = routes.merge(events_route(endpoint, state.metrics.clone()));
+        let stack = HttpStack::new(&settings.common, state.metrics.clone())
+            .ready_when(Arc::new(state.db.clone()))
+            .ready_when(bus.readiness());
+        let result = switchyard_kit::serve(
+            listeners,
+            stack.wrap(app),
+            stack.ops_router(&shutdown),
+            shutdown,
+            settings.common.shutdown_grace,
+        )
+        .await;
+        state.db.close().await;
         result
+    }
+}
+
+/// A handler that sees only the event types its service consumes (the HTTP bus filters
+/// too; this keeps a misconfigured subscriber harmless).
+struct Filtered {
+    inner: Arc<dyn EventHandler>,
+    consumer: Option<ConsumerSettings>,
+}
+
+impl EventHandler for Filtered {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        if self
+            .consumer
+            .as_ref()
+            .is_some_and(|c| !c.accepts(&event.event_type))
+        {
+            return Box::pin(async { Ok(Handled::Ignored) });
+        }
+        self.inner.handle(event)
+    }
+}
+
+/// The handler of a service that consumes nothing.
+struct IgnoresEvents;
+
+impl EventHandler for IgnoresEvents {
+    fn handle(&self, _event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async { Ok(Handled::Ignored) })
     }
 }

@@ -40,6 +40,17 @@ impl Backends {
         self
     }
 
+    /// The `GATEWAY_BACKENDS` text that [`Backends::parse`] reads back as `self`.
+    pub fn spec(&self) -> String {
+        let mut items: Vec<String> = self
+            .explicit
+            .iter()
+            .map(|(key, url)| format!("{key}={url}"))
+            .collect();
+        items.sort();
+        items.join(",")
+    }
+
     /// The base URL of `backend`.
     pub fn address_of(&self, backend: &Backend) -> String {
         if let Some(url) = self.explicit.get(&backend.to_string()) {
@@ -79,6 +90,7 @@ mod tests {
             b.address_of(&backend("query-srv", 4002)),
             "http://127.0.0.1:14002"
         );
+        assert_eq!(Backends::parse(&b.spec()).expect("round trip"), b);
         assert!(Backends::parse("query-srv=http://x").is_err());
         assert!(Backends::parse("query-srv:4002=ftp://x").is_err());
     }

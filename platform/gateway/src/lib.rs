@@ -1,10 +1,11 @@
-//! The local gateway: the stand-in for ingress-nginx on one machine.
+//! The local gateway: the stand-in for an Ingress controller on one machine.
 //!
-//! It reads the routing rules from the project's Ingress manifest
-//! (`infra/k8s/base/ingress-srv.yaml`, compiled in; `INGRESS_FILE` reads another), so local
-//! and cluster routing cannot drift, maps each backend Service (`name:port`) to a local
-//! address, and forwards method, path, query, headers and body, streaming the response
-//! (server-sent events included). A backend that is down gives 502 with the JSON error body.
+//! It reads the routing rules from the app's Ingress manifest (compiled in from the app
+//! registry; `INGRESS_FILE` reads another), so local and cluster routing cannot drift, maps
+//! each backend Service (`name:port`) to a local address, and forwards method, path, query,
+//! headers and body, streaming the response (server-sent events included). A backend that
+//! is down gives 502 with the JSON error body. Every path of the public port is proxied;
+//! the gateway's own `/healthz`, `/readyz` and `/metrics` are on its ops port.
 
 pub mod backends;
 mod proxy;
@@ -12,17 +13,21 @@ mod proxy;
 use std::sync::Arc;
 
 use switchyard_ingress::Router as IngressRouter;
+use switchyard_kit::server::Listeners;
 use switchyard_kit::{CommonConfig, ConfigError, Env, HttpStack, Metrics, Shutdown};
-use tokio::net::TcpListener;
 
 pub use backends::Backends;
 
-pub const SERVICE: &str = "gateway";
-pub const DEFAULT_PORT: u16 = 8080;
-/// The Ingress the project ships.
-pub const SHIPPED_INGRESS: &str = include_str!("../../../infra/k8s/base/ingress-srv.yaml");
-/// The Ingress host whose rules apply.
-pub const DEFAULT_HOST: &str = "posts.com";
+/// What the app gives the gateway: its Ingress, its host and where its backends run here.
+#[derive(Debug, Clone)]
+pub struct AppRoutes {
+    /// The Ingress YAML shipped with the app.
+    pub ingress_yaml: String,
+    /// The host whose rules apply.
+    pub host: String,
+    /// Each backend Service's local address.
+    pub backends: Backends,
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -36,10 +41,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let common = CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?;
+    /// Reads the settings beside `common`; `app` gives the defaults (`INGRESS_FILE`,
+    /// `INGRESS_HOST` and `GATEWAY_BACKENDS` override them).
+    pub fn from_env(env: &Env, common: CommonConfig, app: AppRoutes) -> Result<Self, ConfigError> {
         let ingress_yaml = match env.raw("INGRESS_FILE") {
-            None => SHIPPED_INGRESS.to_string(),
+            None => app.ingress_yaml,
             Some(path) => std::fs::read_to_string(&path).map_err(|e| ConfigError::Malformed {
                 name: "INGRESS_FILE".into(),
                 value: path.clone(),
@@ -47,7 +53,7 @@ impl Settings {
             })?,
         };
         let backends = match env.raw("GATEWAY_BACKENDS") {
-            None => Backends::default(),
+            None => app.backends,
             Some(spec) => Backends::parse(&spec).map_err(|reason| ConfigError::Malformed {
                 name: "GATEWAY_BACKENDS".into(),
                 value: spec.clone(),
@@ -57,7 +63,7 @@ impl Settings {
         Ok(Settings {
             common,
             ingress_yaml,
-            host: env.parse_or("INGRESS_HOST", DEFAULT_HOST.to_string())?,
+            host: env.parse_or("INGRESS_HOST", app.host)?,
             backends,
         })
     }
@@ -74,10 +80,10 @@ impl Settings {
     }
 }
 
-/// Runs the gateway on `listener` until `shutdown`.
+/// Runs the gateway on `listeners` until `shutdown`.
 pub async fn launch(
     settings: Settings,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let routes = settings.routes()?;
@@ -89,11 +95,17 @@ pub async fn launch(
             "route"
         );
     }
-    let metrics = Metrics::new(SERVICE);
+    let metrics = Metrics::new(&settings.common.service);
     let proxy = proxy::Proxy::new(routes, settings.backends.clone());
-    // The gateway's own endpoints get the full service stack; proxied requests only get a
-    // request id (the backend behind applies the rest), so the gateway adds little to them.
-    let own = HttpStack::new(&settings.common, metrics).wrap(axum::Router::new());
-    let router = own.merge(proxy::router(Arc::new(proxy)));
-    switchyard_kit::serve(listener, router, shutdown, settings.common.shutdown_grace).await
+    // Proxied requests only get a request id (the backend behind applies the rest of the
+    // service stack), so the gateway adds little to them.
+    let stack = HttpStack::new(&settings.common, metrics);
+    switchyard_kit::serve(
+        listeners,
+        proxy::router(Arc::new(proxy)),
+        stack.ops_router(&shutdown),
+        shutdown,
+        settings.common.shutdown_grace,
+    )
+    .await
 }

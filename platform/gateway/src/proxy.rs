@@ -42,8 +42,8 @@ impl Proxy {
 }
 
 pub(crate) fn router(proxy: Arc<Proxy>) -> Router {
-    // Every path is the proxy's: the service kit's own routes (/healthz, /readyz, /metrics)
-    // answer for the gateway itself.
+    // Every path is the proxy's, /metrics included: the gateway's own operational
+    // endpoints are on its ops listener, so the Ingress decides what /metrics is here.
     Router::new()
         .route("/", any(forward))
         .route("/{*path}", any(forward))
@@ -81,6 +81,66 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Sets the `X-Forwarded-*` headers on a request about to go to a backend, adding the
+/// gateway's hop to what earlier proxies recorded rather than replacing it.
+///
+/// - `X-Forwarded-For` is a chain: each proxy appends the address it received the request
+///   from. The incoming values (all `X-Forwarded-For` headers, in order, joined by `", "`,
+///   bytes kept as they came) are followed by `client_ip`, and sent as one header, so a
+///   backend behind a load balancer or TLS terminator still sees the original client.
+///   The left-hand entries are whatever the sender claimed: only the right-most ones,
+///   added by proxies the backend trusts, identify the client.
+/// - `X-Forwarded-Proto` is the scheme the *client* used. The gateway itself speaks plain
+///   HTTP, but a TLS-terminating proxy in front of it sets `https`; overwriting that would
+///   make backends build `http://` redirects and links. An incoming value is kept; `http`
+///   is set only when there is none.
+/// - `X-Forwarded-Host` is the host the client asked for, kept for the same reason; when
+///   absent it is set from the request's `Host` (`host`), if any.
+///
+/// `client_ip` is `None` when the connection's peer address is unknown; the incoming
+/// `X-Forwarded-For` is then forwarded unchanged.
+fn set_forwarded_headers(
+    headers: &mut HeaderMap,
+    host: Option<HeaderValue>,
+    client_ip: Option<&str>,
+) {
+    if let Some(ip) = client_ip {
+        let mut chain: Vec<u8> = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            // Skip empty values so that they do not leave a leading ", " in the chain.
+            let value = value.as_bytes().trim_ascii();
+            if value.is_empty() {
+                continue;
+            }
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(value);
+        }
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(ip.as_bytes());
+        // Every part was a valid header value already, so this only fails on a peer
+        // address that is not one; then the incoming header is left as it was.
+        if let Ok(value) = HeaderValue::from_bytes(&chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = host
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
 async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let Some(location) = proxy.routes.route(req.uri().path()) else {
         return ApiError::not_found("no route for this path").into_response();
@@ -102,15 +162,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(host) = host {
-        parts.headers.insert("x-forwarded-host", host);
-    }
-    if let Some(ip) = client_ip.and_then(|ip| HeaderValue::from_str(&ip).ok()) {
-        parts.headers.insert("x-forwarded-for", ip);
-    }
-    parts
-        .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    set_forwarded_headers(&mut parts.headers, host, client_ip.as_deref());
     parts.uri = uri;
     let backend = location.backend.to_string();
     match proxy.client.request(Request::from_parts(parts, body)).await {

@@ -14,6 +14,7 @@ use axum::routing::{any, get};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use switchyard_gateway::{Backends, Settings};
+use switchyard_kit::server::Listeners;
 use switchyard_kit::{CommonConfig, Shutdown};
 use tokio::net::TcpListener;
 
@@ -33,6 +34,14 @@ async fn echo(
             .and_then(|v| v.to_str().ok())
             .map(String::from)
     };
+    // Every value, so a test can tell one joined header from several.
+    let all = |h: &str| {
+        headers
+            .get_all(h)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+    };
     axum::Json(json!({
         "backend": name,
         "method": method,
@@ -40,6 +49,8 @@ async fn echo(
         "body": String::from_utf8_lossy(&body),
         "x-request-id": header("x-request-id"),
         "x-forwarded-host": header("x-forwarded-host"),
+        "x-forwarded-for": all("x-forwarded-for"),
+        "x-forwarded-proto": all("x-forwarded-proto"),
         "x-custom": header("x-custom"),
     }))
 }
@@ -74,22 +85,30 @@ async fn backend(name: &'static str) -> String {
 }
 
 async fn gateway(backends: Backends) -> (String, Shutdown) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (url, _ops, shutdown) = gateway_with_ops(backends).await;
+    (url, shutdown)
+}
+
+/// The gateway for the blog's shipped Ingress: its public URL, its ops URL.
+async fn gateway_with_ops(backends: Backends) -> (String, String, Shutdown) {
+    let listeners = Listeners::local().await.expect("bind");
+    let url = format!("http://{}", listeners.public.local_addr().expect("addr"));
+    let ops = format!("http://{}", listeners.ops.local_addr().expect("addr"));
     let dir = std::env::temp_dir();
+    let blog = &switchyard_registry::BLOG;
     let settings = Settings {
         common: CommonConfig::for_data_dir("gateway", dir),
-        ingress_yaml: switchyard_gateway::SHIPPED_INGRESS.to_string(),
-        host: switchyard_gateway::DEFAULT_HOST.to_string(),
+        ingress_yaml: blog.ingress.yaml.to_string(),
+        host: blog.ingress.host.to_string(),
         backends,
     };
     let shutdown = Shutdown::new();
     tokio::spawn(switchyard_gateway::launch(
         settings,
-        listener,
+        listeners,
         shutdown.clone(),
     ));
-    (url, shutdown)
+    (url, ops, shutdown)
 }
 
 async fn all_backends() -> Backends {
@@ -141,13 +160,101 @@ async fn the_shipped_ingress_routes_the_contract_requests() {
                 .is_some_and(|h| h.starts_with("127.0.0.1"))
         );
     }
-    // The gateway's own health endpoints.
-    let health = client
-        .get(format!("{gw}/healthz"))
+    shutdown.trigger();
+}
+
+/// `/metrics`, `/healthz` and `/readyz` on the public port are the Ingress's to route (the
+/// client's catch-all here): nothing operational is public. The gateway's own answer on
+/// its ops port.
+#[tokio::test]
+async fn operational_endpoints_are_not_public() {
+    let (gw, ops, shutdown) = gateway_with_ops(all_backends().await).await;
+    let client = reqwest::Client::new();
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let response = client
+            .get(format!("{gw}{path}"))
+            .send()
+            .await
+            .expect("send");
+        let v: Value = response.json().await.expect("json");
+        assert_eq!(v["backend"], "client", "{path} was not proxied");
+    }
+    for path in ["/healthz", "/readyz"] {
+        let response = client
+            .get(format!("{ops}{path}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200, "{path} on the ops port");
+    }
+    let metrics = client
+        .get(format!("{ops}/metrics"))
         .send()
         .await
-        .expect("send");
-    assert_eq!(health.status(), 200);
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("service=\"gateway\""), "{metrics}");
+    shutdown.trigger();
+}
+
+/// The gateway adds its hop to the `X-Forwarded-*` headers a proxy in front of it set
+/// (a TLS terminator's `https` included) and sets them itself only when they are absent.
+#[tokio::test]
+async fn forwarded_headers_are_appended_not_replaced() {
+    let (gw, shutdown) = gateway(all_backends().await).await;
+    let client = reqwest::Client::new();
+
+    let v: Value = client
+        .get(format!("{gw}/posts"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "posts.com")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["backend"], "query");
+    assert_eq!(v["x-forwarded-for"], json!(["203.0.113.7, 127.0.0.1"]));
+    assert_eq!(v["x-forwarded-proto"], json!(["https"]));
+    assert_eq!(v["x-forwarded-host"], "posts.com");
+
+    // Several incoming headers (two earlier proxies) become one chain, in order.
+    let v: Value = client
+        .get(format!("{gw}/posts"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-for", "198.51.100.2, 192.0.2.1")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v["x-forwarded-for"],
+        json!(["203.0.113.7, 198.51.100.2, 192.0.2.1, 127.0.0.1"])
+    );
+
+    // Nothing in front of the gateway: it records the client and plain HTTP itself.
+    let v: Value = client
+        .get(format!("{gw}/posts"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["x-forwarded-for"], json!(["127.0.0.1"]));
+    assert_eq!(v["x-forwarded-proto"], json!(["http"]));
+    assert!(
+        v["x-forwarded-host"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("127.0.0.1:")),
+        "{v}"
+    );
     shutdown.trigger();
 }
 

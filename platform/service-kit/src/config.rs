@@ -26,12 +26,28 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: Option<HashMap<String, String>>,
+    /// Values used where a variable is unset (an app's defaults, from the registry).
+    defaults: HashMap<String, String>,
 }
 
 impl Env {
     /// Reads from the process environment.
     pub fn process() -> Self {
-        Env { vars: None }
+        Env::default()
+    }
+
+    /// This environment, with `defaults` for the variables it does not set.
+    pub fn with_defaults<I, K, V>(&self, defaults: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut env = self.clone();
+        for (k, v) in defaults {
+            env.defaults.entry(k.into()).or_insert_with(|| v.into());
+        }
+        env
     }
 
     /// Reads from the given pairs only.
@@ -48,6 +64,7 @@ impl Env {
                     .map(|(k, v)| (k.into(), v.into()))
                     .collect(),
             ),
+            defaults: HashMap::new(),
         }
     }
 
@@ -57,7 +74,9 @@ impl Env {
             Some(map) => map.get(name).cloned(),
             None => std::env::var(name).ok(),
         };
-        value.filter(|v| !v.trim().is_empty())
+        value
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.defaults.get(name).cloned())
     }
 
     /// A parsed value, or the default when unset.
@@ -174,8 +193,11 @@ pub struct CommonConfig {
     pub service: String,
     /// Bind address (`HOST`, default 0.0.0.0).
     pub host: String,
-    /// Port (`PORT`, default the service's contract port).
+    /// Port of the service's API (`PORT`, default the service's port in the app registry).
     pub port: u16,
+    /// Port of the operational endpoints `/healthz`, `/readyz`, `/metrics` (`OPS_PORT`),
+    /// on the same address; never routed by an Ingress.
+    pub ops_port: u16,
     /// Data directory (`DATA_DIR`, default `./data`).
     pub data_dir: PathBuf,
     /// Database URL (`DATABASE_URL`, default `sqlite://<DATA_DIR>/<service>.db`).
@@ -191,8 +213,14 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
-    /// Reads the common settings for `service` whose contract port is `default_port`.
-    pub fn from_env(env: &Env, service: &str, default_port: u16) -> Result<Self, ConfigError> {
+    /// Reads the common settings for `service`, whose ports are `default_port` and
+    /// `default_ops_port` unless `PORT` and `OPS_PORT` say otherwise.
+    pub fn from_env(
+        env: &Env,
+        service: &str,
+        default_port: u16,
+        default_ops_port: u16,
+    ) -> Result<Self, ConfigError> {
         let data_dir: PathBuf = env.parse_or("DATA_DIR", PathBuf::from("data"))?;
         let database_url = match env.raw("DATABASE_URL") {
             Some(url) => {
@@ -205,6 +233,7 @@ impl CommonConfig {
             service: service.to_string(),
             host: env.parse_or("HOST", "0.0.0.0".to_string())?,
             port: env.parse_or("PORT", default_port)?,
+            ops_port: env.parse_or("OPS_PORT", default_ops_port)?,
             data_dir,
             database_url,
             migrate_on_start: env.parse_or("MIGRATE_ON_START", true)?,
@@ -214,13 +243,14 @@ impl CommonConfig {
         })
     }
 
-    /// Settings for tests and embedding: a SQLite file in `data_dir`, port 0.
+    /// Settings for tests and embedding: a SQLite file in `data_dir`, ports 0.
     pub fn for_data_dir(service: &str, data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         CommonConfig {
             service: service.to_string(),
             host: "127.0.0.1".to_string(),
             port: 0,
+            ops_port: 0,
             database_url: default_sqlite_url(&data_dir, service),
             data_dir,
             migrate_on_start: true,
@@ -233,6 +263,11 @@ impl CommonConfig {
     /// `host:port` to bind.
     pub fn bind_addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// `host:ops_port` to bind.
+    pub fn ops_bind_addr(&self) -> String {
+        format!("{}:{}", self.host, self.ops_port)
     }
 }
 
@@ -247,22 +282,29 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_unset() {
-        let cfg = CommonConfig::from_env(&Env::from_pairs([("DATA_DIR", "/tmp/x")]), "posts", 4000)
-            .expect("config");
-        assert_eq!(cfg.port, 4000);
+        let cfg = CommonConfig::from_env(
+            &Env::from_pairs([("DATA_DIR", "/tmp/x")]),
+            "posts",
+            4000,
+            14000,
+        )
+        .expect("config");
+        assert_eq!((cfg.port, cfg.ops_port), (4000, 14000));
         assert_eq!(cfg.database_url, "sqlite:///tmp/x/posts.db");
         assert!(cfg.migrate_on_start);
     }
 
     #[test]
     fn malformed_values_name_the_variable() {
-        let err = CommonConfig::from_env(&Env::from_pairs([("PORT", "forty")]), "posts", 4000)
-            .expect_err("bad port");
+        let err =
+            CommonConfig::from_env(&Env::from_pairs([("PORT", "forty")]), "posts", 4000, 14000)
+                .expect_err("bad port");
         assert!(err.to_string().contains("PORT"), "{err}");
         let err = CommonConfig::from_env(
             &Env::from_pairs([("DATABASE_URL", "mysql://x")]),
             "posts",
             4000,
+            14000,
         )
         .expect_err("bad url");
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
@@ -274,6 +316,14 @@ mod tests {
             .required::<String>("EVENT_BUS_URL", "e.g. http://127.0.0.1:4005")
             .expect_err("missing");
         assert!(err.to_string().contains("EVENT_BUS_URL"));
+    }
+
+    #[test]
+    fn defaults_fill_only_unset_variables() {
+        let env = Env::from_pairs([("A", "set")]).with_defaults([("A", "x"), ("B", "y")]);
+        assert_eq!(env.raw("A").as_deref(), Some("set"));
+        assert_eq!(env.raw("B").as_deref(), Some("y"));
+        assert_eq!(env.raw("C"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::{Migration as Migration_, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
 /// The SQL dialect behind a [`Db`].
@@ -32,33 +32,68 @@ impl Dialect {
     }
 }
 
-/// A service's migrations, one list per dialect: `(description, sql)` in order.
-pub struct Migrations {
-    pub sqlite: &'static [(&'static str, &'static str)],
-    pub postgres: &'static [(&'static str, &'static str)],
+/// One migration with a stable version: the version is part of the migration, not its
+/// place in a list, so a migration added between two others (or a platform migration added
+/// after a service's) never renumbers one that a deployed database has applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
 }
 
-impl Migrations {
-    fn migrator(&self, dialect: Dialect) -> Migrator {
-        let list = match dialect {
-            Dialect::Sqlite => self.sqlite,
-            Dialect::Postgres => self.postgres,
-        };
-        let migrations = list
-            .iter()
-            .zip(1i64..)
-            .map(|((description, sql), version)| {
-                Migration::new(
-                    version,
-                    Cow::Borrowed(*description),
-                    MigrationType::Simple,
-                    sqlx::SqlStr::from_static(sql),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations)
+impl Migration {
+    /// A migration whose SQL both dialects accept.
+    pub const fn both(version: i64, description: &'static str, sql: &'static str) -> Self {
+        Migration {
+            version,
+            description,
+            sqlite: sql,
+            postgres: sql,
+        }
     }
+}
+
+/// A set of migrations: a service's own, or the platform's (outbox and inbox tables).
+///
+/// Versions are unique across the sets a service runs: the platform's messaging tables
+/// take version 1 (what they always had) and versions from [`PLATFORM_VERSIONS`]; a
+/// service numbers its own from 2 below that range.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations(pub &'static [Migration]);
+
+/// The versions the platform's own migrations use after version 1.
+pub const PLATFORM_VERSIONS: std::ops::RangeFrom<i64> = 1_000_000..;
+
+fn migrator(sets: &[&Migrations], dialect: Dialect) -> anyhow::Result<Migrator> {
+    let mut all: Vec<&Migration> = sets.iter().flat_map(|set| set.0.iter()).collect();
+    all.sort_by_key(|m| m.version);
+    if let Some(w) = all.windows(2).find(|w| w[0].version == w[1].version) {
+        anyhow::bail!(
+            "migrations {:?} and {:?} share version {}",
+            w[0].description,
+            w[1].description,
+            w[0].version
+        );
+    }
+    let migrations = all
+        .into_iter()
+        .map(|m| {
+            let sql = match dialect {
+                Dialect::Sqlite => m.sqlite,
+                Dialect::Postgres => m.postgres,
+            };
+            Migration_::new(
+                m.version,
+                Cow::Borrowed(m.description),
+                MigrationType::Simple,
+                sqlx::SqlStr::from_static(sql),
+                false,
+            )
+        })
+        .collect();
+    Ok(Migrator::with_migrations(migrations))
 }
 
 /// Connections to the service's own database.
@@ -117,22 +152,67 @@ impl Db {
 
     /// Connects to the service's database (`DATABASE_URL`) and, unless `MIGRATE_ON_START`
     /// is off, runs its migrations.
-    pub async fn open(common: &crate::CommonConfig, migrations: &Migrations) -> anyhow::Result<Db> {
+    pub async fn open(common: &crate::CommonConfig, sets: &[&Migrations]) -> anyhow::Result<Db> {
         let db = Db::connect(&common.database_url).await?;
         if common.migrate_on_start {
-            db.migrate(migrations).await?;
+            db.migrate(&common.service, sets).await?;
         }
         Ok(db)
     }
 
-    /// Runs the service's migrations (PostgreSQL takes an advisory lock, so replicas
-    /// starting together do not race).
-    pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
-        migrations
-            .migrator(self.dialect)
+    /// Runs `owner`'s migrations (PostgreSQL takes an advisory lock, so replicas starting
+    /// together do not race).
+    ///
+    /// A database belongs to one service: the first to migrate it records its name, and
+    /// another service pointed at it by mistake stops here with a message that says so,
+    /// instead of failing later on a table the first one created.
+    pub async fn migrate(&self, owner: &str, sets: &[&Migrations]) -> anyhow::Result<()> {
+        self.claim(owner).await?;
+        migrator(sets, self.dialect)?
             .run(&self.pool)
             .await
             .map_err(|e| anyhow::anyhow!("migrations failed: {e}"))
+    }
+
+    /// Records `owner` as the database's service, or fails if another one is recorded.
+    async fn claim(&self, owner: &str) -> anyhow::Result<()> {
+        use sqlx::Row;
+        let mut attempt = 0;
+        loop {
+            let created = sqlx::query(
+                "CREATE TABLE IF NOT EXISTS switchyard_owner (id INTEGER PRIMARY KEY, service TEXT NOT NULL)",
+            )
+            .execute(&self.pool)
+            .await;
+            match created {
+                Ok(_) => break,
+                // Two processes creating the table at the same moment on PostgreSQL: one
+                // gets a unique violation on the catalog; the table exists then.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("23505") | Some("42P07"))
+                        && attempt < 5 =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(anyhow::anyhow!("cannot record the database's owner: {e}")),
+            }
+        }
+        sqlx::query(
+            "INSERT INTO switchyard_owner (id, service) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        let recorded: String = sqlx::query("SELECT service FROM switchyard_owner WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        if recorded != owner {
+            anyhow::bail!(
+                "this database belongs to the service {recorded:?}, not {owner:?}: every service needs a database of its own (set DATABASE_URL to another database)"
+            );
+        }
+        Ok(())
     }
 
     /// The pool for writes (and anything that must see them at once).
@@ -400,12 +480,13 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}/nested/t.db", dir.path().display());
         let db = Db::connect(&url).await?;
-        static M: Migrations = Migrations {
-            sqlite: &[("t", "CREATE TABLE t (id TEXT PRIMARY KEY)")],
-            postgres: &[("t", "CREATE TABLE t (id TEXT PRIMARY KEY)")],
-        };
-        db.migrate(&M).await?;
-        db.migrate(&M).await?; // idempotent
+        static M: Migrations = Migrations(&[Migration::both(
+            2,
+            "t",
+            "CREATE TABLE t (id TEXT PRIMARY KEY)",
+        )]);
+        db.migrate("svc", &[&M]).await?;
+        db.migrate("svc", &[&M]).await?; // idempotent
         sqlx::query("INSERT INTO t (id) VALUES ($1)")
             .bind("a")
             .execute(db.pool())
@@ -413,5 +494,59 @@ mod tests {
         db.ping().await?;
         assert!(dir.path().join("nested/t.db").exists());
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_migration_added_between_others_does_not_break_a_migrated_database()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::connect(&format!("sqlite://{}/m.db", dir.path().display())).await?;
+        static PLATFORM: Migrations =
+            Migrations(&[Migration::both(1, "a", "CREATE TABLE a (x TEXT)")]);
+        static SERVICE_V1: Migrations =
+            Migrations(&[Migration::both(3, "c", "CREATE TABLE c (x TEXT)")]);
+        db.migrate("svc", &[&PLATFORM, &SERVICE_V1]).await?;
+        // A later release adds a service migration below 3 and a platform one above it.
+        static PLATFORM_V2: Migrations = Migrations(&[
+            Migration::both(1, "a", "CREATE TABLE a (x TEXT)"),
+            Migration::both(1_000_000, "d", "CREATE TABLE d (x TEXT)"),
+        ]);
+        static SERVICE_V2: Migrations = Migrations(&[
+            Migration::both(2, "b", "CREATE TABLE b (x TEXT)"),
+            Migration::both(3, "c", "CREATE TABLE c (x TEXT)"),
+        ]);
+        db.migrate("svc", &[&PLATFORM_V2, &SERVICE_V2]).await?;
+        for table in ["a", "b", "c", "d"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(db.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_second_service_on_the_same_database_is_refused_by_name() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = Db::connect(&format!("sqlite://{}/o.db", dir.path().display())).await?;
+        static M: Migrations = Migrations(&[Migration::both(2, "t", "CREATE TABLE t (x TEXT)")]);
+        db.migrate("posts", &[&M]).await?;
+        let err = db
+            .migrate("comments", &[&M])
+            .await
+            .expect_err("another service");
+        let text = err.to_string();
+        assert!(
+            text.contains("posts") && text.contains("comments"),
+            "{text}"
+        );
+        assert!(text.contains("DATABASE_URL"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_versions_are_refused() {
+        static A: Migrations = Migrations(&[Migration::both(2, "a", "SELECT 1")]);
+        static B: Migrations = Migrations(&[Migration::both(2, "b", "SELECT 1")]);
+        assert!(migrator(&[&A, &B], Dialect::Sqlite).is_err());
     }
 }

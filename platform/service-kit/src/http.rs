@@ -1,6 +1,10 @@
 //! The HTTP stack every service is wrapped in: request ids, request spans, metrics, body
-//! limit, timeout, `/healthz`, `/readyz`, `/metrics`, and JSON errors for every 4xx/5xx
-//! (unknown routes and methods included).
+//! limit, timeout, and JSON errors for every 4xx/5xx (unknown routes and methods included).
+//!
+//! The operational endpoints (`/healthz`, `/readyz`, `/metrics`) are a router of their own
+//! ([`HttpStack::ops_router`]), served on the ops listener (`OPS_PORT`): an Ingress
+//! catch-all such as the client's `/?(.*)` can then never make them public, and probes and
+//! scrapes reach them on a port no Service routes from outside.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,6 +83,7 @@ pub struct HttpStack {
 struct StackState {
     metrics: Metrics,
     readiness: Arc<Vec<Arc<dyn ReadinessCheck>>>,
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl HttpStack {
@@ -97,27 +102,42 @@ impl HttpStack {
         self
     }
 
-    /// Wraps the service's routes.
-    pub fn wrap(self, app: Router) -> Router {
+    /// The operational endpoints: `/healthz` (alive), `/readyz` (every readiness check
+    /// passes, and the service is not shutting down), `/metrics` (Prometheus), plus JSON
+    /// errors for anything else.
+    pub fn ops_router(&self, shutdown: &crate::Shutdown) -> Router {
+        self.ops_router_with(shutdown, Router::new())
+    }
+
+    /// [`HttpStack::ops_router`] with extra operational routes (an OpenAPI document).
+    pub fn ops_router_with(&self, shutdown: &crate::Shutdown, extra: Router) -> Router {
         let state = StackState {
             metrics: self.metrics.clone(),
-            readiness: Arc::new(self.readiness),
+            readiness: Arc::new(self.readiness.clone()),
+            stopping: shutdown.stop_token(),
         };
-        let ops = Router::new()
+        Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .with_state(state.clone());
-        let timeout = self.request_timeout;
-        let service = self.service;
-        ops.merge(app)
+            .with_state(state)
+            .merge(extra)
             .fallback(unknown_route)
+            .layer(middleware::from_fn(json_errors))
+    }
+
+    /// Wraps the service's routes (the public listener's router).
+    pub fn wrap(&self, app: Router) -> Router {
+        let metrics = self.metrics.clone();
+        let timeout = self.request_timeout;
+        let service = self.service.clone();
+        app.fallback(unknown_route)
             .layer(middleware::from_fn(json_errors))
             .layer(middleware::from_fn(move |req, next| {
                 with_timeout(timeout, req, next)
             }))
             .layer(DefaultBodyLimit::max(self.body_limit))
-            .layer(middleware::from_fn_with_state(state, record_metrics))
+            .layer(middleware::from_fn_with_state(metrics, record_metrics))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(move |req: &Request<Body>| {
@@ -148,6 +168,10 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<StackState>) -> Response {
+    if state.stopping.is_cancelled() {
+        // Draining: take this replica out of rotation while in-flight requests finish.
+        return ApiError::unavailable("not ready: shutting down").into_response();
+    }
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     for check in state.readiness.iter() {
@@ -194,7 +218,7 @@ async fn unknown_route() -> ApiError {
     ApiError::not_found("route not found")
 }
 
-async fn record_metrics(State(state): State<StackState>, req: Request, next: Next) -> Response {
+async fn record_metrics(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
     let route = req
@@ -209,7 +233,7 @@ async fn record_metrics(State(state): State<StackState>, req: Request, next: Nex
             "other".to_string()
         }
     });
-    state.metrics.http_request(
+    metrics.http_request(
         &route,
         &method,
         response.status().as_u16(),

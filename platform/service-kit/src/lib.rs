@@ -7,8 +7,11 @@
 //! * [`db`]: SQLite or PostgreSQL chosen by URL, migrations per dialect;
 //! * [`http`]: the router every service is wrapped in (request ids, health, limits, errors);
 //! * [`server`]: serving with graceful shutdown, and background tasks that drain with it;
-//! * [`wait`]: waiting on a condition with a deadline (tests, start-up).
+//! * [`wait`]: waiting on a condition with a deadline (tests, start-up);
+//! * [`backoff`]: capped exponential backoff with jitter for retry loops;
+//! * [`testing`]: the "skip without the server, fail under CI" rule for tests.
 
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -16,10 +19,12 @@ pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
+pub mod testing;
 pub mod wait;
 
+pub use backoff::Backoff;
 pub use config::{CommonConfig, ConfigError, Env};
-pub use db::{Db, Dialect, Migrations};
+pub use db::{Db, Dialect, Migration, Migrations};
 pub use error::{ApiError, JsonBody};
 pub use http::{HttpStack, ReadinessCheck, RequestId};
 pub use metrics::Metrics;

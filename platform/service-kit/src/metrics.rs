@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,8 @@ pub struct Metrics {
     events_dead_lettered: Family<Labels, Counter>,
     events_consumed: Family<Labels, Counter>,
     delivery_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    outbox_pending: Gauge,
+    outbox_dead_lettered: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -85,6 +88,18 @@ impl Metrics {
             "Events received by a consumer, by type and outcome",
             events_consumed.clone(),
         );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "outbox_pending",
+            "Events committed in the outbox and not yet stored by the bus",
+            outbox_pending.clone(),
+        );
+        let outbox_dead_lettered = Family::<Labels, Counter>::default();
+        registry.register(
+            "outbox_dead_lettered",
+            "Events the bus refused (4xx), set aside in the outbox_dead_letters table, by type",
+            outbox_dead_lettered.clone(),
+        );
         registry.register(
             "event_delivery_seconds",
             "Time from append to acknowledged delivery, by subscriber",
@@ -100,7 +115,20 @@ impl Metrics {
             events_dead_lettered,
             events_consumed,
             delivery_latency,
+            outbox_pending,
+            outbox_dead_lettered,
         }
+    }
+
+    /// The outbox's backlog, after each relay round.
+    pub fn set_outbox_pending(&self, pending: i64) {
+        self.outbox_pending.set(pending);
+    }
+
+    pub fn outbox_dead_lettered(&self, event_type: &str) {
+        self.outbox_dead_lettered
+            .get_or_create(&vec![("type", event_type.to_string())])
+            .inc();
     }
 
     pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {

@@ -1,4 +1,4 @@
-//! The web client (port 3000): the blog's single page, served from assets compiled into
+//! The blog's web client (port 3000 in its contract): the blog's single page, served from assets compiled into
 //! the binary. The page talks to the same origin (the gateway or the Ingress): `GET /posts`,
 //! `GET /posts/stream` (live updates), `POST /posts/create`, `POST /posts/:id/comments`.
 //!
@@ -9,11 +9,8 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use switchyard_kit::{CommonConfig, ConfigError, Env, HttpStack, Metrics, Shutdown};
-use tokio::net::TcpListener;
-
-pub const SERVICE: &str = "client";
-pub const DEFAULT_PORT: u16 = 3000;
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{CommonConfig, HttpStack, Metrics, Shutdown};
 
 /// The policy every answer carries.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
@@ -36,19 +33,6 @@ pub const ASSETS: [(&str, &str, &str); 3] = [
         include_str!("../assets/styles.css"),
     ),
 ];
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub common: CommonConfig,
-}
-
-impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Settings {
-            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
-        })
-    }
-}
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -89,15 +73,22 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// Runs the client on `listener` until `shutdown`.
+/// Runs the client on `listeners` until `shutdown`.
 pub async fn launch(
-    settings: Settings,
-    listener: TcpListener,
+    common: CommonConfig,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new(SERVICE);
-    let router = HttpStack::new(&settings.common, metrics)
+    let stack = HttpStack::new(&common, Metrics::new(&common.service));
+    let router = stack
         .wrap(routes())
         .layer(axum::middleware::map_response(security_headers));
-    switchyard_kit::serve(listener, router, shutdown, settings.common.shutdown_grace).await
+    switchyard_kit::serve(
+        listeners,
+        router,
+        stack.ops_router(&shutdown),
+        shutdown,
+        common.shutdown_grace,
+    )
+    .await
 }

@@ -2,14 +2,12 @@
 
 use futures_util::future::BoxFuture;
 use sqlx::Row;
-use switchyard_bus_client::consumer::{Handled, malformed};
-use switchyard_bus_client::inbox::begin_once;
-use switchyard_bus_client::{EventHandler, HandleError, Outbox};
-use switchyard_events::{BlogEvent, Envelope};
+use switchyard_blog_contract::BlogEvent;
+use switchyard_bus_client::consumer::malformed;
+use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
+use switchyard_events::Envelope;
 
-use crate::AppState;
-
-pub(crate) struct Moderations(pub AppState);
+pub(crate) struct Moderations(pub ServiceState);
 
 impl EventHandler for Moderations {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
@@ -24,7 +22,7 @@ impl EventHandler for Moderations {
                 return Ok(Handled::Ignored);
             };
             let state = &self.0;
-            let Some(mut tx) = begin_once(&state.db, &event.id).await? else {
+            let Some(mut tx) = state.outbox.begin_once(&event.id).await? else {
                 return Ok(Handled::Duplicate);
             };
             let row = sqlx::query(
@@ -49,9 +47,8 @@ impl EventHandler for Moderations {
                 status,
             }
             .into_envelope(event.correlation_id.clone());
-            Outbox::enqueue(&mut tx, &updated).await?;
+            tx.publish(&updated).await?;
             tx.commit().await?;
-            state.outbox.wake();
             Ok(Handled::Applied)
         })
     }

@@ -1,4 +1,4 @@
-//! The comments service (port 4001).
+//! The comments service (port 4001 in the blog's contract).
 //!
 //! * `GET /posts/:id/comments` → 200 `[{"id", "content", "status"}]` (`[]` for an unknown post);
 //! * `POST /posts/:id/comments` `{"content"}` → 201 with the post's whole comment list, the new
@@ -11,54 +11,28 @@ mod routes;
 
 use std::sync::Arc;
 
-use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{Foundation, Outbox, ServiceSettings};
-use switchyard_kit::{ConfigError, Db, Env, Migrations, Shutdown};
-use tokio::net::TcpListener;
+use switchyard_bus_client::{Service, ServiceSettings};
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{Migration, Migrations, Shutdown};
 
-pub const SERVICE: &str = "comments";
-pub const DEFAULT_PORT: u16 = 4001;
+/// The service's own tables (the platform adds its messaging tables).
+pub static MIGRATIONS: Migrations = Migrations(&[Migration {
+    version: 2,
+    description: "comments",
+    sqlite: include_str!("../migrations/sqlite.sql"),
+    postgres: include_str!("../migrations/postgres.sql"),
+}]);
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        ("messaging", MESSAGING_SQLITE),
-        ("comments", include_str!("../migrations/sqlite.sql")),
-    ],
-    postgres: &[
-        ("messaging", MESSAGING_POSTGRES),
-        ("comments", include_str!("../migrations/postgres.sql")),
-    ],
-};
-
-/// The service's settings: the common ones and the bus's.
-pub type Settings = ServiceSettings;
-
-/// Reads the settings from the environment.
-pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
-    ServiceSettings::from_env(env, SERVICE, DEFAULT_PORT)
-}
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub db: Db,
-    pub outbox: Outbox,
-}
-
-/// Runs the service on `listener` until `shutdown`.
+/// Runs the service on `listeners` until `shutdown`.
 pub async fn launch(
-    settings: Settings,
-    listener: TcpListener,
+    settings: ServiceSettings,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let common = &settings.common;
-    let base =
-        Foundation::start(SERVICE, common, &settings.bus, &MIGRATIONS, true, &shutdown).await?;
-    let state = AppState {
-        db: base.db.clone(),
-        outbox: base.outbox.clone(),
-    };
+    let service = Service::start(settings, &MIGRATIONS, &shutdown).await?;
+    let state = service.state();
     let handler = Arc::new(handler::Moderations(state.clone()));
-    base.consume(handler.clone(), &shutdown).await?;
-    base.serve(common, routes::router(state), handler, listener, shutdown)
+    service
+        .run(routes::router(state), Some(handler), listeners)
         .await
 }

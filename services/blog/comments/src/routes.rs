@@ -7,15 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
-use switchyard_bus_client::Outbox;
-use switchyard_events::blog::{MAX_CONTENT_LEN, MAX_REF_LEN};
-use switchyard_events::{BlogEvent, CommentStatus, ids};
+use switchyard_blog_contract::{BlogEvent, CommentStatus, MAX_CONTENT_LEN, MAX_REF_LEN};
+use switchyard_bus_client::ServiceState;
+use switchyard_events::ids;
 use switchyard_kit::error::fields;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
 
-use crate::AppState;
-
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: ServiceState) -> Router {
     Router::new()
         .route("/posts/{id}/comments", get(list).post(create))
         .with_state(state)
@@ -32,7 +30,7 @@ fn check_post_id(id: &str) -> Result<(), ApiError> {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<ServiceState>,
     Path(post_id): Path<String>,
 ) -> Result<Response, ApiError> {
     check_post_id(&post_id)?;
@@ -41,7 +39,7 @@ async fn list(
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<ServiceState>,
     Path(post_id): Path<String>,
     request_id: RequestId,
     JsonBody(body): JsonBody,
@@ -56,7 +54,7 @@ async fn create(
         status: CommentStatus::Pending,
     }
     .into_envelope(Some(request_id.0));
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.outbox.begin().await?;
     sqlx::query("INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4)")
         .bind(&id)
         .bind(&post_id)
@@ -64,10 +62,9 @@ async fn create(
         .bind(CommentStatus::Pending.as_str())
         .execute(&mut *tx)
         .await?;
-    Outbox::enqueue(&mut tx, &event).await?;
+    tx.publish(&event).await?;
     let comments = comments_of(&mut tx, &post_id).await?;
     tx.commit().await?;
-    state.outbox.wake();
     tracing::info!(comment_id = %id, %post_id, "comment created");
     Ok((StatusCode::CREATED, axum::Json(comments)).into_response())
 }

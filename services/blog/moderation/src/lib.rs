@@ -1,4 +1,4 @@
-//! The moderation service (port 4003).
+//! The moderation service (port 4003 in the blog's contract).
 //!
 //! `POST /events` ← the bus: on `CommentCreated`, the comment is `rejected` when its content
 //! contains a blocked word (case-sensitive substring; `BLOCKED_WORDS`, default `orange`),
@@ -11,63 +11,54 @@ mod rule;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_bus_client::consumer::{Handled, malformed};
-use switchyard_bus_client::inbox::begin_once;
-use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{BusConfig, EventHandler, Foundation, HandleError, Outbox};
-use switchyard_events::{BlogEvent, Envelope};
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, Migrations, Shutdown};
-use tokio::net::TcpListener;
+use switchyard_blog_contract::BlogEvent;
+use switchyard_bus_client::consumer::malformed;
+use switchyard_bus_client::{
+    EventHandler, HandleError, Handled, Service, ServiceSettings, ServiceState,
+};
+use switchyard_events::Envelope;
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{ConfigError, Env, Migrations, Shutdown};
 
 pub use rule::Rule;
 
-pub const SERVICE: &str = "moderation";
-pub const DEFAULT_PORT: u16 = 4003;
-
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[("messaging", MESSAGING_SQLITE)],
-    postgres: &[("messaging", MESSAGING_POSTGRES)],
-};
+/// Moderation has no tables of its own: its database holds the messaging tables only.
+pub static MIGRATIONS: Migrations = Migrations(&[]);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub common: CommonConfig,
-    pub bus: BusConfig,
+    pub service: ServiceSettings,
     pub rule: Rule,
 }
 
 impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    /// `service` and the blocked words (`BLOCKED_WORDS`, default `orange`).
+    pub fn from_env(env: &Env, service: ServiceSettings) -> Result<Self, ConfigError> {
         Ok(Settings {
-            common: CommonConfig::from_env(env, SERVICE, DEFAULT_PORT)?,
-            bus: BusConfig::from_env(env)?,
+            service,
             rule: Rule::new(env.list_or("BLOCKED_WORDS", &["orange"])),
         })
     }
 }
 
-/// Runs the service on `listener` until `shutdown`.
+/// Runs the service on `listeners` until `shutdown`.
 pub async fn launch(
     settings: Settings,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let common = &settings.common;
-    let base =
-        Foundation::start(SERVICE, common, &settings.bus, &MIGRATIONS, true, &shutdown).await?;
+    let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
     let handler = Arc::new(Moderator {
-        db: base.db.clone(),
-        outbox: base.outbox.clone(),
-        rule: settings.rule.clone(),
+        state: service.state(),
+        rule: settings.rule,
     });
-    base.consume(handler.clone(), &shutdown).await?;
-    base.serve(common, axum::Router::new(), handler, listener, shutdown)
+    service
+        .run(axum::Router::new(), Some(handler), listeners)
         .await
 }
 
 struct Moderator {
-    db: Db,
-    outbox: Outbox,
+    state: ServiceState,
     rule: Rule,
 }
 
@@ -83,7 +74,7 @@ impl EventHandler for Moderator {
             else {
                 return Ok(Handled::Ignored);
             };
-            let Some(mut tx) = begin_once(&self.db, &event.id).await? else {
+            let Some(mut tx) = self.state.outbox.begin_once(&event.id).await? else {
                 return Ok(Handled::Duplicate);
             };
             let status = self.rule.judge(&content);
@@ -94,9 +85,8 @@ impl EventHandler for Moderator {
                 status,
             }
             .into_envelope(event.correlation_id.clone());
-            Outbox::enqueue(&mut tx, &verdict).await?;
+            tx.publish(&verdict).await?;
             tx.commit().await?;
-            self.outbox.wake();
             Ok(Handled::Applied)
         })
     }

@@ -1,6 +1,6 @@
 //! The moderation rule.
 
-use switchyard_events::CommentStatus;
+use switchyard_blog_contract::CommentStatus;
 
 /// Rejects content containing any blocked word (case-sensitive substring).
 #[derive(Debug, Clone, PartialEq, Eq)]

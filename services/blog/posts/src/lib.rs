@@ -1,4 +1,4 @@
-//! The posts service (port 4000).
+//! The posts service (port 4000 in the blog's contract).
 //!
 //! * `GET /posts` → 200 `{ "<id>": {"id", "title"} }` in creation order;
 //! * `POST /posts/create` `{"title"}` → 201 `{"id", "title"}`; the post and its
@@ -8,72 +8,26 @@
 
 mod routes;
 
-use std::sync::Arc;
+use switchyard_bus_client::{Service, ServiceSettings};
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{Migration, Migrations, Shutdown};
 
-use futures_util::future::BoxFuture;
-use switchyard_bus_client::consumer::Handled;
-use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{EventHandler, Foundation, HandleError, Outbox, ServiceSettings};
-use switchyard_events::Envelope;
-use switchyard_kit::{ConfigError, Db, Env, Migrations, Shutdown};
-use tokio::net::TcpListener;
+/// The service's own tables (the platform adds its messaging tables).
+pub static MIGRATIONS: Migrations = Migrations(&[Migration {
+    version: 2,
+    description: "posts",
+    sqlite: include_str!("../migrations/sqlite.sql"),
+    postgres: include_str!("../migrations/postgres.sql"),
+}]);
 
-pub const SERVICE: &str = "posts";
-pub const DEFAULT_PORT: u16 = 4000;
-
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        ("messaging", MESSAGING_SQLITE),
-        ("posts", include_str!("../migrations/sqlite.sql")),
-    ],
-    postgres: &[
-        ("messaging", MESSAGING_POSTGRES),
-        ("posts", include_str!("../migrations/postgres.sql")),
-    ],
-};
-
-/// The service's settings: the common ones and the bus's.
-pub type Settings = ServiceSettings;
-
-/// Reads the settings from the environment.
-pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
-    ServiceSettings::from_env(env, SERVICE, DEFAULT_PORT)
-}
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub db: Db,
-    pub outbox: Outbox,
-}
-
-/// Runs the service on `listener` until `shutdown`.
+/// Runs the service on `listeners` until `shutdown`. Posts consumes no event: its
+/// `POST /events` acknowledges every well-formed one.
 pub async fn launch(
-    settings: Settings,
-    listener: TcpListener,
+    settings: ServiceSettings,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let common = &settings.common;
-    let base =
-        Foundation::start(SERVICE, common, &settings.bus, &MIGRATIONS, true, &shutdown).await?;
-    let state = AppState {
-        db: base.db.clone(),
-        outbox: base.outbox.clone(),
-    };
-    base.serve(
-        common,
-        routes::router(state),
-        Arc::new(IgnoresEvents),
-        listener,
-        shutdown,
-    )
-    .await
-}
-
-/// Posts consumes no event; it acknowledges every well-formed one.
-struct IgnoresEvents;
-
-impl EventHandler for IgnoresEvents {
-    fn handle(&self, _event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
-        Box::pin(async { Ok(Handled::Ignored) })
-    }
+    let service = Service::start(settings, &MIGRATIONS, &shutdown).await?;
+    let state = service.state();
+    service.run(routes::router(state), None, listeners).await
 }

@@ -7,15 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
-use switchyard_bus_client::Outbox;
-use switchyard_events::blog::MAX_TITLE_LEN;
-use switchyard_events::{BlogEvent, ids};
+use switchyard_blog_contract::{BlogEvent, MAX_TITLE_LEN};
+use switchyard_bus_client::ServiceState;
+use switchyard_events::ids;
 use switchyard_kit::error::fields;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
 
-use crate::AppState;
-
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: ServiceState) -> Router {
     Router::new()
         // `POST /posts` is how the course created posts before the Ingress existed; kept so
         // such clients work unchanged against the service itself.
@@ -24,7 +22,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn list(State(state): State<ServiceState>) -> Result<Response, ApiError> {
     let rows = sqlx::query("SELECT id, title FROM posts ORDER BY ord")
         .fetch_all(state.db.reader())
         .await?;
@@ -38,7 +36,7 @@ async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(state): State<ServiceState>,
     request_id: RequestId,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -49,15 +47,14 @@ async fn create(
         title: title.clone(),
     }
     .into_envelope(Some(request_id.0));
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.outbox.begin().await?;
     sqlx::query("INSERT INTO posts (id, title) VALUES ($1, $2)")
         .bind(&id)
         .bind(&title)
         .execute(&mut *tx)
         .await?;
-    Outbox::enqueue(&mut tx, &event).await?;
+    tx.publish(&event).await?;
     tx.commit().await?;
-    state.outbox.wake();
     tracing::info!(post_id = %id, "post created");
     Ok((
         StatusCode::CREATED,

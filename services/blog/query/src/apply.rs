@@ -1,10 +1,11 @@
 //! Applying events to the read model, once each, in any order.
 
 use futures_util::future::BoxFuture;
+use switchyard_blog_contract::BlogEvent;
 use switchyard_bus_client::consumer::{Handled, malformed};
 use switchyard_bus_client::inbox::begin_once;
 use switchyard_bus_client::{EventHandler, HandleError};
-use switchyard_events::{BlogEvent, Envelope};
+use switchyard_events::Envelope;
 use switchyard_kit::Dialect;
 
 use crate::read_model::ReadModel;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::Row;
 use switchyard_bus_client::HandleError;
 use switchyard_bus_client::bus::Bus;
-use switchyard_kit::{Db, Shutdown};
+use switchyard_kit::{Backoff, Db, Shutdown};
 
 use crate::apply::Applier;
 use crate::read_model::ReadModel;
@@ -18,7 +18,7 @@ const PAGE: u32 = 500;
 pub(crate) fn spawn(bus: Bus, applier: Arc<Applier>, shutdown: &Shutdown) {
     let stop = shutdown.background_token();
     shutdown.spawn("catch-up", async move {
-        let mut pause = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             tokio::select! {
                 result = catch_up(&bus, &applier) => match result {
@@ -26,15 +26,13 @@ pub(crate) fn spawn(bus: Bus, applier: Arc<Applier>, shutdown: &Shutdown) {
                         tracing::info!(applied, "caught up with the bus");
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e, retry_in = ?pause, "catch-up failed"),
+                    Err(e) => tracing::warn!(error = %e, retry_in = ?backoff.current(), "catch-up failed"),
                 },
                 _ = stop.cancelled() => return,
             }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.cancelled() => return,
+            if !backoff.wait(&stop).await {
+                return;
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     });
 }
@@ -62,6 +60,9 @@ async fn catch_up(bus: &Bus, applier: &Applier) -> anyhow::Result<u64> {
                     tracing::warn!(event_id = %event.id, error = %e, "skipping a malformed event in the log");
                 }
                 Err(HandleError::Transient(e)) => return Err(e),
+                Err(HandleError::NotYet(why)) => {
+                    anyhow::bail!("event {} not applicable yet: {why}", event.id)
+                }
             }
         }
         read += page.len() as u64;
@@ -71,8 +72,16 @@ async fn catch_up(bus: &Bus, applier: &Applier) -> anyhow::Result<u64> {
 
 /// Rebuilds the read model from the whole log: empties it, then replays every event.
 /// Run it while the query service is stopped. Returns the number of events read.
-pub async fn rebuild(settings: &crate::Settings) -> anyhow::Result<u64> {
-    let db = crate::open_db(&settings.common).await?;
+pub async fn rebuild(settings: &switchyard_bus_client::ServiceSettings) -> anyhow::Result<u64> {
+    // Migrated only when MIGRATE_ON_START allows it, as at a start of the service.
+    let db = Db::open(
+        &settings.common,
+        &[
+            &switchyard_bus_client::outbox::MESSAGING,
+            &crate::MIGRATIONS,
+        ],
+    )
+    .await?;
     let mut tx = db.pool().begin().await?;
     for statement in [
         "DELETE FROM comments",

@@ -1,4 +1,4 @@
-//! The query service (port 4002): the read model.
+//! The query service (port 4002 in the blog's contract): the read model.
 //!
 //! * `GET /posts` → 200 `{ "<id>": {"id", "title", "comments": [{"id", "content", "status"}]} }`
 //!   in creation order, served from memory (rebuilt from the database after each change);
@@ -22,78 +22,43 @@ mod routes;
 
 use std::sync::Arc;
 
-use switchyard_bus_client::outbox::{MESSAGING_POSTGRES, MESSAGING_SQLITE};
-use switchyard_bus_client::{Foundation, ServiceSettings};
-use switchyard_kit::{ConfigError, Db, Env, Migrations, Shutdown};
-use tokio::net::TcpListener;
+use switchyard_bus_client::{Service, ServiceSettings};
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{Migration, Migrations, Shutdown};
 
 pub use catch_up::rebuild;
 
-pub const SERVICE: &str = "query";
-pub const DEFAULT_PORT: u16 = 4002;
+/// The read model's tables (the platform adds its messaging tables).
+pub static MIGRATIONS: Migrations = Migrations(&[
+    Migration {
+        version: 2,
+        description: "read model",
+        sqlite: include_str!("../migrations/sqlite.sql"),
+        postgres: include_str!("../migrations/postgres.sql"),
+    },
+    Migration::both(
+        3,
+        "replicas and log order",
+        include_str!("../migrations/replicas.sql"),
+    ),
+]);
 
-pub static MIGRATIONS: Migrations = Migrations {
-    sqlite: &[
-        ("messaging", MESSAGING_SQLITE),
-        ("read model", include_str!("../migrations/sqlite.sql")),
-        (
-            "replicas and log order",
-            include_str!("../migrations/replicas.sql"),
-        ),
-    ],
-    postgres: &[
-        ("messaging", MESSAGING_POSTGRES),
-        ("read model", include_str!("../migrations/postgres.sql")),
-        (
-            "replicas and log order",
-            include_str!("../migrations/replicas.sql"),
-        ),
-    ],
-};
-
-/// The service's settings: the common ones and the bus's.
-pub type Settings = ServiceSettings;
-
-/// Reads the settings from the environment.
-pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
-    ServiceSettings::from_env(env, SERVICE, DEFAULT_PORT)
-}
-
-/// Runs the service on `listener` until `shutdown`.
+/// Runs the service on `listeners` until `shutdown`.
 pub async fn launch(
-    settings: Settings,
-    listener: TcpListener,
+    settings: ServiceSettings,
+    listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let common = &settings.common;
-    // Query publishes nothing: no outbox relay.
-    let base = Foundation::start(
-        SERVICE,
-        common,
-        &settings.bus,
-        &MIGRATIONS,
-        false,
-        &shutdown,
-    )
-    .await?;
-    let model = read_model::ReadModel::new(base.db.clone());
+    let service = Service::start(settings, &MIGRATIONS, &shutdown).await?;
+    let model = read_model::ReadModel::new(service.state().db);
     model.spawn_watch(&shutdown);
     let applier = Arc::new(apply::Applier::new(model.clone()));
-    catch_up::spawn(base.bus.clone(), applier.clone(), &shutdown);
-    base.consume(applier.clone(), &shutdown).await?;
-    base.serve(
-        common,
-        routes::router(model, shutdown.stop_token()),
-        applier,
-        listener,
-        shutdown,
-    )
-    .await
-}
-
-/// Opens the database of `settings` and runs its migrations.
-pub(crate) async fn open_db(common: &switchyard_kit::CommonConfig) -> anyhow::Result<Db> {
-    let db = Db::connect(&common.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
-    Ok(db)
+    catch_up::spawn(service.bus().clone(), applier.clone(), &shutdown);
+    service
+        .run(
+            routes::router(model, shutdown.stop_token()),
+            Some(applier),
+            listeners,
+        )
+        .await
 }

@@ -1,14 +1,15 @@
-//! The event contract shared by every service.
+//! The event envelope every app's events travel in, and helpers for their payloads.
 //!
 //! * [`envelope`]: the wire envelope `{"type", "data"}` plus the metadata Switchyard adds
 //!   (`id`, `seq`, `occurredAt`, `correlationId`), which services written for the plain
 //!   envelope ignore.
-//! * [`blog`]: the blog's event types and their payloads, with validation.
+//! * [`payload`]: checked reading of `data` fields, for the apps' contract crates (each app
+//!   keeps its event types in its own crate, e.g. `services/blog/contract`).
 //! * [`ids`]: id generation for events and entities.
 
-pub mod blog;
 pub mod envelope;
 pub mod ids;
+pub mod payload;
 
-pub use blog::{BlogEvent, CommentStatus};
 pub use envelope::{Envelope, EnvelopeError};
+pub use payload::PayloadError;

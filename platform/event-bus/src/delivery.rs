@@ -2,10 +2,16 @@
 //!
 //! A loop posts events one at a time in log order and moves its cursor only past an event
 //! the subscriber acknowledged with 2xx, so order and at-least-once hold whatever fails.
-//! Connection errors, 5xx, 404/405 (a subscriber not ready or misrouted), 408 and 429 are
-//! retried with capped exponential backoff. Other 4xx answers mean the subscriber judged
-//! the event malformed: retrying cannot help, so the event is recorded in `dead_letters`
-//! (visible there and in the `events_dead_lettered` metric) and the loop moves on.
+//! An event of a type the subscriber does not take is skipped. Connection errors, 5xx,
+//! 404/405 (a subscriber not ready or misrouted), 408 and 429 are retried with capped,
+//! jittered backoff; a subscriber that cannot be reached is waited for however long it
+//! takes, but one that answers 5xx to the same event `max_deliver` times has that event
+//! set aside. 425 Too Early means "not yet" (a versioned update whose predecessor the
+//! subscriber has not applied): it is delivered again after a short delay, not counted as
+//! a failure and not logged as one, until `DEFER_LIMIT_MS` has passed. Other 4xx answers
+//! mean the subscriber judged the event malformed: retrying cannot help. An event set
+//! aside is recorded in `dead_letters` (visible there, in the `events_dead_lettered`
+//! metric and in the log) and the loop moves on.
 //! Cursors are flushed to the database every few milliseconds and at shutdown; after a
 //! crash a subscriber may receive the last few events again, which its inbox ignores.
 
@@ -14,7 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::Row;
-use switchyard_kit::{Metrics, Shutdown};
+use switchyard_kit::{Backoff, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,6 +29,9 @@ use crate::log::{EventLog, Stored};
 
 const PAGE: usize = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// First and longest pause before a deferred event is delivered again.
+const MIN_DEFER: Duration = Duration::from_millis(10);
+const MAX_DEFER: Duration = Duration::from_secs(1);
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// A subscriber's position, shared between its loop and the flusher.
@@ -39,9 +48,9 @@ pub async fn start(
     metrics: Metrics,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
+    // Each delivery's timeout is its subscriber's ack wait.
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(4)
         .tcp_nodelay(true)
         .build()?;
@@ -62,6 +71,7 @@ pub async fn start(
             client: client.clone(),
             metrics: metrics.clone(),
             max_backoff: settings.max_backoff,
+            defer_limit: settings.defer_limit,
             stop: shutdown.background_token(),
         };
         tracing::info!(subscriber = %subscriber.name, url = %subscriber.url, from = position, "delivering");
@@ -96,19 +106,25 @@ struct Delivery {
     client: reqwest::Client,
     metrics: Metrics,
     max_backoff: Duration,
+    defer_limit: Duration,
     stop: CancellationToken,
 }
 
 enum Outcome {
     Delivered,
     DeadLetter(u16, String),
+    /// The subscriber answered 5xx: counted toward `max_deliver`.
+    Failed(u16, String),
+    /// The subscriber could not be reached, or is not ready: waited for.
     Retry(String),
+    /// The subscriber said "not yet" (425).
+    Deferred(String),
 }
 
 impl Delivery {
     async fn run(self) {
         let mut head = self.log.watch_head();
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, self.max_backoff.max(MIN_BACKOFF));
         while !self.stop.is_cancelled() {
             let position = self.cursor.position.load(Ordering::Acquire);
             let batch = match self.log.read_after(position, PAGE).await {
@@ -127,38 +143,76 @@ impl Delivery {
                 continue;
             }
             for event in batch {
-                loop {
-                    if self.stop.is_cancelled() {
-                        return;
-                    }
-                    match self.deliver(&event).await {
-                        Outcome::Delivered => {
-                            backoff = MIN_BACKOFF;
-                            let latency = event.appended_at.map(|t| t.elapsed().as_secs_f64());
-                            self.metrics.event_delivered(&self.subscriber.name, latency);
-                            break;
-                        }
-                        Outcome::DeadLetter(status, reason) => {
-                            tracing::warn!(subscriber = %self.subscriber.name, seq = event.seq, status, %reason, "subscriber rejected the event; set aside in dead_letters");
-                            self.metrics.event_dead_lettered(&self.subscriber.name);
-                            if let Err(e) =
-                                self.record_dead_letter(event.seq, status, &reason).await
-                            {
-                                tracing::warn!(error = %e, "could not record the dead letter, retrying");
-                                self.pause(backoff).await;
-                                continue;
-                            }
-                            break;
-                        }
-                        Outcome::Retry(reason) => {
-                            tracing::debug!(subscriber = %self.subscriber.name, seq = event.seq, %reason, retry_in = ?backoff, "delivery failed");
-                            self.metrics.event_retried(&self.subscriber.name);
-                            self.pause(backoff).await;
-                            backoff = (backoff * 2).min(self.max_backoff);
-                        }
-                    }
+                if self.subscriber.accepts(&event.event_type)
+                    && !self.deliver_one(&event, &mut backoff).await
+                {
+                    return;
                 }
                 self.cursor.position.store(event.seq, Ordering::Release);
+            }
+        }
+    }
+
+    /// Delivers `event` until it is acknowledged or set aside; false if stopped first.
+    async fn deliver_one(&self, event: &Stored, backoff: &mut Backoff) -> bool {
+        let mut failures = 0u32;
+        let mut deferred_since: Option<std::time::Instant> = None;
+        let mut defer = Backoff::new(MIN_DEFER, MAX_DEFER);
+        loop {
+            if self.stop.is_cancelled() {
+                return false;
+            }
+            let set_aside = match self.deliver(event).await {
+                Outcome::Delivered => {
+                    backoff.reset();
+                    let latency = event.appended_at.map(|t| t.elapsed().as_secs_f64());
+                    self.metrics.event_delivered(&self.subscriber.name, latency);
+                    return true;
+                }
+                Outcome::DeadLetter(status, reason) => Some((status, reason)),
+                Outcome::Failed(status, reason) => {
+                    failures += 1;
+                    self.metrics.event_retried(&self.subscriber.name);
+                    if failures >= self.subscriber.max_deliver {
+                        Some((
+                            status,
+                            format!("{failures} failed deliveries, last: {reason}"),
+                        ))
+                    } else {
+                        tracing::debug!(subscriber = %self.subscriber.name, seq = event.seq, status, failures, "delivery failed");
+                        backoff.wait(&self.stop).await;
+                        None
+                    }
+                }
+                Outcome::Retry(reason) => {
+                    tracing::debug!(subscriber = %self.subscriber.name, seq = event.seq, %reason, retry_in = ?backoff.current(), "delivery failed");
+                    self.metrics.event_retried(&self.subscriber.name);
+                    backoff.wait(&self.stop).await;
+                    None
+                }
+                Outcome::Deferred(reason) => {
+                    let since = *deferred_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= self.defer_limit {
+                        Some((
+                            425,
+                            format!("deferred for longer than {:?}: {reason}", self.defer_limit),
+                        ))
+                    } else {
+                        defer.wait(&self.stop).await;
+                        None
+                    }
+                }
+            };
+            if let Some((status, reason)) = set_aside {
+                tracing::warn!(subscriber = %self.subscriber.name, seq = event.seq, status, %reason, "event set aside in dead_letters");
+                self.metrics.event_dead_lettered(&self.subscriber.name);
+                match self.record_dead_letter(event.seq, status, &reason).await {
+                    Ok(()) => return true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record the dead letter, retrying");
+                        backoff.wait(&self.stop).await;
+                    }
+                }
             }
         }
     }
@@ -167,6 +221,7 @@ impl Delivery {
         let mut request = self
             .client
             .post(&self.subscriber.url)
+            .timeout(self.subscriber.ack_wait)
             .header("content-type", "application/json")
             .body(event.body.clone());
         if let Some(id) = &event.correlation_id {
@@ -177,16 +232,19 @@ impl Delivery {
                 let status = response.status();
                 // Read the body so the connection can be reused.
                 let body = response.bytes().await.unwrap_or_default();
+                let text = || String::from_utf8_lossy(&body).chars().take(500).collect();
                 if status.is_success() {
                     Outcome::Delivered
+                } else if status.as_u16() == 425 {
+                    Outcome::Deferred(text())
                 } else if status.is_client_error()
-                    && !matches!(status.as_u16(), 404 | 405 | 408 | 425 | 429)
+                    && !matches!(status.as_u16(), 404 | 405 | 408 | 429)
                 {
-                    Outcome::DeadLetter(
-                        status.as_u16(),
-                        String::from_utf8_lossy(&body).chars().take(500).collect(),
-                    )
+                    Outcome::DeadLetter(status.as_u16(), text())
+                } else if status.is_server_error() && status.as_u16() != 503 {
+                    Outcome::Failed(status.as_u16(), text())
                 } else {
+                    // 503 is "not ready" (starting, its database briefly away): waited for.
                     Outcome::Retry(format!("answered {status}"))
                 }
             }

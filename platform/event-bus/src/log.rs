@@ -25,6 +25,8 @@ const MAX_GROUP: usize = 512;
 #[derive(Debug)]
 pub struct Stored {
     pub seq: i64,
+    /// The event's type (subscribers that take some types only skip the others).
+    pub event_type: String,
     /// The event's JSON, `seq` included: exactly what subscribers receive.
     pub body: Bytes,
     pub correlation_id: Option<String>,
@@ -106,11 +108,13 @@ impl EventLog {
         if let Some(events) = self.read_tail(after, limit) {
             return Ok(events);
         }
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(self.db.reader())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, body, event_type FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.db.reader())
+        .await?;
         rows.iter()
             .map(|row| {
                 let body: String = row.try_get(1)?;
@@ -119,6 +123,7 @@ impl EventLog {
                     .and_then(|e| e.correlation_id);
                 Ok(Arc::new(Stored {
                     seq: row.try_get(0)?,
+                    event_type: row.try_get(2)?,
                     body: Bytes::from(body),
                     correlation_id,
                     appended_at: None,
@@ -224,6 +229,7 @@ impl Writer {
                     results.push(Appended::New(seq));
                     stored.push(Arc::new(Stored {
                         seq,
+                        event_type: request.event.event_type.clone(),
                         body: Bytes::from(body),
                         correlation_id: request.event.correlation_id.clone(),
                         appended_at: Some(now),

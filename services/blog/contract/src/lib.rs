@@ -1,4 +1,5 @@
-//! The blog's events, as the contract defines them.
+//! The blog's events, as the contract (`shared/spec/blog.md`) defines them: the types the
+//! blog's services publish and consume, with checked payloads.
 //!
 //! | type               | data                                       |
 //! |--------------------|--------------------------------------------|
@@ -10,7 +11,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::envelope::{Envelope, EnvelopeError};
+use switchyard_events::payload::{object, text};
+use switchyard_events::{Envelope, EnvelopeError};
+
+pub use switchyard_events::PayloadError;
 
 pub const POST_CREATED: &str = "PostCreated";
 pub const COMMENT_CREATED: &str = "CommentCreated";
@@ -79,21 +83,6 @@ pub enum BlogEvent {
     },
 }
 
-/// Why an event of a known type has a malformed payload.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{event_type}: {source}")]
-pub struct PayloadError {
-    pub event_type: &'static str,
-    pub source: EnvelopeError,
-}
-
-impl PayloadError {
-    /// The payload field at fault, as `data.<name>`.
-    pub fn field(&self) -> Option<String> {
-        self.source.field().map(|f| format!("data.{f}"))
-    }
-}
-
 impl BlogEvent {
     /// Reads a blog event from an envelope. `Ok(None)` for a type the blog does not know
     /// (consumers ignore those); `Err` for a known type whose payload is malformed.
@@ -106,15 +95,7 @@ impl BlogEvent {
             _ => return Ok(None),
         };
         let err = |source| PayloadError { event_type, source };
-        let Value::Object(data) = &env.data else {
-            return Err(err(match env.data {
-                Value::Null => EnvelopeError::Missing { field: "data" },
-                _ => EnvelopeError::WrongType {
-                    field: "data",
-                    expected: "object",
-                },
-            }));
-        };
+        let data = object(env, event_type)?;
         let event = match event_type {
             POST_CREATED => BlogEvent::PostCreated {
                 id: text(data, "id", MAX_REF_LEN, false).map_err(err)?,
@@ -194,30 +175,6 @@ impl BlogEvent {
     /// A new envelope for this event (fresh id, current time).
     pub fn into_envelope(self, correlation_id: Option<String>) -> Envelope {
         Envelope::new(self.event_type(), self.data()).with_correlation(correlation_id)
-    }
-}
-
-fn text(
-    data: &Map<String, Value>,
-    field: &'static str,
-    max: usize,
-    allow_empty: bool,
-) -> Result<String, EnvelopeError> {
-    match data.get(field) {
-        None | Some(Value::Null) => Err(EnvelopeError::Missing { field }),
-        Some(Value::String(s)) => {
-            if !allow_empty && s.trim().is_empty() {
-                Err(EnvelopeError::Empty { field })
-            } else if s.chars().count() > max {
-                Err(EnvelopeError::TooLong { field, max })
-            } else {
-                Ok(s.clone())
-            }
-        }
-        Some(_) => Err(EnvelopeError::WrongType {
-            field,
-            expected: "string",
-        }),
     }
 }
 

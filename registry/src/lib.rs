@@ -1,0 +1,438 @@
+//! The app registry: each app declares itself once, here.
+//!
+//! An [`App`] lists its services and, for each, what every other part of Switchyard needs to
+//! know about it: the port it listens on in the cluster and under `switchyard up`, its
+//! Kubernetes names, whether it has a database, which event types it consumes and under
+//! which consumer group, and how its consumer behaves. The app adds its Ingress, the host
+//! the local gateway routes, its JetStream stream and subject prefix.
+//!
+//! `switchyard serve` and `migrate` resolve service names here; `switchyard up <app>` builds
+//! its processes from it; the event bus's default subscribers, the gateway's backends, the
+//! Kubernetes cross-reference check, the image build list and the test harness all read it,
+//! so nothing about an app is written out twice. Adding an app is an entry in [`APPS`] plus
+//! its crates.
+
+mod blog;
+
+use std::time::Duration;
+
+use switchyard_events::{Envelope, PayloadError};
+
+pub use blog::BLOG;
+
+/// Every app, in the order `switchyard --help` lists them.
+pub static APPS: &[&App] = &[&BLOG];
+
+/// An app: services that talk through events, behind one Ingress.
+#[derive(Debug)]
+pub struct App {
+    /// `blog`: the name `switchyard up` takes.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// Its processes, in start order within each wave.
+    pub services: &'static [Service],
+    /// Its Ingress.
+    pub ingress: IngressSpec,
+    /// The JetStream stream of its events (`BUS_STREAM`).
+    pub stream: &'static str,
+    /// The subject prefix of its events (`BUS_SUBJECT_PREFIX`).
+    pub subject_prefix: &'static str,
+    /// The checks of its event payloads: the event bus rejects a known type with a
+    /// malformed payload at the door instead of letting every subscriber reject it later.
+    pub check_payload: fn(&Envelope) -> Result<(), PayloadError>,
+    /// Requests and the Kubernetes Service that must answer them through the Ingress.
+    pub routes: &'static [(&'static str, &'static str, u16)],
+}
+
+/// What kind of process a service is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The HTTP event bus (platform; one per app in the embedded setup).
+    EventBus,
+    /// A service of the app (its own crate in `services/<app>/`).
+    App,
+    /// The local gateway (platform), applying the app's Ingress on one machine.
+    Gateway,
+}
+
+/// Which events a service consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumes {
+    /// None: the bus does not deliver to it.
+    Nothing,
+    /// Every event (the bus's contract for a subscriber that lists no types).
+    Everything,
+    /// Only these types.
+    Only(&'static [&'static str]),
+}
+
+impl Consumes {
+    /// The types, or `None` for everything (and for nothing).
+    pub fn types(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Consumes::Only(types) => Some(types),
+            _ => None,
+        }
+    }
+
+    /// Whether an event of `event_type` is for this service.
+    pub fn accepts(&self, event_type: &str) -> bool {
+        match self {
+            Consumes::Nothing => false,
+            Consumes::Everything => true,
+            Consumes::Only(types) => types.contains(&event_type),
+        }
+    }
+}
+
+/// How a service's consumer behaves (each can be overridden by the environment:
+/// `CONSUMER_ACK_WAIT_MS`, `CONSUMER_MAX_DELIVER`, `CONSUMER_CONCURRENCY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerDefaults {
+    /// How long a delivered event may stay unacknowledged before it is delivered again.
+    pub ack_wait: Duration,
+    /// Failed deliveries of one event before it is dead-lettered (deferrals do not count).
+    pub max_deliver: u32,
+    /// Events handled at the same time by one replica (NATS; the HTTP bus delivers one at a
+    /// time per subscriber, in log order).
+    pub concurrency: usize,
+}
+
+impl ConsumerDefaults {
+    /// The platform's defaults.
+    pub const STANDARD: ConsumerDefaults = ConsumerDefaults {
+        ack_wait: Duration::from_secs(10),
+        max_deliver: 20,
+        concurrency: 4,
+    };
+}
+
+/// A Kubernetes Service beside the main one (the blog's NodePort `posts-srv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtraK8sService {
+    pub name: &'static str,
+    /// `NodePort`, `ClusterIP`, ...
+    pub kind: &'static str,
+}
+
+/// One process of an app.
+#[derive(Debug)]
+pub struct Service {
+    /// `posts`; unique within its app.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// The port it listens on in the cluster (container port = Service port).
+    pub contract_port: u16,
+    /// The port it listens on under `switchyard up` (and `serve` without `PORT`).
+    pub local_port: u16,
+    /// The port of its operational endpoints (`/healthz`, `/readyz`, `/metrics`) under
+    /// `up` and `serve` without `OPS_PORT`; never routed by the Ingress.
+    pub local_ops_port: u16,
+    /// Kubernetes Deployment, if it is deployed.
+    pub deployment: Option<&'static str>,
+    /// Kubernetes ClusterIP Service, if it has one.
+    pub k8s_service: Option<&'static str>,
+    /// Other Kubernetes Services selecting its pods.
+    pub extra_k8s_services: &'static [ExtraK8sService],
+    /// Whether it owns a database.
+    pub database: bool,
+    /// Which events it consumes.
+    pub consumes: Consumes,
+    /// Its consumer group (one per service, shared by its replicas), when it consumes.
+    pub consumer_group: Option<&'static str>,
+    /// Its consumer's defaults.
+    pub consumer: ConsumerDefaults,
+    /// Start wave under `up`: every process of a wave is ready before the next starts.
+    pub wave: u8,
+}
+
+/// The app's Ingress, as shipped in `infra/`.
+#[derive(Debug)]
+pub struct IngressSpec {
+    /// Path of the manifest from the repository's root.
+    pub file: &'static str,
+    /// Its text (compiled in: the local gateway routes by it).
+    pub yaml: &'static str,
+    /// `metadata.name`.
+    pub name: &'static str,
+    /// The host whose rules apply.
+    pub host: &'static str,
+    /// `spec.ingressClassName`.
+    pub class: &'static str,
+    /// The paths in order: (path, pathType, Service, port).
+    pub paths: &'static [(&'static str, &'static str, &'static str, u16)],
+}
+
+impl App {
+    /// The service named `name` in this app.
+    pub fn service(&'static self, name: &str) -> Option<&'static Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The services of one kind.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Service> {
+        self.services.iter().filter(move |s| s.kind == kind)
+    }
+
+    /// The services that are deployed to Kubernetes (they have a Deployment).
+    pub fn deployed(&self) -> impl Iterator<Item = &Service> {
+        self.services.iter().filter(|s| s.deployment.is_some())
+    }
+
+    /// The services the HTTP event bus delivers to.
+    pub fn subscribers(&self) -> impl Iterator<Item = &Service> {
+        self.services
+            .iter()
+            .filter(|s| s.kind == Kind::App && s.consumes != Consumes::Nothing)
+    }
+}
+
+/// The app named `name`.
+pub fn app(name: &str) -> Option<&'static App> {
+    APPS.iter().copied().find(|a| a.name == name)
+}
+
+/// The names of every app.
+pub fn app_names() -> Vec<&'static str> {
+    APPS.iter().map(|a| a.name).collect()
+}
+
+/// A service and the app it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved {
+    pub app: &'static App,
+    pub service: &'static Service,
+}
+
+impl Resolved {
+    /// `blog/posts`.
+    pub fn qualified(&self) -> String {
+        format!("{}/{}", self.app.name, self.service.name)
+    }
+}
+
+/// Why a service name does not resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    Unknown {
+        name: String,
+        known: Vec<String>,
+    },
+    Ambiguous {
+        name: String,
+        candidates: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Unknown { name, known } => write!(
+                f,
+                "unknown service {name:?}; the services are: {}",
+                known.join(", ")
+            ),
+            ResolveError::Ambiguous { name, candidates } => write!(
+                f,
+                "service name {name:?} is in more than one app: say which, one of {}",
+                candidates.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+
+/// Resolves `app/service`, or a bare `service` that exactly one app has.
+pub fn resolve(name: &str) -> Result<Resolved, ResolveError> {
+    let name = name.trim();
+    let matches: Vec<Resolved> = match name.split_once('/') {
+        Some((app_name, service)) => app(app_name)
+            .and_then(|app| {
+                app.services
+                    .iter()
+                    .find(|s| s.name == service)
+                    .map(|service| Resolved { app, service })
+            })
+            .into_iter()
+            .collect(),
+        None => APPS
+            .iter()
+            .flat_map(|app| {
+                app.services
+                    .iter()
+                    .filter(|s| s.name == name)
+                    .map(move |service| Resolved { app, service })
+            })
+            .collect(),
+    };
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(ResolveError::Unknown {
+            name: name.to_string(),
+            known: display_names(),
+        }),
+        many => Err(ResolveError::Ambiguous {
+            name: name.to_string(),
+            candidates: many.iter().map(Resolved::qualified).collect(),
+        }),
+    }
+}
+
+/// Every service as `serve` accepts it: bare when its name is unique, `app/name` otherwise.
+pub fn display_names() -> Vec<String> {
+    all().map(|r| display_name(&r)).collect()
+}
+
+/// The name `--help` shows for `r`: bare when unique across apps, qualified otherwise.
+pub fn display_name(r: &Resolved) -> String {
+    let shared = all().filter(|o| o.service.name == r.service.name).count() > 1;
+    if shared {
+        r.qualified()
+    } else {
+        r.service.name.to_string()
+    }
+}
+
+/// Every service of every app.
+pub fn all() -> impl Iterator<Item = Resolved> {
+    APPS.iter().flat_map(|app| {
+        app.services
+            .iter()
+            .map(move |service| Resolved { app, service })
+    })
+}
+
+/// The `--help` text listing the services by app.
+pub fn help_text() -> String {
+    let mut out = String::new();
+    for app in APPS {
+        out.push_str(&format!(
+            "{} ({}; switchyard up {}):\n",
+            app.name, app.about, app.name
+        ));
+        for service in app.services {
+            let r = Resolved { app, service };
+            out.push_str(&format!(
+                "  {:<22} {} (port {})\n",
+                display_name(&r),
+                service.about,
+                service.local_port
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_bare_and_qualified() {
+        let r = resolve("posts").expect("posts");
+        assert_eq!(r.app.name, "blog");
+        assert_eq!(r.qualified(), "blog/posts");
+        assert_eq!(resolve("blog/query").expect("query").service.name, "query");
+        assert!(matches!(resolve("nope"), Err(ResolveError::Unknown { .. })));
+        assert!(matches!(
+            resolve("other/posts"),
+            Err(ResolveError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn a_shared_name_must_be_qualified() {
+        // Every app has its own event bus and gateway process; when two apps share a
+        // name, the bare name is refused and --help shows the qualified ones.
+        for r in all() {
+            let sharing = all().filter(|o| o.service.name == r.service.name).count();
+            let resolved = resolve(r.service.name);
+            if sharing > 1 {
+                assert!(matches!(resolved, Err(ResolveError::Ambiguous { .. })));
+                assert_eq!(display_name(&r), r.qualified());
+            } else {
+                assert!(resolved.is_ok());
+            }
+            assert_eq!(
+                resolve(&r.qualified()).expect("qualified").service.name,
+                r.service.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_app_is_consistent() {
+        for app in APPS {
+            let mut names: Vec<_> = app.services.iter().map(|s| s.name).collect();
+            names.sort_unstable();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(before, names.len(), "{}: duplicate service names", app.name);
+            let mut local: Vec<u16> = app
+                .services
+                .iter()
+                .flat_map(|s| [s.local_port, s.local_ops_port])
+                .collect();
+            local.sort_unstable();
+            let before = local.len();
+            local.dedup();
+            assert_eq!(before, local.len(), "{}: two local ports clash", app.name);
+            for s in app.services {
+                assert_eq!(
+                    s.consumer_group.is_some(),
+                    s.consumes != Consumes::Nothing,
+                    "{}/{}: a consumer needs a group, and only a consumer",
+                    app.name,
+                    s.name
+                );
+                assert!(
+                    s.k8s_service.is_none() || s.deployment.is_some(),
+                    "{}/{}: a Service without a Deployment",
+                    app.name,
+                    s.name
+                );
+            }
+            for (_, _, service, port) in app.ingress.paths {
+                assert!(
+                    app.services
+                        .iter()
+                        .any(|s| s.k8s_service == Some(service) && s.contract_port == *port),
+                    "{}: Ingress backend {service}:{port} is not a service of the app",
+                    app.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn local_ports_of_different_apps_do_not_clash() {
+        let mut ports: Vec<u16> = all()
+            .flat_map(|r| [r.service.local_port, r.service.local_ops_port])
+            .collect();
+        ports.sort_unstable();
+        let before = ports.len();
+        ports.dedup();
+        assert_eq!(before, ports.len(), "two apps share a local port");
+    }
+
+    #[test]
+    fn help_lists_every_service_by_app() {
+        let help = help_text();
+        for r in all() {
+            assert!(help.contains(&display_name(&r)), "{help}");
+        }
+        assert!(help.contains("blog ("), "{help}");
+    }
+
+    #[test]
+    fn consumes_accepts_its_types() {
+        assert!(Consumes::Everything.accepts("X"));
+        assert!(!Consumes::Nothing.accepts("X"));
+        assert!(Consumes::Only(&["A"]).accepts("A"));
+        assert!(!Consumes::Only(&["A"]).accepts("B"));
+    }
+}
