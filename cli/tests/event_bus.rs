@@ -454,7 +454,7 @@ async fn nothing_acknowledged_is_lost_when_the_bus_process_is_killed() {
     let port = process::free_port();
     let envs = [("SUBSCRIBERS", format!("sub={}", sub.url))];
     let client = Client::default();
-    let mut bus = Proc::serve("event-bus", port, dir.path(), &envs);
+    let mut bus = Proc::serve("blog/event-bus", port, dir.path(), &envs);
     bus.wait_ready(&client).await;
     let url = bus.url() + "/events";
     // Publishers keep going while the bus is killed and restarted; an unacknowledged event
@@ -489,14 +489,14 @@ async fn nothing_acknowledged_is_lost_when_the_bus_process_is_killed() {
     })
     .await;
     bus.kill9();
-    let mut bus = Proc::serve("event-bus", port, dir.path(), &envs);
+    let mut bus = Proc::serve("blog/event-bus", port, dir.path(), &envs);
     bus.wait_ready(&client).await;
     eventually("more events after restart", || async {
         (sub.recorded.len() > 200).then_some(())
     })
     .await;
     bus.kill9();
-    let mut bus = Proc::serve("event-bus", port, dir.path(), &envs);
+    let mut bus = Proc::serve("blog/event-bus", port, dir.path(), &envs);
     bus.wait_ready(&client).await;
     let acked = publishing.await.expect("publisher");
     assert_eq!(acked.len(), 400);
@@ -550,7 +550,7 @@ fn missing_or_malformed_configuration_is_refused_at_start() {
         );
     }
     let (status, stderr) =
-        process::run(&["serve", "event-bus"], &[("SUBSCRIBERS", "posts=ftp://x")]);
+        process::run(&["serve", "blog/event-bus"], &[("SUBSCRIBERS", "posts=ftp://x")]);
     assert!(!status.success());
     assert!(stderr.contains("SUBSCRIBERS"), "{stderr}");
     let (status, _) = process::run(&["serve"], &[]);

@@ -13,15 +13,17 @@
 //! its crates.
 
 mod blog;
+mod ticketing;
 
 use std::time::Duration;
 
 use switchyard_events::{Envelope, PayloadError};
 
 pub use blog::BLOG;
+pub use ticketing::TICKETING;
 
 /// Every app, in the order `switchyard --help` lists them.
-pub static APPS: &[&App] = &[&BLOG];
+pub static APPS: &[&App] = &[&BLOG, &TICKETING];
 
 /// An app: services that talk through events, behind one Ingress.
 #[derive(Debug)]

@@ -25,14 +25,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `switchyard serve <service>` with `envs`, logging to `<dir>/<service>.log`.
     pub fn serve(service: &str, port: u16, dir: &Path, envs: &[(&str, String)]) -> Proc {
+        let file_name = service.replace('/', "-");
         let log = dir.join(format!(
-            "{service}-{}.log",
+            "{file_name}-{}.log",
             Instant::now().elapsed().as_nanos()
         ));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{service}.log")))
+            .open(dir.join(format!("{file_name}.log")))
             .expect("log file");
         let ops_port = free_port();
         let mut cmd = Command::new(BIN);

@@ -45,6 +45,13 @@ pub static SERVICES: LazyLock<Vec<ServiceContract>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Whether `name` (as `switchyard serve` takes it) resolves, in the registry, to `service`
+/// of [`APP`].
+pub fn names_service(name: &str, service: &str) -> bool {
+    switchyard_registry::resolve(name)
+        .is_ok_and(|r| r.app.name == APP.name && r.service.name == service)
+}
+
 /// The contract entry of a service.
 pub fn service(app: &str) -> Option<&'static ServiceContract> {
     SERVICES.iter().find(|s| s.app == app)
@@ -235,11 +242,11 @@ pub fn check_service(m: &Manifests, svc: &ServiceContract) -> Vec<String> {
                         ));
                     }
                     if let Some(name) = env.vars.get("SWITCHYARD_SERVICE")
-                        && name != svc.app
+                        && !names_service(name, svc.app)
                     {
                         problems.push(format!(
-                            "Deployment {}: SWITCHYARD_SERVICE={name}, not {}",
-                            svc.deployment, svc.app
+                            "Deployment {}: SWITCHYARD_SERVICE={name} is not {}/{} in the registry",
+                            svc.deployment, APP.name, svc.app
                         ));
                     }
                 }

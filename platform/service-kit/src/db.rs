@@ -279,6 +279,18 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// True for a unique-constraint violation (PostgreSQL 23505, SQLite's UNIQUE and PRIMARY
+/// KEY constraints): the database refused a second row where one may exist.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || matches!(db.code().as_deref(), Some("23505") | Some("2067") | Some("1555"))
+        }
+        _ => false,
+    }
+}
+
 /// Makes sure the PostgreSQL server at `server_url` has a database named `database`
 /// (creating it if missing, tolerating another process creating it at the same moment) and
 /// returns the URL of that database: `server_url` with its path replaced by `/<database>`.

@@ -56,6 +56,30 @@ impl ApiError {
         }
     }
 
+    /// 400 listing every failing field at once.
+    pub fn fields<I, F, M>(errors: I) -> Self
+    where
+        I: IntoIterator<Item = (F, M)>,
+        F: Into<String>,
+        M: Into<String>,
+    {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            errors: errors
+                .into_iter()
+                .map(|(field, message)| ErrorItem {
+                    message: message.into(),
+                    field: Some(field.into()),
+                })
+                .collect(),
+        }
+    }
+
+    /// 401 `Not authorized`: the route needs a signed-in user, or another user's.
+    pub fn unauthorized() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "Not authorized")
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }

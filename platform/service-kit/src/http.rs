@@ -215,7 +215,7 @@ async fn metrics(State(state): State<StackState>) -> impl IntoResponse {
 }
 
 async fn unknown_route() -> ApiError {
-    ApiError::not_found("route not found")
+    ApiError::not_found("Not Found")
 }
 
 async fn record_metrics(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {

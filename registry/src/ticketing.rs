@@ -1,0 +1,144 @@
+//! Ticketing: auth, tickets, orders, expiration, payments, a web client, and the Ingress of
+//! host `ticketing.dev` (`shared/spec/ticketing.md`). In the cluster every service listens on
+//! 3000; under `up` each has a port of its own.
+
+use switchyard_events::{Envelope, PayloadError};
+use switchyard_ticketing_contract::{
+    EXPIRATION_COMPLETE, ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, TICKET_CREATED,
+    TICKET_UPDATED,
+};
+
+use crate::{App, Consumes, ConsumerDefaults, IngressSpec, Kind, Service};
+
+/// A ticketing service: port 3000 in the cluster, `local` and `ops` under `up`.
+const fn service(name: &'static str, about: &'static str, local: u16, ops: u16) -> Service {
+    Service {
+        name,
+        kind: Kind::App,
+        about,
+        contract_port: 3000,
+        local_port: local,
+        local_ops_port: ops,
+        deployment: None,
+        k8s_service: None,
+        extra_k8s_services: &[],
+        database: true,
+        consumes: Consumes::Nothing,
+        consumer_group: None,
+        consumer: ConsumerDefaults::STANDARD,
+        wave: 1,
+    }
+}
+
+fn check_payload(env: &Envelope) -> Result<(), PayloadError> {
+    switchyard_ticketing_contract::check_payload(env)
+}
+
+/// Ticketing.
+pub static TICKETING: App = App {
+    name: "ticketing",
+    about: "auth, tickets, orders, expiration, payments, a web client (GitTix)",
+    services: &[
+        Service {
+            kind: Kind::EventBus,
+            contract_port: 4005,
+            deployment: Some("event-bus-depl"),
+            k8s_service: Some("event-bus-srv"),
+            wave: 0,
+            ..service(
+                "event-bus",
+                "the event bus: durable log, ordered delivery",
+                4205,
+                9510,
+            )
+        },
+        Service {
+            deployment: Some("auth-depl"),
+            k8s_service: Some("auth-srv"),
+            ..service("auth", "sign up, sign in, sign out, the current user", 3201, 9501)
+        },
+        Service {
+            deployment: Some("tickets-depl"),
+            k8s_service: Some("tickets-srv"),
+            consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
+            consumer_group: Some("tickets-service"),
+            ..service("tickets", "tickets for sale, reserved by orders", 3202, 9502)
+        },
+        Service {
+            deployment: Some("orders-depl"),
+            k8s_service: Some("orders-srv"),
+            consumes: Consumes::Only(&[
+                TICKET_CREATED,
+                TICKET_UPDATED,
+                EXPIRATION_COMPLETE,
+                PAYMENT_CREATED,
+            ]),
+            consumer_group: Some("orders-service"),
+            ..service("orders", "orders that reserve tickets, and expire", 3203, 9503)
+        },
+        Service {
+            deployment: Some("expiration-depl"),
+            consumes: Consumes::Only(&[ORDER_CREATED]),
+            consumer_group: Some("expiration-service"),
+            ..service(
+                "expiration",
+                "expiry timers of orders, kept in its database",
+                3204,
+                9504,
+            )
+        },
+        Service {
+            deployment: Some("payments-depl"),
+            k8s_service: Some("payments-srv"),
+            consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
+            consumer_group: Some("payments-service"),
+            ..service("payments", "pays orders, at most once each", 3205, 9505)
+        },
+        Service {
+            deployment: Some("client-depl"),
+            k8s_service: Some("client-srv"),
+            database: false,
+            ..service("client", "the web client (GitTix)", 3200, 9500)
+        },
+        Service {
+            kind: Kind::Gateway,
+            database: false,
+            wave: 2,
+            ..service(
+                "gateway",
+                "the local ingress: the rules of infra/k8s/ticketing/base/ingress-srv.yaml",
+                8090,
+                9580,
+            )
+        },
+    ],
+    ingress: IngressSpec {
+        file: "infra/k8s/ticketing/base/ingress-srv.yaml",
+        yaml: include_str!("../../infra/k8s/ticketing/base/ingress-srv.yaml"),
+        name: "ingress-service",
+        host: "ticketing.dev",
+        class: "nginx",
+        paths: &[
+            ("/api/payments/?(.*)", "ImplementationSpecific", "payments-srv", 3000),
+            ("/api/users/?(.*)", "ImplementationSpecific", "auth-srv", 3000),
+            ("/api/tickets/?(.*)", "ImplementationSpecific", "tickets-srv", 3000),
+            ("/api/orders/?(.*)", "ImplementationSpecific", "orders-srv", 3000),
+            ("/?(.*)", "ImplementationSpecific", "client-srv", 3000),
+        ],
+    },
+    stream: "TICKETING",
+    subject_prefix: "ticketing",
+    check_payload,
+    routes: &[
+        ("/api/users/currentuser", "auth-srv", 3000),
+        ("/api/users/signup", "auth-srv", 3000),
+        ("/api/tickets", "tickets-srv", 3000),
+        ("/api/tickets/5f1b2c3d4e5f6a7b8c9d0e1f", "tickets-srv", 3000),
+        ("/api/orders", "orders-srv", 3000),
+        ("/api/orders/5f1b2c3d4e5f6a7b8c9d0e1f", "orders-srv", 3000),
+        ("/api/payments", "payments-srv", 3000),
+        ("/", "client-srv", 3000),
+        ("/tickets/new", "client-srv", 3000),
+        ("/orders/5f1b2c3d4e5f6a7b8c9d0e1f", "client-srv", 3000),
+    ],
+};

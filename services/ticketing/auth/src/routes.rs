@@ -1,0 +1,146 @@
+//! `POST /api/users/signup`, `signin`, `signout` and `GET /api/users/currentuser`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use sqlx::Row;
+use switchyard_kit::{ApiError, JsonBody};
+use switchyard_session::CurrentUser;
+
+use crate::AuthState;
+use crate::throttle;
+use crate::validate::{self, MAX_SIGNIN_PASSWORD};
+
+pub(crate) fn router(state: AuthState) -> Router {
+    let sessions = state.sessions.clone();
+    Router::new()
+        .route("/api/users/signup", post(signup))
+        .route("/api/users/signin", post(signin))
+        .route("/api/users/signout", post(signout))
+        .route("/api/users/currentuser", get(current_user))
+        .with_state(state)
+        .layer(sessions.layer())
+}
+
+/// `{id, email}` with the cookie that signs in as that user.
+fn signed_in(state: &AuthState, status: StatusCode, id: &str, email: &str) -> Result<Response, ApiError> {
+    let (token, _) = state.sessions.issue(id, email).map_err(ApiError::internal)?;
+    Ok((
+        status,
+        [(header::SET_COOKIE, state.sessions.set_cookie(&token))],
+        axum::Json(json!({"id": id, "email": email})),
+    )
+        .into_response())
+}
+
+async fn signup(State(state): State<AuthState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let (email, password) = validate::signup(&body)?;
+    let exists = sqlx::query("SELECT 1 FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(state.db.reader())
+        .await?
+        .is_some();
+    if exists {
+        return Err(ApiError::bad_request("Email in use"));
+    }
+    let hash = state.passwords.hash(password).await.map_err(ApiError::internal)?;
+    let id = switchyard_ticketing_contract::object_id();
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(now_ms())
+    .execute(state.db.pool())
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // Two signups of one email at the same moment: the unique constraint lets one in.
+        Err(e) if switchyard_kit::db::is_unique_violation(&e) => {
+            return Err(ApiError::bad_request("Email in use"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(user_id = %id, "user signed up");
+    signed_in(&state, StatusCode::CREATED, &id, &email)
+}
+
+async fn signin(
+    State(state): State<AuthState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let (email, password) = validate::signin(&body)?;
+    let keys = throttle::keys(&email, &client_address(&headers, peer));
+    if throttle::limited(&state.db, &state.throttle, &keys).await? {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins, try again later",
+        ));
+    }
+    let user = if password.len() > MAX_SIGNIN_PASSWORD {
+        None
+    } else {
+        let row = sqlx::query("SELECT id, password_hash FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(state.db.reader())
+            .await?;
+        let (id, hash) = match row {
+            Some(row) => (Some(row.try_get::<String, _>(0)?), Some(row.try_get::<String, _>(1)?)),
+            None => (None, None),
+        };
+        // An unknown email is verified against a dummy hash: the same time either way.
+        let matched = state.passwords.verify(password, hash).await;
+        id.filter(|_| matched)
+    };
+    let Some(id) = user else {
+        throttle::record_failure(&state.db, &state.throttle, &keys).await?;
+        return Err(ApiError::bad_request("Invalid credentials"));
+    };
+    throttle::clear_email(&state.db, &keys[0]).await?;
+    signed_in(&state, StatusCode::OK, &id, &email)
+}
+
+/// The client's address: the last `X-Forwarded-For` entry (the one the gateway or the
+/// Ingress controller in front appended; earlier ones are the client's to say), else the
+/// peer.
+fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .last()
+        .map(|v| v.chars().take(64).collect())
+        .unwrap_or_else(|| peer.ip().to_string())
+}
+
+async fn signout(State(state): State<AuthState>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::SET_COOKIE, state.sessions.clear_cookie())],
+        axum::Json(json!({})),
+    )
+        .into_response()
+}
+
+async fn current_user(CurrentUser(user): CurrentUser) -> Response {
+    let current = user.map(|u| u.current_user());
+    axum::Json(json!({ "currentUser": current })).into_response()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
