@@ -13,6 +13,7 @@
 //! `production` (PostgreSQL + NATS JetStream, servers from `BENCH_POSTGRES_URL` /
 //! `BENCH_NATS_URL`; skipped with a note when they are unreachable).
 
+mod auth;
 mod blog;
 mod bus;
 mod natsbus;
@@ -71,6 +72,8 @@ enum Cmd {
     Startup,
     /// 5. `switchyard up blog` start-up and the gateway.
     Up,
+    /// 6. Ticketing auth: signups, signins, currentuser against bare axum.
+    Auth,
     /// Serves a file's bytes as JSON on every GET (the "bare axum" reference).
     BareServer {
         #[arg(long)]
@@ -190,12 +193,13 @@ fn main() -> ExitCode {
         Cmd::BareServer { port, file } => bare_server(port, &file),
         ref cmd => {
             let which = match cmd {
-                Cmd::All => vec!["bus", "query", "write", "startup", "up"],
+                Cmd::All => vec!["bus", "query", "write", "startup", "up", "auth"],
                 Cmd::Bus => vec!["bus"],
                 Cmd::Query => vec!["query"],
                 Cmd::Write => vec!["write"],
                 Cmd::Startup => vec!["startup"],
                 Cmd::Up => vec!["up"],
+                Cmd::Auth => vec!["auth"],
                 Cmd::BareServer { .. } => vec![],
             };
             tokio::runtime::Builder::new_multi_thread()
@@ -300,6 +304,7 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
                 "query" => query::run(&ctx).await,
                 "write" => write::run(&ctx).await,
                 "startup" => startup::run(&ctx).await,
+                "auth" => auth::run(&ctx).await,
                 _ => up::run(&ctx).await,
             }
         };

@@ -207,10 +207,11 @@ impl Drop for Resources {
 
 /// Services that keep data (the client and the gateway have none).
 pub fn has_database(service: &str) -> bool {
-    matches!(
-        service,
-        "event-bus" | "posts" | "comments" | "query" | "moderation"
-    )
+    let name = service.rsplit('/').next().unwrap_or(service);
+    switchyard_registry::APPS
+        .iter()
+        .flat_map(|a| a.services.iter())
+        .any(|s| s.name == name && s.database)
 }
 
 /// Which backends a scenario runs on, and why production is left out when it is.

@@ -28,6 +28,17 @@ pub fn check_installed() -> anyhow::Result<()> {
 
 /// `wrk -t<threads> -c<conns> -d<secs>s --latency <url>`.
 pub async fn run(url: &str, threads: u32, conns: u32, secs: u64) -> anyhow::Result<WrkResult> {
+    run_with_headers(url, threads, conns, secs, &[]).await
+}
+
+/// [`run`] with request headers (`"Cookie: session=..."`).
+pub async fn run_with_headers(
+    url: &str,
+    threads: u32,
+    conns: u32,
+    secs: u64,
+    headers: &[String],
+) -> anyhow::Result<WrkResult> {
     let mut cmd = tokio::process::Command::new("wrk");
     cmd.args([
         format!("-t{threads}"),
@@ -36,10 +47,13 @@ pub async fn run(url: &str, threads: u32, conns: u32, secs: u64) -> anyhow::Resu
         "--latency".to_string(),
         "--timeout".to_string(),
         "5s".to_string(),
-        url.to_string(),
-    ])
-    .stdin(std::process::Stdio::null())
-    .kill_on_drop(true);
+    ]);
+    for h in headers {
+        cmd.args(["-H", h.as_str()]);
+    }
+    cmd.arg(url)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(secs + 30), cmd.output())
         .await
         .context("wrk did not finish in time")?

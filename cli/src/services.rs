@@ -145,6 +145,42 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
             let l = bind(&common).await?;
             switchyard_client::launch(common, l, shutdown).await
         }
+        (Kind::App, "ticketing", "auth") => {
+            let common = common_config(&r, env)?;
+            let s = switchyard_auth::Settings::from_env(env, common)?;
+            let l = bind(&s.common).await?;
+            switchyard_auth::launch(s, l, shutdown).await
+        }
+        (Kind::App, "ticketing", "tickets") => {
+            let s = switchyard_tickets::Settings::from_env(env, service_settings(&r, env)?)?;
+            let l = bind(&s.service.common).await?;
+            switchyard_tickets::launch(s, l, shutdown).await
+        }
+        (Kind::App, "ticketing", "orders") => {
+            let s = switchyard_orders::Settings::from_env(env, service_settings(&r, env)?)?;
+            let l = bind(&s.service.common).await?;
+            switchyard_orders::launch(s, l, shutdown).await
+        }
+        (Kind::App, "ticketing", "expiration") => {
+            let s = service_settings(&r, env)?;
+            // Expiration needs no session, but like every ticketing service it refuses to
+            // start without JWT_KEY: one rule for the app, checked at start.
+            switchyard_session::SessionConfig::from_env(env)?;
+            let l = bind(&s.common).await?;
+            switchyard_expiration::launch(s, l, shutdown).await
+        }
+        (Kind::App, "ticketing", "payments") => {
+            let s = switchyard_payments::Settings::from_env(env, service_settings(&r, env)?)?;
+            let l = bind(&s.service.common).await?;
+            switchyard_payments::launch(s, l, shutdown).await
+        }
+        (Kind::App, "ticketing", "client") => {
+            let common = common_config(&r, env)?;
+            switchyard_session::SessionConfig::from_env(env)?;
+            let settings = switchyard_ticketing_client::ClientSettings::from_env(env)?;
+            let l = bind(&common).await?;
+            switchyard_ticketing_client::launch(common, settings, l, shutdown).await
+        }
         (_, app, service) => {
             anyhow::bail!("{app}/{service} is in the registry but this binary cannot run it")
         }
@@ -161,6 +197,19 @@ fn migrations_of(r: &Resolved) -> Option<Vec<&'static switchyard_kit::Migrations
         (Kind::App, "blog", "query") => Some(vec![&MESSAGING, &switchyard_query::MIGRATIONS]),
         (Kind::App, "blog", "moderation") => {
             Some(vec![&MESSAGING, &switchyard_moderation::MIGRATIONS])
+        }
+        (Kind::App, "ticketing", "auth") => Some(vec![&switchyard_auth::MIGRATIONS]),
+        (Kind::App, "ticketing", "tickets") => {
+            Some(vec![&MESSAGING, &switchyard_tickets::MIGRATIONS])
+        }
+        (Kind::App, "ticketing", "orders") => {
+            Some(vec![&MESSAGING, &switchyard_orders::MIGRATIONS])
+        }
+        (Kind::App, "ticketing", "expiration") => {
+            Some(vec![&MESSAGING, &switchyard_expiration::MIGRATIONS])
+        }
+        (Kind::App, "ticketing", "payments") => {
+            Some(vec![&MESSAGING, &switchyard_payments::MIGRATIONS])
         }
         _ => None,
     }

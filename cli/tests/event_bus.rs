@@ -549,8 +549,10 @@ fn missing_or_malformed_configuration_is_refused_at_start() {
             "{envs:?}: stderr does not name {name}: {stderr}"
         );
     }
-    let (status, stderr) =
-        process::run(&["serve", "blog/event-bus"], &[("SUBSCRIBERS", "posts=ftp://x")]);
+    let (status, stderr) = process::run(
+        &["serve", "blog/event-bus"],
+        &[("SUBSCRIBERS", "posts=ftp://x")],
+    );
     assert!(!status.success());
     assert!(stderr.contains("SUBSCRIBERS"), "{stderr}");
     let (status, _) = process::run(&["serve"], &[]);

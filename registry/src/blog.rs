@@ -129,4 +129,6 @@ pub static BLOG: App = App {
         ("/", "client-srv", 3000),
         ("/app.js", "client-srv", 3000),
     ],
+    secrets: &[],
+    local_env: &[],
 };

@@ -45,6 +45,12 @@ pub struct App {
     pub check_payload: fn(&Envelope) -> Result<(), PayloadError>,
     /// Requests and the Kubernetes Service that must answer them through the Ingress.
     pub routes: &'static [(&'static str, &'static str, u16)],
+    /// Secrets every service of the app needs (`JWT_KEY`): `switchyard up` uses the one in
+    /// the environment, or generates one once and keeps it in the data directory.
+    pub secrets: &'static [&'static str],
+    /// Settings `switchyard up` gives every service on one machine (plain HTTP: the session
+    /// cookie cannot be `secure` there).
+    pub local_env: &'static [(&'static str, &'static str)],
 }
 
 /// What kind of process a service is.

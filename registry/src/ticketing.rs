@@ -8,7 +8,7 @@ use switchyard_ticketing_contract::{
     TICKET_UPDATED,
 };
 
-use crate::{App, Consumes, ConsumerDefaults, IngressSpec, Kind, Service};
+use crate::{App, ConsumerDefaults, Consumes, IngressSpec, Kind, Service};
 
 /// A ticketing service: port 3000 in the cluster, `local` and `ops` under `up`.
 const fn service(name: &'static str, about: &'static str, local: u16, ops: u16) -> Service {
@@ -55,14 +55,24 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("auth-depl"),
             k8s_service: Some("auth-srv"),
-            ..service("auth", "sign up, sign in, sign out, the current user", 3201, 9501)
+            ..service(
+                "auth",
+                "sign up, sign in, sign out, the current user",
+                3201,
+                9501,
+            )
         },
         Service {
             deployment: Some("tickets-depl"),
             k8s_service: Some("tickets-srv"),
             consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
             consumer_group: Some("tickets-service"),
-            ..service("tickets", "tickets for sale, reserved by orders", 3202, 9502)
+            ..service(
+                "tickets",
+                "tickets for sale, reserved by orders",
+                3202,
+                9502,
+            )
         },
         Service {
             deployment: Some("orders-depl"),
@@ -74,7 +84,12 @@ pub static TICKETING: App = App {
                 PAYMENT_CREATED,
             ]),
             consumer_group: Some("orders-service"),
-            ..service("orders", "orders that reserve tickets, and expire", 3203, 9503)
+            ..service(
+                "orders",
+                "orders that reserve tickets, and expire",
+                3203,
+                9503,
+            )
         },
         Service {
             deployment: Some("expiration-depl"),
@@ -119,10 +134,30 @@ pub static TICKETING: App = App {
         host: "ticketing.dev",
         class: "nginx",
         paths: &[
-            ("/api/payments/?(.*)", "ImplementationSpecific", "payments-srv", 3000),
-            ("/api/users/?(.*)", "ImplementationSpecific", "auth-srv", 3000),
-            ("/api/tickets/?(.*)", "ImplementationSpecific", "tickets-srv", 3000),
-            ("/api/orders/?(.*)", "ImplementationSpecific", "orders-srv", 3000),
+            (
+                "/api/payments/?(.*)",
+                "ImplementationSpecific",
+                "payments-srv",
+                3000,
+            ),
+            (
+                "/api/users/?(.*)",
+                "ImplementationSpecific",
+                "auth-srv",
+                3000,
+            ),
+            (
+                "/api/tickets/?(.*)",
+                "ImplementationSpecific",
+                "tickets-srv",
+                3000,
+            ),
+            (
+                "/api/orders/?(.*)",
+                "ImplementationSpecific",
+                "orders-srv",
+                3000,
+            ),
             ("/?(.*)", "ImplementationSpecific", "client-srv", 3000),
         ],
     },
@@ -141,4 +176,6 @@ pub static TICKETING: App = App {
         ("/tickets/new", "client-srv", 3000),
         ("/orders/5f1b2c3d4e5f6a7b8c9d0e1f", "client-srv", 3000),
     ],
+    secrets: &["JWT_KEY"],
+    local_env: &[("COOKIE_SECURE", "false")],
 };

@@ -93,6 +93,46 @@ pub fn url_on(host: &str, port: u16) -> String {
     format!("http://{host}:{port}")
 }
 
+/// The value of the secret `name`: from the environment when set there, otherwise the one
+/// kept in `<data_dir>/<name>` (generated on the first run, readable by its owner only), so
+/// sessions survive restarts of `up` and every service agrees on it.
+fn secret_value(name: &str, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    if let Some(value) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        return Ok(value);
+    }
+    let path = data_dir.join(name.to_lowercase());
+    if let Ok(value) = std::fs::read_to_string(&path) {
+        let value = value.trim().to_string();
+        if !value.is_empty() {
+            return Ok(value);
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let value = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            use std::io::Write;
+            file.write_all(value.as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            Ok(value)
+        }
+        // Another `up` created it meanwhile: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&path)?.trim().to_string())
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
+    }
+}
+
 fn offset(base: u16, by: u16) -> anyhow::Result<u16> {
     base.checked_add(by)
         .ok_or_else(|| anyhow::anyhow!("--port-offset {by} takes port {base} past 65535"))
@@ -137,6 +177,14 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         (None, Some(port)) => vec![("EVENT_BUS_URL".into(), format!("http://{reach}:{port}"))],
         (None, None) => Vec::new(),
     };
+    let mut app_env: Vec<(String, String)> = app
+        .local_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for secret in app.secrets {
+        app_env.push((secret.to_string(), secret_value(secret, &data_dir)?));
+    }
     let mut procs = Vec::new();
     for service in app.services {
         // With NATS the services talk to JetStream; the HTTP event bus is not needed.
@@ -164,6 +212,7 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
             ("OPS_PORT".into(), ops_port.to_string()),
         ];
         env.extend(bus_env.iter().cloned());
+        env.extend(app_env.iter().cloned());
         match service.kind {
             Kind::EventBus => {
                 let subscribers: Vec<String> = default_subscribers(app, &reach, args.port_offset)
@@ -266,6 +315,18 @@ mod tests {
         // With NATS there is no HTTP event bus.
         let with_nats = plan_with_nats();
         assert!(with_nats.procs.iter().all(|p| p.name != "event-bus"));
+    }
+
+    #[test]
+    fn a_generated_secret_is_kept_and_one_in_the_environment_wins() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = secret_value("SWITCHYARD_TEST_SECRET_NOT_SET", dir.path()).expect("made");
+        assert!(first.len() >= 32);
+        let again = secret_value("SWITCHYARD_TEST_SECRET_NOT_SET", dir.path()).expect("kept");
+        assert_eq!(first, again);
+        // SAFETY-free: the variable name is this test's own.
+        let from_env = secret_value("PATH", dir.path()).expect("env");
+        assert_eq!(Some(from_env), std::env::var("PATH").ok());
     }
 
     fn plan_with_nats() -> Plan {

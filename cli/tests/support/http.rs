@@ -7,6 +7,8 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Every `Set-Cookie` header.
+    pub set_cookies: Vec<String>,
 }
 
 impl Answer {
@@ -99,6 +101,26 @@ impl Client {
         self.send(self.inner.request(method, url)).await
     }
 
+    /// A request with a `Cookie` header (when given) and a JSON body (when given).
+    pub async fn with_cookie(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        cookie: Option<&str>,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut request = self.inner.request(method, url);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("json"));
+        }
+        self.send(request).await
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         let response = request.send().await.expect("request sent");
         read(response).await
@@ -107,6 +129,12 @@ impl Client {
 
 async fn read(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
+    let set_cookies = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
     let content_type = response
         .headers()
         .get("content-type")
@@ -118,5 +146,6 @@ async fn read(response: reqwest::Response) -> Answer {
         status,
         content_type,
         body,
+        set_cookies,
     }
 }

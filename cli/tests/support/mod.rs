@@ -9,6 +9,7 @@ pub mod load;
 pub mod nemesis;
 pub mod process;
 pub mod recorder;
+pub mod ticketing;
 pub mod up;
 pub mod webdriver;
 

@@ -187,10 +187,13 @@ impl Db {
             match created {
                 Ok(_) => break,
                 // Two processes creating the table at the same moment on PostgreSQL: one
-                // gets a unique violation on the catalog; the table exists then.
+                // gets a unique violation on the catalog (or "type already exists",
+                // 42710); the table exists then.
                 Err(sqlx::Error::Database(e))
-                    if matches!(e.code().as_deref(), Some("23505") | Some("42P07"))
-                        && attempt < 5 =>
+                    if matches!(
+                        e.code().as_deref(),
+                        Some("23505") | Some("42P07") | Some("42710")
+                    ) && attempt < 5 =>
                 {
                     attempt += 1;
                 }
@@ -285,7 +288,10 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             db.is_unique_violation()
-                || matches!(db.code().as_deref(), Some("23505") | Some("2067") | Some("1555"))
+                || matches!(
+                    db.code().as_deref(),
+                    Some("23505") | Some("2067") | Some("1555")
+                )
         }
         _ => false,
     }

@@ -179,8 +179,12 @@ impl Sessions {
             iat,
             exp: Some(iat.saturating_add(self.inner.config.ttl.as_secs())),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.inner.encoding)
-            .map_err(|e| SignError(e.to_string()))?;
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.inner.encoding,
+        )
+        .map_err(|e| SignError(e.to_string()))?;
         Ok((token, claims))
     }
 
@@ -215,7 +219,9 @@ impl Sessions {
 
     /// The `Set-Cookie` that signs out, as the original sent it.
     pub fn clear_cookie(&self) -> HeaderValue {
-        HeaderValue::from_static("session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly")
+        HeaderValue::from_static(
+            "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly",
+        )
     }
 
     /// The layer that makes [`CurrentUser`] and [`RequireUser`] work on a router.
@@ -333,7 +339,9 @@ mod tests {
         let set = s.set_cookie(&token);
         let text = set.to_str().expect("ascii");
         assert!(text.starts_with("session="), "{text}");
-        assert!(text.contains("path=/") && text.contains("httponly") && text.contains("samesite=lax"));
+        assert!(
+            text.contains("path=/") && text.contains("httponly") && text.contains("samesite=lax")
+        );
         let cookie = text.split(';').next().expect("pair");
         let user = s.user_of(&cookie_headers(cookie)).expect("signed in");
         assert_eq!(user, claims);
@@ -370,16 +378,20 @@ mod tests {
         assert_eq!(user.email, "test@test.com");
         assert_eq!(user.exp, None);
         // The older cookie name too.
-        assert!(sessions()
-            .user_of(&cookie_headers(&format!("express:sess={value}")))
-            .is_some());
+        assert!(
+            sessions()
+                .user_of(&cookie_headers(&format!("express:sess={value}")))
+                .is_some()
+        );
         // Unless exp is required.
         let mut strict = SessionConfig::for_key("asdfasdf");
         strict.require_exp = true;
         let strict = Sessions::new(strict).expect("keys");
-        assert!(strict
-            .user_of(&cookie_headers(&format!("session={value}")))
-            .is_none());
+        assert!(
+            strict
+                .user_of(&cookie_headers(&format!("session={value}")))
+                .is_none()
+        );
     }
 
     #[test]
@@ -407,7 +419,8 @@ mod tests {
             String::new(),
         ] {
             assert!(
-                s.user_of(&cookie_headers(&format!("session={value}"))).is_none(),
+                s.user_of(&cookie_headers(&format!("session={value}")))
+                    .is_none(),
                 "{value}"
             );
         }
@@ -419,8 +432,8 @@ mod tests {
         let err = SessionConfig::from_env(&Env::from_pairs::<[(&str, &str); 0], &str, &str>([]))
             .expect_err("missing");
         assert!(err.to_string().contains("JWT_KEY"), "{err}");
-        let err = SessionConfig::from_env(&Env::from_pairs([("JWT_KEY", "short")]))
-            .expect_err("short");
+        let err =
+            SessionConfig::from_env(&Env::from_pairs([("JWT_KEY", "short")])).expect_err("short");
         assert!(err.to_string().contains("JWT_KEY"), "{err}");
         let ok = SessionConfig::from_env(&Env::from_pairs([
             ("JWT_KEY", "long enough key"),
@@ -428,7 +441,10 @@ mod tests {
         ]))
         .expect("ok");
         assert!(!ok.secure);
-        assert!(!format!("{ok:?}").contains("long enough"), "the key is never printed");
+        assert!(
+            !format!("{ok:?}").contains("long enough"),
+            "the key is never printed"
+        );
     }
 
     #[test]
@@ -436,7 +452,12 @@ mod tests {
         let mut c = SessionConfig::for_key("asdfasdf");
         c.secure = true;
         let s = Sessions::new(c).expect("keys");
-        assert!(s.set_cookie("t").to_str().expect("ascii").ends_with("; secure"));
+        assert!(
+            s.set_cookie("t")
+                .to_str()
+                .expect("ascii")
+                .ends_with("; secure")
+        );
         assert_eq!(
             s.clear_cookie().to_str().expect("ascii"),
             "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly"

@@ -18,7 +18,9 @@ mod validate;
 use std::sync::Arc;
 
 use switchyard_kit::server::Listeners;
-use switchyard_kit::{CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migration, Migrations, Shutdown};
+use switchyard_kit::{
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migration, Migrations, Shutdown,
+};
 use switchyard_session::{SessionConfig, Sessions};
 
 pub use password::{PasswordParams, Passwords};
@@ -62,7 +64,11 @@ pub(crate) struct AuthState {
 }
 
 /// Runs the service on `listeners` until `shutdown`.
-pub async fn launch(settings: Settings, listeners: Listeners, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn launch(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let common = &settings.common;
     let db = Db::open(common, &[&MIGRATIONS]).await?;
     let state = AuthState {
@@ -77,7 +83,8 @@ pub async fn launch(settings: Settings, listeners: Listeners, shutdown: Shutdown
         parallelism = settings.password.parallelism,
         "argon2id parameters"
     );
-    let stack = HttpStack::new(common, Metrics::new(&common.service)).ready_when(Arc::new(db.clone()));
+    let stack =
+        HttpStack::new(common, Metrics::new(&common.service)).ready_when(Arc::new(db.clone()));
     let result = switchyard_kit::serve(
         listeners,
         stack.wrap(routes::router(state)),

@@ -28,8 +28,16 @@ pub(crate) fn router(state: AuthState) -> Router {
 }
 
 /// `{id, email}` with the cookie that signs in as that user.
-fn signed_in(state: &AuthState, status: StatusCode, id: &str, email: &str) -> Result<Response, ApiError> {
-    let (token, _) = state.sessions.issue(id, email).map_err(ApiError::internal)?;
+fn signed_in(
+    state: &AuthState,
+    status: StatusCode,
+    id: &str,
+    email: &str,
+) -> Result<Response, ApiError> {
+    let (token, _) = state
+        .sessions
+        .issue(id, email)
+        .map_err(ApiError::internal)?;
     Ok((
         status,
         [(header::SET_COOKIE, state.sessions.set_cookie(&token))],
@@ -38,7 +46,10 @@ fn signed_in(state: &AuthState, status: StatusCode, id: &str, email: &str) -> Re
         .into_response())
 }
 
-async fn signup(State(state): State<AuthState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn signup(
+    State(state): State<AuthState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let (email, password) = validate::signup(&body)?;
     let exists = sqlx::query("SELECT 1 FROM users WHERE email = $1")
         .bind(&email)
@@ -48,7 +59,11 @@ async fn signup(State(state): State<AuthState>, JsonBody(body): JsonBody) -> Res
     if exists {
         return Err(ApiError::bad_request("Email in use"));
     }
-    let hash = state.passwords.hash(password).await.map_err(ApiError::internal)?;
+    let hash = state
+        .passwords
+        .hash(password)
+        .await
+        .map_err(ApiError::internal)?;
     let id = switchyard_ticketing_contract::object_id();
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -93,7 +108,10 @@ async fn signin(
             .fetch_optional(state.db.reader())
             .await?;
         let (id, hash) = match row {
-            Some(row) => (Some(row.try_get::<String, _>(0)?), Some(row.try_get::<String, _>(1)?)),
+            Some(row) => (
+                Some(row.try_get::<String, _>(0)?),
+                Some(row.try_get::<String, _>(1)?),
+            ),
             None => (None, None),
         };
         // An unknown email is verified against a dummy hash: the same time either way.
@@ -118,8 +136,7 @@ fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .last()
+        .rfind(|v| !v.is_empty())
         .map(|v| v.chars().take(64).collect())
         .unwrap_or_else(|| peer.ip().to_string())
 }

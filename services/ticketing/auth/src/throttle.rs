@@ -58,7 +58,11 @@ fn now_ms() -> i64 {
 }
 
 /// Whether any of `keys` has reached the limit.
-pub async fn limited(db: &Db, config: &ThrottleConfig, keys: &[String]) -> Result<bool, sqlx::Error> {
+pub async fn limited(
+    db: &Db,
+    config: &ThrottleConfig,
+    keys: &[String],
+) -> Result<bool, sqlx::Error> {
     let since = now_ms() - i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX);
     for key in keys {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM signin_failures WHERE key = $1 AND at > $2")

@@ -92,8 +92,21 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(email(Some(&json!("  Test@Test.COM "))).as_deref(), Some("test@test.com"));
-        for bad in ["", "plain", "a@b", "a@b.c", "@b.com", "a b@c.com", "a@-b.com", "a..b@c.com", "a@b..com"] {
+        assert_eq!(
+            email(Some(&json!("  Test@Test.COM "))).as_deref(),
+            Some("test@test.com")
+        );
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "a@b.c",
+            "@b.com",
+            "a b@c.com",
+            "a@-b.com",
+            "a..b@c.com",
+            "a@b..com",
+        ] {
             assert_eq!(email(Some(&json!(bad))), None, "{bad}");
         }
         assert_eq!(email(Some(&json!(5))), None);
@@ -104,8 +117,14 @@ mod tests {
     fn every_failing_field_is_listed() {
         let err = signup(&json!({})).expect_err("both missing");
         let fields: Vec<_> = err.errors.iter().map(|e| e.field.clone()).collect();
-        assert_eq!(fields, [Some("email".to_string()), Some("password".to_string())]);
-        assert_eq!(err.errors[1].message, "Password must be between 4 and 20 characters");
+        assert_eq!(
+            fields,
+            [Some("email".to_string()), Some("password".to_string())]
+        );
+        assert_eq!(
+            err.errors[1].message,
+            "Password must be between 4 and 20 characters"
+        );
         let err = signup(&json!({"email": "a@b.co", "password": "  abc  "})).expect_err("short");
         assert_eq!(err.errors.len(), 1);
         assert!(signup(&json!({"email": "a@b.co", "password": " abcd "})).is_ok());

@@ -132,7 +132,7 @@ pub enum TicketingEvent {
 
 fn price(data: &serde_json::Map<String, Value>) -> Result<f64, EnvelopeError> {
     let p = number(data, "price")?;
-    if p < 0.0 || p > MAX_PRICE {
+    if !(0.0..=MAX_PRICE).contains(&p) {
         return Err(EnvelopeError::WrongType {
             field: "price",
             expected: "number from 0 to 999999.99",
@@ -178,10 +178,11 @@ impl TicketingEvent {
             }
             ORDER_CREATED => {
                 let status_text = text(data, "status", 32, false).map_err(err)?;
-                let status = OrderStatus::parse(&status_text).ok_or(err(EnvelopeError::WrongType {
-                    field: "status",
-                    expected: "one of created, cancelled, awaiting:payment, complete",
-                }))?;
+                let status =
+                    OrderStatus::parse(&status_text).ok_or(err(EnvelopeError::WrongType {
+                        field: "status",
+                        expected: "one of created, cancelled, awaiting:payment, complete",
+                    }))?;
                 let ticket = nested(data, "ticket").map_err(err)?;
                 TicketingEvent::OrderCreated {
                     id: id("id")?,
@@ -189,9 +190,8 @@ impl TicketingEvent {
                     status,
                     user_id: id("userId")?,
                     expires_at: text(data, "expiresAt", MAX_TIME_LEN, false).map_err(err)?,
-                    ticket_id: text(ticket, "id", MAX_ID_LEN, false).map_err(|_| {
-                        err(EnvelopeError::Missing { field: "ticket.id" })
-                    })?,
+                    ticket_id: text(ticket, "id", MAX_ID_LEN, false)
+                        .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
                     ticket_price: price(ticket).map_err(|_| {
                         err(EnvelopeError::Missing {
                             field: "ticket.price",
@@ -204,9 +204,8 @@ impl TicketingEvent {
                 TicketingEvent::OrderCancelled {
                     id: id("id")?,
                     version: unsigned(data, "version").map_err(err)?,
-                    ticket_id: text(ticket, "id", MAX_ID_LEN, false).map_err(|_| {
-                        err(EnvelopeError::Missing { field: "ticket.id" })
-                    })?,
+                    ticket_id: text(ticket, "id", MAX_ID_LEN, false)
+                        .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
                 }
             }
             EXPIRATION_COMPLETE => TicketingEvent::ExpirationComplete {
@@ -242,7 +241,9 @@ impl TicketingEvent {
                 title,
                 price,
                 user_id,
-            } => json!({"id": id, "version": version, "title": title, "price": price, "userId": user_id}),
+            } => {
+                json!({"id": id, "version": version, "title": title, "price": price, "userId": user_id})
+            }
             TicketingEvent::TicketUpdated {
                 id,
                 version,
@@ -397,7 +398,10 @@ mod tests {
             version: 1,
             ticket_id: "t".into(),
         };
-        assert_eq!(e.data(), json!({"id": "o", "version": 1, "ticket": {"id": "t"}}));
+        assert_eq!(
+            e.data(),
+            json!({"id": "o", "version": 1, "ticket": {"id": "t"}})
+        );
         let updated = TicketingEvent::TicketUpdated {
             id: "t".into(),
             version: 1,
@@ -411,17 +415,32 @@ mod tests {
 
     #[test]
     fn malformed_payloads_name_the_field() {
-        let e = env(ORDER_CREATED, json!({"id": "o", "version": 0, "status": "created", "userId": "u", "expiresAt": "x"}));
+        let e = env(
+            ORDER_CREATED,
+            json!({"id": "o", "version": 0, "status": "created", "userId": "u", "expiresAt": "x"}),
+        );
         let err = TicketingEvent::from_envelope(&e).expect_err("no ticket");
         assert_eq!(err.field().as_deref(), Some("data.ticket"));
-        let e = env(TICKET_UPDATED, json!({"id": "t", "version": -1, "title": "x", "price": 1, "userId": "u"}));
+        let e = env(
+            TICKET_UPDATED,
+            json!({"id": "t", "version": -1, "title": "x", "price": 1, "userId": "u"}),
+        );
         assert_eq!(
-            TicketingEvent::from_envelope(&e).expect_err("negative").field().as_deref(),
+            TicketingEvent::from_envelope(&e)
+                .expect_err("negative")
+                .field()
+                .as_deref(),
             Some("data.version")
         );
-        let e = env(ORDER_CREATED, json!({"id": "o", "version": 0, "status": "maybe", "userId": "u", "expiresAt": "x", "ticket": {"id": "t", "price": 1}}));
+        let e = env(
+            ORDER_CREATED,
+            json!({"id": "o", "version": 0, "status": "maybe", "userId": "u", "expiresAt": "x", "ticket": {"id": "t", "price": 1}}),
+        );
         assert!(TicketingEvent::from_envelope(&e).is_err());
-        assert_eq!(TicketingEvent::from_envelope(&env("other", json!(1))), Ok(None));
+        assert_eq!(
+            TicketingEvent::from_envelope(&env("other", json!(1))),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -433,7 +452,14 @@ mod tests {
         assert!(!is_object_id(&"g".repeat(24)));
         assert_eq!(parse_price(Some(&json!(10))), Some(10.0));
         assert_eq!(parse_price(Some(&json!("12.345"))), Some(12.35));
-        for bad in [json!(0), json!(-1), json!("abc"), json!(null), json!(1e9), json!([1])] {
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!("abc"),
+            json!(null),
+            json!(1e9),
+            json!([1]),
+        ] {
             assert_eq!(parse_price(Some(&bad)), None, "{bad}");
         }
         assert_eq!(parse_price(None), None);

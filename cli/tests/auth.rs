@@ -1,0 +1,362 @@
+//! The auth service through real HTTP, on both backends: the original's auth tests as
+//! behaviour (signup, signin, signout, currentuser), every input check, one user per email
+//! under concurrent signups, a session built as the original's tests build it, the sign-in
+//! limit, and JWT_KEY required at start.
+
+mod support;
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::backend::Backend;
+use support::http::{Answer, Client};
+use support::process;
+use support::ticketing::{JWT_KEY, Ticketing};
+
+per_backend!(
+    signup_signin_signout_and_currentuser_follow_the_contract,
+    every_input_check_reports_its_field,
+    one_email_is_one_user_whatever_its_spelling_or_concurrency,
+    a_cookie_built_as_the_original_builds_it_is_a_session,
+    failed_signins_are_limited_per_email_and_per_client,
+);
+
+async fn auth(backend: Backend) -> Ticketing {
+    Ticketing::start_on(backend, &["auth"]).await
+}
+
+fn session_pair(a: &Answer) -> String {
+    let header = a
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("session="))
+        .unwrap_or_else(|| panic!("no session cookie in {:?}", a.set_cookies));
+    header.split(';').next().expect("pair").to_string()
+}
+
+async fn signup(c: &Client, base: &str, email: &str, password: &str) -> Answer {
+    c.post_json(
+        &format!("{base}/api/users/signup"),
+        &json!({"email": email, "password": password}),
+    )
+    .await
+}
+
+async fn current(c: &Client, base: &str, cookie: Option<&str>) -> Value {
+    let a = c
+        .with_cookie(
+            Method::GET,
+            &format!("{base}/api/users/currentuser"),
+            cookie,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    a.json()
+}
+
+async fn signup_signin_signout_and_currentuser_follow_the_contract(backend: Backend) {
+    let t = auth(backend).await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    // signup: 201, {id, email}, the cookie.
+    let a = signup(&c, &base, "test@test.com", "password").await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let user = a.json();
+    assert_eq!(user["email"], "test@test.com");
+    assert!(user["id"].as_str().is_some_and(|id| id.len() == 24));
+    assert_eq!(user.as_object().map(|o| o.len()), Some(2), "{user}");
+    let set = a.set_cookies.join("\n");
+    assert!(
+        set.contains("path=/") && set.contains("httponly") && set.contains("samesite=lax"),
+        "{set}"
+    );
+    let cookie = session_pair(&a);
+    // currentuser with and without the cookie.
+    let me = current(&c, &base, Some(&cookie)).await;
+    assert_eq!(me["currentUser"]["email"], "test@test.com");
+    assert_eq!(me["currentUser"]["id"], user["id"]);
+    assert!(me["currentUser"]["iat"].is_u64());
+    assert_eq!(
+        me["currentUser"].as_object().map(|o| o.len()),
+        Some(3),
+        "{{id, email, iat}}: {me}"
+    );
+    assert_eq!(current(&c, &base, None).await, json!({"currentUser": null}));
+    // signin: the cookie; wrong password and unknown email: 400 Invalid credentials.
+    let a = c
+        .post_json(
+            &format!("{base}/api/users/signin"),
+            &json!({"email": "test@test.com", "password": "password"}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["id"], user["id"]);
+    let again = session_pair(&a);
+    assert_eq!(
+        current(&c, &base, Some(&again)).await["currentUser"]["id"],
+        user["id"]
+    );
+    for body in [
+        json!({"email": "test@test.com", "password": "wrong"}),
+        json!({"email": "nobody@test.com", "password": "password"}),
+    ] {
+        let a = c
+            .post_json(&format!("{base}/api/users/signin"), &body)
+            .await;
+        a.assert_error(400, None);
+        assert_eq!(a.json()["errors"][0]["message"], "Invalid credentials");
+        assert!(a.set_cookies.is_empty());
+    }
+    // signout: 200 {}, the cookie cleared exactly as the original clears it.
+    let a = c
+        .with_cookie(
+            Method::POST,
+            &format!("{base}/api/users/signout"),
+            Some(&cookie),
+            None,
+        )
+        .await;
+    assert_eq!((a.status, a.json()), (200, json!({})));
+    assert_eq!(
+        a.set_cookies,
+        ["session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly"]
+    );
+    // Unknown routes: 404 Not Found, JSON.
+    let a = c.get(&format!("{base}/api/users/nothing")).await;
+    a.assert_error(404, None);
+    assert_eq!(a.json()["errors"][0]["message"], "Not Found");
+    t.shutdown().await;
+}
+
+async fn every_input_check_reports_its_field(backend: Backend) {
+    let t = auth(backend).await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    let signup_url = format!("{base}/api/users/signup");
+    let signin_url = format!("{base}/api/users/signin");
+    for (body, fields) in [
+        (
+            json!({"email": "alskdflaskjfd", "password": "password"}),
+            vec!["email"],
+        ),
+        (
+            json!({"email": "test@test.com", "password": "p"}),
+            vec!["password"],
+        ),
+        (
+            json!({"email": "test@test.com", "password": "p".repeat(21)}),
+            vec!["password"],
+        ),
+        (json!({"email": "test@test.com"}), vec!["password"]),
+        (json!({"password": "password"}), vec!["email"]),
+        (json!({}), vec!["email", "password"]),
+        (
+            json!({"email": 5, "password": ["x"]}),
+            vec!["email", "password"],
+        ),
+    ] {
+        let a = c.post_json(&signup_url, &body).await;
+        a.assert_error(400, None);
+        let got: Vec<String> = a.json()["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| e["field"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(got, fields, "{body}");
+    }
+    let a = c
+        .post_json(&signup_url, &json!({"email": "bad", "password": "x"}))
+        .await;
+    let messages: Vec<String> = a.json()["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "Email must be valid",
+            "Password must be between 4 and 20 characters"
+        ]
+    );
+    let a = c
+        .post_json(
+            &signin_url,
+            &json!({"email": "test@test.com", "password": " "}),
+        )
+        .await;
+    a.assert_error(400, Some("password"));
+    assert_eq!(
+        a.json()["errors"][0]["message"],
+        "You must supply a password"
+    );
+    // Not JSON, not an object, too large: 4xx with the JSON error body, never 5xx.
+    for (ctype, body) in [
+        ("application/json", "{not json".to_string()),
+        ("text/plain", "email=a".to_string()),
+        ("application/json", "[1,2]".to_string()),
+        (
+            "application/json",
+            format!("{{\"email\":\"{}\"}}", "a".repeat(100_000)),
+        ),
+    ] {
+        let a = c.post_raw(&signup_url, ctype, body).await;
+        assert!((400..500).contains(&a.status), "{ctype}: {}", a.status);
+        a.assert_error(a.status, None);
+    }
+    t.shutdown().await;
+}
+
+async fn one_email_is_one_user_whatever_its_spelling_or_concurrency(backend: Backend) {
+    let t = auth(backend).await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    assert_eq!(
+        signup(&c, &base, "  Same@Test.com ", "password")
+            .await
+            .status,
+        201
+    );
+    let a = signup(&c, &base, "same@test.com", "password").await;
+    a.assert_error(400, None);
+    assert_eq!(a.json()["errors"][0]["message"], "Email in use");
+    // Sign in with another spelling of the address.
+    let a = c
+        .post_json(
+            &format!("{base}/api/users/signin"),
+            &json!({"email": "SAME@test.COM", "password": "password"}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.json()["email"].clone()),
+        (200, json!("same@test.com"))
+    );
+    // Concurrent signups of one new email: exactly one 201, the others 400 Email in use.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, base) = (c.clone(), base.clone());
+            tokio::spawn(async move { signup(&c, &base, "race@test.com", "password").await })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let a = task.await.expect("task");
+        match a.status {
+            201 => created += 1,
+            400 => assert_eq!(a.json()["errors"][0]["message"], "Email in use"),
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&a.body)),
+        }
+    }
+    assert_eq!(created, 1, "one user per email");
+    t.shutdown().await;
+}
+
+async fn a_cookie_built_as_the_original_builds_it_is_a_session(backend: Backend) {
+    let t = auth(backend).await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    // The original's tests: jwt.sign({id, email}, JWT_KEY), then
+    // `session=` + base64(JSON.stringify({jwt})). No exp.
+    let iat = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let sign = |key: &[u8]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"id": "5f1b2c3d4e5f6a7b8c9d0e1f", "email": "old@test.com", "iat": iat}),
+            &jsonwebtoken::EncodingKey::from_secret(key).expect("key"),
+        )
+        .expect("token")
+    };
+    let cookie = |token: &str| {
+        format!(
+            "session={}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{{\"jwt\":\"{token}\"}}"))
+        )
+    };
+    let me = current(&c, &base, Some(&cookie(&sign(JWT_KEY.as_bytes())))).await;
+    assert_eq!(
+        me,
+        json!({"currentUser": {"id": "5f1b2c3d4e5f6a7b8c9d0e1f", "email": "old@test.com", "iat": iat}})
+    );
+    // Another key, a tampered token, garbage: signed out, not an error.
+    for bad in [
+        cookie(&sign(b"another key")),
+        cookie(&format!("{}x", sign(JWT_KEY.as_bytes()))),
+        "session=%%%".to_string(),
+        "session=".to_string(),
+    ] {
+        assert_eq!(
+            current(&c, &base, Some(&bad)).await,
+            json!({"currentUser": null}),
+            "{bad}"
+        );
+    }
+    t.shutdown().await;
+}
+
+async fn failed_signins_are_limited_per_email_and_per_client(backend: Backend) {
+    let t = auth(backend).await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    assert_eq!(
+        signup(&c, &base, "limited@test.com", "password")
+            .await
+            .status,
+        201
+    );
+    let signin = |email: &'static str, password: &'static str, client: &'static str| {
+        let (c, base) = (c.clone(), base.clone());
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/users/signin"))
+                .header("x-forwarded-for", client)
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .expect("sent");
+            let _ = &c;
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // Five failures for one email (default limit) from different clients...
+    for i in 0..5 {
+        let client = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"][i];
+        assert_eq!(signin("limited@test.com", "wrong", client).await.0, 400);
+    }
+    // ...then even the right password is refused for a while: 429 with the JSON body.
+    let (status, body) = signin("limited@test.com", "password", "10.0.0.9").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    // One client failing for many emails is limited too.
+    for i in 0..5 {
+        let email = ["a@x.io", "b@x.io", "c@x.io", "d@x.io", "e@x.io"][i];
+        assert_eq!(signin(email, "password", "10.9.9.9").await.0, 400);
+    }
+    assert_eq!(signin("f@x.io", "password", "10.9.9.9").await.0, 429);
+    // Others are not affected.
+    assert_eq!(signin("f@x.io", "password", "10.1.1.1").await.0, 400);
+    t.shutdown().await;
+}
+
+#[test]
+fn auth_refuses_to_start_without_jwt_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().display().to_string();
+    let (status, stderr) = process::run(
+        &["serve", "auth"],
+        &[
+            ("DATA_DIR", data.as_str()),
+            ("OPS_PORT", "0"),
+            ("PORT", "0"),
+        ],
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("JWT_KEY"), "{stderr}");
+}

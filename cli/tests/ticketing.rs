@@ -1,0 +1,677 @@
+//! The ticketing app's services together, through real HTTP, on both backends: the
+//! original's route and listener tests as behaviour across services, and where the original
+//! could sell a ticket twice, pay an order twice or lose a timer, that ours does not.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::backend::Backend;
+use support::http::{Answer, Client};
+use support::ticketing::Ticketing;
+
+per_backend!(
+    a_ticket_is_sold_reserved_paid_and_complete_across_the_services,
+    a_cancellation_that_overtakes_its_creation_leaves_the_ticket_for_sale,
+    twenty_buyers_racing_for_one_ticket_get_exactly_one_order,
+    ten_concurrent_updates_of_one_ticket_get_consecutive_versions,
+    concurrent_payments_of_one_order_charge_once,
+    an_unpaid_order_expires_and_its_ticket_is_for_sale_again,
+    timers_survive_the_expiration_service_being_killed,
+    redelivered_and_reordered_events_change_nothing,
+    bad_input_on_every_route_gets_a_4xx_json_error,
+);
+
+const ALL: &[&str] = &["auth", "tickets", "orders", "expiration", "payments"];
+
+/// A signed-in user: its id and cookie.
+struct User {
+    id: String,
+    cookie: String,
+}
+
+async fn signup(c: &Client, t: &Ticketing, email: &str) -> User {
+    let a = c
+        .post_json(
+            &format!("{}/api/users/signup", t.url("auth")),
+            &json!({"email": email, "password": "password"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let cookie = a
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("session="))
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    User {
+        id: a.json()["id"].as_str().expect("id").to_string(),
+        cookie,
+    }
+}
+
+async fn call(
+    c: &Client,
+    method: Method,
+    url: &str,
+    user: Option<&User>,
+    body: Option<Value>,
+) -> Answer {
+    c.with_cookie(method, url, user.map(|u| u.cookie.as_str()), body.as_ref())
+        .await
+}
+
+async fn sell(c: &Client, t: &Ticketing, user: &User, title: &str, price: f64) -> Value {
+    let a = call(
+        c,
+        Method::POST,
+        &format!("{}/api/tickets", t.url("tickets")),
+        Some(user),
+        Some(json!({"title": title, "price": price})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    a.json()
+}
+
+async fn place_order(c: &Client, t: &Ticketing, buyer: &User, ticket_id: &str) -> Answer {
+    call(
+        c,
+        Method::POST,
+        &format!("{}/api/orders", t.url("orders")),
+        Some(buyer),
+        Some(json!({"ticketId": ticket_id})),
+    )
+    .await
+}
+
+/// Orders the ticket once its replica knows it; returns the order.
+async fn buy(c: &Client, t: &Ticketing, buyer: &User, ticket_id: &str) -> Value {
+    let a = support::eventually("the order to be created", || async {
+        let a = place_order(c, t, buyer, ticket_id).await;
+        (a.status != 404).then_some(a)
+    })
+    .await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    a.json()
+}
+
+async fn get_json(c: &Client, url: &str, user: Option<&User>) -> (u16, Value) {
+    let a = call(c, Method::GET, url, user, None).await;
+    let v = if a.body.is_empty() {
+        Value::Null
+    } else {
+        a.json()
+    };
+    (a.status, v)
+}
+
+async fn order_status(c: &Client, t: &Ticketing, buyer: &User, order_id: &str) -> String {
+    let (_, v) = get_json(
+        c,
+        &format!("{}/api/orders/{order_id}", t.url("orders")),
+        Some(buyer),
+    )
+    .await;
+    v["status"].as_str().unwrap_or("").to_string()
+}
+
+async fn eventually_status(c: &Client, t: &Ticketing, buyer: &User, order_id: &str, want: &str) {
+    support::eventually(&format!("order {order_id} to be {want}"), || async {
+        (order_status(c, t, buyer, order_id).await == want).then_some(())
+    })
+    .await;
+}
+
+async fn listed(c: &Client, t: &Ticketing, ticket_id: &str) -> bool {
+    let (_, v) = get_json(c, &format!("{}/api/tickets", t.url("tickets")), None).await;
+    v.as_array()
+        .is_some_and(|a| a.iter().any(|x| x["id"] == ticket_id))
+}
+
+/// Pays with the test provider's `tok_visa` once payments knows the order.
+async fn pay(c: &Client, t: &Ticketing, buyer: &User, order_id: &str, token: &str) -> Answer {
+    support::eventually("payments to know the order", || async {
+        let a = call(
+            c,
+            Method::POST,
+            &format!("{}/api/payments", t.url("payments")),
+            Some(buyer),
+            Some(json!({"token": token, "orderId": order_id})),
+        )
+        .await;
+        (a.status != 404).then_some(a)
+    })
+    .await
+}
+
+async fn a_ticket_is_sold_reserved_paid_and_complete_across_the_services(backend: Backend) {
+    let t = Ticketing::start_on(backend, ALL).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let buyer = signup(&c, &t, "buyer@test.com").await;
+    let ticket = sell(&c, &t, &seller, "concert", 20.0).await;
+    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    assert_eq!(ticket["version"], 0);
+    assert_eq!(ticket["userId"], seller.id.as_str());
+    assert!(listed(&c, &t, &ticket_id).await);
+    let order = buy(&c, &t, &buyer, &ticket_id).await;
+    assert_eq!(order["status"], "created");
+    assert_eq!(order["ticket"]["id"], ticket_id.as_str());
+    assert_eq!(order["userId"], buyer.id.as_str());
+    let order_id = order["id"].as_str().expect("id").to_string();
+    // tickets applies order:created: the ticket is reserved, no longer listed, version 1.
+    support::eventually("the ticket to be reserved", || async {
+        let (_, v) = get_json(
+            &c,
+            &format!("{}/api/tickets/{ticket_id}", t.url("tickets")),
+            None,
+        )
+        .await;
+        (v["orderId"] == order_id.as_str() && v["version"] == 1).then_some(())
+    })
+    .await;
+    assert!(!listed(&c, &t, &ticket_id).await);
+    // A reserved ticket cannot be edited, nor ordered again.
+    let a = call(
+        &c,
+        Method::PUT,
+        &format!("{}/api/tickets/{ticket_id}", t.url("tickets")),
+        Some(&seller),
+        Some(json!({"title": "new", "price": 30})),
+    )
+    .await;
+    a.assert_error(400, None);
+    assert_eq!(
+        a.json()["errors"][0]["message"],
+        "Cannot edit a reserved ticket"
+    );
+    let other = signup(&c, &t, "other@test.com").await;
+    let a = place_order(&c, &t, &other, &ticket_id).await;
+    a.assert_error(400, None);
+    assert_eq!(
+        a.json()["errors"][0]["message"],
+        "Ticket is already reserved"
+    );
+    // Someone else's order: 401; the buyer's list has it.
+    let (status, _) = get_json(
+        &c,
+        &format!("{}/api/orders/{order_id}", t.url("orders")),
+        Some(&other),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (_, mine) = get_json(&c, &format!("{}/api/orders", t.url("orders")), Some(&buyer)).await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(1));
+    assert_eq!(mine[0]["ticket"]["title"], "concert");
+    // Paying: a declined card first (the order stays payable), then tok_visa.
+    let a = pay(&c, &t, &buyer, &order_id, "tok_chargeDeclined").await;
+    a.assert_error(400, None);
+    assert!(
+        a.json()["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("declined")),
+        "{}",
+        a.json()
+    );
+    let a = pay(&c, &t, &buyer, &order_id, "tok_visa").await;
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    assert!(a.json()["id"].is_string());
+    eventually_status(&c, &t, &buyer, &order_id, "complete").await;
+    // Paid once: a second payment is refused; a complete order cannot be cancelled and its
+    // expiry (were it to come) would not cancel it.
+    let a = pay(&c, &t, &buyer, &order_id, "tok_visa").await;
+    a.assert_error(400, None);
+    let a = call(
+        &c,
+        Method::DELETE,
+        &format!("{}/api/orders/{order_id}", t.url("orders")),
+        Some(&buyer),
+        None,
+    )
+    .await;
+    a.assert_error(400, None);
+    assert_eq!(order_status(&c, &t, &buyer, &order_id).await, "complete");
+    // Cancelling another order frees its ticket.
+    let second = sell(&c, &t, &seller, "play", 5.0).await;
+    let second_id = second["id"].as_str().expect("id").to_string();
+    let o = buy(&c, &t, &buyer, &second_id).await;
+    let o_id = o["id"].as_str().expect("id").to_string();
+    support::eventually("the second ticket reserved", || async {
+        (!listed(&c, &t, &second_id).await).then_some(())
+    })
+    .await;
+    let a = call(
+        &c,
+        Method::DELETE,
+        &format!("{}/api/orders/{o_id}", t.url("orders")),
+        Some(&buyer),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 204);
+    eventually_status(&c, &t, &buyer, &o_id, "cancelled").await;
+    support::eventually("the cancelled order's ticket for sale again", || async {
+        listed(&c, &t, &second_id).await.then_some(())
+    })
+    .await;
+    // A payment for the cancelled order is refused.
+    let a = pay(&c, &t, &buyer, &o_id, "tok_visa").await;
+    a.assert_error(400, None);
+    assert_eq!(
+        a.json()["errors"][0]["message"],
+        "Cannot pay for an cancelled order"
+    );
+    t.shutdown().await;
+}
+
+async fn a_cancellation_that_overtakes_its_creation_leaves_the_ticket_for_sale(backend: Backend) {
+    let t = Ticketing::start_on(backend, &["auth", "tickets"]).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let ticket = sell(&c, &t, &seller, "reordered", 12.0).await;
+    let id = ticket["id"].as_str().expect("id").to_string();
+    let order_id = uuid_like();
+    // On a bus that hands events to several handlers at once the cancellation can be
+    // applied first: the creation that follows must not reserve the ticket.
+    t.publish(json!({"type": "order:cancelled", "data": {"id": order_id, "version": 1, "ticket": {"id": id}}}))
+        .await;
+    t.publish(json!({"type": "order:created", "data": {
+        "id": order_id, "version": 0, "status": "created", "userId": "u",
+        "expiresAt": "2099-01-01T00:00:00.000Z", "ticket": {"id": id, "price": 12}
+    }}))
+    .await;
+    // A sentinel event handled after both (the HTTP bus delivers in order; on NATS wait
+    // for the tickets' inbox to have seen the three).
+    let metrics = format!("{}/metrics", t.ops_url("tickets"));
+    support::eventually("tickets to handle both events", || async {
+        let text = String::from_utf8_lossy(&c.get(&metrics).await.body).into_owned();
+        let handled: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("switchyard_events_consumed_total{") && l.contains("order:"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (handled >= 2.0).then_some(())
+    })
+    .await;
+    let (_, v) = get_json(&c, &format!("{}/api/tickets/{id}", t.url("tickets")), None).await;
+    assert!(v.get("orderId").is_none_or(Value::is_null), "{v}");
+    assert!(listed(&c, &t, &id).await);
+    t.shutdown().await;
+}
+
+async fn twenty_buyers_racing_for_one_ticket_get_exactly_one_order(backend: Backend) {
+    let t = Ticketing::start_on(backend, &["auth", "tickets", "orders"]).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let ticket = sell(&c, &t, &seller, "final", 99.0).await;
+    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    let mut buyers = Vec::new();
+    for i in 0..20 {
+        buyers.push(signup(&c, &t, &format!("buyer{i}@test.com")).await);
+    }
+    support::eventually("the replica to know the ticket", || async {
+        replica_knows(&c, &t, &ticket_id).await.then_some(())
+    })
+    .await;
+    let tasks: Vec<_> = buyers
+        .into_iter()
+        .map(|b| {
+            let (c, url, id) = (
+                c.clone(),
+                format!("{}/api/orders", t.url("orders")),
+                ticket_id.clone(),
+            );
+            tokio::spawn(async move {
+                c.with_cookie(
+                    Method::POST,
+                    &url,
+                    Some(&b.cookie),
+                    Some(&json!({"ticketId": id})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let a = task.await.expect("buyer");
+        match a.status {
+            201 => created += 1,
+            400 => assert_eq!(
+                a.json()["errors"][0]["message"],
+                "Ticket is already reserved"
+            ),
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&a.body)),
+        }
+    }
+    assert_eq!(created, 1, "exactly one order for one ticket");
+    t.shutdown().await;
+}
+
+fn uuid_like() -> String {
+    switchyard_ticketing_contract::object_id()
+}
+
+/// Whether orders' replica has the ticket: an order of it by a throwaway user answers
+/// anything but 404, and is cancelled at once if it was created.
+async fn replica_knows(c: &Client, t: &Ticketing, ticket_id: &str) -> bool {
+    // Reading orders' replica without ordering: GET /api/orders lists only orders, so use
+    // the cheapest honest probe, an order by a fresh user that is cancelled right away.
+    let probe = signup(c, t, &format!("probe-{}@test.com", uuid_like())).await;
+    let a = place_order(c, t, &probe, ticket_id).await;
+    match a.status {
+        404 => false,
+        201 => {
+            let id = a.json()["id"].as_str().unwrap_or("").to_string();
+            let d = call(
+                c,
+                Method::DELETE,
+                &format!("{}/api/orders/{id}", t.url("orders")),
+                Some(&probe),
+                None,
+            )
+            .await;
+            assert_eq!(d.status, 204);
+            true
+        }
+        _ => true,
+    }
+}
+
+async fn ten_concurrent_updates_of_one_ticket_get_consecutive_versions(backend: Backend) {
+    let t = Ticketing::start_on(backend, &["auth", "tickets"]).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let ticket = sell(&c, &t, &seller, "v0", 10.0).await;
+    let id = ticket["id"].as_str().expect("id").to_string();
+    let tasks: Vec<_> = (1..=10)
+        .map(|n| {
+            let (c, url, cookie) = (
+                c.clone(),
+                format!("{}/api/tickets/{id}", t.url("tickets")),
+                seller.cookie.clone(),
+            );
+            tokio::spawn(async move {
+                c.with_cookie(
+                    Method::PUT,
+                    &url,
+                    Some(&cookie),
+                    Some(&json!({"title": format!("v{n}"), "price": 10 + n})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        let a = task.await.expect("put");
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        versions.push(a.json()["version"].as_i64().expect("version"));
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=10).collect::<Vec<i64>>(), "no update lost");
+    let (_, v) = get_json(&c, &format!("{}/api/tickets/{id}", t.url("tickets")), None).await;
+    assert_eq!(v["version"], 10);
+    t.shutdown().await;
+}
+
+async fn concurrent_payments_of_one_order_charge_once(backend: Backend) {
+    let t = Ticketing::start_on(backend, &["auth", "tickets", "orders", "payments"]).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let buyer = signup(&c, &t, "buyer@test.com").await;
+    let ticket = sell(&c, &t, &seller, "show", 42.0).await;
+    let order = buy(&c, &t, &buyer, ticket["id"].as_str().expect("id")).await;
+    let order_id = order["id"].as_str().expect("id").to_string();
+    // Payments knows the order once a payment of it answers anything but 404: probe with
+    // a token the provider refuses (the order stays payable).
+    let probe = pay(&c, &t, &buyer, &order_id, "tok_chargeDeclined").await;
+    assert_eq!(probe.status, 400);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, url, cookie, id) = (
+                c.clone(),
+                format!("{}/api/payments", t.url("payments")),
+                buyer.cookie.clone(),
+                order_id.clone(),
+            );
+            tokio::spawn(async move {
+                c.with_cookie(
+                    Method::POST,
+                    &url,
+                    Some(&cookie),
+                    Some(&json!({"token": "tok_visa", "orderId": id})),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let a = task.await.expect("payment");
+        match a.status {
+            201 => created += 1,
+            400 => {}
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&a.body)),
+        }
+    }
+    assert_eq!(created, 1, "one successful payment per order");
+    eventually_status(&c, &t, &buyer, &order_id, "complete").await;
+    t.shutdown().await;
+}
+
+async fn an_unpaid_order_expires_and_its_ticket_is_for_sale_again(backend: Backend) {
+    let t = Ticketing::start_with(
+        backend,
+        &["auth", "tickets", "orders", "expiration", "payments"],
+        Duration::from_secs(2),
+    )
+    .await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let buyer = signup(&c, &t, "buyer@test.com").await;
+    let ticket = sell(&c, &t, &seller, "soon", 15.0).await;
+    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    let order = buy(&c, &t, &buyer, &ticket_id).await;
+    let order_id = order["id"].as_str().expect("id").to_string();
+    let expires = order["expiresAt"].as_str().expect("expiresAt").to_string();
+    assert!(expires.ends_with('Z'), "{expires}");
+    eventually_status(&c, &t, &buyer, &order_id, "cancelled").await;
+    support::eventually("the ticket for sale again", || async {
+        listed(&c, &t, &ticket_id).await.then_some(())
+    })
+    .await;
+    // Paying the expired order is refused.
+    let a = pay(&c, &t, &buyer, &order_id, "tok_visa").await;
+    a.assert_error(400, None);
+    t.shutdown().await;
+}
+
+async fn timers_survive_the_expiration_service_being_killed(backend: Backend) {
+    let mut t = Ticketing::start_with(
+        backend,
+        &["auth", "tickets", "orders", "expiration"],
+        Duration::from_secs(3),
+    )
+    .await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let buyer = signup(&c, &t, "buyer@test.com").await;
+    let mut orders = Vec::new();
+    for i in 0..3 {
+        let ticket = sell(&c, &t, &seller, &format!("t{i}"), 1.0 + f64::from(i)).await;
+        let order = buy(&c, &t, &buyer, ticket["id"].as_str().expect("id")).await;
+        orders.push(order["id"].as_str().expect("id").to_string());
+    }
+    // Once expiration has stored the three timers, kill it before they are due.
+    let metrics = format!("{}/metrics", t.ops_url("expiration"));
+    support::eventually("expiration to store the timers", || async {
+        let text = String::from_utf8_lossy(&c.get(&metrics).await.body).into_owned();
+        let applied: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("switchyard_events_consumed_total{")
+                    && l.contains("order:created")
+                    && l.contains("outcome=\"applied\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (applied >= 3.0).then_some(())
+    })
+    .await;
+    t.kill("expiration").await;
+    // Down until past the last due time (the orders' own expiresAt); back up: every timer
+    // fires.
+    let mut latest = std::time::SystemTime::now();
+    for id in &orders {
+        let (_, v) = get_json(
+            &c,
+            &format!("{}/api/orders/{id}", t.url("orders")),
+            Some(&buyer),
+        )
+        .await;
+        let at = v["expiresAt"].as_str().expect("expiresAt");
+        let due = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339");
+        latest = latest.max(std::time::SystemTime::from(due));
+    }
+    if let Ok(left) = latest.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(200)).await;
+    }
+    for id in &orders {
+        assert_eq!(
+            order_status(&c, &t, &buyer, id).await,
+            "created",
+            "nothing fires while expiration is down"
+        );
+    }
+    t.restart("expiration").await;
+    for id in &orders {
+        eventually_status(&c, &t, &buyer, id, "cancelled").await;
+    }
+    t.shutdown().await;
+}
+
+async fn redelivered_and_reordered_events_change_nothing(backend: Backend) {
+    let t = Ticketing::start_on(backend, &["auth", "tickets", "orders"]).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let ticket = sell(&c, &t, &seller, "original", 10.0).await;
+    let id = ticket["id"].as_str().expect("id").to_string();
+    // Two updates published by tickets (v1, v2), then the same events again, out of order,
+    // straight onto the bus: orders' replica ends at v2, applied once each.
+    for n in 1..=2 {
+        let a = call(
+            &c,
+            Method::PUT,
+            &format!("{}/api/tickets/{id}", t.url("tickets")),
+            Some(&seller),
+            Some(json!({"title": format!("v{n}"), "price": 10 + n})),
+        )
+        .await;
+        assert_eq!(a.status, 200);
+    }
+    let log = t.events().await;
+    let updates: Vec<Value> = log
+        .iter()
+        .filter(|e| e["type"] == "ticket:updated" && e["data"]["id"] == id.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(updates.len(), 2);
+    // Redeliver: v2 first, then v1, then v2 again, with their ids (duplicates) and without
+    // (new ids: the version check alone must keep the replica right).
+    for e in [&updates[1], &updates[0], &updates[1]] {
+        t.publish(e.clone()).await;
+        let mut fresh = e.clone();
+        if let Some(m) = fresh.as_object_mut() {
+            m.remove("id");
+            m.remove("seq");
+        }
+        t.publish(fresh).await;
+    }
+    // The replica has v2's title and price: an order of the ticket shows them.
+    let buyer = signup(&c, &t, "buyer@test.com").await;
+    let order = buy(&c, &t, &buyer, &id).await;
+    support::eventually("the replica at v2", || async {
+        let (_, v) = get_json(
+            &c,
+            &format!(
+                "{}/api/orders/{}",
+                t.url("orders"),
+                order["id"].as_str().unwrap_or("")
+            ),
+            Some(&buyer),
+        )
+        .await;
+        (v["ticket"]["title"] == "v2" && v["ticket"]["version"] == 2).then_some(())
+    })
+    .await;
+    t.shutdown().await;
+}
+
+async fn bad_input_on_every_route_gets_a_4xx_json_error(backend: Backend) {
+    let t = Ticketing::start_on(backend, &["auth", "tickets", "orders", "payments"]).await;
+    let c = Client::default();
+    let user = signup(&c, &t, "user@test.com").await;
+    let bodies = [
+        None,
+        Some(json!(null)),
+        Some(json!([])),
+        Some(json!("text")),
+        Some(json!({})),
+        Some(json!({"title": 5, "price": "x", "ticketId": 7, "token": [], "orderId": {}})),
+        Some(
+            json!({"title": "", "price": -1, "ticketId": "not-an-id", "token": "", "orderId": ""}),
+        ),
+        Some(json!({"title": "x".repeat(5000), "price": 1e300, "ticketId": "g".repeat(24)})),
+    ];
+    let routes = [
+        (Method::POST, format!("{}/api/tickets", t.url("tickets"))),
+        (
+            Method::PUT,
+            format!("{}/api/tickets/{}", t.url("tickets"), uuid_like()),
+        ),
+        (Method::PUT, format!("{}/api/tickets/%00", t.url("tickets"))),
+        (
+            Method::GET,
+            format!("{}/api/tickets/..%2f..", t.url("tickets")),
+        ),
+        (Method::POST, format!("{}/api/orders", t.url("orders"))),
+        (
+            Method::GET,
+            format!("{}/api/orders/{}", t.url("orders"), "x".repeat(300)),
+        ),
+        (
+            Method::DELETE,
+            format!("{}/api/orders/nope", t.url("orders")),
+        ),
+        (Method::POST, format!("{}/api/payments", t.url("payments"))),
+        (Method::PATCH, format!("{}/api/tickets", t.url("tickets"))),
+    ];
+    for (method, url) in &routes {
+        for signed_in in [false, true] {
+            for body in &bodies {
+                let a = call(
+                    &c,
+                    method.clone(),
+                    url,
+                    signed_in.then_some(&user),
+                    body.clone(),
+                )
+                .await;
+                assert!(
+                    (400..500).contains(&a.status),
+                    "{method} {url} {body:?}: {} {}",
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                );
+                a.assert_error(a.status, None);
+            }
+        }
+    }
+    t.shutdown().await;
+}

@@ -1,0 +1,200 @@
+//! An order as stored and as the API shows it, with its ticket from the replica.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use switchyard_ticketing_contract::OrderStatus;
+use time::OffsetDateTime;
+
+/// The columns [`Order::from_row`] reads, in its order, from `orders o JOIN tickets t` (a
+/// macro, so that queries stay `&'static str` literals built with `concat!`).
+macro_rules! order_columns {
+    () => {
+        "o.id, o.user_id, o.status, o.expires_at, o.version, t.id, t.title, t.price, t.version"
+    };
+}
+pub(crate) use order_columns;
+
+/// A ticket as the orders service knows it: its replica.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ticket {
+    pub id: String,
+    pub title: String,
+    pub price: f64,
+    pub version: i64,
+}
+
+impl Ticket {
+    /// The replica of ticket `id`, if it has arrived.
+    pub async fn find(conn: &mut AnyConnection, id: &str) -> Result<Option<Ticket>, sqlx::Error> {
+        let row = sqlx::query("SELECT id, title, price, version FROM tickets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+        row.map(|row| {
+            Ok(Ticket {
+                id: row.try_get(0)?,
+                title: row.try_get(1)?,
+                price: row.try_get(2)?,
+                version: row.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// `{id, title, price, version}`, as an order embeds it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "title": self.title,
+            "price": price_json(self.price),
+            "version": self.version,
+        })
+    }
+}
+
+/// One order with its ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Order {
+    pub id: String,
+    pub user_id: String,
+    pub status: OrderStatus,
+    /// RFC 3339, UTC, milliseconds (`2026-01-01T00:15:00.000Z`, as JavaScript writes it).
+    pub expires_at: String,
+    pub version: i64,
+    pub ticket: Ticket,
+}
+
+impl Order {
+    /// Reads a row selected with [`order_columns`].
+    pub fn from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
+        let status: String = row.try_get(2)?;
+        let status = OrderStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown order status {status:?} in the database").into())
+        })?;
+        Ok(Order {
+            id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            status,
+            expires_at: row.try_get(3)?,
+            version: row.try_get(4)?,
+            ticket: Ticket {
+                id: row.try_get(5)?,
+                title: row.try_get(6)?,
+                price: row.try_get(7)?,
+                version: row.try_get(8)?,
+            },
+        })
+    }
+
+    /// The order `id`, if it exists.
+    pub async fn find(conn: &mut AnyConnection, id: &str) -> Result<Option<Order>, sqlx::Error> {
+        sqlx::query(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders o JOIN tickets t ON t.id = o.ticket_id WHERE o.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(Order::from_row)
+        .transpose()
+    }
+
+    /// The API's JSON: `{id, userId, status, expiresAt, ticket, version}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "userId": self.user_id,
+            "status": self.status.as_str(),
+            "expiresAt": self.expires_at,
+            "ticket": self.ticket.to_json(),
+            "version": self.version,
+        })
+    }
+}
+
+/// A price as JSON: a whole price as an integer (`20`, as the original's JavaScript wrote
+/// it), any other as a decimal (`20.5`).
+pub(crate) fn price_json(price: f64) -> Value {
+    // Prices are at most MAX_PRICE, far below 2^53: whole ones convert exactly.
+    if price.fract() == 0.0 && price.abs() < 9.0e15 {
+        json!(price as i64)
+    } else {
+        json!(price)
+    }
+}
+
+/// `now + window` as RFC 3339 in UTC with milliseconds, the shape of JavaScript's
+/// `toISOString()` that the original's clients and the expiration service parse; `None`
+/// past the calendar's end (the configured window is bounded far below that).
+pub(crate) fn expires_at(now: OffsetDateTime, window: Duration) -> Option<String> {
+    let at = now.checked_add(time::Duration::try_from(window).ok()?)?;
+    let at = at.to_offset(time::UtcOffset::UTC);
+    if !(0..=9999).contains(&at.year()) {
+        return None;
+    }
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_written_as_javascript_writes_it() {
+        let now =
+            OffsetDateTime::from_unix_timestamp_nanos(1_767_225_600_123_456_789).expect("time");
+        assert_eq!(
+            expires_at(now, Duration::from_secs(900)).as_deref(),
+            Some("2026-01-01T00:15:00.123Z")
+        );
+        let parsed = OffsetDateTime::parse(
+            &expires_at(now, Duration::from_secs(1)).expect("time"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339");
+        assert_eq!(parsed.unix_timestamp(), 1_767_225_601);
+        assert_eq!(expires_at(now, Duration::from_secs(u64::MAX)), None);
+    }
+
+    #[test]
+    fn an_order_shows_its_ticket() {
+        let order = Order {
+            id: "o".into(),
+            user_id: "u".into(),
+            status: OrderStatus::AwaitingPayment,
+            expires_at: "2026-01-01T00:15:00.000Z".into(),
+            version: 2,
+            ticket: Ticket {
+                id: "t".into(),
+                title: "concert".into(),
+                price: 20.0,
+                version: 1,
+            },
+        };
+        assert_eq!(
+            order.to_json(),
+            json!({
+                "id": "o",
+                "userId": "u",
+                "status": "awaiting:payment",
+                "expiresAt": "2026-01-01T00:15:00.000Z",
+                "ticket": {"id": "t", "title": "concert", "price": 20, "version": 1},
+                "version": 2,
+            })
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! `POST /api/orders`, `GET /api/orders`, `GET /api/orders/:orderId`,
+//! `DELETE /api/orders/:orderId`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+use switchyard_bus_client::ServiceState;
+use switchyard_kit::db::is_unique_violation;
+use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_session::{Claims, RequireUser, Sessions};
+use switchyard_ticketing_contract::{
+    MAX_ID_LEN, OrderStatus, TicketingEvent, is_object_id, object_id,
+};
+use time::OffsetDateTime;
+
+use crate::order::{Order, Ticket, expires_at, order_columns};
+
+/// How many times a cancellation re-reads an order that changed under it. An order
+/// changes status at most twice (to cancelled or complete, both final), so a few suffice.
+const MAX_ATTEMPTS: usize = 8;
+
+/// What the routes share.
+#[derive(Clone)]
+pub(crate) struct OrdersState {
+    pub service: ServiceState,
+    pub expiration_window: Duration,
+}
+
+pub(crate) fn router(state: OrdersState, sessions: Sessions) -> Router {
+    Router::new()
+        .route("/api/orders", get(index).post(create))
+        .route("/api/orders/{id}", get(show).delete(cancel))
+        .with_state(state)
+        .layer(sessions.layer())
+}
+
+fn reserved() -> ApiError {
+    ApiError::bad_request("Ticket is already reserved")
+}
+
+/// The signed-in user's id, if it can travel in an event: the contract caps ids at
+/// [`MAX_ID_LEN`], and an order whose event the bus would refuse must not be created.
+fn user_id(user: &Claims) -> Result<&str, ApiError> {
+    if user.id.chars().count() > MAX_ID_LEN {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(&user.id)
+}
+
+/// The `ticketId` of the body: present, and an entity id.
+fn ticket_id(body: &Value) -> Result<&str, ApiError> {
+    body.get("ticketId")
+        .and_then(Value::as_str)
+        .filter(|id| is_object_id(id))
+        .ok_or_else(|| ApiError::field("ticketId", "TicketId must be provided"))
+}
+
+/// Whether an order that holds the ticket exists.
+async fn is_reserved(state: &ServiceState, ticket_id: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM orders WHERE ticket_id = $1 AND status IN ('created', 'awaiting:payment', 'complete')",
+    )
+    .bind(ticket_id)
+    .fetch_optional(state.db.reader())
+    .await?
+    .is_some())
+}
+
+async fn create(
+    State(state): State<OrdersState>,
+    RequireUser(user): RequireUser,
+    request_id: RequestId,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let user_id = user_id(&user)?;
+    let ticket_id = ticket_id(&body)?;
+    let service = &state.service;
+    let ticket = {
+        let mut conn = service.db.reader().acquire().await?;
+        Ticket::find(&mut conn, ticket_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Not Found"))?
+    };
+    // The common case answered without a write; the unique index below decides races.
+    if is_reserved(service, ticket_id).await? {
+        return Err(reserved());
+    }
+    let order = Order {
+        id: object_id(),
+        user_id: user_id.to_string(),
+        status: OrderStatus::Created,
+        expires_at: expires_at(OffsetDateTime::now_utc(), state.expiration_window)
+            .ok_or_else(|| ApiError::internal("the expiration window overflows the calendar"))?,
+        version: 0,
+        ticket,
+    };
+    let mut change = service.outbox.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO orders (id, user_id, status, expires_at, ticket_id, version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&order.id)
+    .bind(&order.user_id)
+    .bind(order.status.as_str())
+    .bind(&order.expires_at)
+    .bind(&order.ticket.id)
+    .bind(order.version)
+    .bind(now_ms())
+    .execute(&mut *change)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // Another order took the ticket since the check: one live order per ticket.
+        Err(e) if is_unique_violation(&e) => {
+            change.rollback().await?;
+            tracing::debug!(%ticket_id, "another order took the ticket first");
+            return Err(reserved());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let event = TicketingEvent::OrderCreated {
+        id: order.id.clone(),
+        version: order.version,
+        status: order.status,
+        user_id: order.user_id.clone(),
+        expires_at: order.expires_at.clone(),
+        ticket_id: order.ticket.id.clone(),
+        ticket_price: order.ticket.price,
+    }
+    .into_envelope(Some(request_id.0));
+    change.publish(&event).await?;
+    change.commit().await?;
+    tracing::info!(order_id = %order.id, ticket_id = %order.ticket.id, user_id = %order.user_id, "order created");
+    Ok((StatusCode::CREATED, axum::Json(order.to_json())).into_response())
+}
+
+async fn index(
+    State(state): State<OrdersState>,
+    RequireUser(user): RequireUser,
+) -> Result<Response, ApiError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders o JOIN tickets t ON t.id = o.ticket_id WHERE o.user_id = $1 ORDER BY o.ord"
+    ))
+    .bind(&user.id)
+    .fetch_all(state.service.db.reader())
+    .await?;
+    let orders = rows
+        .iter()
+        .map(|row| Order::from_row(row).map(|o| o.to_json()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(Value::Array(orders)).into_response())
+}
+
+/// The order `id` of `user`: 404 if there is none (an id that is not an entity id names
+/// none), 401 if it is another user's.
+async fn owned(state: &ServiceState, user: &Claims, id: &str) -> Result<Order, ApiError> {
+    if !is_object_id(id) {
+        return Err(ApiError::not_found("Not Found"));
+    }
+    let mut conn = state.db.reader().acquire().await?;
+    let order = Order::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Not Found"))?;
+    if order.user_id != user.id {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(order)
+}
+
+async fn show(
+    State(state): State<OrdersState>,
+    RequireUser(user): RequireUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(owned(&state.service, &user, &id).await?.to_json()).into_response())
+}
+
+/// Cancels the order unless it is paid. Cancelling a cancelled order succeeds without a
+/// second `order:cancelled`: the first one already freed the ticket.
+async fn cancel(
+    State(state): State<OrdersState>,
+    RequireUser(user): RequireUser,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let service = &state.service;
+    for _ in 0..MAX_ATTEMPTS {
+        let order = owned(service, &user, &id).await?;
+        match order.status {
+            OrderStatus::Complete => {
+                return Err(ApiError::bad_request("Cannot cancel a complete order"));
+            }
+            OrderStatus::Cancelled => return Ok(StatusCode::NO_CONTENT.into_response()),
+            OrderStatus::Created | OrderStatus::AwaitingPayment => {}
+        }
+        let mut change = service.outbox.begin().await?;
+        let Some(cancelled) = crate::handler::cancel_live(&mut change, &order.id).await? else {
+            // Paid or cancelled since the read: answer for what it is now.
+            change.rollback().await?;
+            continue;
+        };
+        change
+            .publish(&cancelled.into_envelope(Some(request_id.0)))
+            .await?;
+        change.commit().await?;
+        tracing::info!(order_id = %order.id, "order cancelled by its user");
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    tracing::warn!(order_id = %id, "order kept changing during its cancellation");
+    Err(ApiError::unavailable(
+        "the order is being changed, try again",
+    ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ticket_id_must_be_an_entity_id() {
+        assert_eq!(
+            ticket_id(&json!({"ticketId": "5f1b2c3d4e5f6a7b8c9d0e1f"})),
+            Ok("5f1b2c3d4e5f6a7b8c9d0e1f")
+        );
+        for bad in [
+            json!({}),
+            json!({"ticketId": ""}),
+            json!({"ticketId": "abc"}),
+            json!({"ticketId": 5}),
+            json!({"ticketId": null}),
+            json!({"ticketId": "5f1b2c3d4e5f6a7b8c9d0e1g"}),
+            json!([]),
+        ] {
+            let err = ticket_id(&bad).expect_err("bad");
+            assert_eq!(err.errors[0].field.as_deref(), Some("ticketId"));
+            assert_eq!(err.errors[0].message, "TicketId must be provided");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The replica of orders: `order:created` and `order:cancelled`.
+//!
+//! Orders are applied in version order: `order:cancelled` applies only to the version just
+//! before it. An older or equal version was applied already (a republished event with a new
+//! id): ignored. A newer one, or one for an order not created here yet, cannot apply yet:
+//! it is deferred ([`HandleError::NotYet`]) and the platform delivers it again shortly,
+//! after the missing event.
+
+use futures_util::future::BoxFuture;
+use sqlx::Row;
+use switchyard_bus_client::consumer::malformed;
+use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
+use switchyard_events::Envelope;
+use switchyard_ticketing_contract::{OrderStatus, TicketingEvent, cents};
+
+pub(crate) struct Orders(pub ServiceState);
+
+impl EventHandler for Orders {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async move {
+            match TicketingEvent::from_envelope(&event).map_err(malformed)? {
+                Some(TicketingEvent::OrderCreated {
+                    id,
+                    version,
+                    status,
+                    user_id,
+                    ticket_price,
+                    ..
+                }) => {
+                    self.created(&event, &id, version, status, &user_id, ticket_price)
+                        .await
+                }
+                Some(TicketingEvent::OrderCancelled { id, version, .. }) => {
+                    self.cancelled(&event, &id, version).await
+                }
+                _ => Ok(Handled::Ignored),
+            }
+        })
+    }
+}
+
+impl Orders {
+    async fn created(
+        &self,
+        event: &Envelope,
+        id: &str,
+        version: i64,
+        status: OrderStatus,
+        user_id: &str,
+        price: f64,
+    ) -> Result<Handled, HandleError> {
+        let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
+            return Ok(Handled::Duplicate);
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, version, user_id, price_cents, status) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(user_id)
+        .bind(cents(price))
+        .bind(status.as_str())
+        .execute(&mut *change)
+        .await?
+        .rows_affected();
+        change.commit().await?;
+        if inserted == 0 {
+            // Created before (the same order published again under another event id).
+            return Ok(Handled::Ignored);
+        }
+        Ok(Handled::Applied)
+    }
+
+    async fn cancelled(
+        &self,
+        event: &Envelope,
+        id: &str,
+        version: i64,
+    ) -> Result<Handled, HandleError> {
+        let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
+            return Ok(Handled::Duplicate);
+        };
+        let stored: Option<i64> = sqlx::query("SELECT version FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *change)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let Some(stored) = stored else {
+            // Rolled back: the inbox must not remember an event that did not apply.
+            change.rollback().await?;
+            return Err(HandleError::NotYet(format!(
+                "order {id} is not known here yet"
+            )));
+        };
+        if version <= stored {
+            change.commit().await?;
+            return Ok(Handled::Ignored);
+        }
+        if version > stored + 1 {
+            change.rollback().await?;
+            return Err(HandleError::NotYet(format!(
+                "order {id} is at version {stored}, this is version {version}"
+            )));
+        }
+        // The version is part of the condition: a concurrent change of the row makes this
+        // update a no-op, and the event is retried instead of applied to the wrong version.
+        let updated = sqlx::query(
+            "UPDATE orders SET status = $1, version = $2 WHERE id = $3 AND version = $4",
+        )
+        .bind(OrderStatus::Cancelled.as_str())
+        .bind(version)
+        .bind(id)
+        .bind(stored)
+        .execute(&mut *change)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            change.rollback().await?;
+            return Err(HandleError::Transient(anyhow::anyhow!(
+                "order {id} changed while its cancellation was applied"
+            )));
+        }
+        change.commit().await?;
+        tracing::info!(order_id = %id, version, "order cancelled");
+        Ok(Handled::Applied)
+    }
+}

@@ -1,0 +1,147 @@
+//! Consuming `order:created` and `order:cancelled`: a ticket is reserved while an order
+//! holds it.
+//!
+//! Each change is one `UPDATE ... RETURNING`, atomic on either database whatever else
+//! changes the ticket meanwhile, committed with the inbox record of the event and the
+//! `ticket:updated` it causes.
+
+use futures_util::future::BoxFuture;
+use switchyard_bus_client::consumer::malformed;
+use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceState};
+use switchyard_events::Envelope;
+use switchyard_kit::ApiError;
+use switchyard_ticketing_contract::TicketingEvent;
+
+use crate::ticket::{Ticket, ticket_columns};
+
+pub(crate) struct Orders(pub ServiceState);
+
+impl EventHandler for Orders {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async move {
+            match TicketingEvent::from_envelope(&event).map_err(malformed)? {
+                Some(TicketingEvent::OrderCreated { id, ticket_id, .. }) => {
+                    self.reserve(&event, &id, &ticket_id).await
+                }
+                Some(TicketingEvent::OrderCancelled { id, ticket_id, .. }) => {
+                    self.release(&event, &id, &ticket_id).await
+                }
+                _ => Ok(Handled::Ignored),
+            }
+        })
+    }
+}
+
+impl Orders {
+    /// Sets the ticket's `orderId` to `order_id`, whatever it was: the orders service lets
+    /// one live order hold a ticket, so the newest `order:created` is the one that holds
+    /// it, even when an older order's events are handled after it.
+    async fn reserve(
+        &self,
+        event: &Envelope,
+        order_id: &str,
+        ticket_id: &str,
+    ) -> Result<Handled, HandleError> {
+        let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
+            return Ok(Handled::Duplicate);
+        };
+        // Its cancellation overtook it: the order never holds the ticket.
+        let cancelled = sqlx::query("SELECT 1 FROM cancelled_orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *change)
+            .await?
+            .is_some();
+        if cancelled {
+            change.commit().await?;
+            tracing::info!(%ticket_id, %order_id, "creation of an order already cancelled: the ticket stays as it is");
+            return Ok(Handled::Ignored);
+        }
+        let row = sqlx::query(concat!(
+            "UPDATE tickets SET order_id = $1, version = version + 1 WHERE id = $2 RETURNING ",
+            ticket_columns!()
+        ))
+        .bind(order_id)
+        .bind(ticket_id)
+        .fetch_optional(&mut *change)
+        .await?;
+        let Some(row) = row else {
+            change.rollback().await?;
+            return Err(unknown_ticket(ticket_id));
+        };
+        let ticket = Ticket::from_row(&row)?;
+        publish(change, &ticket, event).await?;
+        tracing::info!(%ticket_id, %order_id, version = ticket.version, "ticket reserved");
+        Ok(Handled::Applied)
+    }
+
+    /// Clears the ticket's `orderId` if `order_id` is the order that holds it: a late
+    /// cancellation of an older order must not free a ticket a newer order holds.
+    async fn release(
+        &self,
+        event: &Envelope,
+        order_id: &str,
+        ticket_id: &str,
+    ) -> Result<Handled, HandleError> {
+        let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
+            return Ok(Handled::Duplicate);
+        };
+        // Remembered, in case this cancellation overtook the order's creation.
+        sqlx::query(
+            "INSERT INTO cancelled_orders (order_id, ticket_id, at) VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(ticket_id)
+        .bind(now_ms())
+        .execute(&mut *change)
+        .await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tickets SET order_id = NULL, version = version + 1 ",
+            "WHERE id = $1 AND order_id = $2 RETURNING ",
+            ticket_columns!()
+        ))
+        .bind(ticket_id)
+        .bind(order_id)
+        .fetch_optional(&mut *change)
+        .await?;
+        if let Some(row) = row {
+            let ticket = Ticket::from_row(&row)?;
+            publish(change, &ticket, event).await?;
+            tracing::info!(%ticket_id, %order_id, version = ticket.version, "ticket released");
+            return Ok(Handled::Applied);
+        }
+        if Ticket::find(&mut change, ticket_id).await?.is_none() {
+            change.rollback().await?;
+            return Err(unknown_ticket(ticket_id));
+        }
+        // Another order holds it (or none): nothing to change, but the event is handled.
+        change.commit().await?;
+        tracing::debug!(%ticket_id, %order_id, "cancellation of an order that does not hold the ticket");
+        Ok(Handled::Ignored)
+    }
+}
+
+/// Publishes `ticket:updated` for `ticket` in `change` and commits.
+async fn publish(mut change: Change, ticket: &Ticket, cause: &Envelope) -> Result<(), sqlx::Error> {
+    let correlation = cause
+        .correlation_id
+        .clone()
+        .or_else(|| Some(cause.id.clone()));
+    change.publish(&ticket.updated(correlation)).await?;
+    change.commit().await
+}
+
+/// Orders are placed on tickets this service created: an order on an unknown ticket can
+/// never apply, and is set aside rather than retried.
+fn unknown_ticket(ticket_id: &str) -> HandleError {
+    HandleError::Malformed(ApiError::field(
+        "data.ticket.id",
+        format!("unknown ticket {ticket_id}"),
+    ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

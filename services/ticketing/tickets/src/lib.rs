@@ -1,0 +1,101 @@
+//! The ticketing app's tickets service (port 3000 in the cluster).
+//!
+//! * `POST /api/tickets` (signed in) `{title, price}` → 201 the ticket
+//!   `{id, title, price, userId, version}`; publishes `ticket:created`;
+//! * `GET /api/tickets` → 200, the tickets no order reserves, oldest first;
+//! * `GET /api/tickets/:id` → 200 the ticket (with `orderId` while reserved), or 404;
+//! * `PUT /api/tickets/:id` (signed in) `{title, price}` → 200 the ticket at the next
+//!   version; publishes `ticket:updated`. Checks, in this order: 401 signed out, 400
+//!   validation, 404 unknown, 400 "Cannot edit a reserved ticket", 401 not the owner.
+//! * `POST /events` ← the bus (group `tickets-service`): `order:created` reserves the
+//!   ticket (sets its `orderId`), `order:cancelled` frees it if that order still holds
+//!   it; either change bumps the version and publishes `ticket:updated`, once per event.
+//!
+//! Every change bumps the ticket's `version` by one and is applied only to the version it
+//! was computed from (optimistic concurrency), so the orders service's replica, which
+//! applies `ticket:updated` strictly in version order, never misses or reorders a change.
+
+mod handler;
+mod routes;
+mod ticket;
+
+use std::sync::Arc;
+
+use switchyard_bus_client::{Service, ServiceSettings};
+use switchyard_kit::server::Listeners;
+use switchyard_kit::{ConfigError, Env, Migration, Migrations, Shutdown};
+use switchyard_session::{SessionConfig, Sessions};
+
+/// The service's own tables (the platform adds its messaging tables).
+pub static MIGRATIONS: Migrations = Migrations(&[
+    Migration {
+        version: 2,
+        description: "tickets",
+        sqlite: include_str!("../migrations/sqlite.sql"),
+        postgres: include_str!("../migrations/postgres.sql"),
+    },
+    Migration::both(
+        3,
+        "cancelled orders",
+        include_str!("../migrations/cancelled_orders.sql"),
+    ),
+]);
+
+/// The service's settings: the bus and consumer settings, and the session keys.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub service: ServiceSettings,
+    pub session: SessionConfig,
+}
+
+impl Settings {
+    /// Reads the session settings beside `service` (`JWT_KEY` is required: the service
+    /// refuses to start without it rather than treat every request as signed out).
+    pub fn from_env(env: &Env, service: ServiceSettings) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            service,
+            session: SessionConfig::from_env(env)?,
+        })
+    }
+}
+
+/// Runs the service on `listeners` until `shutdown`.
+pub async fn launch(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    // Checked before the database is opened: a bad key stops the start with nothing done.
+    let sessions = Sessions::new(settings.session)?;
+    let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
+    let state = service.state();
+    let handler = Arc::new(handler::Orders(state.clone()));
+    service
+        .run(routes::router(state, sessions), Some(handler), listeners)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_bus_client::BusConfig;
+    use switchyard_kit::CommonConfig;
+
+    fn service() -> ServiceSettings {
+        ServiceSettings {
+            common: CommonConfig::for_data_dir("tickets", "/tmp/unused"),
+            bus: BusConfig::http("http://127.0.0.1:1"),
+            consumer: None,
+        }
+    }
+
+    #[test]
+    fn jwt_key_is_required() {
+        let err =
+            Settings::from_env(&Env::from_pairs([("X", "y")]), service()).expect_err("no JWT_KEY");
+        assert!(err.to_string().contains("JWT_KEY"), "{err}");
+        let s = Settings::from_env(&Env::from_pairs([("JWT_KEY", "test-key-123")]), service())
+            .expect("settings");
+        assert_eq!(s.session.key, b"test-key-123");
+    }
+}

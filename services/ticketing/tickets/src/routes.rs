@@ -1,0 +1,268 @@
+//! `POST /api/tickets`, `GET /api/tickets`, `GET /api/tickets/:id`, `PUT /api/tickets/:id`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::Value;
+use switchyard_bus_client::ServiceState;
+use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_session::{Claims, RequireUser, Sessions};
+use switchyard_ticketing_contract::{
+    MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
+};
+
+use crate::ticket::{Ticket, ticket_columns};
+
+/// How many times an update is tried against a ticket that others keep changing before
+/// the client is asked to try again. Each lost race means another change committed, so
+/// with N concurrent writers an update loses at most N - 1 times.
+const MAX_ATTEMPTS: usize = 64;
+
+pub(crate) fn router(state: ServiceState, sessions: Sessions) -> Router {
+    Router::new()
+        .route("/api/tickets", get(index).post(create))
+        .route("/api/tickets/{id}", get(show).put(update))
+        .with_state(state)
+        .layer(sessions.layer())
+}
+
+/// The signed-in user's id, if it can travel in an event: the contract caps ids at
+/// [`MAX_ID_LEN`], and a ticket whose event the bus would refuse must not be created.
+fn user_id(user: &Claims) -> Result<&str, ApiError> {
+    if user.id.chars().count() > MAX_ID_LEN {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(&user.id)
+}
+
+/// A checked `{title, price}`: every failing field is reported at once.
+fn validate(body: &Value) -> Result<(String, f64), ApiError> {
+    let mut errors = Vec::new();
+    // Stored trimmed: a title of spaces is no title, and padding is never meant.
+    let title = match body.get("title") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            let t = s.trim();
+            if t.chars().count() > MAX_TITLE_LEN {
+                errors.push((
+                    "title",
+                    format!("Title must be at most {MAX_TITLE_LEN} characters"),
+                ));
+            }
+            Some(t.to_string())
+        }
+        _ => {
+            errors.push(("title", "Title is required".to_string()));
+            None
+        }
+    };
+    let price = match parse_price(body.get("price")) {
+        // A price that rounds to 0 cents is not greater than 0.
+        Some(p) if p > 0.0 => Some(p),
+        _ => {
+            let too_high = match body.get("price") {
+                Some(Value::Number(n)) => n.as_f64().is_some_and(|p| p > MAX_PRICE),
+                Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|p| p > MAX_PRICE),
+                _ => false,
+            };
+            let message = if too_high {
+                format!("Price must be at most {MAX_PRICE}")
+            } else {
+                "Price must be greater than 0".to_string()
+            };
+            errors.push(("price", message));
+            None
+        }
+    };
+    match (title, price) {
+        (Some(title), Some(price)) if errors.is_empty() => Ok((title, price)),
+        _ => Err(ApiError::fields(errors)),
+    }
+}
+
+async fn create(
+    State(state): State<ServiceState>,
+    RequireUser(user): RequireUser,
+    request_id: RequestId,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let user_id = user_id(&user)?;
+    let (title, price) = validate(&body)?;
+    let ticket = Ticket {
+        id: object_id(),
+        title,
+        price,
+        user_id: user_id.to_string(),
+        order_id: None,
+        version: 0,
+    };
+    let mut change = state.outbox.begin().await?;
+    sqlx::query(
+        "INSERT INTO tickets (id, title, price, user_id, version, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&ticket.id)
+    .bind(&ticket.title)
+    .bind(ticket.price)
+    .bind(&ticket.user_id)
+    .bind(ticket.version)
+    .bind(now_ms())
+    .execute(&mut *change)
+    .await?;
+    change.publish(&ticket.created(Some(request_id.0))).await?;
+    change.commit().await?;
+    tracing::info!(ticket_id = %ticket.id, user_id = %ticket.user_id, "ticket created");
+    Ok((StatusCode::CREATED, axum::Json(ticket.to_json())).into_response())
+}
+
+async fn index(State(state): State<ServiceState>) -> Result<Response, ApiError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        ticket_columns!(),
+        " FROM tickets WHERE order_id IS NULL ORDER BY ord"
+    ))
+    .fetch_all(state.db.reader())
+    .await?;
+    let tickets = rows
+        .iter()
+        .map(|row| Ticket::from_row(row).map(|t| t.to_json()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(Value::Array(tickets)).into_response())
+}
+
+/// The ticket `id`; an id that is not an entity id names no ticket (404, like an unknown
+/// one, where the original answered a cast error).
+async fn find(state: &ServiceState, id: &str) -> Result<Ticket, ApiError> {
+    if !is_object_id(id) {
+        return Err(ApiError::not_found("Not Found"));
+    }
+    let mut conn = state.db.reader().acquire().await?;
+    Ticket::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Not Found"))
+}
+
+async fn show(
+    State(state): State<ServiceState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(find(&state, &id).await?.to_json()).into_response())
+}
+
+/// Applies `{title, price}` to the version of the ticket it read, re-reading and checking
+/// again when another change got there first, so no concurrent update is lost and each
+/// gets its own version.
+async fn update(
+    State(state): State<ServiceState>,
+    RequireUser(user): RequireUser,
+    request_id: RequestId,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let (title, price) = validate(&body)?;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let read = find(&state, &id).await?;
+        if read.order_id.is_some() {
+            return Err(ApiError::bad_request("Cannot edit a reserved ticket"));
+        }
+        if read.user_id != user.id {
+            return Err(ApiError::unauthorized());
+        }
+        let mut change = state.outbox.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tickets SET title = $1, price = $2, version = version + 1 ",
+            "WHERE id = $3 AND version = $4 RETURNING ",
+            ticket_columns!()
+        ))
+        .bind(&title)
+        .bind(price)
+        .bind(&read.id)
+        .bind(read.version)
+        .fetch_optional(&mut *change)
+        .await?;
+        let Some(row) = row else {
+            // Another change committed since the read: check again against what it left.
+            change.rollback().await?;
+            tracing::debug!(ticket_id = %id, attempt, "ticket changed meanwhile, retrying");
+            continue;
+        };
+        let ticket = Ticket::from_row(&row)?;
+        change.publish(&ticket.updated(Some(request_id.0))).await?;
+        change.commit().await?;
+        tracing::info!(ticket_id = %ticket.id, version = ticket.version, "ticket updated");
+        return Ok(axum::Json(ticket.to_json()).into_response());
+    }
+    tracing::warn!(ticket_id = %id, "ticket update kept losing races, giving up");
+    Err(ApiError::unavailable(
+        "the ticket is being changed by others, try again",
+    ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(err: ApiError) -> Vec<(String, String)> {
+        err.errors
+            .into_iter()
+            .map(|e| (e.field.unwrap_or_default(), e.message))
+            .collect()
+    }
+
+    #[test]
+    fn every_failing_field_is_reported() {
+        let err = validate(&json!({"title": "", "price": -10})).expect_err("both");
+        assert_eq!(
+            fields(err),
+            vec![
+                ("title".into(), "Title is required".into()),
+                ("price".into(), "Price must be greater than 0".into())
+            ]
+        );
+        let err = validate(&json!([1, 2])).expect_err("not an object");
+        assert_eq!(err.errors.len(), 2);
+    }
+
+    #[test]
+    fn titles_and_prices() {
+        assert_eq!(
+            validate(&json!({"title": " concert ", "price": "10.5"})),
+            Ok(("concert".to_string(), 10.5))
+        );
+        for bad in [
+            json!({"title": 5, "price": 10}),
+            json!({"title": "   ", "price": 10}),
+            json!({"price": 10}),
+            json!({"title": "x".repeat(MAX_TITLE_LEN + 1), "price": 10}),
+        ] {
+            assert_eq!(fields(validate(&bad).expect_err("title"))[0].0, "title");
+        }
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!("abc"),
+            json!(null),
+            json!(true),
+            json!(0.001),
+        ] {
+            let err = validate(&json!({"title": "t", "price": bad})).expect_err("price");
+            assert_eq!(
+                fields(err),
+                vec![("price".into(), "Price must be greater than 0".into())]
+            );
+        }
+        let err = validate(&json!({"title": "t", "price": 1e9})).expect_err("too high");
+        assert_eq!(
+            fields(err)[0].1,
+            format!("Price must be at most {MAX_PRICE}")
+        );
+    }
+}
