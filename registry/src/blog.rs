@@ -94,15 +94,15 @@ pub static BLOG: App = App {
             wave: 2,
             ..service(
                 "gateway",
-                "the local ingress: the rules of infra/k8s/base/ingress-srv.yaml",
+                "the local ingress: the rules of infra/k8s/blog/base/ingress-srv.yaml",
                 8080,
                 9480,
             )
         },
     ],
     ingress: IngressSpec {
-        file: "infra/k8s/base/ingress-srv.yaml",
-        yaml: include_str!("../../infra/k8s/base/ingress-srv.yaml"),
+        file: "infra/k8s/blog/base/ingress-srv.yaml",
+        yaml: include_str!("../../infra/k8s/blog/base/ingress-srv.yaml"),
         name: "ingress-srv",
         host: "posts.com",
         class: "nginx",

@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::process::BIN;
 
-/// Every local port of the blog (API and ops) but the gateway's, which `--port-offset`
-/// shifts: read from the app registry.
+/// Every local port of every app (API and ops), which `--port-offset` shifts: read from
+/// the app registry.
 pub fn ports() -> Vec<u16> {
-    switchyard_registry::BLOG
-        .services
-        .iter()
-        .flat_map(|s| [s.local_port, s.local_ops_port])
+    switchyard_registry::all()
+        .flat_map(|r| [r.service.local_port, r.service.local_ops_port])
         .collect()
 }
 
@@ -54,10 +52,23 @@ impl Up {
 
     /// Like [`Up::start`], with more arguments (`--postgres`, `--nats`, ...).
     pub fn start_with(data_dir: &Path, offset: u16, gateway: u16, extra: &[String]) -> Up {
-        let mut child = Command::new(BIN)
+        Up::start_app("blog", data_dir, offset, gateway, extra, &[])
+    }
+
+    /// `up <app>` with more arguments and environment variables.
+    pub fn start_app(
+        app: &str,
+        data_dir: &Path,
+        offset: u16,
+        gateway: u16,
+        extra: &[String],
+        envs: &[(&str, &str)],
+    ) -> Up {
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "up",
-                "blog",
+                app,
                 "--port-offset",
                 &offset.to_string(),
                 "--gateway-port",
@@ -65,7 +76,11 @@ impl Up {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(extra)
+            .args(extra);
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

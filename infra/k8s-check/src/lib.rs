@@ -1,18 +1,22 @@
-//! Offline checks of Switchyard's Kubernetes manifests and `skaffold.yaml`.
+//! Offline checks of Switchyard's Kubernetes manifests and `skaffold.yaml`, for every app
+//! of the registry.
 //!
-//! The overlays under `infra/k8s/overlays/` are rendered with
+//! The overlays under `infra/k8s/<app>/overlays/` are rendered with
 //! `kubectl kustomize` (see [`render`]), parsed into JSON values
 //! ([`Manifests`]) and cross-checked ([`checks`]): Service selectors and target
 //! ports, Ingress backends, service URLs in the configuration, images against
-//! the skaffold artifacts ([`skaffold`]), probes, and the Kubernetes names of
-//! the wire contract ([`contract`]). [`ingress::Router`] evaluates Ingress
-//! paths the way ingress-nginx does.
+//! the skaffold artifacts ([`skaffold`]), probes, the Kubernetes names of
+//! each app's wire contract ([`contract`]), the NetworkPolicies ([`netpol`]) and the
+//! Secrets, which are never committed ([`secrets`]). [`ingress::Router`] evaluates
+//! Ingress paths the way ingress-nginx does.
 
 pub mod checks;
 pub mod contract;
 pub mod ingress;
 pub mod manifest;
+pub mod netpol;
 pub mod render;
+pub mod secrets;
 pub mod skaffold;
 
 pub use manifest::Manifests;

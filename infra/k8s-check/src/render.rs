@@ -1,8 +1,9 @@
 //! Rendering the overlays with `kubectl kustomize`.
 //!
-//! `infra/validate.sh` writes `target/k8s/<overlay>.yaml`. The tests read those
-//! files, and render an overlay themselves (writing the same file) when it is
-//! missing or older than a file under `infra/k8s/`, so they also work alone.
+//! Every app has its manifests under `infra/k8s/<app>/` (`base/`, `overlays/dev`,
+//! `overlays/prod`). `infra/validate.sh` writes `target/k8s/<app>-<overlay>.yaml`. The
+//! tests read those files, and render an overlay themselves (writing the same file) when
+//! it is missing or older than a file under `infra/k8s/`, so they also work alone.
 //! The kubectl used is `$KUBECTL`, else `kubectl` on PATH.
 
 use std::ffi::OsString;
@@ -14,7 +15,7 @@ use std::time::SystemTime;
 
 use crate::Error;
 
-/// The overlays under `infra/k8s/overlays/`.
+/// The overlays of every app, under `infra/k8s/<app>/overlays/`.
 pub const OVERLAYS: [&str; 2] = ["dev", "prod"];
 
 /// The repository root (two levels above this crate).
@@ -26,19 +27,31 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| crate_dir.to_path_buf(), Path::to_path_buf)
 }
 
-/// `infra/k8s/overlays/<overlay>`.
-pub fn overlay_dir(root: &Path, overlay: &str) -> PathBuf {
-    root.join("infra")
-        .join("k8s")
-        .join("overlays")
-        .join(overlay)
+/// `infra/k8s/<app>`.
+pub fn app_dir(root: &Path, app: &str) -> PathBuf {
+    root.join("infra").join("k8s").join(app)
 }
 
-/// `target/k8s/<overlay>.yaml`.
-pub fn rendered_path(root: &Path, overlay: &str) -> PathBuf {
+/// `infra/k8s/<app>/base`.
+pub fn base_dir(root: &Path, app: &str) -> PathBuf {
+    app_dir(root, app).join("base")
+}
+
+/// `infra/k8s/<app>/overlays/<overlay>`.
+pub fn overlay_dir(root: &Path, app: &str, overlay: &str) -> PathBuf {
+    app_dir(root, app).join("overlays").join(overlay)
+}
+
+/// The same, relative to the repository root, with `/` (as skaffold.yaml writes it).
+pub fn overlay_path(app: &str, overlay: &str) -> String {
+    format!("infra/k8s/{app}/overlays/{overlay}")
+}
+
+/// `target/k8s/<app>-<overlay>.yaml`.
+pub fn rendered_path(root: &Path, app: &str, overlay: &str) -> PathBuf {
     root.join("target")
         .join("k8s")
-        .join(format!("{overlay}.yaml"))
+        .join(format!("{app}-{overlay}.yaml"))
 }
 
 /// The kubectl to run.
@@ -48,13 +61,17 @@ pub fn kubectl() -> OsString {
         .unwrap_or_else(|| OsString::from("kubectl"))
 }
 
-/// Runs `kubectl kustomize infra/k8s/overlays/<overlay>`.
-pub fn kustomize(root: &Path, overlay: &str) -> Result<String, Error> {
-    let dir = overlay_dir(root, overlay);
+/// Runs `kubectl kustomize infra/k8s/<app>/overlays/<overlay>`.
+pub fn kustomize(root: &Path, app: &str, overlay: &str) -> Result<String, Error> {
+    kustomize_dir(&overlay_dir(root, app, overlay))
+}
+
+/// Runs `kubectl kustomize <dir>`.
+pub fn kustomize_dir(dir: &Path) -> Result<String, Error> {
     let kubectl = kubectl();
     let output = Command::new(&kubectl)
         .arg("kustomize")
-        .arg(&dir)
+        .arg(dir)
         .output()
         .map_err(|e| {
             Error::io(
@@ -98,10 +115,10 @@ pub fn newest_mtime(dir: &Path) -> Result<SystemTime, Error> {
     Ok(newest)
 }
 
-/// The rendered overlay: `target/k8s/<overlay>.yaml` if it is up to date,
+/// The rendered overlay: `target/k8s/<app>-<overlay>.yaml` if it is up to date,
 /// otherwise rendered now and written there.
-pub fn rendered_overlay(root: &Path, overlay: &str) -> Result<String, Error> {
-    let path = rendered_path(root, overlay);
+pub fn rendered_overlay(root: &Path, app: &str, overlay: &str) -> Result<String, Error> {
+    let path = rendered_path(root, app, overlay);
     let inputs = newest_mtime(&root.join("infra").join("k8s"))?;
     if let Ok(meta) = fs::metadata(&path)
         && meta.modified().is_ok_and(|m| m >= inputs)
@@ -109,7 +126,7 @@ pub fn rendered_overlay(root: &Path, overlay: &str) -> Result<String, Error> {
         return fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e));
     }
-    let text = kustomize(root, overlay)?;
+    let text = kustomize(root, app, overlay)?;
     write_atomically(&path, &text)?;
     Ok(text)
 }
@@ -134,8 +151,24 @@ mod tests {
     fn paths_are_relative_to_the_repository_root() {
         let root = repo_root();
         assert!(root.join("Cargo.toml").is_file());
-        assert!(overlay_dir(&root, "dev").ends_with("infra/k8s/overlays/dev"));
-        assert!(rendered_path(&root, "prod").ends_with("target/k8s/prod.yaml"));
+        assert!(overlay_dir(&root, "blog", "dev").ends_with("infra/k8s/blog/overlays/dev"));
+        assert_eq!(
+            overlay_path("ticketing", "prod"),
+            "infra/k8s/ticketing/overlays/prod"
+        );
+        assert!(
+            rendered_path(&root, "ticketing", "prod").ends_with("target/k8s/ticketing-prod.yaml")
+        );
+        for app in switchyard_registry::app_names() {
+            for overlay in OVERLAYS {
+                assert!(
+                    overlay_dir(&root, app, overlay)
+                        .join("kustomization.yaml")
+                        .is_file(),
+                    "{app}: no overlay {overlay}"
+                );
+            }
+        }
     }
 
     #[test]

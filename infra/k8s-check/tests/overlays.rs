@@ -1,83 +1,116 @@
-//! Cross-reference checks of the rendered overlays (`target/k8s/<overlay>.yaml`,
-//! rendered here with `kubectl kustomize` when missing or stale) against each
-//! other, `skaffold.yaml` and the wire contract.
+//! Cross-reference checks of every app's rendered overlays
+//! (`target/k8s/<app>-<overlay>.yaml`, rendered here with `kubectl kustomize` when missing
+//! or stale) against each other, `skaffold.yaml`, `infra/README.md` and each app's
+//! contract in the registry (`switchyard_registry::APPS`).
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 
 use regex::Regex;
 use serde_json::Value;
-use switchyard_k8s_check::contract::{self, INGRESS_HOST, INGRESS_NAME, SERVICES};
+use switchyard_k8s_check::contract::{
+    self, Contract, DATABASE_SECRET, NATS_SERVICE, Overlay, POSTGRES_SERVICE, contracts,
+};
 use switchyard_k8s_check::ingress::Router;
-use switchyard_k8s_check::manifest::Workload;
+use switchyard_k8s_check::manifest::{Env, Workload};
+use switchyard_k8s_check::secrets::{self, ReadmeSecrets};
 use switchyard_k8s_check::skaffold::Skaffold;
-use switchyard_k8s_check::{Manifests, checks, parse_yaml_documents, render};
+use switchyard_k8s_check::{Manifests, checks, manifest, netpol, parse_yaml_documents, render};
+use switchyard_registry::Kind;
 
-struct Overlay {
-    name: &'static str,
-    /// The skaffold profile that deploys it.
-    profile: &'static str,
-    /// Contract services this overlay does not deploy.
-    absent: &'static [&'static str],
+/// Settings of one service that its app's contract requires in dev: (app, service,
+/// variable, value).
+const DEV_ENV: &[(&str, &str, &str, &str)] = &[("blog", "moderation", "BLOCKED_WORDS", "orange")];
+
+/// Optional Secrets: (app, service, variable, Secret). The service runs without them
+/// (payments uses its test provider without STRIPE_KEY).
+const OPTIONAL_SECRETS: &[(&str, &str, &str, &str)] = &[
+    ("ticketing", "payments", "STRIPE_KEY", "stripe-secret"),
+    (
+        "ticketing",
+        "client",
+        "STRIPE_PUBLISHABLE_KEY",
+        "stripe-secret",
+    ),
+];
+
+/// Where the prod PostgreSQL's init script reads the services' DATABASE_URLs.
+const DATABASE_SECRET_MOUNT: &str = "/etc/switchyard-database";
+
+fn root() -> PathBuf {
+    render::repo_root()
 }
 
-const DEV: Overlay = Overlay {
-    name: "dev",
-    profile: "dev",
-    absent: &[],
-};
-const PROD: Overlay = Overlay {
-    name: "prod",
-    profile: "prod",
-    absent: &["event-bus"],
-};
-const OVERLAYS: [&Overlay; 2] = [&DEV, &PROD];
-
-/// Services with a database (all but client).
-/// The services with a database, from the registry.
-fn with_database() -> Vec<&'static str> {
-    contract::APP
-        .services
-        .iter()
-        .filter(|s| s.database)
-        .map(|s| s.name)
-        .collect()
-}
-/// Services scaled out in production.
-const STATELESS: [&str; 5] = ["posts", "comments", "query", "moderation", "client"];
-
-fn rendered(overlay: &str) -> &'static str {
-    static DEV_TEXT: OnceLock<String> = OnceLock::new();
-    static PROD_TEXT: OnceLock<String> = OnceLock::new();
-    let cell = match overlay {
-        "dev" => &DEV_TEXT,
-        "prod" => &PROD_TEXT,
-        other => panic!("unknown overlay {other}"),
-    };
-    cell.get_or_init(|| {
-        render::rendered_overlay(&render::repo_root(), overlay)
-            .unwrap_or_else(|e| panic!("cannot render overlay {overlay}: {e}"))
-    })
+fn rendered(c: Contract, overlay: Overlay) -> &'static str {
+    static CACHE: LazyLock<Mutex<BTreeMap<(String, Overlay), &'static str>>> =
+        LazyLock::new(|| Mutex::new(BTreeMap::new()));
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (c.name().to_owned(), overlay);
+    if let Some(text) = cache.get(&key) {
+        return text;
+    }
+    let text = render::rendered_overlay(&root(), c.name(), overlay.name()).unwrap_or_else(|e| {
+        panic!(
+            "cannot render {}: {e}",
+            render::overlay_path(c.name(), overlay.name())
+        )
+    });
+    let text: &'static str = Box::leak(text.into_boxed_str());
+    cache.insert(key, text);
+    text
 }
 
-fn manifests(overlay: &str) -> &'static Manifests {
-    static DEV_M: OnceLock<Manifests> = OnceLock::new();
-    static PROD_M: OnceLock<Manifests> = OnceLock::new();
-    let cell = if overlay == "dev" { &DEV_M } else { &PROD_M };
-    cell.get_or_init(|| {
-        Manifests::parse(rendered(overlay))
-            .unwrap_or_else(|e| panic!("target/k8s/{overlay}.yaml: {e}"))
-    })
+/// The rendered overlay as it is.
+fn manifests(c: Contract, overlay: Overlay) -> Manifests {
+    Manifests::parse(rendered(c, overlay))
+        .unwrap_or_else(|e| panic!("target/k8s/{}-{}.yaml: {e}", c.name(), overlay.name()))
+}
+
+/// The Secrets infra/README.md creates, by namespace.
+fn readme_secrets() -> ReadmeSecrets {
+    let text = fs::read_to_string(root().join("infra/README.md")).unwrap();
+    secrets::readme_secrets(&text)
+}
+
+/// The Secrets the README creates in the app's namespace (`-n <app>`).
+fn app_readme_secrets(c: Contract) -> BTreeMap<String, BTreeMap<String, String>> {
+    readme_secrets().remove(c.name()).unwrap_or_default()
+}
+
+/// The rendered overlay as the cluster will see it: in prod, with the Secrets the README
+/// creates (every Secret of prod is created with kubectl).
+fn deployed(c: Contract, overlay: Overlay) -> Manifests {
+    let m = manifests(c, overlay);
+    if overlay != Overlay::Prod {
+        return m;
+    }
+    let mut objects = m.objects().to_vec();
+    for (name, data) in app_readme_secrets(c) {
+        objects.push(secrets::placeholder_secret(&name, &data));
+    }
+    Manifests::from_values(objects)
 }
 
 fn skaffold() -> Skaffold {
-    let path = render::repo_root().join("skaffold.yaml");
+    let path = root().join("skaffold.yaml");
     Skaffold::parse(&fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn assert_no_problems(what: &str, problems: Vec<String>) {
+/// Runs `check` for every app and overlay, and fails with every problem found.
+fn for_every_overlay(what: &str, check: impl Fn(Contract, Overlay) -> Vec<String>) {
+    let mut problems = Vec::new();
+    for c in contracts() {
+        for overlay in Overlay::ALL {
+            problems.extend(
+                check(c, overlay)
+                    .into_iter()
+                    .map(|p| format!("{}/{}: {p}", c.name(), overlay.name())),
+            );
+        }
+    }
     assert!(
         problems.is_empty(),
         "{what}: {} problem(s):\n  - {}",
@@ -86,132 +119,242 @@ fn assert_no_problems(what: &str, problems: Vec<String>) {
     );
 }
 
-fn deployment<'a>(m: &'a Manifests, app: &str) -> Workload<'a> {
-    let svc = contract::service(app).unwrap();
+fn deployment<'a>(m: &'a Manifests, c: Contract, overlay: Overlay, name: &str) -> Workload<'a> {
+    let svc = c
+        .service(overlay, name)
+        .unwrap_or_else(|| panic!("{}: {name} is not deployed in {}", c.name(), overlay.name()));
     m.workload("Deployment", svc.deployment)
         .unwrap_or_else(|| panic!("Deployment {} missing", svc.deployment))
 }
 
-fn app_env(m: &Manifests, app: &str) -> switchyard_k8s_check::manifest::Env {
-    let d = deployment(m, app);
-    let c = d.container(app).unwrap();
-    m.env(&c)
+fn app_env(m: &Manifests, c: Contract, overlay: Overlay, name: &str) -> Env {
+    let d = deployment(m, c, overlay, name);
+    let container = d
+        .container(name)
+        .unwrap_or_else(|| panic!("{}: no container {name}", c.name()));
+    m.env(&container)
 }
 
-fn cross_references(overlay: &Overlay) -> Vec<String> {
-    let m = manifests(overlay.name);
+fn cross_references(c: Contract, overlay: Overlay) -> Vec<String> {
+    let m = &deployed(c, overlay);
     let mut problems = checks::all(m);
 
-    let artifacts: BTreeSet<String> = skaffold()
-        .artifacts(Some(overlay.profile))
-        .unwrap()
-        .into_iter()
-        .map(|a| a.image)
-        .collect();
-    problems.extend(checks::images_built(m, &artifacts));
-
-    for svc in SERVICES.iter() {
-        if overlay.absent.contains(&svc.app) {
-            problems.extend(contract::check_absent(m, svc));
-        } else {
-            problems.extend(contract::check_service(m, svc));
-        }
-    }
-    problems.extend(contract::check_node_port(m));
-    problems.extend(contract::check_ops(m));
-    if !overlay.absent.contains(&"event-bus") {
-        problems.extend(contract::check_subscribers(m));
-    }
-    match m.get("Ingress", INGRESS_NAME) {
-        Some(ingress) => problems.extend(contract::check_ingress(ingress)),
-        None => problems.push(format!("Ingress {INGRESS_NAME} is missing")),
-    }
-    match Router::new(m.of_kind("Ingress"), INGRESS_HOST) {
-        Ok(router) => problems.extend(contract::check_routes(&router)),
+    match skaffold().artifacts(Some(&c.skaffold_profile(overlay))) {
+        Ok(artifacts) => problems.extend(checks::images_built(
+            m,
+            &artifacts.into_iter().map(|a| a.image).collect(),
+        )),
         Err(e) => problems.push(e.to_string()),
+    }
+    for svc in c.services(overlay) {
+        problems.extend(c.check_service(m, &svc));
+    }
+    problems.extend(c.check_absent(m, overlay));
+    problems.extend(c.check_extra_services(m));
+    problems.extend(c.check_ops(m, overlay));
+    problems.extend(c.check_secrets(m, overlay));
+    if overlay.http_bus() {
+        problems.extend(c.check_subscribers(m));
+    }
+    let ingress_name = c.app.ingress.name;
+    match m.get("Ingress", ingress_name) {
+        Some(ingress) => problems.extend(c.check_ingress(ingress)),
+        None => problems.push(format!("Ingress {ingress_name} is missing")),
+    }
+    let ingresses = m.of_kind("Ingress").count();
+    if ingresses != 1 {
+        problems.push(format!("{ingresses} Ingress objects, expected 1"));
+    }
+    match Router::new(m.of_kind("Ingress"), c.app.ingress.host) {
+        Ok(router) => problems.extend(c.check_routes(&router)),
+        Err(e) => problems.push(e.to_string()),
+    }
+    for (app, service, var, secret) in OPTIONAL_SECRETS {
+        if *app != c.name() {
+            continue;
+        }
+        let Some(svc) = c.service(overlay, service) else {
+            continue;
+        };
+        let Some(w) = m.workload("Deployment", svc.deployment) else {
+            continue;
+        };
+        let ok = w.container(service).is_some_and(|container| {
+            container.spec["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    let r = &e["valueFrom"]["secretKeyRef"];
+                    e["name"] == *var
+                        && r["name"] == *secret
+                        && r["key"] == *var
+                        && r["optional"] == true
+                })
+        });
+        if !ok {
+            problems.push(format!(
+                "{}: {var} is not read from key {var} of Secret {secret} (optional)",
+                svc.deployment
+            ));
+        }
     }
     problems
 }
 
 #[test]
-fn dev_overlay_cross_references() {
-    assert_no_problems("overlay dev", cross_references(&DEV));
+fn every_overlay_cross_references() {
+    for_every_overlay("cross references", cross_references);
 }
 
 #[test]
-fn prod_overlay_cross_references() {
-    assert_no_problems("overlay prod", cross_references(&PROD));
+fn prod_network_policies_open_exactly_the_needed_paths() {
+    for_every_overlay("network policies", |c, overlay| {
+        let m = manifests(c, overlay);
+        let mut problems = c.check_network_policies(&m, overlay);
+        if overlay == Overlay::Dev && netpol::policies(&m).count() > 0 {
+            problems.push(
+                "dev has NetworkPolicies: infra/README.md says it has none (update both)".into(),
+            );
+        }
+        if overlay == Overlay::Prod {
+            // The paths are derived from the registry, not from the policies: make sure the
+            // derivation found every kind of path, so that an empty list proves nothing.
+            let needed = c.needed_paths(&m, overlay);
+            let controller = Contract::ingress_controller().id;
+            let routed: BTreeSet<&str> = c.app.ingress.paths.iter().map(|p| p.2).collect();
+            let reached = needed.iter().filter(|p| p.from == controller).count();
+            if reached < routed.len() {
+                problems.push(format!(
+                    "the ingress controller needs {reached} path(s) for {} backend Service(s)",
+                    routed.len()
+                ));
+            }
+            for s in c.app_services(overlay) {
+                let from = format!("Deployment/{}", s.deployment);
+                let to_nats = needed
+                    .iter()
+                    .any(|p| p.from == from && p.to == "StatefulSet/nats" && p.port == 4222);
+                let to_postgres = needed
+                    .iter()
+                    .any(|p| p.from == from && p.to == "StatefulSet/postgres" && p.port == 5432);
+                if to_nats != s.uses_bus || to_postgres != s.database {
+                    problems.push(format!(
+                        "{}: needs NATS {} / PostgreSQL {}, uses the bus {} / has a database {}",
+                        s.name, to_nats, to_postgres, s.uses_bus, s.database
+                    ));
+                }
+            }
+        }
+        problems
+    });
+}
+
+/// The Ingress file of the app's base kustomization (the one deployed).
+fn deployed_ingress_file(c: Contract) -> String {
+    let base = render::base_dir(&root(), c.name());
+    let k = fs::read_to_string(base.join("kustomization.yaml")).unwrap();
+    let docs = parse_yaml_documents(&k).unwrap();
+    let resources: Vec<String> = docs[0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    let files: Vec<String> = resources
+        .into_iter()
+        .filter(|r| {
+            let text = fs::read_to_string(base.join(r)).unwrap_or_default();
+            parse_yaml_documents(&text)
+                .unwrap_or_default()
+                .iter()
+                .any(|d| d["kind"] == "Ingress")
+        })
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "{}: base lists {files:?} with an Ingress",
+        c.name()
+    );
+    format!("infra/k8s/{}/base/{}", c.name(), files[0])
 }
 
 #[test]
-fn ingress_routes_the_contract_requests() {
-    let base_file = render::repo_root().join("infra/k8s/base/ingress-srv.yaml");
-    let base = parse_yaml_documents(&fs::read_to_string(&base_file).unwrap()).unwrap();
-    let mut tables: Vec<(String, Vec<&Value>)> = vec![(
-        "infra/k8s/base/ingress-srv.yaml".into(),
-        base.iter().collect(),
-    )];
-    for o in OVERLAYS {
-        tables.push((
-            format!("overlay {}", o.name),
-            manifests(o.name).of_kind("Ingress").collect(),
-        ));
-    }
-    let cases = [
-        ("/posts/create", "posts-clusterip-srv:4000"),
-        ("/posts", "query-srv:4002"),
-        ("/posts/stream", "query-srv:4002"),
-        ("/posts/abc123/comments", "comments-srv:4001"),
-        ("/", "client-srv:3000"),
-        ("/app.js", "client-srv:3000"),
-    ];
-    for (source, ingresses) in tables {
-        let router = Router::new(ingresses, INGRESS_HOST).unwrap();
-        assert!(router.uses_regex(), "{source}: paths are not regexes");
-        let order: Vec<&str> = router.locations().iter().map(|l| l.path.as_str()).collect();
+fn the_registry_ingress_file_is_the_deployed_one() {
+    for c in contracts() {
+        let deployed_file = deployed_ingress_file(c);
+        let text = fs::read_to_string(root().join(&deployed_file)).unwrap();
+        let docs = parse_yaml_documents(&text).unwrap();
         assert_eq!(
-            order,
-            ["/posts/?(.*)/comments", "/posts/create", "/posts", "/?(.*)"],
-            "{source}: nginx location order"
+            docs.len(),
+            1,
+            "{deployed_file} must hold exactly one document (the gateway reads it)"
         );
-        for (uri, want) in cases {
-            let got = router.route(uri).map(|l| l.backend.to_string());
-            assert_eq!(got.as_deref(), Some(want), "{source}: {INGRESS_HOST}{uri}");
+        let problems = c.check_ingress(&docs[0]);
+        assert!(problems.is_empty(), "{deployed_file}: {problems:?}");
+
+        // The registry compiles its Ingress file into the binary (the local gateway routes
+        // by it): it must be the deployed file.
+        assert_eq!(
+            c.app.ingress.file,
+            deployed_file,
+            "{}: the registry's Ingress file is not the deployed one",
+            c.name()
+        );
+        assert_eq!(
+            parse_yaml_documents(c.app.ingress.yaml).unwrap(),
+            docs,
+            "{}: the Ingress compiled into the registry differs from {deployed_file}",
+            c.name()
+        );
+
+        for overlay in Overlay::ALL {
+            let m = manifests(c, overlay);
+            let deployed = m.get("Ingress", c.app.ingress.name).unwrap();
+            assert_eq!(
+                deployed["spec"],
+                docs[0]["spec"],
+                "{}/{} changes the Ingress spec",
+                c.name(),
+                overlay.name()
+            );
+            assert_eq!(
+                deployed["metadata"]["annotations"],
+                docs[0]["metadata"]["annotations"],
+                "{}/{} changes the Ingress annotations",
+                c.name(),
+                overlay.name()
+            );
         }
     }
 }
 
 #[test]
-fn base_ingress_file_is_one_document_and_deployed_unchanged() {
-    let path = render::repo_root().join("infra/k8s/base/ingress-srv.yaml");
-    let docs = parse_yaml_documents(&fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(
-        docs.len(),
-        1,
-        "{} must hold exactly one document",
-        path.display()
-    );
-    assert_no_problems(
-        "infra/k8s/base/ingress-srv.yaml",
-        contract::check_ingress(&docs[0]),
-    );
-    for o in OVERLAYS {
-        let deployed = manifests(o.name).get("Ingress", INGRESS_NAME).unwrap();
-        assert_eq!(
-            deployed["spec"], docs[0]["spec"],
-            "overlay {} changes the Ingress spec",
-            o.name
-        );
-        assert_eq!(
-            deployed["metadata"]["annotations"], docs[0]["metadata"]["annotations"],
-            "overlay {} changes the Ingress annotations",
-            o.name
-        );
+fn ingress_routes_the_contract_requests() {
+    for c in contracts() {
+        let host = c.app.ingress.host;
+        let compiled = parse_yaml_documents(c.app.ingress.yaml).unwrap();
+        let mut tables: Vec<(String, Vec<Value>)> =
+            vec![("the registry's Ingress".into(), compiled)];
+        for overlay in Overlay::ALL {
+            tables.push((
+                format!("{}/{}", c.name(), overlay.name()),
+                manifests(c, overlay).of_kind("Ingress").cloned().collect(),
+            ));
+        }
+        assert!(!c.app.routes.is_empty(), "{}: no routes", c.name());
+        for (source, ingresses) in tables {
+            let router = Router::new(ingresses.iter(), host).unwrap();
+            assert!(router.uses_regex(), "{source}: paths are not regexes");
+            let problems = c.check_routes(&router);
+            assert!(problems.is_empty(), "{source}: {problems:?}");
+        }
     }
 }
 
 #[test]
-fn skaffold_builds_every_service_from_the_dockerfile() {
+fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
     let s = skaffold();
     let version = s.api_version();
     let beta: u32 = version
@@ -227,296 +370,563 @@ fn skaffold_builds_every_service_from_the_dockerfile() {
         false,
         "build.local.push must be false"
     );
-    assert_eq!(s.profile_names(), ["dev", "prod"]);
-
-    let root = render::repo_root();
-    let artifacts = s.artifacts(None).unwrap();
-    let images: Vec<&str> = artifacts.iter().map(|a| a.image.as_str()).collect();
-    let expected: Vec<String> = SERVICES
+    let expected_profiles: Vec<String> = contracts()
         .iter()
-        .map(|svc| format!("switchyard/{}", svc.app))
+        .flat_map(|c| Overlay::ALL.map(|o| c.skaffold_profile(o)))
         .collect();
-    assert_eq!(
-        images.iter().copied().collect::<BTreeSet<_>>(),
-        expected.iter().map(String::as_str).collect()
-    );
-    assert_eq!(images.len(), expected.len(), "one artifact per image");
-    for a in &artifacts {
-        assert_eq!(a.context, ".", "{}: context", a.image);
-        assert!(
-            root.join(&a.context).join(&a.dockerfile).is_file(),
-            "{}: no {}",
-            a.image,
-            a.dockerfile
-        );
-        let service = a.image.trim_start_matches("switchyard/");
-        assert!(
-            a.build_args
-                .get("SERVICE")
-                .is_some_and(|s| contract::names_service(s, service)),
-            "{}: buildArgs.SERVICE",
-            a.image
-        );
-    }
+    assert_eq!(s.profile_names(), expected_profiles);
 
+    let root = root();
+    let blog = contracts()[0];
+    assert_eq!(blog.name(), "blog");
+    // Without a profile: the blog's dev overlay, as before there were two apps.
     assert_eq!(
         s.kustomize_paths(None).unwrap(),
-        ["infra/k8s/overlays/dev"],
+        [render::overlay_path("blog", "dev")],
         "default manifests"
     );
-    for o in OVERLAYS {
-        let paths = s.kustomize_paths(Some(o.profile)).unwrap();
-        assert_eq!(
-            paths,
-            [format!("infra/k8s/overlays/{}", o.name)],
-            "profile {}",
-            o.profile
-        );
-        assert!(root.join(&paths[0]).join("kustomization.yaml").is_file());
+    assert_eq!(
+        s.artifacts(None).unwrap(),
+        s.artifacts(Some("dev")).unwrap(),
+        "the default build is the blog's dev"
+    );
+    let mut all_images = BTreeSet::new();
+    for c in contracts() {
+        for overlay in Overlay::ALL {
+            let profile = c.skaffold_profile(overlay);
+            let effective = s.effective(Some(&profile)).unwrap();
+            assert_eq!(
+                effective["build"]["local"]["push"], false,
+                "{profile}: build.local.push"
+            );
+            let artifacts = s.artifacts(Some(&profile)).unwrap();
+            let images: Vec<&str> = artifacts.iter().map(|a| a.image.as_str()).collect();
+            let expected: BTreeSet<String> = c
+                .services(overlay)
+                .into_iter()
+                .map(|svc| svc.image)
+                .collect();
+            assert_eq!(
+                images
+                    .iter()
+                    .map(|i| (*i).to_owned())
+                    .collect::<BTreeSet<_>>(),
+                expected,
+                "{profile}: the images of {}",
+                render::overlay_path(c.name(), overlay.name())
+            );
+            assert_eq!(
+                images.len(),
+                expected.len(),
+                "{profile}: one artifact per image"
+            );
+            for a in &artifacts {
+                assert_eq!(a.context, ".", "{profile} {}: context", a.image);
+                assert!(
+                    root.join(&a.context).join(&a.dockerfile).is_file(),
+                    "{profile} {}: no {}",
+                    a.image,
+                    a.dockerfile
+                );
+                let svc = c
+                    .services(overlay)
+                    .into_iter()
+                    .find(|svc| svc.image == a.image)
+                    .unwrap();
+                let want = format!("{}/{}", c.name(), svc.name);
+                assert_eq!(
+                    a.build_args.get("SERVICE").map(String::as_str),
+                    Some(want.as_str()),
+                    "{profile} {}: buildArgs.SERVICE",
+                    a.image
+                );
+                assert!(c.names_service(&want, svc.name));
+            }
+            all_images.extend(expected);
+            let paths = s.kustomize_paths(Some(&profile)).unwrap();
+            assert_eq!(
+                paths,
+                [render::overlay_path(c.name(), overlay.name())],
+                "profile {profile}"
+            );
+            assert!(root.join(&paths[0]).join("kustomization.yaml").is_file());
+        }
     }
+    // no two apps share an image name
+    let per_app: usize = contracts()
+        .iter()
+        .map(|c| {
+            c.services(Overlay::Dev)
+                .into_iter()
+                .map(|s| s.image)
+                .collect::<BTreeSet<_>>()
+                .len()
+        })
+        .sum();
+    assert_eq!(all_images.len(), per_app, "two apps share an image name");
 }
 
 #[test]
-fn dev_overlay_is_the_embedded_setup() {
-    let m = manifests("dev");
-    for svc in SERVICES.iter() {
-        let d = deployment(m, svc.app);
-        assert_eq!(
-            d.replicas(),
-            Some(1),
-            "{}: one replica in dev",
-            svc.deployment
-        );
-        let env = app_env(m, svc.app);
-        assert_eq!(
-            env.vars.get("LOG_FORMAT").map(String::as_str),
-            Some("json"),
-            "{}",
-            svc.app
-        );
-        assert!(env.vars.contains_key("RUST_LOG"), "{}: RUST_LOG", svc.app);
-        assert_eq!(
-            env.vars.get("PORT"),
-            Some(&svc.port.to_string()),
-            "{}",
-            svc.app
-        );
-    }
-    for app in with_database() {
-        let d = deployment(m, app);
-        let env = app_env(m, app);
-        let data_dir = env.vars.get("DATA_DIR").cloned().unwrap_or_default();
-        assert!(
-            data_dir.starts_with('/'),
-            "{app}: DATA_DIR {data_dir:?} must be absolute"
-        );
-        let c = d.container(app).unwrap();
-        let mount = c.spec["volumeMounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["mountPath"].as_str() == Some(data_dir.as_str()))
-            .unwrap_or_else(|| panic!("{app}: nothing mounted at DATA_DIR {data_dir}"));
-        let volume = d.pod_spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
-        let claim = volume["persistentVolumeClaim"]["claimName"].as_str();
-        assert_eq!(
-            claim,
-            Some(format!("{app}-data").as_str()),
-            "{app}: DATA_DIR on a PVC"
-        );
-        assert!(
-            volume["emptyDir"].is_null(),
-            "{app}: data volume is both PVC and emptyDir"
-        );
-        assert_eq!(
-            d.object["spec"]["strategy"]["type"], "Recreate",
-            "{app}: one SQLite owner at a time"
-        );
-        if let Some(url) = env.vars.get("DATABASE_URL") {
-            assert!(
-                url.starts_with("sqlite:"),
-                "{app}: DATABASE_URL {url} in dev"
-            );
+fn dev_overlays_are_the_embedded_setup() {
+    for_every_overlay("dev overlay", |c, overlay| {
+        if overlay != Overlay::Dev {
+            return Vec::new();
         }
-        assert_ne!(
-            env.vars.get("MIGRATE_ON_START").map(String::as_str),
-            Some("false"),
-            "{app}"
-        );
-    }
-    for app in ["posts", "comments", "query", "moderation"] {
-        let env = app_env(m, app);
-        assert_eq!(
-            env.vars.get("EVENT_BUS_URL").map(String::as_str),
-            Some("http://event-bus-srv:4005"),
-            "{app}"
-        );
-    }
-    let bus = app_env(m, "event-bus");
-    assert_eq!(
-        bus.vars.get("SUBSCRIBERS").cloned(),
-        Some(contract::expected_subscribers().join(","))
-    );
-    let moderation = app_env(m, "moderation");
-    assert_eq!(
-        moderation.vars.get("BLOCKED_WORDS").map(String::as_str),
-        Some("orange")
-    );
-}
-
-#[test]
-fn prod_overlay_uses_postgres_nats_and_replicas() {
-    let m = manifests("prod");
-    let text = rendered("prod");
-    assert!(
-        !text.contains("event-bus"),
-        "prod must not deploy or reference the HTTP event bus"
-    );
-
-    for app in STATELESS {
-        let d = deployment(m, app);
-        let replicas = d.replicas().unwrap_or(1);
-        assert!(replicas >= 2, "{app}: {replicas} replica(s) in prod");
-        let pdb = m
-            .of_kind("PodDisruptionBudget")
-            .find(|p| p["spec"]["selector"]["matchLabels"]["app"].as_str() == Some(app))
-            .unwrap_or_else(|| panic!("{app}: no PodDisruptionBudget"));
-        if let Some(min) = pdb["spec"]["minAvailable"].as_u64() {
-            assert!(
-                min < replicas,
-                "{app}: minAvailable {min} blocks every disruption"
-            );
-        }
-    }
-
-    let postgres = m
-        .workload("StatefulSet", "postgres")
-        .expect("StatefulSet postgres");
-    assert_eq!(postgres.object["spec"]["serviceName"], "postgres");
-    assert_eq!(
-        m.get("Service", "postgres").unwrap()["spec"]["clusterIP"],
-        "None",
-        "headless"
-    );
-    assert!(
-        postgres.object["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty()),
-        "postgres: volumeClaimTemplates"
-    );
-    let pg = postgres.container("postgres").unwrap();
-    let pg_env = m.env(&pg);
-    let (pg_user, pg_password) = (
-        &pg_env.vars["POSTGRES_USER"],
-        &pg_env.vars["POSTGRES_PASSWORD"],
-    );
-    assert!(
-        pg_env.sources["POSTGRES_PASSWORD"].starts_with("secret "),
-        "password from a Secret"
-    );
-    let init_dir = pg.spec["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["mountPath"] == "/docker-entrypoint-initdb.d")
-        .expect("init scripts mounted at /docker-entrypoint-initdb.d");
-    let init_volume = postgres.pod_spec["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == init_dir["name"])
-        .unwrap();
-    let init_sql: String = m
-        .config_map_data(init_volume["configMap"]["name"].as_str().unwrap())
-        .unwrap()
-        .into_values()
-        .collect();
-    for db in ["posts", "comments", "query", "moderation", "eventbus"] {
-        let create = Regex::new(&format!(r"(?i)CREATE DATABASE {db}\b")).unwrap();
-        assert!(
-            create.is_match(&init_sql),
-            "init script does not create database {db}"
-        );
-    }
-
-    let url_re =
-        Regex::new(r"^postgres(?:ql)?://([^:@/]+):([^@/]*)@([^:/]+)(?::(\d+))?/([A-Za-z0-9_]+)$")
-            .unwrap();
-    for app in ["posts", "comments", "query", "moderation"] {
-        let d = deployment(m, app);
-        let env = app_env(m, app);
-        assert_eq!(
-            env.vars.get("EVENT_BUS_URL").map(String::as_str),
-            Some("nats://nats:4222"),
-            "{app}"
-        );
-        assert_eq!(
-            env.vars.get("MIGRATE_ON_START").map(String::as_str),
-            Some("false"),
-            "{app}"
-        );
-        let url = env
-            .vars
-            .get("DATABASE_URL")
-            .unwrap_or_else(|| panic!("{app}: no DATABASE_URL"));
-        assert!(
-            env.sources["DATABASE_URL"].starts_with("secret "),
-            "{app}: DATABASE_URL not from a Secret"
-        );
-        let caps = url_re.captures(url).unwrap_or_else(|| {
-            panic!("{app}: DATABASE_URL is not postgres://user:password@host/db")
-        });
-        assert_eq!(&caps[1], pg_user.as_str(), "{app}: database user");
-        assert_eq!(&caps[2], pg_password.as_str(), "{app}: database password");
-        assert_eq!(&caps[3], "postgres", "{app}: database host");
-        assert_eq!(&caps[5], app, "{app}: one database per service");
-
-        let migrate = d
-            .containers()
+        let mut problems = Vec::new();
+        let m = manifests(c, overlay);
+        let bus = c
+            .services(overlay)
             .into_iter()
-            .find(|c| c.init && c.command_line() == ["migrate", app])
-            .unwrap_or_else(|| panic!("{app}: no init container running `migrate {app}`"));
-        assert_eq!(
-            migrate.image(),
-            d.container(app).unwrap().image(),
-            "{app}: migrate image"
+            .find(|s| s.kind == Kind::EventBus)
+            .expect("dev runs the HTTP event bus");
+        let bus_url = format!(
+            "http://{}:{}",
+            bus.service.as_deref().unwrap_or("?"),
+            bus.port
         );
-        assert_eq!(
-            m.env(&migrate).vars.get("DATABASE_URL"),
-            Some(url),
-            "{app}: migrate DATABASE_URL"
-        );
-        let strategy = &d.object["spec"]["strategy"];
-        assert_eq!(
-            strategy["rollingUpdate"]["maxUnavailable"], 0,
-            "{app}: rolling update"
+        for svc in c.services(overlay) {
+            let d = deployment(&m, c, overlay, svc.name);
+            if d.replicas() != Some(1) {
+                problems.push(format!("{}: not one replica", svc.deployment));
+            }
+            let env = app_env(&m, c, overlay, svc.name);
+            if env.vars.get("LOG_FORMAT").map(String::as_str) != Some("json") {
+                problems.push(format!("{}: LOG_FORMAT is not json", svc.name));
+            }
+            if !env.vars.contains_key("RUST_LOG") {
+                problems.push(format!("{}: no RUST_LOG", svc.name));
+            }
+            if env.vars.get("PORT") != Some(&svc.port.to_string()) {
+                problems.push(format!("{}: PORT is not {}", svc.name, svc.port));
+            }
+            if svc.uses_bus && env.vars.get("EVENT_BUS_URL") != Some(&bus_url) {
+                problems.push(format!(
+                    "{}: EVENT_BUS_URL is {:?}, not {bus_url}",
+                    svc.name,
+                    env.vars.get("EVENT_BUS_URL")
+                ));
+            }
+            if !svc.database {
+                continue;
+            }
+            let data_dir = env.vars.get("DATA_DIR").cloned().unwrap_or_default();
+            if !data_dir.starts_with('/') {
+                problems.push(format!(
+                    "{}: DATA_DIR {data_dir:?} is not absolute",
+                    svc.name
+                ));
+                continue;
+            }
+            let c_spec = d.container(svc.name).unwrap();
+            let mount = c_spec.spec["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["mountPath"].as_str() == Some(data_dir.as_str()));
+            let volume = mount.and_then(|mount| {
+                d.pod_spec["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|v| v["name"] == mount["name"])
+            });
+            match volume {
+                None => problems.push(format!("{}: nothing mounted at DATA_DIR", svc.name)),
+                Some(v) => {
+                    let claim = v["persistentVolumeClaim"]["claimName"].as_str();
+                    if claim != Some(format!("{}-data", svc.name).as_str()) {
+                        problems.push(format!(
+                            "{}: DATA_DIR is not on PVC {}-data",
+                            svc.name, svc.name
+                        ));
+                    }
+                    if !v["emptyDir"].is_null() {
+                        problems.push(format!(
+                            "{}: data volume is both PVC and emptyDir",
+                            svc.name
+                        ));
+                    }
+                }
+            }
+            if d.object["spec"]["strategy"]["type"] != "Recreate" {
+                problems.push(format!(
+                    "{}: not Recreate (one SQLite owner at a time)",
+                    svc.name
+                ));
+            }
+            if let Some(url) = env.vars.get("DATABASE_URL")
+                && !url.starts_with("sqlite:")
+            {
+                problems.push(format!("{}: DATABASE_URL {url} in dev", svc.name));
+            }
+            if env.vars.get("MIGRATE_ON_START").map(String::as_str) == Some("false") {
+                problems.push(format!("{}: MIGRATE_ON_START=false in dev", svc.name));
+            }
+        }
+        for (app, service, var, value) in DEV_ENV {
+            if *app == c.name() {
+                let env = app_env(&m, c, overlay, service);
+                if env.vars.get(*var).map(String::as_str) != Some(*value) {
+                    problems.push(format!("{service}: {var} is not {value:?}"));
+                }
+            }
+        }
+        // Secrets in dev: generated by the dev overlay's secretGenerator (throwaway), or
+        // none.
+        let kustomization = fs::read_to_string(
+            render::overlay_dir(&root(), c.name(), "dev").join("kustomization.yaml"),
+        )
+        .unwrap();
+        let generated = secrets::generated_secrets(&kustomization).unwrap();
+        for s in m.of_kind("Secret") {
+            let name = manifest::name(s);
+            if !generated.iter().any(|g| g == name) {
+                problems.push(format!(
+                    "Secret {name} is not made by the dev overlay's secretGenerator"
+                ));
+            }
+        }
+        if netpol::policies(&m).count() > 0 {
+            problems.push("dev has NetworkPolicies".into());
+        }
+        problems
+    });
+}
+
+#[test]
+fn prod_overlays_use_postgres_nats_and_replicas() {
+    let url_re = Regex::new(
+        r"^postgres(?:ql)?://([a-z_][a-z0-9_]*):([A-Za-z0-9]{16,})@([^:/]+):(\d+)/([a-z_][a-z0-9_]*)$",
+    )
+    .unwrap();
+    for_every_overlay("prod overlay", |c, overlay| {
+        if overlay != Overlay::Prod {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        let m = &deployed(c, overlay);
+        let text = rendered(c, overlay);
+        if text.contains("event-bus") {
+            problems.push("prod deploys or references the HTTP event bus".into());
+        }
+
+        for svc in c.app_services(overlay) {
+            let d = deployment(m, c, overlay, svc.name);
+            let replicas = d.replicas().unwrap_or(1);
+            if replicas < 2 {
+                problems.push(format!("{}: {replicas} replica(s)", svc.deployment));
+            }
+            match m
+                .of_kind("PodDisruptionBudget")
+                .find(|p| p["spec"]["selector"]["matchLabels"]["app"].as_str() == Some(svc.name))
+            {
+                None => problems.push(format!("{}: no PodDisruptionBudget", svc.name)),
+                Some(pdb) => {
+                    if pdb["spec"]["minAvailable"]
+                        .as_u64()
+                        .is_some_and(|min| min >= replicas)
+                    {
+                        problems.push(format!(
+                            "{}: minAvailable blocks every disruption",
+                            svc.name
+                        ));
+                    }
+                }
+            }
+            if d.object["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] != 0 {
+                problems.push(format!("{}: not a zero-downtime rolling update", svc.name));
+            }
+            let env = app_env(m, c, overlay, svc.name);
+            for (var, want) in [
+                (
+                    "EVENT_BUS_URL",
+                    format!("nats://{}:{}", NATS_SERVICE.0, NATS_SERVICE.1),
+                ),
+                ("BUS_STREAM", c.app.stream.to_owned()),
+                ("BUS_SUBJECT_PREFIX", c.app.subject_prefix.to_owned()),
+                ("MIGRATE_ON_START", "false".to_owned()),
+            ] {
+                if (svc.uses_bus || var == "MIGRATE_ON_START") && env.vars.get(var) != Some(&want) {
+                    problems.push(format!(
+                        "{}: {var} is {:?}, not {want}",
+                        svc.name,
+                        env.vars.get(var)
+                    ));
+                }
+            }
+        }
+
+        // PostgreSQL: one server, a database and a role per service, from the Secret.
+        let Some(postgres) = m.workload("StatefulSet", POSTGRES_SERVICE.0) else {
+            problems.push("no StatefulSet postgres".into());
+            return problems;
+        };
+        if postgres.object["spec"]["serviceName"] != POSTGRES_SERVICE.0 {
+            problems.push("postgres: serviceName is not postgres".into());
+        }
+        if m.get("Service", POSTGRES_SERVICE.0)
+            .is_none_or(|s| s["spec"]["clusterIP"] != "None")
+        {
+            problems.push("Service postgres is missing or not headless".into());
+        }
+        if postgres.object["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .is_none_or(|t| t.is_empty())
+        {
+            problems.push("postgres: no volumeClaimTemplates".into());
+        }
+        let pg = postgres.container("postgres").unwrap();
+        let pg_env = m.env(&pg);
+        if !pg_env
+            .sources
+            .get("POSTGRES_PASSWORD")
+            .is_some_and(|s| s.starts_with("secret "))
+        {
+            problems.push("postgres: POSTGRES_PASSWORD is not from a Secret".into());
+        }
+        let admin = pg_env
+            .vars
+            .get("POSTGRES_USER")
+            .cloned()
+            .unwrap_or_default();
+        let mounts: Vec<&Value> = pg.spec["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        let volume_at = |path: &str| {
+            let mount = mounts.iter().find(|v| v["mountPath"] == path)?;
+            postgres.pod_spec["volumes"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == mount["name"])
+        };
+        match volume_at("/docker-entrypoint-initdb.d") {
+            None => {
+                problems.push("postgres: no init scripts at /docker-entrypoint-initdb.d".into())
+            }
+            Some(v) => {
+                // executable, so that the image runs the script instead of sourcing it
+                if v["configMap"]["defaultMode"]
+                    .as_u64()
+                    .is_none_or(|mode| mode & 0o111 == 0)
+                {
+                    problems.push("postgres: the init scripts are not executable".into());
+                }
+                let script: String = v["configMap"]["name"]
+                    .as_str()
+                    .and_then(|n| m.config_map_data(n))
+                    .unwrap_or_default()
+                    .into_values()
+                    .collect();
+                for needle in [
+                    "CREATE ROLE",
+                    "CREATE DATABASE",
+                    "REVOKE ALL ON DATABASE",
+                    DATABASE_SECRET_MOUNT,
+                ] {
+                    if !script.contains(needle) {
+                        problems.push(format!("postgres init script: no {needle}"));
+                    }
+                }
+            }
+        }
+        match volume_at(DATABASE_SECRET_MOUNT) {
+            Some(v) if v["secret"]["secretName"] == DATABASE_SECRET => {}
+            _ => problems.push(format!(
+                "postgres: Secret {DATABASE_SECRET} is not mounted at {DATABASE_SECRET_MOUNT}"
+            )),
+        }
+
+        let mut roles = BTreeSet::new();
+        let with_database: Vec<_> = c
+            .app_services(overlay)
+            .into_iter()
+            .filter(|s| s.database)
+            .collect();
+        if with_database.is_empty() {
+            problems.push("no service with a database".into());
+        }
+        for svc in with_database {
+            let d = deployment(m, c, overlay, svc.name);
+            let main = d.container(svc.name).unwrap();
+            let env = m.env(&main);
+            let from_secret = main.spec["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "DATABASE_URL")
+                .map(|e| &e["valueFrom"]["secretKeyRef"]);
+            if !from_secret.is_some_and(|r| r["name"] == DATABASE_SECRET && r["key"] == svc.name) {
+                problems.push(format!(
+                    "{}: DATABASE_URL is not key {} of Secret {DATABASE_SECRET}",
+                    svc.name, svc.name
+                ));
+            }
+            match env.vars.get("DATABASE_URL").and_then(|u| url_re.captures(u)) {
+                None => problems.push(format!(
+                    "{}: the README's DATABASE_URL is not postgres://ROLE:PASSWORD@HOST:PORT/DB (a plain role and database name, a password of 16+ letters and digits)",
+                    svc.name
+                )),
+                Some(caps) => {
+                    if &caps[3] != POSTGRES_SERVICE.0 || caps[4] != POSTGRES_SERVICE.1.to_string() {
+                        problems.push(format!("{}: database server is not postgres:5432", svc.name));
+                    }
+                    if &caps[5] != svc.name {
+                        problems.push(format!("{}: database {} is not its own", svc.name, &caps[5]));
+                    }
+                    if caps[1] == admin || !roles.insert(caps[1].to_owned()) {
+                        problems.push(format!(
+                            "{}: role {} is the admin's or another service's: each service its own credentials",
+                            svc.name, &caps[1]
+                        ));
+                    }
+                }
+            }
+            let migrate = d
+                .containers()
+                .into_iter()
+                .find(|x| x.init && x.command_line().first() == Some(&"migrate"));
+            match migrate {
+                None => problems.push(format!("{}: no init container running `migrate`", svc.name)),
+                Some(migrate) => {
+                    let args = migrate.command_line();
+                    if args.len() != 2 || !c.names_service(args[1], svc.name) {
+                        problems.push(format!("{}: init container runs {args:?}", svc.name));
+                    }
+                    if migrate.image() != main.image() {
+                        problems.push(format!("{}: migrate runs another image", svc.name));
+                    }
+                    let menv = m.env(&migrate);
+                    if menv.vars.get("DATABASE_URL") != env.vars.get("DATABASE_URL") {
+                        problems.push(format!("{}: migrate has another DATABASE_URL", svc.name));
+                    }
+                    if !menv
+                        .vars
+                        .get("SWITCHYARD_SERVICE")
+                        .is_some_and(|s| c.names_service(s, svc.name))
+                    {
+                        problems.push(format!("{}: migrate's SWITCHYARD_SERVICE", svc.name));
+                    }
+                }
+            }
+        }
+
+        match m.workload("StatefulSet", NATS_SERVICE.0) {
+            None => problems.push("no StatefulSet nats".into()),
+            Some(nats) => {
+                if !nats
+                    .container("nats")
+                    .is_some_and(|n| n.command_line().contains(&"-js"))
+                {
+                    problems.push("nats does not run with JetStream (-js)".into());
+                }
+                if nats.object["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .is_none_or(|t| t.is_empty())
+                {
+                    problems.push("nats: no persistent JetStream storage".into());
+                }
+            }
+        }
+        if contract::service_endpoints(m, NATS_SERVICE.0, u64::from(NATS_SERVICE.1)).is_empty() {
+            problems.push("Service nats does not reach NATS on 4222".into());
+        }
+        problems
+    });
+}
+
+#[test]
+fn secrets_are_never_committed() {
+    let root = root();
+    let mut problems = Vec::new();
+    let components = root.join("infra/k8s/components");
+    if components.is_dir() {
+        problems.extend(secrets::committed_secrets(&components).unwrap());
+    }
+    let readme = readme_secrets();
+    for c in contracts() {
+        for dir in [
+            render::base_dir(&root, c.name()),
+            render::overlay_dir(&root, c.name(), "prod"),
+        ] {
+            problems.extend(secrets::committed_secrets(&dir).unwrap());
+        }
+        let m = manifests(c, Overlay::Prod);
+        for s in m.of_kind("Secret") {
+            problems.push(format!(
+                "{}/prod renders {}: prod creates no Secret",
+                c.name(),
+                manifest::id(s)
+            ));
+        }
+        let in_namespace = readme.get(c.name()).cloned().unwrap_or_default();
+        if in_namespace.is_empty() {
+            problems.push(format!(
+                "infra/README.md creates no Secret with `-n {}`",
+                c.name()
+            ));
+        }
+        problems.extend(
+            secrets::check_documented(&m, &in_namespace, &format!("-n {}", c.name()))
+                .into_iter()
+                .map(|p| format!("{}/prod: {p}", c.name())),
         );
     }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n  - {}",
+        problems.len(),
+        problems.join("\n  - ")
+    );
+}
 
-    let nats = m.workload("StatefulSet", "nats").expect("StatefulSet nats");
-    let nats_c = nats.container("nats").unwrap();
-    assert!(
-        nats_c.command_line().contains(&"-js"),
-        "nats runs with JetStream (-js)"
+#[test]
+fn the_app_directories_are_the_registrys_apps() {
+    // infra/validate.sh renders every infra/k8s/<app>/overlays; the tests check the
+    // registry's apps: they must be the same.
+    let mut dirs: Vec<String> = fs::read_dir(root().join("infra/k8s"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("overlays").is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    let mut apps: Vec<String> = contracts().iter().map(|c| c.name().to_owned()).collect();
+    apps.sort();
+    assert_eq!(
+        dirs, apps,
+        "infra/k8s/<app>/overlays directories vs the registry's apps"
     );
+}
+
+#[test]
+fn the_readme_covers_every_app() {
+    let readme = fs::read_to_string(root().join("infra/README.md")).unwrap();
+    for c in contracts() {
+        assert!(
+            readme.contains(c.app.ingress.host),
+            "infra/README.md: no hosts entry for {}",
+            c.app.ingress.host
+        );
+        for overlay in Overlay::ALL {
+            let path = render::overlay_path(c.name(), overlay.name());
+            assert!(
+                readme.contains(&path),
+                "infra/README.md does not mention {path}"
+            );
+            let profile = c.skaffold_profile(overlay);
+            let command = if profile == "dev" {
+                "skaffold dev".to_owned()
+            } else {
+                format!("skaffold dev -p {profile}")
+            };
+            assert!(readme.contains(&command), "infra/README.md: no `{command}`");
+        }
+    }
     assert!(
-        nats.object["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty()),
-        "nats: persistent JetStream storage"
-    );
-    let nats_srv = m.get("Service", "nats").expect("Service nats");
-    assert!(
-        nats_srv["spec"]["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["port"] == 4222),
-        "Service nats port 4222"
+        readme.contains(contract::INGRESS_CONTROLLER_NAMESPACE)
+            && readme.contains(netpol::NAMESPACE_NAME_LABEL),
+        "infra/README.md must say which ingress controller namespace the policies admit"
     );
 }
