@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline validation of the deployment files of every app: Kustomize overlays,
-# Kubernetes schemas, skaffold.yaml, and the Rust cross-reference test.
+# Kubernetes schemas, the Gateway API objects against the Gateway API's published CRDs,
+# skaffold.yaml, and the Rust cross-reference test.
 #
 #   bash infra/validate.sh
 #
@@ -17,11 +18,17 @@
 # Environment:
 #   KUBECTL                 kubectl to use (must have Kustomize v5+)
 #   K8S_VALIDATE_VERSION    Kubernetes version to validate against (default 1.33.0)
-#   SWITCHYARD_SHARED_DIR   the shared/ folder (default: <repo>/../shared)
+#   SWITCHYARD_SHARED_DIR   the shared/ folder (default: <repo>/../shared); it holds the
+#                           skaffold schema and the Gateway API CRDs (standard channel,
+#                           schemas/gateway-api/$GATEWAY_API_VERSION), read from there
 set -euo pipefail
 
 K8S_VALIDATE_VERSION="${K8S_VALIDATE_VERSION:-1.33.0}"
-OVERLAYS=(dev prod)
+OVERLAYS=(dev prod prod-gateway)
+# Overlays that deploy through the Gateway API (its objects are validated against the
+# CRDs, the rest against Kubernetes).
+GATEWAY_OVERLAYS=(prod-gateway)
+GATEWAY_API_VERSION="v1.6.1"
 # APPS: every directory infra/k8s/<app>/ with overlays (the cross-reference test checks that
 # they are exactly the registry's apps).
 VENV="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci-venv"
@@ -41,6 +48,7 @@ ROOT="$(git -C "$script_dir" rev-parse --show-toplevel 2>/dev/null || (cd "$scri
 cd "$ROOT"
 SHARED="${SWITCHYARD_SHARED_DIR:-$ROOT/../shared}"
 SKAFFOLD_SCHEMA="$SHARED/schemas/skaffold/v4beta14.json"
+GATEWAY_API_CRDS="$SHARED/schemas/gateway-api/$GATEWAY_API_VERSION"
 
 # --- (a) tools -----------------------------------------------------------------
 
@@ -140,6 +148,10 @@ ensure_kubectl
 ensure_python_tools
 [[ -f "$SKAFFOLD_SCHEMA" ]] ||
   die "skaffold schema not found at $SKAFFOLD_SCHEMA (the shared/ folder must sit beside the repo checkout, or set SWITCHYARD_SHARED_DIR)"
+for crd in gateways httproutes; do
+  [[ -f "$GATEWAY_API_CRDS/gateway.networking.k8s.io_$crd.yaml" ]] ||
+    die "Gateway API CRD $crd not found in $GATEWAY_API_CRDS (set SWITCHYARD_SHARED_DIR)"
+done
 
 APPS=()
 for dir in infra/k8s/*/overlays; do
@@ -151,6 +163,7 @@ done
 step "(b) kubectl kustomize -> target/k8s/<app>-<overlay>.yaml (apps: ${APPS[*]})"
 mkdir -p target/k8s
 RENDERED=()
+GATEWAY_RENDERED=()
 for app in "${APPS[@]}"; do
   for overlay in "${OVERLAYS[@]}"; do
     dir="infra/k8s/$app/overlays/$overlay"
@@ -158,27 +171,119 @@ for app in "${APPS[@]}"; do
     [[ -f "$dir/kustomization.yaml" ]] || die "$dir/kustomization.yaml is missing"
     "$KUBECTL" kustomize "$dir" >"$out.tmp" || die "kubectl kustomize $dir failed"
     mv "$out.tmp" "$out"
+    if [[ " ${GATEWAY_OVERLAYS[*]} " == *" $overlay "* ]]; then GATEWAY_RENDERED+=("$out"); fi
     RENDERED+=("$out")
     info "$out: $(grep -c '^kind:' "$out") objects ($(grep '^kind:' "$out" | sort | uniq -c | awk '{printf "%s %s, ", $1, $3}' | sed 's/, $//'))"
   done
 done
 
 # --- (c) Kubernetes schemas ----------------------------------------------------
+# kubernetes-validate knows the built-in kinds only: the Gateway API objects are set aside
+# (target/k8s/<app>-<overlay>.core.yaml holds the rest) and checked in (c2).
 step "(c) kubernetes-validate --strict against Kubernetes $K8S_VALIDATE_VERSION"
 for out in "${RENDERED[@]}"; do
+  core="$out"
+  if [[ " ${GATEWAY_RENDERED[*]} " == *" $out "* ]]; then
+    core="${out%.yaml}.core.yaml"
+    "$PY" - "$out" "$core" <<'PY' || die "could not split $out"
+import sys, yaml
+src, dest = sys.argv[1:]
+with open(src) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+core = [d for d in docs if not str(d.get("apiVersion", "")).startswith("gateway.networking.k8s.io/")]
+with open(dest, "w") as f:
+    yaml.safe_dump_all(core, f, sort_keys=False)
+PY
+  fi
   "$PY" -m kubernetes_validate --strict --quiet --kubernetes-version "$K8S_VALIDATE_VERSION" \
-    "$out" ||
+    "$core" ||
     die "$out does not validate against Kubernetes $K8S_VALIDATE_VERSION"
   info "$out: valid"
 done
 
+# --- (c2) Gateway API objects against the published CRDs -----------------------
+# Each object of group gateway.networking.k8s.io is checked against the openAPIV3Schema of
+# its CRD's version v1 (standard channel), read from shared/, never copied into the repo.
+# Strict as kubectl --validate=strict: a field the schema does not declare is an error
+# (additionalProperties: false wherever the schema lists properties and neither allows
+# more nor preserves unknown fields). The CRDs' CEL rules (x-kubernetes-validations) are
+# not evaluated here; the cross-reference test (e) checks what matters of them.
+step "(c2) Gateway API objects against the CRDs of Gateway API $GATEWAY_API_VERSION (${GATEWAY_API_CRDS#"$ROOT/"})"
+((${#GATEWAY_RENDERED[@]} > 0)) || die "no Gateway API overlay rendered"
+"$PY" - "$GATEWAY_API_CRDS" "${GATEWAY_RENDERED[@]}" <<'PY' || die "Gateway API objects do not match the CRDs of $GATEWAY_API_CRDS"
+import copy, glob, os, sys
+import yaml
+import jsonschema
+
+crd_dir, files = sys.argv[1], sys.argv[2:]
+schemas = {}
+for path in sorted(glob.glob(os.path.join(crd_dir, "*.yaml"))):
+    with open(path) as f:
+        for crd in yaml.safe_load_all(f):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            channel = crd["metadata"].get("annotations", {}).get("gateway.networking.k8s.io/channel")
+            if channel != "standard":
+                sys.exit(f"{path}: channel {channel!r}, expected standard")
+            for v in spec["versions"]:
+                if v["name"] == "v1" and v.get("served"):
+                    key = (spec["group"] + "/v1", spec["names"]["kind"])
+                    schemas[key] = (v["schema"]["openAPIV3Schema"], os.path.basename(path))
+
+def strict(schema):
+    """A copy of a structural schema that rejects undeclared fields."""
+    schema = copy.deepcopy(schema)
+    def walk(s):
+        if not isinstance(s, dict):
+            return
+        if ("properties" in s and "additionalProperties" not in s
+                and not s.get("x-kubernetes-preserve-unknown-fields")):
+            s["additionalProperties"] = False
+        for key in ("properties", "patternProperties"):
+            for sub in s.get(key, {}).values():
+                walk(sub)
+        for key in ("items", "additionalProperties", "not"):
+            walk(s.get(key))
+        for key in ("allOf", "anyOf", "oneOf"):
+            for sub in s.get(key, []):
+                walk(sub)
+    walk(schema)
+    return schema
+
+failed = False
+for path in files:
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    objects = [d for d in docs if str(d.get("apiVersion", "")).startswith("gateway.networking.k8s.io/")]
+    if not objects:
+        print(f"    {path}: no Gateway API object")
+        failed = True
+    for obj in objects:
+        name = f'{obj.get("kind")}/{obj.get("metadata", {}).get("name")}'
+        key = (obj.get("apiVersion"), obj.get("kind"))
+        if key not in schemas:
+            print(f"    {path}: {name}: no standard-channel CRD serves {key[0]} {key[1]}")
+            failed = True
+            continue
+        schema, crd_file = schemas[key]
+        validator = jsonschema.Draft7Validator(strict(schema))
+        errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+        for e in errors:
+            where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+            print(f"    {path}: {name}: {where}: {e.message}")
+            failed = True
+        if not errors:
+            print(f"    {path}: {name}: valid ({crd_file}, v1)")
+sys.exit(1 if failed else 0)
+PY
 # --- (d) skaffold.yaml ---------------------------------------------------------
 step "(d) check-jsonschema skaffold.yaml against ${SKAFFOLD_SCHEMA#"$ROOT/"}"
 "$PY" -m check_jsonschema --schemafile "$SKAFFOLD_SCHEMA" skaffold.yaml ||
   die "skaffold.yaml does not match $SKAFFOLD_SCHEMA"
 
 # --- (e) cross-references ------------------------------------------------------
-step "(e) cargo test -p switchyard-k8s-check (cross-references, contracts, ingress routing, network policies, secrets)"
+step "(e) cargo test -p switchyard-k8s-check (cross-references, contracts, ingress and gateway routing, network policies, secrets)"
 cargo test --quiet -p switchyard-k8s-check || die "cargo test -p switchyard-k8s-check failed"
 
 step "all checks passed"

@@ -68,7 +68,11 @@ pub fn service_target_ports(m: &Manifests) -> Vec<String> {
 }
 
 /// The Service port a backend refers to exists.
-fn service_has_port(m: &Manifests, service: &str, port: &BackendPort) -> Result<(), String> {
+pub(crate) fn service_has_port(
+    m: &Manifests,
+    service: &str,
+    port: &BackendPort,
+) -> Result<(), String> {
     let s = m
         .get("Service", service)
         .ok_or_else(|| format!("Service {service} does not exist"))?;

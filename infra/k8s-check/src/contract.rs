@@ -639,6 +639,34 @@ impl Contract {
     /// bus to the bus (NATS, or the HTTP event bus) and, with the HTTP bus, the bus to every
     /// subscriber; in prod, every service with a database to PostgreSQL.
     pub fn needed_paths(&self, m: &Manifests, overlay: Overlay) -> Vec<Path> {
+        let backends = self.ingress_backends(m);
+        self.needed_paths_via(m, overlay, &Self::ingress_controller().id, &backends)
+    }
+
+    /// The backends of the app's Ingress in `m`.
+    pub fn ingress_backends(&self, m: &Manifests) -> Vec<Backend> {
+        let mut backends = Vec::new();
+        if let Some(ingress) = m.get("Ingress", self.app.ingress.name) {
+            for rule in ingress["spec"]["rules"].as_array().into_iter().flatten() {
+                for p in rule["http"]["paths"].as_array().into_iter().flatten() {
+                    if let Ok(b) = Backend::from_value(&p["backend"]) {
+                        backends.push(b);
+                    }
+                }
+            }
+        }
+        backends
+    }
+
+    /// [`Self::needed_paths`] with another edge proxy than the ingress controller (`edge`,
+    /// a peer id) reaching other backends (the Gateway API overlay's HTTPRoute backends).
+    pub fn needed_paths_via(
+        &self,
+        m: &Manifests,
+        overlay: Overlay,
+        edge: &str,
+        backends: &[Backend],
+    ) -> Vec<Path> {
         let mut paths = Vec::new();
         let mut add = |from: &str, service: &str, port: u64| {
             for (to, port) in service_endpoints(m, service, port) {
@@ -649,18 +677,9 @@ impl Contract {
                 });
             }
         };
-        let controller = Self::ingress_controller().id;
-        if let Some(ingress) = m.get("Ingress", self.app.ingress.name) {
-            for rule in ingress["spec"]["rules"].as_array().into_iter().flatten() {
-                for p in rule["http"]["paths"].as_array().into_iter().flatten() {
-                    if let Ok(b) = Backend::from_value(&p["backend"]) {
-                        let port = match b.port {
-                            BackendPort::Number(n) => n,
-                            BackendPort::Name(_) => continue,
-                        };
-                        add(&controller, &b.service, port);
-                    }
-                }
+        for b in backends {
+            if let BackendPort::Number(port) = b.port {
+                add(edge, &b.service, port);
             }
         }
         let services = self.services(overlay);
@@ -721,6 +740,20 @@ impl Contract {
     /// namespace, the ingress controller, Prometheus and the outside
     /// ([`netpol::probe_peers`]); and no rule may admit an `ipBlock`.
     pub fn check_network_policies(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
+        let backends = self.ingress_backends(m);
+        self.check_network_policies_via(m, overlay, &Self::ingress_controller(), &backends, &[])
+    }
+
+    /// [`Self::check_network_policies`] with another edge proxy than the ingress
+    /// controller (`edge`) reaching `backends`, probed also from `extra_peers`.
+    pub fn check_network_policies_via(
+        &self,
+        m: &Manifests,
+        overlay: Overlay,
+        edge: &Peer,
+        backends: &[Backend],
+        extra_peers: &[Peer],
+    ) -> Vec<String> {
         let count = netpol::policies(m).count();
         if count == 0 {
             return if overlay == Overlay::Prod {
@@ -739,9 +772,10 @@ impl Contract {
                     .to_owned(),
             );
         }
-        let peers = netpol::probe_peers(m, &Self::ingress_controller(), &Self::monitoring());
+        let mut peers = netpol::probe_peers(m, edge, &Self::monitoring());
+        peers.extend(extra_peers.iter().cloned());
         let open = netpol::open_paths(m, &peers);
-        let needed = self.needed_paths(m, overlay);
+        let needed = self.needed_paths_via(m, overlay, &edge.id, backends);
         for p in &needed {
             if !open.contains(p) {
                 problems.push(format!("needed but closed: {p}"));

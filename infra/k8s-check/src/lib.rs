@@ -8,10 +8,12 @@
 //! the skaffold artifacts ([`skaffold`]), probes, the Kubernetes names of
 //! each app's wire contract ([`contract`]), the NetworkPolicies ([`netpol`]) and the
 //! Secrets, which are never committed ([`secrets`]). [`ingress::Router`] evaluates
-//! Ingress paths the way ingress-nginx does.
+//! Ingress paths the way ingress-nginx does, and HTTPRoutes the way Envoy Gateway does;
+//! [`gateway`] checks the Gateway API overlay `prod-gateway`.
 
 pub mod checks;
 pub mod contract;
+pub mod gateway;
 pub mod ingress;
 pub mod manifest;
 pub mod netpol;

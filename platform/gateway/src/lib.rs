@@ -1,7 +1,11 @@
 //! The local gateway: the stand-in for an Ingress controller on one machine.
 //!
 //! It reads the routing rules from the app's Ingress manifest (compiled in from the app
-//! registry; `INGRESS_FILE` reads another), so local and cluster routing cannot drift, maps
+//! registry; `ROUTES_FILE`, or its older name `INGRESS_FILE`, reads another), so local and
+//! cluster routing cannot drift. The file may hold the Ingress or the Gateway API
+//! HTTPRoutes (`infra/k8s/<app>/gateway-api/httproutes.yaml`): `ROUTES_KIND` is `ingress`,
+//! `httproute` or `auto` (the default: the Ingress if the file has one, else its
+//! HTTPRoutes); both give the same table for the app's paths. It maps
 //! each backend Service (`name:port`) to a local address, and forwards method, path, query,
 //! headers and body, streaming the response (server-sent events included). A backend that
 //! is down gives 502 with the JSON error body. Every path of the public port is proxied;
@@ -12,7 +16,7 @@ mod proxy;
 
 use std::sync::Arc;
 
-use switchyard_ingress::Router as IngressRouter;
+use switchyard_ingress::{Router as IngressRouter, RoutesKind};
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{CommonConfig, ConfigError, Env, HttpStack, Metrics, Shutdown};
 
@@ -32,8 +36,11 @@ pub struct AppRoutes {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonConfig,
-    /// The Ingress YAML text.
+    /// The routing YAML text: Ingress or HTTPRoute objects.
     pub ingress_yaml: String,
+    /// Which objects of it to read (`ROUTES_KIND`); `None` detects it
+    /// ([`RoutesKind::detect`]).
+    pub kind: Option<RoutesKind>,
     /// The host whose rules apply (`INGRESS_HOST`); requests are routed by these rules
     /// whatever their Host header.
     pub host: String,
@@ -41,16 +48,30 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the settings beside `common`; `app` gives the defaults (`INGRESS_FILE`,
-    /// `INGRESS_HOST` and `GATEWAY_BACKENDS` override them).
+    /// Reads the settings beside `common`; `app` gives the defaults (`ROUTES_FILE` or
+    /// `INGRESS_FILE`, `ROUTES_KIND`, `INGRESS_HOST` and `GATEWAY_BACKENDS` override them).
     pub fn from_env(env: &Env, common: CommonConfig, app: AppRoutes) -> Result<Self, ConfigError> {
-        let ingress_yaml = match env.raw("INGRESS_FILE") {
+        let file = ["ROUTES_FILE", "INGRESS_FILE"]
+            .into_iter()
+            .find_map(|name| env.raw(name).map(|path| (name, path)));
+        let ingress_yaml = match file {
             None => app.ingress_yaml,
-            Some(path) => std::fs::read_to_string(&path).map_err(|e| ConfigError::Malformed {
-                name: "INGRESS_FILE".into(),
-                value: path.clone(),
-                reason: e.to_string(),
-            })?,
+            Some((name, path)) => {
+                std::fs::read_to_string(&path).map_err(|e| ConfigError::Malformed {
+                    name: name.into(),
+                    value: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+        };
+        let kind = match env.raw("ROUTES_KIND") {
+            None => None,
+            Some(k) if k.trim().eq_ignore_ascii_case("auto") => None,
+            Some(k) => Some(RoutesKind::parse(&k).ok_or_else(|| ConfigError::Malformed {
+                name: "ROUTES_KIND".into(),
+                value: k.clone(),
+                reason: "expected ingress, httproute or auto".into(),
+            })?),
         };
         let backends = match env.raw("GATEWAY_BACKENDS") {
             None => app.backends,
@@ -63,6 +84,7 @@ impl Settings {
         Ok(Settings {
             common,
             ingress_yaml,
+            kind,
             host: env.parse_or("INGRESS_HOST", app.host)?,
             backends,
         })
@@ -70,10 +92,14 @@ impl Settings {
 
     /// The routing table, checked: every backend must have a local address.
     pub fn routes(&self) -> anyhow::Result<IngressRouter> {
-        let router = switchyard_ingress::router_from_yaml(&self.ingress_yaml, &self.host)?;
+        let kind = match self.kind {
+            Some(kind) => kind,
+            None => RoutesKind::detect(&self.ingress_yaml)?,
+        };
+        let router = switchyard_ingress::router_from_yaml_as(&self.ingress_yaml, &self.host, kind)?;
         anyhow::ensure!(
             !router.locations().is_empty(),
-            "the Ingress has no paths for host {}",
+            "the {kind} has no paths for host {}",
             self.host
         );
         Ok(router)
@@ -87,6 +113,7 @@ pub async fn launch(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let routes = settings.routes()?;
+    tracing::info!(kind = %routes.kind(), host = %routes.host(), "routing table");
     for location in routes.locations() {
         tracing::info!(
             path = %location.path,

@@ -91,6 +91,11 @@ async fn gateway(backends: Backends) -> (String, Shutdown) {
 
 /// The gateway for the blog's shipped Ingress: its public URL, its ops URL.
 async fn gateway_with_ops(backends: Backends) -> (String, String, Shutdown) {
+    gateway_for(backends, switchyard_registry::BLOG.ingress.yaml.to_string()).await
+}
+
+/// The gateway for the blog's routing read from `yaml` (the Ingress or the HTTPRoutes).
+async fn gateway_for(backends: Backends, yaml: String) -> (String, String, Shutdown) {
     let listeners = Listeners::local().await.expect("bind");
     let url = format!("http://{}", listeners.public.local_addr().expect("addr"));
     let ops = format!("http://{}", listeners.ops.local_addr().expect("addr"));
@@ -98,7 +103,8 @@ async fn gateway_with_ops(backends: Backends) -> (String, String, Shutdown) {
     let blog = &switchyard_registry::BLOG;
     let settings = Settings {
         common: CommonConfig::for_data_dir("gateway", dir),
-        ingress_yaml: blog.ingress.yaml.to_string(),
+        ingress_yaml: yaml,
+        kind: None,
         host: blog.ingress.host.to_string(),
         backends,
     };
@@ -122,6 +128,24 @@ async fn all_backends() -> Backends {
 #[tokio::test]
 async fn the_shipped_ingress_routes_the_contract_requests() {
     let (gw, shutdown) = gateway(all_backends().await).await;
+    contract_requests(&gw).await;
+    shutdown.trigger();
+}
+
+/// The same requests through the blog's Gateway API HTTPRoutes instead of its Ingress.
+#[tokio::test]
+async fn the_shipped_http_routes_route_the_contract_requests() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../infra/k8s/blog/gateway-api/httproutes.yaml"
+    );
+    let yaml = std::fs::read_to_string(path).expect("the blog's HTTPRoutes");
+    let (gw, _ops, shutdown) = gateway_for(all_backends().await, yaml).await;
+    contract_requests(&gw).await;
+    shutdown.trigger();
+}
+
+async fn contract_requests(gw: &str) {
     let client = reqwest::Client::new();
     let table = [
         ("POST", "/posts/create", "posts"),
@@ -160,7 +184,6 @@ async fn the_shipped_ingress_routes_the_contract_requests() {
                 .is_some_and(|h| h.starts_with("127.0.0.1"))
         );
     }
-    shutdown.trigger();
 }
 
 /// `/metrics`, `/healthz` and `/readyz` on the public port are the Ingress's to route (the
