@@ -10,15 +10,14 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    Recorder, Running, bus, eventually, iso, listeners, now_ms, publish, start, subscriber,
+    Recorder, Running, bus, eventually, iso, listeners, now_ms, postgres, publish, subscriber,
 };
 use switchyard_bus_client::{BusConfig, ConsumerSettings, ServiceSettings};
 use switchyard_kit::{CommonConfig, Db};
-use switchyard_ticketing_contract::{EXPIRATION_COMPLETE, ORDER_CREATED, object_id};
+use switchyard_ticketing_contract::{EXPIRATION_COMPLETE, ORDER_CREATED, check_payload, object_id};
 
 /// The bus, a recorder of `expiration:complete`, and the port the service will listen on.
 struct Setup {
@@ -36,7 +35,7 @@ impl Setup {
             l.local_addr().expect("addr").port()
         };
         let recorder = Recorder::start().await;
-        let bus = bus(
+        let bus = bus::start(
             bus_dir,
             vec![
                 subscriber(
@@ -46,6 +45,7 @@ impl Setup {
                 ),
                 subscriber("recorder", &recorder.url, &[EXPIRATION_COMPLETE]),
             ],
+            Some(check_payload),
         )
         .await;
         Setup {
@@ -66,7 +66,7 @@ impl Setup {
 
     /// Starts an instance of the service on the data directory `data_dir`.
     async fn service(&self, settings: ServiceSettings) -> Running {
-        start(listeners(self.port).await, move |l, s| {
+        Running::start(listeners(self.port).await, move |l, s| {
             switchyard_expiration::launch(settings, l, s)
         })
     }
@@ -287,62 +287,11 @@ async fn a_malformed_expiry_is_refused_and_stores_nothing() {
     setup.bus.stop().await.expect("bus stop");
 }
 
-fn postgres_url() -> String {
-    std::env::var("SWITCHYARD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-async fn postgres_or_skip() -> Option<String> {
-    let url = postgres_url();
-    let server = switchyard_kit::db::with_database(&url, "postgres");
-    match tokio::time::timeout(Duration::from_secs(3), Db::connect(&server)).await {
-        Ok(Ok(db)) => {
-            db.close().await;
-            Some(url)
-        }
-        _ => {
-            switchyard_kit::testing::skip_or_fail(&format!("PostgreSQL not reachable at {url}"));
-            None
-        }
-    }
-}
-
-/// Drops a test database when dropped (also when the test panics), on a runtime of its own.
-struct DropDatabase {
-    server: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let cleaner = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                && let Err(e) =
-                    rt.block_on(switchyard_kit::db::drop_postgres_database(&server, &name))
-            {
-                eprintln!("warning: could not drop database {name}: {e}");
-            }
-        });
-        let _ = cleaner.join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_postgres_fire_each_timer_once() {
-    let Some(server) = postgres_or_skip().await else {
+    let Some(database) = postgres::database_or_skip("expiration").await else {
         return;
     };
-    let name = format!("sy_{}_expiration", switchyard_events::ids::entity_id());
-    let _cleanup = DropDatabase {
-        server: server.clone(),
-        name: name.clone(),
-    };
-    let url = switchyard_kit::db::ensure_postgres_database(&server, &name)
-        .await
-        .expect("database");
     let bus_dir = tempfile::tempdir().expect("tmp");
     let setup = Setup::new(bus_dir.path()).await;
     let (a_dir, b_dir) = (
@@ -351,13 +300,13 @@ async fn replicas_sharing_postgres_fire_each_timer_once() {
     );
     let replica = |dir: &Path| {
         let mut settings = setup.settings(dir);
-        settings.common.database_url = url.clone();
+        settings.common.database_url = database.url.clone();
         settings
     };
     // Replica A takes the bus's deliveries; both fire timers from the shared table.
     let a = setup.service(replica(a_dir.path())).await;
     let b_settings = replica(b_dir.path());
-    let b = start(listeners(0).await, move |l, s| {
+    let b = Running::start(listeners(0).await, move |l, s| {
         switchyard_expiration::launch(b_settings, l, s)
     });
     // Many timers due at the same moment, so both loops find them due together.

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Options, Stack, drop_postgres, postgres_or_skip};
+use support::{Options, Stack, postgres};
 use switchyard_ticketing_contract::{is_object_id, object_id};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -46,7 +46,7 @@ async fn published_barrier(stack: &Stack) {
         .create_order(&stack.cookie(&object_id()), &ticket)
         .await;
     let id = order["id"].clone();
-    support::wait("the barrier order on the bus", || async {
+    support::eventually("the barrier order on the bus", || async {
         stack
             .events("order:created")
             .await
@@ -326,11 +326,11 @@ async fn race(stack: &Stack, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_postgres_database_create_one_order_per_ticket() {
-    let Some((server, url)) = postgres_or_skip("orders_race").await else {
+    let Some(database) = postgres::database_or_skip("orders_race").await else {
         return;
     };
     let stack = Stack::start_with(Options {
-        database_url: Some(url.clone()),
+        database_url: Some(database.url.clone()),
         replicas: 3,
         ..Options::default()
     })
@@ -359,7 +359,6 @@ async fn replicas_on_one_postgres_database_create_one_order_per_ticket() {
         .wait_order(&user, &id, "expired", |o| o["status"] == "cancelled")
         .await;
     stack.stop().await;
-    drop_postgres(&server, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +436,7 @@ async fn a_version_that_overtakes_its_predecessor_waits_for_it() {
     stack
         .publish_to(&second, Some("v2-event"), "ticket:updated", v2)
         .await;
-    support::wait("the second path to be told \"not yet\"", || async {
+    support::eventually("the second path to be told \"not yet\"", || async {
         (stack.consumed("deferred").await >= 2).then_some(())
     })
     .await;
@@ -472,7 +471,7 @@ async fn an_expiration_cancels_only_an_order_that_is_not_paid_or_cancelled() {
         .wait_order(&user, &id, "expired", |o| o["status"] == "cancelled")
         .await;
     assert_eq!(expired["version"], 1);
-    let events = support::wait("order:cancelled", || async {
+    let events = support::eventually("order:cancelled", || async {
         let events = cancellations_of(&stack, &id).await;
         (!events.is_empty()).then_some(events)
     })

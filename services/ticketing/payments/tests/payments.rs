@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use support::fake_stripe::FakeStripe;
-use support::{Recorder, Running, bus, eventually, listeners, now_ms, publish, start, subscriber};
+use support::{
+    Recorder, Running, bus, eventually, listeners, now_ms, postgres, publish, subscriber,
+};
 use switchyard_bus_client::outbox::MESSAGING;
 use switchyard_bus_client::{BusConfig, ConsumerSettings, ServiceSettings};
 use switchyard_kit::{CommonConfig, Db};
@@ -20,7 +22,9 @@ use switchyard_payments::provider::{
 };
 use switchyard_payments::{MIGRATIONS, Settings};
 use switchyard_session::{SessionConfig, Sessions};
-use switchyard_ticketing_contract::{ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, object_id};
+use switchyard_ticketing_contract::{
+    ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, check_payload, object_id,
+};
 use tokio::sync::Semaphore;
 
 const JWT_KEY: &str = "payments-test-key";
@@ -112,12 +116,13 @@ impl App {
             service_listeners.public.local_addr().expect("addr")
         );
         let recorder = Recorder::start().await;
-        let bus = bus(
+        let bus = bus::start(
             bus_dir.path(),
             vec![
                 subscriber("payments", &service_url, &[ORDER_CREATED, ORDER_CANCELLED]),
                 subscriber("recorder", &recorder.url, &[PAYMENT_CREATED]),
             ],
+            Some(check_payload),
         )
         .await;
         let config = match &provider {
@@ -137,10 +142,10 @@ impl App {
             provider: config,
         };
         let service = match provider {
-            Provider::Given(p) => start(service_listeners, move |l, s| {
+            Provider::Given(p) => Running::start(service_listeners, move |l, s| {
                 switchyard_payments::launch_with(settings, p, l, s)
             }),
-            Provider::Configured(_) => start(service_listeners, move |l, s| {
+            Provider::Configured(_) => Running::start(service_listeners, move |l, s| {
                 switchyard_payments::launch(settings, l, s)
             }),
         };
@@ -163,17 +168,7 @@ impl App {
 
     /// The cookie of a signed-in `user_id`.
     fn cookie(&self, user_id: &str) -> String {
-        let (token, _) = self
-            .sessions
-            .issue(user_id, "buyer@test.com")
-            .expect("token");
-        let set = self.sessions.set_cookie(&token);
-        set.to_str()
-            .expect("ascii")
-            .split(';')
-            .next()
-            .expect("pair")
-            .to_string()
+        switchyard_testkit::http::cookie(&self.sessions, user_id)
     }
 
     /// `POST /api/payments` as `cookie` with `body`: the status and the JSON body.
@@ -520,11 +515,11 @@ async fn an_order_cancelled_during_its_charge_is_refunded() {
 /// postgres://postgres@127.0.0.1:5432): skipped without one, a failure under `CI=true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_one_payment_per_order_and_refunds_of_cancelled_orders() {
-    let Some((url, _drop)) = support::postgres_database_or_skip("payments").await else {
+    let Some(database) = postgres::database_or_skip("payments").await else {
         return;
     };
     let provider = Arc::new(Gated::default());
-    let app = Arc::new(App::on(Provider::Given(provider.clone()), Some(&url)).await);
+    let app = Arc::new(App::on(Provider::Given(provider.clone()), Some(&database.url)).await);
     concurrent_payments_charge_once(&app, &provider).await;
     a_cancellation_during_the_charge_refunds_it(&app, &provider).await;
     // And the plain path: paid, then refused a second time.

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use support::{Options, Stack, drop_postgres, postgres_or_skip};
+use support::{Options, Stack, postgres};
 use switchyard_ticketing_contract::{is_object_id, object_id};
 
 fn order_created(order_id: &str, ticket_id: &str) -> Value {
@@ -40,7 +40,7 @@ async fn barrier(stack: &Stack) {
     let user = stack.cookie(&object_id());
     let t = stack.create_ticket(&user, "barrier", 1.0).await;
     let id = t["id"].clone();
-    support::wait("the barrier ticket on the bus", || async {
+    support::eventually("the barrier ticket on the bus", || async {
         stack
             .events("ticket:created")
             .await
@@ -394,7 +394,7 @@ async fn concurrent_updates(stack: &Stack, n: usize) {
     assert_eq!(versions, expected);
     let last = stack.get(&format!("/api/tickets/{id}"), None).await.body;
     assert_eq!(last["version"], json!(n));
-    let events = support::wait("every update on the bus", || async {
+    let events = support::eventually("every update on the bus", || async {
         let events = updates_of(stack, &id).await;
         (events.len() >= n).then_some(events)
     })
@@ -410,11 +410,11 @@ async fn concurrent_updates(stack: &Stack, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_postgres_database_never_lose_an_update() {
-    let Some((server, url)) = postgres_or_skip("tickets_occ").await else {
+    let Some(database) = postgres::database_or_skip("tickets_occ").await else {
         return;
     };
     let stack = Stack::start_with(Options {
-        database_url: Some(url.clone()),
+        database_url: Some(database.url.clone()),
         replicas: 3,
     })
     .await;
@@ -433,7 +433,6 @@ async fn replicas_on_one_postgres_database_never_lose_an_update() {
         })
         .await;
     stack.stop().await;
-    drop_postgres(&server, &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,30 @@
+//! Test support shared by the services' integration tests: services in this process on
+//! port 0 over real HTTP, the in-process event bus, a recording subscriber, an HTTP client
+//! with cookies, JSON error assertions, waiting with deadlines, PostgreSQL databases per
+//! test (skipped without a server, failing under CI via
+//! [`switchyard_kit::testing::skip_or_fail`]).
+//!
+//! One module a job; a service's `tests/support` keeps what is its own (how its stack
+//! starts) and re-exports from here what its tests use.
+//!
+//! * [`running`]: a service started in this process ([`Running`]), listeners, a service's
+//!   replicas ([`Replicas`]).
+//! * [`bus`]: the event bus in this process, publishing to it, reading its log.
+//! * [`recorder`]: a subscriber that records what it is delivered ([`Recorder`]).
+//! * [`http`]: a client of a service and its bus, with session cookies ([`Client`]), and
+//!   its answers with the contract's JSON error assertions ([`Answer`]).
+//! * [`wait`]: waiting on a condition with a deadline, never a fixed sleep.
+//! * [`postgres`]: a PostgreSQL database for one test ([`TestDatabase`]).
+
+pub mod bus;
+pub mod http;
+pub mod postgres;
+pub mod recorder;
+pub mod running;
+pub mod wait;
+
+pub use http::{Answer, Client};
+pub use postgres::TestDatabase;
+pub use recorder::{Received, Recorder, now_ms};
+pub use running::{Replicas, Running, listener, listeners};
+pub use wait::{DEADLINE, eventually};
