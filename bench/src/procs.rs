@@ -84,7 +84,7 @@ impl Service {
             ops_port: free_port()?,
             bin: bin.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
-            log: log_dir.join(format!("{name}.log")),
+            log: log_dir.join(format!("{}.log", name.replace('/', "-"))),
             envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))

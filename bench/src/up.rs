@@ -15,8 +15,18 @@ use crate::report::{Dist, Figure, Section, fmt_num};
 use crate::{Ctx, wrk};
 
 const S: &str = "up";
-/// The blog's contract ports, shifted by `--port-offset`.
-const PORTS: [u16; 6] = [4000, 4001, 4002, 4003, 4005, 3000];
+/// The blog's local ports, API and ops, as the app registry gives them (the gateway's API
+/// port is chosen apart); `--port-offset` shifts them all.
+fn ports() -> Vec<u16> {
+    switchyard_registry::BLOG
+        .services
+        .iter()
+        .flat_map(|s| {
+            let api = (s.kind != switchyard_registry::Kind::Gateway).then_some(s.local_port);
+            api.into_iter().chain([s.local_ops_port])
+        })
+        .collect()
+}
 
 pub async fn run(ctx: &Ctx) -> Section {
     let mut section = Section::new(
@@ -45,7 +55,7 @@ struct Up {
     drain: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A port offset whose six ports, and a gateway port, are all free.
+/// A port offset whose ports, and a gateway port, are all free.
 fn free_layout() -> anyhow::Result<(u16, u16)> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -54,7 +64,7 @@ fn free_layout() -> anyhow::Result<(u16, u16)> {
     for attempt in 0..200u32 {
         let offset = 20_000 + u16::try_from((seed / 7 + attempt * 97) % 20_000).unwrap_or(0);
         let gateway = offset + 4010;
-        if PORTS.iter().all(|p| port_free(p + offset)) && port_free(gateway) {
+        if ports().iter().all(|p| port_free(p + offset)) && port_free(gateway) {
             return Ok((offset, gateway));
         }
     }
