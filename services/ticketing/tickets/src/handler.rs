@@ -45,6 +45,7 @@ impl Orders {
         let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
             return Ok(Handled::Duplicate);
         };
+        lock_ticket(&self.0, &mut change, ticket_id).await?;
         // Its cancellation overtook it: the order never holds the ticket.
         let cancelled = sqlx::query("SELECT 1 FROM cancelled_orders WHERE order_id = $1")
             .bind(order_id)
@@ -85,6 +86,7 @@ impl Orders {
         let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
             return Ok(Handled::Duplicate);
         };
+        lock_ticket(&self.0, &mut change, ticket_id).await?;
         // Remembered, in case this cancellation overtook the order's creation.
         sqlx::query(
             "INSERT INTO cancelled_orders (order_id, ticket_id, at) VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
@@ -118,6 +120,25 @@ impl Orders {
         tracing::debug!(%ticket_id, %order_id, "cancellation of an order that does not hold the ticket");
         Ok(Handled::Ignored)
     }
+}
+
+/// Takes the ticket's row lock first (PostgreSQL), so an order's creation and its
+/// cancellation handled at the same moment by two handlers are applied one after the
+/// other, each seeing what the other committed: otherwise the creation could miss the
+/// cancellation's record and reserve the ticket for an order that no longer exists.
+/// SQLite needs none: the inbox insert that opened the change holds its one write lock.
+async fn lock_ticket(
+    state: &ServiceState,
+    change: &mut Change,
+    ticket_id: &str,
+) -> Result<(), sqlx::Error> {
+    if state.db.dialect() == switchyard_kit::Dialect::Postgres {
+        sqlx::query("SELECT id FROM tickets WHERE id = $1 FOR UPDATE")
+            .bind(ticket_id)
+            .fetch_optional(&mut **change)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Publishes `ticket:updated` for `ticket` in `change` and commits.
