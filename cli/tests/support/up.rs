@@ -20,17 +20,40 @@ fn free(port: u32) -> bool {
     u16::try_from(port).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
-/// An offset that shifts every blog port onto a free one.
+/// Offsets already handed to a test of this process: tests in one binary run at once, and
+/// a port that is free when checked stays free only until the `up` that owns it binds it.
+static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// An offset that shifts every port of every app onto a free one, never the same twice in
+/// one test process.
 pub fn free_offset() -> u16 {
-    let seed = std::process::id() as u16 ^ (Instant::now().elapsed().subsec_nanos() as u16);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seed = (std::process::id() ^ nanos) as u16;
+    let mut taken = TAKEN.lock().expect("lock");
     for attempt in 0..200u16 {
         let offset = 10_000
             + ((seed.wrapping_add(attempt.wrapping_mul(97))) % 40) * 1_000
             + (attempt % 7) * 10;
+        // Two offsets share a port when they differ by the distance between two ports.
+        let shifted = |o: u16| {
+            ports()
+                .into_iter()
+                .map(move |p| u32::from(p) + u32::from(o))
+        };
+        if taken
+            .iter()
+            .any(|t| shifted(*t).any(|p| shifted(offset).any(|q| p == q)))
+        {
+            continue;
+        }
         if ports()
             .iter()
             .all(|p| free(u32::from(*p) + u32::from(offset)))
         {
+            taken.push(offset);
             return offset;
         }
     }
