@@ -16,19 +16,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::backend::{Backend, Resources};
-use support::nemesis::{NatsGuard, drop_postgres_connections, restart_nats, stop_nats};
+use support::fake_stripe::FakeStripe;
+use support::faults::{self, Done, ONE_AT_A_TIME, production_args};
+use support::nemesis::NatsGuard;
 use support::process;
+use support::ticketing_load;
 use support::up::{Up, free_offset};
 
 per_backend!(nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed);
-
-/// What the nemesis does at one step.
-#[derive(Debug, Clone)]
-enum Fault {
-    Signal(Vec<&'static str>, &'static str),
-    RestartNats,
-    DropPostgresConnections,
-}
 
 #[derive(Default)]
 struct Acked {
@@ -117,54 +112,17 @@ async fn client_loop(base: String, me: u64, until: Instant, acked: Arc<Mutex<Ack
     }
 }
 
-/// The pid of `service` under `up`, waiting while `up` restarts it.
-async fn wait_for_pid(up: &Up, service: &str) -> u32 {
-    support::eventually(&format!("{service} to be running"), || async {
-        up.service_pid(service)
-    })
-    .await
-}
-
-/// Waits until `service` runs as a process other than `old` (it died and `up` restarted
-/// it): proof that the signal took effect.
-async fn wait_for_replacement(up: &Up, service: &str, old: u32) {
-    support::eventually(&format!("{service} (pid {old}) to be replaced"), || async {
-        up.service_pid(service).filter(|pid| *pid != old)
-    })
-    .await;
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status();
-}
-
 async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: Backend) {
     let secs = env_or("FAULT_SECS", 12);
     let clients = env_or("FAULT_CLIENTS", 16);
     let dir = tempfile::tempdir().expect("tmp");
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut resources = Resources::new();
     let _nats_guard = NatsGuard;
+    let services = ["posts", "comments", "query", "moderation"];
     let extra = match backend {
         Backend::Embedded => Vec::new(),
-        Backend::Production => {
-            for service in ["posts", "comments", "query", "moderation"] {
-                resources.database(service).await;
-            }
-            vec![
-                "--postgres".to_string(),
-                resources.postgres.clone(),
-                "--database-prefix".to_string(),
-                format!("sy_{}", resources.id),
-                "--nats".to_string(),
-                resources.nats.clone(),
-                "--stream".to_string(),
-                resources.stream.clone(),
-                "--subject-prefix".to_string(),
-                resources.prefix.clone(),
-            ]
-        }
+        Backend::Production => production_args(&resources, &services).await,
     };
     let up = Up::start_with(dir.path(), free_offset(), process::free_port(), &extra);
     let base = up.url();
@@ -175,98 +133,21 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         .collect();
 
     // The nemesis: kill one at a time, then several at once, then SIGTERM each; on the
-    // production backend also restart NATS and drop the PostgreSQL connections.
-    let bus: &[&'static str] = match backend {
-        Backend::Embedded => &["event-bus"],
-        Backend::Production => &[],
-    };
-    let mut plan: Vec<Fault> = ["posts", "comments", "query", "moderation", "gateway"]
-        .iter()
-        .chain(bus)
-        .map(|s| Fault::Signal(vec![*s], "-KILL"))
-        .collect();
-    plan.push(Fault::Signal(
-        [&["comments", "moderation"][..], bus].concat(),
-        "-KILL",
-    ));
-    plan.push(Fault::Signal(
-        [&["posts", "query", "gateway"][..], bus].concat(),
-        "-KILL",
-    ));
-    if backend == Backend::Production {
-        plan.push(Fault::RestartNats);
-        plan.push(Fault::DropPostgresConnections);
-    }
-    plan.extend(
-        ["posts", "comments", "query", "moderation"]
-            .iter()
-            .chain(bus)
-            .map(|s| Fault::Signal(vec![*s], "-TERM")),
+    // production backend also restart NATS and drop the PostgreSQL connections. Every
+    // planned fault is carried out and its effect seen, so the checker below cannot pass
+    // with a nemesis that did nothing.
+    let plan = faults::plan(
+        backend,
+        &["posts", "comments", "query", "moderation", "gateway"],
+        &[&["comments", "moderation"], &["posts", "query", "gateway"]],
     );
-    if backend == Backend::Production {
-        plan.push(Fault::DropPostgresConnections);
-    }
-    let pause = Duration::from_millis((secs * 1000 / (plan.len() as u64 + 1)).max(300));
-    // Every planned fault is carried out and its effect seen (a signalled process is
-    // replaced by a new one), so the checker below cannot pass with a nemesis that did
-    // nothing.
-    let planned_signals: usize = plan
-        .iter()
-        .map(|f| match f {
-            Fault::Signal(targets, _) => targets.len(),
-            _ => 0,
-        })
-        .sum();
-    let planned_terms: usize = plan
-        .iter()
-        .map(|f| match f {
-            Fault::Signal(targets, "-TERM") => targets.len(),
-            _ => 0,
-        })
-        .sum();
-    let planned_others = plan.len()
-        - plan
-            .iter()
-            .filter(|f| matches!(f, Fault::Signal(..)))
-            .count();
-    let (mut signalled, mut terms, mut others) = (0usize, 0usize, 0usize);
-    for fault in &plan {
-        tokio::time::sleep(pause).await;
-        match fault {
-            Fault::Signal(targets, sig) => {
-                let mut hit = Vec::new();
-                for t in targets {
-                    let pid = wait_for_pid(&up, t).await;
-                    signal(pid, sig);
-                    hit.push((*t, pid));
-                }
-                for (t, old) in hit {
-                    wait_for_replacement(&up, t, old).await;
-                    signalled += 1;
-                    if *sig == "-TERM" {
-                        terms += 1;
-                    }
-                }
-            }
-            Fault::RestartNats => {
-                stop_nats().await;
-                restart_nats().await;
-                others += 1;
-            }
-            Fault::DropPostgresConnections => {
-                let dropped = drop_postgres_connections(&resources.database_pattern()).await;
-                eprintln!("nemesis: dropped {dropped} PostgreSQL connections");
-                assert!(dropped > 0, "the nemesis dropped no PostgreSQL connection");
-                others += 1;
-            }
-        }
-    }
+    let done = faults::carry_out(&up, &plan, faults::pause_for(&plan, secs), &resources).await;
     assert_eq!(
-        (signalled, terms, others),
-        (planned_signals, planned_terms, planned_others),
+        done,
+        Done::planned(&plan),
         "the nemesis did not carry out its plan"
     );
-    let actions = signalled + others;
+    let actions = done.actions();
     for l in load {
         l.await.expect("client");
     }
@@ -342,11 +223,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let lines = up.lines();
-    let graceful_exits = lines
-        .iter()
-        .filter(|l| l.contains("exited (exit status: 0)"))
-        .count();
+    let graceful_exits = faults::graceful_exits(&up);
     println!(
         "\n{} backend:\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
         backend.name(),
@@ -354,6 +231,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         comments.len(),
         present
     );
+    faults::assert_clean_exits(&up, done.terms);
     drop(up);
     resources.cleanup().await;
     assert_eq!(
@@ -361,25 +239,114 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         (0, 0, 0, 0),
         "lost, duplicated, pending, wrong"
     );
-    // Every service given SIGTERM exited 0 (drained) before up restarted it.
-    assert!(
-        graceful_exits >= terms,
-        "SIGTERM exits: {graceful_exits}\n{}",
-        lines
-            .iter()
-            .filter(|l| l.contains("exited"))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+}
+
+per_backend!(no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed);
+
+/// The ticketing app under `up`: buyers race for tickets, pay, cancel and let orders expire
+/// while the nemesis works through every service and the bus; payments go to a Stripe
+/// stand-in in this process, which counts the real charges whatever happens to payments.
+async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend: Backend) {
+    let secs = env_or("FAULT_SECS", 12);
+    let clients = env_or("FAULT_CLIENTS", 16) as usize;
+    let window = env_or("FAULT_EXPIRATION_WINDOW_SECONDS", 6);
+    let dir = tempfile::tempdir().expect("tmp");
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut resources = Resources::new();
+    let _nats_guard = NatsGuard;
+    let stripe_key = "sk_test_faults";
+    let stripe = FakeStripe::start(stripe_key).await;
+    let services = ["auth", "tickets", "orders", "expiration", "payments"];
+    let extra = match backend {
+        Backend::Embedded => Vec::new(),
+        Backend::Production => production_args(&resources, &services).await,
+    };
+    let window_text = window.to_string();
+    let up = Up::start_app(
+        "ticketing",
+        dir.path(),
+        free_offset(),
+        process::free_port(),
+        &extra,
+        &[
+            ("EXPIRATION_WINDOW_SECONDS", window_text.as_str()),
+            ("PAYMENT_PROVIDER", "stripe"),
+            ("STRIPE_KEY", stripe_key),
+            ("STRIPE_API_BASE", stripe.url.as_str()),
+            ("PAYMENT_ATTEMPT_GRACE_MS", "1000"),
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("ARGON2_ITERATIONS", "1"),
+        ],
     );
-    assert!(
-        !lines.iter().any(|l| l.contains("exited (exit status: 1)")),
-        "a service failed:\n{}",
-        lines
-            .iter()
-            .filter(|l| l.contains("exited"))
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+    let base = up.url();
+    let acked = Arc::new(Mutex::new(ticketing_load::Acked::default()));
+    let until = Instant::now() + Duration::from_secs(secs);
+    let load: Vec<_> = (0..clients)
+        .map(|me| {
+            tokio::spawn(ticketing_load::client(
+                base.clone(),
+                me,
+                until,
+                acked.clone(),
+            ))
+        })
+        .collect();
+    let plan = faults::plan(
+        backend,
+        &["auth", "tickets", "orders", "expiration", "payments", "gateway"],
+        &[
+            &["orders", "payments"],
+            &["tickets", "expiration", "gateway"],
+        ],
     );
+    let done = faults::carry_out(&up, &plan, faults::pause_for(&plan, secs), &resources).await;
+    assert_eq!(
+        done,
+        Done::planned(&plan),
+        "the nemesis did not carry out its plan"
+    );
+    for l in load {
+        l.await.expect("client");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    assert!(
+        !acked.orders.is_empty() && acked.orders.values().any(|o| o.done),
+        "the load acknowledged nothing: {acked:?}"
+    );
+
+    // Convergence: every order left unpaid expires (the window, then the timers and the
+    // events); until then the checker may count orders not expired yet.
+    let deadline = Instant::now() + Duration::from_secs(window + 90);
+    let verdict = loop {
+        let verdict = ticketing_load::check(&base, &acked, &stripe).await;
+        match verdict {
+            Some(v) if v.violations() == 0 => break v,
+            Some(v) if Instant::now() > deadline => break v,
+            None if Instant::now() > deadline => panic!("the system could not be read"),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    println!(
+        "\n{} backend (ticketing):\n| tickets | orders | refused (reserved) | paid | charges kept | lost | sold twice | charged twice | charge mismatch | paid not complete | cancelled not cancelled | not expired | ticket mismatch | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        backend.name(),
+        verdict.tickets,
+        verdict.orders,
+        acked.refused,
+        verdict.paid,
+        verdict.charges,
+        verdict.lost,
+        verdict.sold_twice,
+        verdict.charged_twice,
+        verdict.charge_mismatch,
+        verdict.paid_not_complete,
+        verdict.cancelled_not_cancelled,
+        verdict.not_expired,
+        verdict.ticket_mismatch,
+        done.actions(),
+        faults::graceful_exits(&up),
+    );
+    faults::assert_clean_exits(&up, done.terms);
+    drop(up);
+    resources.cleanup().await;
+    assert_eq!(verdict.violations(), 0, "{verdict:?}");
 }

@@ -4,14 +4,18 @@
 
 pub mod backend;
 pub mod blog;
+pub mod faults;
 pub mod http;
 pub mod load;
 pub mod nemesis;
 pub mod process;
 pub mod recorder;
 pub mod ticketing;
+pub mod ticketing_load;
 pub mod up;
 pub mod webdriver;
+
+pub use switchyard_testkit::fake_stripe;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -15,14 +15,18 @@
 //!   its answers with the contract's JSON error assertions ([`Answer`]).
 //! * [`wait`]: waiting on a condition with a deadline, never a fixed sleep.
 //! * [`postgres`]: a PostgreSQL database for one test ([`TestDatabase`]).
+//! * [`fake_stripe`]: a local stand-in for Stripe's charges and refunds ([`FakeStripe`]),
+//!   counting the real charges, for the payments tests and the fault-injection checker.
 
 pub mod bus;
+pub mod fake_stripe;
 pub mod http;
 pub mod postgres;
 pub mod recorder;
 pub mod running;
 pub mod wait;
 
+pub use fake_stripe::FakeStripe;
 pub use http::{Answer, Client};
 pub use postgres::TestDatabase;
 pub use recorder::{Received, Recorder, now_ms};

@@ -206,7 +206,7 @@ async fn expired(
 }
 
 /// Completes a paid order. A payment for a cancelled order changes nothing (the ticket
-/// may be another order's by now); it is logged as an error, for a refund.
+/// may be another order's by now): payments refunds it when it applies the cancellation.
 async fn paid(
     conn: &mut AnyConnection,
     payment_id: &str,
@@ -225,7 +225,7 @@ async fn paid(
     }
     match status_of(conn, order_id).await? {
         OrderStatus::Cancelled => {
-            tracing::error!(%order_id, %payment_id, "payment for a cancelled order: nothing changed, the payment needs a refund");
+            tracing::warn!(%order_id, %payment_id, "payment for a cancelled order: nothing changed, payments refunds it");
         }
         status => {
             tracing::warn!(%order_id, %payment_id, status = status.as_str(), "payment for an order that is already paid");

@@ -121,7 +121,20 @@ impl Orders {
                 "order {id} changed while its cancellation was applied"
             )));
         }
+        // A payment that lost the race with the order's expiry (orders cancelled the order
+        // before it saw the payment, so the order will never be complete): its attempt is
+        // put back to pending with its charge, and the background settler refunds it.
+        let compensated = sqlx::query(
+            "UPDATE charge_attempts SET status = 'pending', lease_until = 0 WHERE order_id = $1 AND status = 'succeeded' AND charge_id IS NOT NULL",
+        )
+        .bind(id)
+        .execute(&mut *change)
+        .await?
+        .rows_affected();
         change.commit().await?;
+        if compensated > 0 {
+            tracing::warn!(order_id = %id, "order cancelled after its payment: the charge will be refunded");
+        }
         tracing::info!(order_id = %id, version, "order cancelled");
         Ok(Handled::Applied)
     }

@@ -82,6 +82,24 @@ pub async fn launch_with(
         provider,
         grace: settings.provider.attempt_grace,
     };
+    // Attempts left pending by a crash are settled in the background, not only when a
+    // later request for the same order happens to come.
+    let settler = state.clone();
+    let stop = shutdown.background_token();
+    shutdown.spawn("settle stale charge attempts", async move {
+        let every = settler.grace.max(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match settler.settle_stale().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(settled = n, "charge attempts left pending settled"),
+                Err(e) => tracing::warn!(error = %e, "settling charge attempts left pending"),
+            }
+        }
+    });
     let handler = Arc::new(handler::Orders(service.state()));
     service
         .run(routes::router(state, sessions), Some(handler), listeners)

@@ -241,7 +241,31 @@ impl Payments {
         }
     }
 
-    /// The pending attempt of a cancelled order, if its lease ran out (taken over).
+    /// Settles every attempt left pending past its lease (its request crashed or gave up):
+    /// replayed with its key, so a charge that went through becomes the order's payment,
+    /// or is refunded if the order was cancelled meanwhile, without waiting for another
+    /// request for the order that may never come. Returns how many were settled.
+    pub async fn settle_stale(&self) -> Result<usize, ApiError> {
+        let orders: Vec<String> = sqlx::query(
+            "SELECT DISTINCT order_id FROM charge_attempts WHERE status = 'pending' AND lease_until <= $1 LIMIT 100",
+        )
+        .bind(now_millis())
+        .fetch_all(self.service.db.pool())
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+        let mut settled = 0;
+        for order_id in orders {
+            if let Some(stale) = self.take_over_pending(&order_id).await? {
+                self.run(stale, &None).await?;
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
+
+    /// The pending attempt of an order, if its lease ran out (taken over).
     async fn take_over_pending(&self, order_id: &str) -> Result<Option<Attempt>, ApiError> {
         let now = now_millis();
         let mut tx = self.service.db.pool().begin().await?;

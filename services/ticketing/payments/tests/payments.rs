@@ -604,6 +604,71 @@ async fn an_attempt_left_pending_by_a_crash_is_replayed_with_its_key_and_token()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_left_pending_by_a_crash_is_settled_without_another_request() {
+    let provider = Arc::new(TestProvider::new());
+    let app = App::with(Provider::Given(provider.clone())).await;
+    let buyer = object_id();
+    let order = app.order(&buyer, 25.0).await;
+    // The request's charge reached the provider; then the process died, and the buyer
+    // never asked again.
+    let key = format!("charge-{order}-1");
+    let charge = provider
+        .charge(ChargeRequest {
+            amount_cents: 2500,
+            currency: "usd".into(),
+            source: "tok_visa".into(),
+            idempotency_key: key.clone(),
+            description: "crashed".into(),
+        })
+        .await
+        .expect("charged");
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO charge_attempts (order_id, attempt, status, idempotency_key, token, amount_cents, currency, lease_until, created_at, updated_at) VALUES ($1, 1, 'pending', $2, 'tok_visa', 2500, 'usd', $3, $3, $3)",
+    )
+    .bind(&order)
+    .bind(key)
+    .bind(now - 1)
+    .execute(app.db.pool())
+    .await
+    .expect("insert");
+    // The background settler replays it with its key: the charge is found, not made again,
+    // and becomes the order's payment.
+    eventually("the stale attempt settled", || async {
+        (app.attempts_of(&order).await == [(1, "succeeded".to_string())]).then_some(())
+    })
+    .await;
+    assert_eq!(provider.charges(), 1);
+    let payments = app.payments_of(&order).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].1, charge.id);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_lost_the_race_with_the_expiry_is_refunded() {
+    let provider = Arc::new(TestProvider::new());
+    let app = App::with(Provider::Given(provider.clone())).await;
+    let buyer = object_id();
+    let order = app.order(&buyer, 12.0).await;
+    let (status, body) = app
+        .pay(
+            Some(&app.cookie(&buyer)),
+            &json!({"token": "tok_visa", "orderId": order}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Orders expired the order before it saw the payment: its cancellation comes after.
+    app.cancel(&order).await;
+    eventually("the charge refunded", || async {
+        (app.attempts_of(&order).await == [(1, "refunded".to_string())]).then_some(())
+    })
+    .await;
+    assert_eq!((provider.charges(), provider.refunds()), (1, 1));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replica_applies_orders_in_version_order() {
     let app = App::with(Provider::Given(Arc::new(TestProvider::new()))).await;
     let order = app.order(&object_id(), 5.0).await;

@@ -3,7 +3,7 @@
 //! subscriber, PostgreSQL databases), re-exported from `switchyard_testkit`.
 #![allow(dead_code)]
 
-pub mod fake_stripe;
+pub use switchyard_testkit::fake_stripe;
 
 pub use switchyard_testkit::listener;
 // What the payments tests use; the Stripe tests do without.

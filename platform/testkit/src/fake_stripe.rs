@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::listener;
+use crate::listener;
 
 /// One request received.
 #[derive(Debug, Clone)]
@@ -29,13 +29,20 @@ pub struct Seen {
     pub form: HashMap<String, String>,
 }
 
+/// A charge made: what it was for, and whether it was refunded.
+#[derive(Debug, Clone, Default)]
+pub struct Charged {
+    pub description: String,
+    pub refunded: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     key: String,
     /// First answers by (path, idempotency key).
     answers: HashMap<(&'static str, String), (u16, Value)>,
-    /// Charges by id: refunded or not.
-    charges: HashMap<String, bool>,
+    /// Charges by id: refunded or not, and the description they were made with.
+    charges: HashMap<String, Charged>,
     charge_count: usize,
     refund_count: usize,
     /// Answer 500 to this many more requests, before doing anything.
@@ -82,6 +89,11 @@ impl FakeStripe {
 
     pub fn refunds(&self) -> usize {
         self.lock().refund_count
+    }
+
+    /// Every charge made (replays not counted), by charge id.
+    pub fn charged(&self) -> HashMap<String, Charged> {
+        self.lock().charges.clone()
     }
 
     /// Every request received, in order.
@@ -207,7 +219,13 @@ async fn charges(
             "tok_visa" | "tok_mastercard" | "tok_amex" | "tok_visa_debit" => {
                 state.charge_count += 1;
                 let id = format!("ch_fake_{}", state.charge_count);
-                state.charges.insert(id.clone(), false);
+                state.charges.insert(
+                    id.clone(),
+                    Charged {
+                        description: form.get("description").cloned().unwrap_or_default(),
+                        refunded: false,
+                    },
+                );
                 (
                     200,
                     json!({
@@ -243,7 +261,7 @@ async fn refunds(
 ) -> Response {
     handle(&inner, "/v1/refunds", &headers, form, |state, form| {
         let charge = form.get("charge").cloned().unwrap_or_default();
-        match state.charges.get(&charge).copied() {
+        match state.charges.get(&charge).map(|c| c.refunded) {
             None => error(
                 404,
                 "invalid_request_error",
@@ -257,7 +275,9 @@ async fn refunds(
                 &format!("Charge {charge} has already been refunded."),
             ),
             Some(false) => {
-                state.charges.insert(charge.clone(), true);
+                if let Some(c) = state.charges.get_mut(&charge) {
+                    c.refunded = true;
+                }
                 state.refund_count += 1;
                 (
                     200,
