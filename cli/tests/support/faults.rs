@@ -26,11 +26,7 @@ pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new
 /// SIGKILL each alone, then the `groups` at once, SIGTERM each (but the gateway, whose
 /// clients would only see closed connections); on the production backend, a NATS restart
 /// and two PostgreSQL connection drops.
-pub fn plan(
-    backend: Backend,
-    services: &[&'static str],
-    groups: &[&[&'static str]],
-) -> Vec<Fault> {
+pub fn plan(backend: Backend, services: &[&'static str], groups: &[&[&'static str]]) -> Vec<Fault> {
     let bus: &[&'static str] = match backend {
         Backend::Embedded => &["event-bus"],
         Backend::Production => &[],

@@ -38,6 +38,8 @@ pub struct Acked {
     pub cookies: BTreeMap<usize, String>,
     /// Ticket id → price.
     pub tickets: BTreeMap<String, i64>,
+    /// Ticket ids as they were acknowledged, oldest first.
+    pub listed_order: Vec<String>,
     pub orders: BTreeMap<String, AckedOrder>,
     /// Orders a client tried to buy and was told the ticket is reserved (400).
     pub refused: usize,
@@ -65,7 +67,7 @@ pub async fn client(base: String, me: usize, until: Instant, acked: Arc<Mutex<Ac
     while Instant::now() < until {
         n += 1;
         // One client in four sells; the others buy the newest tickets, so buyers race.
-        if me % 4 == 0 {
+        if me.is_multiple_of(4) {
             let price = 10 + (n % 50) as i64;
             let answer = send(
                 &http,
@@ -78,21 +80,19 @@ pub async fn client(base: String, me: usize, until: Instant, acked: Arc<Mutex<Ac
             match answer {
                 Some((201, body)) => {
                     if let Some(id) = body["id"].as_str() {
-                        acked
-                            .lock()
-                            .expect("lock")
-                            .tickets
-                            .insert(id.to_string(), price);
+                        let mut a = acked.lock().expect("lock");
+                        a.tickets.insert(id.to_string(), price);
+                        a.listed_order.push(id.to_string());
                     }
                 }
                 _ => pause().await,
             }
-            tokio::time::sleep(Duration::from_millis(60)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         let candidates: Vec<String> = {
             let a = acked.lock().expect("lock");
-            a.tickets.keys().rev().take(4).cloned().collect()
+            a.listed_order.iter().rev().take(8).cloned().collect()
         };
         let Some(ticket) = candidates.get((me + n) % candidates.len().max(1)).cloned() else {
             pause().await;
@@ -110,6 +110,7 @@ pub async fn client(base: String, me: usize, until: Instant, acked: Arc<Mutex<Ac
             Some((201, body)) => body,
             Some((400, _)) => {
                 acked.lock().expect("lock").refused += 1;
+                pause().await;
                 continue;
             }
             _ => {
@@ -164,16 +165,14 @@ async fn send(
     let response = request.send().await.ok()?;
     let status = response.status().as_u16();
     let bytes = response.bytes().await.ok()?;
-    Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Some((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 /// Signs up (or, when an earlier attempt went through unseen, signs in); the cookie.
-async fn sign_up(
-    http: &reqwest::Client,
-    base: &str,
-    me: usize,
-    until: Instant,
-) -> Option<String> {
+async fn sign_up(http: &reqwest::Client, base: &str, me: usize, until: Instant) -> Option<String> {
     let credentials = json!({"email": format!("buyer{me}@faults.test"), "password": "password"});
     while Instant::now() < until {
         for path in ["signup", "signin"] {
@@ -410,7 +409,9 @@ pub async fn check(base: &str, acked: &Acked, stripe: &FakeStripe) -> Option<Ver
         };
         let holder = ticket["orderId"].as_str();
         let fits = match complete_by_ticket.get(id.as_str()) {
-            Some(sold) => holder.is_some_and(|h| sold.contains(&h)) && !listed.contains(id.as_str()),
+            Some(sold) => {
+                holder.is_some_and(|h| sold.contains(&h)) && !listed.contains(id.as_str())
+            }
             None => holder.is_none() && listed.contains(id.as_str()),
         };
         if !fits {

@@ -5,9 +5,9 @@
 
 pub use switchyard_testkit::fake_stripe;
 
-pub use switchyard_testkit::listener;
-// What the payments tests use; the Stripe tests do without.
+// What the payments and Stripe tests use; each binary uses some of it.
 #[allow(unused_imports)]
 pub use switchyard_testkit::{
-    Recorder, Running, bus, bus::publish, bus::subscriber, eventually, listeners, now_ms, postgres,
+    Recorder, Running, bus, bus::publish, bus::subscriber, eventually, listener, listeners, now_ms,
+    postgres,
 };
