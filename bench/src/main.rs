@@ -5,7 +5,8 @@
 //! of the issues, prints Markdown and writes `bench/results/latest.{md,json}`.
 //!
 //! ```text
-//! switchyard-bench [--quick] [--backend both|embedded|production] all | bus | query | write | startup | up
+//! switchyard-bench [--quick] [--backend both|embedded|production] all | bus | query | write | startup | up | auth | ticketing
+//! switchyard-bench bare-hop --port P --database URL [--next URL]
 //! switchyard-bench bare-server --port P --file body.json
 //! ```
 //!
@@ -14,6 +15,7 @@
 //! `BENCH_NATS_URL`; skipped with a note when they are unreachable).
 
 mod auth;
+mod bare_hop;
 mod blog;
 mod bus;
 mod natsbus;
@@ -23,6 +25,7 @@ mod query;
 mod report;
 mod sink;
 mod startup;
+mod ticketing;
 mod up;
 mod write;
 mod wrk;
@@ -39,7 +42,7 @@ use report::{Machine, Report, Section};
 #[derive(Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Benchmarks of the Switchyard blog against its targets"
+    about = "Benchmarks of the Switchyard apps against their targets"
 )]
 struct Cli {
     /// A short run (about a minute in all), for CI.
@@ -74,6 +77,18 @@ enum Cmd {
     Up,
     /// 6. Ticketing auth: signups, signins, currentuser against bare axum.
     Auth,
+    /// 7. Ticketing under `up`: reads, order → reserved, purchases, memory, start-up.
+    Ticketing,
+    /// One durable hop of the latency yardstick: commits a row, then posts to `--next`.
+    BareHop {
+        #[arg(long)]
+        port: u16,
+        /// `sqlite://...` or `postgres://...`.
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        next: Option<String>,
+    },
     /// Serves a file's bytes as JSON on every GET (the "bare axum" reference).
     BareServer {
         #[arg(long)]
@@ -191,16 +206,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::BareServer { port, file } => bare_server(port, &file),
+        Cmd::BareHop {
+            port,
+            database,
+            next,
+        } => bare_hop::serve(port, &database, next),
         ref cmd => {
             let which = match cmd {
-                Cmd::All => vec!["bus", "query", "write", "startup", "up", "auth"],
+                Cmd::All => vec![
+                    "bus",
+                    "query",
+                    "write",
+                    "startup",
+                    "up",
+                    "auth",
+                    "ticketing",
+                ],
                 Cmd::Bus => vec!["bus"],
                 Cmd::Query => vec!["query"],
                 Cmd::Write => vec!["write"],
                 Cmd::Startup => vec!["startup"],
                 Cmd::Up => vec!["up"],
                 Cmd::Auth => vec!["auth"],
-                Cmd::BareServer { .. } => vec![],
+                Cmd::Ticketing => vec!["ticketing"],
+                Cmd::BareServer { .. } | Cmd::BareHop { .. } => vec![],
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -305,6 +334,7 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
                 "write" => write::run(&ctx).await,
                 "startup" => startup::run(&ctx).await,
                 "auth" => auth::run(&ctx).await,
+                "ticketing" => ticketing::run(&ctx).await,
                 _ => up::run(&ctx).await,
             }
         };
@@ -329,7 +359,7 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -15,11 +15,10 @@ use crate::report::{Dist, Figure, Section, fmt_num};
 use crate::{Ctx, wrk};
 
 const S: &str = "up";
-/// The blog's local ports, API and ops, as the app registry gives them (the gateway's API
+/// The local ports of `app`, API and ops, as the app registry gives them (the gateway's API
 /// port is chosen apart); `--port-offset` shifts them all.
-fn ports() -> Vec<u16> {
-    switchyard_registry::BLOG
-        .services
+fn ports(app: &switchyard_registry::App) -> Vec<u16> {
+    app.services
         .iter()
         .flat_map(|s| {
             let api = (s.kind != switchyard_registry::Kind::Gateway).then_some(s.local_port);
@@ -42,21 +41,22 @@ pub async fn run(ctx: &Ctx) -> Section {
     section
 }
 
-/// A running `switchyard up`; stopped (SIGTERM, then SIGKILL of the whole tree) when dropped.
-struct Up {
+/// A running `switchyard up <app>`; stopped (SIGTERM, then SIGKILL of the whole tree) when
+/// dropped.
+pub struct Up {
     child: tokio::process::Child,
-    pid: u32,
+    pub pid: u32,
     offset: u16,
     gateway_port: u16,
     /// Spawn → "is up in" line.
-    ready_after: Duration,
+    pub ready_after: Duration,
     /// What `up` itself printed ("is up in 812.3ms").
-    reported: String,
+    pub reported: String,
     drain: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A port offset whose ports, and a gateway port, are all free.
-fn free_layout() -> anyhow::Result<(u16, u16)> {
+/// A port offset whose ports of `app`, and a gateway port, are all free.
+fn free_layout(app: &switchyard_registry::App) -> anyhow::Result<(u16, u16)> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -64,7 +64,7 @@ fn free_layout() -> anyhow::Result<(u16, u16)> {
     for attempt in 0..200u32 {
         let offset = 20_000 + u16::try_from((seed / 7 + attempt * 97) % 20_000).unwrap_or(0);
         let gateway = offset + 4010;
-        if ports().iter().all(|p| port_free(p + offset)) && port_free(gateway) {
+        if ports(app).iter().all(|p| port_free(p + offset)) && port_free(gateway) {
             return Ok((offset, gateway));
         }
     }
@@ -72,8 +72,17 @@ fn free_layout() -> anyhow::Result<(u16, u16)> {
 }
 
 impl Up {
-    async fn start(ctx: &Ctx, data_dir: &Path, log: &Path, extra: &[String]) -> anyhow::Result<Up> {
-        let (offset, gateway_port) = free_layout()?;
+    /// Starts `up <app>` with its data in `data_dir`, more arguments `extra` and
+    /// environment `envs`, and waits for its "is up in" line.
+    pub async fn start(
+        ctx: &Ctx,
+        app: &switchyard_registry::App,
+        data_dir: &Path,
+        log: &Path,
+        extra: &[String],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Up> {
+        let (offset, gateway_port) = free_layout(app)?;
         let mut log_file = tokio::fs::File::create(log)
             .await
             .context("creating the up log")?;
@@ -81,7 +90,7 @@ impl Up {
             .context("creating the up log")?;
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&ctx.bin)
-            .args(["up", "blog", "--data-dir"])
+            .args(["up", app.name, "--data-dir"])
             .arg(data_dir)
             .args([
                 "--port-offset",
@@ -96,6 +105,7 @@ impl Up {
             .env_remove("LOG_FORMAT")
             .env_remove("DATA_DIR")
             .env_remove("GATEWAY_PORT")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -140,22 +150,24 @@ impl Up {
                 Ok(up)
             }
             _ => bail!(
-                "`switchyard up blog` did not print \"is up in\" within 60 s; its output:\n{}",
+                "`switchyard up {}` did not print \"is up in\" within 60 s; its output:\n{}",
+                app.name,
                 crate::procs::tail(log, 30)
             ),
         }
     }
 
-    fn url(&self, base_port: u16) -> String {
+    /// The address of the service whose local port (before the offset) is `base_port`.
+    pub fn url(&self, base_port: u16) -> String {
         format!("http://127.0.0.1:{}", base_port + self.offset)
     }
 
-    fn gateway(&self) -> String {
+    pub fn gateway(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway_port)
     }
 
     /// SIGTERM to `up` (it stops its services in order); after 20 s, SIGKILL everything.
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         let tree = descendants(self.pid);
         signal(self.pid, Signal::SIGTERM);
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
@@ -192,7 +204,7 @@ impl Drop for Up {
 }
 
 /// Whether this `switchyard` knows `up --database-prefix`.
-async fn has_database_prefix(ctx: &Ctx) -> bool {
+pub async fn has_database_prefix(ctx: &Ctx) -> bool {
     tokio::process::Command::new(&ctx.bin)
         .args(["up", "--help"])
         .stdin(Stdio::null())
@@ -221,8 +233,9 @@ async fn databases_like(server: &str, prefix: &str) -> anyhow::Result<Vec<String
 /// The `up` arguments of one production run: a fresh stream and subject prefix, and fresh
 /// databases (`--database-prefix`, or the default `switchyard_<service>` when the binary
 /// has no such flag and no such database exists), all registered for clean-up.
-async fn production_args(
+pub async fn production_args(
     res: &Resources,
+    app: &switchyard_registry::App,
     prefix_flag: bool,
 ) -> anyhow::Result<(Vec<String>, String)> {
     let stream = res.stream();
@@ -249,8 +262,12 @@ async fn production_args(
         );
         "switchyard".to_string()
     };
-    for service in ["posts", "comments", "query", "moderation"] {
-        res.register_database(&format!("{db_prefix}_{service}"));
+    for service in app
+        .services
+        .iter()
+        .filter(|s| s.database && s.kind == switchyard_registry::Kind::App)
+    {
+        res.register_database(&format!("{db_prefix}_{}", service.name.replace('-', "_")));
     }
     Ok((args, db_prefix))
 }
@@ -275,7 +292,8 @@ async fn measure(
         let data = root.path().join(format!("run{run}"));
         let extra = match res {
             Some(res) => {
-                let (args, db_prefix) = production_args(res, prefix_flag).await?;
+                let (args, db_prefix) =
+                    production_args(res, &switchyard_registry::BLOG, prefix_flag).await?;
                 db_prefixes.push(db_prefix);
                 args
             }
@@ -283,9 +301,11 @@ async fn measure(
         };
         let up = Up::start(
             ctx,
+            &switchyard_registry::BLOG,
             &data,
             &root.path().join(format!("up{run}.log")),
             &extra,
+            &[],
         )
         .await?;
         times.push(up.ready_after.as_secs_f64() * 1000.0);
