@@ -422,7 +422,7 @@ async fn measure(
             "gateway / direct throughput",
             100.0 * g.requests_per_sec / q.requests_per_sec,
             "%",
-            60.0,
+            75.0,
         ),
     );
     section.note(format!(
