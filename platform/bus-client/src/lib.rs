@@ -18,6 +18,7 @@ pub mod consumer_settings;
 pub mod http_bus;
 pub mod inbox;
 pub mod nats_bus;
+mod nats_deferrals;
 pub mod outbox;
 pub mod service;
 

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -47,6 +47,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::{PublishError, Publisher};
 use crate::consumer::{EventHandler, HandleError};
 use crate::consumer_settings::ConsumerSettings;
+use crate::nats_deferrals::{self, Deferrals};
 
 /// Default stream name (`BUS_STREAM`).
 pub const DEFAULT_STREAM: &str = "BLOG";
@@ -74,6 +75,9 @@ pub struct NatsBus {
     /// Set once both streams are known to exist; cleared when the server says otherwise.
     streams_ready: AtomicBool,
     ensuring: Mutex<()>,
+    /// The bucket of deferral counts shared by a consumer's replicas, opened when first
+    /// needed.
+    deferral_store: tokio::sync::OnceCell<kv::Store>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -167,6 +171,7 @@ impl NatsBus {
             prefix: subject_prefix.to_string(),
             streams_ready: AtomicBool::new(false),
             ensuring: Mutex::new(()),
+            deferral_store: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -241,9 +246,28 @@ impl NatsBus {
         Ok(())
     }
 
-    /// Deletes both streams (tests and benchmarks clean up with it).
+    /// The bucket of deferral counts ([`nats_deferrals`]); `None` while it cannot be opened.
+    async fn deferral_store(&self) -> Option<&kv::Store> {
+        match self
+            .deferral_store
+            .get_or_try_init(|| nats_deferrals::open(&self.js, &self.stream))
+            .await
+        {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::debug!(error = %e, "deferral counts: this replica's own only");
+                None
+            }
+        }
+    }
+
+    /// Deletes both streams and the deferral counts (tests and benchmarks clean up with it).
     pub async fn delete_streams(&self) -> anyhow::Result<()> {
         self.streams_ready.store(false, Ordering::Release);
+        let _ = self
+            .js
+            .delete_stream(format!("KV_{}", nats_deferrals::bucket_name(&self.stream)))
+            .await;
         for name in [self.stream.clone(), self.dead_letter_stream_name()] {
             if let Err(e) = self.js.delete_stream(&name).await
                 && !matches!(
@@ -356,7 +380,7 @@ impl NatsBus {
             settings: settings.clone(),
             handler,
             metrics: metrics.clone(),
-            deferrals: std::sync::Mutex::new(std::collections::HashMap::new()),
+            deferrals: Deferrals::new(&settings.group),
             stop: shutdown.background_token(),
         };
         shutdown.spawn("nats-consumer", worker.run());
@@ -564,10 +588,9 @@ struct Consumer {
     settings: ConsumerSettings,
     handler: Arc<dyn EventHandler>,
     metrics: Metrics,
-    /// Deferrals per stream sequence, in this replica: the server's delivery count includes
-    /// them, and they are not failures. (After a restart they are forgotten, so an event
-    /// deferred many times before it may be set aside a little early.)
-    deferrals: std::sync::Mutex<std::collections::HashMap<u64, i64>>,
+    /// Deferrals per stream sequence, here and across replicas: the server's delivery
+    /// count includes them, and they are not failures.
+    deferrals: Deferrals,
     stop: CancellationToken,
 }
 
@@ -684,11 +707,11 @@ impl Consumer {
             .unwrap_or_else(|_| "unknown".to_string());
         // Deliveries that were not deferrals: the failed ones, and this one.
         let max_deliver = i64::from(self.settings.max_deliver);
-        let attempts = delivered - self.deferred(seq);
+        let attempts = self.attempts(seq, delivered, max_deliver + 1).await;
         if attempts > max_deliver {
             // Earlier deliveries never answered (a handler that hangs, or a replica that
             // died handling it): give up before trying again.
-            self.forget(seq);
+            self.forget(seq).await;
             self.metrics.event_consumed(&event_type, "failed");
             if let Err(e) = self
                 .give_up(&message, seq, "deliveries exhausted without an answer")
@@ -707,12 +730,12 @@ impl Consumer {
         };
         let result = match outcome {
             Ok(handled) => {
-                self.forget(seq);
+                self.forget(seq).await;
                 self.metrics.event_consumed(&event_type, handled.as_str());
                 message.ack().await
             }
             Err(HandleError::Malformed(err)) => {
-                self.forget(seq);
+                self.forget(seq).await;
                 self.metrics.event_consumed(&event_type, "malformed");
                 self.give_up(&message, seq, &format!("malformed: {err}"))
                     .await
@@ -721,7 +744,7 @@ impl Consumer {
                 self.metrics.event_consumed(&event_type, "deferred");
                 let age = time::OffsetDateTime::now_utc() - published;
                 if age > self.settings.defer_limit {
-                    self.forget(seq);
+                    self.forget(seq).await;
                     self.give_up(
                         &message,
                         seq,
@@ -732,7 +755,9 @@ impl Consumer {
                     )
                     .await
                 } else {
-                    self.defer(seq);
+                    self.deferrals
+                        .add(self.bus.deferral_store().await, seq)
+                        .await;
                     let delay = defer_delay(delivered);
                     tracing::debug!(consumer = %self.name, seq, delivered, %why, retry_in = ?delay, "event deferred");
                     message.ack_with(AckKind::Nak(Some(delay))).await
@@ -740,9 +765,9 @@ impl Consumer {
             }
             Err(HandleError::Transient(e)) => {
                 self.metrics.event_consumed(&event_type, "failed");
-                let failures = attempts;
+                let failures = self.attempts(seq, delivered, max_deliver).await;
                 if failures >= max_deliver {
-                    self.forget(seq);
+                    self.forget(seq).await;
                     self.give_up(
                         &message,
                         seq,
@@ -763,23 +788,31 @@ impl Consumer {
         }
     }
 
-    fn deferrals(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, i64>> {
-        self.deferrals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Deliveries of the event at `seq` that were not deferrals. This replica's own count
+    /// of deferrals is enough below `limit`; at it, the count shared by every replica
+    /// decides (another replica's deferrals are not failures either).
+    async fn attempts(&self, seq: u64, delivered: i64, limit: i64) -> i64 {
+        let attempts = delivered - self.deferrals.here(seq);
+        if attempts < limit {
+            return attempts;
+        }
+        let everywhere = if self.deferrals.here(seq) > 0 || delivered > 1 {
+            self.deferrals
+                .everywhere(self.bus.deferral_store().await, seq)
+                .await
+        } else {
+            0
+        };
+        delivered - everywhere
     }
 
-    /// How many times this replica deferred the event at `seq`.
-    fn deferred(&self, seq: u64) -> i64 {
-        self.deferrals().get(&seq).copied().unwrap_or(0)
-    }
-
-    fn defer(&self, seq: u64) {
-        *self.deferrals().entry(seq).or_insert(0) += 1;
-    }
-
-    fn forget(&self, seq: u64) {
-        self.deferrals().remove(&seq);
+    /// Forgets the deferrals of `seq` (acknowledged or set aside).
+    async fn forget(&self, seq: u64) {
+        if self.deferrals.here(seq) > 0 {
+            self.deferrals
+                .forget(self.bus.deferral_store().await, seq)
+                .await;
+        }
     }
 
     /// Dead-letters the message and terminates it; if the dead letter cannot be stored the

@@ -317,6 +317,69 @@ async fn deferred_events_come_back_without_counting_as_failures() {
     shutdown.drain_background(Duration::from_secs(2)).await;
 }
 
+/// One replica of a consumer in [`deferrals_by_other_replicas_are_not_failures`]: defers
+/// the event its first `defer_first` deliveries across both replicas, then applies it.
+struct Replica {
+    id: usize,
+    defer_first: u32,
+    /// Deliveries so far (both replicas), deliveries per replica, applications.
+    shared: Arc<Mutex<(u32, [u32; 2], u32)>>,
+}
+
+impl EventHandler for Replica {
+    fn handle(&self, _event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async move {
+            let mut shared = self.shared.lock().expect("lock");
+            shared.0 += 1;
+            shared.1[self.id] += 1;
+            if shared.0 <= self.defer_first {
+                return Err(HandleError::NotYet("version gap".into()));
+            }
+            shared.2 += 1;
+            Ok(Handled::Applied)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferrals_by_other_replicas_are_not_failures() {
+    let Some((bus, _cleanup)) = fresh_bus().await else {
+        return;
+    };
+    // Two replicas of one consumer take turns deferring an event more often than
+    // failures are allowed: neither may take the other's deferrals for failures.
+    let mut settings = ConsumerSettings::new("svc");
+    settings.max_deliver = 2;
+    let shared = Arc::new(Mutex::new((0, [0, 0], 0)));
+    let shutdown = Shutdown::new();
+    for id in 0..2 {
+        bus.start_consuming(
+            &settings,
+            Arc::new(Replica {
+                id,
+                defer_first: 10,
+                shared: shared.clone(),
+            }),
+            Metrics::new("svc"),
+            &shutdown,
+        );
+    }
+    publish(&bus, &event("Later", 1)).await;
+    eventually("the deferred event applied", || async {
+        (shared.lock().expect("lock").2 == 1).then_some(())
+    })
+    .await;
+    let (deliveries, per_replica, applied) = *shared.lock().expect("lock");
+    eprintln!("deliveries per replica: {per_replica:?}");
+    assert_eq!(
+        (deliveries, applied),
+        (11, 1),
+        "ten deferrals, then applied"
+    );
+    assert_eq!(bus.dead_letter_count("svc").await.expect("count"), 0);
+    shutdown.drain_background(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_that_never_fills_is_dead_lettered_after_the_defer_limit() {
     let Some((bus, _cleanup)) = fresh_bus().await else {
