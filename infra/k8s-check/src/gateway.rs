@@ -32,6 +32,54 @@ pub const GATEWAY_CLASS: &str = "eg";
 /// The Gateway API kinds, validated against the published CRDs by infra/validate.sh.
 pub const GATEWAY_API_KINDS: [&str; 2] = ["Gateway", "HTTPRoute"];
 
+/// What is wrong with the TLS of HTTPS listener `l`: it must terminate TLS with
+/// certificates from Secrets of the namespace.
+fn tls_problems(l: &Value) -> Vec<String> {
+    let lname = l["name"].as_str().unwrap_or("");
+    let tls = &l["tls"];
+    let mut problems = Vec::new();
+    if tls["mode"].as_str().unwrap_or("Terminate") != "Terminate" {
+        problems.push(format!("listener {lname}: TLS mode is not Terminate"));
+    }
+    let refs = tls["certificateRefs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if refs.is_empty() {
+        problems.push(format!("listener {lname}: HTTPS without certificateRefs"));
+    }
+    for r in refs {
+        let kind = r["kind"].as_str().unwrap_or("Secret");
+        let group = r["group"].as_str().unwrap_or("");
+        if kind != "Secret" || !group.is_empty() || !r["namespace"].is_null() {
+            problems.push(format!(
+                "listener {lname}: certificateRef {r} is not a Secret of the namespace"
+            ));
+        }
+    }
+    problems
+}
+
+/// The Secrets the HTTPS listeners of `m`'s Gateways take their certificates from.
+pub fn certificate_secrets(m: &Manifests) -> Vec<String> {
+    gateways(m)
+        .iter()
+        .flat_map(|gw| {
+            gw["spec"]["listeners"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|l| {
+            l["tls"]["certificateRefs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A proxy pod of Gateway `gateway`, as Envoy Gateway labels it.
 pub fn gateway_proxy(gateway: &str) -> Peer {
     Peer::in_namespace(
@@ -125,6 +173,23 @@ pub fn check(c: &Contract, m: &Manifests) -> Vec<String> {
             .unwrap_or_default();
         if listeners.is_empty() {
             problems.push(format!("Gateway {name}: no listener"));
+        }
+        // An app whose session cookie is `secure` in the cluster (it turns that off only
+        // for plain-HTTP local use) needs HTTPS: a browser keeps such a cookie over HTTPS
+        // only.
+        let secure_cookie = c.app.local_env.iter().any(|(k, _)| *k == "COOKIE_SECURE");
+        if secure_cookie && !listeners.iter().any(|l| l["protocol"] == "HTTPS") {
+            problems.push(format!(
+                "Gateway {name}: {} keeps its users signed in with a secure cookie, and there is no HTTPS listener",
+                c.app.name
+            ));
+        }
+        for l in listeners.iter().filter(|l| l["protocol"] == "HTTPS") {
+            problems.extend(
+                tls_problems(l)
+                    .into_iter()
+                    .map(|p| format!("Gateway {name}: {p}")),
+            );
         }
         for l in &listeners {
             let lname = l["name"].as_str().unwrap_or("");

@@ -196,3 +196,35 @@ fn the_gateway_overlay_is_prod_with_the_edge_swapped() {
         }
     }
 }
+
+/// Every Secret a Gateway takes its certificate from is one infra/README.md tells how to
+/// create (`kubectl -n <app> create secret tls <name>`): it is never committed.
+#[test]
+fn gateway_certificates_are_created_as_the_readme_says() {
+    let readme = fs::read_to_string(render::repo_root().join("infra/README.md")).unwrap();
+    let words: Vec<&str> = readme.split_whitespace().collect();
+    for c in contracts() {
+        let m = rendered(c, GATEWAY_OVERLAY);
+        for name in gateway::certificate_secrets(&m) {
+            let documented = words.windows(6).any(|w| {
+                w[0] == "-n"
+                    && w[1] == c.name()
+                    && w[2] == "create"
+                    && w[3] == "secret"
+                    && w[4] == "tls"
+                    && w[5] == name
+            });
+            assert!(
+                documented,
+                "{}: infra/README.md does not create the TLS Secret {name} (kubectl -n {} create secret tls {name} ...)",
+                c.name(),
+                c.name()
+            );
+            assert!(
+                m.get("Secret", &name).is_none(),
+                "{}: the TLS Secret {name} is committed",
+                c.name()
+            );
+        }
+    }
+}
