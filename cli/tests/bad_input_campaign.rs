@@ -1,13 +1,15 @@
-//! A generated campaign of bad input against every route of every service: malformed JSON,
-//! wrong types, huge bodies, deep nesting, invalid UTF-8, long and odd paths, unknown event
-//! types, events with missing fields. Pass: no 5xx, every 4xx has the JSON error body, and
-//! every service is still up.
+//! A generated campaign of bad input against every route of every service of both apps:
+//! malformed JSON, wrong types, huge bodies, deep nesting, invalid UTF-8, long and odd
+//! paths, unknown event types, events with missing fields; for ticketing, signed in or not.
+//! Pass: no 5xx, every 4xx has the JSON error body, and every service is still up.
 
 mod support;
 
 use serde_json::{Value, json};
+use support::backend::Backend;
 use support::blog::Blog;
 use support::http::Client;
+use support::ticketing::Ticketing;
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed by seed.
 struct Rng(u64);
@@ -84,17 +86,30 @@ fn body(rng: &mut Rng) -> (String, Vec<u8>) {
                     "CommentCreated",
                     "CommentModerated",
                     "CommentUpdated",
+                    "ticket:created",
+                    "ticket:updated",
+                    "order:created",
+                    "order:cancelled",
+                    "expiration:complete",
+                    "payment:created",
                     "Nope",
                     "",
                 ])
                 .to_string();
-            let data = match rng.below(4) {
+            let data = match rng.below(7) {
                 0 => odd_value(rng),
                 1 => json!({"id": odd_value(rng), "postId": odd_value(rng)}),
                 2 => {
                     json!({"id": "c", "postId": "p", "content": odd_value(rng), "status": odd_value(rng)})
                 }
-                _ => json!({"id": "p", "title": odd_value(rng)}),
+                3 => json!({"id": "p", "title": odd_value(rng)}),
+                4 => {
+                    json!({"id": odd_value(rng), "version": odd_value(rng), "title": odd_value(rng), "price": odd_value(rng), "userId": odd_value(rng)})
+                }
+                5 => {
+                    json!({"id": "5f1b2c3d4e5f6a7b8c9d0e1f", "version": odd_value(rng), "status": odd_value(rng), "expiresAt": odd_value(rng), "ticket": {"id": odd_value(rng), "price": odd_value(rng)}})
+                }
+                _ => json!({"orderId": odd_value(rng), "stripeId": odd_value(rng)}),
             };
             (
                 json_ct,
@@ -134,16 +149,8 @@ fn path(rng: &mut Rng, routes: &[&str]) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
-    let blog = Blog::start().await;
-    let client = Client::default();
-    // A fresh connection per case: a server may close a connection whose request body it
-    // did not read (a rejected oversized body), and a pooled connection would race that.
-    let raw = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("client");
+/// The campaign's size and seed: `CAMPAIGN_CASES` (600), `CAMPAIGN_SEED`.
+fn cases_and_seed() -> (usize, u64) {
     let seed: u64 = std::env::var("CAMPAIGN_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -152,14 +159,31 @@ async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
+    (cases, seed)
+}
+
+/// One service under the campaign: its name, address and routes (`:id` stands for an id).
+struct Target {
+    service: &'static str,
+    url: String,
+    routes: &'static [&'static str],
+}
+
+/// Sends `cases` generated requests to `targets` (with `cookie` on half of them, when
+/// given) and checks every answer; returns how many were 4xx and 2xx.
+async fn campaign(
+    targets: &[Target],
+    cookie: Option<&str>,
+    cases: usize,
+    seed: u64,
+) -> (usize, usize) {
+    // A fresh connection per case: a server may close a connection whose request body it
+    // did not read (a rejected oversized body), and a pooled connection would race that.
+    let raw = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let mut rng = Rng::new(seed);
-    let services: [(&str, &[&str]); 5] = [
-        ("posts", &["/posts", "/posts/create", "/events"]),
-        ("comments", &["/posts/:id/comments", "/events"]),
-        ("query", &["/posts", "/events"]),
-        ("moderation", &["/events"]),
-        ("event-bus", &["/events"]),
-    ];
     let methods = [
         reqwest::Method::POST,
         reqwest::Method::POST,
@@ -170,21 +194,22 @@ async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
     ];
     let (mut four_xx, mut two_xx) = (0, 0);
     for case in 0..cases {
-        let (service, routes) = *rng.pick(&services);
-        let url = format!("{}{}", blog.url(service), path(&mut rng, routes));
+        let target = rng.pick(targets);
+        let url = format!("{}{}", target.url, path(&mut rng, target.routes));
         let method = rng.pick(&methods).clone();
         let (content_type, bytes) = body(&mut rng);
-        let response = raw
+        let mut request = raw
             .request(method.clone(), &url)
             .header("content-type", content_type.clone())
-            .body(bytes)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "case {case} (seed {seed}): {method} {url} [{content_type}]: no answer: {e:?}"
-                )
-            });
+            .body(bytes);
+        if let Some(cookie) = cookie
+            && rng.below(2) == 0
+        {
+            request = request.header("cookie", cookie);
+        }
+        let response = request.send().await.unwrap_or_else(|e| {
+            panic!("case {case} (seed {seed}): {method} {url} [{content_type}]: no answer: {e:?}")
+        });
         let status = response.status().as_u16();
         let ct = response
             .headers()
@@ -195,7 +220,8 @@ async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
         let text = response.bytes().await.unwrap_or_default();
         assert!(
             status < 500,
-            "case {case} (seed {seed}): {method} {url} [{content_type}] answered {status}: {}",
+            "case {case} (seed {seed}): {} {method} {url} [{content_type}] answered {status}: {}",
+            target.service,
             String::from_utf8_lossy(&text)
         );
         if status >= 400 {
@@ -217,6 +243,34 @@ async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
             two_xx += 1;
         }
     }
+    assert!(
+        four_xx > cases / 2,
+        "the campaign should mostly be bad input"
+    );
+    (four_xx, two_xx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_input_makes_a_blog_service_answer_5xx_or_fall_over() {
+    let blog = Blog::start().await;
+    let (cases, seed) = cases_and_seed();
+    let services: [(&str, &[&str]); 5] = [
+        ("posts", &["/posts", "/posts/create", "/events"]),
+        ("comments", &["/posts/:id/comments", "/events"]),
+        ("query", &["/posts", "/events"]),
+        ("moderation", &["/events"]),
+        ("event-bus", &["/events"]),
+    ];
+    let targets: Vec<Target> = services
+        .iter()
+        .map(|(service, routes)| Target {
+            service,
+            url: blog.url(service),
+            routes,
+        })
+        .collect();
+    let (four_xx, two_xx) = campaign(&targets, None, cases, seed).await;
+    let client = Client::default();
     for (service, _) in services {
         let a = client
             .get(&format!("{}/healthz", blog.ops_url(service)))
@@ -224,11 +278,53 @@ async fn no_input_makes_a_service_answer_5xx_or_fall_over() {
         assert_eq!(a.status, 200, "{service} is down after the campaign");
     }
     eprintln!(
-        "campaign: {cases} cases, {four_xx} answered 4xx with the JSON error body, {two_xx} 2xx, 0 5xx"
-    );
-    assert!(
-        four_xx > cases / 2,
-        "the campaign should mostly be bad input"
+        "blog campaign: {cases} cases, {four_xx} answered 4xx with the JSON error body, {two_xx} 2xx, 0 5xx"
     );
     blog.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_input_makes_a_ticketing_service_answer_5xx_or_fall_over() {
+    let services: [(&str, &[&str]); 6] = [
+        (
+            "auth",
+            &[
+                "/api/users/signup",
+                "/api/users/signin",
+                "/api/users/signout",
+                "/api/users/currentuser",
+            ],
+        ),
+        ("tickets", &["/api/tickets", "/api/tickets/:id", "/events"]),
+        ("orders", &["/api/orders", "/api/orders/:id", "/events"]),
+        ("payments", &["/api/payments", "/events"]),
+        ("expiration", &["/events"]),
+        ("event-bus", &["/events"]),
+    ];
+    let t = Ticketing::start_on(
+        Backend::Embedded,
+        &["auth", "tickets", "orders", "expiration", "payments"],
+    )
+    .await;
+    let (cases, seed) = cases_and_seed();
+    let targets: Vec<Target> = services
+        .iter()
+        .map(|(service, routes)| Target {
+            service,
+            url: t.url(service),
+            routes,
+        })
+        .collect();
+    // Signed in on half the cases: past the 401s, into the input checks.
+    let cookie = Ticketing::cookie_for("5f1b2c3d4e5f6a7b8c9d0e1f", "campaign@test.com");
+    let (four_xx, two_xx) = campaign(&targets, Some(&cookie), cases, seed).await;
+    let client = Client::default();
+    for (service, _) in services.iter().filter(|(s, _)| *s != "event-bus") {
+        let a = client.get(&format!("{}/healthz", t.ops_url(service))).await;
+        assert_eq!(a.status, 200, "{service} is down after the campaign");
+    }
+    eprintln!(
+        "ticketing campaign: {cases} cases, {four_xx} answered 4xx with the JSON error body, {two_xx} 2xx, 0 5xx"
+    );
+    t.shutdown().await;
 }
