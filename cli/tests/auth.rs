@@ -279,8 +279,16 @@ async fn a_cookie_built_as_the_original_builds_it_is_a_session(backend: Backend)
         me,
         json!({"currentUser": {"id": "5f1b2c3d4e5f6a7b8c9d0e1f", "email": "old@test.com", "iat": iat}})
     );
-    // Another key, a tampered token, garbage: signed out, not an error.
+    // Expired (as the tokens auth issues can be): signed out, not an error.
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"id": "5f1b2c3d4e5f6a7b8c9d0e1f", "email": "old@test.com", "iat": iat - 7200, "exp": iat - 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_KEY.as_bytes()).expect("key"),
+    )
+    .expect("token");
+    // Another key, a tampered token, an expired one, garbage: signed out, not an error.
     for bad in [
+        cookie(&expired),
         cookie(&sign(b"another key")),
         cookie(&format!("{}x", sign(JWT_KEY.as_bytes()))),
         "session=%%%".to_string(),
@@ -346,17 +354,24 @@ async fn failed_signins_are_limited_per_email_and_per_client(backend: Backend) {
 }
 
 #[test]
-fn auth_refuses_to_start_without_jwt_key() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().display().to_string();
-    let (status, stderr) = process::run(
-        &["serve", "auth"],
-        &[
-            ("DATA_DIR", data.as_str()),
-            ("OPS_PORT", "0"),
-            ("PORT", "0"),
-        ],
-    );
-    assert!(!status.success());
-    assert!(stderr.contains("JWT_KEY"), "{stderr}");
+fn every_ticketing_service_refuses_to_start_without_jwt_key() {
+    for service in switchyard_registry::TICKETING
+        .services
+        .iter()
+        .filter(|s| s.kind == switchyard_registry::Kind::App)
+    {
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().display().to_string();
+        let name = format!("ticketing/{}", service.name);
+        let (status, stderr) = process::run(
+            &["serve", &name],
+            &[
+                ("DATA_DIR", data.as_str()),
+                ("OPS_PORT", "0"),
+                ("PORT", "0"),
+            ],
+        );
+        assert!(!status.success(), "{name} started without JWT_KEY");
+        assert!(stderr.contains("JWT_KEY"), "{name}: {stderr}");
+    }
 }

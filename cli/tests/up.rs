@@ -42,6 +42,16 @@ async fn up_runs_the_blog_restarts_what_dies_and_keeps_state() {
     let page = c.get(&up.url()).await;
     assert_eq!(page.status, 200);
     assert!(String::from_utf8_lossy(&page.body).contains("<title>Switchyard Blog</title>"));
+    // Nothing operational is public: the gateway routes /metrics, /healthz and /readyz as
+    // any path (to the client's catch-all), never to a service's ops endpoints.
+    for ops in ["/metrics", "/healthz", "/readyz"] {
+        let a = c.get(&format!("{}{ops}", up.url())).await;
+        let body = String::from_utf8_lossy(&a.body);
+        assert!(
+            !body.contains("switchyard_http_requests_total") && !body.contains("# TYPE"),
+            "{ops} through the gateway answered metrics: {body}"
+        );
+    }
     let post = c
         .post_json(
             &format!("{}/posts/create", up.url()),
