@@ -23,6 +23,7 @@
 //! process per file and serialized writers, so it needs no lock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,6 +116,8 @@ const RELAY_LOCK_KEY: i64 = 0x5359_4f42_5258; // "SYOBRX"
 pub struct Outbox {
     db: Db,
     wake: Arc<Notify>,
+    /// Changes committed by this process (see [`Outbox::commits`]).
+    commits: Arc<AtomicU64>,
 }
 
 impl Outbox {
@@ -122,7 +125,16 @@ impl Outbox {
         Outbox {
             db,
             wake: Arc::new(Notify::new()),
+            commits: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many [`Change`]s this process has committed: it moves after every commit, so a
+    /// value kept with something read from the database says whether this process may
+    /// have changed it since (a cache of a read is valid while the count stays the same,
+    /// if every write goes through a `Change` and no other process writes the database).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
     }
 
     /// Opens a change: a transaction on the service's database whose events are published
@@ -211,10 +223,14 @@ impl Change {
         Ok(())
     }
 
-    /// Commits, then wakes the relay if events were added.
+    /// Commits, then counts the commit ([`Outbox::commits`]) and wakes the relay if events
+    /// were added.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Change { tx, outbox, events } = self;
-        tx.commit().await?;
+        let committed = tx.commit().await;
+        // Counted even when the commit reports an error: it may have happened.
+        outbox.commits.fetch_add(1, Ordering::AcqRel);
+        committed?;
         if events > 0 {
             outbox.wake();
         }

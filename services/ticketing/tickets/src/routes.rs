@@ -1,18 +1,22 @@
 //! `POST /api/tickets`, `GET /api/tickets`, `GET /api/tickets/:id`, `PUT /api/tickets/:id`.
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
+use bytes::Bytes;
 use serde_json::Value;
 use switchyard_bus_client::ServiceState;
-use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_kit::{ApiError, Dialect, JsonBody, RequestId};
 use switchyard_session::{Claims, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
     MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
 };
 
+use crate::list_cache::ListCache;
 use crate::ticket::{Ticket, ticket_columns};
 
 /// How many times an update is tried against a ticket that others keep changing before
@@ -21,10 +25,13 @@ use crate::ticket::{Ticket, ticket_columns};
 const MAX_ATTEMPTS: usize = 64;
 
 pub(crate) fn router(state: ServiceState, sessions: Sessions) -> Router {
+    // The kept list: only where this process is the database's only writer.
+    let cache = (state.db.dialect() == Dialect::Sqlite).then(|| Arc::new(ListCache::default()));
     Router::new()
         .route("/api/tickets", get(index).post(create))
         .route("/api/tickets/{id}", get(show).put(update))
         .with_state(state)
+        .layer(Extension(cache))
         .layer(sessions.layer())
 }
 
@@ -115,7 +122,34 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(ticket.to_json())).into_response())
 }
 
-async fn index(State(state): State<ServiceState>) -> Result<Response, ApiError> {
+async fn index(
+    State(state): State<ServiceState>,
+    Extension(cache): Extension<Option<Arc<ListCache>>>,
+) -> Result<Response, ApiError> {
+    let at = state.outbox.commits();
+    if let Some(body) = cache.as_ref().and_then(|c| c.get(at)) {
+        return Ok(json_response(body));
+    }
+    let body = Bytes::from(serde_json::to_vec(&list(&state).await?).map_err(ApiError::internal)?);
+    if let Some(cache) = &cache {
+        cache.keep(at, state.outbox.commits(), body.clone());
+    }
+    Ok(json_response(body))
+}
+
+fn json_response(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The tickets for sale, oldest first.
+async fn list(state: &ServiceState) -> Result<Value, ApiError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         ticket_columns!(),
@@ -127,7 +161,7 @@ async fn index(State(state): State<ServiceState>) -> Result<Response, ApiError> 
         .iter()
         .map(|row| Ticket::from_row(row).map(|t| t.to_json()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(Value::Array(tickets)).into_response())
+    Ok(Value::Array(tickets))
 }
 
 /// The ticket `id`; an id that is not an entity id names no ticket (404, like an unknown
