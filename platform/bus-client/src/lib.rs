@@ -20,6 +20,7 @@ pub mod inbox;
 pub mod nats_bus;
 mod nats_deferrals;
 pub mod outbox;
+pub mod read_cache;
 pub mod service;
 
 pub use bus::{BusConfig, Publisher};
@@ -27,4 +28,5 @@ pub use consumer::{EventHandler, HandleError, Handled};
 pub use consumer_settings::ConsumerSettings;
 pub use nats_bus::NatsBus;
 pub use outbox::{Change, Outbox};
+pub use read_cache::ReadCache;
 pub use service::{Service, ServiceSettings, ServiceState};

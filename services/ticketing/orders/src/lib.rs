@@ -95,6 +95,7 @@ pub async fn launch(
     let handler = Arc::new(handler::Events(state.clone()));
     let routes = routes::router(
         routes::OrdersState {
+            lists: switchyard_bus_client::ReadCache::for_database(&state.db).map(Arc::new),
             service: state,
             expiration_window: settings.expiration_window,
         },

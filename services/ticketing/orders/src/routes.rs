@@ -1,15 +1,17 @@
 //! `POST /api/orders`, `GET /api/orders`, `GET /api/orders/:orderId`,
 //! `DELETE /api/orders/:orderId`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use serde_json::Value;
-use switchyard_bus_client::ServiceState;
+use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::db::is_unique_violation;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
 use switchyard_session::{Claims, RequireUser, Sessions};
@@ -29,6 +31,9 @@ const MAX_ATTEMPTS: usize = 8;
 pub(crate) struct OrdersState {
     pub service: ServiceState,
     pub expiration_window: Duration,
+    /// Each user's `GET /api/orders`, kept between commits where this process is the
+    /// database's only writer ([`ReadCache`]).
+    pub lists: Option<Arc<ReadCache<String>>>,
 }
 
 pub(crate) fn router(state: OrdersState, sessions: Sessions) -> Router {
@@ -142,19 +147,51 @@ async fn index(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
 ) -> Result<Response, ApiError> {
+    let at = state.service.outbox.commits();
+    if let Some(body) = state.lists.as_ref().and_then(|c| c.get(&user.id, at)) {
+        return Ok(json_response(body));
+    }
+    let body = Bytes::from(
+        serde_json::to_vec(&orders_of(&state.service, &user.id).await?)
+            .map_err(ApiError::internal)?,
+    );
+    if let Some(cache) = &state.lists {
+        cache.keep(
+            user.id.clone(),
+            at,
+            state.service.outbox.commits(),
+            body.clone(),
+        );
+    }
+    Ok(json_response(body))
+}
+
+fn json_response(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The orders of user `user_id`, oldest first, with their tickets.
+async fn orders_of(state: &ServiceState, user_id: &str) -> Result<Value, ApiError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         order_columns!(),
         " FROM orders o JOIN tickets t ON t.id = o.ticket_id WHERE o.user_id = $1 ORDER BY o.ord"
     ))
-    .bind(&user.id)
-    .fetch_all(state.service.db.reader())
+    .bind(user_id)
+    .fetch_all(state.db.reader())
     .await?;
     let orders = rows
         .iter()
         .map(|row| Order::from_row(row).map(|o| o.to_json()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(Value::Array(orders)).into_response())
+    Ok(Value::Array(orders))
 }
 
 /// The order `id` of `user`: 404 if there is none (an id that is not an entity id names

@@ -16,7 +16,6 @@
 //! applies `ticket:updated` strictly in version order, never misses or reorders a change.
 
 mod handler;
-mod list_cache;
 mod routes;
 mod ticket;
 

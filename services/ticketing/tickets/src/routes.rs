@@ -9,14 +9,13 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use serde_json::Value;
-use switchyard_bus_client::ServiceState;
-use switchyard_kit::{ApiError, Dialect, JsonBody, RequestId};
+use switchyard_bus_client::{ReadCache, ServiceState};
+use switchyard_kit::{ApiError, JsonBody, RequestId};
 use switchyard_session::{Claims, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
     MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
 };
 
-use crate::list_cache::ListCache;
 use crate::ticket::{Ticket, ticket_columns};
 
 /// How many times an update is tried against a ticket that others keep changing before
@@ -26,7 +25,7 @@ const MAX_ATTEMPTS: usize = 64;
 
 pub(crate) fn router(state: ServiceState, sessions: Sessions) -> Router {
     // The kept list: only where this process is the database's only writer.
-    let cache = (state.db.dialect() == Dialect::Sqlite).then(|| Arc::new(ListCache::default()));
+    let cache: Option<Arc<ReadCache<()>>> = ReadCache::for_database(&state.db).map(Arc::new);
     Router::new()
         .route("/api/tickets", get(index).post(create))
         .route("/api/tickets/{id}", get(show).put(update))
@@ -124,15 +123,15 @@ async fn create(
 
 async fn index(
     State(state): State<ServiceState>,
-    Extension(cache): Extension<Option<Arc<ListCache>>>,
+    Extension(cache): Extension<Option<Arc<ReadCache<()>>>>,
 ) -> Result<Response, ApiError> {
     let at = state.outbox.commits();
-    if let Some(body) = cache.as_ref().and_then(|c| c.get(at)) {
+    if let Some(body) = cache.as_ref().and_then(|c| c.get(&(), at)) {
         return Ok(json_response(body));
     }
     let body = Bytes::from(serde_json::to_vec(&list(&state).await?).map_err(ApiError::internal)?);
     if let Some(cache) = &cache {
-        cache.keep(at, state.outbox.commits(), body.clone());
+        cache.keep((), at, state.outbox.commits(), body.clone());
     }
     Ok(json_response(body))
 }
