@@ -2,19 +2,19 @@
 //!
 //! Hashing is deliberately slow and memory-hard (19 MiB a hash by default), so it runs on
 //! a few threads of its own (`ARGON2_THREADS`, default 1), never on the threads that serve
-//! requests: requests beyond them wait their turn. That bounds the service's memory: each
-//! hash takes `ARGON2_MEMORY_KIB`, and the allocator keeps what a thread used for that
-//! thread, so hashing on the blocking pool's many threads grew the process by 19 MiB per
-//! thread that ever hashed (over 200 MiB under 8 concurrent signups). Verifying against an
+//! requests: requests beyond them wait their turn. Each thread keeps one memory area of
+//! `ARGON2_MEMORY_KIB` and hashes in it every time. That bounds the service's memory:
+//! letting argon2 allocate 19 MiB per hash, on the blocking pool's many threads, grew the
+//! process to over 200 MiB under concurrent signups (the allocator kept the freed areas,
+//! split by smaller allocations, and asked for new ones). Verifying against an
 //! unknown email uses a dummy hash made at start with the same parameters: "no such user"
 //! and "wrong password" then take the same time, and the timing says nothing about which
 //! emails have accounts.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version, password_hash};
 use switchyard_kit::{ConfigError, Env};
 
 /// argon2id cost parameters.
@@ -94,9 +94,9 @@ pub struct Passwords {
 impl Passwords {
     /// Starts the hashing threads and makes the dummy hash.
     pub async fn new(params: PasswordParams) -> anyhow::Result<Self> {
-        let workers = Workers::start(params.threads)?;
+        let workers = Workers::start(params)?;
         let dummy = workers
-            .run(move || hash_with(params, "a password nobody has"))
+            .run(move |memory| hash_with(params, "a password nobody has", memory))
             .await??;
         Ok(Passwords {
             params,
@@ -113,7 +113,7 @@ impl Passwords {
     pub async fn hash(&self, password: String) -> anyhow::Result<String> {
         let params = self.params;
         self.workers
-            .run(move || hash_with(params, &password))
+            .run(move |memory| hash_with(params, &password, memory))
             .await?
     }
 
@@ -124,48 +124,119 @@ impl Passwords {
         let hash = stored.unwrap_or_else(|| self.dummy.as_ref().clone());
         let matched = self
             .workers
-            .run(move || {
-                let Ok(parsed) = PasswordHash::new(&hash) else {
-                    return false;
-                };
-                // The parameters come from the stored hash: raising them later keeps old
-                // hashes valid.
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
+            .run(move |memory| verify_with(&password, &hash, memory))
             .await
             .unwrap_or(false);
         known && matched
     }
 }
 
-fn hash_with(params: PasswordParams, password: &str) -> anyhow::Result<String> {
+/// The argon2id hash of `password` with a fresh salt, as a PHC string, computed in `memory`.
+fn hash_with(
+    params: PasswordParams,
+    password: &str,
+    memory: &mut Memory,
+) -> anyhow::Result<String> {
     let argon2 = params.argon2().map_err(anyhow::Error::msg)?;
+    let salt =
+        password_hash::try_generate_salt().map_err(|e| anyhow::anyhow!("no random salt: {e}"))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     argon2
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            &salt,
+            &mut out,
+            memory.blocks(argon2.params().block_count()),
+        )
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params())
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?,
+        salt: Some(Salt::new(&salt).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?),
+    };
+    Ok(phc.to_string())
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Whether `password` matches the PHC string `stored`, computed in `memory`. The
+/// parameters come from the stored hash: raising them later keeps old hashes valid.
+fn verify_with(password: &str, stored: &str, memory: &mut Memory) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm.as_str()),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2
+        .hash_password_into_with_memory(
+            password.as_bytes(),
+            salt.as_ref(),
+            &mut out,
+            memory.blocks(blocks),
+        )
+        .is_err()
+    {
+        return false;
+    }
+    // Output compares in constant time.
+    Output::new(&out).is_ok_and(|computed| &computed == expected)
+}
 
-/// The hashing threads: jobs queue in a channel, each thread takes the next when free.
-/// They end when the last [`Passwords`] is dropped.
+/// One hashing thread's memory area, grown to the largest hash it has computed.
+#[derive(Default)]
+struct Memory(Vec<Block>);
+
+impl Memory {
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.0.len() < count {
+            self.0.resize(count, Block::default());
+        }
+        &mut self.0[..count]
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Memory) + Send>;
+
+/// The hashing threads: jobs queue in a channel, each thread takes the next when free and
+/// runs it in its own memory area (made at start for the configured parameters). They end
+/// when the last [`Passwords`] is dropped.
 #[derive(Clone)]
 struct Workers {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
 impl Workers {
-    fn start(threads: u32) -> anyhow::Result<Self> {
+    fn start(params: PasswordParams) -> anyhow::Result<Self> {
+        let block_count = params
+            .argon2()
+            .map_err(anyhow::Error::msg)?
+            .params()
+            .block_count();
         let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads.max(1) {
+        for n in 0..params.threads.max(1) {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
+                    let mut memory = Memory::default();
+                    memory.blocks(block_count);
                     loop {
                         // One thread waits for the next job; the others wait their turn.
                         let job = queue
@@ -176,7 +247,10 @@ impl Workers {
                             // A job that panics loses its answer (its caller gets an
                             // error), not the thread.
                             Some(job) => {
-                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                                let _ =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                        job(&mut memory)
+                                    }));
                             }
                             None => return,
                         }
@@ -187,15 +261,15 @@ impl Workers {
         Ok(Workers { jobs })
     }
 
-    /// Runs `work` on a hashing thread and waits for its result.
+    /// Runs `work` on a hashing thread, in its memory area, and waits for its result.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move || {
-                let _ = done.send(work());
+            .send(Box::new(move |memory: &mut Memory| {
+                let _ = done.send(work(memory));
             }))
             .map_err(|_| anyhow::anyhow!("the hashing threads are gone"))?;
         result
@@ -219,6 +293,46 @@ mod tests {
         assert!(!p.verify("a password nobody has".into(), None).await);
         assert!(!p.verify("x".into(), Some("garbage".into())).await);
         Ok(())
+    }
+
+    #[test]
+    fn hashes_are_standard_phc_strings_both_ways() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let params = PasswordParams::FOR_TESTS;
+        let mut memory = Memory::default();
+        // Ours, checked by the argon2 crate's own verifier.
+        let ours = hash_with(params, "secret", &mut memory).expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("PHC");
+        assert!(
+            Argon2::default()
+                .verify_password(b"secret", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"other", &parsed)
+                .is_err()
+        );
+        // The argon2 crate's (as stored before), with other parameters, checked by ours:
+        // the memory area grows to the stored hash's cost.
+        let stronger = PasswordParams {
+            memory_kib: 256,
+            iterations: 2,
+            ..params
+        };
+        let theirs = stronger
+            .argon2()
+            .expect("params")
+            .hash_password(b"secret")
+            .expect("hash")
+            .to_string();
+        assert!(verify_with("secret", &theirs, &mut memory));
+        assert!(!verify_with("other", &theirs, &mut memory));
+        assert!(!verify_with(
+            "secret",
+            "$argon2id$v=19$garbage",
+            &mut memory
+        ));
     }
 
     #[test]
