@@ -227,26 +227,14 @@ async fn up_runs_ticketing_on_postgres_and_nats() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let mut resources = Resources::new();
-    for s in switchyard_registry::TICKETING
+    let services: Vec<&str> = switchyard_registry::TICKETING
         .services
         .iter()
         .filter(|s| s.database)
-    {
-        resources.database(s.name).await;
-    }
+        .map(|s| s.name)
+        .collect();
+    let extra = support::faults::production_args(&resources, &services).await;
     let offset = free_offset();
-    let extra = vec![
-        "--postgres".to_string(),
-        resources.postgres.clone(),
-        "--database-prefix".to_string(),
-        format!("sy_{}", resources.id),
-        "--nats".to_string(),
-        resources.nats.clone(),
-        "--stream".to_string(),
-        resources.stream.clone(),
-        "--subject-prefix".to_string(),
-        resources.prefix.clone(),
-    ];
     let up = Up::start_app(
         "ticketing",
         dir.path(),

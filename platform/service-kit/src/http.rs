@@ -163,6 +163,18 @@ impl HttpStack {
     }
 }
 
+/// A 200 answer with a JSON body already serialised (a kept answer, for instance).
+pub fn json_bytes(body: bytes::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -149,7 +149,7 @@ async fn index(
 ) -> Result<Response, ApiError> {
     let at = state.service.outbox.commits();
     if let Some(body) = state.lists.as_ref().and_then(|c| c.get(&user.id, at)) {
-        return Ok(json_response(body));
+        return Ok(switchyard_kit::http::json_bytes(body));
     }
     let body = Bytes::from(
         serde_json::to_vec(&orders_of(&state.service, &user.id).await?)
@@ -163,18 +163,7 @@ async fn index(
             body.clone(),
         );
     }
-    Ok(json_response(body))
-}
-
-fn json_response(body: Bytes) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    Ok(switchyard_kit::http::json_bytes(body))
 }
 
 /// The orders of user `user_id`, oldest first, with their tickets.

@@ -256,6 +256,43 @@ impl App {
             .expect("query")
     }
 
+    /// What a request that crashed during its charge leaves: the charge made at the
+    /// provider with the first attempt's key, and the attempt pending until `lease_until`.
+    async fn crashed_attempt(
+        &self,
+        provider: &TestProvider,
+        order_id: &str,
+        lease_until: i64,
+    ) -> String {
+        let key = format!("charge-{order_id}-1");
+        let charge = provider
+            .charge(ChargeRequest {
+                amount_cents: 2500,
+                currency: "usd".into(),
+                source: "tok_visa".into(),
+                idempotency_key: key.clone(),
+                description: "crashed".into(),
+            })
+            .await
+            .expect("charged");
+        self.pending_attempt(order_id, &key, lease_until).await;
+        charge.id
+    }
+
+    /// A pending first attempt of `order_id` with `key`, leased until `lease_until`.
+    async fn pending_attempt(&self, order_id: &str, key: &str, lease_until: i64) {
+        sqlx::query(
+            "INSERT INTO charge_attempts (order_id, attempt, status, idempotency_key, token, amount_cents, currency, lease_until, created_at, updated_at) VALUES ($1, 1, 'pending', $2, 'tok_visa', 2500, 'usd', $3, $4, $4)",
+        )
+        .bind(order_id)
+        .bind(key)
+        .bind(lease_until)
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await
+        .expect("insert");
+    }
+
     async fn attempts_of(&self, order_id: &str) -> Vec<(i64, String)> {
         sqlx::query_as(
             "SELECT attempt, status FROM charge_attempts WHERE order_id = $1 ORDER BY attempt",
@@ -544,33 +581,10 @@ async fn an_attempt_left_pending_by_a_crash_is_replayed_with_its_key_and_token()
     let buyer = object_id();
     let (crashed, busy) = (app.order(&buyer, 25.0).await, app.order(&buyer, 25.0).await);
     // The crashed request's charge reached the provider; then the process died.
-    let key = format!("charge-{crashed}-1");
-    let charge = provider
-        .charge(ChargeRequest {
-            amount_cents: 2500,
-            currency: "usd".into(),
-            source: "tok_visa".into(),
-            idempotency_key: key.clone(),
-            description: "crashed".into(),
-        })
-        .await
-        .expect("charged");
     let now = now_ms();
-    for (order, key, lease_until) in [
-        (&crashed, key.clone(), now - 1),
-        (&busy, format!("charge-{busy}-1"), now + 60_000),
-    ] {
-        sqlx::query(
-            "INSERT INTO charge_attempts (order_id, attempt, status, idempotency_key, token, amount_cents, currency, lease_until, created_at, updated_at) VALUES ($1, 1, 'pending', $2, 'tok_visa', 2500, 'usd', $3, $4, $4)",
-        )
-        .bind(order)
-        .bind(key)
-        .bind(lease_until)
-        .bind(now)
-        .execute(app.db.pool())
-        .await
-        .expect("insert");
-    }
+    let charge_id = app.crashed_attempt(&provider, &crashed, now - 1).await;
+    app.pending_attempt(&busy, &format!("charge-{busy}-1"), now + 60_000)
+        .await;
     let cookie = app.cookie(&buyer);
     // Its lease ran out: the next request replays it (with the stored token, whatever this
     // one brings), and finds the charge instead of making another.
@@ -583,7 +597,7 @@ async fn an_attempt_left_pending_by_a_crash_is_replayed_with_its_key_and_token()
     assert_eq!(status, 201, "{body}");
     assert_eq!(provider.charges(), 1);
     let id = body["id"].as_str().expect("id").to_string();
-    assert_eq!(app.payments_of(&crashed).await, [(id, charge.id)]);
+    assert_eq!(app.payments_of(&crashed).await, [(id, charge_id)]);
     assert_eq!(
         app.attempts_of(&crashed).await,
         [(1, "succeeded".to_string())]
@@ -611,27 +625,7 @@ async fn an_attempt_left_pending_by_a_crash_is_settled_without_another_request()
     let order = app.order(&buyer, 25.0).await;
     // The request's charge reached the provider; then the process died, and the buyer
     // never asked again.
-    let key = format!("charge-{order}-1");
-    let charge = provider
-        .charge(ChargeRequest {
-            amount_cents: 2500,
-            currency: "usd".into(),
-            source: "tok_visa".into(),
-            idempotency_key: key.clone(),
-            description: "crashed".into(),
-        })
-        .await
-        .expect("charged");
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO charge_attempts (order_id, attempt, status, idempotency_key, token, amount_cents, currency, lease_until, created_at, updated_at) VALUES ($1, 1, 'pending', $2, 'tok_visa', 2500, 'usd', $3, $3, $3)",
-    )
-    .bind(&order)
-    .bind(key)
-    .bind(now - 1)
-    .execute(app.db.pool())
-    .await
-    .expect("insert");
+    let charge_id = app.crashed_attempt(&provider, &order, now_ms() - 1).await;
     // The background settler replays it with its key: the charge is found, not made again,
     // and becomes the order's payment.
     eventually("the stale attempt settled", || async {
@@ -641,7 +635,7 @@ async fn an_attempt_left_pending_by_a_crash_is_settled_without_another_request()
     assert_eq!(provider.charges(), 1);
     let payments = app.payments_of(&order).await;
     assert_eq!(payments.len(), 1);
-    assert_eq!(payments[0].1, charge.id);
+    assert_eq!(payments[0].1, charge_id);
     app.stop().await;
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -127,24 +127,13 @@ async fn index(
 ) -> Result<Response, ApiError> {
     let at = state.outbox.commits();
     if let Some(body) = cache.as_ref().and_then(|c| c.get(&(), at)) {
-        return Ok(json_response(body));
+        return Ok(switchyard_kit::http::json_bytes(body));
     }
     let body = Bytes::from(serde_json::to_vec(&list(&state).await?).map_err(ApiError::internal)?);
     if let Some(cache) = &cache {
         cache.keep((), at, state.outbox.commits(), body.clone());
     }
-    Ok(json_response(body))
-}
-
-fn json_response(body: Bytes) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    Ok(switchyard_kit::http::json_bytes(body))
 }
 
 /// The tickets for sale, oldest first.
