@@ -142,48 +142,43 @@ impl User {
         body["id"].as_str().map(str::to_string).context("ticket id")
     }
 
-    /// Orders `ticket`, retrying while orders has not yet received the ticket (404).
-    async fn order(&self, orders: &str, ticket: &str) -> anyhow::Result<Option<String>> {
+    /// POSTs `body` to `url` until the service knows what it refers to: `Some(body)` on
+    /// 201, `None` on 400 (reserved, cancelled), retrying a 404 (the event that tells the
+    /// service has not arrived yet) for up to 20 s.
+    async fn create(&self, url: &str, body: Value) -> anyhow::Result<Option<Value>> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (status, body) = self
-                .send(
-                    reqwest::Method::POST,
-                    &format!("{orders}/api/orders"),
-                    Some(json!({"ticketId": ticket})),
-                )
+            let (status, answer) = self
+                .send(reqwest::Method::POST, url, Some(body.clone()))
                 .await?;
             match status {
-                201 => return Ok(body["id"].as_str().map(str::to_string)),
+                201 => return Ok(Some(answer)),
                 400 => return Ok(None),
                 404 if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(1)).await
                 }
-                _ => anyhow::bail!("ordering: {status} {body}"),
+                _ => anyhow::bail!("POST {url}: {status} {answer}"),
             }
         }
     }
 
-    /// Pays `order` with `tok_visa`, retrying while payments has not yet received it (404).
+    /// Orders `ticket`: the order's id, or `None` if the ticket is reserved.
+    async fn order(&self, orders: &str, ticket: &str) -> anyhow::Result<Option<String>> {
+        let created = self
+            .create(&format!("{orders}/api/orders"), json!({"ticketId": ticket}))
+            .await?;
+        Ok(created.and_then(|o| o["id"].as_str().map(str::to_string)))
+    }
+
+    /// Pays `order` with `tok_visa`: whether it was paid.
     async fn pay(&self, payments: &str, order: &str) -> anyhow::Result<bool> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self
-                .send(
-                    reqwest::Method::POST,
-                    &format!("{payments}/api/payments"),
-                    Some(json!({"orderId": order, "token": "tok_visa"})),
-                )
-                .await?;
-            match status {
-                201 => return Ok(true),
-                400 => return Ok(false),
-                404 if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(1)).await
-                }
-                _ => anyhow::bail!("paying: {status} {body}"),
-            }
-        }
+        let created = self
+            .create(
+                &format!("{payments}/api/payments"),
+                json!({"orderId": order, "token": "tok_visa"}),
+            )
+            .await?;
+        Ok(created.is_some())
     }
 
     /// Polls `url` (every 0.5 ms) until `done` holds for its JSON body.

@@ -796,13 +796,10 @@ impl Consumer {
         if attempts < limit {
             return attempts;
         }
-        let everywhere = if self.deferrals.here(seq) > 0 || delivered > 1 {
-            self.deferrals
-                .everywhere(self.bus.deferral_store().await, seq)
-                .await
-        } else {
-            0
-        };
+        let everywhere = self
+            .deferrals
+            .everywhere(self.bus.deferral_store().await, seq)
+            .await;
         delivered - everywhere
     }
 

@@ -17,7 +17,9 @@ use std::hash::Hash;
 use std::sync::{PoisonError, RwLock};
 
 use bytes::Bytes;
-use switchyard_kit::{Db, Dialect};
+use switchyard_kit::{ApiError, Db, Dialect};
+
+use crate::Outbox;
 
 /// Most answers kept at once; past it the cache starts over (the next reads refill it).
 const MAX_ENTRIES: usize = 10_000;
@@ -39,6 +41,25 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
     /// A cache for a service on `db`, or `None` where other processes write the database.
     pub fn for_database(db: &Db) -> Option<Self> {
         (db.dialect() == Dialect::Sqlite).then(Self::default)
+    }
+
+    /// The JSON answer for `key`: the one `cache` keeps if no commit of `outbox` came
+    /// since it was read, otherwise `read` afresh (and kept, if no commit raced it).
+    pub async fn answer(
+        cache: Option<&Self>,
+        outbox: &Outbox,
+        key: K,
+        read: impl Future<Output = Result<serde_json::Value, ApiError>>,
+    ) -> Result<Bytes, ApiError> {
+        let at = outbox.commits();
+        if let Some(body) = cache.and_then(|c| c.get(&key, at)) {
+            return Ok(body);
+        }
+        let body = Bytes::from(serde_json::to_vec(&read.await?).map_err(ApiError::internal)?);
+        if let Some(cache) = cache {
+            cache.keep(key, at, outbox.commits(), body.clone());
+        }
+        Ok(body)
     }
 
     /// The answer kept for `key`, if it was read at commit count `now`.

@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::db::is_unique_violation;
@@ -147,22 +146,13 @@ async fn index(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
 ) -> Result<Response, ApiError> {
-    let at = state.service.outbox.commits();
-    if let Some(body) = state.lists.as_ref().and_then(|c| c.get(&user.id, at)) {
-        return Ok(switchyard_kit::http::json_bytes(body));
-    }
-    let body = Bytes::from(
-        serde_json::to_vec(&orders_of(&state.service, &user.id).await?)
-            .map_err(ApiError::internal)?,
-    );
-    if let Some(cache) = &state.lists {
-        cache.keep(
-            user.id.clone(),
-            at,
-            state.service.outbox.commits(),
-            body.clone(),
-        );
-    }
+    let body = ReadCache::answer(
+        state.lists.as_deref(),
+        &state.service.outbox,
+        user.id.clone(),
+        orders_of(&state.service, &user.id),
+    )
+    .await?;
     Ok(switchyard_kit::http::json_bytes(body))
 }
 

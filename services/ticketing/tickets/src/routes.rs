@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use bytes::Bytes;
 use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::{ApiError, JsonBody, RequestId};
@@ -125,14 +124,7 @@ async fn index(
     State(state): State<ServiceState>,
     Extension(cache): Extension<Option<Arc<ReadCache<()>>>>,
 ) -> Result<Response, ApiError> {
-    let at = state.outbox.commits();
-    if let Some(body) = cache.as_ref().and_then(|c| c.get(&(), at)) {
-        return Ok(switchyard_kit::http::json_bytes(body));
-    }
-    let body = Bytes::from(serde_json::to_vec(&list(&state).await?).map_err(ApiError::internal)?);
-    if let Some(cache) = &cache {
-        cache.keep((), at, state.outbox.commits(), body.clone());
-    }
+    let body = ReadCache::answer(cache.as_deref(), &state.outbox, (), list(&state)).await?;
     Ok(switchyard_kit::http::json_bytes(body))
 }
 
