@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a Debian machine:
 # headless Chromium with its driver (browser test), PostgreSQL and NATS with JetStream
-# (the production-backend suite), wrk (benchmarks). Safe to run again.
+# (the production-backend suite), wrk (benchmarks), schemathesis (fuzzing from the services'
+# OpenAPI documents, in a virtual environment of its own). Safe to run again.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -17,6 +18,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# schemathesis, pinned so that a seed replays the same cases; cli/tests/openapi.rs finds it
+# here (or through SCHEMATHESIS, or on the PATH).
+SCHEMATHESIS_VERSION=4.32.5
+schemathesis_venv="${HOME}/.cache/switchyard/schemathesis"
+if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+  fi
+  echo "installing schemathesis $SCHEMATHESIS_VERSION into $schemathesis_venv"
+  rm -rf "$schemathesis_venv"
+  python3 -m venv "$schemathesis_venv"
+  "$schemathesis_venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+"$schemathesis_venv/bin/schemathesis" --version
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -9,13 +9,16 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
+use switchyard_events::EventSchema;
+use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody, Metrics};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What can go wrong handling an event.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +72,32 @@ struct ConsumerState {
     metrics: Metrics,
 }
 
-/// The `POST /events` route for `handler`.
-pub fn events_route(handler: Arc<dyn EventHandler>, metrics: Metrics) -> Router {
-    Router::new()
-        .route("/events", post(receive))
+/// The `POST /events` route for `handler`, described for the service's OpenAPI document.
+pub fn events_route(handler: Arc<dyn EventHandler>, metrics: Metrics) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(receive))
         .with_state(ConsumerState { handler, metrics })
 }
 
+/// The answer to an event taken: `{}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Acknowledged {}
+
+/// Where the HTTP bus pushes the events this service consumes, one at a time and in
+/// order. An event of a type the service does not consume is acknowledged unhandled.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    request_body = EventSchema,
+    responses(
+        (status = 200, description = "Applied, applied before, or not consumed here", body = Acknowledged),
+        (status = 400, description = "Not an event, or its payload breaks the app's contract (the bus dead-letters it)", body = ErrorBody),
+        (status = 425, description = "Not yet: an earlier version of its entity is missing (the bus delivers it again)", body = ErrorBody),
+        (status = 503, description = "Could not be processed now (the bus retries)", body = ErrorBody),
+    )
+)]
 async fn receive(State(state): State<ConsumerState>, JsonBody(body): JsonBody) -> Response {
     let mut event = match Envelope::from_value(body.clone()) {
         Ok(event) => event,

@@ -5,7 +5,9 @@
 //! starts the outbox relay. [`Service::run`] is given the service's routes and its event
 //! handler once: it mounts `POST /events` (where the HTTP bus pushes), starts the consumer
 //! group on a bus that is pulled from (NATS), serves the routes on the public listener and
-//! `/healthz`, `/readyz` (database and bus), `/metrics` on the ops listener, and closes the
+//! `/healthz`, `/readyz` (database and bus), `/metrics` and `/openapi.json` (the routes'
+//! OpenAPI document, built from the same `OpenApiRouter` that serves them) on the ops
+//! listener, and closes the
 //! database when the service stops.
 //!
 //! ```ignore
@@ -16,13 +18,13 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{
-    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown,
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown, openapi,
 };
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::bus::{Bus, BusConfig};
 use crate::consumer::{EventHandler, HandleError, Handled, events_route};
@@ -114,7 +116,7 @@ impl Service {
     /// then closes the database.
     pub async fn run(
         self,
-        routes: Router,
+        routes: OpenApiRouter,
         handler: Option<Arc<dyn EventHandler>>,
         listeners: Listeners,
     ) -> anyhow::Result<()> {
@@ -136,14 +138,17 @@ impl Service {
             bus.start_consuming(consumer, handler, state.metrics.clone(), &shutdown)
                 .await?;
         }
-        let app = routes.merge(events_route(endpoint, state.metrics.clone()));
+        let (app, doc) = routes
+            .merge(events_route(endpoint, state.metrics.clone()))
+            .split_for_parts();
+        let doc = openapi::document(&settings.common.service, doc);
         let stack = HttpStack::new(&settings.common, state.metrics.clone())
             .ready_when(Arc::new(state.db.clone()))
             .ready_when(bus.readiness());
         let result = switchyard_kit::serve(
             listeners,
             stack.wrap(app),
-            stack.ops_router(&shutdown),
+            stack.ops_router_with(&shutdown, openapi::route(&doc)),
             shutdown,
             settings.common.shutdown_grace,
         )

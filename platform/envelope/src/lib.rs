@@ -6,10 +6,13 @@
 //! * [`payload`]: checked reading of `data` fields, for the apps' contract crates (each app
 //!   keeps its event types in its own crate, e.g. `services/blog/contract`).
 //! * [`ids`]: id generation for events and entities.
+//! * [`schema`]: the envelope as an OpenAPI schema.
 
 pub mod envelope;
 pub mod ids;
 pub mod payload;
+pub mod schema;
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use payload::PayloadError;
+pub use schema::EventSchema;

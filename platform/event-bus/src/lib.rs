@@ -48,10 +48,12 @@ pub async fn launch(
     let log = log::EventLog::open(db.clone(), &shutdown).await?;
     delivery::start(&settings, log.clone(), metrics.clone(), &shutdown).await?;
     let stack = HttpStack::new(common, metrics).ready_when(Arc::new(db.clone()));
+    let (routes, doc) = routes::router(log, settings.payload_check).split_for_parts();
+    let doc = switchyard_kit::openapi::document(SERVICE, doc);
     let result = switchyard_kit::serve(
         listeners,
-        stack.wrap(routes::router(log, settings.payload_check)),
-        stack.ops_router(&shutdown),
+        stack.wrap(routes),
+        stack.ops_router_with(&shutdown, switchyard_kit::openapi::route(&doc)),
         shutdown,
         common.shutdown_grace,
     )

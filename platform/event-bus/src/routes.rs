@@ -1,15 +1,17 @@
 //! The bus's HTTP routes: `POST /events` and `GET /events`.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use bytes::Bytes;
 use serde::Deserialize;
-use switchyard_events::{Envelope, ids};
+use switchyard_events::{Envelope, EventSchema, ids};
+use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::PayloadCheck;
 use crate::log::{Appended, EventLog};
@@ -23,12 +25,28 @@ struct BusState {
 /// Largest page `GET /events` serves at once.
 pub const MAX_PAGE: i64 = 10_000;
 
-pub fn router(log: EventLog, payload_check: Option<PayloadCheck>) -> Router {
-    Router::new()
-        .route("/events", post(publish).get(list))
+pub fn router(log: EventLog, payload_check: Option<PayloadCheck>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(publish, list))
         .with_state(BusState { log, payload_check })
 }
 
+/// `{"status": "OK"}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Stored {
+    #[schema(example = "OK")]
+    status: String,
+}
+
+/// Stores an event durably, then delivers it to every subscriber of its type, in order.
+/// An event whose id is already stored is acknowledged and not stored again.
+#[utoipa::path(post, path = "/events", tag = "events", request_body = EventSchema,
+    responses(
+        (status = 200, description = "Stored (or stored before, for a known id)", body = Stored),
+        (status = 400, description = "Not an event, or a known type whose payload breaks the app's contract", body = ErrorBody),
+        (status = 503, description = "The log is unavailable; retry", body = ErrorBody),
+    ))]
 async fn publish(
     State(state): State<BusState>,
     JsonBody(body): JsonBody,
@@ -68,12 +86,25 @@ async fn publish(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Which part of the log to read. Kept as text so that a bad value gets the JSON error body
+/// naming the field.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only events after this position (a non-negative integer; default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// At most this many events (1 to 10000; default: all).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 
+/// The log, in order: every event stored after `after`, or a page of `limit`.
+#[utoipa::path(get, path = "/events", tag = "events", params(ListParams),
+    responses(
+        (status = 200, description = "The events, in log order", body = Vec<EventSchema>),
+        (status = 400, description = "`after` or `limit` out of range", body = ErrorBody),
+    ))]
 async fn list(
     State(BusState { log, .. }): State<BusState>,
     Query(params): Query<ListParams>,

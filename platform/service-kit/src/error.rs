@@ -10,9 +10,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One error in the body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ErrorItem {
+    /// What is wrong, for people.
     pub message: String,
+    /// The request field it is about, for a field's validation error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }

@@ -6,6 +6,7 @@
 //! * [`metrics`]: Prometheus metrics;
 //! * [`db`]: SQLite or PostgreSQL chosen by URL, migrations per dialect;
 //! * [`http`]: the router every service is wrapped in (request ids, health, limits, errors);
+//! * [`openapi`]: the OpenAPI document served at `/openapi.json` on the ops listener;
 //! * [`server`]: serving with graceful shutdown, and background tasks that drain with it;
 //! * [`wait`]: waiting on a condition with a deadline (tests, start-up);
 //! * [`backoff`]: capped exponential backoff with jitter for retry loops;
@@ -17,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

@@ -45,6 +45,18 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The document of [`routes`]: `/` and each asset.
+pub fn openapi(service: &str) -> utoipa::openapi::OpenApi {
+    use switchyard_kit::openapi::File;
+    let (_, html_type, _) = ASSETS[0];
+    let files = std::iter::once(File::text("/", html_type, "The blog's page")).chain(
+        ASSETS
+            .iter()
+            .map(|(path, content_type, _)| File::text(path, content_type, "An asset of the page")),
+    );
+    switchyard_kit::openapi::document(service, switchyard_kit::openapi::files(files))
+}
+
 /// The client's routes (the security headers are added around the whole stack).
 pub fn routes() -> Router {
     let (_, html_type, html) = ASSETS[0];
@@ -86,7 +98,10 @@ pub async fn launch(
     switchyard_kit::serve(
         listeners,
         router,
-        stack.ops_router(&shutdown),
+        stack.ops_router_with(
+            &shutdown,
+            switchyard_kit::openapi::route(&openapi(&common.service)),
+        ),
         shutdown,
         common.shutdown_grace,
     )

@@ -1,21 +1,24 @@
 //! `GET /posts/:id/comments` and `POST /posts/:id/comments`.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 use switchyard_blog_contract::{BlogEvent, CommentStatus, MAX_CONTENT_LEN, MAX_REF_LEN};
 use switchyard_bus_client::ServiceState;
 use switchyard_events::ids;
 use switchyard_kit::error::fields;
+use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(crate) fn router(state: ServiceState) -> Router {
-    Router::new()
-        .route("/posts/{id}/comments", get(list).post(create))
+use switchyard_blog_contract::http::{Comment, NewComment};
+
+pub(crate) fn router(state: ServiceState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
         .with_state(state)
 }
 
@@ -29,6 +32,13 @@ fn check_post_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The comments of a post, oldest first.
+#[utoipa::path(get, path = "/posts/{id}/comments", tag = "comments",
+    params(("id" = String, Path, description = "The post's id (1 to 128 characters)")),
+    responses(
+        (status = 200, description = "The post's comments (none for a post never commented)", body = Vec<Comment>),
+        (status = 400, description = "A blank or too long post id", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<ServiceState>,
     Path(post_id): Path<String>,
@@ -38,6 +48,14 @@ async fn list(
     Ok(axum::Json(comments_of(&mut conn, &post_id).await?).into_response())
 }
 
+/// Comments on a post: the comment starts pending until moderation decides.
+#[utoipa::path(post, path = "/posts/{id}/comments", tag = "comments",
+    params(("id" = String, Path, description = "The post's id (1 to 128 characters)")),
+    request_body = NewComment,
+    responses(
+        (status = 201, description = "Every comment of the post, the new one last", body = Vec<Comment>),
+        (status = 400, description = "A bad post id, or content missing, blank or too long", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<ServiceState>,
     Path(post_id): Path<String>,

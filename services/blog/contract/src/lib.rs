@@ -8,6 +8,8 @@
 //! | `CommentModerated` | `{id, postId, status, content}`            |
 //! | `CommentUpdated`   | `{id, status, postId, content}`            |
 
+pub mod http;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 

@@ -19,6 +19,7 @@ use switchyard_bus_client::{
 use switchyard_events::Envelope;
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{ConfigError, Env, Migrations, Shutdown};
+use utoipa_axum::router::OpenApiRouter;
 
 pub use rule::Rule;
 
@@ -53,7 +54,7 @@ pub async fn launch(
         rule: settings.rule,
     });
     service
-        .run(axum::Router::new(), Some(handler), listeners)
+        .run(OpenApiRouter::new(), Some(handler), listeners)
         .await
 }
 

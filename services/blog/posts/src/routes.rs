@@ -1,27 +1,33 @@
 //! `GET /posts` and `POST /posts/create`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
 use switchyard_blog_contract::{BlogEvent, MAX_TITLE_LEN};
 use switchyard_bus_client::ServiceState;
 use switchyard_events::ids;
 use switchyard_kit::error::fields;
+use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(crate) fn router(state: ServiceState) -> Router {
-    Router::new()
+use switchyard_blog_contract::http::{NewPost, Post};
+
+pub(crate) fn router(state: ServiceState) -> OpenApiRouter {
+    OpenApiRouter::new()
         // `POST /posts` is how the course created posts before the Ingress existed; kept so
         // such clients work unchanged against the service itself.
-        .route("/posts", get(list).post(create))
-        .route("/posts/create", post(create))
+        .routes(routes!(list, create_before_ingress))
+        .routes(routes!(create))
         .with_state(state)
 }
 
+/// Every post, by id.
+#[utoipa::path(get, path = "/posts", tag = "posts",
+    responses((status = 200, description = "Every post, keyed by id", body = HashMap<String, Post>)))]
 async fn list(State(state): State<ServiceState>) -> Result<Response, ApiError> {
     let rows = sqlx::query("SELECT id, title FROM posts ORDER BY ord")
         .fetch_all(state.db.reader())
@@ -35,6 +41,12 @@ async fn list(State(state): State<ServiceState>) -> Result<Response, ApiError> {
     Ok(axum::Json(Value::Object(posts)).into_response())
 }
 
+/// Creates a post (the path the course's Ingress routes to posts).
+#[utoipa::path(post, path = "/posts/create", tag = "posts", request_body = NewPost,
+    responses(
+        (status = 201, description = "The post", body = Post),
+        (status = 400, description = "No title, or one that is blank or too long", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<ServiceState>,
     request_id: RequestId,
@@ -61,4 +73,18 @@ async fn create(
         axum::Json(json!({"id": id, "title": title})),
     )
         .into_response())
+}
+
+/// Creates a post, as `POST /posts/create` does (the course's path before the Ingress).
+#[utoipa::path(post, path = "/posts", tag = "posts", request_body = NewPost,
+    responses(
+        (status = 201, description = "The post", body = Post),
+        (status = 400, description = "No title, or one that is blank or too long", body = ErrorBody),
+    ))]
+async fn create_before_ingress(
+    state: State<ServiceState>,
+    request_id: RequestId,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    create(state, request_id, body).await
 }

@@ -85,10 +85,12 @@ pub async fn launch(
     );
     let stack =
         HttpStack::new(common, Metrics::new(&common.service)).ready_when(Arc::new(db.clone()));
+    let (routes, doc) = routes::router(state).split_for_parts();
+    let doc = switchyard_kit::openapi::document(&common.service, doc);
     let result = switchyard_kit::serve(
         listeners,
-        stack.wrap(routes::router(state)),
-        stack.ops_router(&shutdown),
+        stack.wrap(routes),
+        stack.ops_router_with(&shutdown, switchyard_kit::openapi::route(&doc)),
         shutdown,
         common.shutdown_grace,
     )

@@ -2,27 +2,31 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::json;
 use sqlx::Row;
+use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody};
 use switchyard_session::CurrentUser;
+use switchyard_ticketing_contract::http::{
+    CurrentUser as CurrentUserBody, Empty, SignIn, SignUp, User,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AuthState;
 use crate::throttle;
 use crate::validate::{self, MAX_SIGNIN_PASSWORD};
 
-pub(crate) fn router(state: AuthState) -> Router {
+pub(crate) fn router(state: AuthState) -> OpenApiRouter {
     let sessions = state.sessions.clone();
-    Router::new()
-        .route("/api/users/signup", post(signup))
-        .route("/api/users/signin", post(signin))
-        .route("/api/users/signout", post(signout))
-        .route("/api/users/currentuser", get(current_user))
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(signin))
+        .routes(routes!(signout))
+        .routes(routes!(current_user))
         .with_state(state)
         .layer(sessions.layer())
 }
@@ -46,6 +50,13 @@ fn signed_in(
         .into_response())
 }
 
+/// Creates a user and signs it in.
+#[utoipa::path(post, path = "/api/users/signup", tag = "auth", request_body = SignUp,
+    responses(
+        (status = 201, description = "Signed up and in: the `session` cookie is set", body = User,
+            headers(("set-cookie" = String, description = "`session=…; path=/; samesite=lax; httponly` (and `secure` unless turned off)"))),
+        (status = 400, description = "Every invalid field (`Email must be valid`, `Password must be between 4 and 20 characters`), or `Email in use`", body = ErrorBody),
+    ))]
 async fn signup(
     State(state): State<AuthState>,
     JsonBody(body): JsonBody,
@@ -86,6 +97,14 @@ async fn signup(
     signed_in(&state, StatusCode::CREATED, &id, &email)
 }
 
+/// Signs a user in.
+#[utoipa::path(post, path = "/api/users/signin", tag = "auth", request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in: the `session` cookie is set", body = User,
+            headers(("set-cookie" = String, description = "`session=…; path=/; samesite=lax; httponly` (and `secure` unless turned off)"))),
+        (status = 400, description = "Every invalid field, or `Invalid credentials`", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins for this email or client address", body = ErrorBody),
+    ))]
 async fn signin(
     State(state): State<AuthState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -141,6 +160,10 @@ fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
         .unwrap_or_else(|| peer.ip().to_string())
 }
 
+/// Signs out: clears the `session` cookie.
+#[utoipa::path(post, path = "/api/users/signout", tag = "auth",
+    responses((status = 200, description = "Signed out", body = Empty,
+        headers(("set-cookie" = String, description = "`session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly`")))))]
 async fn signout(State(state): State<AuthState>) -> Response {
     (
         StatusCode::OK,
@@ -150,6 +173,10 @@ async fn signout(State(state): State<AuthState>) -> Response {
         .into_response()
 }
 
+/// Who is signed in.
+#[utoipa::path(get, path = "/api/users/currentuser", tag = "auth",
+    security((), ("session" = [])),
+    responses((status = 200, description = "The session's user, or `null`", body = CurrentUserBody)))]
 async fn current_user(CurrentUser(user): CurrentUser) -> Response {
     let current = user.map(|u| u.current_user());
     axum::Json(json!({ "currentUser": current })).into_response()

@@ -132,6 +132,16 @@ pub fn content_security_policy(settings: &ClientSettings) -> String {
     )
 }
 
+/// The shape of [`config_json`], for the document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PageSettings {
+    /// Stripe's publishable key (`STRIPE_PUBLISHABLE_KEY`), or `null` when payments are
+    /// simulated (the page then offers Stripe's test tokens instead of a card form).
+    #[schema(rename = "stripePublishableKey", required = true)]
+    stripe_publishable_key: Option<String>,
+}
+
 /// The body of `/config.json`: `{"stripePublishableKey": "pk_..." | null}`.
 pub fn config_json(settings: &ClientSettings) -> String {
     serde_json::json!({ "stripePublishableKey": settings.stripe_publishable_key }).to_string()
@@ -170,6 +180,62 @@ async fn page_or_not_found(request: Request) -> Response {
     } else {
         ApiError::not_found("Not Found").into_response()
     }
+}
+
+/// The document of [`routes`]: the page, its assets, its settings and every other path,
+/// which is a page of the single-page app or a 404.
+pub fn openapi(service: &str) -> utoipa::openapi::OpenApi {
+    use switchyard_kit::openapi::File;
+    use utoipa::PartialSchema;
+    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn, PathItemBuilder};
+    use utoipa::openapi::{ContentBuilder, HttpMethod, Ref, Required, ResponseBuilder};
+    let mut doc = switchyard_kit::openapi::files([
+        File::text("/", HTML, "GitTix's page"),
+        File::text("/index.html", HTML, "GitTix's page"),
+        File::text("/app.js", JAVASCRIPT, "The page's script"),
+        File::text("/styles.css", CSS, "The page's stylesheet"),
+        File {
+            path: "/config.json",
+            content_type: JSON,
+            description: "The page's settings",
+            schema: PageSettings::schema(),
+        },
+    ]);
+    let error = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    let page = OperationBuilder::new()
+        .summary(Some("A page of the app (its path is read by the page's script)"))
+        .parameter(
+            ParameterBuilder::new()
+                .name("path")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("Any path: one whose last segment has no `.` and that is not under `/api` is a page"))
+                .schema(Some(String::schema())),
+        )
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The page")
+                .content(HTML, ContentBuilder::new().schema(Some(String::schema())).build())
+                .build(),
+        )
+        .response(
+            "404",
+            ResponseBuilder::new()
+                .description("A missing asset, or an `/api` path no service answered")
+                .content(JSON, error)
+                .build(),
+        )
+        .build();
+    doc.paths.paths.insert(
+        "/{path}".to_string(),
+        PathItemBuilder::new()
+            .operation(HttpMethod::Get, page)
+            .build(),
+    );
+    switchyard_kit::openapi::document(service, doc)
 }
 
 /// The client's routes (the security headers are added around the whole stack by
@@ -238,7 +304,10 @@ pub async fn launch(
     switchyard_kit::serve(
         listeners,
         router,
-        stack.ops_router(&shutdown),
+        stack.ops_router_with(
+            &shutdown,
+            switchyard_kit::openapi::route(&openapi(&common.service)),
+        ),
         shutdown,
         common.shutdown_grace,
     )

@@ -10,6 +10,8 @@
 //! | `expiration:complete` | `{orderId}`                                                   |
 //! | `payment:created`     | `{id, orderId, stripeId}`                                     |
 
+pub mod http;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchyard_events::payload::{nested, number, object, optional_text, text, unsigned};
@@ -45,7 +47,7 @@ const MAX_TIME_LEN: usize = 40;
 pub const MAX_PRICE: f64 = 999_999.99;
 
 /// An order's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum OrderStatus {
     /// Created, the ticket reserved, not paid yet.
     #[serde(rename = "created")]

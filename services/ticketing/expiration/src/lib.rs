@@ -24,6 +24,7 @@ use std::sync::Arc;
 use switchyard_bus_client::{Service, ServiceSettings};
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{Migration, Migrations, Shutdown};
+use utoipa_axum::router::OpenApiRouter;
 
 /// The service's own tables (the platform adds its messaging tables).
 pub static MIGRATIONS: Migrations = Migrations(&[Migration {
@@ -46,6 +47,6 @@ pub async fn launch(
     timers.spawn(&shutdown);
     let handler = Arc::new(handler::OrderCreated { state, timers });
     service
-        .run(axum::Router::new(), Some(handler), listeners)
+        .run(OpenApiRouter::new(), Some(handler), listeners)
         .await
 }

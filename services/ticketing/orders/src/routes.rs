@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::db::is_unique_violation;
@@ -18,6 +16,11 @@ use switchyard_ticketing_contract::{
     MAX_ID_LEN, OrderStatus, TicketingEvent, is_object_id, object_id,
 };
 use time::OffsetDateTime;
+
+use switchyard_kit::openapi::ErrorBody;
+use switchyard_ticketing_contract::http::{NewOrder, OrderBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::order::{Order, Ticket, expires_at, order_columns};
 
@@ -35,10 +38,10 @@ pub(crate) struct OrdersState {
     pub lists: Option<Arc<ReadCache<String>>>,
 }
 
-pub(crate) fn router(state: OrdersState, sessions: Sessions) -> Router {
-    Router::new()
-        .route("/api/orders", get(index).post(create))
-        .route("/api/orders/{id}", get(show).delete(cancel))
+pub(crate) fn router(state: OrdersState, sessions: Sessions) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(index, create))
+        .routes(routes!(show, cancel))
         .with_state(state)
         .layer(sessions.layer())
 }
@@ -75,6 +78,15 @@ async fn is_reserved(state: &ServiceState, ticket_id: &str) -> Result<bool, sqlx
     .is_some())
 }
 
+/// Reserves a ticket for the signed-in user until the order expires or is paid.
+#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = NewOrder,
+    security(("session" = [])),
+    responses(
+        (status = 201, description = "The order, its ticket reserved", body = OrderBody),
+        (status = 400, description = "`TicketId must be provided`, or `Ticket is already reserved`", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such ticket", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
@@ -142,6 +154,13 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(order.to_json())).into_response())
 }
 
+/// The signed-in user's orders, oldest first, with their tickets.
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The user's orders", body = Vec<OrderBody>),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    ))]
 async fn index(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
@@ -189,6 +208,15 @@ async fn owned(state: &ServiceState, user: &Claims, id: &str) -> Result<Order, A
     Ok(order)
 }
 
+/// One of the signed-in user's orders.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id (24 hexadecimal digits)")),
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 401, description = "Not signed in, or another user's order", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
@@ -199,6 +227,16 @@ async fn show(
 
 /// Cancels the order unless it is paid. Cancelling a cancelled order succeeds without a
 /// second `order:cancelled`: the first one already freed the ticket.
+#[utoipa::path(delete, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id (24 hexadecimal digits)")),
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Cancelled (or cancelled before): the ticket is for sale again"),
+        (status = 400, description = "`Cannot cancel a complete order`", body = ErrorBody),
+        (status = 401, description = "Not signed in, or another user's order", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 503, description = "The order kept changing; try again", body = ErrorBody),
+    ))]
 async fn cancel(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,

@@ -1,28 +1,43 @@
 //! `POST /api/payments`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::{Value, json};
 use switchyard_kit::{ApiError, JsonBody, RequestId};
 use switchyard_session::{RequireUser, Sessions};
 use switchyard_ticketing_contract::MAX_ID_LEN;
+
+use switchyard_kit::openapi::ErrorBody;
+use switchyard_ticketing_contract::http::{NewPayment, Payment};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::pay::{Outcome, Payments};
 
 /// Longest card token accepted (Stripe's are about 30 characters).
 const MAX_TOKEN_LEN: usize = 255;
 
-pub(crate) fn router(state: Payments, sessions: Sessions) -> Router {
-    Router::new()
-        .route("/api/payments", post(create))
+pub(crate) fn router(state: Payments, sessions: Sessions) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create))
         .with_state(state)
         .layer(sessions.layer())
 }
 
+/// Pays for one of the signed-in user's orders, once: the charge carries an idempotency key
+/// of the order, so a retried or concurrent payment never charges twice.
+///
 /// Signed out → 401 before the body is looked at, then 400 for the fields, then the order.
+#[utoipa::path(post, path = "/api/payments", tag = "payments", request_body = NewPayment,
+    security(("session" = [])),
+    responses(
+        (status = 201, description = "Paid: the payment's id", body = Payment),
+        (status = 400, description = "Every invalid field, or the order cannot be paid (cancelled, paid, a payment in progress, the card refused)", body = ErrorBody),
+        (status = 401, description = "Not signed in, or another user's order", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 503, description = "The payment provider or the database is unavailable; try again", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<Payments>,
     RequireUser(user): RequireUser,

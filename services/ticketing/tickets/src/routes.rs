@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
 use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::{ApiError, JsonBody, RequestId};
@@ -15,6 +14,11 @@ use switchyard_ticketing_contract::{
     MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
 };
 
+use switchyard_kit::openapi::ErrorBody;
+use switchyard_ticketing_contract::http::{NewTicket, TicketBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::ticket::{Ticket, ticket_columns};
 
 /// How many times an update is tried against a ticket that others keep changing before
@@ -22,12 +26,12 @@ use crate::ticket::{Ticket, ticket_columns};
 /// with N concurrent writers an update loses at most N - 1 times.
 const MAX_ATTEMPTS: usize = 64;
 
-pub(crate) fn router(state: ServiceState, sessions: Sessions) -> Router {
+pub(crate) fn router(state: ServiceState, sessions: Sessions) -> OpenApiRouter {
     // The kept list: only where this process is the database's only writer.
     let cache: Option<Arc<ReadCache<()>>> = ReadCache::for_database(&state.db).map(Arc::new);
-    Router::new()
-        .route("/api/tickets", get(index).post(create))
-        .route("/api/tickets/{id}", get(show).put(update))
+    OpenApiRouter::new()
+        .routes(routes!(index, create))
+        .routes(routes!(show, update))
         .with_state(state)
         .layer(Extension(cache))
         .layer(sessions.layer())
@@ -86,6 +90,14 @@ fn validate(body: &Value) -> Result<(String, f64), ApiError> {
     }
 }
 
+/// Sells a ticket: the signed-in user is its owner.
+#[utoipa::path(post, path = "/api/tickets", tag = "tickets", request_body = NewTicket,
+    security(("session" = [])),
+    responses(
+        (status = 201, description = "The ticket", body = TicketBody),
+        (status = 400, description = "Every invalid field (`Title is required`, `Price must be greater than 0`, …)", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<ServiceState>,
     RequireUser(user): RequireUser,
@@ -120,6 +132,9 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(ticket.to_json())).into_response())
 }
 
+/// The tickets for sale: every ticket no order holds, oldest first.
+#[utoipa::path(get, path = "/api/tickets", tag = "tickets",
+    responses((status = 200, description = "The tickets no order holds", body = Vec<TicketBody>)))]
 async fn index(
     State(state): State<ServiceState>,
     Extension(cache): Extension<Option<Arc<ReadCache<()>>>>,
@@ -156,6 +171,13 @@ async fn find(state: &ServiceState, id: &str) -> Result<Ticket, ApiError> {
         .ok_or_else(|| ApiError::not_found("Not Found"))
 }
 
+/// One ticket.
+#[utoipa::path(get, path = "/api/tickets/{id}", tag = "tickets",
+    params(("id" = String, Path, description = "The ticket's id (24 hexadecimal digits)")),
+    responses(
+        (status = 200, description = "The ticket", body = TicketBody),
+        (status = 404, description = "No such ticket", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<ServiceState>,
     Path(id): Path<String>,
@@ -166,6 +188,18 @@ async fn show(
 /// Applies `{title, price}` to the version of the ticket it read, re-reading and checking
 /// again when another change got there first, so no concurrent update is lost and each
 /// gets its own version.
+/// Changes a ticket's title and price: only its owner can, and not while an order holds it.
+#[utoipa::path(put, path = "/api/tickets/{id}", tag = "tickets",
+    params(("id" = String, Path, description = "The ticket's id (24 hexadecimal digits)")),
+    request_body = NewTicket,
+    security(("session" = [])),
+    responses(
+        (status = 200, description = "The ticket, its version bumped", body = TicketBody),
+        (status = 400, description = "Every invalid field, or `Cannot edit a reserved ticket`", body = ErrorBody),
+        (status = 401, description = "Not signed in, or not the ticket's owner", body = ErrorBody),
+        (status = 404, description = "No such ticket", body = ErrorBody),
+        (status = 503, description = "Others kept changing the ticket; try again", body = ErrorBody),
+    ))]
 async fn update(
     State(state): State<ServiceState>,
     RequireUser(user): RequireUser,
