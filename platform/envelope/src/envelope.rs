@@ -58,6 +58,9 @@ pub enum EnvelopeError {
     TooLong { field: &'static str, max: usize },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
+    /// PostgreSQL stores no NUL in text: refused on every backend alike.
+    #[error("{field} must not contain NUL characters")]
+    Nul { field: &'static str },
 }
 
 impl EnvelopeError {
@@ -68,7 +71,8 @@ impl EnvelopeError {
             EnvelopeError::Missing { field }
             | EnvelopeError::WrongType { field, .. }
             | EnvelopeError::TooLong { field, .. }
-            | EnvelopeError::Empty { field } => Some(field),
+            | EnvelopeError::Empty { field }
+            | EnvelopeError::Nul { field } => Some(field),
         }
     }
 }
@@ -178,6 +182,9 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Envelo
     }
     if value.chars().count() > max {
         return Err(EnvelopeError::TooLong { field, max });
+    }
+    if value.contains('\0') {
+        return Err(EnvelopeError::Nul { field });
     }
     Ok(())
 }

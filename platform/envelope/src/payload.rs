@@ -58,6 +58,8 @@ pub fn text(
                 Err(EnvelopeError::Empty { field })
             } else if s.chars().count() > max {
                 Err(EnvelopeError::TooLong { field, max })
+            } else if s.contains('\0') {
+                Err(EnvelopeError::Nul { field })
             } else {
                 Ok(s.clone())
             }
@@ -158,6 +160,11 @@ mod tests {
             Err(EnvelopeError::TooLong { field: "t", max: 0 })
         );
         assert_eq!(optional_text(&data, "missing", 5), Ok(None));
+        let nul = map(json!({"t": "a\u{0}b"}));
+        assert_eq!(
+            text(&nul, "t", 5, false),
+            Err(EnvelopeError::Nul { field: "t" })
+        );
         assert_eq!(unsigned(&data, "n"), Ok(3));
         assert!(unsigned(&data, "neg").is_err());
         assert!(unsigned(&data, "f").is_err());

@@ -14,12 +14,17 @@ use utoipa::ToSchema;
 #[allow(dead_code)]
 pub struct EventSchema {
     /// The event type, e.g. `CommentCreated` or `ticket:created`.
-    #[schema(rename = "type", min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        rename = "type",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00]*\S[^\x00]*$"
+    )]
     event_type: String,
     /// The payload; the app's contract says what each type carries.
     data: Option<Value>,
     /// Unique id; the bus assigns one when it is missing.
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00]*\S[^\x00]*$")]
     id: Option<String>,
     /// The position in the bus's log, assigned by the bus (a client's own is ignored).
     seq: Option<i64>,

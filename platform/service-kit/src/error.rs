@@ -198,7 +198,8 @@ pub mod fields {
             .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))
     }
 
-    /// A required, non-blank string of at most `max` characters.
+    /// A required, non-blank string of at most `max` characters, without NUL (which
+    /// PostgreSQL cannot store in text: refused on every backend alike).
     pub fn text(body: &Value, field: &str, max: usize) -> Result<String, ApiError> {
         let obj = object(body)?;
         match obj.get(field) {
@@ -210,6 +211,10 @@ pub mod fields {
                 field,
                 format!("{field} must be at most {max} characters"),
             )),
+            Some(Value::String(s)) if s.contains('\0') => Err(ApiError::field(
+                field,
+                format!("{field} must not contain NUL characters"),
+            )),
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => Err(ApiError::field(field, format!("{field} must be a string"))),
         }
@@ -220,6 +225,16 @@ pub mod fields {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_fields_refuse_nul() {
+        let err = fields::text(&json!({"title": "a\u{0}b"}), "title", 10).expect_err("nul");
+        assert_eq!(err.errors[0].field.as_deref(), Some("title"));
+        assert_eq!(
+            fields::text(&json!({"title": "a b"}), "title", 10),
+            Ok("a b".to_string())
+        );
+    }
 
     #[test]
     fn body_has_field_only_when_set() {

@@ -23,10 +23,11 @@ pub(crate) fn router(state: ServiceState) -> OpenApiRouter {
 }
 
 fn check_post_id(id: &str) -> Result<(), ApiError> {
-    if id.trim().is_empty() || id.chars().count() > MAX_REF_LEN {
+    // PostgreSQL stores no NUL in text: no post has one in its id, on any backend.
+    if id.trim().is_empty() || id.chars().count() > MAX_REF_LEN || id.contains('\0') {
         return Err(ApiError::field(
             "id",
-            format!("post id must be 1 to {MAX_REF_LEN} characters"),
+            format!("post id must be 1 to {MAX_REF_LEN} characters, without NUL"),
         ));
     }
     Ok(())

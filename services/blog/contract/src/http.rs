@@ -6,10 +6,10 @@
 use utoipa::ToSchema;
 
 /// `POST /posts/create`: a title, 1 to [`MAX_TITLE_LEN`](crate::MAX_TITLE_LEN) characters,
-/// not only spaces.
+/// not only spaces, without NUL.
 #[derive(ToSchema)]
 pub struct NewPost {
-    #[schema(min_length = 1, max_length = 300, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 300, pattern = r"^[^\x00]*\S[^\x00]*$")]
     title: String,
 }
 
@@ -21,10 +21,10 @@ pub struct Post {
 }
 
 /// `POST /posts/{id}/comments`: the content, 1 to
-/// [`MAX_CONTENT_LEN`](crate::MAX_CONTENT_LEN) characters, not only spaces.
+/// [`MAX_CONTENT_LEN`](crate::MAX_CONTENT_LEN) characters, not only spaces, without NUL.
 #[derive(ToSchema)]
 pub struct NewComment {
-    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 2000, pattern = r"^[^\x00]*\S[^\x00]*$")]
     content: String,
 }
 

@@ -59,7 +59,7 @@ pub struct Empty {}
 /// original, the price may also come as a string holding a number (`"20.5"`).
 #[derive(ToSchema)]
 pub struct NewTicket {
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*\S[^\x00]*$")]
     title: String,
     #[schema(exclusive_minimum = 0.0, maximum = 999_999.99)]
     price: f64,
@@ -113,12 +113,21 @@ pub struct OrderBody {
 }
 
 /// `POST /api/payments`: the card token (from Stripe.js; `tok_visa` in test mode) and the
-/// order to pay.
+/// order to pay, neither blank nor with control characters.
 #[derive(ToSchema)]
 pub struct NewPayment {
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     token: String,
-    #[schema(rename = "orderId", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        rename = "orderId",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     order_id: String,
 }
 

@@ -59,6 +59,10 @@ fn validate(body: &Value) -> Result<(String, f64), ApiError> {
                     format!("Title must be at most {MAX_TITLE_LEN} characters"),
                 ));
             }
+            // PostgreSQL stores no NUL in text: refused on every backend alike.
+            if t.contains('\0') {
+                errors.push(("title", "Title must not contain NUL characters".to_string()));
+            }
             Some(t.to_string())
         }
         _ => {
@@ -290,6 +294,7 @@ mod tests {
             json!({"title": "   ", "price": 10}),
             json!({"price": 10}),
             json!({"title": "x".repeat(MAX_TITLE_LEN + 1), "price": 10}),
+            json!({"title": "a\u{0}b", "price": 10}),
         ] {
             assert_eq!(fields(validate(&bad).expect_err("title"))[0].0, "title");
         }
