@@ -18,6 +18,7 @@ mod auth;
 mod bare_hop;
 mod blog;
 mod bus;
+mod hops;
 mod natsbus;
 mod procs;
 mod prod;
@@ -79,6 +80,8 @@ enum Cmd {
     Auth,
     /// 7. Ticketing under `up`: reads, order → reserved, purchases, memory, start-up.
     Ticketing,
+    /// 8. One comment's three hops, step by step, from the services' trace logs.
+    Hops,
     /// One durable hop of the latency yardstick: commits a row, then posts to `--next`.
     BareHop {
         #[arg(long)]
@@ -221,6 +224,7 @@ fn main() -> ExitCode {
                     "up",
                     "auth",
                     "ticketing",
+                    "hops",
                 ],
                 Cmd::Bus => vec!["bus"],
                 Cmd::Query => vec!["query"],
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
                 Cmd::Up => vec!["up"],
                 Cmd::Auth => vec!["auth"],
                 Cmd::Ticketing => vec!["ticketing"],
+                Cmd::Hops => vec!["hops"],
                 Cmd::BareServer { .. } | Cmd::BareHop { .. } => vec![],
             };
             tokio::runtime::Builder::new_multi_thread()
@@ -335,6 +340,7 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
                 "startup" => startup::run(&ctx).await,
                 "auth" => auth::run(&ctx).await,
                 "ticketing" => ticketing::run(&ctx).await,
+                "hops" => hops::run(&ctx).await,
                 _ => up::run(&ctx).await,
             }
         };

@@ -220,6 +220,8 @@ impl Change {
     pub async fn publish(&mut self, event: &Envelope) -> Result<(), sqlx::Error> {
         Outbox::enqueue(&mut self.tx, event).await?;
         self.events += 1;
+        // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
+        tracing::trace!(event_id = %event.id, event_type = %event.event_type, correlation_id = event.correlation_id.as_deref().unwrap_or(""), "event staged");
         Ok(())
     }
 
@@ -232,6 +234,7 @@ impl Change {
         outbox.commits.fetch_add(1, Ordering::AcqRel);
         committed?;
         if events > 0 {
+            tracing::trace!(events, "change committed");
             outbox.wake();
         }
         Ok(())
@@ -338,6 +341,7 @@ impl Relay {
             Dialect::Sqlite => {
                 // The writer connection is not held while publishing.
                 let pending = select_batch(&mut *db.reader().acquire().await?).await?;
+                trace_read(&pending);
                 let (done, failure) = self.publish_in_order(&pending, stopping).await;
                 let mut tx = db.pool().begin().await?;
                 settle(&mut tx, &done).await?;
@@ -357,6 +361,7 @@ impl Relay {
                     return Ok(Round::Busy);
                 }
                 let pending = select_batch(&mut tx).await?;
+                trace_read(&pending);
                 let (done, failure) = self.publish_in_order(&pending, stopping).await;
                 settle(&mut tx, &done).await?;
                 // Committing releases the lock. If the commit fails the rows stay and are
@@ -387,6 +392,7 @@ impl Relay {
                 .await
             {
                 Ok(()) => {
+                    tracing::trace!(event_id = %event.event_id, "event published");
                     self.metrics.event_published(&event.event_type);
                     done.push(Done::Published(event));
                 }
@@ -425,6 +431,13 @@ enum Done<'p> {
 }
 
 /// Deletes the rows handled, copying the refused ones to `outbox_dead_letters` first.
+/// The per-hop timeline (`switchyard-bench hops`): when the relay has read each row back.
+fn trace_read(pending: &[Pending]) {
+    for event in pending {
+        tracing::trace!(event_id = %event.event_id, "event read by the relay");
+    }
+}
+
 async fn settle(conn: &mut AnyConnection, done: &[Done<'_>]) -> Result<(), sqlx::Error> {
     for d in done {
         if let Done::Refused(event, status, reason) = d {

@@ -134,8 +134,8 @@ impl Service {
             }),
             None => Arc::new(IgnoresEvents),
         };
-        if let (Some(handler), Some(consumer)) = (handler, &settings.consumer) {
-            bus.start_consuming(consumer, handler, state.metrics.clone(), &shutdown)
+        if let (Some(_), Some(consumer)) = (handler, &settings.consumer) {
+            bus.start_consuming(consumer, endpoint.clone(), state.metrics.clone(), &shutdown)
                 .await?;
         }
         let (app, doc) = routes
@@ -174,7 +174,23 @@ impl EventHandler for Filtered {
         {
             return Box::pin(async { Ok(Handled::Ignored) });
         }
-        self.inner.handle(event)
+        if !tracing::enabled!(tracing::Level::TRACE) {
+            return self.inner.handle(event);
+        }
+        // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
+        let id = event.id.clone();
+        let correlation = event.correlation_id.clone().unwrap_or_default();
+        tracing::trace!(event_id = %id, event_type = %event.event_type, correlation_id = %correlation, "event received");
+        let handled = self.inner.handle(event);
+        Box::pin(async move {
+            let outcome = handled.await;
+            let how = match &outcome {
+                Ok(h) => h.as_str(),
+                Err(_) => "error",
+            };
+            tracing::trace!(event_id = %id, correlation_id = %correlation, outcome = how, "event handled");
+            outcome
+        })
     }
 }
 

@@ -164,6 +164,7 @@ impl Delivery {
             }
             let set_aside = match self.deliver(event).await {
                 Outcome::Delivered => {
+                    tracing::trace!(subscriber = %self.subscriber.name, seq = event.seq, event_type = %event.event_type, correlation_id = event.correlation_id.as_deref().unwrap_or(""), "event delivered");
                     backoff.reset();
                     let latency = event.appended_at.map(|t| t.elapsed().as_secs_f64());
                     self.metrics.event_delivered(&self.subscriber.name, latency);

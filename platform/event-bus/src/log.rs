@@ -246,6 +246,10 @@ impl Writer {
         .await;
         match outcome {
             Ok(()) => {
+                // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
+                for s in &stored {
+                    tracing::trace!(seq = s.seq, event_type = %s.event_type, correlation_id = s.correlation_id.as_deref().unwrap_or(""), "event appended");
+                }
                 if let Some(last) = stored.last().map(|s| s.seq) {
                     if let Ok(mut tail) = self.tail.write() {
                         for s in stored {

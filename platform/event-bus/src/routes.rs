@@ -67,6 +67,7 @@ async fn publish(
             }
         })?;
     }
+    tracing::trace!(event_type = %event.event_type, correlation_id = event.correlation_id.as_deref().unwrap_or(""), "event posted");
     if event.id.is_empty() {
         event.id = ids::event_id();
     }
