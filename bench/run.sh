@@ -23,7 +23,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
         all|bus|query|write|startup|up|auth|ticketing|hops) scenario="$arg" ;;
-        *) echo "run.sh: unknown argument $arg (use --quick, all, bus, query, write, startup, up, auth, ticketing)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown argument $arg (use --quick, all, bus, query, write, startup, up, auth, ticketing, hops)" >&2; exit 2 ;;
     esac
 done
 
