@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::Ctx;
 use crate::prod::Resources;
 use crate::report::{Dist, Figure, Section, fmt_num};
-use crate::up::{Up, has_database_prefix, production_args};
+use crate::up::{Up, backend_args};
 
 const S: &str = "hops";
 
@@ -61,15 +61,7 @@ async fn measure(
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-hops")
         .tempdir()?;
-    let extra = match res {
-        Some(res) => {
-            let prefix_flag = has_database_prefix(ctx).await;
-            production_args(res, &switchyard_registry::BLOG, prefix_flag)
-                .await?
-                .0
-        }
-        None => Vec::new(),
-    };
+    let extra = backend_args(ctx, res, &switchyard_registry::BLOG).await?;
     let log = dir.path().join("up.log");
     let up = Up::start(
         ctx,

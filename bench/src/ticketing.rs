@@ -22,7 +22,7 @@ use crate::procs::{RssSampler, descendants, lock, mem_of, mib};
 use crate::prod::Resources;
 use crate::query::Bare;
 use crate::report::{Dist, Figure, Section, fmt_num};
-use crate::up::{Up, has_database_prefix, production_args};
+use crate::up::{Up, backend_args};
 use crate::{Ctx, wrk};
 
 const S: &str = "ticketing";
@@ -206,15 +206,7 @@ async fn measure(
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-ticketing")
         .tempdir()?;
-    let extra = match res {
-        Some(res) => {
-            let prefix_flag = has_database_prefix(ctx).await;
-            production_args(res, &switchyard_registry::TICKETING, prefix_flag)
-                .await?
-                .0
-        }
-        None => Vec::new(),
-    };
+    let extra = backend_args(ctx, res, &switchyard_registry::TICKETING).await?;
     let up = Up::start(
         ctx,
         &switchyard_registry::TICKETING,

@@ -204,6 +204,22 @@ impl Drop for Up {
 }
 
 /// Whether this `switchyard` knows `up --database-prefix`.
+/// `up`'s arguments for `app` on the backend `res` stands for: none on embedded, fresh
+/// databases and a fresh stream on production.
+pub async fn backend_args(
+    ctx: &Ctx,
+    res: Option<&Resources>,
+    app: &switchyard_registry::App,
+) -> anyhow::Result<Vec<String>> {
+    match res {
+        Some(res) => {
+            let prefix_flag = has_database_prefix(ctx).await;
+            Ok(production_args(res, app, prefix_flag).await?.0)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 pub async fn has_database_prefix(ctx: &Ctx) -> bool {
     tokio::process::Command::new(&ctx.bin)
         .args(["up", "--help"])
