@@ -18,7 +18,9 @@
 # Environment:
 #   KUBECTL                 kubectl to use (must have Kustomize v5+)
 #   K8S_VALIDATE_VERSION    Kubernetes version to validate against (default 1.33.0)
-#   SWITCHYARD_SHARED_DIR   the shared/ folder (default: <repo>/../shared); it holds the
+#   SWITCHYARD_SHARED_DIR   the shared/ folder (default: <repo>/../shared, or, for a clone
+#                           of a local checkout made elsewhere, shared/ beside that
+#                           checkout: git's remote.origin.url); it holds the
 #                           skaffold schema and the Gateway API CRDs (standard channel,
 #                           schemas/gateway-api/$GATEWAY_API_VERSION), read from there
 set -euo pipefail
@@ -47,6 +49,14 @@ script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(git -C "$script_dir" rev-parse --show-toplevel 2>/dev/null || (cd "$script_dir/.." && pwd))"
 cd "$ROOT"
 SHARED="${SWITCHYARD_SHARED_DIR:-$ROOT/../shared}"
+if [ -z "${SWITCHYARD_SHARED_DIR:-}" ] && [ ! -d "$SHARED" ]; then
+  # A clone of a local checkout (e.g. into a temporary directory): the shared/ folder beside
+  # the checkout it was cloned from.
+  origin="$(git -C "$ROOT" config --get remote.origin.url 2>/dev/null || true)"
+  if [ -n "$origin" ] && [ -d "$origin/../shared" ]; then
+    SHARED="$(cd "$origin/../shared" && pwd)"
+  fi
+fi
 SKAFFOLD_SCHEMA="$SHARED/schemas/skaffold/v4beta14.json"
 GATEWAY_API_CRDS="$SHARED/schemas/gateway-api/$GATEWAY_API_VERSION"
 

@@ -34,11 +34,7 @@ pub async fn run(ctx: &Ctx) -> Section {
         S,
         "8. One comment's three hops, step by step (median ms since the request, and added by each step)",
     );
-    for backend in ctx.plan.backends() {
-        let res = ctx.resources(backend);
-        let result = measure(ctx, &mut section, backend, res.as_ref()).await;
-        crate::finish(&mut section, backend, res, result).await;
-    }
+    on_each_backend!(ctx, section, measure);
     section.note(
         "Read from the trace-level step logs (`RUST_LOG=switchyard_bus_client=trace,switchyard_event_bus=trace`, JSON) of `up blog`, one comment at a time, each followed by its request id. \"staged\" is the event written in its change (the commit follows), \"read by the relay\" the relay's read-back of the committed row, \"posted\" the bus's handler parsing it, \"appended\" the bus's durable append, \"published\" the relay's answer from the bus, \"delivered\" the bus's answer from the subscriber (after the subscriber handled it), \"received\"/\"handled\" the consumer's own view. \"seen approved\" is the first poll of query's `GET /posts` that shows it (polled every 0.2 ms). The trace logs themselves cost a little time: the total is slightly above scenario 2's.",
     );

@@ -14,6 +14,18 @@
 //! `production` (PostgreSQL + NATS JetStream, servers from `BENCH_POSTGRES_URL` /
 //! `BENCH_NATS_URL`; skipped with a note when they are unreachable).
 
+/// Runs a scenario's `measure(ctx, &mut section, backend, resources)` on every backend of
+/// the plan, each with fresh resources, then records its failure and cleans up ([`finish`]).
+macro_rules! on_each_backend {
+    ($ctx:expr, $section:expr, $measure:path) => {
+        for backend in $ctx.plan.backends() {
+            let res = $ctx.resources(backend);
+            let result = $measure($ctx, &mut $section, backend, res.as_ref()).await;
+            $crate::finish(&mut $section, backend, res, result).await;
+        }
+    };
+}
+
 mod auth;
 mod bare_hop;
 mod blog;

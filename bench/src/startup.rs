@@ -27,11 +27,7 @@ pub async fn run(ctx: &Ctx) -> Section {
         S,
         "4. Start-up time per service: spawn → first 200 on /healthz and on /readyz",
     );
-    for backend in ctx.plan.backends() {
-        let res = ctx.resources(backend);
-        let result = measure(ctx, &mut section, backend, res.as_ref()).await;
-        crate::finish(&mut section, backend, res, result).await;
-    }
+    on_each_backend!(ctx, section, measure);
     section.note(
         "The event bus runs on embedded only (production uses NATS). Client and gateway keep no data and use no bus: the same binary path on both backends. Embedded services other than the bus point EVENT_BUS_URL at a running bus (readiness checks it).",
     );

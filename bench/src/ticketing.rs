@@ -39,11 +39,7 @@ pub async fn run(ctx: &Ctx) -> Section {
         S,
         "7. Ticketing: reads, order → reserved, purchases, memory, `up ticketing`",
     );
-    for backend in ctx.plan.backends() {
-        let res = ctx.resources(backend);
-        let result = measure(ctx, &mut section, backend, res.as_ref()).await;
-        crate::finish(&mut section, backend, res, result).await;
-    }
+    on_each_backend!(ctx, section, measure);
     ctx.skip_note(&mut section);
     section
 }

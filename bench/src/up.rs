@@ -32,11 +32,7 @@ pub async fn run(ctx: &Ctx) -> Section {
         S,
         "5. The blog in one command: `switchyard up blog` and the gateway",
     );
-    for backend in ctx.plan.backends() {
-        let res = ctx.resources(backend);
-        let result = measure(ctx, &mut section, backend, res.as_ref()).await;
-        crate::finish(&mut section, backend, res, result).await;
-    }
+    on_each_backend!(ctx, section, measure);
     ctx.skip_note(&mut section);
     section
 }
