@@ -7,25 +7,20 @@
 //! scrapes reach them on a port no Service routes from outside.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::BoxFuture;
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::request_stack::{RequestStackLayer, X_REQUEST_ID, json_error_body};
 
 /// Something `/readyz` checks: the database, the bus.
 pub trait ReadinessCheck: Send + Sync {
@@ -55,16 +50,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 }
 
 fn request_id_of(parts: &Parts) -> String {
+    // The request stack sets the header when the request came without one.
     parts
-        .extensions
-        .get::<TowerRequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .or_else(|| {
-            parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-        })
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
 }
@@ -126,40 +116,17 @@ impl HttpStack {
             .layer(middleware::from_fn(json_errors))
     }
 
-    /// Wraps the service's routes (the public listener's router).
+    /// Wraps the service's routes (the public listener's router): unknown routes get the
+    /// JSON 404, bodies are limited, and every request goes through the
+    /// [`RequestStackLayer`] (request id, span, timeout, JSON errors, metrics).
     pub fn wrap(&self, app: Router) -> Router {
-        let metrics = self.metrics.clone();
-        let timeout = self.request_timeout;
-        let service = self.service.clone();
         app.fallback(unknown_route)
-            .layer(middleware::from_fn(json_errors))
-            .layer(middleware::from_fn(move |req, next| {
-                with_timeout(timeout, req, next)
-            }))
             .layer(DefaultBodyLimit::max(self.body_limit))
-            .layer(middleware::from_fn_with_state(metrics, record_metrics))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(move |req: &Request<Body>| {
-                        let request_id = req
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        tracing::info_span!(
-                            "request",
-                            service = %service,
-                            method = %req.method(),
-                            path = %req.uri().path(),
-                            request_id = %request_id,
-                        )
-                    })
-                    .on_request(())
-                    .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                    .on_failure(()),
-            )
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(RequestStackLayer::new(
+                &self.service,
+                self.metrics.clone(),
+                self.request_timeout,
+            ))
     }
 }
 
@@ -230,73 +197,13 @@ async fn unknown_route() -> ApiError {
     ApiError::not_found("Not Found")
 }
 
-async fn record_metrics(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let response = next.run(req).await;
-    let route = route.unwrap_or_else(|| {
-        if response.status() == StatusCode::NOT_FOUND {
-            "unmatched".to_string()
-        } else {
-            "other".to_string()
-        }
-    });
-    metrics.http_request(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    if response.status().is_server_error() {
-        tracing::warn!(status = response.status().as_u16(), "request failed");
-    }
-    response
-}
-
-async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(?timeout, "request timed out");
-            ApiError::unavailable("request timed out").into_response()
-        }
-    }
-}
-
 /// Turns any error response that is not JSON (axum's own 405, 413, ...) into the JSON body.
 async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+    if status.is_client_error() || status.is_server_error() {
+        json_error_body(response)
+    } else {
+        response
     }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
-    let message = match status {
-        StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_string(),
-        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type".to_string(),
-        other => other
-            .canonical_reason()
-            .unwrap_or("request failed")
-            .to_lowercase(),
-    };
-    let (mut parts, _) = response.into_parts();
-    let body = ApiError::new(status, message).body();
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
 }

@@ -6,6 +6,8 @@
 //! * [`metrics`]: Prometheus metrics;
 //! * [`db`]: SQLite or PostgreSQL chosen by URL, migrations per dialect;
 //! * [`http`]: the router every service is wrapped in (request ids, health, limits, errors);
+//! * [`request_stack`]: the one layer of per-request work (request id, span, timeout,
+//!   JSON errors, metrics);
 //! * [`openapi`]: the OpenAPI document served at `/openapi.json` on the ops listener;
 //! * [`server`]: serving with graceful shutdown, and background tasks that drain with it;
 //! * [`wait`]: waiting on a condition with a deadline (tests, start-up);
@@ -19,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod request_stack;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

@@ -1,9 +1,13 @@
 //! Prometheus metrics: HTTP requests by route and status, a latency histogram, and event
 //! counters (published, delivered, retried, dead-lettered, consumed).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
+use axum::extract::MatchedPath;
+
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,17 +16,98 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The route an HTTP request matched, as a metric label: its pattern (`/posts/{id}`), never
+/// the raw path, so the number of series stays bounded.
+#[derive(Clone, Debug)]
+pub enum RouteLabel {
+    /// The router's own matched pattern (shared with the request: no copy per request).
+    Matched(MatchedPath),
+    /// A pattern given by name.
+    Named(Arc<str>),
+    /// No route matched (the 404 fallback).
+    Unmatched,
+    /// Answered before routing (a rejected method, for instance).
+    Other,
+}
+
+impl RouteLabel {
+    pub fn as_str(&self) -> &str {
+        match self {
+            RouteLabel::Matched(path) => path.as_str(),
+            RouteLabel::Named(route) => route,
+            RouteLabel::Unmatched => "unmatched",
+            RouteLabel::Other => "other",
+        }
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl std::hash::Hash for RouteLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Labels of the request counter. Built per request, so they hold no owned strings but
+/// the route's (the method is one of the standard ones or "other").
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: RouteLabel,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    route: RouteLabel,
+}
+
+/// The standard methods by name; anything else is "other" (a label per custom method
+/// would let a client create series at will).
+fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 3.3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
-/// A service's metrics (one registry per service instance).
+/// A service's metrics (one registry per service instance). Cheap to clone: one shared
+/// allocation, as request handlers' states are cloned per request.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Arc<Registry>,
-    http_requests: Family<Labels, Counter>,
-    http_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    inner: Arc<Families>,
+}
+
+struct Families {
+    registry: Registry,
+    http_requests: Family<RequestLabels, Counter>,
+    http_latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     events_published: Family<Labels, Counter>,
     events_delivered: Family<Labels, Counter>,
     events_retried: Family<Labels, Counter>,
@@ -43,9 +128,11 @@ impl Metrics {
             )]
             .into_iter(),
         );
-        let http_requests = Family::<Labels, Counter>::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
         let http_latency =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+            Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
         let events_published = Family::<Labels, Counter>::default();
         let events_delivered = Family::<Labels, Counter>::default();
         let events_retried = Family::<Labels, Counter>::default();
@@ -106,72 +193,95 @@ impl Metrics {
             delivery_latency.clone(),
         );
         Metrics {
-            registry: Arc::new(registry),
-            http_requests,
-            http_latency,
-            events_published,
-            events_delivered,
-            events_retried,
-            events_dead_lettered,
-            events_consumed,
-            delivery_latency,
-            outbox_pending,
-            outbox_dead_lettered,
+            inner: Arc::new(Families {
+                registry,
+                http_requests,
+                http_latency,
+                events_published,
+                events_delivered,
+                events_retried,
+                events_dead_lettered,
+                events_consumed,
+                delivery_latency,
+                outbox_pending,
+                outbox_dead_lettered,
+            }),
         }
     }
 
     /// The outbox's backlog, after each relay round.
     pub fn set_outbox_pending(&self, pending: i64) {
-        self.outbox_pending.set(pending);
+        self.inner.outbox_pending.set(pending);
     }
 
     pub fn outbox_dead_lettered(&self, event_type: &str) {
-        self.outbox_dead_lettered
+        self.inner
+            .outbox_dead_lettered
             .get_or_create(&vec![("type", event_type.to_string())])
             .inc();
     }
 
-    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        self.http_requests
-            .get_or_create(&vec![
-                ("route", route.to_string()),
-                ("method", method.to_string()),
-                ("status", status.to_string()),
-            ])
+    pub fn http_request(&self, route: &str, method: &http::Method, status: u16, seconds: f64) {
+        self.http_request_on(RouteLabel::Named(route.into()), method, status, seconds);
+    }
+
+    /// One answered request: counted by route, method and status, timed by route.
+    pub fn http_request_on(
+        &self,
+        route: RouteLabel,
+        method: &http::Method,
+        status: u16,
+        seconds: f64,
+    ) {
+        self.inner
+            .http_requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method_label(method),
+                status,
+            })
             .inc();
-        self.http_latency
-            .get_or_create(&vec![("route", route.to_string())])
+        self.inner
+            .http_latency
+            .get_or_create(&LatencyLabels { route })
             .observe(seconds);
     }
 
     pub fn event_published(&self, event_type: &str) {
-        self.events_published
+        self.inner
+            .events_published
             .get_or_create(&vec![("type", event_type.to_string())])
             .inc();
     }
 
     pub fn event_delivered(&self, target: &str, seconds: Option<f64>) {
         let labels = vec![("subscriber", target.to_string())];
-        self.events_delivered.get_or_create(&labels).inc();
+        self.inner.events_delivered.get_or_create(&labels).inc();
         if let Some(s) = seconds {
-            self.delivery_latency.get_or_create(&labels).observe(s);
+            self.inner
+                .delivery_latency
+                .get_or_create(&labels)
+                .observe(s);
         }
     }
 
     pub fn event_retried(&self, target: &str) {
-        self.events_retried
+        self.inner
+            .events_retried
             .get_or_create(&vec![("target", target.to_string())])
             .inc();
     }
 
     pub fn event_dead_lettered(&self, target: &str) {
-        self.events_dead_lettered
+        self.inner
+            .events_dead_lettered
             .get_or_create(&vec![("subscriber", target.to_string())])
             .inc();
     }
 
     pub fn event_consumed(&self, event_type: &str, outcome: &'static str) {
-        self.events_consumed
+        self.inner
+            .events_consumed
             .get_or_create(&vec![
                 ("type", event_type.to_string()),
                 ("outcome", outcome.to_string()),
@@ -182,7 +292,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        if encode(&mut out, &self.inner.registry).is_err() {
             tracing::error!("could not encode metrics");
         }
         out
@@ -196,12 +306,23 @@ mod tests {
     #[test]
     fn renders_counters_with_labels() {
         let m = Metrics::new("posts");
-        m.http_request("/posts", "GET", 200, 0.001);
+        m.http_request("/posts", &http::Method::GET, 200, 0.001);
+        m.http_request_on(
+            RouteLabel::Unmatched,
+            &http::Method::from_bytes(b"BREW").expect("method"),
+            404,
+            0.001,
+        );
         m.event_published("PostCreated");
         let text = m.render();
         assert!(text.contains("switchyard_http_requests_total{"), "{text}");
         assert!(text.contains("route=\"/posts\""), "{text}");
         assert!(text.contains("service=\"posts\""), "{text}");
+        assert!(text.contains("method=\"GET\",status=\"200\""), "{text}");
+        assert!(
+            text.contains("route=\"unmatched\",method=\"other\",status=\"404\""),
+            "{text}"
+        );
         assert!(
             text.contains("switchyard_events_published_total{"),
             "{text}"
