@@ -130,6 +130,36 @@ struct Inner {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    verified: VerifiedCookies,
+}
+
+/// How many verified cookies [`VerifiedCookies`] keeps.
+const VERIFIED_CAPACITY: usize = 1024;
+
+/// Cookies whose token was verified, with its claims: a signed-in reader sends the same
+/// cookie on every request, and checking its HS256 signature again each time (base64, HMAC,
+/// JSON) cost more than the rest of a small read. Only tokens that passed the full check
+/// get in, keyed by the exact cookie value, so an entry can only be found by sending that
+/// same value; expiry is checked again on every use, with the same leeway. Bounded: when
+/// full it is emptied and refills from the requests that follow.
+#[derive(Default)]
+struct VerifiedCookies {
+    entries: std::sync::RwLock<std::collections::HashMap<Box<str>, Claims>>,
+}
+
+impl VerifiedCookies {
+    fn get(&self, cookie: &str) -> Option<Claims> {
+        self.entries.read().ok()?.get(cookie).cloned()
+    }
+
+    fn insert(&self, cookie: &str, claims: &Claims) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= VERIFIED_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(cookie.into(), claims.clone());
+        }
+    }
 }
 
 impl std::fmt::Debug for Sessions {
@@ -162,6 +192,7 @@ impl Sessions {
                 encoding,
                 decoding,
                 validation,
+                verified: VerifiedCookies::default(),
             }),
         })
     }
@@ -199,8 +230,23 @@ impl Sessions {
     /// The signed-in user of a request's headers, if any.
     pub fn user_of(&self, headers: &HeaderMap) -> Option<Claims> {
         let value = session_cookie(headers)?;
-        let token = token_of_cookie_value(&value)?;
-        self.verify(&token)
+        if let Some(claims) = self.inner.verified.get(value) {
+            return self.unexpired(claims);
+        }
+        let token = token_of_cookie_value(value)?;
+        let claims = self.verify(&token)?;
+        self.inner.verified.insert(value, &claims);
+        Some(claims)
+    }
+
+    /// `claims` if they have not expired since they were verified (`exp` with the same
+    /// leeway as the full check; a token without `exp` got in only if that is allowed).
+    fn unexpired(&self, claims: Claims) -> Option<Claims> {
+        let leeway = self.inner.validation.leeway;
+        match claims.exp {
+            Some(exp) if exp < now_secs().saturating_sub(leeway) => None,
+            _ => Some(claims),
+        }
     }
 
     /// The `Set-Cookie` that signs in with `token`.
@@ -238,7 +284,7 @@ fn now_secs() -> u64 {
 }
 
 /// The value of the `session` cookie (or its legacy name) in `Cookie` headers.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     let mut legacy = None;
     for header in headers.get_all(header::COOKIE) {
         let Ok(text) = header.to_str() else {
@@ -250,10 +296,10 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
             };
             let value = value.trim().trim_matches('"');
             if name == COOKIE && !value.is_empty() {
-                return Some(value.to_string());
+                return Some(value);
             }
             if name == LEGACY_COOKIE && !value.is_empty() {
-                legacy = Some(value.to_string());
+                legacy = Some(value);
             }
         }
     }
@@ -425,6 +471,48 @@ mod tests {
             );
         }
         assert!(s.user_of(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_verified_cookie_is_kept_and_its_expiry_still_applies() {
+        let s = sessions();
+        let (token, claims) = s.issue("abc", "a@b.c").expect("issue");
+        let set = s.set_cookie(&token);
+        let cookie = set
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair");
+        let value = cookie.trim_start_matches("session=");
+        assert_eq!(s.user_of(&cookie_headers(cookie)), Some(claims.clone()));
+        assert_eq!(s.inner.verified.get(value), Some(claims.clone()));
+        // Served from the kept entry while it has not expired...
+        assert_eq!(s.user_of(&cookie_headers(cookie)), Some(claims.clone()));
+        // ...and refused once its exp (plus the leeway) has passed, kept or not.
+        let mut expired = claims;
+        expired.exp = Some(now_secs() - s.inner.validation.leeway - 1);
+        s.inner.verified.insert(value, &expired);
+        assert_eq!(s.user_of(&cookie_headers(cookie)), None);
+    }
+
+    #[test]
+    fn only_verified_cookies_are_kept_and_the_store_is_bounded() {
+        let s = sessions();
+        let other = Sessions::new(SessionConfig::for_key("another key")).expect("keys");
+        let (foreign, _) = other.issue("x", "x@y.z").expect("issue");
+        let value = STANDARD.encode(format!("{{\"jwt\":\"{foreign}\"}}"));
+        assert!(
+            s.user_of(&cookie_headers(&format!("session={value}")))
+                .is_none()
+        );
+        assert!(s.inner.verified.get(&value).is_none());
+        let (_, claims) = s.issue("abc", "a@b.c").expect("issue");
+        for n in 0..VERIFIED_CAPACITY + 10 {
+            s.inner.verified.insert(&format!("cookie-{n}"), &claims);
+        }
+        let kept = s.inner.verified.entries.read().expect("lock").len();
+        assert!(kept <= VERIFIED_CAPACITY, "{kept} entries kept");
     }
 
     #[test]
