@@ -10,10 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Uri;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use switchyard_ingress::Router as IngressRouter;
+use switchyard_ingress::{Backend, Router as IngressRouter};
 use switchyard_kit::ApiError;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -21,9 +22,15 @@ use crate::backends::Backends;
 
 pub(crate) struct Proxy {
     routes: IngressRouter,
-    backends: Backends,
+    /// Each routed backend with its base URL, worked out once.
+    bases: Vec<(Backend, String)>,
     client: Client<HttpConnector, Body>,
 }
+
+/// Answers with a `Content-Length` up to this size are read whole from the backend and
+/// sent on in one write; larger ones, and streams (server-sent events), are forwarded as
+/// they come. A small answer sent on piece by piece cost a write and a wake-up per piece.
+const WHOLE_ANSWER_MAX: u64 = 256 * 1024;
 
 impl Proxy {
     pub fn new(routes: IngressRouter, backends: Backends) -> Self {
@@ -33,9 +40,16 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
+        let mut bases: Vec<(Backend, String)> = Vec::new();
+        for location in routes.locations() {
+            if !bases.iter().any(|(b, _)| *b == location.backend) {
+                let base = backends.address_of(&location.backend);
+                bases.push((location.backend.clone(), base));
+            }
+        }
         Proxy {
             routes,
-            backends,
+            bases,
             client,
         }
     }
@@ -145,7 +159,9 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let Some(location) = proxy.routes.route(req.uri().path()) else {
         return ApiError::not_found("no route for this path").into_response();
     };
-    let base = proxy.backends.address_of(&location.backend);
+    let Some((_, base)) = proxy.bases.iter().find(|(b, _)| *b == location.backend) else {
+        return ApiError::not_found("no route for this path").into_response();
+    };
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -164,21 +180,33 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     strip_hop_by_hop(&mut parts.headers);
     set_forwarded_headers(&mut parts.headers, host, client_ip.as_deref());
     parts.uri = uri;
-    let backend = location.backend.to_string();
+    let unavailable = |error: &dyn std::fmt::Display| {
+        tracing::warn!(backend = %location.backend, %error, "backend unavailable");
+        let mut err = ApiError::new(
+            http::StatusCode::BAD_GATEWAY,
+            format!("{} is unavailable", location.backend.service),
+        );
+        err.errors[0].field = None;
+        err.into_response()
+    };
     match proxy.client.request(Request::from_parts(parts, body)).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            let length = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body = match length {
+                Some(n) if n <= WHOLE_ANSWER_MAX => match body.collect().await {
+                    Ok(whole) => Body::from(whole.to_bytes()),
+                    Err(e) => return unavailable(&e),
+                },
+                _ => Body::new(body),
+            };
+            Response::from_parts(parts, body)
         }
-        Err(e) => {
-            tracing::warn!(%backend, error = %e, "backend unavailable");
-            let mut err = ApiError::new(
-                http::StatusCode::BAD_GATEWAY,
-                format!("{} is unavailable", location.backend.service),
-            );
-            err.errors[0].field = None;
-            err.into_response()
-        }
+        Err(e) => unavailable(&e),
     }
 }
