@@ -28,6 +28,7 @@ macro_rules! on_each_backend {
 
 mod auth;
 mod bare_hop;
+mod bare_proxy;
 mod blog;
 mod bus;
 mod hops;
@@ -103,6 +104,14 @@ enum Cmd {
         database: String,
         #[arg(long)]
         next: Option<String>,
+    },
+    /// Forwards every request to `--to` and streams the answer back (the gateway's
+    /// yardstick: a proxy that does nothing else).
+    BareProxy {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        to: String,
     },
     /// Serves a file's bytes as JSON on every GET (the "bare axum" reference).
     BareServer {
@@ -221,6 +230,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::BareServer { port, file } => bare_server(port, &file),
+        Cmd::BareProxy { port, ref to } => bare_proxy::serve(port, to),
         Cmd::BareHop {
             port,
             database,
@@ -246,7 +256,7 @@ fn main() -> ExitCode {
                 Cmd::Auth => vec!["auth"],
                 Cmd::Ticketing => vec!["ticketing"],
                 Cmd::Hops => vec!["hops"],
-                Cmd::BareServer { .. } | Cmd::BareHop { .. } => vec![],
+                Cmd::BareServer { .. } | Cmd::BareHop { .. } | Cmd::BareProxy { .. } => vec![],
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::bare_proxy::BareProxy;
 use crate::blog::{populate, wait_settled};
 use crate::procs::{alive, descendants, port_free, signal};
 use crate::prod::Resources;
@@ -393,6 +394,10 @@ async fn measure(
     }
     let g = wrk::run(&format!("{gw}/posts"), 1, 64, p.wrk_secs).await?;
     let q = wrk::run(&format!("{query}/posts"), 1, 64, p.wrk_secs).await?;
+    // The yardstick: what any proxy in front of query costs on this machine.
+    let bare = BareProxy::start(ctx, &query, "/posts").await?;
+    let b = wrk::run(&bare.url("/posts"), 1, 64, p.wrk_secs).await?;
+    drop(bare);
     up.stop().await;
     let note = |r: &wrk::WrkResult| {
         format!(
@@ -426,6 +431,37 @@ async fn measure(
             "req/s",
         )
         .note(note(&q)),
+    );
+    section.push_on(
+        on,
+        Figure::info(
+            S,
+            "GET /posts through a bare proxy (the yardstick)",
+            b.requests_per_sec,
+            "req/s",
+        )
+        .note(format!(
+            "`switchyard-bench bare-proxy`: hyper-util's client as the gateway uses it, forwarding only; {}",
+            note(&b)
+        )),
+    );
+    section.push_on(
+        on,
+        Figure::info(
+            S,
+            "bare proxy / direct throughput",
+            100.0 * b.requests_per_sec / q.requests_per_sec,
+            "%",
+        ),
+    );
+    section.push_on(
+        on,
+        Figure::info(
+            S,
+            "gateway / bare proxy throughput",
+            100.0 * g.requests_per_sec / b.requests_per_sec,
+            "%",
+        ),
     );
     section.push_on(
         on,
