@@ -16,8 +16,9 @@ use switchyard_events::Envelope;
 use switchyard_kit::{Db, Shutdown};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Events kept in memory for delivery (older ones are read back from the database).
-const TAIL_CAPACITY: usize = 2048;
+/// Events kept in memory for delivery (older ones are read back from the database): about a
+/// second at 1,000 events/s, about 0.4 MiB.
+const TAIL_CAPACITY: usize = 1024;
 /// Most appends committed in one transaction.
 const MAX_GROUP: usize = 512;
 
@@ -208,38 +209,22 @@ impl Writer {
         let mut results = Vec::with_capacity(group.len());
         let mut stored = Vec::with_capacity(group.len());
         let outcome: Result<(), sqlx::Error> = async {
-            let mut tx = self.db.pool().begin().await?;
             let mut seq = self.next_seq;
-            for request in group.iter_mut() {
-                request.event.seq = Some(seq);
-                let body = request.event.to_bytes();
-                let text = String::from_utf8(body.clone()).unwrap_or_default();
-                let inserted = sqlx::query(
-                    "INSERT INTO events (seq, id, event_type, body, appended_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(seq)
-                .bind(&request.event.id)
-                .bind(&request.event.event_type)
-                .bind(text)
-                .bind(unix_millis())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
-                    results.push(Appended::New(seq));
-                    stored.push(Arc::new(Stored {
-                        seq,
-                        event_type: request.event.event_type.clone(),
-                        body: Bytes::from(body),
-                        correlation_id: request.event.correlation_id.clone(),
-                        appended_at: Some(now),
-                    }));
-                    seq += 1;
-                } else {
-                    results.push(Appended::Duplicate);
+            if let [request] = group.as_mut_slice() {
+                // One event (the usual case when appends do not queue up): one statement
+                // commits on its own as atomically as a transaction, in one round trip to
+                // the database's thread where a transaction takes three (begin, insert,
+                // commit). Every hop of every event passes here.
+                let (body, inserted) = insert(self.db.pool(), &mut request.event, seq).await?;
+                record(request, body, inserted, &mut seq, &mut results, &mut stored, now);
+            } else {
+                let mut tx = self.db.pool().begin().await?;
+                for request in group.iter_mut() {
+                    let (body, inserted) = insert(&mut *tx, &mut request.event, seq).await?;
+                    record(request, body, inserted, &mut seq, &mut results, &mut stored, now);
                 }
+                tx.commit().await?;
             }
-            tx.commit().await?;
             self.next_seq = seq;
             Ok(())
         }
@@ -273,6 +258,59 @@ impl Writer {
             }
         }
     }
+}
+
+/// Notes what became of one append: stored as `seq` (the next one is then `seq + 1`), or a
+/// duplicate of an event already in the log.
+fn record(
+    request: &AppendRequest,
+    body: Vec<u8>,
+    inserted: bool,
+    seq: &mut i64,
+    results: &mut Vec<Appended>,
+    stored: &mut Vec<Arc<Stored>>,
+    now: Instant,
+) {
+    if !inserted {
+        results.push(Appended::Duplicate);
+        return;
+    }
+    results.push(Appended::New(*seq));
+    stored.push(Arc::new(Stored {
+        seq: *seq,
+        event_type: request.event.event_type.clone(),
+        body: Bytes::from(body),
+        correlation_id: request.event.correlation_id.clone(),
+        appended_at: Some(now),
+    }));
+    *seq += 1;
+}
+
+/// Stores `event` as `seq` unless its id is in the log already; returns its stored JSON
+/// (`seq` included) and whether it was new.
+async fn insert<'e, E>(
+    executor: E,
+    event: &mut Envelope,
+    seq: i64,
+) -> Result<(Vec<u8>, bool), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    event.seq = Some(seq);
+    let body = event.to_bytes();
+    let text = String::from_utf8(body.clone()).unwrap_or_default();
+    let inserted = sqlx::query(
+        "INSERT INTO events (seq, id, event_type, body, appended_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(seq)
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(text)
+    .bind(unix_millis())
+    .execute(executor)
+    .await?
+    .rows_affected();
+    Ok((body, inserted == 1))
 }
 
 fn unix_millis() -> i64 {

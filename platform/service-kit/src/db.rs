@@ -251,6 +251,9 @@ fn sqlite_pool(max: u32, min: u32) -> AnyPoolOptions {
         .max_connections(max)
         .min_connections(min)
         .acquire_timeout(Duration::from_secs(10))
+        // A connection to a local file does not go stale as a network one can: checking it
+        // before every use would add a round trip to its thread to every statement.
+        .test_before_acquire(false)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 conn.execute("PRAGMA journal_mode = WAL").await?;
