@@ -216,12 +216,28 @@ impl Writer {
                 // the database's thread where a transaction takes three (begin, insert,
                 // commit). Every hop of every event passes here.
                 let (body, inserted) = insert(self.db.pool(), &mut request.event, seq).await?;
-                record(request, body, inserted, &mut seq, &mut results, &mut stored, now);
+                record(
+                    request,
+                    body,
+                    inserted,
+                    &mut seq,
+                    &mut results,
+                    &mut stored,
+                    now,
+                );
             } else {
                 let mut tx = self.db.pool().begin().await?;
                 for request in group.iter_mut() {
                     let (body, inserted) = insert(&mut *tx, &mut request.event, seq).await?;
-                    record(request, body, inserted, &mut seq, &mut results, &mut stored, now);
+                    record(
+                        request,
+                        body,
+                        inserted,
+                        &mut seq,
+                        &mut results,
+                        &mut stored,
+                        now,
+                    );
                 }
                 tx.commit().await?;
             }

@@ -123,7 +123,6 @@ impl HttpStack {
         app.fallback(unknown_route)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(RequestStackLayer::new(
-                &self.service,
                 self.metrics.clone(),
                 self.request_timeout,
             ))

@@ -36,19 +36,14 @@ pub struct RequestStackLayer {
 }
 
 struct Shared {
-    service: String,
     metrics: Metrics,
     timeout: Duration,
 }
 
 impl RequestStackLayer {
-    pub fn new(service: &str, metrics: Metrics, timeout: Duration) -> Self {
+    pub fn new(metrics: Metrics, timeout: Duration) -> Self {
         RequestStackLayer {
-            shared: Arc::new(Shared {
-                service: service.to_string(),
-                metrics,
-                timeout,
-            }),
+            shared: Arc::new(Shared { metrics, timeout }),
         }
     }
 }
@@ -92,9 +87,11 @@ where
         let request_id = ensure_request_id(&mut req);
         let method = req.method().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
+        // No `service` field: every line of a service is already named by its source (`up`
+        // prefixes it, Kubernetes labels it with the pod), and each field is formatted for
+        // every request.
         let span = tracing::info_span!(
             "request",
-            service = %shared.service,
             method = %method,
             path = %req.uri().path(),
             request_id = %request_id.to_str().unwrap_or(""),
