@@ -47,13 +47,7 @@ pub fn serve(port: u16, database: &str, next: Option<String>) -> anyhow::Result<
         let app = axum::Router::new()
             .route("/hop", axum::routing::post(handle))
             .with_state(hop);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(crate::stop_signal())
-            .await
-            .context("serving")
+        crate::serve_until_stopped(port, app).await
     })
 }
 

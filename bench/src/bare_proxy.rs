@@ -36,13 +36,7 @@ pub fn serve(port: u16, to: &str) -> anyhow::Result<()> {
             let (client, base) = (client.clone(), base.clone());
             async move { forward(&client, &base, req).await }
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(crate::stop_signal())
-            .await
-            .context("serving")
+        crate::serve_until_stopped(port, app).await
     })
 }
 

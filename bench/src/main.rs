@@ -387,6 +387,17 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves `app` on 127.0.0.1:`port` until SIGTERM or Ctrl-C (the reference servers).
+pub(crate) async fn serve_until_stopped(port: u16, app: axum::Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("serving")
+}
+
 pub(crate) async fn stop_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -417,12 +428,6 @@ fn bare_server(port: u16, file: &std::path::Path) -> anyhow::Result<()> {
             let body = body.clone();
             async move { ([(header::CONTENT_TYPE, "application/json")], body) }
         }));
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .context("serving")
+        crate::serve_until_stopped(port, app).await
     })
 }

@@ -210,36 +210,34 @@ impl Writer {
         let mut stored = Vec::with_capacity(group.len());
         let outcome: Result<(), sqlx::Error> = async {
             let mut seq = self.next_seq;
+            let mut appended = Vec::with_capacity(group.len());
             if let [request] = group.as_mut_slice() {
                 // One event (the usual case when appends do not queue up): one statement
                 // commits on its own as atomically as a transaction, in one round trip to
                 // the database's thread where a transaction takes three (begin, insert,
                 // commit). Every hop of every event passes here.
-                let (body, inserted) = insert(self.db.pool(), &mut request.event, seq).await?;
-                record(
-                    request,
-                    body,
-                    inserted,
-                    &mut seq,
-                    &mut results,
-                    &mut stored,
-                    now,
-                );
+                appended.push(insert(self.db.pool(), &mut request.event, &mut seq).await?);
             } else {
                 let mut tx = self.db.pool().begin().await?;
                 for request in group.iter_mut() {
-                    let (body, inserted) = insert(&mut *tx, &mut request.event, seq).await?;
-                    record(
-                        request,
-                        body,
-                        inserted,
-                        &mut seq,
-                        &mut results,
-                        &mut stored,
-                        now,
-                    );
+                    appended.push(insert(&mut *tx, &mut request.event, &mut seq).await?);
                 }
                 tx.commit().await?;
+            }
+            for (request, outcome) in group.iter().zip(appended) {
+                match (outcome, request.event.seq) {
+                    (Some(body), Some(seq)) => {
+                        results.push(Appended::New(seq));
+                        stored.push(Arc::new(Stored {
+                            seq,
+                            event_type: request.event.event_type.clone(),
+                            body: Bytes::from(body),
+                            correlation_id: request.event.correlation_id.clone(),
+                            appended_at: Some(now),
+                        }));
+                    }
+                    _ => results.push(Appended::Duplicate),
+                }
             }
             self.next_seq = seq;
             Ok(())
@@ -276,49 +274,23 @@ impl Writer {
     }
 }
 
-/// Notes what became of one append: stored as `seq` (the next one is then `seq + 1`), or a
-/// duplicate of an event already in the log.
-fn record(
-    request: &AppendRequest,
-    body: Vec<u8>,
-    inserted: bool,
-    seq: &mut i64,
-    results: &mut Vec<Appended>,
-    stored: &mut Vec<Arc<Stored>>,
-    now: Instant,
-) {
-    if !inserted {
-        results.push(Appended::Duplicate);
-        return;
-    }
-    results.push(Appended::New(*seq));
-    stored.push(Arc::new(Stored {
-        seq: *seq,
-        event_type: request.event.event_type.clone(),
-        body: Bytes::from(body),
-        correlation_id: request.event.correlation_id.clone(),
-        appended_at: Some(now),
-    }));
-    *seq += 1;
-}
-
-/// Stores `event` as `seq` unless its id is in the log already; returns its stored JSON
-/// (`seq` included) and whether it was new.
+/// Stores `event` as `*seq` unless its id is in the log already, and then moves `*seq` on;
+/// returns its stored JSON (`seq` included) if it was new.
 async fn insert<'e, E>(
     executor: E,
     event: &mut Envelope,
-    seq: i64,
-) -> Result<(Vec<u8>, bool), sqlx::Error>
+    seq: &mut i64,
+) -> Result<Option<Vec<u8>>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    event.seq = Some(seq);
+    event.seq = Some(*seq);
     let body = event.to_bytes();
     let text = String::from_utf8(body.clone()).unwrap_or_default();
     let inserted = sqlx::query(
         "INSERT INTO events (seq, id, event_type, body, appended_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
     )
-    .bind(seq)
+    .bind(*seq)
     .bind(&event.id)
     .bind(&event.event_type)
     .bind(text)
@@ -326,7 +298,14 @@ where
     .execute(executor)
     .await?
     .rows_affected();
-    Ok((body, inserted == 1))
+    if inserted == 1 {
+        *seq += 1;
+        Ok(Some(body))
+    } else {
+        // A duplicate keeps no number.
+        event.seq = None;
+        Ok(None)
+    }
 }
 
 fn unix_millis() -> i64 {
