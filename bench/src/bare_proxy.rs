@@ -6,9 +6,7 @@
 //! gateway's own work costs and "bare proxy / direct" what any proxy costs here.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
@@ -19,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::Ctx;
-use crate::procs::free_port;
+use crate::procs::Reference;
 
 /// Serves the bare proxy on 127.0.0.1:`port`, forwarding to `to` (`http://host:port`).
 pub fn serve(port: u16, to: &str) -> anyhow::Result<()> {
@@ -54,42 +52,18 @@ async fn forward(client: &Client<HttpConnector, Body>, base: &str, req: Request)
 }
 
 /// A running bare proxy (a child process of the bench), stopped when dropped.
-pub struct BareProxy {
-    child: tokio::process::Child,
-    port: u16,
-}
+pub struct BareProxy(Reference);
 
 impl BareProxy {
     /// Starts one in front of `to` and waits until `path` answers through it.
     pub async fn start(ctx: &Ctx, to: &str, path: &str) -> anyhow::Result<BareProxy> {
-        let port = free_port()?;
-        let exe = std::env::current_exe().context("locating switchyard-bench")?;
-        let child = tokio::process::Command::new(exe)
-            .args(["bare-proxy", "--port", &port.to_string(), "--to", to])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the bare proxy")?;
-        let proxy = BareProxy { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = ctx.http.get(proxy.url(path)).send().await
-                && r.status().is_success()
-            {
-                return Ok(proxy);
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the bare proxy did not answer");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let args = [std::ffi::OsStr::new("--to"), std::ffi::OsStr::new(to)];
+        Ok(BareProxy(
+            Reference::start(ctx, "bare-proxy", &args, path).await?,
+        ))
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for BareProxy {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.0.url(path)
     }
 }

@@ -308,3 +308,54 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A reference server of the bench: this binary run as `<command> --port <free port> <args>`
+/// (`bare-server`, `bare-proxy`), ready once `probe` answers 2xx; killed when dropped.
+pub struct Reference {
+    child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl Reference {
+    pub async fn start(
+        ctx: &crate::Ctx,
+        command: &str,
+        args: &[&std::ffi::OsStr],
+        probe: &str,
+    ) -> anyhow::Result<Reference> {
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("locating switchyard-bench")?;
+        let child = tokio::process::Command::new(exe)
+            .args([command, "--port", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting switchyard-bench {command}"))?;
+        let reference = Reference { child, port };
+        let url = reference.url(probe);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = ctx.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(reference);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "switchyard-bench {command} did not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::bare_hop::Chain;
 use crate::blog::{ApprovalWatch, create_comment, populate, wait_settled};
-use crate::procs::{RssSampler, Service, free_port, lock, mib};
+use crate::procs::{Reference, RssSampler, Service, free_port, lock, mib};
 use crate::prod::Resources;
 use crate::report::{Dist, Figure, Section, fmt_num};
 use crate::{Ctx, wrk};
@@ -110,44 +110,18 @@ impl Backend {
 }
 
 /// `switchyard-bench bare-server` serving `body` on a free port; killed when dropped.
-pub struct Bare {
-    child: tokio::process::Child,
-    pub port: u16,
-}
+pub struct Bare(Reference);
 
 impl Bare {
     pub async fn start(ctx: &Ctx, body_file: &Path) -> anyhow::Result<Bare> {
-        let port = free_port()?;
-        let exe = std::env::current_exe().context("locating switchyard-bench")?;
-        let child = tokio::process::Command::new(exe)
-            .args(["bare-server", "--port", &port.to_string(), "--file"])
-            .arg(body_file)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the bare server")?;
-        let url = format!("http://127.0.0.1:{port}/posts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = ctx.http.get(&url).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the bare server did not answer");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(Bare { child, port })
+        let args = [std::ffi::OsStr::new("--file"), body_file.as_os_str()];
+        Ok(Bare(
+            Reference::start(ctx, "bare-server", &args, "/posts").await?,
+        ))
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/posts", self.port)
-    }
-}
-
-impl Drop for Bare {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.0.url("/posts")
     }
 }
 

@@ -62,7 +62,6 @@ fn request_id_of(parts: &Parts) -> String {
 /// Builds the router around a service's own routes.
 #[derive(Clone)]
 pub struct HttpStack {
-    pub service: String,
     pub metrics: Metrics,
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
     pub body_limit: usize,
@@ -79,7 +78,6 @@ struct StackState {
 impl HttpStack {
     pub fn new(config: &crate::CommonConfig, metrics: Metrics) -> Self {
         HttpStack {
-            service: config.service.clone(),
             metrics,
             readiness: Vec::new(),
             body_limit: config.body_limit,
@@ -198,11 +196,5 @@ async fn unknown_route() -> ApiError {
 
 /// Turns any error response that is not JSON (axum's own 405, 413, ...) into the JSON body.
 async fn json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
-    let status = response.status();
-    if status.is_client_error() || status.is_server_error() {
-        json_error_body(response)
-    } else {
-        response
-    }
+    json_error_body(next.run(req).await)
 }

@@ -117,9 +117,7 @@ where
                     }
                 };
                 let status = response.status();
-                if status.is_client_error() || status.is_server_error() {
-                    response = json_error_body(response);
-                }
+                response = json_error_body(response);
                 let elapsed = started.elapsed();
                 let route = match route {
                     Some(path) => RouteLabel::Matched(path),
@@ -164,9 +162,12 @@ fn ensure_request_id(req: &mut Request) -> HeaderValue {
 }
 
 /// Turns an error answer that is not JSON (axum's own 405, 413, 415, ...) into the JSON
-/// error body, keeping its status and headers.
+/// error body, keeping its status and headers; any other answer is returned as it is.
 pub(crate) fn json_error_body(response: Response) -> Response {
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -210,7 +211,6 @@ mod tests {
 
     fn stack(metrics: &Metrics) -> HttpStack {
         HttpStack {
-            service: "things".into(),
             metrics: metrics.clone(),
             readiness: Vec::new(),
             body_limit: 1024,

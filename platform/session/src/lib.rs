@@ -46,10 +46,23 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// The contract's `currentUser`: `{id, email, iat}`.
-    pub fn current_user(&self) -> serde_json::Value {
-        serde_json::json!({"id": self.id, "email": self.email, "iat": self.iat})
+    /// The contract's `currentUser`: `{id, email, iat}`, borrowed from the claims and
+    /// serialised straight from them (it is the most frequent answer of a signed-in client).
+    pub fn current_user(&self) -> SessionUser<'_> {
+        SessionUser {
+            id: &self.id,
+            email: &self.email,
+            iat: self.iat,
+        }
     }
+}
+
+/// See [`Claims::current_user`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SessionUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub iat: u64,
 }
 
 /// Session settings from the environment.
@@ -392,7 +405,7 @@ mod tests {
         let user = s.user_of(&cookie_headers(cookie)).expect("signed in");
         assert_eq!(user, claims);
         assert_eq!(
-            user.current_user(),
+            serde_json::to_value(user.current_user()).expect("serialises"),
             serde_json::json!({"id": "abc", "email": "a@b.c", "iat": claims.iat})
         );
     }

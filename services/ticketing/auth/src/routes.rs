@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::Row;
 use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody};
-use switchyard_session::CurrentUser;
+use switchyard_session::{Claims, CurrentUser, SessionUser};
 use switchyard_ticketing_contract::http::{
     CurrentUser as CurrentUserBody, Empty, SignIn, SignUp, User,
 };
@@ -180,24 +180,12 @@ async fn signout(State(state): State<Arc<AuthState>>) -> Response {
     security((), ("session" = [])),
     responses((status = 200, description = "The session's user, or `null`", body = CurrentUserBody)))]
 async fn current_user(CurrentUser(user): CurrentUser) -> Response {
-    // Serialised straight from the claims: this is the most frequent request of a
-    // signed-in client, and building a `serde_json::Value` first doubled its allocations.
     #[derive(serde::Serialize)]
     struct Answer<'a> {
         #[serde(rename = "currentUser")]
         current_user: Option<SessionUser<'a>>,
     }
-    #[derive(serde::Serialize)]
-    struct SessionUser<'a> {
-        id: &'a str,
-        email: &'a str,
-        iat: u64,
-    }
-    let current_user = user.as_ref().map(|u| SessionUser {
-        id: &u.id,
-        email: &u.email,
-        iat: u.iat,
-    });
+    let current_user = user.as_ref().map(Claims::current_user);
     axum::Json(Answer { current_user }).into_response()
 }
 
