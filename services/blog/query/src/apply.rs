@@ -1,6 +1,7 @@
 //! Applying events to the read model, once each, in any order.
 
 use futures_util::future::BoxFuture;
+use sqlx::Row;
 use switchyard_blog_contract::BlogEvent;
 use switchyard_bus_client::consumer::{Handled, malformed};
 use switchyard_bus_client::inbox::begin_once;
@@ -36,6 +37,12 @@ impl Applier {
         }
         let Some(mut tx) = begin_once(db, &event.id).await? else {
             return Ok(Handled::Duplicate);
+        };
+        let post_id = match &blog_event {
+            BlogEvent::PostCreated { id, .. } => id.clone(),
+            BlogEvent::CommentCreated { post_id, .. }
+            | BlogEvent::CommentModerated { post_id, .. }
+            | BlogEvent::CommentUpdated { post_id, .. } => post_id.clone(),
         };
         match blog_event {
             BlogEvent::PostCreated { id, title } => {
@@ -93,15 +100,23 @@ impl Applier {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Tells replicas sharing the database that their cached JSON is stale (on SQLite one
-        // process owns the database and invalidates its cache itself).
-        if db.dialect() == Dialect::Postgres {
-            sqlx::query("UPDATE model_version SET version = version + 1 WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
-        }
+        // Tells replicas sharing the database that their kept JSON is stale (on SQLite one
+        // process owns the database and keeps its JSON up to date itself).
+        let shared_version = if db.dialect() == Dialect::Postgres {
+            let row = sqlx::query(
+                "UPDATE model_version SET version = version + 1 WHERE id = 1 RETURNING version",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            Some(row.try_get::<i64, _>(0)?)
+        } else {
+            None
+        };
         tx.commit().await?;
-        self.model.changed().await;
+        if let Some(version) = shared_version {
+            self.model.wrote_version(version);
+        }
+        self.model.post_changed(&post_id);
         Ok(Handled::Applied)
     }
 }
