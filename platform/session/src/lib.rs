@@ -12,7 +12,9 @@
 //! * [`CurrentUser`]: the extractor every route can take (`Option` of the user);
 //! * [`RequireUser`]: the guard of routes that need a user (401 `Not authorized`).
 //!
-//! A router gets them with `.layer(sessions.layer())`.
+//! Both find the [`Sessions`] in the router's state ([`HasSessions`]), not in a request
+//! extension: a layer that inserts one boxes every route once more, and the extension is
+//! allocated again for every request.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -155,22 +157,28 @@ const VERIFIED_CAPACITY: usize = 1024;
 /// get in, keyed by the exact cookie value, so an entry can only be found by sending that
 /// same value; expiry is checked again on every use, with the same leeway. Bounded: when
 /// full it is emptied and refills from the requests that follow.
+///
+/// The claims are shared (`Arc`), not copied per request; the keys are hashed with foldhash
+/// rather than SipHash: only cookies that passed the signature check get in, so a client
+/// cannot choose keys to collide.
 #[derive(Default)]
 struct VerifiedCookies {
-    entries: std::sync::RwLock<std::collections::HashMap<Box<str>, Claims>>,
+    entries: std::sync::RwLock<
+        std::collections::HashMap<Box<str>, Arc<Claims>, foldhash::fast::RandomState>,
+    >,
 }
 
 impl VerifiedCookies {
-    fn get(&self, cookie: &str) -> Option<Claims> {
+    fn get(&self, cookie: &str) -> Option<Arc<Claims>> {
         self.entries.read().ok()?.get(cookie).cloned()
     }
 
-    fn insert(&self, cookie: &str, claims: &Claims) {
+    fn insert(&self, cookie: &str, claims: Arc<Claims>) {
         if let Ok(mut entries) = self.entries.write() {
             if entries.len() >= VERIFIED_CAPACITY {
                 entries.clear();
             }
-            entries.insert(cookie.into(), claims.clone());
+            entries.insert(cookie.into(), claims);
         }
     }
 }
@@ -241,20 +249,20 @@ impl Sessions {
     }
 
     /// The signed-in user of a request's headers, if any.
-    pub fn user_of(&self, headers: &HeaderMap) -> Option<Claims> {
+    pub fn user_of(&self, headers: &HeaderMap) -> Option<Arc<Claims>> {
         let value = session_cookie(headers)?;
         if let Some(claims) = self.inner.verified.get(value) {
             return self.unexpired(claims);
         }
         let token = token_of_cookie_value(value)?;
-        let claims = self.verify(&token)?;
-        self.inner.verified.insert(value, &claims);
+        let claims = Arc::new(self.verify(&token)?);
+        self.inner.verified.insert(value, claims.clone());
         Some(claims)
     }
 
     /// `claims` if they have not expired since they were verified (`exp` with the same
     /// leeway as the full check; a token without `exp` got in only if that is allowed).
-    fn unexpired(&self, claims: Claims) -> Option<Claims> {
+    fn unexpired(&self, claims: Arc<Claims>) -> Option<Arc<Claims>> {
         let leeway = self.inner.validation.leeway;
         match claims.exp {
             Some(exp) if exp < now_secs().saturating_sub(leeway) => None,
@@ -282,10 +290,22 @@ impl Sessions {
             "session=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT; httponly",
         )
     }
+}
 
-    /// The layer that makes [`CurrentUser`] and [`RequireUser`] work on a router.
-    pub fn layer(&self) -> axum::Extension<Sessions> {
-        axum::Extension(self.clone())
+/// A router state that holds the [`Sessions`], for [`CurrentUser`] and [`RequireUser`].
+pub trait HasSessions {
+    fn sessions(&self) -> &Sessions;
+}
+
+impl HasSessions for Sessions {
+    fn sessions(&self) -> &Sessions {
+        self
+    }
+}
+
+impl<T: HasSessions> HasSessions for Arc<T> {
+    fn sessions(&self) -> &Sessions {
+        (**self).sessions()
     }
 }
 
@@ -343,30 +363,25 @@ fn token_of_cookie_value(value: &str) -> Option<String> {
 
 /// The signed-in user, if any: never rejects a request.
 #[derive(Debug, Clone)]
-pub struct CurrentUser(pub Option<Claims>);
+pub struct CurrentUser(pub Option<Arc<Claims>>);
 
-impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
-    type Rejection = ApiError;
+impl<S: HasSessions + Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(sessions) = parts.extensions.get::<Sessions>() else {
-            return Err(ApiError::internal(
-                "CurrentUser used on a router without Sessions::layer",
-            ));
-        };
-        Ok(CurrentUser(sessions.user_of(&parts.headers)))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(CurrentUser(state.sessions().user_of(&parts.headers)))
     }
 }
 
 /// A signed-in user, or 401 `Not authorized`.
 #[derive(Debug, Clone)]
-pub struct RequireUser(pub Claims);
+pub struct RequireUser(pub Arc<Claims>);
 
-impl<S: Send + Sync> FromRequestParts<S> for RequireUser {
+impl<S: HasSessions + Send + Sync> FromRequestParts<S> for RequireUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match CurrentUser::from_request_parts(parts, state).await?.0 {
+        match state.sessions().user_of(&parts.headers) {
             Some(user) => Ok(RequireUser(user)),
             None => Err(ApiError::unauthorized()),
         }
@@ -403,7 +418,7 @@ mod tests {
         );
         let cookie = text.split(';').next().expect("pair");
         let user = s.user_of(&cookie_headers(cookie)).expect("signed in");
-        assert_eq!(user, claims);
+        assert_eq!(*user, claims);
         assert_eq!(
             serde_json::to_value(user.current_user()).expect("serialises"),
             serde_json::json!({"id": "abc", "email": "a@b.c", "iat": claims.iat})
@@ -498,14 +513,16 @@ mod tests {
             .next()
             .expect("pair");
         let value = cookie.trim_start_matches("session=");
-        assert_eq!(s.user_of(&cookie_headers(cookie)), Some(claims.clone()));
-        assert_eq!(s.inner.verified.get(value), Some(claims.clone()));
-        // Served from the kept entry while it has not expired...
-        assert_eq!(s.user_of(&cookie_headers(cookie)), Some(claims.clone()));
+        assert_eq!(s.user_of(&cookie_headers(cookie)).as_deref(), Some(&claims));
+        let kept = s.inner.verified.get(value).expect("kept");
+        assert_eq!(*kept, claims);
+        // Served from the kept entry (the same claims, not a copy) while it has not expired...
+        let served = s.user_of(&cookie_headers(cookie)).expect("signed in");
+        assert!(Arc::ptr_eq(&served, &kept));
         // ...and refused once its exp (plus the leeway) has passed, kept or not.
         let mut expired = claims;
         expired.exp = Some(now_secs() - s.inner.validation.leeway - 1);
-        s.inner.verified.insert(value, &expired);
+        s.inner.verified.insert(value, Arc::new(expired));
         assert_eq!(s.user_of(&cookie_headers(cookie)), None);
     }
 
@@ -522,7 +539,9 @@ mod tests {
         assert!(s.inner.verified.get(&value).is_none());
         let (_, claims) = s.issue("abc", "a@b.c").expect("issue");
         for n in 0..VERIFIED_CAPACITY + 10 {
-            s.inner.verified.insert(&format!("cookie-{n}"), &claims);
+            s.inner
+                .verified
+                .insert(&format!("cookie-{n}"), Arc::new(claims.clone()));
         }
         let kept = s.inner.verified.entries.read().expect("lock").len();
         assert!(kept <= VERIFIED_CAPACITY, "{kept} entries kept");

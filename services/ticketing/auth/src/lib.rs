@@ -63,6 +63,12 @@ pub(crate) struct AuthState {
     pub throttle: ThrottleConfig,
 }
 
+impl switchyard_session::HasSessions for AuthState {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn launch(
     settings: Settings,

@@ -22,7 +22,6 @@ use crate::throttle;
 use crate::validate::{self, MAX_SIGNIN_PASSWORD};
 
 pub(crate) fn router(state: AuthState) -> OpenApiRouter {
-    let sessions = state.sessions.clone();
     OpenApiRouter::new()
         .routes(routes!(signup))
         .routes(routes!(signin))
@@ -30,7 +29,6 @@ pub(crate) fn router(state: AuthState) -> OpenApiRouter {
         .routes(routes!(current_user))
         // Behind an Arc: axum clones the state for every request.
         .with_state(Arc::new(state))
-        .layer(sessions.layer())
 }
 
 /// `{id, email}` with the cookie that signs in as that user.
@@ -185,7 +183,7 @@ async fn current_user(CurrentUser(user): CurrentUser) -> Response {
         #[serde(rename = "currentUser")]
         current_user: Option<SessionUser<'a>>,
     }
-    let current_user = user.as_ref().map(Claims::current_user);
+    let current_user = user.as_deref().map(Claims::current_user);
     axum::Json(Answer { current_user }).into_response()
 }
 

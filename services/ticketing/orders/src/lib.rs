@@ -93,14 +93,12 @@ pub async fn launch(
     let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
     let state = service.state();
     let handler = Arc::new(handler::Events(state.clone()));
-    let routes = routes::router(
-        routes::OrdersState {
-            lists: switchyard_bus_client::ReadCache::for_database(&state.db).map(Arc::new),
-            service: state,
-            expiration_window: settings.expiration_window,
-        },
+    let routes = routes::router(routes::OrdersState {
+        lists: switchyard_bus_client::ReadCache::for_database(&state.db).map(Arc::new),
+        service: state,
+        expiration_window: settings.expiration_window,
         sessions,
-    );
+    });
     service.run(routes, Some(handler), listeners).await
 }
 

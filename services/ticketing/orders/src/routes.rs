@@ -11,7 +11,7 @@ use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::db::is_unique_violation;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
-use switchyard_session::{Claims, RequireUser, Sessions};
+use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
     MAX_ID_LEN, OrderStatus, TicketingEvent, is_object_id, object_id,
 };
@@ -36,14 +36,20 @@ pub(crate) struct OrdersState {
     /// Each user's `GET /api/orders`, kept between commits where this process is the
     /// database's only writer ([`ReadCache`]).
     pub lists: Option<Arc<ReadCache<String>>>,
+    pub sessions: Sessions,
 }
 
-pub(crate) fn router(state: OrdersState, sessions: Sessions) -> OpenApiRouter {
+impl HasSessions for OrdersState {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+pub(crate) fn router(state: OrdersState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(index, create))
         .routes(routes!(show, cancel))
         .with_state(state)
-        .layer(sessions.layer())
 }
 
 fn reserved() -> ApiError {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchyard_kit::{ApiError, JsonBody, RequestId};
-use switchyard_session::{RequireUser, Sessions};
+use switchyard_session::{HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::MAX_ID_LEN;
 
 use switchyard_kit::openapi::ErrorBody;
@@ -18,11 +18,23 @@ use crate::pay::{Outcome, Payments};
 /// Longest card token accepted (Stripe's are about 30 characters).
 const MAX_TOKEN_LEN: usize = 255;
 
-pub(crate) fn router(state: Payments, sessions: Sessions) -> OpenApiRouter {
+/// The routes' state: paying, and the sessions that say who pays.
+#[derive(Clone)]
+struct RouteState {
+    payments: Payments,
+    sessions: Sessions,
+}
+
+impl HasSessions for RouteState {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+pub(crate) fn router(payments: Payments, sessions: Sessions) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(create))
-        .with_state(state)
-        .layer(sessions.layer())
+        .with_state(RouteState { payments, sessions })
 }
 
 /// Pays for one of the signed-in user's orders, once: the charge carries an idempotency key
@@ -39,7 +51,9 @@ pub(crate) fn router(state: Payments, sessions: Sessions) -> OpenApiRouter {
         (status = 503, description = "The payment provider or the database is unavailable; try again", body = ErrorBody),
     ))]
 async fn create(
-    State(state): State<Payments>,
+    State(RouteState {
+        payments: state, ..
+    }): State<RouteState>,
     RequireUser(user): RequireUser,
     RequestId(request_id): RequestId,
     JsonBody(body): JsonBody,

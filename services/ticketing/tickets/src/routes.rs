@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::{ApiError, JsonBody, RequestId};
-use switchyard_session::{Claims, RequireUser, Sessions};
+use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
     MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
 };
@@ -26,15 +25,31 @@ use crate::ticket::{Ticket, ticket_columns};
 /// with N concurrent writers an update loses at most N - 1 times.
 const MAX_ATTEMPTS: usize = 64;
 
-pub(crate) fn router(state: ServiceState, sessions: Sessions) -> OpenApiRouter {
-    // The kept list: only where this process is the database's only writer.
-    let cache: Option<Arc<ReadCache<()>>> = ReadCache::for_database(&state.db).map(Arc::new);
+/// The routes' state: the service's database and outbox, the kept list, the sessions.
+#[derive(Clone)]
+struct RouteState {
+    service: ServiceState,
+    /// The kept `GET /api/tickets`: only where this process is the database's only writer.
+    cache: Option<Arc<ReadCache<()>>>,
+    sessions: Sessions,
+}
+
+impl HasSessions for RouteState {
+    fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+pub(crate) fn router(service: ServiceState, sessions: Sessions) -> OpenApiRouter {
+    let cache = ReadCache::for_database(&service.db).map(Arc::new);
     OpenApiRouter::new()
         .routes(routes!(index, create))
         .routes(routes!(show, update))
-        .with_state(state)
-        .layer(Extension(cache))
-        .layer(sessions.layer())
+        .with_state(RouteState {
+            service,
+            cache,
+            sessions,
+        })
 }
 
 /// The signed-in user's id, if it can travel in an event: the contract caps ids at
@@ -103,7 +118,7 @@ fn validate(body: &Value) -> Result<(String, f64), ApiError> {
         (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 async fn create(
-    State(state): State<ServiceState>,
+    State(RouteState { service: state, .. }): State<RouteState>,
     RequireUser(user): RequireUser,
     request_id: RequestId,
     JsonBody(body): JsonBody,
@@ -140,8 +155,11 @@ async fn create(
 #[utoipa::path(get, path = "/api/tickets", tag = "tickets",
     responses((status = 200, description = "The tickets no order holds", body = Vec<TicketBody>)))]
 async fn index(
-    State(state): State<ServiceState>,
-    Extension(cache): Extension<Option<Arc<ReadCache<()>>>>,
+    State(RouteState {
+        service: state,
+        cache,
+        ..
+    }): State<RouteState>,
 ) -> Result<Response, ApiError> {
     let body = ReadCache::answer(cache.as_deref(), &state.outbox, (), list(&state)).await?;
     Ok(switchyard_kit::http::json_bytes(body))
@@ -183,7 +201,7 @@ async fn find(state: &ServiceState, id: &str) -> Result<Ticket, ApiError> {
         (status = 404, description = "No such ticket", body = ErrorBody),
     ))]
 async fn show(
-    State(state): State<ServiceState>,
+    State(RouteState { service: state, .. }): State<RouteState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(axum::Json(find(&state, &id).await?.to_json()).into_response())
@@ -205,7 +223,7 @@ async fn show(
         (status = 503, description = "Others kept changing the ticket; try again", body = ErrorBody),
     ))]
 async fn update(
-    State(state): State<ServiceState>,
+    State(RouteState { service: state, .. }): State<RouteState>,
     RequireUser(user): RequireUser,
     request_id: RequestId,
     Path(id): Path<String>,
