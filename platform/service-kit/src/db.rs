@@ -124,7 +124,7 @@ impl Db {
                     .await
                     .map_err(|e| open_error(&url, e))?;
                 // Readers connect on first use, after the writer has created the file.
-                let reader = sqlite_pool(4, 0)
+                let reader = sqlite_pool(sqlite_readers(), 0)
                     .connect_lazy(&url)
                     .map_err(|e| open_error(&url, e))?;
                 Ok(Db {
@@ -244,6 +244,15 @@ impl Db {
         self.reader.close().await;
         self.pool.close().await;
     }
+}
+
+/// How many SQLite readers a service keeps: one per core, at most four. A read of a local
+/// file is CPU work, so readers beyond the cores only wait for them, and each one holds
+/// its own page cache and its own thread (with its allocator arena).
+fn sqlite_readers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |n| u32::try_from(n.get()).unwrap_or(4))
+        .clamp(2, 4)
 }
 
 fn sqlite_pool(max: u32, min: u32) -> AnyPoolOptions {

@@ -117,13 +117,18 @@ impl HttpStack {
     /// Wraps the service's routes (the public listener's router): unknown routes get the
     /// JSON 404, bodies are limited, and every request goes through the
     /// [`RequestStackLayer`] (request id, span, timeout, JSON errors, metrics).
+    ///
+    /// The two are one layer: each `Router::layer` boxes every route again, and each box is
+    /// cloned and allocated once more per request.
     pub fn wrap(&self, app: Router) -> Router {
-        app.fallback(unknown_route)
-            .layer(DefaultBodyLimit::max(self.body_limit))
-            .layer(RequestStackLayer::new(
-                self.metrics.clone(),
-                self.request_timeout,
-            ))
+        app.fallback(unknown_route).layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestStackLayer::new(
+                    self.metrics.clone(),
+                    self.request_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(self.body_limit)),
+        )
     }
 }
 

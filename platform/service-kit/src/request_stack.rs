@@ -86,16 +86,13 @@ where
         let shared = self.shared.clone();
         let request_id = ensure_request_id(&mut req);
         let method = req.method().clone();
+        let uri = req.uri().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
-        // No `service` field: every line of a service is already named by its source (`up`
-        // prefixes it, Kubernetes labels it with the pod), and each field is formatted for
-        // every request.
-        let span = tracing::info_span!(
-            "request",
-            method = %method,
-            path = %req.uri().path(),
-            request_id = %request_id.to_str().unwrap_or(""),
-        );
+        // The span carries the request id only: it ties every line of a request together,
+        // and the span's fields are formatted for every request, logged or not. Method and
+        // path are on the lines that report the request's outcome. No `service` field
+        // either: `up` prefixes each line with the service, Kubernetes labels the pod.
+        let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
         let started = Instant::now();
         let handled = inner.call(req);
         Box::pin(
@@ -112,7 +109,12 @@ where
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(_) => {
-                        tracing::warn!(timeout = ?shared.timeout, "request timed out");
+                        tracing::warn!(
+                            method = %method,
+                            path = uri.path(),
+                            timeout = ?shared.timeout,
+                            "request timed out"
+                        );
                         ApiError::unavailable("request timed out").into_response()
                     }
                 };
@@ -131,9 +133,16 @@ where
                     elapsed.as_secs_f64(),
                 );
                 if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), "request failed");
+                    tracing::warn!(
+                        method = %method,
+                        path = uri.path(),
+                        status = status.as_u16(),
+                        "request failed"
+                    );
                 }
                 tracing::debug!(
+                    method = %method,
+                    path = uri.path(),
                     status = status.as_u16(),
                     latency_us = elapsed.as_micros() as u64,
                     "finished processing request"
