@@ -89,6 +89,53 @@ fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
+/// Methods and statuses whose counters a [`RouteSeries`] keeps; others take the lookup.
+const SERIES_METHODS: [http::Method; 5] = [
+    http::Method::GET,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::PATCH,
+];
+const SERIES_STATUSES: [u16; 16] = [
+    200, 201, 202, 204, 400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 500, 503,
+];
+
+/// One route's request counter and latency histogram handles, taken from the families at the
+/// route's first request (see [`Metrics::http_request_via`]). The handles share their values
+/// with the families, so `/metrics` shows the same series either way.
+pub struct RouteSeries {
+    /// The route pattern these handles belong to, set by the first matched request.
+    route: std::sync::OnceLock<Box<str>>,
+    latency: std::sync::OnceLock<Histogram>,
+    counters: [std::sync::OnceLock<Counter>; SERIES_METHODS.len() * SERIES_STATUSES.len()],
+}
+
+impl Default for RouteSeries {
+    fn default() -> Self {
+        RouteSeries {
+            route: std::sync::OnceLock::new(),
+            latency: std::sync::OnceLock::new(),
+            counters: std::array::from_fn(|_| std::sync::OnceLock::new()),
+        }
+    }
+}
+
+impl RouteSeries {
+    /// The counter slot of a request, if these handles cover it.
+    fn slot(&self, route: &RouteLabel, method: &http::Method, status: u16) -> Option<usize> {
+        let RouteLabel::Matched(path) = route else {
+            return None;
+        };
+        if **self.route.get_or_init(|| path.as_str().into()) != *path.as_str() {
+            return None;
+        }
+        let m = SERIES_METHODS.iter().position(|known| known == method)?;
+        let s = SERIES_STATUSES.iter().position(|known| *known == status)?;
+        Some(m * SERIES_STATUSES.len() + s)
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 3.3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -237,6 +284,45 @@ impl Metrics {
         self.inner
             .http_latency
             .get_or_create(&LatencyLabels { route })
+            .observe(seconds);
+    }
+
+    /// One answered request, through `series`: the handles of one route's series, kept
+    /// after the first request so that later ones skip the families' lookups (a lock and a
+    /// hash of the labels each). Requests the handles do not cover (another route, a
+    /// method or status outside the usual ones) go through [`Metrics::http_request_on`].
+    pub fn http_request_via(
+        &self,
+        series: &RouteSeries,
+        route: RouteLabel,
+        method: &http::Method,
+        status: u16,
+        seconds: f64,
+    ) {
+        let slot = series.slot(&route, method, status);
+        let Some(slot) = slot else {
+            return self.http_request_on(route, method, status, seconds);
+        };
+        series.counters[slot]
+            .get_or_init(|| {
+                self.inner
+                    .http_requests
+                    .get_or_create(&RequestLabels {
+                        route: route.clone(),
+                        method: method_label(method),
+                        status,
+                    })
+                    .clone()
+            })
+            .inc();
+        series
+            .latency
+            .get_or_init(|| {
+                self.inner
+                    .http_latency
+                    .get_or_create(&LatencyLabels { route })
+                    .clone()
+            })
             .observe(seconds);
     }
 

@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::metrics::{Metrics, RouteLabel};
+use crate::metrics::{Metrics, RouteLabel, RouteSeries};
 
 /// The request id header, read from the request and set on the answer.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,10 +51,13 @@ impl RequestStackLayer {
 impl<S> Layer<S> for RequestStackLayer {
     type Service = RequestStack<S>;
 
+    /// Called once per route (`Router::layer` wraps each route on its own), so each route
+    /// gets its own [`RouteSeries`].
     fn layer(&self, inner: S) -> RequestStack<S> {
         RequestStack {
             inner,
             shared: self.shared.clone(),
+            series: Arc::new(RouteSeries::default()),
         }
     }
 }
@@ -64,6 +67,7 @@ impl<S> Layer<S> for RequestStackLayer {
 pub struct RequestStack<S> {
     inner: S,
     shared: Arc<Shared>,
+    series: Arc<RouteSeries>,
 }
 
 impl<S> Service<Request> for RequestStack<S>
@@ -84,6 +88,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
+        let series = self.series.clone();
         let request_id = ensure_request_id(&mut req);
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -126,7 +131,8 @@ where
                     None if status == StatusCode::NOT_FOUND => RouteLabel::Unmatched,
                     None => RouteLabel::Other,
                 };
-                shared.metrics.http_request_on(
+                shared.metrics.http_request_via(
+                    &series,
                     route,
                     &method,
                     status.as_u16(),
@@ -327,5 +333,29 @@ mod tests {
             text.contains("route=\"unmatched\",method=\"GET\",status=\"404\"} 1"),
             "{text}"
         );
+    }
+
+    /// One router serving many requests keeps each route's series handles: the counts are
+    /// the same as through the families, including requests the handles do not cover.
+    #[tokio::test]
+    async fn kept_series_count_like_the_families() {
+        let metrics = Metrics::new("things");
+        let app = app(&metrics);
+        for _ in 0..3 {
+            call(app.clone(), Method::GET, "/things/1", None).await;
+        }
+        let custom = Method::from_bytes(b"PROPFIND").expect("method");
+        call(app.clone(), custom, "/things/1", None).await;
+        call(app.clone(), Method::GET, "/nowhere", None).await;
+        call(app.clone(), Method::GET, "/nowhere", None).await;
+        let text = metrics.render();
+        for line in [
+            "route=\"/things/{id}\",method=\"GET\",status=\"200\"} 3",
+            "route=\"/things/{id}\",method=\"other\",status=\"405\"} 1",
+            "route=\"unmatched\",method=\"GET\",status=\"404\"} 2",
+            "switchyard_http_request_duration_seconds_count{service=\"things\",route=\"/things/{id}\"} 4",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }
