@@ -273,6 +273,12 @@ impl Metrics {
         status: u16,
         seconds: f64,
     ) {
+        self.request_counter(&route, method, status).inc();
+        self.route_latency(route).observe(seconds);
+    }
+
+    /// The request counter of one route, method and status (a handle on the family's).
+    fn request_counter(&self, route: &RouteLabel, method: &http::Method, status: u16) -> Counter {
         self.inner
             .http_requests
             .get_or_create(&RequestLabels {
@@ -280,11 +286,15 @@ impl Metrics {
                 method: method_label(method),
                 status,
             })
-            .inc();
+            .clone()
+    }
+
+    /// The latency histogram of one route (a handle on the family's).
+    fn route_latency(&self, route: RouteLabel) -> Histogram {
         self.inner
             .http_latency
             .get_or_create(&LatencyLabels { route })
-            .observe(seconds);
+            .clone()
     }
 
     /// One answered request, through `series`: the handles of one route's series, kept
@@ -304,25 +314,11 @@ impl Metrics {
             return self.http_request_on(route, method, status, seconds);
         };
         series.counters[slot]
-            .get_or_init(|| {
-                self.inner
-                    .http_requests
-                    .get_or_create(&RequestLabels {
-                        route: route.clone(),
-                        method: method_label(method),
-                        status,
-                    })
-                    .clone()
-            })
+            .get_or_init(|| self.request_counter(&route, method, status))
             .inc();
         series
             .latency
-            .get_or_init(|| {
-                self.inner
-                    .http_latency
-                    .get_or_create(&LatencyLabels { route })
-                    .clone()
-            })
+            .get_or_init(|| self.route_latency(route))
             .observe(seconds);
     }
 
