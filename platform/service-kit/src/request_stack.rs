@@ -91,11 +91,11 @@ where
         let series = self.series.clone();
         let request_id = ensure_request_id(&mut req);
         let method = req.method().clone();
-        let uri = req.uri().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
         // The span carries the request id only: it ties every line of a request together,
         // and the span's fields are formatted for every request, logged or not. Method and
-        // path are on the lines that report the request's outcome. No `service` field
+        // route pattern are on the lines that report the request's outcome (the pattern is
+        // already at hand; the raw path would be one more copy per request). No `service` field
         // either: `up` prefixes each line with the service, Kubernetes labels the pod.
         let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
         let started = Instant::now();
@@ -114,12 +114,8 @@ where
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(_) => {
-                        tracing::warn!(
-                            method = %method,
-                            path = uri.path(),
-                            timeout = ?shared.timeout,
-                            "request timed out"
-                        );
+                        // The "request failed" line below names the method and route.
+                        tracing::warn!(timeout = ?shared.timeout, "request timed out");
                         ApiError::unavailable("request timed out").into_response()
                     }
                 };
@@ -131,27 +127,27 @@ where
                     None if status == StatusCode::NOT_FOUND => RouteLabel::Unmatched,
                     None => RouteLabel::Other,
                 };
-                shared.metrics.http_request_via(
-                    &series,
-                    route,
-                    &method,
-                    status.as_u16(),
-                    elapsed.as_secs_f64(),
-                );
                 if status.is_server_error() {
                     tracing::warn!(
                         method = %method,
-                        path = uri.path(),
+                        route = route.as_str(),
                         status = status.as_u16(),
                         "request failed"
                     );
                 }
                 tracing::debug!(
                     method = %method,
-                    path = uri.path(),
+                    route = route.as_str(),
                     status = status.as_u16(),
                     latency_us = elapsed.as_micros() as u64,
                     "finished processing request"
+                );
+                shared.metrics.http_request_via(
+                    &series,
+                    route,
+                    &method,
+                    status.as_u16(),
+                    elapsed.as_secs_f64(),
                 );
                 response
                     .headers_mut()
