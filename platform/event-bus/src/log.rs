@@ -285,22 +285,22 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     event.seq = Some(*seq);
-    let body = event.to_bytes();
-    let text = String::from_utf8(body.clone()).unwrap_or_default();
+    // serde_json writes UTF-8: the text is the bytes themselves, stored and then handed back.
+    let text = String::from_utf8(event.to_bytes()).unwrap_or_default();
     let inserted = sqlx::query(
         "INSERT INTO events (seq, id, event_type, body, appended_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
     )
     .bind(*seq)
     .bind(&event.id)
     .bind(&event.event_type)
-    .bind(text)
+    .bind(text.as_str())
     .bind(unix_millis())
     .execute(executor)
     .await?
     .rows_affected();
     if inserted == 1 {
         *seq += 1;
-        Ok(Some(body))
+        Ok(Some(text.into_bytes()))
     } else {
         // A duplicate keeps no number.
         event.seq = None;
