@@ -139,6 +139,16 @@ impl BlogEvent {
         Ok(Some(event))
     }
 
+    /// The post the event is about (a post's own id for `PostCreated`).
+    pub fn post_id(&self) -> &str {
+        match self {
+            BlogEvent::PostCreated { id, .. } => id,
+            BlogEvent::CommentCreated { post_id, .. }
+            | BlogEvent::CommentModerated { post_id, .. }
+            | BlogEvent::CommentUpdated { post_id, .. } => post_id,
+        }
+    }
+
     /// The event's type name.
     pub fn event_type(&self) -> &'static str {
         match self {

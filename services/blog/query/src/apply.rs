@@ -38,12 +38,7 @@ impl Applier {
         let Some(mut tx) = begin_once(db, &event.id).await? else {
             return Ok(Handled::Duplicate);
         };
-        let post_id = match &blog_event {
-            BlogEvent::PostCreated { id, .. } => id.clone(),
-            BlogEvent::CommentCreated { post_id, .. }
-            | BlogEvent::CommentModerated { post_id, .. }
-            | BlogEvent::CommentUpdated { post_id, .. } => post_id.clone(),
-        };
+        let post_id = blog_event.post_id().to_string();
         match blog_event {
             BlogEvent::PostCreated { id, title } => {
                 sqlx::query(
