@@ -6,6 +6,8 @@
 //! * [`nats_bus`]: the NATS JetStream backend (stream, durable consumers, dead letters);
 //! * [`outbox`]: events committed in the same transaction as the state change they come
 //!   from, then relayed to the bus with retry;
+//! * `handoff`: on SQLite, a committed change's outbox rows handed to the relay in memory,
+//!   so that it publishes them without reading them back;
 //! * [`inbox`]: consumers record each processed event id in the transaction of its effect,
 //!   so a redelivered event changes nothing;
 //! * [`consumer`]: the `POST /events` endpoint that feeds a service's event handler;
@@ -15,6 +17,7 @@
 pub mod bus;
 pub mod consumer;
 pub mod consumer_settings;
+mod handoff;
 pub mod http_bus;
 pub mod inbox;
 pub mod nats_bus;

@@ -20,7 +20,9 @@
 //! published twice concurrently. A relay that finds the lock taken tries again shortly. Rows
 //! are deleted by their exact `seq` (not `seq <= last`): on PostgreSQL a transaction that
 //! committed late can hold a smaller `seq` than rows already published. SQLite has one
-//! process per file and serialized writers, so it needs no lock.
+//! process per file and serialized writers, so it needs no lock; there a committed change
+//! also hands its rows to the relay in memory ([`crate::handoff`]), so that the relay
+//! publishes them without reading them back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{PublishError, Publisher};
+use crate::handoff::{Handoff, Pending, Take};
 
 /// The platform's messaging tables: the outbox, the inbox (`processed_events`) and the
 /// outbox's dead letters. Every service that talks to the bus runs them beside its own
@@ -116,15 +119,19 @@ const RELAY_LOCK_KEY: i64 = 0x5359_4f42_5258; // "SYOBRX"
 pub struct Outbox {
     db: Db,
     wake: Arc<Notify>,
+    /// Committed rows on their way to the relay (SQLite only).
+    handoff: Option<Arc<Handoff>>,
     /// Changes committed by this process (see [`Outbox::commits`]).
     commits: Arc<AtomicU64>,
 }
 
 impl Outbox {
     pub fn new(db: Db) -> Self {
+        let handoff = (db.dialect() == Dialect::Sqlite).then(|| Arc::new(Handoff::default()));
         Outbox {
             db,
             wake: Arc::new(Notify::new()),
+            handoff,
             commits: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -143,6 +150,7 @@ impl Outbox {
         Ok(Change {
             tx: self.db.pool().begin().await?,
             outbox: self.clone(),
+            staged: Vec::new(),
             events: 0,
         })
     }
@@ -156,6 +164,7 @@ impl Outbox {
             .map(|tx| Change {
                 tx,
                 outbox: self.clone(),
+                staged: Vec::new(),
                 events: 0,
             }))
     }
@@ -163,21 +172,15 @@ impl Outbox {
     /// Adds an event inside a transaction the caller manages (tests, tools); prefer
     /// [`Change::publish`], whose commit wakes the relay.
     pub async fn enqueue(conn: &mut AnyConnection, event: &Envelope) -> Result<(), sqlx::Error> {
-        let body = String::from_utf8(event.to_bytes()).unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, body, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&event.id)
-        .bind(&event.event_type)
-        .bind(body)
-        .bind(now_millis())
-        .execute(conn)
-        .await?;
-        Ok(())
+        insert(conn, event).await.map(|_| ())
     }
 
-    /// Tells the relay that rows were committed ([`Change::commit`] does it).
+    /// Tells the relay that rows were committed outside a [`Change`] (a `Change` hands its
+    /// rows over itself): its next round reads the table.
     pub fn wake(&self) {
+        if let Some(handoff) = &self.handoff {
+            handoff.read_table_next();
+        }
         self.wake.notify_one();
     }
 
@@ -212,13 +215,18 @@ impl Outbox {
 pub struct Change {
     tx: Transaction<'static, Any>,
     outbox: Outbox,
+    /// This change's rows, handed to the relay once committed (SQLite).
+    staged: Vec<Pending>,
     events: usize,
 }
 
 impl Change {
     /// Adds `event` to the outbox in this transaction.
     pub async fn publish(&mut self, event: &Envelope) -> Result<(), sqlx::Error> {
-        Outbox::enqueue(&mut self.tx, event).await?;
+        let row = insert(&mut self.tx, event).await?;
+        if self.outbox.handoff.is_some() {
+            self.staged.push(row);
+        }
         self.events += 1;
         // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
         tracing::trace!(event_id = %event.id, event_type = %event.event_type, correlation_id = event.correlation_id.as_deref().unwrap_or(""), "event staged");
@@ -228,14 +236,24 @@ impl Change {
     /// Commits, then counts the commit ([`Outbox::commits`]) and wakes the relay if events
     /// were added.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Change { tx, outbox, events } = self;
+        let Change {
+            tx,
+            outbox,
+            staged,
+            events,
+        } = self;
         let committed = tx.commit().await;
         // Counted even when the commit reports an error: it may have happened.
         outbox.commits.fetch_add(1, Ordering::AcqRel);
+        // Rows whose commit reported an error are not handed over: if the commit happened
+        // after all, the relay finds them in the table (a gap, or its safety poll).
         committed?;
         if events > 0 {
             tracing::trace!(events, "change committed");
-            outbox.wake();
+            if let Some(handoff) = &outbox.handoff {
+                handoff.hand_over(staged);
+            }
+            outbox.wake.notify_one();
         }
         Ok(())
     }
@@ -266,18 +284,13 @@ struct Relay {
     stop: CancellationToken,
 }
 
-struct Pending {
-    seq: i64,
-    event_id: String,
-    event_type: String,
-    body: Bytes,
-}
-
 /// What one relay round did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Round {
-    /// This many rows were published (and deleted).
+    /// This many rows, read from the table, were published (and deleted).
     Published(usize),
+    /// This many rows, handed over in memory, were published (and deleted).
+    Handed(usize),
     /// Another replica holds the relay lock.
     Busy,
 }
@@ -288,8 +301,22 @@ impl Relay {
         loop {
             let stopping = self.stop.is_cancelled();
             let round = self.publish_batch(stopping).await;
-            if !matches!(round, Ok(Round::Published(0)) | Ok(Round::Busy)) {
-                self.export_pending().await;
+            match (&round, &self.outbox.handoff) {
+                (Ok(Round::Published(0)) | Ok(Round::Busy), _) => {}
+                // Counting the table after every event would cost a read per hop; what is
+                // left is what was handed over and not yet taken (the table's stragglers
+                // are counted at its next read).
+                (Ok(Round::Handed(_)), Some(handoff)) => {
+                    self.metrics
+                        .set_outbox_pending(i64::try_from(handoff.waiting()).unwrap_or(i64::MAX));
+                }
+                _ => self.export_pending().await,
+            }
+            if round.is_err()
+                && let Some(handoff) = &self.outbox.handoff
+            {
+                // The rows not published are in the table.
+                handoff.read_table_next();
             }
             match round {
                 Ok(Round::Published(0)) => {
@@ -299,11 +326,15 @@ impl Relay {
                     }
                     tokio::select! {
                         _ = self.outbox.wake.notified() => {}
-                        _ = tokio::time::sleep(SAFETY_POLL) => {}
+                        _ = tokio::time::sleep(SAFETY_POLL) => {
+                            if let Some(handoff) = &self.outbox.handoff {
+                                handoff.read_table_next();
+                            }
+                        }
                         _ = self.stop.cancelled() => {}
                     }
                 }
-                Ok(Round::Published(_)) => backoff.reset(),
+                Ok(Round::Published(_) | Round::Handed(_)) => backoff.reset(),
                 Ok(Round::Busy) => {
                     // The replica holding the lock publishes our rows too.
                     if stopping {
@@ -340,14 +371,40 @@ impl Relay {
         match db.dialect() {
             Dialect::Sqlite => {
                 // The writer connection is not held while publishing.
-                let pending = select_batch(&mut *db.reader().acquire().await?).await?;
-                trace_read(&pending);
+                let take = self.outbox.handoff.as_ref().map(|h| h.take(BATCH as usize));
+                let (pending, handed) = match take {
+                    Some(Take::Rows(rows)) => (rows, true),
+                    Some(Take::Nothing) => return Ok(Round::Published(0)),
+                    Some(Take::ReadTable) | None => (
+                        select_batch(&mut *db.reader().acquire().await?).await?,
+                        false,
+                    ),
+                };
+                trace_read(&pending, handed);
                 let (done, failure) = self.publish_in_order(&pending, stopping).await;
-                let mut tx = db.pool().begin().await?;
-                settle(&mut tx, &done).await?;
-                tx.commit().await?;
+                if let Some(handoff) = &self.outbox.handoff
+                    && done.len() < pending.len()
+                {
+                    // Stopped or failed part way: the rest are in the table.
+                    handoff.read_table_next();
+                }
+                if done.iter().any(|d| matches!(d, Done::Refused(..))) {
+                    let mut tx = db.pool().begin().await?;
+                    settle(&mut tx, &done).await?;
+                    tx.commit().await?;
+                } else if !done.is_empty() {
+                    // One autocommitted statement: the writer is held for one round trip.
+                    let rows: Vec<&Pending> = done.iter().map(Done::row).collect();
+                    delete_published(&mut *db.pool().acquire().await?, &rows).await?;
+                }
+                if let (Some(handoff), Some(last)) = (&self.outbox.handoff, done.last()) {
+                    handoff.settled(last.row().seq);
+                }
                 self.count_refused(&done);
-                finish(done.len(), failure)
+                match finish(done.len(), failure)? {
+                    Round::Published(n) if handed => Ok(Round::Handed(n)),
+                    round => Ok(round),
+                }
             }
             Dialect::Postgres => {
                 let mut tx = db.pool().begin().await?;
@@ -361,7 +418,7 @@ impl Relay {
                     return Ok(Round::Busy);
                 }
                 let pending = select_batch(&mut tx).await?;
-                trace_read(&pending);
+                trace_read(&pending, false);
                 let (done, failure) = self.publish_in_order(&pending, stopping).await;
                 settle(&mut tx, &done).await?;
                 // Committing releases the lock. If the commit fails the rows stay and are
@@ -430,14 +487,45 @@ enum Done<'p> {
     Refused(&'p Pending, u16, String),
 }
 
-/// Deletes the rows handled, copying the refused ones to `outbox_dead_letters` first.
-/// The per-hop timeline (`switchyard-bench hops`): when the relay has read each row back.
-fn trace_read(pending: &[Pending]) {
-    for event in pending {
-        tracing::trace!(event_id = %event.event_id, "event read by the relay");
+impl<'p> Done<'p> {
+    fn row(&self) -> &'p Pending {
+        match self {
+            Done::Published(p) | Done::Refused(p, ..) => p,
+        }
     }
 }
 
+/// The per-hop timeline (`switchyard-bench hops`): when the relay has each row, read back
+/// from the table or handed over by its change.
+fn trace_read(pending: &[Pending], handed: bool) {
+    let from = if handed { "handoff" } else { "table" };
+    for event in pending {
+        tracing::trace!(event_id = %event.event_id, from, "event read by the relay");
+    }
+}
+
+/// Writes `event`'s outbox row; returns the row, with the `seq` it was given.
+async fn insert(conn: &mut AnyConnection, event: &Envelope) -> Result<Pending, sqlx::Error> {
+    let body = String::from_utf8(event.to_bytes()).unwrap_or_default();
+    let seq: i64 = sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, body, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
+    )
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(body.clone())
+    .bind(now_millis())
+    .fetch_one(conn)
+    .await?
+    .try_get(0)?;
+    Ok(Pending {
+        seq,
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        body: Bytes::from(body),
+    })
+}
+
+/// Deletes the rows handled, copying the refused ones to `outbox_dead_letters` first.
 async fn settle(conn: &mut AnyConnection, done: &[Done<'_>]) -> Result<(), sqlx::Error> {
     for d in done {
         if let Done::Refused(event, status, reason) = d {
@@ -455,12 +543,7 @@ async fn settle(conn: &mut AnyConnection, done: &[Done<'_>]) -> Result<(), sqlx:
             .await?;
         }
     }
-    let rows: Vec<&Pending> = done
-        .iter()
-        .map(|d| match d {
-            Done::Published(p) | Done::Refused(p, ..) => *p,
-        })
-        .collect();
+    let rows: Vec<&Pending> = done.iter().map(Done::row).collect();
     delete_published(conn, &rows).await
 }
 
@@ -616,6 +699,105 @@ mod tests {
             PublishError::from_status(422, String::new()),
             PublishError::Refused { status: 422, .. }
         ));
+    }
+
+    /// Commits `n` changes from each of `tasks` concurrent tasks; each change also writes
+    /// its event id to `commit_order`, whose own `AUTOINCREMENT` records the order in which
+    /// the changes committed.
+    async fn commit_concurrently(outbox: &Outbox, tasks: usize, n: usize) -> anyhow::Result<()> {
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..tasks {
+            let outbox = outbox.clone();
+            set.spawn(async move {
+                for i in 0..n {
+                    let event = Envelope::new("Good", serde_json::json!({"t": t, "i": i}));
+                    let mut change = outbox.begin().await?;
+                    sqlx::query("INSERT INTO commit_order (event_id) VALUES ($1)")
+                        .bind(&event.id)
+                        .execute(&mut *change)
+                        .await?;
+                    change.publish(&event).await?;
+                    change.commit().await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done??;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_are_published_once_each_in_commit_order() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        sqlx::query(
+            "CREATE TABLE commit_order (n INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL)",
+        )
+        .execute(outbox.db.pool())
+        .await?;
+        let publisher = Arc::new(Picky::default());
+        let shutdown = Shutdown::new();
+        // Rows left from before the relay started are found in the table.
+        commit_concurrently(&outbox, 2, 5).await?;
+        outbox.spawn_relay(publisher.clone(), Metrics::new("test"), &shutdown);
+        // Then changes hand their rows over while the relay runs, in whatever order their
+        // tasks get to it after committing.
+        commit_concurrently(&outbox, 8, 40).await?;
+        switchyard_kit::wait::until("the outbox to drain", Duration::from_secs(20), || async {
+            (outbox.pending().await.ok()? == 0).then_some(())
+        })
+        .await?;
+        let committed: Vec<String> =
+            sqlx::query_scalar("SELECT event_id FROM commit_order ORDER BY n")
+                .fetch_all(outbox.db.reader())
+                .await?;
+        let stored = publisher
+            .stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(committed.len(), 330);
+        assert_eq!(stored, committed, "every event once, in commit order");
+        shutdown.trigger();
+        shutdown.drain_background(Duration::from_secs(2)).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_row_written_outside_a_change_is_published_after_a_wake() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        let publisher = Arc::new(Picky::default());
+        let shutdown = Shutdown::new();
+        outbox.spawn_relay(publisher.clone(), Metrics::new("test"), &shutdown);
+        let first = Envelope::new("Good", serde_json::json!({}));
+        let mut change = outbox.begin().await?;
+        change.publish(&first).await?;
+        change.commit().await?;
+        let outside = Envelope::new("Good", serde_json::json!({}));
+        let mut tx = outbox.db.pool().begin().await?;
+        Outbox::enqueue(&mut tx, &outside).await?;
+        tx.commit().await?;
+        outbox.wake();
+        let last = Envelope::new("Good", serde_json::json!({}));
+        let mut change = outbox.begin().await?;
+        change.publish(&last).await?;
+        change.commit().await?;
+        let want = [first.id, outside.id, last.id];
+        switchyard_kit::wait::until("all three published", Duration::from_secs(10), || async {
+            let stored = publisher
+                .stored
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            (stored == want).then_some(())
+        })
+        .await?;
+        shutdown.trigger();
+        shutdown.drain_background(Duration::from_secs(2)).await;
+        Ok(())
     }
 
     #[tokio::test]
