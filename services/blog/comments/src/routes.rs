@@ -46,7 +46,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     check_post_id(&post_id)?;
     let mut conn = state.db.reader().acquire().await?;
-    Ok(axum::Json(comments_of(&mut conn, &post_id).await?).into_response())
+    Ok(axum::Json(comments_of(&mut conn, &post_id, None).await?).into_response())
 }
 
 /// Comments on a post: the comment starts pending until moderation decides.
@@ -74,26 +74,41 @@ async fn create(
     }
     .into_envelope(Some(request_id.0));
     let mut tx = state.outbox.begin().await?;
-    sqlx::query("INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4)")
-        .bind(&id)
-        .bind(&post_id)
-        .bind(&content)
-        .bind(CommentStatus::Pending.as_str())
-        .execute(&mut *tx)
-        .await?;
+    let ord: i64 = sqlx::query(
+        "INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4) RETURNING ord",
+    )
+    .bind(&id)
+    .bind(&post_id)
+    .bind(&content)
+    .bind(CommentStatus::Pending.as_str())
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get(0)?;
     tx.publish(&event).await?;
-    let comments = comments_of(&mut tx, &post_id).await?;
     tx.commit().await?;
     tracing::info!(comment_id = %id, %post_id, "comment created");
+    // The comments before it are read after the commit, outside the write transaction, so
+    // that the event leaves as soon as it is committed; the new one is listed as created.
+    let mut conn = state.db.reader().acquire().await?;
+    let mut comments = comments_of(&mut conn, &post_id, Some(ord)).await?;
+    comments.push(json!({"id": id, "content": content, "status": CommentStatus::Pending.as_str()}));
     Ok((StatusCode::CREATED, axum::Json(comments)).into_response())
 }
 
-async fn comments_of(conn: &mut AnyConnection, post_id: &str) -> Result<Value, sqlx::Error> {
-    let rows =
-        sqlx::query("SELECT id, content, status FROM comments WHERE post_id = $1 ORDER BY ord")
-            .bind(post_id)
-            .fetch_all(conn)
-            .await?;
+/// The comments of `post_id` in the order they were made (those made before the comment
+/// numbered `before`, if given).
+async fn comments_of(
+    conn: &mut AnyConnection,
+    post_id: &str,
+    before: Option<i64>,
+) -> Result<Vec<Value>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, content, status FROM comments WHERE post_id = $1 AND ord < $2 ORDER BY ord",
+    )
+    .bind(post_id)
+    .bind(before.unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
     let mut list = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get(0)?;
@@ -101,5 +116,5 @@ async fn comments_of(conn: &mut AnyConnection, post_id: &str) -> Result<Value, s
         let status: String = row.try_get(2)?;
         list.push(json!({"id": id, "content": content, "status": status}));
     }
-    Ok(Value::Array(list))
+    Ok(list)
 }
