@@ -273,24 +273,29 @@ impl ReadModel {
     ) -> Result<(), sqlx::Error> {
         let mut conn = self.db.reader().acquire().await?;
         for post_id in posts {
-            let row = sqlx::query("SELECT id, title, log_seq, ord FROM posts WHERE id = $1")
-                .bind(post_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            // A comment whose post has not arrived yet changes nothing visible.
-            let Some(row) = row else { continue };
-            let comment_rows = sqlx::query(
-                "SELECT id, content, status FROM comments WHERE post_id = $1 \
-                 ORDER BY (log_seq IS NULL), log_seq, ord",
+            // One statement for the post and its comments (a row per comment, or one row
+            // without a comment): each statement is a round trip to the database.
+            let rows = sqlx::query(
+                "SELECT p.id, p.title, p.log_seq, p.ord, c.id, c.content, c.status \
+                 FROM posts p LEFT JOIN comments c ON c.post_id = p.id WHERE p.id = $1 \
+                 ORDER BY (c.log_seq IS NULL), c.log_seq, c.ord",
             )
             .bind(post_id)
             .fetch_all(&mut *conn)
             .await?;
-            let comments = comment_rows
-                .iter()
-                .map(comment)
-                .collect::<Result<Vec<_>, _>>()?;
-            let (id, title, key) = post(&row)?;
+            // A comment whose post has not arrived yet changes nothing visible.
+            let Some(first) = rows.first() else { continue };
+            let mut comments = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(id) = row.try_get::<Option<String>, _>(4)? {
+                    comments.push(CommentJson {
+                        id,
+                        content: row.try_get(5)?,
+                        status: row.try_get(6)?,
+                    });
+                }
+            }
+            let (id, title, key) = post(first)?;
             fragments.set(id, key, &title, &comments);
         }
         Ok(())
