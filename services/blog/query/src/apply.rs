@@ -1,5 +1,7 @@
 //! Applying events to the read model, once each, in any order.
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 use sqlx::Row;
 use switchyard_blog_contract::BlogEvent;
@@ -9,19 +11,29 @@ use switchyard_bus_client::{EventHandler, HandleError};
 use switchyard_events::Envelope;
 use switchyard_kit::Dialect;
 
+use crate::position::Position;
 use crate::read_model::ReadModel;
 
 pub(crate) struct Applier {
     model: ReadModel,
+    position: Arc<Position>,
 }
 
 impl Applier {
     pub fn new(model: ReadModel) -> Self {
-        Applier { model }
+        Applier {
+            model,
+            position: Arc::default(),
+        }
     }
 
     pub fn model(&self) -> &ReadModel {
         &self.model
+    }
+
+    /// How far in the bus's log this applier has applied.
+    pub fn position(&self) -> &Arc<Position> {
+        &self.position
     }
 
     /// Applies one event (the inbox makes a repeat a no-op).
@@ -89,12 +101,6 @@ impl Applier {
             }
             BlogEvent::CommentModerated { .. } => {}
         }
-        if let Some(seq) = event.seq {
-            sqlx::query("UPDATE bus_position SET seq = $1 WHERE id = 1 AND seq < $1")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
         // Tells replicas sharing the database that their kept JSON is stale (on SQLite one
         // process owns the database and keeps its JSON up to date itself).
         let shared_version = if db.dialect() == Dialect::Postgres {
@@ -108,6 +114,9 @@ impl Applier {
             None
         };
         tx.commit().await?;
+        if let Some(seq) = event.seq {
+            self.position.applied(seq);
+        }
         if let Some(version) = shared_version {
             self.model.wrote_version(version);
         }

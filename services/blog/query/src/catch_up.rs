@@ -67,6 +67,7 @@ async fn catch_up(bus: &Bus, applier: &Applier) -> anyhow::Result<u64> {
         }
         read += page.len() as u64;
         after = last;
+        applier.position().save(&applier.model().db).await?;
     }
 }
 

@@ -9,7 +9,9 @@
 //!   the post arrives; a `CommentUpdated` that overtakes its `CommentCreated` wins over it.
 //!
 //! The read model and the position in the bus's log are stored in the service's own
-//! database; at start it catches up from that position, and [`rebuild`] replays the whole log.
+//! database (the position saved every second: a start that catches up from a little
+//! behind only reads events the inbox already knows); at start it catches up from that
+//! position, and [`rebuild`] replays the whole log.
 //!
 //! Replicas can share one PostgreSQL database: every change bumps a version row in its
 //! transaction, and each replica checks it before serving its cached JSON (and polls it to
@@ -17,6 +19,7 @@
 
 mod apply;
 mod catch_up;
+mod position;
 mod read_model;
 mod routes;
 
@@ -53,6 +56,10 @@ pub async fn launch(
     let model = read_model::ReadModel::new(service.state().db);
     model.spawn_watch(&shutdown);
     let applier = Arc::new(apply::Applier::new(model.clone()));
+    applier
+        .position()
+        .clone()
+        .spawn_saver(model.db.clone(), &shutdown);
     catch_up::spawn(service.bus().clone(), applier.clone(), &shutdown);
     service
         .run(
