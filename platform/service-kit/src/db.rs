@@ -138,21 +138,6 @@ impl Db {
                     .max_connections(8)
                     .min_connections(1)
                     .acquire_timeout(Duration::from_secs(5))
-                    // A connection in steady use is not checked before each use: the check
-                    // is a round trip to the server, paid by every transaction of every
-                    // hop. One idle for a while may have been cut (a server restart, a
-                    // proxy's timeout), so it is checked. A connection cut in between fails
-                    // its statement, which the services answer as unavailable (retried),
-                    // and the pool drops it.
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for > PG_CHECK_IDLE_AFTER {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
                     .connect(url)
                     .await
                     .map_err(|e| open_error(url, e))?;
@@ -269,10 +254,6 @@ fn sqlite_readers() -> u32 {
         .map_or(2, |n| u32::try_from(n.get()).unwrap_or(4))
         .clamp(2, 4)
 }
-
-/// How long a PostgreSQL connection may sit idle in the pool before it is checked again
-/// before use.
-const PG_CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 fn sqlite_pool(max: u32, min: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
