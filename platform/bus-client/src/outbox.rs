@@ -640,10 +640,29 @@ mod tests {
         }
     }
 
+    impl Picky {
+        /// The ids stored so far, in order.
+        fn stored(&self) -> Vec<String> {
+            self.stored
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        }
+    }
+
     async fn outbox(dir: &tempfile::TempDir) -> anyhow::Result<Outbox> {
         let db = Db::connect(&format!("sqlite://{}/o.db", dir.path().display())).await?;
         db.migrate("test", &[&MESSAGING]).await?;
         Ok(Outbox::new(db))
+    }
+
+    /// Commits one event of `event_type` through a change; returns its id.
+    async fn commit_one(outbox: &Outbox, event_type: &str) -> anyhow::Result<String> {
+        let event = Envelope::new(event_type, serde_json::json!({}));
+        let mut change = outbox.begin().await?;
+        change.publish(&event).await?;
+        change.commit().await?;
+        Ok(event.id)
     }
 
     #[tokio::test]
@@ -652,11 +671,7 @@ mod tests {
         let outbox = outbox(&dir).await?;
         let mut ids = Vec::new();
         for t in ["Good", "Bad", "Good", "Good"] {
-            let event = Envelope::new(t, serde_json::json!({}));
-            let mut change = outbox.begin().await?;
-            change.publish(&event).await?;
-            change.commit().await?;
-            ids.push(event.id);
+            ids.push(commit_one(&outbox, t).await?);
         }
         let publisher = Arc::new(Picky::default());
         let metrics = Metrics::new("test");
@@ -666,12 +681,10 @@ mod tests {
             (outbox.pending().await.ok()? == 0).then_some(())
         })
         .await?;
-        let stored = publisher
-            .stored
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        assert_eq!(stored, [ids[0].clone(), ids[2].clone(), ids[3].clone()]);
+        assert_eq!(
+            publisher.stored(),
+            [ids[0].clone(), ids[2].clone(), ids[3].clone()]
+        );
         let row = sqlx::query("SELECT event_id, status, reason FROM outbox_dead_letters")
             .fetch_one(outbox.db.reader())
             .await?;
@@ -763,13 +776,12 @@ mod tests {
             sqlx::query_scalar("SELECT event_id FROM commit_order ORDER BY n")
                 .fetch_all(outbox.db.reader())
                 .await?;
-        let stored = publisher
-            .stored
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
         assert_eq!(committed.len(), 330);
-        assert_eq!(stored, committed, "every event once, in commit order");
+        assert_eq!(
+            publisher.stored(),
+            committed,
+            "every event once, in commit order"
+        );
         shutdown.trigger();
         shutdown.drain_background(Duration::from_secs(2)).await;
         Ok(())
@@ -782,27 +794,16 @@ mod tests {
         let publisher = Arc::new(Picky::default());
         let shutdown = Shutdown::new();
         outbox.spawn_relay(publisher.clone(), Metrics::new("test"), &shutdown);
-        let first = Envelope::new("Good", serde_json::json!({}));
-        let mut change = outbox.begin().await?;
-        change.publish(&first).await?;
-        change.commit().await?;
+        let first = commit_one(&outbox, "Good").await?;
         let outside = Envelope::new("Good", serde_json::json!({}));
         let mut tx = outbox.db.pool().begin().await?;
         Outbox::enqueue(&mut tx, &outside).await?;
         tx.commit().await?;
         outbox.wake();
-        let last = Envelope::new("Good", serde_json::json!({}));
-        let mut change = outbox.begin().await?;
-        change.publish(&last).await?;
-        change.commit().await?;
-        let want = [first.id, outside.id, last.id];
+        let last = commit_one(&outbox, "Good").await?;
+        let want = [first, outside.id, last];
         switchyard_kit::wait::until("all three published", Duration::from_secs(10), || async {
-            let stored = publisher
-                .stored
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            (stored == want).then_some(())
+            (publisher.stored() == want).then_some(())
         })
         .await?;
         shutdown.trigger();
