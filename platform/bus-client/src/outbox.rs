@@ -420,16 +420,6 @@ impl Relay {
                 let pending = select_batch(&mut tx).await?;
                 trace_read(&pending, false);
                 let (done, failure) = self.publish_in_order(&pending, stopping).await;
-                if !done.is_empty() {
-                    // Forgetting published rows need not wait for the disk: if a crash
-                    // loses this commit the rows are published again, and duplicates are
-                    // dropped (the bus by event id, consumers by inbox). Waiting for its
-                    // WAL flush would only delay the consumers' commits, which share the
-                    // server's WAL and do wait for theirs.
-                    sqlx::query("SET LOCAL synchronous_commit TO OFF")
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 settle(&mut tx, &done).await?;
                 // Committing releases the lock. If the commit fails the rows stay and are
                 // published again: the bus drops duplicates by event id, consumers by inbox.
