@@ -119,7 +119,9 @@ const RELAY_LOCK_KEY: i64 = 0x5359_4f42_5258; // "SYOBRX"
 pub struct Outbox {
     db: Db,
     wake: Arc<Notify>,
-    /// Committed rows on their way to the relay (SQLite only).
+    /// Committed rows on their way to the relay: present on SQLite only, where the relay
+    /// takes them ([`Relay::publish_sqlite`]); without it the relay reads its table under
+    /// PostgreSQL's advisory lock.
     handoff: Option<Arc<Handoff>>,
     /// Changes committed by this process (see [`Outbox::commits`]).
     commits: Arc<AtomicU64>,
@@ -178,10 +180,15 @@ impl Outbox {
     /// Tells the relay that rows were committed outside a [`Change`] (a `Change` hands its
     /// rows over itself): its next round reads the table.
     pub fn wake(&self) {
+        self.read_table_next();
+        self.wake.notify_one();
+    }
+
+    /// Sends the relay's next round to the table (where rows are handed over at all).
+    fn read_table_next(&self) {
         if let Some(handoff) = &self.handoff {
             handoff.read_table_next();
         }
-        self.wake.notify_one();
     }
 
     /// Number of events waiting to be published.
@@ -300,23 +307,20 @@ impl Relay {
         let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             let stopping = self.stop.is_cancelled();
-            let round = self.publish_batch(stopping).await;
-            match (&round, &self.outbox.handoff) {
-                (Ok(Round::Published(0)) | Ok(Round::Busy), _) => {}
-                // Counting the table after every event would cost a read per hop; what is
-                // left is what was handed over and not yet taken (the table's stragglers
-                // are counted at its next read).
-                (Ok(Round::Handed(_)), Some(handoff)) => {
-                    self.metrics
-                        .set_outbox_pending(i64::try_from(handoff.waiting()).unwrap_or(i64::MAX));
-                }
-                _ => self.export_pending().await,
+            let round = match &self.outbox.handoff {
+                Some(handoff) => self.publish_sqlite(handoff, stopping).await,
+                None => self.publish_postgres(stopping).await,
+            };
+            // A round from memory has set the gauge itself.
+            if !matches!(
+                round,
+                Ok(Round::Published(0) | Round::Busy | Round::Handed(_))
+            ) {
+                self.export_pending().await;
             }
-            if round.is_err()
-                && let Some(handoff) = &self.outbox.handoff
-            {
+            if round.is_err() {
                 // The rows not published are in the table.
-                handoff.read_table_next();
+                self.outbox.read_table_next();
             }
             match round {
                 Ok(Round::Published(0)) => {
@@ -326,11 +330,7 @@ impl Relay {
                     }
                     tokio::select! {
                         _ = self.outbox.wake.notified() => {}
-                        _ = tokio::time::sleep(SAFETY_POLL) => {
-                            if let Some(handoff) = &self.outbox.handoff {
-                                handoff.read_table_next();
-                            }
-                        }
+                        _ = tokio::time::sleep(SAFETY_POLL) => self.outbox.read_table_next(),
                         _ = self.stop.cancelled() => {}
                     }
                 }
@@ -365,69 +365,73 @@ impl Relay {
         }
     }
 
-    /// Publishes up to one batch in order and deletes what was published.
-    async fn publish_batch(&self, stopping: bool) -> anyhow::Result<Round> {
+    /// SQLite: publishes up to one batch in order, from the handoff or from the table, and
+    /// deletes what was published. The writer connection is not held while publishing.
+    async fn publish_sqlite(&self, handoff: &Handoff, stopping: bool) -> anyhow::Result<Round> {
         let db = &self.outbox.db;
-        match db.dialect() {
-            Dialect::Sqlite => {
-                // The writer connection is not held while publishing.
-                let take = self.outbox.handoff.as_ref().map(|h| h.take(BATCH as usize));
-                let (pending, handed) = match take {
-                    Some(Take::Rows(rows)) => (rows, true),
-                    Some(Take::Nothing) => return Ok(Round::Published(0)),
-                    Some(Take::ReadTable) | None => (
-                        select_batch(&mut *db.reader().acquire().await?).await?,
-                        false,
-                    ),
-                };
-                trace_read(&pending, handed);
-                let (done, failure) = self.publish_in_order(&pending, stopping).await;
-                if let Some(handoff) = &self.outbox.handoff
-                    && done.len() < pending.len()
-                {
-                    // Stopped or failed part way: the rest are in the table.
-                    handoff.read_table_next();
-                }
-                if done.iter().any(|d| matches!(d, Done::Refused(..))) {
-                    let mut tx = db.pool().begin().await?;
-                    settle(&mut tx, &done).await?;
-                    tx.commit().await?;
-                } else if !done.is_empty() {
-                    // One autocommitted statement: the writer is held for one round trip.
-                    let rows: Vec<&Pending> = done.iter().map(Done::row).collect();
-                    delete_published(&mut *db.pool().acquire().await?, &rows).await?;
-                }
-                if let (Some(handoff), Some(last)) = (&self.outbox.handoff, done.last()) {
-                    handoff.settled(last.row().seq);
-                }
-                self.count_refused(&done);
-                match finish(done.len(), failure)? {
-                    Round::Published(n) if handed => Ok(Round::Handed(n)),
-                    round => Ok(round),
-                }
-            }
-            Dialect::Postgres => {
-                let mut tx = db.pool().begin().await?;
-                let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
-                    .bind(RELAY_LOCK_KEY)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
-                if !locked {
-                    tx.rollback().await?;
-                    return Ok(Round::Busy);
-                }
-                let pending = select_batch(&mut tx).await?;
-                trace_read(&pending, false);
-                let (done, failure) = self.publish_in_order(&pending, stopping).await;
-                settle(&mut tx, &done).await?;
-                // Committing releases the lock. If the commit fails the rows stay and are
-                // published again: the bus drops duplicates by event id, consumers by inbox.
-                tx.commit().await?;
-                self.count_refused(&done);
-                finish(done.len(), failure)
-            }
+        let (pending, handed) = match handoff.take(BATCH as usize) {
+            Take::Rows(rows) => (rows, true),
+            Take::Nothing => return Ok(Round::Published(0)),
+            Take::ReadTable => (
+                select_batch(&mut *db.reader().acquire().await?).await?,
+                false,
+            ),
+        };
+        trace_read(&pending, handed);
+        let (done, failure) = self.publish_in_order(&pending, stopping).await;
+        if done.len() < pending.len() {
+            // Stopped or failed part way: the rest are in the table.
+            handoff.read_table_next();
         }
+        if done.iter().any(|d| matches!(d, Done::Refused(..))) {
+            let mut tx = db.pool().begin().await?;
+            settle(&mut tx, &done).await?;
+            tx.commit().await?;
+        } else if !done.is_empty() {
+            // One autocommitted statement: the writer is held for one round trip.
+            let rows: Vec<&Pending> = done.iter().map(Done::row).collect();
+            delete_published(&mut *db.pool().acquire().await?, &rows).await?;
+        }
+        if let Some(last) = done.last() {
+            handoff.settled(last.row().seq);
+        }
+        self.count_refused(&done);
+        match finish(done.len(), failure)? {
+            // Counting the table after every event would cost a read per hop: the backlog is
+            // what was handed over and not yet taken (the table's stragglers are counted at
+            // its next read).
+            Round::Published(n) if handed => {
+                let waiting = i64::try_from(handoff.waiting()).unwrap_or(i64::MAX);
+                self.metrics.set_outbox_pending(waiting);
+                Ok(Round::Handed(n))
+            }
+            round => Ok(round),
+        }
+    }
+
+    /// PostgreSQL: claims the relay lock, publishes up to one batch in order and deletes
+    /// what was published, in one transaction.
+    async fn publish_postgres(&self, stopping: bool) -> anyhow::Result<Round> {
+        let db = &self.outbox.db;
+        let mut tx = db.pool().begin().await?;
+        let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if !locked {
+            tx.rollback().await?;
+            return Ok(Round::Busy);
+        }
+        let pending = select_batch(&mut tx).await?;
+        trace_read(&pending, false);
+        let (done, failure) = self.publish_in_order(&pending, stopping).await;
+        settle(&mut tx, &done).await?;
+        // Committing releases the lock. If the commit fails the rows stay and are
+        // published again: the bus drops duplicates by event id, consumers by inbox.
+        tx.commit().await?;
+        self.count_refused(&done);
+        finish(done.len(), failure)
     }
 
     /// Publishes `pending` one after the other, stopping at the first failure that retrying
@@ -646,6 +650,20 @@ mod tests {
         Ok(Outbox::new(db))
     }
 
+    /// Starts `outbox`'s relay publishing to a new [`Picky`].
+    fn start_relay(outbox: &Outbox) -> (Arc<Picky>, Metrics, Shutdown) {
+        let publisher = Arc::new(Picky::default());
+        let metrics = Metrics::new("test");
+        let shutdown = Shutdown::new();
+        outbox.spawn_relay(publisher.clone(), metrics.clone(), &shutdown);
+        (publisher, metrics, shutdown)
+    }
+
+    async fn stop(shutdown: Shutdown) {
+        shutdown.trigger();
+        shutdown.drain_background(Duration::from_secs(2)).await;
+    }
+
     /// Commits one event of `event_type` through a change; returns its id.
     async fn commit_one(outbox: &Outbox, event_type: &str) -> anyhow::Result<String> {
         let event = Envelope::new(event_type, serde_json::json!({}));
@@ -663,10 +681,7 @@ mod tests {
         for t in ["Good", "Bad", "Good", "Good"] {
             ids.push(commit_one(&outbox, t).await?);
         }
-        let publisher = Arc::new(Picky::default());
-        let metrics = Metrics::new("test");
-        let shutdown = Shutdown::new();
-        outbox.spawn_relay(publisher.clone(), metrics.clone(), &shutdown);
+        let (publisher, metrics, shutdown) = start_relay(&outbox);
         switchyard_kit::wait::until("the outbox to drain", Duration::from_secs(10), || async {
             (outbox.pending().await.ok()? == 0).then_some(())
         })
@@ -690,8 +705,7 @@ mod tests {
             text.contains("switchyard_outbox_pending{service=\"test\"} 0"),
             "the backlog gauge reads 0: {text}"
         );
-        shutdown.trigger();
-        shutdown.drain_background(Duration::from_secs(2)).await;
+        stop(shutdown).await;
         Ok(())
     }
 
@@ -750,11 +764,9 @@ mod tests {
         )
         .execute(outbox.db.pool())
         .await?;
-        let publisher = Arc::new(Picky::default());
-        let shutdown = Shutdown::new();
         // Rows left from before the relay started are found in the table.
         commit_concurrently(&outbox, 2, 5).await?;
-        outbox.spawn_relay(publisher.clone(), Metrics::new("test"), &shutdown);
+        let (publisher, _, shutdown) = start_relay(&outbox);
         // Then changes hand their rows over while the relay runs, in whatever order their
         // tasks get to it after committing.
         commit_concurrently(&outbox, 8, 40).await?;
@@ -772,8 +784,7 @@ mod tests {
             committed,
             "every event once, in commit order"
         );
-        shutdown.trigger();
-        shutdown.drain_background(Duration::from_secs(2)).await;
+        stop(shutdown).await;
         Ok(())
     }
 
@@ -781,9 +792,7 @@ mod tests {
     async fn a_row_written_outside_a_change_is_published_after_a_wake() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let outbox = outbox(&dir).await?;
-        let publisher = Arc::new(Picky::default());
-        let shutdown = Shutdown::new();
-        outbox.spawn_relay(publisher.clone(), Metrics::new("test"), &shutdown);
+        let (publisher, _, shutdown) = start_relay(&outbox);
         let first = commit_one(&outbox, "Good").await?;
         let outside = Envelope::new("Good", serde_json::json!({}));
         let mut tx = outbox.db.pool().begin().await?;
@@ -796,8 +805,7 @@ mod tests {
             (publisher.stored() == want).then_some(())
         })
         .await?;
-        shutdown.trigger();
-        shutdown.drain_background(Duration::from_secs(2)).await;
+        stop(shutdown).await;
         Ok(())
     }
 
