@@ -230,9 +230,14 @@ pub struct Change {
 impl Change {
     /// Adds `event` to the outbox in this transaction.
     pub async fn publish(&mut self, event: &Envelope) -> Result<(), sqlx::Error> {
-        let row = insert(&mut self.tx, event).await?;
+        let (seq, body) = insert(&mut self.tx, event).await?;
         if self.outbox.handoff.is_some() {
-            self.staged.push(row);
+            self.staged.push(Pending {
+                seq,
+                event_id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                body: Bytes::from(body),
+            });
         }
         self.events += 1;
         // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
@@ -508,25 +513,20 @@ fn trace_read(pending: &[Pending], handed: bool) {
     }
 }
 
-/// Writes `event`'s outbox row; returns the row, with the `seq` it was given.
-async fn insert(conn: &mut AnyConnection, event: &Envelope) -> Result<Pending, sqlx::Error> {
+/// Writes `event`'s outbox row; returns the `seq` it was given and the stored body.
+async fn insert(conn: &mut AnyConnection, event: &Envelope) -> Result<(i64, String), sqlx::Error> {
     let body = String::from_utf8(event.to_bytes()).unwrap_or_default();
     let seq: i64 = sqlx::query(
         "INSERT INTO outbox (event_id, event_type, body, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
     )
     .bind(&event.id)
     .bind(&event.event_type)
-    .bind(body.clone())
+    .bind(body.as_str())
     .bind(now_millis())
     .fetch_one(conn)
     .await?
     .try_get(0)?;
-    Ok(Pending {
-        seq,
-        event_id: event.id.clone(),
-        event_type: event.event_type.clone(),
-        body: Bytes::from(body),
-    })
+    Ok((seq, body))
 }
 
 /// Deletes the rows handled, copying the refused ones to `outbox_dead_letters` first.
