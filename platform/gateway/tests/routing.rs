@@ -304,11 +304,14 @@ async fn responses_stream_through_the_gateway() {
 
 #[tokio::test]
 async fn a_backend_that_is_down_gives_502_json() {
-    // Nothing listens on the comments backend's address.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
-    };
+    // Nothing listens on the comments backend's address. The socket stays bound (and not
+    // listening) for the whole test: a port released at once could be given to another
+    // test's server running alongside, which would then answer.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let closed = format!("http://{}", reserved.local_addr().expect("addr"));
     let backends = all_backends().await.with("comments-srv", 4001, closed);
     let (gw, shutdown) = gateway(backends).await;
     let response = reqwest::Client::new()
