@@ -241,21 +241,30 @@ impl Ticketing {
 
     /// Publishes `event` (an envelope as JSON) on the bus, as a producer would.
     pub async fn publish(&self, event: serde_json::Value) {
-        let mut envelope =
-            switchyard_events::Envelope::from_value(event).expect("an event envelope");
-        if envelope.id.is_empty() {
-            envelope.id = switchyard_events::ids::event_id();
-        }
-        envelope.seq = None;
+        self.publish_all(vec![event]).await;
+    }
+
+    /// Publishes `events` one after the other on one connection, as fast as the bus takes
+    /// them (each with a fresh id unless it has one).
+    pub async fn publish_all(&self, events: Vec<serde_json::Value>) {
         let bus = self.bus_config().connect().await.expect("bus client");
-        bus.publisher()
-            .publish(
-                &envelope.event_type,
-                &envelope.id,
-                bytes::Bytes::from(envelope.to_bytes()),
-            )
-            .await
-            .expect("published");
+        let publisher = bus.publisher();
+        for event in events {
+            let mut envelope =
+                switchyard_events::Envelope::from_value(event).expect("an event envelope");
+            if envelope.id.is_empty() {
+                envelope.id = switchyard_events::ids::event_id();
+            }
+            envelope.seq = None;
+            publisher
+                .publish(
+                    &envelope.event_type,
+                    &envelope.id,
+                    bytes::Bytes::from(envelope.to_bytes()),
+                )
+                .await
+                .expect("published");
+        }
     }
 
     /// Waits until every running service answers `/readyz` with 200.

@@ -33,9 +33,17 @@ impl EventHandler for Orders {
 }
 
 impl Orders {
-    /// Sets the ticket's `orderId` to `order_id`, whatever it was: the orders service lets
-    /// one live order hold a ticket, so the newest `order:created` is the one that holds
-    /// it, even when an older order's events are handled after it.
+    /// Sets the ticket's `orderId` to `order_id` if no order holds it.
+    ///
+    /// The orders service lets one live order at a time hold a ticket: of two orders on
+    /// one ticket, the older was cancelled before the newer was created. When the ticket is
+    /// held by another order, one of the two has a cancellation this service has not
+    /// applied yet, and which one cannot be told from here: handlers run several events at
+    /// once, so an older order's creation can come after a newer one's. The event is
+    /// deferred until that cancellation is applied. If it was the holder's, the ticket is
+    /// free when the creation comes back; if it was this order's, `cancelled_orders` turns
+    /// the creation away. Taking the ticket from its holder instead (newest creation wins)
+    /// let an older order's late creation and cancellation free a ticket a newer order held.
     async fn reserve(
         &self,
         event: &Envelope,
@@ -58,21 +66,46 @@ impl Orders {
             return Ok(Handled::Ignored);
         }
         let row = sqlx::query(concat!(
-            "UPDATE tickets SET order_id = $1, version = version + 1 WHERE id = $2 RETURNING ",
+            "UPDATE tickets SET order_id = $1, version = version + 1 ",
+            "WHERE id = $2 AND order_id IS NULL RETURNING ",
             ticket_columns!()
         ))
         .bind(order_id)
         .bind(ticket_id)
         .fetch_optional(&mut *change)
         .await?;
-        let Some(row) = row else {
-            change.rollback().await?;
-            return Err(unknown_ticket(ticket_id));
-        };
-        let ticket = Ticket::from_row(&row)?;
-        publish(change, &ticket, event).await?;
-        tracing::info!(%ticket_id, %order_id, version = ticket.version, "ticket reserved");
-        Ok(Handled::Applied)
+        if let Some(row) = row {
+            let ticket = Ticket::from_row(&row)?;
+            publish(change, &ticket, event).await?;
+            tracing::info!(%ticket_id, %order_id, version = ticket.version, "ticket reserved");
+            return Ok(Handled::Applied);
+        }
+        match Ticket::find(&mut change, ticket_id)
+            .await?
+            .map(|t| t.order_id)
+        {
+            None => {
+                change.rollback().await?;
+                Err(unknown_ticket(ticket_id))
+            }
+            // The same order's creation under another event id: already applied.
+            Some(Some(holder)) if holder == order_id => {
+                change.commit().await?;
+                Ok(Handled::Ignored)
+            }
+            Some(Some(holder)) => {
+                change.rollback().await?;
+                Err(HandleError::NotYet(format!(
+                    "ticket {ticket_id} is held by order {holder}: a cancellation comes first"
+                )))
+            }
+            // Freed between the update and the read: impossible under the ticket's lock,
+            // and harmless to try again.
+            Some(None) => {
+                change.rollback().await?;
+                Err(HandleError::NotYet(format!("ticket {ticket_id} changed")))
+            }
+        }
     }
 
     /// Clears the ticket's `orderId` if `order_id` is the order that holds it: a late

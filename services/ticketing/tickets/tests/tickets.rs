@@ -322,6 +322,65 @@ async fn orders_reserve_and_free_tickets_through_the_bus() {
     stack.stop().await;
 }
 
+/// Handlers run several events at once on NATS, so one order's events can come after
+/// another's. A creation that finds the ticket held by another order waits (425) for the
+/// cancellation that must come first, whichever of the two orders it belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_finding_the_ticket_held_waits_for_the_cancellation() {
+    let stack = Stack::start().await;
+    creation_waits_for_the_cancellation(&stack).await;
+    stack.stop().await;
+    let Some(database) = postgres::database_or_skip("tickets_held").await else {
+        return;
+    };
+    let stack = Stack::start_with(Options {
+        database_url: Some(database.url.clone()),
+        replicas: 1,
+    })
+    .await;
+    creation_waits_for_the_cancellation(&stack).await;
+    stack.stop().await;
+}
+
+async fn creation_waits_for_the_cancellation(stack: &Stack) {
+    let user = stack.cookie(&object_id());
+    let ticket = stack.create_ticket(&user, "concert", 20.0).await;
+    let id = ticket["id"].as_str().expect("id").to_string();
+    let (older, newer, newest) = (object_id(), object_id(), object_id());
+    let deliver = |event_type: &str, data: Value| {
+        stack.deliver(json!({"id": object_id(), "type": event_type, "data": data}))
+    };
+    let holder = || async {
+        let t = stack.get(&format!("/api/tickets/{id}"), None).await.body;
+        (t.get("orderId").cloned(), t["version"].clone())
+    };
+
+    // The newer order's creation first, then the older order's, late.
+    let a = deliver("order:created", order_created(&newer, &id)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let late = deliver("order:created", order_created(&older, &id)).await;
+    late.assert_json_error();
+    assert_eq!(late.status, 425, "{:?}", late.body);
+    assert_eq!(holder().await, (Some(json!(newer)), json!(1)));
+    // The older order's cancellation, then its creation once more: turned away.
+    let a = deliver("order:cancelled", order_cancelled(&older, &id)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let again = deliver("order:created", order_created(&older, &id)).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(holder().await, (Some(json!(newer)), json!(1)));
+
+    // A newest order's creation before the holder's cancellation: it waits, then holds.
+    let early = deliver("order:created", order_created(&newest, &id)).await;
+    assert_eq!(early.status, 425, "{:?}", early.body);
+    assert_eq!(holder().await, (Some(json!(newer)), json!(1)));
+    let a = deliver("order:cancelled", order_cancelled(&newer, &id)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(holder().await, (None, json!(2)));
+    let again = deliver("order:created", order_created(&newest, &id)).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(holder().await, (Some(json!(newest)), json!(3)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_for_unknown_tickets_are_refused_and_other_subjects_ignored() {
     let stack = Stack::start().await;
