@@ -277,6 +277,9 @@ pub struct Verdict {
     /// Tickets whose reservation disagrees with the orders: a sold ticket listed or free, a
     /// ticket of no live order still reserved or not listed.
     pub ticket_mismatch: usize,
+    /// The first few tickets counted in `ticket_mismatch`, as read: the ticket, then every
+    /// order on it with its status.
+    pub mismatched: Vec<String>,
 }
 
 impl Verdict {
@@ -416,6 +419,18 @@ pub async fn check(base: &str, acked: &Acked, stripe: &FakeStripe) -> Option<Ver
         };
         if !fits {
             verdict.ticket_mismatch += 1;
+            if verdict.mismatched.len() < 5 {
+                let on_it: Vec<String> = orders
+                    .iter()
+                    .filter(|(_, (t, _))| t == id)
+                    .map(|(o, (_, status))| format!("{o} {status}"))
+                    .collect();
+                verdict.mismatched.push(format!(
+                    "ticket {id}: orderId {holder:?}, listed {}; orders: {}",
+                    listed.contains(id.as_str()),
+                    on_it.join(", ")
+                ));
+            }
         }
     }
     Some(verdict)
