@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! switchyard-bench [--quick] [--backend both|embedded|production] all | bus | query | write | startup | up | auth | ticketing
-//! switchyard-bench bare-hop --port P --database URL [--next URL]
+//! switchyard-bench bare-hop --port P --database URL [--stream NAME] [--next URL]
 //! switchyard-bench bare-server --port P --file body.json
 //! ```
 //!
@@ -99,9 +99,12 @@ enum Cmd {
     BareHop {
         #[arg(long)]
         port: u16,
-        /// `sqlite://...` or `postgres://...`.
+        /// `sqlite://...`, `postgres://...`, or `nats://...` with `--stream`.
         #[arg(long)]
         database: String,
+        /// The JetStream stream to publish to, with a `nats://` URL.
+        #[arg(long)]
+        stream: Option<String>,
         #[arg(long)]
         next: Option<String>,
     },
@@ -234,8 +237,9 @@ fn main() -> ExitCode {
         Cmd::BareHop {
             port,
             database,
+            stream,
             next,
-        } => bare_hop::serve(port, &database, next),
+        } => bare_hop::serve(port, &database, stream, next),
         ref cmd => {
             let which = match cmd {
                 Cmd::All => vec![
