@@ -8,8 +8,7 @@
 
 use sqlx::{Any, Transaction};
 use switchyard_kit::Db;
-
-use crate::outbox::now_millis;
+use switchyard_kit::clock::unix_millis;
 
 /// Starts the transaction for `event_id`, or `None` if it was already processed.
 pub async fn begin_once(
@@ -21,7 +20,7 @@ pub async fn begin_once(
         "INSERT INTO processed_events (event_id, processed_at) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(event_id)
-    .bind(now_millis())
+    .bind(unix_millis())
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -27,6 +27,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use switchyard_kit::clock::unix_millis;
 
 use bytes::Bytes;
 use sqlx::{Any, AnyConnection, Row, Transaction};
@@ -522,7 +523,7 @@ async fn insert(conn: &mut AnyConnection, event: &Envelope) -> Result<(i64, Stri
     .bind(&event.id)
     .bind(&event.event_type)
     .bind(body.as_str())
-    .bind(now_millis())
+    .bind(unix_millis())
     .fetch_one(conn)
     .await?
     .try_get(0)?;
@@ -542,7 +543,7 @@ async fn settle(conn: &mut AnyConnection, done: &[Done<'_>]) -> Result<(), sqlx:
             .bind(String::from_utf8_lossy(&event.body).into_owned())
             .bind(i32::from(*status))
             .bind(reason.as_str())
-            .bind(now_millis())
+            .bind(unix_millis())
             .execute(&mut *conn)
             .await?;
         }
@@ -591,13 +592,6 @@ async fn delete_published(conn: &mut AnyConnection, rows: &[&Pending]) -> Result
         query.execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+use switchyard_kit::clock::unix_millis;
 
 use sqlx::Row;
 use switchyard_kit::{Backoff, Metrics, Shutdown};
@@ -266,7 +267,7 @@ impl Delivery {
         .bind(seq)
         .bind(i32::from(status))
         .bind(reason)
-        .bind(crate::routes::unix_millis())
+        .bind(unix_millis())
         .execute(self.log.db().pool())
         .await
         .map(|_| ())

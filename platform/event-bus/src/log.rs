@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
+use switchyard_kit::clock::unix_millis;
 
 use bytes::Bytes;
 use sqlx::Row;
@@ -306,11 +307,4 @@ where
         event.seq = None;
         Ok(None)
     }
-}
-
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -1,5 +1,6 @@
 //! The service kit: everything a Switchyard service needs besides its own logic.
 //!
+//! * [`clock`]: the wall clock in milliseconds, as timestamps are stored;
 //! * [`config`]: typed configuration from environment variables;
 //! * [`telemetry`]: tracing logs (human or JSON);
 //! * [`error`]: the one JSON error body and the JSON body extractor;
@@ -15,6 +16,7 @@
 //! * [`testing`]: the "skip without the server, fail under CI" rule for tests.
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -67,8 +67,5 @@ async fn record(
 
 /// Wall-clock milliseconds since the Unix epoch (the clock [`Received::at_ms`] is read on).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).expect("ms"))
-        .expect("clock")
+    switchyard_kit::clock::unix_millis()
 }

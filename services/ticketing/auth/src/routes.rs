@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchyard_kit::clock::unix_millis;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -82,7 +83,7 @@ async fn signup(
     .bind(&id)
     .bind(&email)
     .bind(&hash)
-    .bind(now_ms())
+    .bind(unix_millis())
     .execute(state.db.pool())
     .await;
     match inserted {
@@ -185,11 +186,4 @@ async fn current_user(CurrentUser(user): CurrentUser) -> Response {
     }
     let current_user = user.as_deref().map(Claims::current_user);
     axum::Json(Answer { current_user }).into_response()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

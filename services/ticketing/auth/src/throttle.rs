@@ -4,6 +4,7 @@
 //! sees them and a restart forgets nothing.
 
 use std::time::Duration;
+use switchyard_kit::clock::unix_millis;
 
 use sqlx::Row;
 use switchyard_kit::{ConfigError, Db, Env};
@@ -50,20 +51,13 @@ pub fn keys(email: &str, client: &str) -> [String; 2] {
     [format!("email:{email}"), format!("client:{client}")]
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Whether any of `keys` has reached the limit.
 pub async fn limited(
     db: &Db,
     config: &ThrottleConfig,
     keys: &[String],
 ) -> Result<bool, sqlx::Error> {
-    let since = now_ms() - i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX);
+    let since = unix_millis() - i64::try_from(config.window.as_millis()).unwrap_or(i64::MAX);
     for key in keys {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM signin_failures WHERE key = $1 AND at > $2")
             .bind(key)
@@ -84,7 +78,7 @@ pub async fn record_failure(
     config: &ThrottleConfig,
     keys: &[String],
 ) -> Result<(), sqlx::Error> {
-    let now = now_ms();
+    let now = unix_millis();
     let mut tx = db.pool().begin().await?;
     for key in keys {
         sqlx::query("INSERT INTO signin_failures (key, at) VALUES ($1, $2)")

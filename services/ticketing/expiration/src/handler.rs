@@ -5,11 +5,12 @@ use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
+use switchyard_kit::clock::unix_millis;
 use switchyard_ticketing_contract::TicketingEvent;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::timers::{Timers, now_millis};
+use crate::timers::Timers;
 
 pub(crate) struct OrderCreated {
     pub state: ServiceState,
@@ -38,7 +39,7 @@ impl EventHandler for OrderCreated {
             .bind(&id)
             .bind(due_at)
             .bind(event.correlation_id.as_deref())
-            .bind(now_millis())
+            .bind(unix_millis())
             .execute(&mut *change)
             .await?
             .rows_affected();

@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_kit::clock::unix_millis;
 
 use sqlx::Row;
 use switchyard_bus_client::ServiceState;
@@ -97,7 +98,7 @@ impl Timers {
     /// Fires the due timers (up to a batch), and says how long to sleep before the next round.
     async fn round(&self) -> Result<Duration, sqlx::Error> {
         let mut fired = 0;
-        while self.fire_one(now_millis()).await? {
+        while self.fire_one(unix_millis()).await? {
             fired += 1;
             if fired >= BATCH {
                 return Ok(Duration::ZERO);
@@ -108,7 +109,7 @@ impl Timers {
                 .fetch_one(self.state.db.reader())
                 .await?
                 .try_get(0)?;
-        Ok(sleep_for(now_millis(), next, MAX_SLEEP))
+        Ok(sleep_for(unix_millis(), next, MAX_SLEEP))
     }
 
     /// Fires the earliest timer due at `now`, if any: true if one fired.
@@ -119,7 +120,7 @@ impl Timers {
         };
         let mut change = self.state.outbox.begin().await?;
         let row = sqlx::query(sql)
-            .bind(now_millis())
+            .bind(unix_millis())
             .bind(now)
             .fetch_optional(&mut *change)
             .await?;
@@ -173,14 +174,6 @@ pub(crate) async fn pause(wake: &Notify, stop: &CancellationToken, delay: Durati
         () = wake.notified() => Woken::Notified,
         () = tokio::time::sleep(delay) => Woken::Due,
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch (timers are due at wall-clock times).
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

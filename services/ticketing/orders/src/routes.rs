@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_kit::clock::unix_millis;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -131,7 +132,7 @@ async fn create(
     .bind(&order.expires_at)
     .bind(&order.ticket.id)
     .bind(order.version)
-    .bind(now_ms())
+    .bind(unix_millis())
     .execute(&mut *change)
     .await;
     match inserted {
@@ -276,13 +277,6 @@ async fn cancel(
     Err(ApiError::unavailable(
         "the order is being changed, try again",
     ))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_kit::clock::unix_millis;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -168,7 +169,7 @@ impl Payments {
     /// Claims the order's attempt for this request: a new one, or a pending one whose
     /// lease ran out.
     async fn claim(&self, order_id: &str, order: &Order, token: &str) -> Result<Claim, ApiError> {
-        let now = now_millis();
+        let now = unix_millis();
         let mut tx = self.service.db.pool().begin().await?;
         let paid = sqlx::query("SELECT 1 FROM payments WHERE order_id = $1")
             .bind(order_id)
@@ -249,7 +250,7 @@ impl Payments {
         let orders: Vec<String> = sqlx::query(
             "SELECT DISTINCT order_id FROM charge_attempts WHERE status = 'pending' AND lease_until <= $1 LIMIT 100",
         )
-        .bind(now_millis())
+        .bind(unix_millis())
         .fetch_all(self.service.db.pool())
         .await?
         .iter()
@@ -267,7 +268,7 @@ impl Payments {
 
     /// The pending attempt of an order, if its lease ran out (taken over).
     async fn take_over_pending(&self, order_id: &str) -> Result<Option<Attempt>, ApiError> {
-        let now = now_millis();
+        let now = unix_millis();
         let mut tx = self.service.db.pool().begin().await?;
         let pending = sqlx::query(PENDING_ATTEMPT)
             .bind(order_id)
@@ -375,7 +376,7 @@ impl Payments {
             .await?
             .map(|row| row.try_get(0))
             .transpose()?;
-        let now = now_millis();
+        let now = unix_millis();
         if status.as_deref() == Some(OrderStatus::Cancelled.as_str()) {
             // The charge is recorded first: if the refund does not happen now, the next
             // request for the order finds the charge and refunds it.
@@ -441,7 +442,7 @@ impl Payments {
                     "UPDATE charge_attempts SET status = $1, token = '', lease_until = 0, updated_at = $2 WHERE order_id = $3 AND attempt = $4 AND status = $5",
                 )
                 .bind(REFUNDED)
-                .bind(now_millis())
+                .bind(unix_millis())
                 .bind(&attempt.order_id)
                 .bind(attempt.number)
                 .bind(PENDING)
@@ -470,7 +471,7 @@ impl Payments {
         )
         .bind(status)
         .bind(&stored)
-        .bind(now_millis())
+        .bind(unix_millis())
         .bind(&attempt.order_id)
         .bind(attempt.number)
         .bind(PENDING)
@@ -488,7 +489,7 @@ impl Payments {
         sqlx::query(
             "UPDATE charge_attempts SET lease_until = 0, updated_at = $1 WHERE order_id = $2 AND attempt = $3 AND status = $4",
         )
-        .bind(now_millis())
+        .bind(unix_millis())
         .bind(&attempt.order_id)
         .bind(attempt.number)
         .bind(PENDING)
@@ -525,11 +526,4 @@ impl Payments {
             _ => Outcome::InProgress,
         })
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -10,6 +10,7 @@ use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
+use switchyard_kit::clock::unix_millis;
 use switchyard_ticketing_contract::TicketingEvent;
 
 use crate::ticket::{Ticket, ticket_columns};
@@ -126,7 +127,7 @@ impl Orders {
         )
         .bind(order_id)
         .bind(ticket_id)
-        .bind(now_ms())
+        .bind(unix_millis())
         .execute(&mut *change)
         .await?;
         let row = sqlx::query(concat!(
@@ -191,11 +192,4 @@ fn unknown_ticket(ticket_id: &str) -> HandleError {
         "data.ticket.id",
         format!("unknown ticket {ticket_id}"),
     ))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -1,6 +1,7 @@
 //! `POST /api/tickets`, `GET /api/tickets`, `GET /api/tickets/:id`, `PUT /api/tickets/:id`.
 
 use std::sync::Arc;
+use switchyard_kit::clock::unix_millis;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -142,7 +143,7 @@ async fn create(
     .bind(ticket.price)
     .bind(&ticket.user_id)
     .bind(ticket.version)
-    .bind(now_ms())
+    .bind(unix_millis())
     .execute(&mut *change)
     .await?;
     change.publish(&ticket.created(Some(request_id.0))).await?;
@@ -266,13 +267,6 @@ async fn update(
     Err(ApiError::unavailable(
         "the ticket is being changed by others, try again",
     ))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
