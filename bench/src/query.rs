@@ -339,17 +339,12 @@ async fn measure(
     );
     section.push_on(
         on,
-        Figure::info(
-            S,
+        floor_figure(
             "(b) design's floor for the approval, p50",
-            floor3.pct(50.0),
-            "ms",
-        )
-        .note(format!(
-            "seven bare hops: the four services' commits with the bus's append ({bus}) between each two; {:.2}× the bare three-hop chain; comment → approved is {:.2}× this floor",
-            floor3.pct(50.0) / bare3.pct(50.0).max(0.001),
-            d.pct(50.0) / floor3.pct(50.0).max(0.001)
-        )),
+            &format!("seven bare hops: the four services' commits with the bus's append ({bus}) between each two"),
+            (&floor3, &bare3, "the bare three-hop chain"),
+            (&d, "comment → approved"),
+        ),
     );
     let v = Dist::new(visible_lat);
     section.push_on(on,
@@ -377,17 +372,12 @@ async fn measure(
     );
     section.push_on(
         on,
-        Figure::info(
-            S,
+        floor_figure(
             "(b) design's floor for the visible comment, p50",
-            floor1.pct(50.0),
-            "ms",
-        )
-        .note(format!(
-            "three bare hops: comments' commit, the bus's append ({bus}), query's commit; {:.2}× the bare single hop; comment → visible is {:.2}× this floor",
-            floor1.pct(50.0) / bare1.pct(50.0).max(0.001),
-            v.pct(50.0) / floor1.pct(50.0).max(0.001)
-        )),
+            &format!("three bare hops: comments' commit, the bus's append ({bus}), query's commit"),
+            (&floor1, &bare1, "the bare single hop"),
+            (&v, "comment → visible"),
+        ),
     );
 
     // (c) Memory per service.
@@ -424,4 +414,20 @@ async fn measure(
         );
     }
     Ok(())
+}
+
+/// A design's floor, `floor` (p50, ms), with how it compares with the issue's `yardstick`
+/// and how `ours` compares with it.
+fn floor_figure(
+    name: &str,
+    what: &str,
+    (floor, yardstick, yardstick_name): (&Dist, &Dist, &str),
+    (ours, ours_name): (&Dist, &str),
+) -> Figure {
+    let floor_p50 = floor.pct(50.0);
+    Figure::info(S, name, floor_p50, "ms").note(format!(
+        "{what}; {:.2}× {yardstick_name}; {ours_name} is {:.2}× this floor",
+        floor_p50 / yardstick.pct(50.0).max(0.001),
+        ours.pct(50.0) / floor_p50.max(0.001)
+    ))
 }

@@ -133,6 +133,20 @@ async fn listed(c: &Client, t: &Ticketing, ticket_id: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x["id"] == ticket_id))
 }
 
+/// How many `order:*` events the tickets service has handled (applied, ignored or
+/// recognised as duplicates), from its metrics: deferred and failed attempts do not count.
+async fn order_events_handled(c: &Client, t: &Ticketing) -> usize {
+    let metrics = format!("{}/metrics", t.ops_url("tickets"));
+    let text = String::from_utf8_lossy(&c.get(&metrics).await.body).into_owned();
+    let handled: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("switchyard_events_consumed_total{") && l.contains("order:"))
+        .filter(|l| !l.contains("\"deferred\"") && !l.contains("\"failed\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    handled as usize
+}
+
 /// Pays with the test provider's `tok_visa` once payments knows the order.
 async fn pay(c: &Client, t: &Ticketing, buyer: &User, order_id: &str, token: &str) -> Answer {
     support::eventually("payments to know the order", || async {
@@ -287,15 +301,8 @@ async fn a_cancellation_that_overtakes_its_creation_leaves_the_ticket_for_sale(b
     .await;
     // A sentinel event handled after both (the HTTP bus delivers in order; on NATS wait
     // for the tickets' inbox to have seen the three).
-    let metrics = format!("{}/metrics", t.ops_url("tickets"));
     support::eventually("tickets to handle both events", || async {
-        let text = String::from_utf8_lossy(&c.get(&metrics).await.body).into_owned();
-        let handled: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("switchyard_events_consumed_total{") && l.contains("order:"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        (handled >= 2.0).then_some(())
+        (order_events_handled(&c, &t).await >= 2).then_some(())
     })
     .await;
     let (_, v) = get_json(&c, &format!("{}/api/tickets/{id}", t.url("tickets")), None).await;
@@ -345,16 +352,8 @@ async fn orders_following_each_other_on_a_ticket_leave_it_with_the_live_one(back
     let published = events.len();
     t.publish_all(events).await;
     // Every event handled (deferrals come back and count once handled).
-    let metrics = format!("{}/metrics", t.ops_url("tickets"));
     support::eventually("tickets to handle every order event", || async {
-        let text = String::from_utf8_lossy(&c.get(&metrics).await.body).into_owned();
-        let handled: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("switchyard_events_consumed_total{") && l.contains("order:"))
-            .filter(|l| !l.contains("\"deferred\"") && !l.contains("\"failed\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        (handled >= published as f64).then_some(())
+        (order_events_handled(&c, &t).await >= published).then_some(())
     })
     .await;
     let mut wrong = Vec::new();
