@@ -24,7 +24,8 @@
 //! whose predecessor it has not applied, and the event is NAKed with a short delay and
 //! comes back. Deferrals do not count toward `max_deliver`: transient failures are counted
 //! per event by the replica, and the server's own limit is only a backstop above both. A
-//! deferral that outlasts `defer_limit` (age since the event was stored) is dead-lettered.
+//! deferral that outlasts `defer_limit` (time since the event's first deferral, on any
+//! replica) is dead-lettered.
 //!
 //! Filtering: a consumer that takes some types only gets a subject filter on the server
 //! (one subject on NATS 2.9, several from 2.10); other events are acknowledged unhandled.
@@ -39,6 +40,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Metrics, ReadinessCheck, Shutdown};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -693,8 +695,8 @@ impl Consumer {
 
     /// Handles one message and acks, NAKs or terminates it.
     async fn process(&self, message: jetstream::Message, _slot: OwnedSemaphorePermit) {
-        let (seq, delivered, published) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered, info.published),
+        let (seq, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
             Err(e) => {
                 tracing::warn!(error = %e, "message without JetStream metadata ignored");
                 return;
@@ -742,8 +744,14 @@ impl Consumer {
             }
             Err(HandleError::NotYet(why)) => {
                 self.metrics.event_consumed(&event_type, "deferred");
-                let age = time::OffsetDateTime::now_utc() - published;
-                if age > self.settings.defer_limit {
+                // The limit runs from the event's first deferral, not from when it was
+                // stored: an event that waited in a backlog has not been waiting on a gap.
+                let since = self
+                    .deferrals
+                    .add(self.bus.deferral_store().await, seq)
+                    .await;
+                let deferred_for = u64::try_from(unix_millis() - since).unwrap_or(0);
+                if Duration::from_millis(deferred_for) > self.settings.defer_limit {
                     self.forget(seq).await;
                     self.give_up(
                         &message,
@@ -755,9 +763,6 @@ impl Consumer {
                     )
                     .await
                 } else {
-                    self.deferrals
-                        .add(self.bus.deferral_store().await, seq)
-                        .await;
                     let delay = defer_delay(delivered);
                     tracing::debug!(consumer = %self.name, seq, delivered, %why, retry_in = ?delay, "event deferred");
                     message.ack_with(AckKind::Nak(Some(delay))).await

@@ -1,4 +1,4 @@
-//! How often each event was deferred, counted across every replica of a consumer.
+//! How often, and since when, each event was deferred, across every replica of a consumer.
 //!
 //! JetStream's delivery count includes deferrals ("not yet": a versioned update whose
 //! predecessor has not been applied), which are not failures. A replica that counted only
@@ -10,6 +10,11 @@
 //! count an hour; the replica that acknowledges or sets aside an event it deferred itself
 //! deletes its count (a count only other replicas made ages out). If the bucket cannot be
 //! reached, the replica's own count is used.
+//!
+//! The count also keeps when the event was first deferred (wall-clock milliseconds), so
+//! the deferral limit runs from then, on whichever replica: not from when the event was
+//! stored, which after a consumer's downtime would set aside every event of its backlog
+//! that had to wait for another at all.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -17,6 +22,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use switchyard_kit::clock::unix_millis;
 
 /// How long the bucket keeps a count: longer than any deferral limit in use.
 const KEEP: Duration = Duration::from_secs(3600);
@@ -28,10 +34,17 @@ pub(crate) fn bucket_name(stream: &str) -> String {
     format!("{stream}_DEFERRALS")
 }
 
+/// The deferrals of one event: how many, and the first one's wall-clock milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Count {
+    count: i64,
+    since_ms: i64,
+}
+
 /// The deferral counts of one consumer (one replica's view, and the shared one).
 pub(crate) struct Deferrals {
     consumer: String,
-    local: Mutex<HashMap<u64, i64>>,
+    local: Mutex<HashMap<u64, Count>>,
 }
 
 impl Deferrals {
@@ -42,7 +55,7 @@ impl Deferrals {
         }
     }
 
-    fn local(&self) -> MutexGuard<'_, HashMap<u64, i64>> {
+    fn local(&self) -> MutexGuard<'_, HashMap<u64, Count>> {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -52,7 +65,7 @@ impl Deferrals {
 
     /// This replica's count for `seq`.
     pub(crate) fn here(&self, seq: u64) -> i64 {
-        self.local().get(&seq).copied().unwrap_or(0)
+        self.local().get(&seq).map_or(0, |c| c.count)
     }
 
     /// The count for `seq` across replicas: the shared count, or this replica's if the
@@ -63,7 +76,7 @@ impl Deferrals {
             return here;
         };
         match store.get(self.key(seq)).await {
-            Ok(Some(value)) => parse(&value).max(here),
+            Ok(Some(value)) => parse(&value, unix_millis()).count.max(here),
             Ok(None) => here,
             Err(e) => {
                 tracing::debug!(consumer = %self.consumer, seq, error = %e, "deferral count unavailable");
@@ -72,34 +85,60 @@ impl Deferrals {
         }
     }
 
-    /// Counts one more deferral of `seq`, here and in the bucket.
-    pub(crate) async fn add(&self, store: Option<&kv::Store>, seq: u64) {
-        *self.local().entry(seq).or_insert(0) += 1;
+    /// Counts one more deferral of `seq`, here and in the bucket; returns when `seq` was
+    /// first deferred (wall-clock milliseconds): the earliest this replica or the bucket
+    /// knows of, this deferral's time if it is the first.
+    pub(crate) async fn add(&self, store: Option<&kv::Store>, seq: u64) -> i64 {
+        let now = unix_millis();
+        let here = {
+            let mut local = self.local();
+            let c = local.entry(seq).or_insert(Count {
+                count: 0,
+                since_ms: now,
+            });
+            c.count += 1;
+            c.since_ms
+        };
         let Some(store) = store else {
-            return;
+            return here;
         };
         let key = self.key(seq);
         for _ in 0..TRIES {
-            let written = match store.entry(key.clone()).await {
+            let (written, since) = match store.entry(key.clone()).await {
                 Ok(Some(entry)) => {
-                    let count = if entry.operation == kv::Operation::Put {
-                        parse(&entry.value)
+                    let before = if entry.operation == kv::Operation::Put {
+                        parse(&entry.value, here)
                     } else {
-                        0
+                        Count {
+                            count: 0,
+                            since_ms: here,
+                        }
                     };
-                    store
-                        .update(&key, count_bytes(count + 1), entry.revision)
+                    let after = Count {
+                        count: before.count + 1,
+                        since_ms: before.since_ms.min(here),
+                    };
+                    let written = store
+                        .update(&key, count_bytes(after), entry.revision)
                         .await
-                        .is_ok()
+                        .is_ok();
+                    (written, after.since_ms)
                 }
-                Ok(None) => store.create(&key, count_bytes(1)).await.is_ok(),
-                Err(_) => false,
+                Ok(None) => {
+                    let first = Count {
+                        count: 1,
+                        since_ms: here,
+                    };
+                    (store.create(&key, count_bytes(first)).await.is_ok(), here)
+                }
+                Err(_) => (false, here),
             };
             if written {
-                return;
+                return since;
             }
         }
         tracing::debug!(consumer = %self.consumer, seq, "could not add to the shared deferral count");
+        here
     }
 
     /// Forgets `seq` (acknowledged or set aside), here and in the bucket.
@@ -111,15 +150,21 @@ impl Deferrals {
     }
 }
 
-fn parse(value: &Bytes) -> i64 {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// A bucket value, `<count> <since_ms>`; a value without the time (or an unreadable one)
+/// takes `since_ms`.
+fn parse(value: &Bytes, since_ms: i64) -> Count {
+    let text = std::str::from_utf8(value).unwrap_or_default();
+    let mut parts = text.split_whitespace();
+    let count = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let since_ms = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(since_ms);
+    Count { count, since_ms }
 }
 
-fn count_bytes(count: i64) -> Bytes {
-    Bytes::from(count.to_string())
+fn count_bytes(c: Count) -> Bytes {
+    Bytes::from(format!("{} {}", c.count, c.since_ms))
 }
 
 /// Opens (or creates) the bucket of `stream`. Its stream is created here, with the
@@ -154,17 +199,40 @@ mod tests {
 
     #[test]
     fn counts_parse_and_format() {
-        assert_eq!(parse(&count_bytes(41)), 41);
-        assert_eq!(parse(&Bytes::from_static(b"not a number")), 0);
+        let c = Count {
+            count: 41,
+            since_ms: 1_700_000_000_123,
+        };
+        assert_eq!(parse(&count_bytes(c), 5), c);
+        // A count written without its time (or unreadable) takes the one given.
+        assert_eq!(
+            parse(&Bytes::from_static(b"3"), 7),
+            Count {
+                count: 3,
+                since_ms: 7
+            }
+        );
+        assert_eq!(
+            parse(&Bytes::from_static(b"not a number"), 7),
+            Count {
+                count: 0,
+                since_ms: 7
+            }
+        );
         assert_eq!(bucket_name("BLOG"), "BLOG_DEFERRALS");
     }
 
-    #[test]
-    fn here_counts_this_replica() {
+    #[tokio::test]
+    async fn here_counts_this_replica_from_its_first_deferral() {
         let d = Deferrals::new("orders-service");
         assert_eq!(d.here(7), 0);
-        *d.local().entry(7).or_insert(0) += 2;
+        let first = d.add(None, 7).await;
+        let again = d.add(None, 7).await;
         assert_eq!(d.here(7), 2);
+        assert_eq!(again, first, "the first deferral's time is kept");
+        assert!(unix_millis() - first < 60_000);
+        d.forget(None, 7).await;
+        assert_eq!(d.here(7), 0);
         assert_eq!(d.key(7), "orders-service.7");
     }
 }

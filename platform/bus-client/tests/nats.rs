@@ -403,6 +403,38 @@ async fn a_gap_that_never_fills_is_dead_lettered_after_the_defer_limit() {
     shutdown.drain_background(Duration::from_secs(2)).await;
 }
 
+/// A consumer that was down for longer than the defer limit finds a backlog: an event of
+/// it that must wait for another is deferred as usual, the limit counted from its first
+/// deferral, not from when it was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_from_a_backlog_older_than_the_defer_limit_is_deferred_then_applied() {
+    let Some((bus, _cleanup)) = fresh_bus().await else {
+        return;
+    };
+    let limit = Duration::from_millis(400);
+    let mut settings = ConsumerSettings::new("svc");
+    settings.defer_limit = limit;
+    let stored = std::time::Instant::now();
+    publish(&bus, &event("Later", 1)).await;
+    // The backlog ages past the limit while no consumer runs.
+    eventually("the event to be older than the defer limit", || async {
+        (stored.elapsed() > limit * 2).then_some(())
+    })
+    .await;
+    let recorder = Arc::new(Recorder {
+        defer_first: 3,
+        ..Recorder::default()
+    });
+    let shutdown = Shutdown::new();
+    bus.start_consuming(&settings, recorder.clone(), Metrics::new("svc"), &shutdown);
+    eventually("the deferred event applied", || async {
+        (recorder.seen.lock().expect("lock").len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(bus.dead_letter_count("svc").await.expect("count"), 0);
+    shutdown.drain_background(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_of_some_types_handles_only_those() {
     let Some((bus, _cleanup)) = fresh_bus().await else {
