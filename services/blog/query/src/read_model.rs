@@ -202,9 +202,7 @@ impl ReadModel {
                 }
                 match model.shared_version().await {
                     Ok(current) if current != seen => {
-                        if let (Some(from), Some(to)) = (seen, current)
-                            && !model.only_own_versions(from, to)
-                        {
+                        if model.changed_by_others(seen, current) {
                             model.all_changed();
                         }
                         seen = current;
@@ -214,6 +212,17 @@ impl ReadModel {
                 }
             }
         });
+    }
+
+    /// Whether the shared version moving from `seen` to `current` may hide another
+    /// replica's change. The first reading (`seen` is `None`) may: another replica could
+    /// have changed the tables between this replica's first build and that reading.
+    fn changed_by_others(&self, seen: Option<i64>, current: Option<i64>) -> bool {
+        match (seen, current) {
+            (Some(from), Some(to)) => !self.only_own_versions(from, to),
+            (None, Some(_)) => true,
+            (_, None) => false,
+        }
     }
 
     /// Whether every version after `from` up to `to` was written by this replica (each
@@ -504,5 +513,11 @@ mod tests {
         // 8 is another replica's.
         assert!(!model.only_own_versions(6, 8));
         assert!(model.state().own_versions.is_empty());
+        // The first reading of the shared version counts as a change: one made by another
+        // replica after this one's first build would otherwise never be seen.
+        assert!(model.changed_by_others(None, Some(8)));
+        model.wrote_version(9);
+        assert!(!model.changed_by_others(Some(8), Some(9)));
+        assert!(model.changed_by_others(Some(9), Some(10)));
     }
 }
