@@ -76,7 +76,7 @@ impl Deferrals {
             return here;
         };
         match store.get(self.key(seq)).await {
-            Ok(Some(value)) => parse(&value, unix_millis()).count.max(here),
+            Ok(Some(value)) => parse(&value, 0).count.max(here),
             Ok(None) => here,
             Err(e) => {
                 tracing::debug!(consumer = %self.consumer, seq, error = %e, "deferral count unavailable");

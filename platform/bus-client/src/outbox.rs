@@ -27,11 +27,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use switchyard_kit::clock::unix_millis;
 
 use bytes::Bytes;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use switchyard_events::Envelope;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Db, Dialect, Metrics, Migration, Migrations, Shutdown};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

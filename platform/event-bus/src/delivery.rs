@@ -18,9 +18,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-use switchyard_kit::clock::unix_millis;
 
 use sqlx::Row;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

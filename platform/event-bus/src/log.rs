@@ -9,11 +9,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use switchyard_kit::clock::unix_millis;
 
 use bytes::Bytes;
 use sqlx::Row;
 use switchyard_events::Envelope;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Db, Shutdown};
 use tokio::sync::{mpsc, oneshot, watch};
 

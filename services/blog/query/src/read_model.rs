@@ -201,11 +201,11 @@ impl ReadModel {
                     _ = stop.cancelled() => return,
                 }
                 match model.shared_version().await {
-                    Ok(current) if current != seen => {
+                    Ok(current) if seen != Some(current) => {
                         if model.changed_by_others(seen, current) {
                             model.all_changed();
                         }
-                        seen = current;
+                        seen = Some(current);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "read model version check failed"),
@@ -217,12 +217,8 @@ impl ReadModel {
     /// Whether the shared version moving from `seen` to `current` may hide another
     /// replica's change. The first reading (`seen` is `None`) may: another replica could
     /// have changed the tables between this replica's first build and that reading.
-    fn changed_by_others(&self, seen: Option<i64>, current: Option<i64>) -> bool {
-        match (seen, current) {
-            (Some(from), Some(to)) => !self.only_own_versions(from, to),
-            (None, Some(_)) => true,
-            (_, None) => false,
-        }
+    fn changed_by_others(&self, seen: Option<i64>, current: i64) -> bool {
+        seen.is_none_or(|from| !self.only_own_versions(from, current))
     }
 
     /// Whether every version after `from` up to `to` was written by this replica (each
@@ -235,12 +231,11 @@ impl ReadModel {
     }
 
     /// The version of the shared tables (PostgreSQL).
-    async fn shared_version(&self) -> Result<Option<i64>, sqlx::Error> {
+    async fn shared_version(&self) -> Result<i64, sqlx::Error> {
         sqlx::query("SELECT version FROM model_version WHERE id = 1")
             .fetch_one(self.db.pool())
             .await?
             .try_get(0)
-            .map(Some)
     }
 
     /// Reads every post and comment and serialises each post's fragment.
@@ -515,9 +510,9 @@ mod tests {
         assert!(model.state().own_versions.is_empty());
         // The first reading of the shared version counts as a change: one made by another
         // replica after this one's first build would otherwise never be seen.
-        assert!(model.changed_by_others(None, Some(8)));
+        assert!(model.changed_by_others(None, 8));
         model.wrote_version(9);
-        assert!(!model.changed_by_others(Some(8), Some(9)));
-        assert!(model.changed_by_others(Some(9), Some(10)));
+        assert!(!model.changed_by_others(Some(8), 9));
+        assert!(model.changed_by_others(Some(9), 10));
     }
 }

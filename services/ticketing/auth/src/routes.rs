@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use switchyard_kit::clock::unix_millis;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sqlx::Row;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, JsonBody};
 use switchyard_session::{Claims, CurrentUser, SessionUser};

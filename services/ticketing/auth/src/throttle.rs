@@ -4,9 +4,9 @@
 //! sees them and a restart forgets nothing.
 
 use std::time::Duration;
-use switchyard_kit::clock::unix_millis;
 
 use sqlx::Row;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{ConfigError, Db, Env};
 
 /// The limit's settings.

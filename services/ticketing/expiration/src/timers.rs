@@ -18,10 +18,10 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_kit::clock::unix_millis;
 
 use sqlx::Row;
 use switchyard_bus_client::ServiceState;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Dialect, Shutdown};
 use switchyard_ticketing_contract::TicketingEvent;
 use tokio::sync::Notify;

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_kit::clock::unix_millis;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,6 +17,7 @@ use switchyard_ticketing_contract::{
 };
 use time::OffsetDateTime;
 
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::openapi::ErrorBody;
 use switchyard_ticketing_contract::http::{NewOrder, OrderBody};
 use utoipa_axum::router::OpenApiRouter;

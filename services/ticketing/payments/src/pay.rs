@@ -28,11 +28,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_kit::clock::unix_millis;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchyard_bus_client::ServiceState;
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::db::is_unique_violation;
 use switchyard_kit::{ApiError, Dialect};
 use switchyard_ticketing_contract::{OrderStatus, TicketingEvent, object_id};

@@ -1,7 +1,6 @@
 //! `POST /api/tickets`, `GET /api/tickets`, `GET /api/tickets/:id`, `PUT /api/tickets/:id`.
 
 use std::sync::Arc;
-use switchyard_kit::clock::unix_millis;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,6 +13,7 @@ use switchyard_ticketing_contract::{
     MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
 };
 
+use switchyard_kit::clock::unix_millis;
 use switchyard_kit::openapi::ErrorBody;
 use switchyard_ticketing_contract::http::{NewTicket, TicketBody};
 use utoipa_axum::router::OpenApiRouter;
