@@ -310,7 +310,7 @@ async fn a_subscriber_receives_only_the_types_it_declares_in_log_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deferred_event_comes_back_shortly_without_counting_as_a_failure() {
+async fn a_deferred_event_comes_back_shortly_and_does_not_hold_up_the_rest() {
     let dir = tempfile::tempdir().expect("tmp");
     let sub = recorder().await;
     // More deferrals than max_deliver allows failures: deferrals must not count.
@@ -329,7 +329,8 @@ async fn a_deferred_event_comes_back_shortly_without_counting_as_a_failure() {
         (sub.recorded.len() == 3).then_some(())
     })
     .await;
-    assert_eq!(sub.recorded.seqs(), vec![1, 2, 3], "order kept");
+    // The deferred event waited beside the stream: the one after it was not held up.
+    assert_eq!(sub.recorded.seqs(), vec![1, 3, 2], "parked, then delivered");
     assert_eq!(sub.recorded.deferred(), 5);
     let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.ops_url())).await.body)
         .expect("utf8");
@@ -337,11 +338,15 @@ async fn a_deferred_event_comes_back_shortly_without_counting_as_a_failure() {
         !metrics.contains("switchyard_events_dead_lettered_total{"),
         "a deferral is not a failure: {metrics}"
     );
+    assert!(
+        metrics.contains("switchyard_events_parked{service=\"event-bus\",subscriber=\"sub\"} 0"),
+        "{metrics}"
+    );
     bus.stop().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gap_that_never_fills_ends_in_the_dead_letters_after_the_defer_limit() {
+async fn a_gap_that_never_fills_ends_in_the_dead_letters_and_a_replay_delivers_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let sub = recorder().await;
     sub.recorded.defer_marked("never", usize::MAX);
@@ -361,6 +366,16 @@ async fn a_gap_that_never_fills_ends_in_the_dead_letters_after_the_defer_limit()
     )
     .await;
     assert_eq!(sub.recorded.seqs(), vec![2]);
+    let dead = format!("{}/dead-letters", bus.ops_url());
+    let listed = eventually("the deferred event dead-lettered", || async {
+        let list: Value = serde_json::from_slice(&client.get(&dead).await.body).ok()?;
+        (list.as_array()?.len() == 1).then_some(list)
+    })
+    .await;
+    assert_eq!(listed[0]["subscriber"], "sub");
+    assert_eq!(listed[0]["seq"], 1);
+    assert_eq!(listed[0]["status"], 425);
+    assert_eq!(listed[0]["type"], "T");
     assert!(sub.recorded.deferred() >= 2, "it was delivered again");
     let metrics = String::from_utf8(client.get(&format!("{}/metrics", bus.ops_url())).await.body)
         .expect("utf8");
@@ -368,6 +383,25 @@ async fn a_gap_that_never_fills_ends_in_the_dead_letters_after_the_defer_limit()
         metrics.contains("switchyard_events_dead_lettered_total{"),
         "{metrics}"
     );
+    let shown: Value =
+        serde_json::from_slice(&client.get(&format!("{dead}/sub/1")).await.body).expect("json");
+    assert_eq!(shown["event"]["data"]["mark"], "never");
+    // The gap is filled (the subscriber takes it now): a replay delivers it, once.
+    sub.recorded.defer_marked("never", 0);
+    let replayed = client
+        .post_json(&format!("{dead}/sub/1/replay"), &json!({}))
+        .await;
+    assert_eq!(replayed.status, 200, "{:?}", replayed);
+    eventually("the replayed event delivered", || async {
+        (sub.recorded.seqs() == vec![2, 1]).then_some(())
+    })
+    .await;
+    let again = client
+        .post_json(&format!("{dead}/sub/1/replay"), &json!({}))
+        .await;
+    assert_eq!(again.status, 404, "a replay is done once: {:?}", again);
+    let list: Value = serde_json::from_slice(&client.get(&dead).await.body).expect("json");
+    assert_eq!(list, json!([]));
     bus.stop().await.expect("clean stop");
 }
 

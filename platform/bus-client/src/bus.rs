@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
 use switchyard_kit::config::check_url;
-use switchyard_kit::{ConfigError, Env, Metrics, ReadinessCheck, Shutdown};
+use switchyard_kit::{BusSecret, ConfigError, Env, Metrics, ReadinessCheck, Shutdown};
 
 use crate::consumer::EventHandler;
 use crate::consumer_settings::ConsumerSettings;
@@ -21,12 +21,54 @@ pub const DEFAULT_BUS_URL: &str = "http://127.0.0.1:4005";
 
 /// Where the bus is: `EVENT_BUS_URL` (`http(s)://` the HTTP event bus, `nats://` NATS
 /// JetStream), and for NATS the stream (`BUS_STREAM`, default `BLOG`) and the subject prefix
-/// (`BUS_SUBJECT_PREFIX`, default `blog`).
+/// (`BUS_SUBJECT_PREFIX`, default `blog`). How the service proves it is one of the app's:
+/// the HTTP bus's shared secret (`EVENT_BUS_SECRET`), or its NATS user (`NATS_USER`,
+/// `NATS_PASSWORD`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
     pub url: String,
     pub stream: String,
     pub subject_prefix: String,
+    /// The HTTP bus's shared secret, if the app has one.
+    pub secret: Option<BusSecret>,
+    /// The service's NATS user, if the server has users.
+    pub credentials: Option<NatsCredentials>,
+}
+
+/// A NATS user and its password (`NATS_USER`, `NATS_PASSWORD`; `Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsCredentials {
+    /// `NATS_USER` and `NATS_PASSWORD`: both or neither.
+    pub fn from_env(env: &Env) -> Result<Option<NatsCredentials>, ConfigError> {
+        match (env.raw("NATS_USER"), env.raw("NATS_PASSWORD")) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) => Ok(Some(NatsCredentials {
+                user: user.trim().to_string(),
+                password,
+            })),
+            (Some(_), None) => Err(ConfigError::Missing {
+                name: "NATS_PASSWORD".to_string(),
+                hint: " (NATS_USER is set)".to_string(),
+            }),
+            (None, Some(_)) => Err(ConfigError::Missing {
+                name: "NATS_USER".to_string(),
+                hint: " (NATS_PASSWORD is set)".to_string(),
+            }),
+        }
+    }
 }
 
 impl BusConfig {
@@ -50,7 +92,21 @@ impl BusConfig {
             url: url.trim_end_matches('/').to_string(),
             stream,
             subject_prefix,
+            secret: BusSecret::from_env(env)?,
+            credentials: NatsCredentials::from_env(env)?,
         })
+    }
+
+    /// The same bus, reached with `secret` (the HTTP bus's).
+    pub fn with_secret(mut self, secret: Option<BusSecret>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// The same bus, reached as the NATS user `credentials`.
+    pub fn with_credentials(mut self, credentials: Option<NatsCredentials>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// The HTTP event bus at `url`.
@@ -59,6 +115,8 @@ impl BusConfig {
             url: url.into(),
             stream: DEFAULT_STREAM.to_string(),
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
+            secret: None,
+            credentials: None,
         }
     }
 
@@ -73,6 +131,8 @@ impl BusConfig {
             url: url.into(),
             stream: stream.into(),
             subject_prefix: subject_prefix.into(),
+            secret: None,
+            credentials: None,
         }
     }
 
@@ -84,10 +144,19 @@ impl BusConfig {
     /// Connects the configured backend.
     pub async fn connect(&self) -> anyhow::Result<Bus> {
         if self.is_nats() {
-            let bus = NatsBus::connect(&self.url, &self.stream, &self.subject_prefix).await?;
+            let bus = NatsBus::connect_as(
+                &self.url,
+                &self.stream,
+                &self.subject_prefix,
+                self.credentials.as_ref(),
+            )
+            .await?;
             Ok(Bus::Nats(Arc::new(bus)))
         } else {
-            Ok(Bus::Http(Arc::new(HttpBus::new(&self.url)?)))
+            Ok(Bus::Http(Arc::new(HttpBus::with_secret(
+                &self.url,
+                self.secret.clone(),
+            )?)))
         }
     }
 }
@@ -144,8 +213,9 @@ impl Bus {
         }
     }
 
-    /// What `/readyz` checks for the bus.
-    pub fn readiness(&self) -> Arc<dyn ReadinessCheck> {
+    /// The bus's state: reported by `/readyz` (never deciding it) and watched for the
+    /// `switchyard_bus_up` gauge.
+    pub fn health(&self) -> Arc<dyn ReadinessCheck> {
         match self {
             Bus::Http(b) => b.clone(),
             Bus::Nats(b) => b.clone(),
@@ -154,7 +224,8 @@ impl Bus {
 
     /// Starts feeding `handler` with the events of the consumer group `consumer.group`
     /// (one group per service, shared by its replicas). With the HTTP bus there is nothing
-    /// to start: the bus posts to the service's `POST /events`, which every service mounts.
+    /// to start: the bus posts to the service's `POST /events`, which the service builder
+    /// mounts for the HTTP bus only.
     /// With NATS, a durable pull consumer of that name is consumed in the background until
     /// `shutdown` (see [`crate::nats_bus`]).
     pub async fn start_consuming(

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
 use switchyard_events::EventSchema;
 use switchyard_kit::openapi::ErrorBody;
-use switchyard_kit::{ApiError, JsonBody, Metrics};
+use switchyard_kit::{ApiError, BusSecret, FromBus, HasBusSecret, JsonBody, Metrics};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -70,13 +70,30 @@ pub trait EventHandler: Send + Sync + 'static {
 struct ConsumerState {
     handler: Arc<dyn EventHandler>,
     metrics: Metrics,
+    /// When set, only a delivery carrying it is taken (the app's HTTP bus).
+    secret: Option<BusSecret>,
+}
+
+impl HasBusSecret for ConsumerState {
+    fn bus_secret(&self) -> Option<&BusSecret> {
+        self.secret.as_ref()
+    }
 }
 
 /// The `POST /events` route for `handler`, described for the service's OpenAPI document.
-pub fn events_route(handler: Arc<dyn EventHandler>, metrics: Metrics) -> OpenApiRouter {
+/// With `secret`, a delivery without it is answered 401 and changes nothing.
+pub fn events_route(
+    handler: Arc<dyn EventHandler>,
+    metrics: Metrics,
+    secret: Option<BusSecret>,
+) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(receive))
-        .with_state(ConsumerState { handler, metrics })
+        .with_state(ConsumerState {
+            handler,
+            metrics,
+            secret,
+        })
 }
 
 /// The answer to an event taken: `{}`.
@@ -94,11 +111,16 @@ pub struct Acknowledged {}
     responses(
         (status = 200, description = "Applied, applied before, or not consumed here", body = Acknowledged),
         (status = 400, description = "Not an event, or its payload breaks the app's contract (the bus dead-letters it)", body = ErrorBody),
+        (status = 401, description = "Not from the app's bus: the request lacks the bus's secret (`Authorization: Bearer`)", body = ErrorBody),
         (status = 425, description = "Not yet: an earlier version of its entity is missing (the bus delivers it again)", body = ErrorBody),
         (status = 503, description = "Could not be processed now (the bus retries)", body = ErrorBody),
     )
 )]
-async fn receive(State(state): State<ConsumerState>, JsonBody(body): JsonBody) -> Response {
+async fn receive(
+    State(state): State<ConsumerState>,
+    _from_bus: FromBus,
+    JsonBody(body): JsonBody,
+) -> Response {
     let mut event = match Envelope::from_value(body.clone()) {
         Ok(event) => event,
         Err(e) => {

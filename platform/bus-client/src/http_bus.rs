@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
-use switchyard_kit::ReadinessCheck;
+use switchyard_kit::{BusSecret, ReadinessCheck};
 
 use crate::bus::{PublishError, Publisher};
 
@@ -14,10 +14,18 @@ use crate::bus::{PublishError, Publisher};
 pub struct HttpBus {
     base: String,
     client: reqwest::Client,
+    /// Sent with every request when the app has one.
+    secret: Option<BusSecret>,
 }
 
 impl HttpBus {
+    /// The bus at `base`, reached without a secret.
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        HttpBus::with_secret(base, None)
+    }
+
+    /// The bus at `base`, reached with the app's shared secret.
+    pub fn with_secret(base: &str, secret: Option<BusSecret>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
@@ -27,7 +35,17 @@ impl HttpBus {
         Ok(HttpBus {
             base: base.trim_end_matches('/').to_string(),
             client,
+            secret,
         })
+    }
+
+    /// A request to the bus, carrying the secret.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match &self.secret {
+            Some(secret) => request.header(reqwest::header::AUTHORIZATION, secret.authorization()),
+            None => request,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -37,7 +55,7 @@ impl HttpBus {
     /// One page of the log: events with `seq > after`, oldest first, at most `limit`.
     pub async fn page(&self, after: i64, limit: u32) -> anyhow::Result<Vec<Envelope>> {
         let url = format!("{}/events?after={after}&limit={limit}", self.base);
-        let response = self.client.get(&url).send().await?;
+        let response = self.request(reqwest::Method::GET, &url).send().await?;
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!("GET {url} answered {status}");
@@ -61,8 +79,7 @@ impl ReadinessCheck for HttpBus {
             // request of its public API that touches its log says it can take events.
             let url = format!("{}/events?after={}&limit=1", self.base, i64::MAX);
             match self
-                .client
-                .get(&url)
+                .request(reqwest::Method::GET, &url)
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await
@@ -84,8 +101,7 @@ impl Publisher for HttpBus {
     ) -> BoxFuture<'a, Result<(), PublishError>> {
         Box::pin(async move {
             let response = self
-                .client
-                .post(format!("{}/events", self.base))
+                .request(reqwest::Method::POST, &format!("{}/events", self.base))
                 .header("content-type", "application/json")
                 .body(body)
                 .send()

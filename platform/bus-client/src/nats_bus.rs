@@ -148,9 +148,27 @@ impl NatsBus {
     /// `subject_prefix`. The connection is retried in the background when the server is not
     /// reachable yet (readiness reports it); the streams are created on first use.
     pub async fn connect(url: &str, stream: &str, subject_prefix: &str) -> anyhow::Result<Self> {
+        NatsBus::connect_as(url, stream, subject_prefix, None).await
+    }
+
+    /// [`NatsBus::connect`] as the NATS user `credentials` (a server with users: each
+    /// service may publish its own events and consume its own durable only).
+    pub async fn connect_as(
+        url: &str,
+        stream: &str,
+        subject_prefix: &str,
+        credentials: Option<&crate::bus::NatsCredentials>,
+    ) -> anyhow::Result<Self> {
         check_stream_name(stream).map_err(anyhow::Error::msg)?;
         check_subject_prefix(subject_prefix).map_err(anyhow::Error::msg)?;
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(c) = credentials {
+            options = async_nats::ConnectOptions::with_user_and_password(
+                c.user.clone(),
+                c.password.clone(),
+            );
+        }
+        let client = options
             .name(format!("switchyard {stream}"))
             .connection_timeout(Duration::from_secs(2))
             .retry_on_initial_connect()

@@ -9,10 +9,16 @@
 //! if the process dies, the rows are still there at the next start. A row published but not
 //! yet deleted is published again, and the bus drops it by its event id.
 //!
-//! An event the bus refuses (a 4xx: malformed for it) cannot succeed by retrying, and must
-//! not stall the events behind it: it is moved to the `outbox_dead_letters` table (counted
-//! in `switchyard_outbox_dead_lettered_total` and logged), and the relay goes on in order.
-//! The backlog is exported as the gauge `switchyard_outbox_pending`.
+//! An event the bus refuses (a 4xx) is this service's own: the service built it and the
+//! bus would not take it, so the two disagree (a publisher key, a size, a contract). The
+//! relay retries it, holding the events behind it in order, and raises the alarm: an error
+//! line per attempt, `switchyard_outbox_refused_total`, and the attempt recorded on the
+//! row, where `switchyard dead-letters <service> list` shows it. An event is never set
+//! aside by the relay: that would lose it, and every event after it while the
+//! disagreement lasted. (`outbox_dead_letters` holds what earlier versions set aside; the
+//! dead-letter tooling replays it.) An event too large for any bus is refused earlier,
+//! by the change that would commit it ([`MAX_EVENT_BYTES`]). The backlog is exported as
+//! the gauge `switchyard_outbox_pending`.
 //!
 //! Several replicas of a service can share one PostgreSQL database: each batch is claimed
 //! with a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`) held while the batch
@@ -31,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use switchyard_events::Envelope;
+use switchyard_events::envelope::MAX_EVENT_BYTES;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Db, Dialect, Metrics, Migration, Migrations, Shutdown};
 use tokio::sync::Notify;
@@ -75,7 +82,20 @@ CREATE TABLE outbox_dead_letters (
 );
 ",
     },
+    Migration {
+        version: 1_000_001,
+        description: "outbox refusals recorded on their rows",
+        sqlite: OUTBOX_ATTEMPTS,
+        postgres: OUTBOX_ATTEMPTS,
+    },
 ]);
+
+/// The bus's refusals of a row: how many, the last one's reason and time.
+const OUTBOX_ATTEMPTS: &str = "
+ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN last_error TEXT;
+ALTER TABLE outbox ADD COLUMN last_attempt_at BIGINT;
+";
 
 const MESSAGING_SQLITE: &str = "
 CREATE TABLE outbox (
@@ -108,6 +128,10 @@ CREATE TABLE processed_events (
 const BATCH: i64 = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Retries of an event the bus refused: soon at first (a bus restarted with another key
+/// by mistake, then fixed), then every half minute, each with an error line.
+const REFUSED_MIN_BACKOFF: Duration = Duration::from_millis(500);
+const REFUSED_MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SAFETY_POLL: Duration = Duration::from_secs(1);
 /// Pause before trying again when another replica holds the relay lock.
 const BUSY_PAUSE: Duration = Duration::from_millis(50);
@@ -308,9 +332,17 @@ enum Round {
     Busy,
 }
 
+/// Why a round stopped before its last row.
+struct Stopped {
+    /// The row that failed.
+    seq: i64,
+    error: PublishError,
+}
+
 impl Relay {
     async fn run(self) {
         let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+        let mut refused = Backoff::new(REFUSED_MIN_BACKOFF, REFUSED_MAX_BACKOFF);
         loop {
             let stopping = self.stop.is_cancelled();
             let round = match &self.outbox.handoff {
@@ -331,6 +363,7 @@ impl Relay {
             match round {
                 Ok(Round::Published(0)) => {
                     backoff.reset();
+                    refused.reset();
                     if stopping {
                         return;
                     }
@@ -340,7 +373,10 @@ impl Relay {
                         _ = self.stop.cancelled() => {}
                     }
                 }
-                Ok(Round::Published(_) | Round::Handed(_)) => backoff.reset(),
+                Ok(Round::Published(_) | Round::Handed(_)) => {
+                    backoff.reset();
+                    refused.reset();
+                }
                 Ok(Round::Busy) => {
                     // The replica holding the lock publishes our rows too.
                     if stopping {
@@ -356,8 +392,15 @@ impl Relay {
                         tracing::warn!(error = %e, "outbox not empty at shutdown; it is published at the next start");
                         return;
                     }
-                    tracing::warn!(error = %e, retry_in = ?backoff.current(), "outbox relay: publish failed");
-                    backoff.wait(&self.stop).await;
+                    // A refusal waits longer: it needs an operator (a bus that refuses
+                    // this service's key, or its events' size), not a moment.
+                    let wait = if is_refusal(&e) {
+                        &mut refused
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?backoff.current(), "outbox relay: publish failed");
+                        &mut backoff
+                    };
+                    wait.wait(&self.stop).await;
                 }
             }
         }
@@ -384,25 +427,24 @@ impl Relay {
             ),
         };
         trace_read(&pending, handed);
-        let (done, failure) = self.publish_in_order(&pending, stopping).await;
-        if done.len() < pending.len() {
-            // Stopped or failed part way: the rest are in the table.
+        let (done, stopped) = self.publish_in_order(&pending, stopping).await;
+        if done.len() < pending.len() || (!handed && pending.len() == BATCH as usize) {
+            // Stopped or failed part way, or a full batch read from the table (a backlog,
+            // after a restart): the rest are in the table, and the next round reads it at
+            // once rather than at the safety poll.
             handoff.read_table_next();
         }
-        if done.iter().any(|d| matches!(d, Done::Refused(..))) {
-            let mut tx = db.pool().begin().await?;
-            settle(&mut tx, &done).await?;
-            tx.commit().await?;
-        } else if !done.is_empty() {
+        if !done.is_empty() {
             // One autocommitted statement: the writer is held for one round trip.
-            let rows: Vec<&Pending> = done.iter().map(Done::row).collect();
-            delete_published(&mut *db.pool().acquire().await?, &rows).await?;
+            delete_published(&mut *db.pool().acquire().await?, done).await?;
         }
         if let Some(last) = done.last() {
-            handoff.settled(last.row().seq);
+            handoff.settled(last.seq);
         }
-        self.count_refused(&done);
-        match finish(done.len(), failure)? {
+        if let Some(stopped) = &stopped {
+            record_refusal(&mut *db.pool().acquire().await?, stopped).await;
+        }
+        match finish(done.len(), stopped)? {
             // Counting the table after every event would cost a read per hop: the backlog is
             // what was handed over and not yet taken (the table's stragglers are counted at
             // its next read).
@@ -431,27 +473,34 @@ impl Relay {
         }
         let pending = select_batch(&mut tx).await?;
         trace_read(&pending, false);
-        let (done, failure) = self.publish_in_order(&pending, stopping).await;
-        settle(&mut tx, &done).await?;
+        let (done, stopped) = self.publish_in_order(&pending, stopping).await;
+        delete_published(&mut tx, done).await?;
+        if let Some(stopped) = &stopped {
+            record_refusal(&mut tx, stopped).await;
+        }
         // Committing releases the lock. If the commit fails the rows stay and are
         // published again: the bus drops duplicates by event id, consumers by inbox.
         tx.commit().await?;
-        self.count_refused(&done);
-        finish(done.len(), failure)
+        finish(done.len(), stopped)
     }
 
-    /// Publishes `pending` one after the other, stopping at the first failure that retrying
-    /// can cure; returns what became of each row handled (published, or refused by the bus)
-    /// and that failure, if any.
+    /// Publishes `pending` one after the other, stopping at the first failure; returns the
+    /// rows published (a prefix of `pending`) and that failure, if any.
+    ///
+    /// A refusal (4xx) stops the relay like an outage: the event is this service's own, so
+    /// a refusal means the bus and the service disagree (a publisher key, a size limit,
+    /// a contract), which an operator must see and settle. Setting the event aside instead
+    /// would lose it, and every event after it while the disagreement lasts. The refusal
+    /// is logged as an error, counted in `switchyard_outbox_refused_total` and recorded on
+    /// the row (`switchyard dead-letters <service> list` shows it).
     async fn publish_in_order<'p>(
         &self,
         pending: &'p [Pending],
         stopping: bool,
-    ) -> (Vec<Done<'p>>, Option<PublishError>) {
-        let mut done = Vec::with_capacity(pending.len());
-        for event in pending {
-            if self.stop.is_cancelled() && !stopping && !done.is_empty() {
-                break;
+    ) -> (&'p [Pending], Option<Stopped>) {
+        for (i, event) in pending.iter().enumerate() {
+            if self.stop.is_cancelled() && !stopping && i > 0 {
+                return (&pending[..i], None);
             }
             match self
                 .publisher
@@ -461,47 +510,63 @@ impl Relay {
                 Ok(()) => {
                     tracing::trace!(event_id = %event.event_id, "event published");
                     self.metrics.event_published(&event.event_type);
-                    done.push(Done::Published(event));
                 }
-                Err(PublishError::Refused { status, body }) => {
-                    tracing::error!(
-                        event_id = %event.event_id,
-                        event_type = %event.event_type,
-                        status,
-                        reason = %body,
-                        "the bus refused an event; set aside in outbox_dead_letters, the relay goes on"
+                Err(error) => {
+                    match &error {
+                        PublishError::Refused { status, body } => {
+                            self.metrics.outbox_refused(&event.event_type, *status);
+                            tracing::error!(
+                                event_id = %event.event_id,
+                                event_type = %event.event_type,
+                                status,
+                                reason = %body,
+                                "the bus refused one of this service's events; the relay retries it (and holds the events after it) until the bus takes it"
+                            );
+                        }
+                        PublishError::Unavailable(_) => self.metrics.event_retried("bus"),
+                    }
+                    return (
+                        &pending[..i],
+                        Some(Stopped {
+                            seq: event.seq,
+                            error,
+                        }),
                     );
-                    done.push(Done::Refused(event, status, body));
-                }
-                Err(e) => {
-                    self.metrics.event_retried("bus");
-                    return (done, Some(e));
                 }
             }
         }
-        (done, None)
-    }
-
-    fn count_refused(&self, done: &[Done<'_>]) {
-        for d in done {
-            if let Done::Refused(event, ..) = d {
-                self.metrics.outbox_dead_lettered(&event.event_type);
-            }
-        }
+        (pending, None)
     }
 }
 
-/// What became of one outbox row in a round.
-enum Done<'p> {
-    Published(&'p Pending),
-    Refused(&'p Pending, u16, String),
+/// Whether a relay round failed because the bus refused an event.
+fn is_refusal(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<PublishError>(),
+        Some(PublishError::Refused { .. })
+    )
 }
 
-impl<'p> Done<'p> {
-    fn row(&self) -> &'p Pending {
-        match self {
-            Done::Published(p) | Done::Refused(p, ..) => p,
-        }
+/// Counts a refusal on its row (`attempts`, `last_error`), for the dead-letter tooling.
+/// Best effort: the relay retries the row whether this is recorded or not.
+async fn record_refusal(conn: &mut AnyConnection, stopped: &Stopped) {
+    let PublishError::Refused { status, body } = &stopped.error else {
+        return;
+    };
+    let reason: String = format!("refused by the bus ({status}): {body}")
+        .chars()
+        .take(500)
+        .collect();
+    if let Err(e) = sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $1, last_attempt_at = $2 WHERE seq = $3",
+    )
+    .bind(reason)
+    .bind(unix_millis())
+    .bind(stopped.seq)
+    .execute(conn)
+    .await
+    {
+        tracing::debug!(error = %e, "could not record the refusal on its outbox row");
     }
 }
 
@@ -514,9 +579,22 @@ fn trace_read(pending: &[Pending], handed: bool) {
     }
 }
 
-/// Writes `event`'s outbox row; returns the `seq` it was given and the stored body.
+/// Writes `event`'s outbox row; returns the `seq` it was given and the stored body. An
+/// event larger than [`MAX_EVENT_BYTES`] is refused here, so the change that would publish
+/// it fails and commits nothing: committed, it could never be stored by the bus.
 async fn insert(conn: &mut AnyConnection, event: &Envelope) -> Result<(i64, String), sqlx::Error> {
     let body = String::from_utf8(event.to_bytes()).unwrap_or_default();
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(sqlx::Error::Encode(
+            format!(
+                "event {} of type {} is {} bytes, more than the {MAX_EVENT_BYTES} an event may have",
+                event.id,
+                event.event_type,
+                body.len()
+            )
+            .into(),
+        ));
+    }
     let seq: i64 = sqlx::query(
         "INSERT INTO outbox (event_id, event_type, body, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
     )
@@ -530,31 +608,9 @@ async fn insert(conn: &mut AnyConnection, event: &Envelope) -> Result<(i64, Stri
     Ok((seq, body))
 }
 
-/// Deletes the rows handled, copying the refused ones to `outbox_dead_letters` first.
-async fn settle(conn: &mut AnyConnection, done: &[Done<'_>]) -> Result<(), sqlx::Error> {
-    for d in done {
-        if let Done::Refused(event, status, reason) = d {
-            sqlx::query(
-                "INSERT INTO outbox_dead_letters (seq, event_id, event_type, body, status, reason, at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq) DO NOTHING",
-            )
-            .bind(event.seq)
-            .bind(&event.event_id)
-            .bind(&event.event_type)
-            .bind(String::from_utf8_lossy(&event.body).into_owned())
-            .bind(i32::from(*status))
-            .bind(reason.as_str())
-            .bind(unix_millis())
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    let rows: Vec<&Pending> = done.iter().map(Done::row).collect();
-    delete_published(conn, &rows).await
-}
-
-fn finish(published: usize, failure: Option<PublishError>) -> anyhow::Result<Round> {
-    match failure {
-        Some(e) => Err(e.into()),
+fn finish(published: usize, stopped: Option<Stopped>) -> anyhow::Result<Round> {
+    match stopped {
+        Some(stopped) => Err(stopped.error.into()),
         None => Ok(Round::Published(published)),
     }
 }
@@ -578,7 +634,7 @@ async fn select_batch(conn: &mut AnyConnection) -> Result<Vec<Pending>, sqlx::Er
 }
 
 /// Deletes exactly the given rows.
-async fn delete_published(conn: &mut AnyConnection, rows: &[&Pending]) -> Result<(), sqlx::Error> {
+async fn delete_published(conn: &mut AnyConnection, rows: &[Pending]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(256) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
@@ -602,10 +658,11 @@ mod tests {
 
     use super::*;
 
-    /// Refuses events of type `Bad` with a 400, stores the others.
+    /// Refuses events of type `Bad` with a 400 until told to take them; stores the others.
     #[derive(Default)]
     struct Picky {
         stored: Mutex<Vec<String>>,
+        takes_bad: std::sync::atomic::AtomicBool,
     }
 
     impl Publisher for Picky {
@@ -616,7 +673,7 @@ mod tests {
             _body: Bytes,
         ) -> BoxFuture<'a, Result<(), PublishError>> {
             Box::pin(async move {
-                if event_type == "Bad" {
+                if event_type == "Bad" && !self.takes_bad.load(Ordering::Acquire) {
                     return Err(PublishError::from_status(400, "malformed".into()));
                 }
                 self.stored
@@ -668,7 +725,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_event_is_set_aside_and_the_rest_follow_in_order() -> anyhow::Result<()> {
+    async fn a_refused_event_is_retried_and_holds_the_rest_in_order() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let outbox = outbox(&dir).await?;
         let mut ids = Vec::new();
@@ -676,36 +733,85 @@ mod tests {
             ids.push(commit_one(&outbox, t).await?);
         }
         let (publisher, metrics, shutdown) = start_relay(&outbox);
+        // The refusal is an alarm, recorded on the row, and the relay keeps trying.
+        switchyard_kit::wait::until("two refusals", Duration::from_secs(10), || async {
+            let row = sqlx::query("SELECT attempts, last_error FROM outbox WHERE event_id = $1")
+                .bind(&ids[1])
+                .fetch_one(outbox.db.reader())
+                .await
+                .ok()?;
+            let attempts: i64 = row.try_get(0).ok()?;
+            (attempts >= 2).then(|| row.try_get::<String, _>(1).ok())?
+        })
+        .await
+        .map(|reason| {
+            assert!(
+                reason.contains("400") && reason.contains("malformed"),
+                "{reason}"
+            )
+        })?;
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "switchyard_outbox_refused_total{service=\"test\",type=\"Bad\",status=\"400\"}"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            publisher.stored(),
+            [ids[0].clone()],
+            "the rest wait behind it"
+        );
+        assert_eq!(outbox.pending().await?, 3);
+        // Once the bus takes it, it and the rest follow, in order, and nothing was set aside.
+        publisher.takes_bad.store(true, Ordering::Release);
         switchyard_kit::wait::until("the outbox to drain", Duration::from_secs(10), || async {
             (outbox.pending().await.ok()? == 0).then_some(())
         })
         .await?;
-        assert_eq!(
-            publisher.stored(),
-            [ids[0].clone(), ids[2].clone(), ids[3].clone()]
-        );
-        let row = sqlx::query("SELECT event_id, status, reason FROM outbox_dead_letters")
+        assert_eq!(publisher.stored(), ids);
+        let set_aside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox_dead_letters")
             .fetch_one(outbox.db.reader())
             .await?;
-        assert_eq!(row.try_get::<String, _>(0)?, ids[1]);
-        assert_eq!(row.try_get::<i32, _>(1)?, 400);
-        assert_eq!(row.try_get::<String, _>(2)?, "malformed");
-        let text = metrics.render();
-        assert!(
-            text.contains("switchyard_outbox_dead_lettered_total{"),
-            "{text}"
-        );
-        assert!(
-            text.contains("switchyard_outbox_pending{service=\"test\"} 0"),
-            "the backlog gauge reads 0: {text}"
-        );
+        assert_eq!(set_aside, 0);
         stop(shutdown).await;
         Ok(())
     }
 
     #[tokio::test]
-    async fn an_outage_keeps_the_order_instead_of_setting_events_aside() {
-        // 503 and unreachable are outages: retried, never dead-lettered.
+    async fn an_event_too_large_for_the_bus_is_refused_at_commit() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        let big = Envelope::new(
+            "Good",
+            serde_json::json!({"text": "x".repeat(MAX_EVENT_BYTES)}),
+        );
+        let mut change = outbox.begin().await?;
+        let refused = change.publish(&big).await;
+        assert!(
+            matches!(&refused, Err(sqlx::Error::Encode(e)) if e.to_string().contains("more than")),
+            "{refused:?}"
+        );
+        change.rollback().await?;
+        // Just under the limit it is taken.
+        let envelope_bytes = Envelope::new("Good", serde_json::json!({"text": ""}))
+            .to_bytes()
+            .len();
+        let fits = Envelope::new(
+            "Good",
+            serde_json::json!({"text": "x".repeat(MAX_EVENT_BYTES - envelope_bytes)}),
+        );
+        let mut change = outbox.begin().await?;
+        change.publish(&fits).await?;
+        change.commit().await?;
+        assert_eq!(outbox.pending().await?, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn statuses_are_told_apart() {
+        // 503 and unreachable are outages; a 4xx other than "not now" is a refusal (both
+        // are retried; a refusal raises the alarm).
         assert!(matches!(
             PublishError::from_status(503, String::new()),
             PublishError::Unavailable(_)

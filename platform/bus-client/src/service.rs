@@ -3,12 +3,13 @@
 //! [`Service::start`] opens the service's own database and runs its migrations together
 //! with the platform's messaging tables (outbox, inbox, dead letters), connects the bus and
 //! starts the outbox relay. [`Service::run`] is given the service's routes and its event
-//! handler once: it mounts `POST /events` (where the HTTP bus pushes), starts the consumer
-//! group on a bus that is pulled from (NATS), serves the routes on the public listener and
-//! `/healthz`, `/readyz` (database and bus), `/metrics` and `/openapi.json` (the routes'
-//! OpenAPI document, built from the same `OpenApiRouter` that serves them) on the ops
-//! listener, and closes the
-//! database when the service stops.
+//! handler once: with the HTTP bus it mounts `POST /events` (where that bus pushes, taking
+//! only deliveries that carry the app's `EVENT_BUS_SECRET` when it has one); with NATS it
+//! starts the consumer group instead and mounts no such route. It serves the routes on the
+//! public listener and `/healthz`, `/readyz` (the service's own database; the bus is
+//! reported, not decisive), `/metrics` and `/openapi.json` (the routes' OpenAPI document,
+//! built from the same `OpenApiRouter` that serves them) on the ops listener, and closes
+//! the database when the service stops.
 //!
 //! ```ignore
 //! let service = Service::start(settings, &MIGRATIONS, &shutdown).await?;
@@ -22,7 +23,8 @@ use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{
-    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, Shutdown, openapi,
+    CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, ReadinessCheck, Shutdown,
+    openapi,
 };
 use utoipa_axum::router::OpenApiRouter;
 
@@ -138,13 +140,33 @@ impl Service {
             bus.start_consuming(consumer, endpoint.clone(), state.metrics.clone(), &shutdown)
                 .await?;
         }
-        let (app, doc) = routes
-            .merge(events_route(endpoint, state.metrics.clone()))
-            .split_for_parts();
+        // The HTTP bus delivers to `POST /events`; with NATS nothing is delivered over HTTP,
+        // so there is no such route to forge events through.
+        let routes = match &bus {
+            Bus::Http(_) => {
+                if settings.bus.secret.is_none() {
+                    tracing::warn!(
+                        "EVENT_BUS_SECRET is not set: POST /events takes events from anyone who reaches this port"
+                    );
+                }
+                routes.merge(events_route(
+                    endpoint,
+                    state.metrics.clone(),
+                    settings.bus.secret.clone(),
+                ))
+            }
+            Bus::Nats(_) => routes,
+        };
+        let (app, doc) = routes.split_for_parts();
         let doc = openapi::document(&settings.common.service, doc);
+        // Ready means the service can take requests: its own database answers. The bus is
+        // reported beside it and watched for a gauge, never decisive: while it is away the
+        // outbox keeps every write's events, which is what it is for.
+        let health = bus.health();
+        watch_bus(health.clone(), state.metrics.clone(), &shutdown);
         let stack = HttpStack::new(&settings.common, state.metrics.clone())
             .ready_when(Arc::new(state.db.clone()))
-            .ready_when(bus.readiness());
+            .report(health);
         let result = switchyard_kit::serve(
             listeners,
             stack.wrap(app),
@@ -156,6 +178,39 @@ impl Service {
         state.db.close().await;
         result
     }
+}
+
+/// How often the bus's state is checked for `switchyard_bus_up`.
+const BUS_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Checks the bus every few seconds: sets `switchyard_bus_up` and logs each change.
+fn watch_bus(health: Arc<dyn ReadinessCheck>, metrics: Metrics, shutdown: &Shutdown) {
+    let stop = shutdown.background_token();
+    shutdown.spawn("bus-watch", async move {
+        let mut was_up: Option<bool> = None;
+        loop {
+            let outcome =
+                match tokio::time::timeout(std::time::Duration::from_secs(2), health.check()).await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err("no answer within 2 s".to_string()),
+                };
+            let up = outcome.is_ok();
+            metrics.set_bus_up(up);
+            match (was_up, outcome) {
+                (Some(true) | None, Err(why)) => {
+                    tracing::warn!(%why, "the bus is unreachable; writes go on, their events wait in the outbox")
+                }
+                (Some(false), Ok(())) => tracing::info!("the bus is reachable again"),
+                _ => {}
+            }
+            was_up = Some(up);
+            tokio::select! {
+                _ = tokio::time::sleep(BUS_WATCH_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// A handler that sees only the event types its service consumes (the HTTP bus filters

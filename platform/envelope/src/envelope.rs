@@ -11,6 +11,17 @@ use serde_json::{Map, Value};
 pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted event type name.
 pub const MAX_TYPE_LEN: usize = 128;
+/// Longest accepted `correlationId` (the request id that caused the event, which the
+/// services keep to this length too).
+pub const MAX_CORRELATION_LEN: usize = 128;
+/// Longest accepted `occurredAt`.
+pub const MAX_OCCURRED_AT_LEN: usize = 64;
+/// Largest JSON of the envelope's other fields together (those it keeps as they came).
+pub const MAX_EXTRA_BYTES: usize = 4096;
+/// Largest event a service publishes (its JSON): half the bus's default body limit, so an
+/// event a service committed can always be stored. The services' input limits keep their
+/// events far below it.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 
 /// An event as it travels between services.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +69,9 @@ pub enum EnvelopeError {
     TooLong { field: &'static str, max: usize },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
+    /// The fields an envelope keeps as they came are bounded together.
+    #[error("the {field}'s other fields must be at most {max} bytes of JSON")]
+    TooLarge { field: &'static str, max: usize },
     /// PostgreSQL stores no NUL in text: refused on every backend alike.
     #[error("{field} must not contain NUL characters")]
     Nul { field: &'static str },
@@ -72,6 +86,7 @@ impl EnvelopeError {
             | EnvelopeError::WrongType { field, .. }
             | EnvelopeError::TooLong { field, .. }
             | EnvelopeError::Empty { field }
+            | EnvelopeError::TooLarge { field, .. }
             | EnvelopeError::Nul { field } => Some(field),
         }
     }
@@ -91,9 +106,11 @@ impl Envelope {
         }
     }
 
-    /// Sets the correlation id (the request or event that caused this one).
+    /// Sets the correlation id (the request or event that caused this one). One longer
+    /// than [`MAX_CORRELATION_LEN`] is left out: the event must stay valid.
     pub fn with_correlation(mut self, correlation_id: Option<String>) -> Self {
-        self.correlation_id = correlation_id;
+        self.correlation_id =
+            correlation_id.filter(|c| check_text("correlationId", c, MAX_CORRELATION_LEN).is_ok());
         self
     }
 
@@ -140,9 +157,15 @@ impl Envelope {
                 });
             }
         };
-        let occurred_at = optional_string(&mut map, "occurredAt")?;
-        let correlation_id = optional_string(&mut map, "correlationId")?;
+        let occurred_at = optional_string(&mut map, "occurredAt", MAX_OCCURRED_AT_LEN)?;
+        let correlation_id = optional_string(&mut map, "correlationId", MAX_CORRELATION_LEN)?;
         let data = map.remove("data").unwrap_or(Value::Null);
+        if !map.is_empty() && serde_json::to_vec(&map).map_or(0, |v| v.len()) > MAX_EXTRA_BYTES {
+            return Err(EnvelopeError::TooLarge {
+                field: "envelope",
+                max: MAX_EXTRA_BYTES,
+            });
+        }
         Ok(Envelope {
             id,
             event_type,
@@ -192,10 +215,14 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Envelo
 fn optional_string(
     map: &mut Map<String, Value>,
     field: &'static str,
+    max: usize,
 ) -> Result<Option<String>, EnvelopeError> {
     match map.remove(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::String(s)) => {
+            check_text(field, &s, max)?;
+            Ok(Some(s))
+        }
         Some(_) => Err(EnvelopeError::WrongType {
             field,
             expected: "string",
@@ -230,6 +257,16 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_correlation_is_left_out_of_a_new_event() {
+        let at = "r".repeat(MAX_CORRELATION_LEN);
+        let kept = Envelope::new("X", json!({})).with_correlation(Some(at.clone()));
+        assert_eq!(kept.correlation_id.as_deref(), Some(at.as_str()));
+        let over = Envelope::new("X", json!({})).with_correlation(Some("r".repeat(70_000)));
+        assert_eq!(over.correlation_id, None);
+        assert!(Envelope::from_slice(&over.to_bytes()).is_ok());
+    }
+
+    #[test]
     fn rejects_bad_shapes() {
         assert_eq!(
             Envelope::from_value(json!([1])),
@@ -256,6 +293,28 @@ mod tests {
         assert_eq!(
             Envelope::from_value(json!({"type": " "})),
             Err(EnvelopeError::Empty { field: "type" })
+        );
+        // The free-form fields are bounded: at the limit they are taken, one over refused.
+        for (field, max) in [
+            ("correlationId", MAX_CORRELATION_LEN),
+            ("occurredAt", MAX_OCCURRED_AT_LEN),
+        ] {
+            let at = Envelope::from_value(json!({"type": "X", field: "c".repeat(max)}));
+            assert!(at.is_ok(), "{field} at its limit: {at:?}");
+            assert_eq!(
+                Envelope::from_value(json!({"type": "X", field: "c".repeat(max + 1)})),
+                Err(EnvelopeError::TooLong { field, max })
+            );
+        }
+        let extra = |n: usize| json!({"type": "X", "other": "e".repeat(n)});
+        // `{"other":"…"}` is 12 bytes of JSON around the text.
+        assert!(Envelope::from_value(extra(MAX_EXTRA_BYTES - 12)).is_ok());
+        assert_eq!(
+            Envelope::from_value(extra(MAX_EXTRA_BYTES - 11)),
+            Err(EnvelopeError::TooLarge {
+                field: "envelope",
+                max: MAX_EXTRA_BYTES
+            })
         );
         let long = "x".repeat(MAX_ID_LEN + 1);
         assert_eq!(

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use switchyard_kit::config::check_url;
-use switchyard_kit::{CommonConfig, ConfigError, Env};
+use switchyard_kit::{BusSecret, CommonConfig, ConfigError, Env};
 
 /// How the bus delivers to a subscriber that does not say otherwise.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(10);
@@ -166,6 +166,12 @@ pub struct Settings {
     /// The app's payload checks: an event of a known type with a malformed payload is
     /// refused at the door (400) instead of being rejected by every subscriber later.
     pub payload_check: Option<PayloadCheck>,
+    /// The secret publishers and readers must present, and that deliveries carry
+    /// (`EVENT_BUS_SECRET`); without it anyone who reaches the port may publish.
+    pub secret: Option<BusSecret>,
+    /// How long the log keeps an event every subscriber has passed (`LOG_MAX_AGE_SECONDS`;
+    /// `None`, the default, keeps it forever: the blog's read model is rebuilt from it).
+    pub log_max_age: Option<Duration>,
 }
 
 impl Settings {
@@ -200,6 +206,11 @@ impl Settings {
             max_backoff: env.millis_or("DELIVERY_MAX_BACKOFF_MS", Duration::from_secs(2))?,
             defer_limit: env.millis_or("DEFER_LIMIT_MS", Duration::from_secs(60))?,
             payload_check,
+            secret: BusSecret::from_env(env)?,
+            log_max_age: match env.parse_or::<u64>("LOG_MAX_AGE_SECONDS", 0)? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
         })
     }
 
@@ -211,6 +222,8 @@ impl Settings {
             max_backoff: Duration::from_millis(200),
             defer_limit: Duration::from_secs(60),
             payload_check: None,
+            secret: None,
+            log_max_age: None,
         }
     }
 }

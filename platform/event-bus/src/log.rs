@@ -145,6 +145,36 @@ impl EventLog {
         Some(tail.iter().skip(skip).take(limit).cloned().collect())
     }
 
+    /// The event at `seq`, if the log has it.
+    pub async fn read_one(&self, seq: i64) -> anyhow::Result<Option<Arc<Stored>>> {
+        Ok(self
+            .read_after(seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.seq == seq))
+    }
+
+    /// Deletes the events older than `max_age` up to `seq <= up_to` (where every
+    /// subscriber's saved cursor is) that are neither parked nor dead-lettered (a replay
+    /// needs them); the newest event stays (it keeps the next `seq`). Returns how many were
+    /// deleted.
+    pub async fn prune(&self, max_age: std::time::Duration, up_to: i64) -> anyhow::Result<u64> {
+        let cutoff = unix_millis() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE appended_at < $1 \
+             AND seq < (SELECT MAX(seq) FROM events) \
+             AND seq <= $2 AND seq <= (SELECT MIN(seq) FROM events) + 10000 \
+             AND seq NOT IN (SELECT seq FROM parked) \
+             AND seq NOT IN (SELECT seq FROM dead_letters)",
+        )
+        .bind(cutoff)
+        .bind(up_to)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        Ok(deleted)
+    }
+
     /// Raw bodies with `seq > after`, for `GET /events`.
     pub async fn bodies_after(&self, after: i64, limit: i64) -> anyhow::Result<Vec<(i64, String)>> {
         let rows = sqlx::query("SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use switchyard_events::{Envelope, EventSchema, ids};
 use switchyard_kit::openapi::ErrorBody;
-use switchyard_kit::{ApiError, JsonBody};
+use switchyard_kit::{ApiError, BusSecret, FromBus, HasBusSecret, JsonBody};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,15 +20,31 @@ use crate::log::{Appended, EventLog};
 struct BusState {
     log: EventLog,
     payload_check: Option<PayloadCheck>,
+    secret: Option<BusSecret>,
+}
+
+impl HasBusSecret for BusState {
+    fn bus_secret(&self) -> Option<&BusSecret> {
+        self.secret.as_ref()
+    }
 }
 
 /// Largest page `GET /events` serves at once.
 pub const MAX_PAGE: i64 = 10_000;
 
-pub fn router(log: EventLog, payload_check: Option<PayloadCheck>) -> OpenApiRouter {
+/// `POST /events` and `GET /events`; with `secret`, each takes only requests that carry it.
+pub fn router(
+    log: EventLog,
+    payload_check: Option<PayloadCheck>,
+    secret: Option<BusSecret>,
+) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(publish, list))
-        .with_state(BusState { log, payload_check })
+        .with_state(BusState {
+            log,
+            payload_check,
+            secret,
+        })
 }
 
 /// `{"status": "OK"}`.
@@ -45,10 +61,12 @@ struct Stored {
     responses(
         (status = 200, description = "Stored (or stored before, for a known id)", body = Stored),
         (status = 400, description = "Not an event, or a known type whose payload breaks the app's contract", body = ErrorBody),
+        (status = 401, description = "The bus has a secret and the request does not carry it (`Authorization: Bearer`)", body = ErrorBody),
         (status = 503, description = "The log is unavailable; retry", body = ErrorBody),
     ))]
 async fn publish(
     State(state): State<BusState>,
+    _from_app: FromBus,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut event = Envelope::from_value(body).map_err(|e| match e.field() {
@@ -105,9 +123,11 @@ struct ListParams {
     responses(
         (status = 200, description = "The events, in log order", body = Vec<EventSchema>),
         (status = 400, description = "`after` or `limit` out of range", body = ErrorBody),
+        (status = 401, description = "The bus has a secret and the request does not carry it (`Authorization: Bearer`)", body = ErrorBody),
     ))]
 async fn list(
     State(BusState { log, .. }): State<BusState>,
+    _from_app: FromBus,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     let after = match params.after.as_deref() {

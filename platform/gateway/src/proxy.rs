@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use switchyard_ingress::{Backend, Router as IngressRouter};
 use switchyard_kit::ApiError;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use switchyard_kit::request_id::{self, X_REQUEST_ID};
 
 use crate::backends::Backends;
 
@@ -62,8 +62,17 @@ pub(crate) fn router(proxy: Arc<Proxy>) -> Router {
         .route("/", any(forward))
         .route("/{*path}", any(forward))
         .with_state(proxy)
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(with_request_id))
+}
+
+/// The request id the backends and the client see, on every answer: the client's when it
+/// is plain and short, else a fresh one (the services apply the same rule; see
+/// [`switchyard_kit::request_id`]).
+async fn with_request_id(mut req: Request, next: axum::middleware::Next) -> Response {
+    let id = request_id::ensure(req.headers_mut());
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
 }
 
 /// Hop-by-hop headers: they describe one connection and are not forwarded.

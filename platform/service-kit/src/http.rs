@@ -64,6 +64,9 @@ fn request_id_of(parts: &Parts) -> String {
 pub struct HttpStack {
     pub metrics: Metrics,
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
+    /// Checks `/readyz` reports under `details` without letting them decide readiness
+    /// (the bus: an outage of it is what the outbox is there for).
+    pub details: Vec<Arc<dyn ReadinessCheck>>,
     pub body_limit: usize,
     pub request_timeout: Duration,
 }
@@ -72,6 +75,7 @@ pub struct HttpStack {
 struct StackState {
     metrics: Metrics,
     readiness: Arc<Vec<Arc<dyn ReadinessCheck>>>,
+    details: Arc<Vec<Arc<dyn ReadinessCheck>>>,
     stopping: tokio_util::sync::CancellationToken,
 }
 
@@ -80,6 +84,7 @@ impl HttpStack {
         HttpStack {
             metrics,
             readiness: Vec::new(),
+            details: Vec::new(),
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
         }
@@ -87,6 +92,12 @@ impl HttpStack {
 
     pub fn ready_when(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
         self.readiness.push(check);
+        self
+    }
+
+    /// Reports `check` in `/readyz`'s `details` without making readiness depend on it.
+    pub fn report(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
+        self.details.push(check);
         self
     }
 
@@ -102,6 +113,7 @@ impl HttpStack {
         let state = StackState {
             metrics: self.metrics.clone(),
             readiness: Arc::new(self.readiness.clone()),
+            details: Arc::new(self.details.clone()),
             stopping: shutdown.stop_token(),
         };
         Router::new()
@@ -153,24 +165,13 @@ async fn readyz(State(state): State<StackState>) -> Response {
         // Draining: take this replica out of rotation while in-flight requests finish.
         return ApiError::unavailable("not ready: shutting down").into_response();
     }
-    let mut checks = serde_json::Map::new();
-    let mut ready = true;
-    for check in state.readiness.iter() {
-        let outcome = match tokio::time::timeout(Duration::from_secs(2), check.check()).await {
-            Ok(Ok(())) => serde_json::Value::from("ok"),
-            Ok(Err(e)) => {
-                ready = false;
-                serde_json::Value::from(e)
-            }
-            Err(_) => {
-                ready = false;
-                serde_json::Value::from("timed out")
-            }
-        };
-        checks.insert(check.name().to_string(), outcome);
-    }
+    let (checks, ready) = run_checks(&state.readiness).await;
     if ready {
-        axum::Json(serde_json::json!({"status": "ready", "checks": checks})).into_response()
+        let mut body = serde_json::json!({"status": "ready", "checks": checks});
+        if !state.details.is_empty() {
+            body["details"] = serde_json::Value::Object(run_checks(&state.details).await.0);
+        }
+        axum::Json(body).into_response()
     } else {
         let mut err = ApiError::unavailable("not ready");
         for (name, outcome) in &checks {
@@ -183,6 +184,30 @@ async fn readyz(State(state): State<StackState>) -> Response {
         }
         err.into_response()
     }
+}
+
+/// Runs `checks` (2 s each at most); returns each outcome by name (`"ok"` or the reason)
+/// and whether all passed.
+async fn run_checks(
+    checks: &[Arc<dyn ReadinessCheck>],
+) -> (serde_json::Map<String, serde_json::Value>, bool) {
+    let mut outcomes = serde_json::Map::new();
+    let mut all_ok = true;
+    for check in checks {
+        let outcome = match tokio::time::timeout(Duration::from_secs(2), check.check()).await {
+            Ok(Ok(())) => serde_json::Value::from("ok"),
+            Ok(Err(e)) => {
+                all_ok = false;
+                serde_json::Value::from(e)
+            }
+            Err(_) => {
+                all_ok = false;
+                serde_json::Value::from("timed out")
+            }
+        };
+        outcomes.insert(check.name().to_string(), outcome);
+    }
+    (outcomes, all_ok)
 }
 
 async fn metrics(State(state): State<StackState>) -> impl IntoResponse {

@@ -1,5 +1,6 @@
 //! The service kit: everything a Switchyard service needs besides its own logic.
 //!
+//! * [`bus_secret`]: the secret an app's services and its HTTP event bus share;
 //! * [`clock`]: the wall clock in milliseconds, as timestamps are stored;
 //! * [`config`]: typed configuration from environment variables;
 //! * [`telemetry`]: tracing logs (human or JSON);
@@ -7,6 +8,7 @@
 //! * [`metrics`]: Prometheus metrics;
 //! * [`db`]: SQLite or PostgreSQL chosen by URL, migrations per dialect;
 //! * [`http`]: the router every service is wrapped in (request ids, health, limits, errors);
+//! * [`request_id`]: which client request ids are kept, and fresh ones;
 //! * [`request_stack`]: the one layer of per-request work (request id, span, timeout,
 //!   JSON errors, metrics);
 //! * [`openapi`]: the OpenAPI document served at `/openapi.json` on the ops listener;
@@ -16,6 +18,7 @@
 //! * [`testing`]: the "skip without the server, fail under CI" rule for tests.
 
 pub mod backoff;
+pub mod bus_secret;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -23,6 +26,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod request_id;
 pub mod request_stack;
 pub mod server;
 pub mod telemetry;
@@ -30,6 +34,7 @@ pub mod testing;
 pub mod wait;
 
 pub use backoff::Backoff;
+pub use bus_secret::{BusSecret, FromBus, HasBusSecret};
 pub use config::{CommonConfig, ConfigError, Env};
 pub use db::{Db, Dialect, Migration, Migrations};
 pub use error::{ApiError, JsonBody};

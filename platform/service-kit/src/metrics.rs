@@ -159,7 +159,9 @@ struct Families {
     events_consumed: Family<Labels, Counter>,
     delivery_latency: Family<Labels, Histogram, fn() -> Histogram>,
     outbox_pending: Gauge,
-    outbox_dead_lettered: Family<Labels, Counter>,
+    outbox_refused: Family<Labels, Counter>,
+    bus_up: Gauge,
+    events_parked: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -225,11 +227,23 @@ impl Metrics {
             "Events committed in the outbox and not yet stored by the bus",
             outbox_pending.clone(),
         );
-        let outbox_dead_lettered = Family::<Labels, Counter>::default();
+        let outbox_refused = Family::<Labels, Counter>::default();
         registry.register(
-            "outbox_dead_lettered",
-            "Events the bus refused (4xx), set aside in the outbox_dead_letters table, by type",
-            outbox_dead_lettered.clone(),
+            "outbox_refused",
+            "Publishes of this service's own events that the bus refused (4xx), by type and status: an alarm (the relay retries them)",
+            outbox_refused.clone(),
+        );
+        let events_parked = Family::<Labels, Gauge>::default();
+        registry.register(
+            "events_parked",
+            "Events a subscriber deferred (or replayed dead letters) waiting to be delivered again, by subscriber",
+            events_parked.clone(),
+        );
+        let bus_up = Gauge::default();
+        registry.register(
+            "bus_up",
+            "1 while the bus answered this service's last check, 0 while it does not (readiness does not depend on it)",
+            bus_up.clone(),
         );
         registry.register(
             "event_delivery_seconds",
@@ -248,7 +262,9 @@ impl Metrics {
                 events_consumed,
                 delivery_latency,
                 outbox_pending,
-                outbox_dead_lettered,
+                outbox_refused,
+                bus_up,
+                events_parked,
             }),
         }
     }
@@ -258,11 +274,28 @@ impl Metrics {
         self.inner.outbox_pending.set(pending);
     }
 
-    pub fn outbox_dead_lettered(&self, event_type: &str) {
+    /// The bus refused to store one of this service's own events.
+    pub fn outbox_refused(&self, event_type: &str, status: u16) {
         self.inner
-            .outbox_dead_lettered
-            .get_or_create(&vec![("type", event_type.to_string())])
+            .outbox_refused
+            .get_or_create(&vec![
+                ("type", event_type.to_string()),
+                ("status", status.to_string()),
+            ])
             .inc();
+    }
+
+    /// Events parked for `target`.
+    pub fn set_parked(&self, target: &str, parked: usize) {
+        self.inner
+            .events_parked
+            .get_or_create(&vec![("subscriber", target.to_string())])
+            .set(i64::try_from(parked).unwrap_or(i64::MAX));
+    }
+
+    /// Whether the bus answered the last check.
+    pub fn set_bus_up(&self, up: bool) {
+        self.inner.bus_up.set(i64::from(up));
     }
 
     /// One answered request: counted by route, method and status, timed by route.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use tower::{Layer, Service};
@@ -26,8 +26,7 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RouteLabel, RouteSeries};
 
-/// The request id header, read from the request and set on the answer.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use crate::request_id::X_REQUEST_ID;
 
 /// See the module documentation.
 #[derive(Clone)]
@@ -89,7 +88,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         let series = self.series.clone();
-        let request_id = ensure_request_id(&mut req);
+        let request_id = crate::request_id::ensure(req.headers_mut());
         let method = req.method().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
         // The span carries the request id only: it ties every line of a request together,
@@ -149,27 +148,13 @@ where
                     status.as_u16(),
                     elapsed.as_secs_f64(),
                 );
-                response
-                    .headers_mut()
-                    .entry(X_REQUEST_ID)
-                    .or_insert(request_id);
+                // The request's id, also when a handler answered with another one.
+                response.headers_mut().insert(X_REQUEST_ID, request_id);
                 Ok(response)
             }
             .instrument(span),
         )
     }
-}
-
-/// The request's `x-request-id`, generated (a UUID v4) and set on the request when absent.
-fn ensure_request_id(req: &mut Request) -> HeaderValue {
-    if let Some(id) = req.headers().get(&X_REQUEST_ID) {
-        return id.clone();
-    }
-    let mut buffer = uuid::Uuid::encode_buffer();
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-    let id = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
-    req.headers_mut().insert(X_REQUEST_ID, id.clone());
-    id
 }
 
 /// Turns an error answer that is not JSON (axum's own 405, 413, 415, ...) into the JSON
@@ -224,6 +209,7 @@ mod tests {
         HttpStack {
             metrics: metrics.clone(),
             readiness: Vec::new(),
+            details: Vec::new(),
             body_limit: 1024,
             request_timeout: Duration::from_millis(200),
         }
