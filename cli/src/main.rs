@@ -1,5 +1,6 @@
 //! `switchyard`: run any service (`serve <name>`), or a whole app (`up <app>`).
 
+mod dead_letters;
 mod services;
 mod up;
 
@@ -50,6 +51,17 @@ enum Command {
     },
     /// Rebuild the query service's read model from the whole event log (query stopped).
     RebuildQuery,
+    /// List, show or replay a service's dead letters: events its outbox or its consumer set
+    /// aside. Configured like `serve` (its database, the bus).
+    DeadLetters {
+        /// The service: its name, or app/name.
+        service: String,
+        /// The data directory `up` was given (the service's data is in DIR/<service>).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        action: dead_letters::Action,
+    },
     /// Exit 0 if the URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
         /// Default: http://127.0.0.1:$OPS_PORT/healthz.
@@ -122,6 +134,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = services::service_settings(&query, &env)?;
             let read = switchyard_query::rebuild(&settings).await?;
             println!("query read model rebuilt from {read} events");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters {
+            service,
+            data_dir,
+            action,
+        } => {
+            dead_letters::run(&service, data_dir, action, &env).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck { url } => {

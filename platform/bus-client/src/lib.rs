@@ -12,11 +12,14 @@
 //!   so a redelivered event changes nothing;
 //! * [`consumer`]: the `POST /events` endpoint that feeds a service's event handler;
 //! * [`consumer_settings`]: a service's consumer group, types and limits;
+//! * [`dead_letters`]: a service's dead letters, in its outbox and at the bus: listed, shown,
+//!   replayed;
 //! * [`service`]: the service builder every event-driven service starts from.
 
 pub mod bus;
 pub mod consumer;
 pub mod consumer_settings;
+pub mod dead_letters;
 mod handoff;
 pub mod http_bus;
 pub mod inbox;

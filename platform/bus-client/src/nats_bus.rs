@@ -43,6 +43,7 @@ use switchyard_events::Envelope;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Metrics, ReadinessCheck, Shutdown};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,16 +58,61 @@ pub const DEFAULT_STREAM: &str = "BLOG";
 pub const DEFAULT_SUBJECT_PREFIX: &str = "blog";
 /// How long the stream remembers message ids to drop republished events.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// Messages pulled per request.
+/// Most messages asked for in one pull (never more than the free handler slots).
 const PULL_BATCH: usize = 16;
+/// How long one pull request waits for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// First and longest pause between tries of an event whose handling failed transiently.
+const MIN_TRANSIENT_RETRY: Duration = Duration::from_millis(100);
+const MAX_TRANSIENT_RETRY: Duration = Duration::from_secs(5);
 /// Longest wait for a PubAck.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest readiness round trip.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Longest NAK delay for a transient failure.
+/// NAK delay when a dead letter could not be stored.
 const MAX_NAK_DELAY: Duration = Duration::from_secs(5);
+
+/// The header that marks a replayed dead letter for one consumer: every other consumer
+/// acknowledges it unhandled.
+pub const REPLAY_FOR_HEADER: &str = "Switchyard-Replay-For";
+
+/// A consumer's dead letter in the dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct NatsDeadLetter {
+    /// Its sequence in the dead-letter stream.
+    pub id: u64,
+    pub consumer: String,
+    /// Where the event is in the app's stream.
+    pub stream_seq: Option<u64>,
+    pub reason: String,
+    /// When it was set aside (RFC 3339).
+    pub at: String,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    pub payload: Bytes,
+}
+
+impl NatsDeadLetter {
+    fn of(consumer: &str, message: &jetstream::message::StreamMessage) -> Self {
+        let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_string());
+        let event = Envelope::from_slice(&message.payload).ok();
+        NatsDeadLetter {
+            id: message.sequence,
+            consumer: consumer.to_string(),
+            stream_seq: header("Switchyard-Stream-Seq").and_then(|s| s.parse().ok()),
+            reason: header("Switchyard-Reason").unwrap_or_default(),
+            at: message
+                .time
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            event_type: event.as_ref().map(|e| e.event_type.clone()),
+            event_id: event.map(|e| e.id).filter(|id| !id.is_empty()),
+            payload: message.payload.clone(),
+        }
+    }
+}
 
 /// A connection to NATS JetStream for one app's stream.
 pub struct NatsBus {
@@ -369,6 +415,94 @@ impl NatsBus {
         result
     }
 
+    /// The dead letters of `consumer`, oldest first (at most `limit`), each with its id in
+    /// the dead-letter stream.
+    pub async fn dead_letters(
+        &self,
+        consumer: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<NatsDeadLetter>> {
+        self.ensure_streams().await?;
+        let stream = self.js.get_stream(self.dead_letter_stream_name()).await?;
+        let subject = self.dead_letter_subject(consumer);
+        let mut out = Vec::new();
+        let mut from = 1;
+        while out.len() < limit {
+            let message = match stream
+                .raw_message_builder()
+                .sequence(from)
+                .next_by_subject(subject.clone())
+                .send()
+                .await
+            {
+                Ok(message) => message,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(anyhow::anyhow!("reading the dead letters: {e}")),
+            };
+            from = message.sequence + 1;
+            out.push(NatsDeadLetter::of(consumer, &message));
+        }
+        Ok(out)
+    }
+
+    /// The dead letter `id` of `consumer`, if it is there.
+    pub async fn dead_letter_by_id(
+        &self,
+        consumer: &str,
+        id: u64,
+    ) -> anyhow::Result<Option<NatsDeadLetter>> {
+        self.ensure_streams().await?;
+        let stream = self.js.get_stream(self.dead_letter_stream_name()).await?;
+        match stream.get_raw_message(id).await {
+            Ok(message) if message.subject.as_str() == self.dead_letter_subject(consumer) => {
+                Ok(Some(NatsDeadLetter::of(consumer, &message)))
+            }
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::anyhow!("reading dead letter {id}: {e}")),
+        }
+    }
+
+    /// Delivers the dead letter `id` to `consumer` again: the event is published once more
+    /// on its subject, marked for that consumer only (the others acknowledge it unhandled;
+    /// the consumer's inbox ignores it if it was applied after all), and the dead letter is
+    /// deleted. Returns false if there is no such dead letter (replayed already).
+    pub async fn replay_dead_letter(&self, consumer: &str, id: u64) -> anyhow::Result<bool> {
+        let Some(dead) = self.dead_letter_by_id(consumer, id).await? else {
+            return Ok(false);
+        };
+        let event_type = dead.event_type.clone().ok_or_else(|| {
+            anyhow::anyhow!("dead letter {id} is not an event; it cannot be replayed")
+        })?;
+        self.publish_raw(
+            self.subject_for(&event_type),
+            Some(&format!("replay-{consumer}-{id}")),
+            dead.payload.clone(),
+            &[(REPLAY_FOR_HEADER, consumer.to_string())],
+        )
+        .await?;
+        let stream = self.js.get_stream(self.dead_letter_stream_name()).await?;
+        stream.delete_message(id).await.map_err(|e| {
+            anyhow::anyhow!("replayed, but dead letter {id} could not be deleted: {e}")
+        })?;
+        tracing::info!(%consumer, id, event_type, "dead letter replayed");
+        Ok(true)
+    }
+
     /// Number of dead letters of `consumer`.
     pub async fn dead_letter_count(&self, consumer: &str) -> anyhow::Result<u64> {
         self.ensure_streams().await?;
@@ -644,6 +778,12 @@ impl Consumer {
     }
 
     /// One consumer session; `Ok` only on shutdown.
+    ///
+    /// Messages are pulled only for handlers that are free: each pull asks for as many
+    /// messages as there are free slots, so no message waits in a buffer while its ack
+    /// wait runs out (which would deliver it again and count that as a failure). While the
+    /// database is away every slot is held by a handler retrying its event, and nothing
+    /// more is pulled.
     async fn session(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
@@ -651,8 +791,58 @@ impl Consumer {
         backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         self.bus.ensure_streams().await?;
-        let settings = &self.settings;
         let stream = self.bus.js.get_stream(&self.bus.stream).await?;
+        let consumer = self.durable(&stream).await?;
+        loop {
+            let first = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot?,
+                _ = self.stop.cancelled() => return Ok(()),
+            };
+            let mut free = vec![first];
+            while free.len() < PULL_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(slot) => free.push(slot),
+                    Err(_) => break,
+                }
+            }
+            let asked = Instant::now();
+            let mut batch = consumer
+                .batch()
+                .max_messages(free.len())
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await?;
+            let mut got = 0usize;
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    _ = self.stop.cancelled() => return Ok(()),
+                };
+                let message = match next {
+                    None => break,
+                    Some(Err(e)) => anyhow::bail!("pulling messages: {e}"),
+                    Some(Ok(message)) => message,
+                };
+                got += 1;
+                backoff.reset();
+                let slot = match free.pop() {
+                    Some(slot) => slot,
+                    None => slots.clone().acquire_owned().await?,
+                };
+                let this = self.clone();
+                in_flight.spawn(async move { this.process(message, slot).await });
+            }
+            if got == 0 && asked.elapsed() < PULL_EXPIRES / 2 {
+                // A pull that ends at once, empty, is not an idle wait: the consumer or
+                // the connection is gone. Set everything up again.
+                anyhow::bail!("a pull request ended early without messages");
+            }
+        }
+    }
+
+    /// The consumer's configuration as this version of the service wants it.
+    fn desired_config(&self) -> consumer::pull::Config {
+        let settings = &self.settings;
         let mut config = consumer::pull::Config {
             durable_name: Some(self.name.clone()),
             description: Some(format!("Switchyard service {}", self.name)),
@@ -664,32 +854,44 @@ impl Consumer {
             ..Default::default()
         };
         self.filter(&mut config);
-        let consumer: consumer::PullConsumer =
-            stream.get_or_create_consumer(&self.name, config).await?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .expires(Duration::from_secs(5))
-            .heartbeat(Duration::from_secs(2))
-            .messages()
-            .await?;
-        loop {
-            let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot?,
-                _ = self.stop.cancelled() => return Ok(()),
-            };
-            let next = tokio::select! {
-                next = messages.next() => next,
-                _ = self.stop.cancelled() => return Ok(()),
-            };
-            let message = match next {
-                None => anyhow::bail!("the message stream ended"),
-                Some(Err(e)) => anyhow::bail!("pulling messages: {e}"),
-                Some(Ok(message)) => message,
-            };
-            backoff.reset();
-            let this = self.clone();
-            in_flight.spawn(async move { this.process(message, slot).await });
+        config
+    }
+
+    /// The durable consumer, created, or brought to [`Consumer::desired_config`] when it
+    /// exists with another (an upgrade that consumes another type, other limits): updated
+    /// in place where the server allows it, otherwise deleted and created again starting
+    /// just after its acknowledged floor, so nothing it had not acknowledged is skipped
+    /// (what it had delivered but not acknowledged comes again; the inbox drops repeats).
+    async fn durable(&self, stream: &stream::Stream) -> anyhow::Result<consumer::PullConsumer> {
+        let desired = self.desired_config();
+        let existing = match stream.consumer_info(&self.name).await {
+            Ok(info) => info,
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                return Ok(stream.create_consumer(desired).await?);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !differs(&existing.config, &desired) {
+            return stream
+                .get_consumer(&self.name)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind the consumer: {e}"));
+        }
+        match stream.create_consumer(desired.clone()).await {
+            Ok(updated) => {
+                tracing::info!(consumer = %self.name, "consumer configuration updated in place");
+                Ok(updated)
+            }
+            Err(e) => {
+                let start = existing.ack_floor.stream_sequence + 1;
+                tracing::warn!(consumer = %self.name, error = %e, from = start, "the server cannot update the consumer in place; creating it again from its acknowledged floor");
+                stream.delete_consumer(&self.name).await?;
+                let mut again = desired;
+                again.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                };
+                Ok(stream.create_consumer(again).await?)
+            }
         }
     }
 
@@ -725,7 +927,8 @@ impl Consumer {
             .as_ref()
             .map(|e| e.event_type.clone())
             .unwrap_or_else(|_| "unknown".to_string());
-        // Deliveries that were not deferrals: the failed ones, and this one.
+        // Deliveries that were neither deferred nor handed back at shutdown: the ones that
+        // crashed or hung, and this one.
         let max_deliver = i64::from(self.settings.max_deliver);
         let attempts = self.attempts(seq, delivered, max_deliver + 1).await;
         if attempts > max_deliver {
@@ -741,38 +944,122 @@ impl Consumer {
             }
             return;
         }
-        let outcome = match event {
-            Ok(event) if !self.settings.accepts(&event.event_type) => {
-                Ok(crate::consumer::Handled::Ignored)
+        let replay_for = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLAY_FOR_HEADER))
+            .map(|v| v.as_str().to_string());
+        let event = match event {
+            Ok(event)
+                if !self.settings.accepts(&event.event_type)
+                    || replay_for.as_deref().is_some_and(|c| c != self.name) =>
+            {
+                self.finish(
+                    &message,
+                    seq,
+                    &event_type,
+                    Ok(crate::consumer::Handled::Ignored),
+                    delivered,
+                )
+                .await;
+                return;
             }
-            Ok(event) => self.handler.handle(event).await,
-            Err(e) => Err(e),
+            Ok(event) => event,
+            Err(e) => {
+                self.finish(&message, seq, &event_type, Err(e), delivered)
+                    .await;
+                return;
+            }
         };
+        let mut retry = Backoff::new(MIN_TRANSIENT_RETRY, MAX_TRANSIENT_RETRY);
+        let mut failures = 0u64;
+        loop {
+            match self.handler.handle(event.clone()).await {
+                Err(HandleError::Transient(e)) => {
+                    // Not the event's fault (its database is away, a pool timed out): tried
+                    // again here, keeping the message, for as long as it takes. Nothing
+                    // counts toward max_deliver, and no other event is pulled meanwhile.
+                    failures += 1;
+                    self.metrics.event_consumed(&event_type, "failed");
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(consumer = %self.name, seq, failures, error = %e, retry_in = ?retry.current(), "event handling failed; retrying it here until it succeeds");
+                    }
+                    if !self.hold(&message, &mut retry).await {
+                        // Shutting down: hand it back, counted as not failed.
+                        self.excuse(seq).await;
+                        if let Err(e) = message
+                            .ack_with(AckKind::Nak(Some(MIN_TRANSIENT_RETRY)))
+                            .await
+                        {
+                            tracing::debug!(consumer = %self.name, seq, error = %e, "could not hand an event back");
+                        }
+                        return;
+                    }
+                }
+                outcome => {
+                    if failures > 0 {
+                        tracing::info!(consumer = %self.name, seq, failures, "event handled after transient failures");
+                    }
+                    self.finish(&message, seq, &event_type, outcome, delivered)
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits the next retry delay while keeping `message` ours (progress acks, well within
+    /// its ack wait); false when the service is stopping.
+    async fn hold(&self, message: &jetstream::Message, retry: &mut Backoff) -> bool {
+        let until = Instant::now() + retry.next_delay();
+        let tick = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep((until - now).min(tick)) => {}
+                _ = self.stop.cancelled() => return false,
+            }
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(consumer = %self.name, error = %e, "could not extend an event's ack wait");
+            }
+        }
+    }
+
+    /// Acks, defers or sets aside the message after its handler answered (transient
+    /// failures never reach here).
+    async fn finish(
+        &self,
+        message: &jetstream::Message,
+        seq: u64,
+        event_type: &str,
+        outcome: Result<crate::consumer::Handled, HandleError>,
+        delivered: i64,
+    ) {
         let result = match outcome {
             Ok(handled) => {
                 self.forget(seq).await;
-                self.metrics.event_consumed(&event_type, handled.as_str());
+                self.metrics.event_consumed(event_type, handled.as_str());
                 message.ack().await
             }
             Err(HandleError::Malformed(err)) => {
                 self.forget(seq).await;
-                self.metrics.event_consumed(&event_type, "malformed");
-                self.give_up(&message, seq, &format!("malformed: {err}"))
+                self.metrics.event_consumed(event_type, "malformed");
+                self.give_up(message, seq, &format!("malformed: {err}"))
                     .await
             }
             Err(HandleError::NotYet(why)) => {
-                self.metrics.event_consumed(&event_type, "deferred");
+                self.metrics.event_consumed(event_type, "deferred");
                 // The limit runs from the event's first deferral, not from when it was
                 // stored: an event that waited in a backlog has not been waiting on a gap.
-                let since = self
-                    .deferrals
-                    .add(self.bus.deferral_store().await, seq)
-                    .await;
+                let since = self.excuse(seq).await;
                 let deferred_for = u64::try_from(unix_millis() - since).unwrap_or(0);
                 if Duration::from_millis(deferred_for) > self.settings.defer_limit {
                     self.forget(seq).await;
                     self.give_up(
-                        &message,
+                        message,
                         seq,
                         &format!(
                             "deferred for longer than {:?}: {why}",
@@ -787,21 +1074,12 @@ impl Consumer {
                 }
             }
             Err(HandleError::Transient(e)) => {
-                self.metrics.event_consumed(&event_type, "failed");
-                let failures = self.attempts(seq, delivered, max_deliver).await;
-                if failures >= max_deliver {
-                    self.forget(seq).await;
-                    self.give_up(
-                        &message,
-                        seq,
-                        &format!("deliveries exhausted, last error: {e}"),
-                    )
+                // Only reached if a caller passes one: hand it back without counting it.
+                self.excuse(seq).await;
+                tracing::warn!(consumer = %self.name, seq, error = %e, "event handed back");
+                message
+                    .ack_with(AckKind::Nak(Some(MIN_TRANSIENT_RETRY)))
                     .await
-                } else {
-                    let delay = nak_delay(failures);
-                    tracing::warn!(consumer = %self.name, seq, failures, error = %e, retry_in = ?delay, "event handling failed, redelivery later");
-                    message.ack_with(AckKind::Nak(Some(delay))).await
-                }
             }
         };
         if let Err(e) = result {
@@ -809,6 +1087,14 @@ impl Consumer {
             // repeat a no-op.
             tracing::warn!(consumer = %self.name, seq, error = %e, "could not acknowledge an event");
         }
+    }
+
+    /// Counts a delivery of `seq` that did not fail (a deferral, or a hand-back at
+    /// shutdown), here and across replicas; returns when the event was first excused.
+    async fn excuse(&self, seq: u64) -> i64 {
+        self.deferrals
+            .add(self.bus.deferral_store().await, seq)
+            .await
     }
 
     /// Deliveries of the event at `seq` that were not deferrals. This replica's own count
@@ -881,10 +1167,14 @@ fn server_has_filter_subjects(version: &str) -> bool {
     (major, minor) >= (2, 10)
 }
 
-/// Redelivery delay after `delivered` failed deliveries: 100 ms doubling, at most 5 s.
-fn nak_delay(delivered: i64) -> Duration {
-    let exp = u32::try_from(delivered.clamp(1, 16) - 1).unwrap_or(0);
-    (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_NAK_DELAY)
+/// Whether the consumer `existing` differs from `desired` in what the service sets
+/// (filters and limits; not its start position, which a re-creation sets).
+fn differs(existing: &consumer::Config, desired: &consumer::pull::Config) -> bool {
+    existing.filter_subject != desired.filter_subject
+        || existing.filter_subjects != desired.filter_subjects
+        || existing.ack_wait != desired.ack_wait
+        || existing.max_deliver != desired.max_deliver
+        || existing.max_ack_pending != desired.max_ack_pending
 }
 
 #[cfg(test)]
@@ -922,14 +1212,6 @@ mod tests {
         assert!(server_has_filter_subjects("2.15.1-beta"));
         assert!(server_has_filter_subjects("3.0.0"));
         assert!(!server_has_filter_subjects("garbage"));
-    }
-
-    #[test]
-    fn nak_delays_are_bounded() {
-        assert_eq!(nak_delay(1), Duration::from_millis(100));
-        assert_eq!(nak_delay(2), Duration::from_millis(200));
-        assert_eq!(nak_delay(19), MAX_NAK_DELAY);
-        assert_eq!(nak_delay(-3), Duration::from_millis(100));
     }
 
     #[test]

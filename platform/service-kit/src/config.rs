@@ -28,6 +28,8 @@ pub struct Env {
     vars: Option<HashMap<String, String>>,
     /// Values used where a variable is unset (an app's defaults, from the registry).
     defaults: HashMap<String, String>,
+    /// Values that win over the variables (a command's own options).
+    overrides: HashMap<String, String>,
 }
 
 impl Env {
@@ -50,6 +52,20 @@ impl Env {
         env
     }
 
+    /// This environment, with `overrides` winning over what it sets.
+    pub fn with_overrides<I, K, V>(&self, overrides: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut env = self.clone();
+        for (k, v) in overrides {
+            env.overrides.insert(k.into(), v.into());
+        }
+        env
+    }
+
     /// Reads from the given pairs only.
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where
@@ -65,11 +81,15 @@ impl Env {
                     .collect(),
             ),
             defaults: HashMap::new(),
+            overrides: HashMap::new(),
         }
     }
 
     /// The raw value, if set and not empty.
     pub fn raw(&self, name: &str) -> Option<String> {
+        if let Some(value) = self.overrides.get(name) {
+            return Some(value.clone());
+        }
         let value = match &self.vars {
             Some(map) => map.get(name).cloned(),
             None => std::env::var(name).ok(),

@@ -18,6 +18,7 @@
 mod handler;
 mod order;
 mod routes;
+pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,22 @@ use switchyard_kit::{ConfigError, Env, Migration, Migrations, Shutdown};
 use switchyard_session::{SessionConfig, Sessions};
 
 /// The service's own tables (the platform adds its messaging tables).
-pub static MIGRATIONS: Migrations = Migrations(&[Migration {
-    version: 2,
-    description: "orders and the replica of tickets",
-    sqlite: include_str!("../migrations/sqlite.sql"),
-    postgres: include_str!("../migrations/postgres.sql"),
-}]);
+pub static MIGRATIONS: Migrations = Migrations(&[
+    Migration {
+        version: 2,
+        description: "orders and the replica of tickets",
+        sqlite: include_str!("../migrations/sqlite.sql"),
+        postgres: include_str!("../migrations/postgres.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "live orders by expiry, for the sweeper",
+        sqlite: LIVE_BY_EXPIRY,
+        postgres: LIVE_BY_EXPIRY,
+    },
+]);
+
+const LIVE_BY_EXPIRY: &str = "CREATE INDEX orders_live_by_expiry ON orders (expires_at) WHERE status IN ('created', 'awaiting:payment');";
 
 /// How long an order reserves its ticket before it expires, unless configured: the
 /// original's 15 minutes.
@@ -50,6 +61,8 @@ pub struct Settings {
     /// `EXPIRATION_WINDOW_SECONDS` (default 900): an order's `expiresAt` is its creation
     /// time plus this.
     pub expiration_window: Duration,
+    /// When the sweeper cancels an overdue order (`ORDER_SWEEP_GRACE_SECONDS`).
+    pub sweep: sweeper::SweepSettings,
 }
 
 impl Settings {
@@ -74,10 +87,17 @@ impl Settings {
                 MAX_EXPIRATION_WINDOW.as_secs()
             )));
         }
+        let grace: u64 = env.parse_or(
+            "ORDER_SWEEP_GRACE_SECONDS",
+            sweeper::SweepSettings::default().grace.as_secs(),
+        )?;
         Ok(Settings {
             service,
             session: SessionConfig::from_env(env)?,
             expiration_window: Duration::from_secs(seconds),
+            sweep: sweeper::SweepSettings {
+                grace: Duration::from_secs(grace),
+            },
         })
     }
 }
@@ -93,6 +113,7 @@ pub async fn launch(
     let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
     let state = service.state();
     let handler = Arc::new(handler::Events(state.clone()));
+    sweeper::spawn(state.clone(), settings.sweep, &shutdown);
     let routes = routes::router(routes::OrdersState {
         lists: switchyard_bus_client::ReadCache::for_database(&state.db).map(Arc::new),
         service: state,

@@ -723,3 +723,55 @@ async fn bad_input_gets_a_json_4xx_never_a_5xx() {
     assert_eq!(a.status, 400);
     stack.stop().await;
 }
+
+/// An order whose expiration never arrives (a lost timer, a dead letter nobody replayed)
+/// is cancelled by the orders service itself, once, after the grace; a paid order is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_order_whose_expiration_is_lost_is_cancelled_by_the_sweeper() {
+    let stack = Stack::start_with(Options {
+        env: vec![
+            ("EXPIRATION_WINDOW_SECONDS", "1"),
+            ("ORDER_SWEEP_GRACE_SECONDS", "1"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let user = stack.cookie(&object_id());
+    let ticket = stack.ticket("lost timer", 20.0).await;
+    let order = stack.create_order(&user, &ticket).await;
+    let id = order["id"].as_str().expect("id").to_string();
+    let paid_ticket = stack.ticket("paid", 5.0).await;
+    let paid = stack.create_order(&user, &paid_ticket).await;
+    let paid_id = paid["id"].as_str().expect("id").to_string();
+    stack
+        .publish(None, "payment:created", payment(&paid_id))
+        .await;
+    // No expiration:complete is ever published.
+    let swept = stack
+        .wait_order(&user, &id, "swept", |o| o["status"] == "cancelled")
+        .await;
+    assert_eq!(swept["version"], 1);
+    let events = support::eventually("order:cancelled", || async {
+        let events = cancellations_of(&stack, &id).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(
+        events[0]["data"],
+        json!({"id": id, "version": 1, "ticket": {"id": ticket}})
+    );
+    // A late expiration changes nothing more; the paid order stays complete.
+    stack
+        .publish(None, "expiration:complete", expiration(&id))
+        .await;
+    delivered_barrier(&stack).await;
+    published_barrier(&stack).await;
+    assert_eq!(cancellations_of(&stack, &id).await.len(), 1);
+    let paid_now = stack
+        .get(&format!("/api/orders/{paid_id}"), Some(&user))
+        .await
+        .body;
+    assert_eq!(paid_now["status"], "complete");
+    assert!(cancellations_of(&stack, &paid_id).await.is_empty());
+    stack.stop().await;
+}
