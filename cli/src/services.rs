@@ -46,12 +46,16 @@ pub fn service_settings(r: &Resolved, env: &Env) -> anyhow::Result<ServiceSettin
     )?)
 }
 
-/// `env` with the app's stream and subject prefix where `BUS_STREAM` and
-/// `BUS_SUBJECT_PREFIX` are unset.
+/// `env` with the app's stream, subject prefix and event retention where `BUS_STREAM`,
+/// `BUS_SUBJECT_PREFIX` and `EVENTS_MAX_AGE_SECONDS` are unset.
 fn with_app_bus_defaults(env: &Env, app: &App) -> Env {
     env.with_defaults([
-        ("BUS_STREAM", app.stream),
-        ("BUS_SUBJECT_PREFIX", app.subject_prefix),
+        ("BUS_STREAM", app.stream.to_string()),
+        ("BUS_SUBJECT_PREFIX", app.subject_prefix.to_string()),
+        (
+            "EVENTS_MAX_AGE_SECONDS",
+            app.events_max_age_seconds.to_string(),
+        ),
     ])
 }
 
@@ -104,6 +108,7 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     match (r.service.kind, r.app.name, r.service.name) {
         (Kind::EventBus, ..) => {
+            let env = &with_app_bus_defaults(env, r.app);
             let common = common_config(&r, env)?;
             let s = switchyard_event_bus::Settings::from_env(
                 env,

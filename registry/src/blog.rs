@@ -120,6 +120,8 @@ pub static BLOG: App = App {
     },
     stream: "BLOG",
     subject_prefix: "blog",
+    // Kept for ever: the read model is rebuilt from the log (`rebuild-query`).
+    events_max_age_seconds: 0,
     check_payload,
     routes: &[
         ("/posts/create", "posts-clusterip-srv", 4000),

@@ -40,6 +40,10 @@ pub struct App {
     pub stream: &'static str,
     /// The subject prefix of its events (`BUS_SUBJECT_PREFIX`).
     pub subject_prefix: &'static str,
+    /// How long its bus keeps an event, in seconds (`EVENTS_MAX_AGE_SECONDS`; 0: for ever).
+    /// Shorter than the services' `RETENTION_DAYS` (30), so no event the bus can still
+    /// deliver finds its inbox record gone.
+    pub events_max_age_seconds: u64,
     /// The checks of its event payloads: the event bus rejects a known type with a
     /// malformed payload at the door instead of letting every subscriber reject it later.
     pub check_payload: fn(&Envelope) -> Result<(), PayloadError>,

@@ -163,6 +163,8 @@ pub static TICKETING: App = App {
     },
     stream: "TICKETING",
     subject_prefix: "ticketing",
+    // A week: every consumer has long applied an event by then.
+    events_max_age_seconds: 7 * 24 * 3600,
     check_payload,
     routes: &[
         ("/api/users/currentuser", "auth-srv", 3000),

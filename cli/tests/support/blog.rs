@@ -274,6 +274,7 @@ impl Blog {
             common: self.common(self.dir.path(), service),
             bus: self.bus_config(),
             consumer,
+            retention: Default::default(),
         }
     }
 

@@ -156,6 +156,7 @@ impl Ticketing {
             common: self.common(service),
             bus: self.bus_config(),
             consumer,
+            retention: Default::default(),
         }
     }
 
@@ -201,6 +202,7 @@ impl Ticketing {
                     service: self.service_settings(service),
                     session,
                     expiration_window: self.expiration_window,
+                    sweep: Default::default(),
                 };
                 start(l, move |l, sd| switchyard_orders::launch(s, l, sd))
             }

@@ -33,6 +33,9 @@ pub struct BusConfig {
     pub secret: Option<BusSecret>,
     /// The service's NATS user, if the server has users.
     pub credentials: Option<NatsCredentials>,
+    /// How long the NATS stream keeps an event (`EVENTS_MAX_AGE_SECONDS`; `None`: for
+    /// ever). The HTTP bus applies its own setting of the same name.
+    pub max_age: Option<std::time::Duration>,
 }
 
 /// A NATS user and its password (`NATS_USER`, `NATS_PASSWORD`; `Debug` hides the password).
@@ -94,6 +97,10 @@ impl BusConfig {
             subject_prefix,
             secret: BusSecret::from_env(env)?,
             credentials: NatsCredentials::from_env(env)?,
+            max_age: match env.parse_or::<u64>("EVENTS_MAX_AGE_SECONDS", 0)? {
+                0 => None,
+                secs => Some(std::time::Duration::from_secs(secs)),
+            },
         })
     }
 
@@ -117,6 +124,7 @@ impl BusConfig {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_string(),
             secret: None,
             credentials: None,
+            max_age: None,
         }
     }
 
@@ -133,6 +141,7 @@ impl BusConfig {
             subject_prefix: subject_prefix.into(),
             secret: None,
             credentials: None,
+            max_age: None,
         }
     }
 
@@ -150,7 +159,8 @@ impl BusConfig {
                 &self.subject_prefix,
                 self.credentials.as_ref(),
             )
-            .await?;
+            .await?
+            .with_max_age(self.max_age);
             Ok(Bus::Nats(Arc::new(bus)))
         } else {
             Ok(Bus::Http(Arc::new(HttpBus::with_secret(

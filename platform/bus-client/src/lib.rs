@@ -14,6 +14,7 @@
 //! * [`consumer_settings`]: a service's consumer group, types and limits;
 //! * [`dead_letters`]: a service's dead letters, in its outbox and at the bus: listed, shown,
 //!   replayed;
+//! * [`retention`]: records of finished work (the inbox, tombstones) deleted after a while;
 //! * [`service`]: the service builder every event-driven service starts from.
 
 pub mod bus;
@@ -27,6 +28,7 @@ pub mod nats_bus;
 mod nats_deferrals;
 pub mod outbox;
 pub mod read_cache;
+pub mod retention;
 pub mod service;
 
 pub use bus::{BusConfig, Publisher};

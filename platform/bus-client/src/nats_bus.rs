@@ -126,6 +126,8 @@ pub struct NatsBus {
     /// The bucket of deferral counts shared by a consumer's replicas, opened when first
     /// needed.
     deferral_store: tokio::sync::OnceCell<kv::Store>,
+    /// How long the stream keeps an event (`None`: for ever).
+    max_age: Option<Duration>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -170,8 +172,13 @@ pub fn check_subject_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
+/// The inbox prefix of the NATS user `user` (its replies arrive under it).
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{}", subject_token(user))
+}
+
 /// The subject token for an event type: characters NATS gives a meaning to are replaced.
-fn subject_token(event_type: &str) -> String {
+pub fn subject_token(event_type: &str) -> String {
     let token: String = event_type
         .chars()
         .map(|c| {
@@ -209,10 +216,13 @@ impl NatsBus {
         check_subject_prefix(subject_prefix).map_err(anyhow::Error::msg)?;
         let mut options = async_nats::ConnectOptions::new();
         if let Some(c) = credentials {
+            // Replies come to an inbox of this user's own: its permissions let it read
+            // those, never another service's.
             options = async_nats::ConnectOptions::with_user_and_password(
                 c.user.clone(),
                 c.password.clone(),
-            );
+            )
+            .custom_inbox_prefix(inbox_prefix(&c.user));
         }
         let client = options
             .name(format!("switchyard {stream}"))
@@ -238,7 +248,15 @@ impl NatsBus {
             streams_ready: AtomicBool::new(false),
             ensuring: Mutex::new(()),
             deferral_store: tokio::sync::OnceCell::new(),
+            max_age: None,
         })
+    }
+
+    /// The same connection, keeping events in the stream for `max_age` (`None`: for ever);
+    /// an existing stream is brought to it.
+    pub fn with_max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     pub fn stream_name(&self) -> &str {
@@ -283,7 +301,9 @@ impl NatsBus {
         if self.streams_ready.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.js
+        let max_age = self.max_age.unwrap_or_default();
+        let mut events = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: self.stream.clone(),
                 description: Some("Switchyard events".to_string()),
@@ -291,10 +311,20 @@ impl NatsBus {
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 duplicate_window: DUPLICATE_WINDOW,
+                max_age,
                 ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("cannot create stream {}: {e}", self.stream))?;
+        let config = events.info().await?.config.clone();
+        if config.max_age != max_age {
+            // A stream created before, with another retention: brought to this one.
+            self.js
+                .update_stream(stream::Config { max_age, ..config })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot update stream {}: {e}", self.stream))?;
+            tracing::info!(stream = %self.stream, ?max_age, "stream retention updated");
+        }
         let dead = self.dead_letter_stream_name();
         self.js
             .get_or_create_stream(stream::Config {
@@ -387,32 +417,46 @@ impl NatsBus {
 
     /// One page of the log: events with `seq > after`, oldest first, at most `limit`; each
     /// event's `seq` is its stream sequence. Payloads that are not envelopes are skipped.
+    ///
+    /// Read one message at a time from the stream (`STREAM.MSG.GET` of the next event
+    /// subject from a sequence): no consumer is made, so a service allowed to read the
+    /// stream needs no right to pull from anyone's consumer.
     pub async fn page(&self, after: i64, limit: u32) -> anyhow::Result<Vec<Envelope>> {
         self.ensure_streams().await?;
-        let after = u64::try_from(after).unwrap_or(0);
         let stream = self.js.get_stream(&self.stream).await?;
-        let last = stream.cached_info().state.last_sequence;
-        if last <= after || limit == 0 {
-            return Ok(Vec::new());
+        let subjects = format!("{}.*", self.prefix);
+        let mut next = u64::try_from(after).unwrap_or(0) + 1;
+        let mut events = Vec::new();
+        let mut read = 0u32;
+        while read < limit {
+            let message = match stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(subjects.clone())
+                .send()
+                .await
+            {
+                Ok(message) => message,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(anyhow::anyhow!("reading the stream: {e}")),
+            };
+            read += 1;
+            next = message.sequence + 1;
+            match envelope_of(&message.payload, message.sequence) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(seq = message.sequence, error = %e, "skipping a payload that is not an event")
+                }
+            }
         }
-        let wanted = usize::try_from((last - after).min(u64::from(limit))).unwrap_or(usize::MAX);
-        let reader = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await?;
-        let result = read_page(&reader, wanted, last).await;
-        let name = reader.cached_info().name.clone();
-        if let Err(e) = stream.delete_consumer(&name).await {
-            tracing::debug!(error = %e, "could not delete the paging consumer (it expires)");
-        }
-        result
+        Ok(events)
     }
 
     /// The dead letters of `consumer`, oldest first (at most `limit`), each with its id in
@@ -631,45 +675,6 @@ impl NatsBus {
             }
         }
     }
-}
-
-async fn read_page(
-    reader: &consumer::PullConsumer,
-    wanted: usize,
-    last: u64,
-) -> anyhow::Result<Vec<Envelope>> {
-    let mut events = Vec::with_capacity(wanted.min(1024));
-    let mut read = 0usize;
-    while read < wanted {
-        let mut batch = reader
-            .fetch()
-            .max_messages(wanted - read)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await?;
-        let mut got = 0usize;
-        let mut at_end = false;
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
-            got += 1;
-            let seq = message.info().map_err(anyhow::Error::msg)?.stream_sequence;
-            match envelope_of(&message.payload, seq) {
-                Ok(event) => events.push(event),
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "skipping a payload that is not an event")
-                }
-            }
-            if seq >= last {
-                at_end = true;
-                break;
-            }
-        }
-        read += got;
-        if got == 0 || at_end {
-            break;
-        }
-    }
-    Ok(events)
 }
 
 /// Parses a payload into an envelope with `seq` set to its stream sequence (and an id

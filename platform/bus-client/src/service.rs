@@ -32,6 +32,7 @@ use crate::bus::{Bus, BusConfig};
 use crate::consumer::{EventHandler, HandleError, Handled, events_route};
 use crate::consumer_settings::ConsumerSettings;
 use crate::outbox::{MESSAGING, Outbox};
+use crate::retention::{Expiring, INBOX, Retention};
 
 /// The settings of a service that talks to the bus: the common ones, the bus's, and its
 /// consumer's when it consumes events.
@@ -40,6 +41,8 @@ pub struct ServiceSettings {
     pub common: CommonConfig,
     pub bus: BusConfig,
     pub consumer: Option<ConsumerSettings>,
+    /// How long records of finished work are kept (`RETENTION_DAYS`).
+    pub retention: Retention,
 }
 
 impl ServiceSettings {
@@ -54,6 +57,7 @@ impl ServiceSettings {
             common,
             bus: BusConfig::from_env(env)?,
             consumer: consumer.map(|c| c.with_env(env)).transpose()?,
+            retention: Retention::from_env(env)?,
         })
     }
 }
@@ -72,6 +76,8 @@ pub struct Service {
     state: ServiceState,
     bus: Bus,
     shutdown: Shutdown,
+    /// Tables whose old rows are deleted (the inbox, and the service's own).
+    expiring: Vec<Expiring>,
 }
 
 impl Service {
@@ -96,7 +102,14 @@ impl Service {
             },
             bus,
             shutdown: shutdown.clone(),
+            expiring: vec![INBOX],
         })
+    }
+
+    /// Deletes `table`'s rows once they are older than the retention, like the inbox's.
+    pub fn expire(mut self, table: Expiring) -> Self {
+        self.expiring.push(table);
+        self
     }
 
     /// The state to give handlers and routes.
@@ -127,7 +140,9 @@ impl Service {
             state,
             bus,
             shutdown,
+            expiring,
         } = self;
+        crate::retention::spawn(state.db.clone(), expiring, settings.retention, &shutdown);
         let filter = settings.consumer.clone();
         let endpoint: Arc<dyn EventHandler> = match &handler {
             Some(h) => Arc::new(Filtered {

@@ -150,6 +150,14 @@ impl Subscriber {
     }
 }
 
+/// `EVENTS_MAX_AGE_SECONDS`: how long the bus keeps an event (0 or unset: for ever).
+pub fn events_max_age(env: &Env) -> Result<Option<Duration>, ConfigError> {
+    Ok(match env.parse_or::<u64>("EVENTS_MAX_AGE_SECONDS", 0)? {
+        0 => None,
+        secs => Some(Duration::from_secs(secs)),
+    })
+}
+
 /// Checks the payload of an event of a known type; the app's contract supplies it.
 pub type PayloadCheck =
     fn(&switchyard_events::Envelope) -> Result<(), switchyard_events::PayloadError>;
@@ -169,8 +177,9 @@ pub struct Settings {
     /// The secret publishers and readers must present, and that deliveries carry
     /// (`EVENT_BUS_SECRET`); without it anyone who reaches the port may publish.
     pub secret: Option<BusSecret>,
-    /// How long the log keeps an event every subscriber has passed (`LOG_MAX_AGE_SECONDS`;
-    /// `None`, the default, keeps it forever: the blog's read model is rebuilt from it).
+    /// How long the log keeps an event every subscriber has passed
+    /// (`EVENTS_MAX_AGE_SECONDS`; 0 or unset keeps it forever, as the blog does: its read
+    /// model is rebuilt from the log).
     pub log_max_age: Option<Duration>,
 }
 
@@ -207,10 +216,7 @@ impl Settings {
             defer_limit: env.millis_or("DEFER_LIMIT_MS", Duration::from_secs(60))?,
             payload_check,
             secret: BusSecret::from_env(env)?,
-            log_max_age: match env.parse_or::<u64>("LOG_MAX_AGE_SECONDS", 0)? {
-                0 => None,
-                secs => Some(Duration::from_secs(secs)),
-            },
+            log_max_age: events_max_age(env)?,
         })
     }
 

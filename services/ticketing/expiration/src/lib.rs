@@ -21,6 +21,7 @@ mod timers;
 
 use std::sync::Arc;
 
+use switchyard_bus_client::retention::Expiring;
 use switchyard_bus_client::{Service, ServiceSettings};
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{Migration, Migrations, Shutdown};
@@ -40,7 +41,16 @@ pub async fn launch(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let service = Service::start(settings, &MIGRATIONS, &shutdown).await?;
+    // A fired timer is kept while its order:created may be delivered again (it must not
+    // set the timer a second time): no longer than the bus keeps events.
+    let service = Service::start(settings, &MIGRATIONS, &shutdown)
+        .await?
+        .expire(Expiring {
+            table: "expiration_timers",
+            key: "order_id",
+            written_at: "fired_at",
+            only_if: "fired = 1",
+        });
     let state = service.state();
     let timers = timers::Timers::new(state.clone());
     // Started before the routes: timers that came due while the service was down fire now.

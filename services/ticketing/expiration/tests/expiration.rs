@@ -61,6 +61,7 @@ impl Setup {
             common: CommonConfig::for_data_dir("expiration", data_dir),
             bus: BusConfig::http(self.bus.url()),
             consumer: Some(ConsumerSettings::new("expiration-service").only([ORDER_CREATED])),
+            retention: Default::default(),
         }
     }
 

@@ -134,6 +134,7 @@ mod tests {
             common: CommonConfig::for_data_dir("orders", "/tmp/unused"),
             bus: BusConfig::http("http://127.0.0.1:1"),
             consumer: None,
+            retention: Default::default(),
         }
     }
 

@@ -137,6 +137,7 @@ impl App {
                     ConsumerSettings::new("payments-service")
                         .only([ORDER_CREATED, ORDER_CANCELLED]),
                 ),
+                retention: Default::default(),
             },
             session: SessionConfig::for_key(JWT_KEY),
             provider: config,

@@ -21,6 +21,7 @@ mod ticket;
 
 use std::sync::Arc;
 
+use switchyard_bus_client::retention::Expiring;
 use switchyard_bus_client::{Service, ServiceSettings};
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{ConfigError, Env, Migration, Migrations, Shutdown};
@@ -67,7 +68,16 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     // Checked before the database is opened: a bad key stops the start with nothing done.
     let sessions = Sessions::new(settings.session)?;
-    let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
+    // A tombstone is needed while the order's creation may still arrive: no longer than
+    // the bus keeps events, well within the retention.
+    let service = Service::start(settings.service, &MIGRATIONS, &shutdown)
+        .await?
+        .expire(Expiring {
+            table: "cancelled_orders",
+            key: "order_id",
+            written_at: "at",
+            only_if: "",
+        });
     let state = service.state();
     let handler = Arc::new(handler::Orders(state.clone()));
     service
@@ -86,6 +96,7 @@ mod tests {
             common: CommonConfig::for_data_dir("tickets", "/tmp/unused"),
             bus: BusConfig::http("http://127.0.0.1:1"),
             consumer: None,
+            retention: Default::default(),
         }
     }
 

@@ -85,6 +85,7 @@ impl Stack {
                     common,
                     bus: BusConfig::http(bus.url()),
                     consumer: Some(ConsumerSettings::new("orders-service").only(CONSUMES)),
+                    retention: Default::default(),
                 };
                 let mut settings =
                     switchyard_orders::Settings::from_env(&env, service).expect("settings");

@@ -64,6 +64,7 @@ impl Stack {
                         common,
                         bus: BusConfig::http(bus.url()),
                         consumer: Some(ConsumerSettings::new("tickets-service").only(CONSUMES)),
+                        retention: Default::default(),
                     },
                     session: SessionConfig::for_key(KEY),
                 };
