@@ -62,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         action: dead_letters::Action,
     },
+    /// Print the NATS users of an app's services (a nats-server `authorization` block:
+    /// each service publishes its own events and pulls its own durable only).
+    NatsUsers {
+        /// The app.
+        app: String,
+    },
     /// Exit 0 if the URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
         /// Default: http://127.0.0.1:$OPS_PORT/healthz.
@@ -142,6 +148,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             action,
         } => {
             dead_letters::run(&service, data_dir, action, &env).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NatsUsers { app } => {
+            let app = switchyard_registry::app(&app).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown app {app:?}; the apps are: {}",
+                    switchyard_registry::app_names().join(", ")
+                )
+            })?;
+            print!("{}", services::nats_server_config(app));
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck { url } => {

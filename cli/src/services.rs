@@ -59,6 +59,29 @@ fn with_app_bus_defaults(env: &Env, app: &App) -> Env {
     ])
 }
 
+/// The NATS users of `app`'s services: each its own user, publishing the types it
+/// produces and pulling from its own durable.
+pub fn nats_users(app: &App) -> Vec<switchyard_bus_client::nats_users::ServiceUser> {
+    app.services
+        .iter()
+        .filter(|s| s.kind == Kind::App && (!s.produces.is_empty() || s.consumer_group.is_some()))
+        .map(|s| switchyard_bus_client::nats_users::ServiceUser {
+            user: s.name.to_string(),
+            durable: s.consumer_group.map(str::to_string),
+            produces: s.produces.iter().map(|t| t.to_string()).collect(),
+        })
+        .collect()
+}
+
+/// The `authorization` block of the nats-server configuration for `app`.
+pub fn nats_server_config(app: &App) -> String {
+    switchyard_bus_client::nats_users::server_config(
+        app.stream,
+        app.subject_prefix,
+        &nats_users(app),
+    )
+}
+
 /// The event bus's subscribers in the embedded setup: every service of the app that
 /// consumes, at its local port, with the types and limits the registry gives it.
 pub fn default_subscribers(app: &App, host: &str, port_offset: u16) -> Vec<Subscriber> {

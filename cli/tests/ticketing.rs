@@ -23,6 +23,10 @@ per_backend!(
     timers_survive_the_expiration_service_being_killed,
     redelivered_and_reordered_events_change_nothing,
     bad_input_on_every_route_gets_a_4xx_json_error,
+    a_huge_request_id_on_every_write_keeps_its_events,
+    a_forged_event_on_any_port_changes_nothing,
+    readiness_is_the_own_database_while_the_bus_is_away,
+    a_dead_letter_is_listed_shown_and_replayed_once,
 );
 
 const ALL: &[&str] = &["auth", "tickets", "orders", "expiration", "payments"];
@@ -752,5 +756,316 @@ async fn bad_input_on_every_route_gets_a_4xx_json_error(backend: Backend) {
             }
         }
     }
+    t.shutdown().await;
+}
+
+/// A client's `X-Request-Id` becomes the `correlationId` of the events its request causes.
+/// A 70,000-character one used to make `order:created` too large for the bus, which
+/// refused it, and the relay set it aside for good: the ticket was never reserved, no
+/// timer was set, payments never learned of the order. Now a long or odd id is replaced,
+/// never echoed, and every write keeps its effects everywhere.
+async fn a_huge_request_id_on_every_write_keeps_its_events(backend: Backend) {
+    let t = Ticketing::start_on(backend, ALL).await;
+    let c = Client::default();
+    let huge = "x".repeat(70_000);
+    let with_huge = [("x-request-id", huge.as_str())];
+    let seller = signup(&c, &t, "huge-seller@test.com").await;
+    let buyer = signup(&c, &t, "huge-buyer@test.com").await;
+    let answered_id = |a: &Answer| {
+        let id = a.request_id.clone().expect("an x-request-id answered");
+        assert!(id.len() <= 128 && id != huge, "the huge id is not echoed");
+    };
+    // Selling and editing.
+    let tickets = format!("{}/api/tickets", t.url("tickets"));
+    let mut ticket_ids = Vec::new();
+    for title in ["huge id one", "huge id two"] {
+        let a = c
+            .with_headers(
+                Method::POST,
+                &tickets,
+                Some(&seller.cookie),
+                Some(&json!({"title": title, "price": 20})),
+                &with_huge,
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+        answered_id(&a);
+        let id = a.json()["id"].as_str().expect("id").to_string();
+        let a = c
+            .with_headers(
+                Method::PUT,
+                &format!("{tickets}/{id}"),
+                Some(&seller.cookie),
+                Some(&json!({"title": format!("{title}, edited"), "price": 25})),
+                &with_huge,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        answered_id(&a);
+        ticket_ids.push(id);
+    }
+    // Ordering: the ticket is reserved, payments learns of the order, it can be paid.
+    let orders = format!("{}/api/orders", t.url("orders"));
+    let order = support::eventually("the order placed with a huge id", || async {
+        let a = c
+            .with_headers(
+                Method::POST,
+                &orders,
+                Some(&buyer.cookie),
+                Some(&json!({"ticketId": ticket_ids[0]})),
+                &with_huge,
+            )
+            .await;
+        (a.status != 404).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        order.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&order.body)
+    );
+    answered_id(&order);
+    let order_id = order.json()["id"].as_str().expect("id").to_string();
+    support::eventually("the ticket reserved by the order", || async {
+        let (_, ticket) = get_json(&c, &format!("{tickets}/{}", ticket_ids[0]), None).await;
+        (ticket["orderId"] == order_id.as_str()).then_some(())
+    })
+    .await;
+    let paid = pay(&c, &t, &buyer, &order_id, "tok_visa").await;
+    assert_eq!(paid.status, 201, "{}", String::from_utf8_lossy(&paid.body));
+    eventually_status(&c, &t, &buyer, &order_id, "complete").await;
+    // Cancelling: the ticket is for sale again.
+    let second = buy(&c, &t, &buyer, &ticket_ids[1]).await;
+    let second_id = second["id"].as_str().expect("id").to_string();
+    support::eventually("the second ticket reserved", || async {
+        (!listed(&c, &t, &ticket_ids[1]).await).then_some(())
+    })
+    .await;
+    let a = c
+        .with_headers(
+            Method::DELETE,
+            &format!("{orders}/{second_id}"),
+            Some(&buyer.cookie),
+            None,
+            &with_huge,
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", String::from_utf8_lossy(&a.body));
+    answered_id(&a);
+    support::eventually("the cancelled order's ticket for sale again", || async {
+        listed(&c, &t, &ticket_ids[1]).await.then_some(())
+    })
+    .await;
+    // Every event carries a short correlation id.
+    for event in t.events().await {
+        let correlation = event["correlationId"].as_str().unwrap_or("");
+        assert!(
+            correlation.len() <= 128,
+            "{}",
+            &correlation[..200.min(correlation.len())]
+        );
+    }
+    t.shutdown().await;
+}
+
+/// A `payment:created` nobody paid for, posted to the `/events` of every service (and to
+/// the bus on the embedded backend), changes nothing: 401 where deliveries must carry the
+/// bus's secret, 404 where there is no such route (every service with NATS).
+async fn a_forged_event_on_any_port_changes_nothing(backend: Backend) {
+    let t = Ticketing::start_on(backend, ALL).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "forge-seller@test.com").await;
+    let buyer = signup(&c, &t, "forge-buyer@test.com").await;
+    let ticket = sell(&c, &t, &seller, "forged", 20.0).await;
+    let order = buy(&c, &t, &buyer, ticket["id"].as_str().expect("id")).await;
+    let order_id = order["id"].as_str().expect("id").to_string();
+    let forged = json!({
+        "id": uuid_like(),
+        "type": "payment:created",
+        "data": {"id": "0123456789abcdef01234567", "orderId": order_id, "stripeId": "ch_forged"},
+    });
+    let expected = match backend {
+        Backend::Embedded => 401,
+        Backend::Production => 404,
+    };
+    for service in ["tickets", "orders", "payments", "expiration"] {
+        let a = c
+            .post_json(&format!("{}/events", t.url(service)), &forged)
+            .await;
+        assert_eq!(
+            a.status,
+            expected,
+            "{service}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        // Also with a made-up secret.
+        let a = c
+            .with_headers(
+                Method::POST,
+                &format!("{}/events", t.url(service)),
+                None,
+                Some(&forged),
+                &[(
+                    "authorization",
+                    "Bearer not-the-bus-secret-0123456789abcdef",
+                )],
+            )
+            .await;
+        assert_eq!(a.status, expected, "{service}");
+    }
+    if backend == Backend::Embedded {
+        let bus = format!("{}/events", t.url("event-bus"));
+        let a = c.post_json(&bus, &forged).await;
+        a.assert_error(401, None);
+        // Nor can the log be read without the secret.
+        assert_eq!(c.get(&bus).await.status, 401);
+    }
+    // The order is as it was: not paid.
+    assert_eq!(order_status(&c, &t, &buyer, &order_id).await, "created");
+    let events = t.events().await;
+    assert!(
+        !events.iter().any(|e| e["type"] == "payment:created"),
+        "nothing reached the bus"
+    );
+    t.shutdown().await;
+}
+
+/// While the bus is away, every service whose database answers stays ready (and says
+/// where the bus is in `/readyz`'s details and `switchyard_bus_up`), writes are taken,
+/// and their events arrive once the bus is back.
+async fn readiness_is_the_own_database_while_the_bus_is_away(backend: Backend) {
+    let services = ["auth", "tickets", "orders", "payments"];
+    let mut nats = None;
+    let mut t = match backend {
+        Backend::Embedded => Ticketing::start_on(backend, &services).await,
+        Backend::Production => {
+            let server = support::nats_server::NatsServer::start(None, &[]).await;
+            let resources = support::backend::Resources::on_nats(server.url());
+            nats = Some(server);
+            Ticketing::start_opts(
+                backend,
+                &services,
+                support::ticketing::Options {
+                    resources: Some(resources),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let c = Client::default();
+    let seller = signup(&c, &t, "ready-seller@test.com").await;
+    let buyer = signup(&c, &t, "ready-buyer@test.com").await;
+    let before = sell(&c, &t, &seller, "before", 10.0).await;
+    buy(&c, &t, &buyer, before["id"].as_str().expect("id")).await;
+    // The bus goes away (SIGKILL of our NATS server; the in-process bus is stopped, which
+    // closes its connections, where an aborted task would leave them answering).
+    match nats.as_mut() {
+        Some(server) => server.kill(),
+        None => t.stop("event-bus").await,
+    }
+    for service in ["tickets", "orders", "payments"] {
+        let metrics = format!("{}/metrics", t.ops_url(service));
+        support::eventually(&format!("{service} to see the bus down"), || async {
+            let text = String::from_utf8_lossy(&c.get(&metrics).await.body).into_owned();
+            text.lines()
+                .any(|l| l.starts_with("switchyard_bus_up{") && l.ends_with(" 0"))
+                .then_some(())
+        })
+        .await;
+        let ready = c.get(&format!("{}/readyz", t.ops_url(service))).await;
+        assert_eq!(
+            ready.status,
+            200,
+            "{service} is ready on its own database: {}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        let details = ready.json();
+        assert_eq!(details["checks"]["database"], "ok");
+        assert_ne!(details["details"]["bus"], "ok", "{details}");
+    }
+    // Writes go on.
+    let during = sell(&c, &t, &seller, "while the bus is away", 15.0).await;
+    let during_id = during["id"].as_str().expect("id").to_string();
+    match nats.as_mut() {
+        Some(server) => server.restart().await,
+        None => t.restart("event-bus").await,
+    }
+    // Its event arrives: orders can order the ticket.
+    let order = buy(&c, &t, &buyer, &during_id).await;
+    assert_eq!(order["ticket"]["title"], "while the bus is away");
+    t.shutdown().await;
+}
+
+/// An event a consumer gave up on (here: an update of a ticket its replica does not know,
+/// deferred past the limit) is listed by `switchyard dead-letters`, shown with its event,
+/// and replayed once the gap is filled; a second replay finds nothing.
+async fn a_dead_letter_is_listed_shown_and_replayed_once(backend: Backend) {
+    let t = Ticketing::start_opts(
+        backend,
+        &["orders"],
+        support::ticketing::Options {
+            defer_limit: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ticket = "0123456789abcdef0123abcd";
+    let update = json!({"type": "ticket:updated", "data": {
+        "id": ticket, "version": 1, "title": "dead letter", "price": 12, "userId": "seller"
+    }});
+    t.publish(update).await;
+    let bus = t.bus_config();
+    let mut env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", t.database_url("orders")),
+        ("EVENT_BUS_URL", bus.url.clone()),
+        ("BUS_STREAM", bus.stream.clone()),
+        ("BUS_SUBJECT_PREFIX", bus.subject_prefix.clone()),
+        ("RUST_LOG", "warn".to_string()),
+    ];
+    if backend == Backend::Embedded {
+        env.push(("EVENT_BUS_OPS_URL", t.ops_url("event-bus")));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["dead-letters", "orders"];
+        all.extend_from_slice(args);
+        let (status, out, err) = support::process::run_output(&all, &env);
+        assert!(status.success(), "{all:?}: {err}");
+        out
+    };
+    let listed = support::eventually("the update dead-lettered", || async {
+        let list: Value = serde_json::from_str(&cli(&["list", "--json"])).ok()?;
+        let list = list.as_array()?.clone();
+        (list.len() == 1).then_some(list)
+    })
+    .await;
+    assert_eq!(listed[0]["type"], "ticket:updated");
+    assert_eq!(listed[0]["place"], "consumer");
+    let id = listed[0]["id"].as_str().expect("id").to_string();
+    let shown: Value = serde_json::from_str(&cli(&["show", &id])).expect("json");
+    assert_eq!(shown["event"]["data"]["title"], "dead letter");
+    // The gap is filled, then the dead letter replayed: the replica reaches version 1.
+    t.publish(json!({"type": "ticket:created", "data": {
+        "id": ticket, "version": 0, "title": "created", "price": 10, "userId": "seller"
+    }}))
+    .await;
+    assert!(cli(&["replay", &id]).contains("replayed"));
+    let db = switchyard_kit::Db::connect(&t.database_url("orders"))
+        .await
+        .expect("orders database");
+    support::eventually("the replayed update applied", || async {
+        let row: (String, i64) = sqlx::query_as("SELECT title, version FROM tickets WHERE id = $1")
+            .bind(ticket)
+            .fetch_optional(db.reader())
+            .await
+            .ok()??;
+        (row == ("dead letter".to_string(), 1)).then_some(())
+    })
+    .await;
+    assert!(cli(&["replay", &id]).contains("nothing to replay"));
+    assert_eq!(cli(&["list"]).trim(), "ticketing/orders: no dead letters");
+    db.close().await;
     t.shutdown().await;
 }

@@ -21,6 +21,7 @@ const fn service(name: &'static str, about: &'static str, port: u16, ops: u16) -
         k8s_service: None,
         extra_k8s_services: &[],
         database: true,
+        produces: &[],
         consumes: Consumes::Nothing,
         consumer_group: None,
         consumer: ConsumerDefaults::STANDARD,
@@ -59,6 +60,7 @@ pub static BLOG: App = App {
             // The contract's bus posts every event to every subscriber; posts ignores them.
             consumes: Consumes::Everything,
             consumer_group: Some("posts"),
+            produces: &[POST_CREATED],
             ..service("posts", "creates posts", 4000, 9400)
         },
         Service {
@@ -66,6 +68,7 @@ pub static BLOG: App = App {
             k8s_service: Some("comments-srv"),
             consumes: Consumes::Only(&[COMMENT_MODERATED]),
             consumer_group: Some("comments"),
+            produces: &[COMMENT_CREATED, COMMENT_UPDATED],
             ..service("comments", "comments per post and their status", 4001, 9401)
         },
         Service {
@@ -80,6 +83,7 @@ pub static BLOG: App = App {
             k8s_service: Some("moderation-srv"),
             consumes: Consumes::Only(&[COMMENT_CREATED]),
             consumer_group: Some("moderation"),
+            produces: &[COMMENT_MODERATED],
             ..service("moderation", "judges new comments", 4003, 9403)
         },
         Service {

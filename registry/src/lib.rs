@@ -151,6 +151,8 @@ pub struct Service {
     pub extra_k8s_services: &'static [ExtraK8sService],
     /// Whether it owns a database.
     pub database: bool,
+    /// The event types it publishes (on NATS it may publish these subjects only).
+    pub produces: &'static [&'static str],
     /// Which events it consumes.
     pub consumes: Consumes,
     /// Its consumer group (one per service, shared by its replicas), when it consumes.
@@ -438,6 +440,44 @@ mod tests {
             assert!(help.contains(&display_name(&r)), "{help}");
         }
         assert!(help.contains("blog ("), "{help}");
+    }
+
+    #[test]
+    fn every_event_has_one_producer_and_every_consumed_type_a_producer() {
+        for app in APPS {
+            let producers = |t: &str| {
+                app.services
+                    .iter()
+                    .filter(|s| s.produces.contains(&t))
+                    .count()
+            };
+            for s in app.services {
+                for t in s.produces {
+                    assert_eq!(
+                        producers(t),
+                        1,
+                        "{}: {t} has more than one producer",
+                        app.name
+                    );
+                    assert!(
+                        (app.check_payload)(&Envelope::new(*t, serde_json::json!({}))).is_err(),
+                        "{}: {t} is not a type of the app's contract",
+                        app.name
+                    );
+                }
+                if let Consumes::Only(types) = s.consumes {
+                    for t in types {
+                        assert_eq!(
+                            producers(t),
+                            1,
+                            "{}/{}: consumes {t}, which no service of the app produces",
+                            app.name,
+                            s.name
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

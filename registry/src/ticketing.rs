@@ -23,6 +23,7 @@ const fn service(name: &'static str, about: &'static str, local: u16, ops: u16) 
         k8s_service: None,
         extra_k8s_services: &[],
         database: true,
+        produces: &[],
         consumes: Consumes::Nothing,
         consumer_group: None,
         consumer: ConsumerDefaults::STANDARD,
@@ -67,6 +68,7 @@ pub static TICKETING: App = App {
             k8s_service: Some("tickets-srv"),
             consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
             consumer_group: Some("tickets-service"),
+            produces: &[TICKET_CREATED, TICKET_UPDATED],
             ..service(
                 "tickets",
                 "tickets for sale, reserved by orders",
@@ -84,6 +86,7 @@ pub static TICKETING: App = App {
                 PAYMENT_CREATED,
             ]),
             consumer_group: Some("orders-service"),
+            produces: &[ORDER_CREATED, ORDER_CANCELLED],
             ..service(
                 "orders",
                 "orders that reserve tickets, and expire",
@@ -95,6 +98,7 @@ pub static TICKETING: App = App {
             deployment: Some("expiration-depl"),
             consumes: Consumes::Only(&[ORDER_CREATED]),
             consumer_group: Some("expiration-service"),
+            produces: &[EXPIRATION_COMPLETE],
             ..service(
                 "expiration",
                 "expiry timers of orders, kept in its database",
@@ -107,6 +111,7 @@ pub static TICKETING: App = App {
             k8s_service: Some("payments-srv"),
             consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
             consumer_group: Some("payments-service"),
+            produces: &[PAYMENT_CREATED],
             ..service("payments", "pays orders, at most once each", 3205, 9505)
         },
         Service {

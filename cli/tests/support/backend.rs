@@ -136,6 +136,9 @@ fn production_servers() -> Result<(), String> {
 
 /// One production test's databases, stream and subject prefix.
 pub struct Resources {
+    /// NATS users per service (user name = service name) and their passwords, when the
+    /// test's server has users.
+    pub nats_users: Option<std::collections::HashMap<String, String>>,
     pub id: String,
     pub postgres: String,
     pub nats: String,
@@ -153,10 +156,16 @@ impl Default for Resources {
 
 impl Resources {
     pub fn new() -> Self {
+        Self::on_nats(nats_url())
+    }
+
+    /// Like [`Resources::new`], with the NATS server at `nats` (a test's own).
+    pub fn on_nats(nats: String) -> Self {
         let id = switchyard_events::ids::entity_id();
         Resources {
+            nats_users: None,
             postgres: postgres_url(),
-            nats: nats_url(),
+            nats,
             stream: format!("SY_{id}"),
             prefix: format!("sy.{id}"),
             id,
@@ -188,8 +197,33 @@ impl Resources {
         format!("sy\\_{}\\_%", self.id)
     }
 
+    /// The bus as the test reaches it (as the operator when the server has users).
     pub fn bus_config(&self) -> BusConfig {
-        BusConfig::nats(&self.nats, &self.stream, &self.prefix)
+        BusConfig::nats(&self.nats, &self.stream, &self.prefix).with_credentials(self.operator())
+    }
+
+    /// The operator's credentials, when the server has users.
+    pub fn operator(&self) -> Option<switchyard_bus_client::bus::NatsCredentials> {
+        let users = self.nats_users.as_ref()?;
+        Some(switchyard_bus_client::bus::NatsCredentials {
+            user: switchyard_bus_client::nats_users::OPERATOR.to_string(),
+            password: users
+                .get(switchyard_bus_client::nats_users::OPERATOR)?
+                .clone(),
+        })
+    }
+
+    /// The bus as `service` reaches it: as its own NATS user when the server has users.
+    pub fn bus_config_of(&self, service: &str) -> BusConfig {
+        let credentials = self.nats_users.as_ref().and_then(|users| {
+            users
+                .get(service)
+                .map(|password| switchyard_bus_client::bus::NatsCredentials {
+                    user: service.to_string(),
+                    password: password.clone(),
+                })
+        });
+        BusConfig::nats(&self.nats, &self.stream, &self.prefix).with_credentials(credentials)
     }
 
     /// Drops the databases and deletes the streams (best effort).
@@ -202,6 +236,7 @@ impl Resources {
             self.nats.clone(),
             self.stream.clone(),
             self.prefix.clone(),
+            self.operator(),
         )
         .await;
     }
@@ -213,6 +248,7 @@ async fn cleanup(
     nats: String,
     stream: String,
     prefix: String,
+    operator: Option<switchyard_bus_client::bus::NatsCredentials>,
 ) {
     // Together: each drop makes the server checkpoint, concurrent ones share it.
     let postgres = &postgres;
@@ -223,7 +259,7 @@ async fn cleanup(
     });
     futures_util::future::join_all(drops).await;
     let deleted = async {
-        let bus = NatsBus::connect(&nats, &stream, &prefix).await?;
+        let bus = NatsBus::connect_as(&nats, &stream, &prefix, operator.as_ref()).await?;
         bus.delete_streams().await
     };
     match tokio::time::timeout(Duration::from_secs(10), deleted).await {
@@ -242,18 +278,19 @@ impl Drop for Resources {
         // own, since the test's runtime may be going away.
         let databases =
             std::mem::take(&mut *self.databases.lock().unwrap_or_else(|p| p.into_inner()));
-        let (postgres, nats, stream, prefix) = (
+        let (postgres, nats, stream, prefix, operator) = (
             self.postgres.clone(),
             self.nats.clone(),
             self.stream.clone(),
             self.prefix.clone(),
+            self.operator(),
         );
         let cleaner = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                rt.block_on(cleanup(postgres, databases, nats, stream, prefix));
+                rt.block_on(cleanup(postgres, databases, nats, stream, prefix, operator));
             }
         });
         let _ = cleaner.join();

@@ -9,6 +9,8 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// Every `Set-Cookie` header.
     pub set_cookies: Vec<String>,
+    /// The `x-request-id` answered, if any.
+    pub request_id: Option<String>,
 }
 
 impl Answer {
@@ -121,6 +123,30 @@ impl Client {
         self.send(request).await
     }
 
+    /// [`Client::with_cookie`] with extra request headers.
+    pub async fn with_headers(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        cookie: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.inner.request(method, url);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("json"));
+        }
+        self.send(request).await
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
         let response = request.send().await.expect("request sent");
         read(response).await
@@ -141,11 +167,17 @@ async fn read(response: reqwest::Response) -> Answer {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response.bytes().await.expect("body").to_vec();
     Answer {
         status,
         content_type,
         body,
         set_cookies,
+        request_id,
     }
 }

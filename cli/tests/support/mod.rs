@@ -7,6 +7,7 @@ pub mod blog;
 pub mod faults;
 pub mod http;
 pub mod load;
+pub mod nats_server;
 pub mod nemesis;
 pub mod process;
 pub mod recorder;

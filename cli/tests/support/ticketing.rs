@@ -19,6 +19,35 @@ use super::{Running, listeners, start};
 
 /// The key the tests sign sessions with (as the original's tests use `asdfasdf`).
 pub const JWT_KEY: &str = "asdfasdf";
+/// The secret the HTTP bus and the services share in these tests (the blog's run
+/// without one, as the course's services do).
+pub const BUS_SECRET: &str = "ticketing-tests-bus-secret-0123456789abcdef";
+
+/// The bus's secret for the embedded backend.
+pub fn bus_secret() -> switchyard_kit::BusSecret {
+    switchyard_kit::BusSecret::new(BUS_SECRET).expect("a valid secret")
+}
+
+/// How a [`Ticketing`] is started besides its services.
+pub struct Options {
+    pub expiration_window: Duration,
+    /// How long an event may stay deferred (the bus's on the embedded backend, each
+    /// consumer's on NATS).
+    pub defer_limit: Duration,
+    /// Production resources of the test's own (a NATS server, users); default: the
+    /// machine's servers.
+    pub resources: Option<Resources>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            expiration_window: Duration::from_secs(900),
+            defer_limit: switchyard_bus_client::consumer_settings::DEFAULT_DEFER_LIMIT,
+            resources: None,
+        }
+    }
+}
 
 pub struct Ticketing {
     pub backend: Backend,
@@ -30,6 +59,7 @@ pub struct Ticketing {
     databases: HashMap<&'static str, String>,
     /// Settings a test changes before starting a service (environment-style overrides).
     pub expiration_window: Duration,
+    pub defer_limit: Duration,
 }
 
 fn spec(name: &str) -> &'static switchyard_registry::Service {
@@ -50,6 +80,28 @@ impl Ticketing {
         services: &[&'static str],
         expiration_window: Duration,
     ) -> Ticketing {
+        Ticketing::start_opts(
+            backend,
+            services,
+            Options {
+                expiration_window,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts the bus (embedded backend) and `services`, as `options` say.
+    pub async fn start_opts(
+        backend: Backend,
+        services: &[&'static str],
+        options: Options,
+    ) -> Ticketing {
+        let Options {
+            expiration_window,
+            defer_limit,
+            resources,
+        } = options;
         let mut t = Ticketing {
             backend,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -58,6 +110,7 @@ impl Ticketing {
             running: HashMap::new(),
             databases: HashMap::new(),
             expiration_window,
+            defer_limit,
         };
         // Ports first: the bus must know where its subscribers listen.
         let mut bound = Vec::new();
@@ -68,7 +121,7 @@ impl Ticketing {
             bound.push((*name, l));
         }
         if backend == Backend::Production {
-            let resources = Resources::new();
+            let resources = resources.unwrap_or_default();
             for name in services {
                 if spec(name).database {
                     t.databases.insert(name, resources.database(name).await);
@@ -126,8 +179,13 @@ impl Ticketing {
     pub fn bus_config(&self) -> BusConfig {
         match &self.resources {
             Some(r) => r.bus_config(),
-            None => BusConfig::http(self.url("event-bus")),
+            None => BusConfig::http(self.url("event-bus")).with_secret(Some(bus_secret())),
         }
+    }
+
+    /// The database URL of `service`.
+    pub fn database_url(&self, service: &'static str) -> String {
+        self.common(service).database_url
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -146,15 +204,20 @@ impl Ticketing {
     fn service_settings(&self, service: &'static str) -> ServiceSettings {
         let s = spec(service);
         let consumer = s.consumer_group.map(|group| {
-            let c = ConsumerSettings::new(group);
+            let mut c = ConsumerSettings::new(group);
+            c.defer_limit = self.defer_limit;
             match s.consumes.types() {
                 Some(types) => c.only(types.iter().copied()),
                 None => c,
             }
         });
+        let bus = match &self.resources {
+            Some(r) => r.bus_config_of(service),
+            None => self.bus_config(),
+        };
         ServiceSettings {
             common: self.common(service),
-            bus: self.bus_config(),
+            bus,
             consumer,
             retention: Default::default(),
         }
@@ -174,6 +237,8 @@ impl Ticketing {
             .collect();
         let mut settings = switchyard_event_bus::Settings::for_test(&self.data_dir(), subscribers);
         settings.payload_check = Some(TICKETING.check_payload);
+        settings.secret = Some(bus_secret());
+        settings.defer_limit = self.defer_limit;
         start(l, move |l, s| switchyard_event_bus::launch(settings, l, s))
     }
 

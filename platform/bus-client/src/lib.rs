@@ -4,6 +4,7 @@
 //!   interface behind which the backends sit;
 //! * [`http_bus`]: the HTTP event bus client (publish, page through the log, health);
 //! * [`nats_bus`]: the NATS JetStream backend (stream, durable consumers, dead letters);
+//! * [`nats_users`]: NATS users and permissions for an app's services;
 //! * [`outbox`]: events committed in the same transaction as the state change they come
 //!   from, then relayed to the bus with retry;
 //! * `handoff`: on SQLite, a committed change's outbox rows handed to the relay in memory,
@@ -26,6 +27,7 @@ pub mod http_bus;
 pub mod inbox;
 pub mod nats_bus;
 mod nats_deferrals;
+pub mod nats_users;
 pub mod outbox;
 pub mod read_cache;
 pub mod retention;
