@@ -67,6 +67,12 @@ enum Command {
     NatsUsers {
         /// The app.
         app: String,
+        /// Its stream, if not the app's (`BUS_STREAM`).
+        #[arg(long, env = "BUS_STREAM")]
+        stream: Option<String>,
+        /// Its subject prefix, if not the app's (`BUS_SUBJECT_PREFIX`).
+        #[arg(long, env = "BUS_SUBJECT_PREFIX")]
+        subject_prefix: Option<String>,
     },
     /// Exit 0 if the URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
@@ -150,14 +156,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dead_letters::run(&service, data_dir, action, &env).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::NatsUsers { app } => {
+        Command::NatsUsers {
+            app,
+            stream,
+            subject_prefix,
+        } => {
             let app = switchyard_registry::app(&app).ok_or_else(|| {
                 anyhow::anyhow!(
                     "unknown app {app:?}; the apps are: {}",
                     switchyard_registry::app_names().join(", ")
                 )
             })?;
-            print!("{}", services::nats_server_config(app));
+            print!(
+                "{}",
+                services::nats_server_config(
+                    app,
+                    stream.as_deref().unwrap_or(app.stream),
+                    subject_prefix.as_deref().unwrap_or(app.subject_prefix),
+                )
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck { url } => {

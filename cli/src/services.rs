@@ -73,13 +73,10 @@ pub fn nats_users(app: &App) -> Vec<switchyard_bus_client::nats_users::ServiceUs
         .collect()
 }
 
-/// The `authorization` block of the nats-server configuration for `app`.
-pub fn nats_server_config(app: &App) -> String {
-    switchyard_bus_client::nats_users::server_config(
-        app.stream,
-        app.subject_prefix,
-        &nats_users(app),
-    )
+/// The `authorization` block of the nats-server configuration for `app` on `stream`
+/// with subjects under `prefix`.
+pub fn nats_server_config(app: &App, stream: &str, prefix: &str) -> String {
+    switchyard_bus_client::nats_users::server_config(stream, prefix, &nats_users(app))
 }
 
 /// The event bus's subscribers in the embedded setup: every service of the app that

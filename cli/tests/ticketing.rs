@@ -1069,3 +1069,125 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once(backend: Backend) {
     db.close().await;
     t.shutdown().await;
 }
+
+/// With NATS users (`switchyard nats-users`), each service publishes its own events and
+/// pulls its own durable only: the app works end to end, and a service that tries to
+/// publish another's event, or to pull another's deliveries, is refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_users_let_each_service_publish_only_its_own_events() {
+    if !Backend::Production.enabled() {
+        return;
+    }
+    if !support::nats_server::NatsServer::available() {
+        switchyard_kit::testing::skip_or_fail("nats-server is not installed");
+        return;
+    }
+    let mut resources = support::backend::Resources::on_nats(String::new());
+    let (status, config, err) = support::process::run_output(
+        &[
+            "nats-users",
+            "ticketing",
+            "--stream",
+            &resources.stream,
+            "--subject-prefix",
+            &resources.prefix,
+        ],
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    let mut passwords = std::collections::HashMap::new();
+    let mut env = Vec::new();
+    for user in ["operator", "tickets", "orders", "expiration", "payments"] {
+        let password = format!("pw{}", uuid_like().replace('-', ""));
+        env.push((
+            switchyard_bus_client::nats_users::password_variable(user),
+            password.clone(),
+        ));
+        passwords.insert(user.to_string(), password);
+    }
+    for (k, _) in &env {
+        assert!(
+            config.contains(&format!("${k}")),
+            "{k} missing from\n{config}"
+        );
+    }
+    let server = support::nats_server::NatsServer::start(Some(&config), &env).await;
+    resources.nats = server.url();
+    resources.nats_users = Some(passwords.clone());
+    let stream = resources.stream.clone();
+    let prefix = resources.prefix.clone();
+    let t = Ticketing::start_opts(
+        Backend::Production,
+        ALL,
+        support::ticketing::Options {
+            resources: Some(resources),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The whole purchase works with every service as its own user.
+    let c = Client::default();
+    let seller = signup(&c, &t, "users-seller@test.com").await;
+    let buyer = signup(&c, &t, "users-buyer@test.com").await;
+    let ticket = sell(&c, &t, &seller, "users", 20.0).await;
+    let order = buy(&c, &t, &buyer, ticket["id"].as_str().expect("id")).await;
+    let order_id = order["id"].as_str().expect("id").to_string();
+    let paid = pay(&c, &t, &buyer, &order_id, "tok_visa").await;
+    assert_eq!(paid.status, 201, "{}", String::from_utf8_lossy(&paid.body));
+    eventually_status(&c, &t, &buyer, &order_id, "complete").await;
+    // Orders may not publish a payment, nor pull payments' deliveries.
+    let as_orders = switchyard_bus_client::bus::NatsCredentials {
+        user: "orders".into(),
+        password: passwords["orders"].clone(),
+    };
+    let orders_bus = switchyard_bus_client::NatsBus::connect_as(
+        &server.url(),
+        &stream,
+        &prefix,
+        Some(&as_orders),
+    )
+    .await
+    .expect("connect as orders");
+    let forged = switchyard_events::Envelope::new(
+        "payment:created",
+        json!({"id": "0123456789abcdef01234567", "orderId": order_id, "stripeId": "ch_forged"}),
+    );
+    let refused = orders_bus
+        .publish_raw(
+            orders_bus.subject_for("payment:created"),
+            Some(&forged.id),
+            bytes::Bytes::from(forged.to_bytes()),
+            &[],
+        )
+        .await;
+    assert!(refused.is_err(), "orders published a payment");
+    let stolen = async {
+        let stream = orders_bus.jetstream().get_stream(&stream).await?;
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("payments-service").await?;
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await?;
+        use futures_util::StreamExt;
+        batch.next().await.transpose()?;
+        Ok::<_, async_nats::Error>(())
+    }
+    .await;
+    assert!(stolen.is_err(), "orders pulled from payments' durable");
+    // Orders may publish its own events, and nothing forged reached the stream.
+    orders_bus
+        .publish_raw(
+            orders_bus.subject_for("order:cancelled"),
+            None,
+            bytes::Bytes::from_static(b"{\"type\":\"order:cancelled\",\"data\":{}}"),
+            &[],
+        )
+        .await
+        .expect("orders publishes its own subject");
+    let events = t.events().await;
+    assert!(!events.iter().any(|e| e["data"]["stripeId"] == "ch_forged"));
+    t.shutdown().await;
+}
