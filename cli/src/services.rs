@@ -62,9 +62,7 @@ fn with_app_bus_defaults(env: &Env, app: &App) -> Env {
 /// The NATS users of `app`'s services: each its own user, publishing the types it
 /// produces and pulling from its own durable.
 pub fn nats_users(app: &App) -> Vec<switchyard_bus_client::nats_users::ServiceUser> {
-    app.services
-        .iter()
-        .filter(|s| s.kind == Kind::App && (!s.produces.is_empty() || s.consumer_group.is_some()))
+    app.bus_users()
         .map(|s| switchyard_bus_client::nats_users::ServiceUser {
             user: s.name.to_string(),
             durable: s.consumer_group.map(str::to_string),

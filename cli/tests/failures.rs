@@ -1,14 +1,14 @@
 //! Failures of the production servers under load (production backend):
 //!
-//! * the NATS server is stopped and started again while clients keep commenting: nothing is
-//!   lost or applied twice, the services recover without a restart, and `/readyz` answers
-//!   503 while NATS is down and 200 after;
+//! * the NATS server (the test's own) is SIGKILLed for 20 s and started again while clients
+//!   keep commenting: writes are taken throughout, every service stays ready (its database
+//!   answers; readiness is not the bus's), nothing is lost or applied twice, and the
+//!   services recover without a restart;
 //! * PostgreSQL connections are terminated again and again while clients keep commenting:
 //!   nothing is lost or applied twice, and the pools reconnect.
 //!
-//! These tests disturb servers shared with every other test, so they run one at a time (a
-//! process-wide lock) in their own test binary, and the NATS server is started again at the
-//! end even when a test fails. Without the servers they are skipped with a message, except
+//! These tests disturb servers (PostgreSQL is shared with every other test), so they run
+//! one at a time (a process-wide lock) in their own test binary. Without the servers they are skipped with a message, except
 //! under `CI=true`.
 
 mod support;
@@ -24,7 +24,7 @@ use support::http::Client;
 use support::load::{
     Truth, create_comment, create_post, http_client, log_is_exactly_once, matches_truth, read_model,
 };
-use support::nemesis::{NatsGuard, restart_nats, stop_nats};
+use support::nats_server::NatsServer;
 
 /// One disturbing test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -96,13 +96,13 @@ async fn assert_converged(blog: &Blog, truth: &Truth) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_restarted_mid_stream_loses_nothing_and_duplicates_nothing() {
+async fn nats_killed_for_twenty_seconds_loses_nothing_and_keeps_the_services_ready() {
     if !Backend::Production.enabled() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let _guard = NatsGuard;
-    let blog = Blog::start_on(Backend::Production).await;
+    let mut nats = NatsServer::start(None, &[]).await;
+    let blog = Blog::start_on_resources(backend::Resources::on_nats(nats.url())).await;
     blog.wait_ready().await;
     let client = Client::default();
     let started = Instant::now();
@@ -122,7 +122,7 @@ async fn nats_restarted_mid_stream_loses_nothing_and_duplicates_nothing() {
         created.clone(),
     );
 
-    // Some traffic flows, then NATS goes away.
+    // Some traffic flows, then NATS is killed.
     support::eventually("comments to reach the read model", || async {
         let read = read_model(&client, &blog.url("query")).await?;
         let n: usize = read
@@ -133,20 +133,29 @@ async fn nats_restarted_mid_stream_loses_nothing_and_duplicates_nothing() {
         (n >= 10).then_some(())
     })
     .await;
-    stop_nats().await;
+    nats.kill();
     let down_at = Instant::now();
-    for s in ["posts", "comments", "query", "moderation"] {
-        let url = blog.ops_url(s);
-        support::eventually("readyz to answer 503 while NATS is down", || async {
-            (ready_status(&client, &url).await? == 503).then_some(())
+    let services = ["posts", "comments", "query", "moderation"];
+    // Every service sees the bus gone, and stays ready: its database answers.
+    for s in services {
+        let metrics = format!("{}/metrics", blog.ops_url(s));
+        support::eventually("the bus seen down", || async {
+            let text = String::from_utf8_lossy(&client.try_get(&metrics).await?.body).into_owned();
+            text.lines()
+                .any(|l| l.starts_with("switchyard_bus_up{") && l.ends_with(" 0"))
+                .then_some(())
         })
         .await;
+        assert_eq!(
+            ready_status(&client, &blog.ops_url(s)).await,
+            Some(200),
+            "{s}"
+        );
     }
-    // Writes still succeed while the bus is down (the outbox keeps the events): NATS stays
-    // down until the clients got 100 more comments accepted (a few seconds).
-    let at_stop = created.load(Ordering::Acquire);
+    // Writes are taken while the bus is down (the outbox keeps the events).
+    let at_kill = created.load(Ordering::Acquire);
     support::eventually("comments accepted while NATS is down", || async {
-        (created.load(Ordering::Acquire) >= at_stop + 100).then_some(())
+        (created.load(Ordering::Acquire) >= at_kill + 100).then_some(())
     })
     .await;
     let while_down = create_post(
@@ -164,16 +173,17 @@ async fn nats_restarted_mid_stream_loses_nothing_and_duplicates_nothing() {
         &mut truth,
     )
     .await;
-    restart_nats().await;
-    eprintln!("NATS was down for {:?}", down_at.elapsed());
-    for s in ["posts", "comments", "query", "moderation"] {
-        let url = blog.ops_url(s);
-        support::eventually("readyz to answer 200 once NATS is back", || async {
-            (ready_status(&client, &url).await? == 200).then_some(())
-        })
-        .await;
+    // The outage lasts 20 s; the services stay ready all along.
+    tokio::time::sleep_until((down_at + Duration::from_secs(20)).into()).await;
+    for s in services {
+        assert_eq!(
+            ready_status(&client, &blog.ops_url(s)).await,
+            Some(200),
+            "{s}"
+        );
     }
-    eprintln!("ready again {:?} after the restart", down_at.elapsed());
+    nats.restart().await;
+    eprintln!("NATS was down for {:?}", down_at.elapsed());
     // Traffic after the restart too.
     let after = create_post(&http, &blog.url("posts"), "after the restart", &mut truth).await;
     create_comment(
@@ -204,7 +214,6 @@ async fn postgres_connections_terminated_mid_stream_lose_nothing() {
         return;
     }
     let _serial = SERIAL.lock().await;
-    let _guard = NatsGuard;
     let blog = Blog::start_on(Backend::Production).await;
     blog.wait_ready().await;
     let pattern = blog
@@ -321,4 +330,248 @@ async fn posts_during(blog: &Blog, http: &reqwest::Client, truth: &mut Truth, ro
     )
     .await;
     create_comment(http, &blog.url("comments"), &post, "orange during", truth).await;
+}
+
+/// Keeps `databases` refusing connections until dropped (also when the test panics).
+struct Refusing {
+    databases: Vec<String>,
+}
+
+impl Refusing {
+    /// Makes `databases` refuse new connections and ends every one they have.
+    async fn start(databases: Vec<String>) -> Refusing {
+        let admin = switchyard_kit::db::with_database(&backend::postgres_url(), "postgres");
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+            .await
+            .expect("admin connection");
+        for db in &databases {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("refuse connections");
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(db)
+            .execute(&mut conn)
+            .await
+            .expect("end the connections");
+        }
+        conn.close().await.ok();
+        Refusing { databases }
+    }
+
+    fn allow(databases: &[String]) {
+        let databases = databases.to_vec();
+        let done = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let admin = switchyard_kit::db::with_database(&backend::postgres_url(), "postgres");
+                let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await else {
+                    return;
+                };
+                for db in &databases {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+                conn.close().await.ok();
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        Refusing::allow(&self.databases);
+    }
+}
+
+/// The tickets, expiration and payments databases refuse connections for 150 s while
+/// buyers place orders (orders' database answers). The consumers of those services retry
+/// their events for as long as it takes (on NATS that used to spend `max_deliver` in about
+/// two minutes and dead-letter them). Afterwards every order has reserved its ticket and
+/// either can be paid and is, or expired while the databases were away and is cancelled
+/// with its ticket for sale again; nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_refusing_connections_for_150_seconds_lose_no_event() {
+    use support::ticketing::{Options, Ticketing};
+    if !Backend::Production.enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let outage = Duration::from_secs(
+        std::env::var("OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150),
+    );
+    let window = Duration::from_secs(60);
+    let t = Ticketing::start_opts(
+        Backend::Production,
+        &["tickets", "orders", "expiration", "payments"],
+        Options {
+            expiration_window: window,
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = Client::default();
+    let seller = Ticketing::cookie_for("5eed5eed5eed5eed5eed5eed", "seller@test.com");
+    let buyer = Ticketing::cookie_for("b0b0b0b0b0b0b0b0b0b0b0b0", "buyer@test.com");
+    let tickets_url = format!("{}/api/tickets", t.url("tickets"));
+    let orders_url = format!("{}/api/orders", t.url("orders"));
+    // Tickets for sale, known to orders, before the outage.
+    let n = 12;
+    let mut tickets = Vec::new();
+    for i in 0..n {
+        let a = client
+            .with_cookie(
+                reqwest::Method::POST,
+                &tickets_url,
+                Some(&seller),
+                Some(&serde_json::json!({"title": format!("outage {i}"), "price": 10})),
+            )
+            .await;
+        assert_eq!(a.status, 201);
+        tickets.push(a.json()["id"].as_str().expect("id").to_string());
+    }
+    let resources = t.resources.as_ref().expect("production resources");
+    let refusing = Refusing::start(
+        ["tickets", "expiration", "payments"]
+            .iter()
+            .map(|s| resources.database_name(s))
+            .collect(),
+    )
+    .await;
+    let down_at = Instant::now();
+    // Orders placed all through the outage, each answered 201.
+    let mut orders: Vec<(String, String, Instant)> = Vec::new();
+    for (i, ticket) in tickets.iter().enumerate() {
+        let at = down_at + outage * u32::try_from(i).unwrap_or(0) / u32::try_from(n).unwrap_or(1);
+        tokio::time::sleep_until(at.into()).await;
+        let a = support::eventually("an order placed during the outage", || async {
+            let a = client
+                .with_cookie(
+                    reqwest::Method::POST,
+                    &orders_url,
+                    Some(&buyer),
+                    Some(&serde_json::json!({"ticketId": ticket})),
+                )
+                .await;
+            (a.status != 404).then_some(a)
+        })
+        .await;
+        assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+        orders.push((
+            a.json()["id"].as_str().expect("id").to_string(),
+            ticket.clone(),
+            Instant::now(),
+        ));
+    }
+    tokio::time::sleep_until((down_at + outage).into()).await;
+    drop(refusing);
+    eprintln!(
+        "the databases refused connections for {:?}",
+        down_at.elapsed()
+    );
+    // Orders still within their window are paid; the others expired meanwhile.
+    let order_status = |id: String| {
+        let (client, buyer, url) = (client.clone(), buyer.clone(), orders_url.clone());
+        async move {
+            let a = client
+                .with_cookie(
+                    reqwest::Method::GET,
+                    &format!("{url}/{id}"),
+                    Some(&buyer),
+                    None,
+                )
+                .await;
+            a.json()["status"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    // Decided now, at the end of the outage, and the payable ones handled first: orders
+    // still 20 s or more from their expiry are paid, the others must expire.
+    let mut decided: Vec<(String, String, bool)> = orders
+        .iter()
+        .map(|(order, ticket, placed)| {
+            let payable = placed.elapsed() + Duration::from_secs(20) < window;
+            (order.clone(), ticket.clone(), payable)
+        })
+        .collect();
+    decided.sort_by_key(|(_, _, payable)| !*payable);
+    let mut paid = 0;
+    let mut expired = 0;
+    for (order, ticket, payable) in &decided {
+        let payable = *payable;
+        if payable {
+            let a = support::eventually("payments to know the order", || async {
+                let a = client
+                    .with_cookie(
+                        reqwest::Method::POST,
+                        &format!("{}/api/payments", t.url("payments")),
+                        Some(&buyer),
+                        Some(&serde_json::json!({"token": "tok_visa", "orderId": order})),
+                    )
+                    .await;
+                (a.status != 404 && a.status != 503).then_some(a)
+            })
+            .await;
+            assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+            support::eventually("the paid order complete", || async {
+                (order_status(order.clone()).await == "complete").then_some(())
+            })
+            .await;
+            paid += 1;
+        } else {
+            support::eventually("the order expired", || async {
+                (order_status(order.clone()).await == "cancelled").then_some(())
+            })
+            .await;
+            expired += 1;
+        }
+        // Its ticket: reserved by the paid order, for sale again after an expiry.
+        let url = format!("{tickets_url}/{ticket}");
+        support::eventually("the ticket to agree with its order", || async {
+            let ticket = client.get(&url).await.json();
+            let holder = ticket["orderId"].as_str().unwrap_or_default().to_string();
+            let agrees = if payable {
+                holder == *order
+            } else {
+                holder.is_empty()
+            };
+            agrees.then_some(())
+        })
+        .await;
+    }
+    eprintln!("{paid} orders paid, {expired} expired during the outage");
+    assert!(paid > 0 && expired > 0, "both outcomes were tried");
+    // Nothing was dead-lettered.
+    let bus = t.bus_config().connect().await.expect("bus");
+    let switchyard_bus_client::bus::Bus::Nats(nats) = bus else {
+        panic!("the production backend is NATS");
+    };
+    for group in [
+        "tickets-service",
+        "expiration-service",
+        "payments-service",
+        "orders-service",
+    ] {
+        assert_eq!(
+            nats.dead_letter_count(group).await.expect("dead letters"),
+            0,
+            "{group} dead-lettered events"
+        );
+    }
+    t.shutdown().await;
 }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use support::backend::{Backend, Resources};
 use support::fake_stripe::FakeStripe;
 use support::faults::{self, Done, ONE_AT_A_TIME, production_args};
-use support::nemesis::NatsGuard;
+use support::nats_server::NatsServer;
 use support::process;
 use support::ticketing_load;
 use support::up::{Up, free_offset};
@@ -129,8 +129,15 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
     let clients = env_or("FAULT_CLIENTS", 16);
     let dir = tempfile::tempdir().expect("tmp");
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut resources = Resources::new();
-    let _nats_guard = NatsGuard;
+    // On the production backend, a NATS server of the test's own: the nemesis kills it.
+    let mut nats = match backend {
+        Backend::Production => Some(NatsServer::start(None, &[]).await),
+        Backend::Embedded => None,
+    };
+    let mut resources = match &nats {
+        Some(server) => Resources::on_nats(server.url()),
+        None => Resources::new(),
+    };
     let services = ["posts", "comments", "query", "moderation"];
     let extra = match backend {
         Backend::Embedded => Vec::new(),
@@ -153,7 +160,14 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         &["posts", "comments", "query", "moderation", "gateway"],
         &[&["comments", "moderation"], &["posts", "query", "gateway"]],
     );
-    let done = faults::carry_out(&up, &plan, faults::pause_for(&plan, secs), &resources).await;
+    let done = faults::carry_out(
+        &up,
+        &plan,
+        faults::pause_for(&plan, secs),
+        &resources,
+        nats.as_mut(),
+    )
+    .await;
     assert_eq!(
         done,
         Done::planned(&plan),
@@ -265,8 +279,15 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
     let window = env_or("FAULT_EXPIRATION_WINDOW_SECONDS", 20);
     let dir = tempfile::tempdir().expect("tmp");
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut resources = Resources::new();
-    let _nats_guard = NatsGuard;
+    // On the production backend, a NATS server of the test's own: the nemesis kills it.
+    let mut nats = match backend {
+        Backend::Production => Some(NatsServer::start(None, &[]).await),
+        Backend::Embedded => None,
+    };
+    let mut resources = match &nats {
+        Some(server) => Resources::on_nats(server.url()),
+        None => Resources::new(),
+    };
     let stripe_key = "sk_test_faults";
     let stripe = FakeStripe::start(stripe_key).await;
     let services = ["auth", "tickets", "orders", "expiration", "payments"];
@@ -319,7 +340,14 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
             &["tickets", "expiration", "gateway"],
         ],
     );
-    let done = faults::carry_out(&up, &plan, faults::pause_for(&plan, secs), &resources).await;
+    let done = faults::carry_out(
+        &up,
+        &plan,
+        faults::pause_for(&plan, secs),
+        &resources,
+        nats.as_mut(),
+    )
+    .await;
     assert_eq!(
         done,
         Done::planned(&plan),

@@ -22,6 +22,10 @@ use switchyard_events::{Envelope, PayloadError};
 pub use blog::BLOG;
 pub use ticketing::TICKETING;
 
+/// The variable of the secret an app's HTTP bus and the services that use it share; in the
+/// cluster, the Secret `event-bus-secret`.
+pub const BUS_SECRET: &str = "EVENT_BUS_SECRET";
+
 /// Every app, in the order `switchyard --help` lists them.
 pub static APPS: &[&App] = &[&BLOG, &TICKETING];
 
@@ -50,7 +54,8 @@ pub struct App {
     /// Requests and the Kubernetes Service that must answer them through the Ingress.
     pub routes: &'static [(&'static str, &'static str, u16)],
     /// Secrets every service of the app needs (`JWT_KEY`): `switchyard up` uses the one in
-    /// the environment, or generates one once and keeps it in the data directory.
+    /// the environment, or generates one once and keeps it in the data directory (it does
+    /// the same for [`BUS_SECRET`], which the services that use the bus get).
     pub secrets: &'static [&'static str],
     /// Settings `switchyard up` gives every service on one machine (plain HTTP: the session
     /// cookie cannot be `secure` there).
@@ -180,6 +185,16 @@ pub struct IngressSpec {
     pub paths: &'static [(&'static str, &'static str, &'static str, u16)],
 }
 
+impl Service {
+    /// Whether it publishes or consumes events: it then holds the app's bus secret
+    /// (`EVENT_BUS_SECRET`) or NATS user. The event bus itself holds the secret too.
+    pub fn uses_the_bus(&self) -> bool {
+        self.kind == Kind::EventBus
+            || (self.kind == Kind::App
+                && (!self.produces.is_empty() || self.consumes != Consumes::Nothing))
+    }
+}
+
 impl App {
     /// The service named `name` in this app.
     pub fn service(&'static self, name: &str) -> Option<&'static Service> {
@@ -194,6 +209,14 @@ impl App {
     /// The services that are deployed to Kubernetes (they have a Deployment).
     pub fn deployed(&self) -> impl Iterator<Item = &Service> {
         self.services.iter().filter(|s| s.deployment.is_some())
+    }
+
+    /// The app's services that publish or consume events (not the bus itself): each has
+    /// its NATS user.
+    pub fn bus_users(&self) -> impl Iterator<Item = &Service> {
+        self.services
+            .iter()
+            .filter(|s| s.kind == Kind::App && s.uses_the_bus())
     }
 
     /// The services the HTTP event bus delivers to.

@@ -185,6 +185,11 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
     for secret in app.secrets {
         app_env.push((secret.to_string(), secret_value(secret, &data_dir)?));
     }
+    // The bus's secret: publishers and the bus prove with it that they are the app's.
+    let bus_secret = (
+        switchyard_registry::BUS_SECRET.to_string(),
+        secret_value(switchyard_registry::BUS_SECRET, &data_dir)?,
+    );
     let mut procs = Vec::new();
     for service in app.services {
         // With NATS the services talk to JetStream; the HTTP event bus is not needed.
@@ -213,6 +218,9 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         ];
         env.extend(bus_env.iter().cloned());
         env.extend(app_env.iter().cloned());
+        if service.uses_the_bus() {
+            env.push(bus_secret.clone());
+        }
         match service.kind {
             Kind::EventBus => {
                 let subscribers: Vec<String> = default_subscribers(app, &reach, args.port_offset)

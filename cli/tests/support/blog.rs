@@ -65,6 +65,16 @@ impl Blog {
 
     /// Starts everything on `backend`.
     pub async fn start_on(backend: Backend) -> Blog {
+        Blog::start_with(backend, None).await
+    }
+
+    /// Starts everything on the production backend with `resources` (a NATS server of the
+    /// test's own).
+    pub async fn start_on_resources(resources: Resources) -> Blog {
+        Blog::start_with(Backend::Production, Some(resources)).await
+    }
+
+    async fn start_with(backend: Backend, resources: Option<Resources>) -> Blog {
         let dir = tempfile::tempdir().expect("tempdir");
         let lb = match backend {
             Backend::Embedded => Some(listeners(0).await),
@@ -98,7 +108,7 @@ impl Blog {
             reader: OnceCell::new(),
         };
         if backend == Backend::Production {
-            let resources = Resources::new();
+            let resources = resources.unwrap_or_default();
             for service in SERVICES {
                 let url = resources.database(service).await;
                 blog.databases.push((service.to_string(), url));

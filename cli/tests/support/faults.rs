@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use super::backend::{Backend, Resources};
-use super::nemesis::{drop_postgres_connections, restart_nats, stop_nats};
+use super::nats_server::NatsServer;
+use super::nemesis::drop_postgres_connections;
 use super::up::Up;
 
 /// What the nemesis does at one step.
@@ -91,8 +92,15 @@ impl Done {
 }
 
 /// Carries out `plan` against `up`, one fault every `pause`; each signalled process must be
-/// seen replaced by a new one, each connection drop must drop something.
-pub async fn carry_out(up: &Up, plan: &[Fault], pause: Duration, resources: &Resources) -> Done {
+/// seen replaced by a new one, each connection drop must drop something. The NATS faults
+/// SIGKILL the test's own server (`nats`) and start it again on its store.
+pub async fn carry_out(
+    up: &Up,
+    plan: &[Fault],
+    pause: Duration,
+    resources: &Resources,
+    mut nats: Option<&mut NatsServer>,
+) -> Done {
     let mut done = Done::default();
     for fault in plan {
         tokio::time::sleep(pause).await;
@@ -113,8 +121,11 @@ pub async fn carry_out(up: &Up, plan: &[Fault], pause: Duration, resources: &Res
                 }
             }
             Fault::RestartNats => {
-                stop_nats().await;
-                restart_nats().await;
+                let server = nats
+                    .as_deref_mut()
+                    .expect("a NATS server of the test's own to restart");
+                server.kill();
+                server.restart().await;
                 done.others += 1;
             }
             Fault::DropPostgresConnections => {

@@ -95,6 +95,12 @@ pub struct ServiceContract {
 }
 
 /// The Secret that holds `var` (`JWT_KEY` -> `jwt-secret`): the original's naming.
+/// The variable of the HTTP bus's secret, and its Secret.
+pub const BUS_SECRET_VAR: &str = switchyard_registry::BUS_SECRET;
+pub const BUS_SECRET_NAME: &str = "event-bus-secret";
+/// The Secret of the NATS users' passwords.
+pub const NATS_USERS_SECRET: &str = "nats-users";
+
 pub fn secret_name(var: &str) -> String {
     let first = var.split('_').next().unwrap_or(var);
     format!("{}-secret", first.to_ascii_lowercase())
@@ -607,6 +613,183 @@ impl Contract {
                         svc.deployment, svc.name
                     ));
                 }
+            }
+        }
+        problems
+    }
+
+    /// Checks how the services prove to the bus that they are the app's. With the HTTP
+    /// bus (dev), the bus and every service that publishes or consumes read
+    /// `EVENT_BUS_SECRET` from key `EVENT_BUS_SECRET` of Secret `event-bus-secret`; with
+    /// NATS (prod), each such service connects as its own user (`NATS_USER` = its name,
+    /// `NATS_PASSWORD` from Secret `nats-users`), the NATS server reads every password
+    /// from that Secret and loads the users from a ConfigMap equal to what
+    /// `switchyard nats-users <app>` writes. A service that does not use the bus gets
+    /// neither, and none is ever a literal value.
+    pub fn check_bus_credentials(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
+        let mut problems = Vec::new();
+        let from_secret = |env: &[Value], var: &str, secret: &str, key: &str| {
+            env.iter()
+                .find(|e| e["name"].as_str() == Some(var))
+                .is_some_and(|e| {
+                    let r = &e["valueFrom"]["secretKeyRef"];
+                    r["name"].as_str() == Some(secret)
+                        && r["key"].as_str() == Some(key)
+                        && r["optional"].as_bool() != Some(true)
+                })
+        };
+        let (holds, not_held) = if overlay.http_bus() {
+            (vec![BUS_SECRET_VAR], vec!["NATS_PASSWORD"])
+        } else {
+            (vec!["NATS_PASSWORD"], vec![BUS_SECRET_VAR])
+        };
+        for svc in self.services(overlay) {
+            let Some(spec) = self.app.service(svc.name) else {
+                continue;
+            };
+            let Some(w) = m.workload("Deployment", svc.deployment) else {
+                continue;
+            };
+            let Some(c) = w.container(svc.name) else {
+                continue;
+            };
+            let env: Vec<Value> = c.spec["env"].as_array().cloned().unwrap_or_default();
+            let uses = spec.uses_the_bus();
+            let id = format!("Deployment {} container {}", svc.deployment, svc.name);
+            for var in holds.iter().chain(&not_held) {
+                if env
+                    .iter()
+                    .any(|e| e["name"].as_str() == Some(var) && !e["value"].is_null())
+                {
+                    problems.push(format!(
+                        "{id}: {var} is a literal value, not from its Secret"
+                    ));
+                }
+            }
+            for var in &not_held {
+                if env.iter().any(|e| e["name"].as_str() == Some(var)) {
+                    problems.push(format!(
+                        "{id}: {var} is set, but this overlay's bus does not use it"
+                    ));
+                }
+            }
+            if !uses {
+                for var in &holds {
+                    if env.iter().any(|e| e["name"].as_str() == Some(var)) {
+                        problems.push(format!(
+                            "{id}: {var} is set, but the service does not use the bus"
+                        ));
+                    }
+                }
+                continue;
+            }
+            if overlay.http_bus() {
+                if !from_secret(&env, BUS_SECRET_VAR, BUS_SECRET_NAME, BUS_SECRET_VAR) {
+                    problems.push(format!(
+                        "{id}: {BUS_SECRET_VAR} is not read from key {BUS_SECRET_VAR} of Secret {BUS_SECRET_NAME} (not optional)"
+                    ));
+                }
+            } else if spec.kind == Kind::App {
+                let user = env
+                    .iter()
+                    .find(|e| e["name"].as_str() == Some("NATS_USER"))
+                    .and_then(|e| e["value"].as_str());
+                if user != Some(svc.name) {
+                    problems.push(format!(
+                        "{id}: NATS_USER is {user:?}, expected {:?}",
+                        svc.name
+                    ));
+                }
+                let key = switchyard_bus_client::nats_users::password_variable(svc.name);
+                if !from_secret(&env, "NATS_PASSWORD", NATS_USERS_SECRET, &key) {
+                    problems.push(format!(
+                        "{id}: NATS_PASSWORD is not read from key {key} of Secret {NATS_USERS_SECRET} (not optional)"
+                    ));
+                }
+            }
+        }
+        if !overlay.http_bus() {
+            problems.extend(self.check_nats_server_users(m));
+        }
+        problems
+    }
+
+    /// The NATS server of a production overlay: loads the users ConfigMap (exactly what
+    /// `switchyard nats-users` writes for the app) and reads each password from Secret
+    /// `nats-users`.
+    fn check_nats_server_users(&self, m: &Manifests) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(nats) = m.workload("StatefulSet", "nats") else {
+            return vec!["StatefulSet nats is missing".to_owned()];
+        };
+        let Some(c) = nats.container("nats") else {
+            return vec!["StatefulSet nats has no container nats".to_owned()];
+        };
+        let users: Vec<_> = self
+            .app
+            .bus_users()
+            .map(|s| switchyard_bus_client::nats_users::ServiceUser {
+                user: s.name.to_owned(),
+                durable: s.consumer_group.map(str::to_owned),
+                produces: s.produces.iter().map(|t| (*t).to_owned()).collect(),
+            })
+            .collect();
+        let expected = switchyard_bus_client::nats_users::server_config(
+            self.app.stream,
+            self.app.subject_prefix,
+            &users,
+        );
+        let args: Vec<&str> = c.spec["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let config_path = args
+            .iter()
+            .position(|a| *a == "-c")
+            .and_then(|i| args.get(i + 1).copied());
+        let Some(config_path) = config_path else {
+            return vec!["StatefulSet nats: no -c <users configuration> argument".to_owned()];
+        };
+        let (dir, file) = config_path.rsplit_once('/').unwrap_or(("", config_path));
+        let mount = c.spec["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["mountPath"].as_str() == Some(dir));
+        let config_map = mount.and_then(|v| {
+            let volume = nats.pod_spec["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|vol| vol["name"] == v["name"])?;
+            volume["configMap"]["name"].as_str()
+        });
+        match config_map.and_then(|name| m.config_map_data(name)) {
+            Some(data) if data.get(file) == Some(&expected) => {}
+            Some(_) => problems.push(format!(
+                "StatefulSet nats: {config_path} differs from `switchyard nats-users {}` (write it again)",
+                self.app.name
+            )),
+            None => problems.push(format!(
+                "StatefulSet nats: {config_path} is not mounted from a ConfigMap of the overlay"
+            )),
+        }
+        let env: Vec<Value> = c.spec["env"].as_array().cloned().unwrap_or_default();
+        for user in std::iter::once(switchyard_bus_client::nats_users::OPERATOR)
+            .chain(users.iter().map(|u| u.user.as_str()))
+        {
+            let var = switchyard_bus_client::nats_users::password_variable(user);
+            let ok = env.iter().any(|e| {
+                e["name"].as_str() == Some(var.as_str())
+                    && e["valueFrom"]["secretKeyRef"]["name"].as_str() == Some(NATS_USERS_SECRET)
+                    && e["valueFrom"]["secretKeyRef"]["key"].as_str() == Some(var.as_str())
+            });
+            if !ok {
+                problems.push(format!(
+                    "StatefulSet nats: {var} is not read from key {var} of Secret {NATS_USERS_SECRET}"
+                ));
             }
         }
         problems

@@ -69,6 +69,7 @@ fn every_gateway_overlay_cross_references() {
         p.extend(c.check_extra_services(m));
         p.extend(c.check_ops(m, Overlay::Prod));
         p.extend(c.check_secrets(m, Overlay::Prod));
+        p.extend(c.check_bus_credentials(m, Overlay::Prod));
         p.extend(gateway::check(&c, m));
         problems.extend(
             p.into_iter()

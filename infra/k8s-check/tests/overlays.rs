@@ -153,6 +153,7 @@ fn cross_references(c: Contract, overlay: Overlay) -> Vec<String> {
     problems.extend(c.check_extra_services(m));
     problems.extend(c.check_ops(m, overlay));
     problems.extend(c.check_secrets(m, overlay));
+    problems.extend(c.check_bus_credentials(m, overlay));
     if overlay.http_bus() {
         problems.extend(c.check_subscribers(m));
     }
