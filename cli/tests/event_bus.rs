@@ -607,3 +607,68 @@ fn help_lists_the_services() {
         assert!(text.contains(s), "{s} missing from --help: {text}");
     }
 }
+
+/// With `EVENT_BUS_SECRET` the bus takes events, and lets its log be read, only from who
+/// carries it, and carries it on its deliveries; without one (the other tests, and the
+/// course's own services) it takes anyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_with_a_secret_takes_events_only_from_who_holds_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sub = recorder().await;
+    let secret = "the-secret-of-this-bus-0123456789abcdef";
+    let mut settings = Settings::for_test(dir.path(), vec![Subscriber::new("sub", &sub.url)]);
+    settings.secret = Some(switchyard_kit::BusSecret::new(secret).expect("secret"));
+    let bus = bus_with_settings(settings).await;
+    let client = Client::default();
+    let url = format!("{}/events", bus.url());
+    let event = json!({"type": "T", "data": {"n": 1}});
+    let refused = client.post_json(&url, &event).await;
+    refused.assert_error(401, None);
+    let wrong = client
+        .with_headers(
+            reqwest::Method::POST,
+            &url,
+            None,
+            Some(&event),
+            &[(
+                "authorization",
+                "Bearer the-secret-of-another-bus-0123456789",
+            )],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(client.get(&url).await.status, 401, "nor is the log read");
+    let bearer = format!("Bearer {secret}");
+    let taken = client
+        .with_headers(
+            reqwest::Method::POST,
+            &url,
+            None,
+            Some(&event),
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+    assert_eq!(taken.status, 200);
+    eventually("the event delivered", || async {
+        (sub.recorded.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sub.recorded.seqs(),
+        vec![1],
+        "only the event with the secret"
+    );
+    assert_eq!(sub.recorded.authorizations(), vec![Some(bearer.clone())]);
+    let log = client
+        .with_headers(
+            reqwest::Method::GET,
+            &url,
+            None,
+            None,
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+    assert_eq!(log.status, 200);
+    assert_eq!(log.json().as_array().map(Vec::len), Some(1));
+    bus.stop().await.expect("clean stop");
+}

@@ -195,6 +195,61 @@ impl Blog {
         env
     }
 
+    /// Hands `event` to `service`'s consumer once, whatever its id: on the embedded backend
+    /// by posting it to the service's `POST /events` (as the bus does), with NATS by
+    /// publishing it without a message id (so a repeat is stored again and reaches the
+    /// consumer's inbox) and waiting until the service has handled one more event.
+    pub async fn deliver(&self, service: &str, event: &Value) {
+        let client = super::http::Client::default();
+        match &self.resources {
+            None => {
+                let a = client
+                    .post_json(&format!("{}/events", self.url(service)), event)
+                    .await;
+                assert_eq!(
+                    (a.status, a.json()),
+                    (200, serde_json::json!({})),
+                    "{service}"
+                );
+            }
+            Some(resources) => {
+                let metrics = format!("{}/metrics", self.ops_url(service));
+                let handled = |text: String| -> f64 {
+                    text.lines()
+                        .filter(|l| l.starts_with("switchyard_events_consumed_total{"))
+                        .filter(|l| !l.contains("\"failed\"") && !l.contains("\"deferred\""))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .sum()
+                };
+                let before =
+                    handled(String::from_utf8_lossy(&client.get(&metrics).await.body).into_owned());
+                let bus = switchyard_bus_client::NatsBus::connect(
+                    &resources.nats,
+                    &resources.stream,
+                    &resources.prefix,
+                )
+                .await
+                .expect("NATS");
+                let event_type = event["type"].as_str().expect("type");
+                bus.publish_raw(
+                    bus.subject_for(event_type),
+                    None,
+                    bytes::Bytes::from(serde_json::to_vec(event).expect("json")),
+                    &[],
+                )
+                .await
+                .expect("published");
+                super::eventually(&format!("{service} to handle the event"), || async {
+                    let now = handled(
+                        String::from_utf8_lossy(&client.try_get(&metrics).await?.body).into_owned(),
+                    );
+                    (now > before).then_some(())
+                })
+                .await;
+            }
+        }
+    }
+
     /// The database URL of `service`.
     pub fn database_url(&self, service: &str) -> String {
         match self.databases.iter().find(|(s, _)| s == service) {

@@ -34,6 +34,8 @@ struct Inner {
     defer: Option<(String, usize)>,
     /// Deliveries answered 425.
     deferred: usize,
+    /// The `Authorization` header of each delivery recorded, in order.
+    authorizations: Vec<Option<String>>,
 }
 
 impl Recorded {
@@ -60,13 +62,21 @@ impl Recorded {
     pub fn defer_marked(&self, marker: &str, times: usize) {
         self.inner.lock().expect("lock").defer = Some((marker.to_string(), times));
     }
+    /// The `Authorization` header each recorded delivery came with.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.inner.lock().expect("lock").authorizations.clone()
+    }
     /// How many deliveries were answered 425.
     pub fn deferred(&self) -> usize {
         self.inner.lock().expect("lock").deferred
     }
 }
 
-async fn receive(State(rec): State<Recorded>, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State(rec): State<Recorded>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return StatusCode::BAD_REQUEST,
@@ -94,6 +104,12 @@ async fn receive(State(rec): State<Recorded>, body: axum::body::Bytes) -> Status
         return StatusCode::TOO_EARLY;
     }
     inner.events.push(value);
+    inner.authorizations.push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    );
     StatusCode::OK
 }
 

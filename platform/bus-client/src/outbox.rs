@@ -778,6 +778,36 @@ mod tests {
         Ok(())
     }
 
+    /// After a restart the table holds a backlog: a full batch read from it is followed by
+    /// another read at once, not after the safety poll (which made it 256 events a second).
+    #[tokio::test]
+    async fn a_backlog_is_read_batch_after_batch_without_waiting() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        let mut tx = outbox.db.pool().begin().await?;
+        for _ in 0..(BATCH + 10) {
+            Outbox::enqueue(&mut tx, &Envelope::new("Good", serde_json::json!({}))).await?;
+        }
+        tx.commit().await?;
+        let publisher = Arc::new(Picky::default());
+        let relay = Relay {
+            outbox: outbox.clone(),
+            publisher: publisher.clone(),
+            metrics: Metrics::new("test"),
+            stop: CancellationToken::new(),
+        };
+        let Some(handoff) = outbox.handoff.clone() else {
+            anyhow::bail!("SQLite hands rows over");
+        };
+        let first = relay.publish_sqlite(&handoff, false).await?;
+        assert_eq!(first, Round::Published(BATCH as usize));
+        // The next round reads the table at once (no wake-up, no poll in between).
+        let second = relay.publish_sqlite(&handoff, false).await?;
+        assert_eq!(second, Round::Published(10));
+        assert_eq!(publisher.stored().len(), BATCH as usize + 10);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn an_event_too_large_for_the_bus_is_refused_at_commit() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;

@@ -582,3 +582,35 @@ async fn a_durable_made_for_fewer_types_is_brought_to_the_new_ones() {
     shutdown.trigger();
     shutdown.drain_background(Duration::from_secs(5)).await;
 }
+
+/// The stream keeps events for `EVENTS_MAX_AGE_SECONDS`: a stream made before without a
+/// limit is brought to it when a service with the setting starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_gets_its_max_age_also_when_it_existed() {
+    let Some((bus, cleanup)) = fresh_bus().await else {
+        return;
+    };
+    let max_age = |bus: Arc<NatsBus>| async move {
+        bus.jetstream()
+            .get_stream(bus.stream_name())
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .config
+            .max_age
+    };
+    assert_eq!(
+        max_age(bus.clone()).await,
+        Duration::ZERO,
+        "made without a limit"
+    );
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let limited = NatsBus::connect(&nats_url(), &cleanup.stream, &cleanup.prefix)
+        .await
+        .expect("connect")
+        .with_max_age(Some(week));
+    limited.ensure_streams().await.expect("streams");
+    assert_eq!(max_age(Arc::new(limited)).await, week);
+}

@@ -338,3 +338,60 @@ where
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A log in a temporary directory with `n` events appended.
+    async fn log_with(dir: &tempfile::TempDir, n: usize) -> anyhow::Result<(EventLog, Shutdown)> {
+        let db = Db::connect(&format!("sqlite://{}/bus.db", dir.path().display())).await?;
+        db.migrate("event-bus", &[&crate::MIGRATIONS]).await?;
+        let shutdown = Shutdown::new();
+        let log = EventLog::open(db, &shutdown).await?;
+        for i in 0..n {
+            log.append(Envelope::new("T", serde_json::json!({ "i": i })))
+                .await?;
+        }
+        Ok((log, shutdown))
+    }
+
+    async fn seqs(log: &EventLog) -> anyhow::Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT seq FROM events ORDER BY seq")
+            .fetch_all(log.db().pool())
+            .await?)
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_what_a_subscriber_still_needs_and_the_newest_event() -> anyhow::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let (log, shutdown) = log_with(&dir, 10).await?;
+        // Parked and dead-lettered events are kept for their delivery or replay.
+        sqlx::query("INSERT INTO parked (subscriber, seq, since) VALUES ('s', 3, 0)")
+            .execute(log.db().pool())
+            .await?;
+        sqlx::query(
+            "INSERT INTO dead_letters (subscriber, seq, status, reason, at) VALUES ('s', 4, 400, 'x', 0)",
+        )
+        .execute(log.db().pool())
+        .await?;
+        // Nothing is old enough yet.
+        assert_eq!(log.prune(Duration::from_secs(3600), 10).await?, 0);
+        // Everything is; the slowest subscriber is at 6.
+        assert_eq!(log.prune(Duration::ZERO, 6).await?, 4);
+        assert_eq!(seqs(&log).await?, [3, 4, 7, 8, 9, 10]);
+        // Every subscriber is at the head: the newest event stays (it keeps the next seq).
+        log.prune(Duration::ZERO, 10).await?;
+        assert_eq!(seqs(&log).await?, [3, 4, 10]);
+        let appended = log
+            .append(Envelope::new("T", serde_json::json!({})))
+            .await?;
+        assert_eq!(appended, Appended::New(11));
+        shutdown.trigger();
+        shutdown.drain_background(Duration::from_secs(2)).await;
+        Ok(())
+    }
+}
