@@ -50,7 +50,7 @@ pub async fn run(
             r.qualified()
         );
     }
-    let env = local_defaults(&r, env, data_dir)?;
+    let env = services::beside_up(&r, env, data_dir);
     let letters = open(&r, &env).await?;
     match action {
         Action::List { json } => {
@@ -92,33 +92,6 @@ pub async fn run(
         db.close().await;
     }
     Ok(())
-}
-
-/// `env` with what `up` would have given the service: its data directory under
-/// `data_dir`, the app's local bus and that bus's ops listener.
-fn local_defaults(r: &Resolved, env: &Env, data_dir: Option<PathBuf>) -> anyhow::Result<Env> {
-    let mut env = env.clone();
-    if let Some(dir) = data_dir {
-        env = env.with_overrides([("DATA_DIR", dir.join(r.service.name).display().to_string())]);
-    }
-    if let Some(bus) = r.app.of_kind(Kind::EventBus).next() {
-        let url = env
-            .raw("EVENT_BUS_URL")
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", bus.local_port));
-        let host = url
-            .split_once("://")
-            .map(|(_, rest)| rest.split([':', '/']).next().unwrap_or("127.0.0.1"))
-            .unwrap_or("127.0.0.1")
-            .to_string();
-        env = env.with_defaults([
-            ("EVENT_BUS_URL", url),
-            (
-                "EVENT_BUS_OPS_URL",
-                format!("http://{host}:{}", bus.local_ops_port),
-            ),
-        ]);
-    }
-    Ok(env)
 }
 
 async fn open(r: &Resolved, env: &Env) -> anyhow::Result<DeadLetters> {

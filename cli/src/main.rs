@@ -62,6 +62,19 @@ enum Command {
         #[command(subcommand)]
         action: dead_letters::Action,
     },
+    /// Republish a service's state for its replicas (tickets: every ticket, or one, as a
+    /// `ticket:updated` snapshot that a replica applies when it is newer than its own).
+    /// Configured like `serve`; writes through the service's outbox.
+    Republish {
+        /// The service (tickets).
+        service: String,
+        /// The data directory `up` was given (the service's data is in DIR/<service>).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        /// Only this one.
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Print the NATS users of an app's services (a nats-server `authorization` block:
     /// each service publishes its own events and pulls its own durable only).
     NatsUsers {
@@ -154,6 +167,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             action,
         } => {
             dead_letters::run(&service, data_dir, action, &env).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Republish {
+            service,
+            data_dir,
+            id,
+        } => {
+            let r = switchyard_registry::resolve(&service)?;
+            if r.qualified() != "ticketing/tickets" {
+                anyhow::bail!(
+                    "{} has no state to republish (tickets does; orders cancels its overdue orders by itself)",
+                    r.qualified()
+                );
+            }
+            let env = services::beside_up(&r, &env, data_dir);
+            let common = services::common_config(&r, &env)?;
+            let db = switchyard_kit::Db::connect(&common.database_url).await?;
+            let n = switchyard_tickets::republish(&db, id.as_deref()).await?;
+            db.close().await;
+            println!("{n} tickets republished (published by the tickets service's outbox)");
             Ok(ExitCode::SUCCESS)
         }
         Command::NatsUsers {

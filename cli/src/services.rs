@@ -59,6 +59,33 @@ fn with_app_bus_defaults(env: &Env, app: &App) -> Env {
     ])
 }
 
+/// `env` with what `up` would have given the service: its data directory under
+/// `data_dir`, the app's local bus and that bus's ops listener.
+pub fn beside_up(r: &Resolved, env: &Env, data_dir: Option<std::path::PathBuf>) -> Env {
+    let mut env = env.clone();
+    if let Some(dir) = data_dir {
+        env = env.with_overrides([("DATA_DIR", dir.join(r.service.name).display().to_string())]);
+    }
+    if let Some(bus) = r.app.of_kind(Kind::EventBus).next() {
+        let url = env
+            .raw("EVENT_BUS_URL")
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", bus.local_port));
+        let host = url
+            .split_once("://")
+            .map(|(_, rest)| rest.split([':', '/']).next().unwrap_or("127.0.0.1"))
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        env = env.with_defaults([
+            ("EVENT_BUS_URL", url),
+            (
+                "EVENT_BUS_OPS_URL",
+                format!("http://{host}:{}", bus.local_ops_port),
+            ),
+        ]);
+    }
+    env
+}
+
 /// The NATS users of `app`'s services: each its own user, publishing the types it
 /// produces and pulling from its own durable.
 pub fn nats_users(app: &App) -> Vec<switchyard_bus_client::nats_users::ServiceUser> {

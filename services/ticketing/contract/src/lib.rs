@@ -296,6 +296,24 @@ impl TicketingEvent {
     }
 }
 
+/// The envelope field that marks a `ticket:updated` as the ticket's whole state
+/// republished (tickets' reconciliation), not a step after the previous version: a replica
+/// applies it whenever it is newer than what it holds, skipping lost versions.
+pub const SNAPSHOT_FIELD: &str = "snapshot";
+
+/// Whether `envelope` is a republished whole state ([`SNAPSHOT_FIELD`]).
+pub fn is_snapshot(envelope: &Envelope) -> bool {
+    envelope.extra.get(SNAPSHOT_FIELD) == Some(&Value::Bool(true))
+}
+
+/// Marks `envelope` as a republished whole state.
+pub fn as_snapshot(mut envelope: Envelope) -> Envelope {
+    envelope
+        .extra
+        .insert(SNAPSHOT_FIELD.to_string(), Value::Bool(true));
+    envelope
+}
+
 /// Checks the payload of a known subject (the event bus refuses malformed ones).
 pub fn check_payload(env: &Envelope) -> Result<(), PayloadError> {
     TicketingEvent::from_envelope(env).map(|_| ())

@@ -47,6 +47,15 @@ impl EventHandler for Events {
                     title,
                     price,
                     ..
+                } if switchyard_ticketing_contract::is_snapshot(&event) => {
+                    ticket_snapshot(&mut change, &id, version, &title, price).await
+                }
+                TicketingEvent::TicketUpdated {
+                    id,
+                    version,
+                    title,
+                    price,
+                    ..
                 } => ticket_updated(&mut change, &id, version, &title, price).await,
                 TicketingEvent::ExpirationComplete { order_id } => {
                     expired(&mut change, &event, &order_id).await
@@ -136,6 +145,35 @@ async fn ticket_updated(
             "ticket {id} version {version}: the replica is at version {stored}"
         ))),
     }
+}
+
+/// Applies a ticket's republished whole state when it is newer than the replica (or the
+/// replica is missing): versions lost on the way are skipped, an older state changes
+/// nothing.
+async fn ticket_snapshot(
+    conn: &mut AnyConnection,
+    id: &str,
+    version: i64,
+    title: &str,
+    price: f64,
+) -> Result<Handled, HandleError> {
+    let changed = sqlx::query(
+        "INSERT INTO tickets (id, title, price, version) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET title = excluded.title, price = excluded.price, version = excluded.version \
+         WHERE tickets.version < excluded.version",
+    )
+    .bind(id)
+    .bind(title)
+    .bind(price)
+    .bind(version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok(Handled::Duplicate);
+    }
+    tracing::info!(ticket_id = %id, version, "ticket replica set from a republished state");
+    Ok(Handled::Applied)
 }
 
 /// Cancels order `order_id` if it is still live (created or awaiting payment); returns

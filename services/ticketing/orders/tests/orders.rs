@@ -775,3 +775,38 @@ async fn an_overdue_order_whose_expiration_is_lost_is_cancelled_by_the_sweeper()
     assert!(cancellations_of(&stack, &paid_id).await.is_empty());
     stack.stop().await;
 }
+
+/// Tickets republishes a ticket's whole state (`switchyard republish tickets`) when a
+/// replica may have lost an update: the replica takes it when it is newer, skipping the
+/// versions it never got, and ignores an older or equal one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_ticket_state_skips_the_versions_that_were_lost() {
+    let stack = Stack::start().await;
+    let id = stack.ticket("concert", 20.0).await;
+    // Versions 1 and 2 were lost; the snapshot at version 3 is taken.
+    let a = stack
+        .deliver(json!({"type": "ticket:updated", "snapshot": true, "data": ticket_updated(&id, 3, "v3", 23.0)}))
+        .await;
+    assert_eq!((a.status, a.body), (200, json!({})));
+    assert_eq!(stack.replica(&id).await, Some(("v3".to_string(), 23.0, 3)));
+    // An older snapshot, or the lost versions arriving late, change nothing.
+    for event in [
+        json!({"type": "ticket:updated", "snapshot": true, "data": ticket_updated(&id, 2, "old", 1.0)}),
+        json!({"type": "ticket:updated", "data": ticket_updated(&id, 2, "old", 1.0)}),
+    ] {
+        let a = stack.deliver(event).await;
+        assert_eq!((a.status, a.body), (200, json!({})));
+    }
+    assert_eq!(stack.replica(&id).await, Some(("v3".to_string(), 23.0, 3)));
+    // A snapshot of a ticket the replica never heard of creates it.
+    let unknown = object_id();
+    let a = stack
+        .deliver(json!({"type": "ticket:updated", "snapshot": true, "data": ticket_updated(&unknown, 5, "found", 9.0)}))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        stack.replica(&unknown).await,
+        Some(("found".to_string(), 9.0, 5))
+    );
+    stack.stop().await;
+}

@@ -60,6 +60,39 @@ impl Settings {
     }
 }
 
+/// Republishes the whole state of every ticket (or of `only`) as `ticket:updated` at its
+/// current version, marked as a snapshot: a replica that lost an update (a dead letter
+/// nobody replayed) accepts it when it is newer than what it holds. The events go through
+/// the service's own outbox, after whatever it has pending, so the running service (or
+/// its next start) publishes them in order. Returns how many were written.
+pub async fn republish(db: &switchyard_kit::Db, only: Option<&str>) -> anyhow::Result<usize> {
+    let outbox = switchyard_bus_client::Outbox::new(db.clone());
+    let ids: Vec<String> = match only {
+        Some(id) => vec![id.to_string()],
+        None => {
+            sqlx::query_scalar("SELECT id FROM tickets ORDER BY ord")
+                .fetch_all(db.reader())
+                .await?
+        }
+    };
+    let mut written = 0;
+    for chunk in ids.chunks(100) {
+        let mut change = outbox.begin().await?;
+        for id in chunk {
+            let Some(ticket) = ticket::Ticket::find(&mut change, id).await? else {
+                anyhow::bail!("no ticket {id}");
+            };
+            let event = switchyard_ticketing_contract::as_snapshot(
+                ticket.updated(Some(format!("republish-{id}"))),
+            );
+            change.publish(&event).await?;
+            written += 1;
+        }
+        change.commit().await?;
+    }
+    Ok(written)
+}
+
 /// Runs the service on `listeners` until `shutdown`.
 pub async fn launch(
     settings: Settings,

@@ -594,3 +594,47 @@ async fn bad_input_gets_a_json_4xx_never_a_5xx() {
     assert_eq!(stack.get(&path, None).await.body, ticket);
     stack.stop().await;
 }
+
+/// `switchyard republish tickets` writes each ticket's whole state, at its version and
+/// marked as a snapshot, through the service's outbox; the running service publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republishing_publishes_every_tickets_state_as_a_snapshot() {
+    let stack = Stack::start().await;
+    let cookie = stack.cookie(&object_id());
+    let first = stack.create_ticket(&cookie, "one", 10.0).await;
+    let second = stack.create_ticket(&cookie, "two", 20.0).await;
+    let id = first["id"].as_str().expect("id").to_string();
+    let a = stack
+        .put(
+            &format!("/api/tickets/{id}"),
+            Some(&cookie),
+            &json!({"title": "one, edited", "price": 11}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let common = switchyard_testkit::Replicas::config("tickets", stack.dir.path(), 0, None);
+    let db = switchyard_kit::Db::connect(&common.database_url)
+        .await
+        .expect("the tickets database");
+    let written = switchyard_tickets::republish(&db, None)
+        .await
+        .expect("republished");
+    assert_eq!(written, 2);
+    db.close().await;
+    let snapshots = support::eventually("both snapshots on the bus", || async {
+        let snapshots: Vec<Value> = stack
+            .events("ticket:updated")
+            .await
+            .into_iter()
+            .filter(|e| e["snapshot"] == true)
+            .collect();
+        (snapshots.len() == 2).then_some(snapshots)
+    })
+    .await;
+    assert_eq!(snapshots[0]["data"]["id"], id.as_str());
+    assert_eq!(snapshots[0]["data"]["title"], "one, edited");
+    assert_eq!(snapshots[0]["data"]["version"], 1);
+    assert_eq!(snapshots[1]["data"]["id"], second["id"]);
+    assert_eq!(snapshots[1]["data"]["version"], 0);
+    stack.stop().await;
+}
