@@ -166,7 +166,24 @@ async fn described_and_fuzzed(backend: Backend, app_name: &str) {
         let doc: Value = a.json();
         assert_eq!(doc["openapi"], "3.1.0", "{}", service.name);
         let paths = doc["paths"].as_object().expect("paths");
-        assert!(!paths.is_empty(), "{} describes no route", service.name);
+        if paths.is_empty() {
+            // A service whose only route is where the HTTP bus delivers (moderation,
+            // expiration) has none with NATS: nothing to fuzz, and its port takes nothing.
+            assert_eq!(
+                backend,
+                Backend::Production,
+                "{} describes no route",
+                service.name
+            );
+            client
+                .post_json(
+                    &format!("{public}/events"),
+                    &serde_json::json!({"type": "X"}),
+                )
+                .await
+                .assert_error(404, None);
+            continue;
+        }
         let a = client.get(&format!("{public}/openapi.json")).await;
         a.assert_error(404, None);
         let mut args: Vec<String> = vec![

@@ -77,15 +77,22 @@ pub async fn republish(db: &switchyard_kit::Db, only: Option<&str>) -> anyhow::R
     };
     let mut written = 0;
     for chunk in ids.chunks(100) {
-        let mut change = outbox.begin().await?;
+        // Read first, then write: the change's first statement takes the write lock (a
+        // read snapshot upgraded to a write fails on SQLite when another process wrote).
+        // A ticket changed in between is published again by its own change, newer.
+        let mut snapshots = Vec::with_capacity(chunk.len());
         for id in chunk {
-            let Some(ticket) = ticket::Ticket::find(&mut change, id).await? else {
+            let mut reader = db.reader().acquire().await?;
+            let Some(ticket) = ticket::Ticket::find(&mut reader, id).await? else {
                 anyhow::bail!("no ticket {id}");
             };
-            let event = switchyard_ticketing_contract::as_snapshot(
+            snapshots.push(switchyard_ticketing_contract::as_snapshot(
                 ticket.updated(Some(format!("republish-{id}"))),
-            );
-            change.publish(&event).await?;
+            ));
+        }
+        let mut change = outbox.begin().await?;
+        for event in &snapshots {
+            change.publish(event).await?;
             written += 1;
         }
         change.commit().await?;
