@@ -213,9 +213,6 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
         }
         (Kind::App, "ticketing", "expiration") => {
             let s = service_settings(&r, env)?;
-            // Expiration needs no session, but like every ticketing service it refuses to
-            // start without JWT_KEY: one rule for the app, checked at start.
-            switchyard_session::SessionConfig::from_env(env)?;
             let l = bind(&s.common).await?;
             switchyard_expiration::launch(s, l, shutdown).await
         }
@@ -226,7 +223,6 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
         }
         (Kind::App, "ticketing", "client") => {
             let common = common_config(&r, env)?;
-            switchyard_session::SessionConfig::from_env(env)?;
             let settings = switchyard_ticketing_client::ClientSettings::from_env(env)?;
             let l = bind(&common).await?;
             switchyard_ticketing_client::launch(common, settings, l, shutdown).await

@@ -19,6 +19,9 @@ per_backend!(
     one_email_is_one_user_whatever_its_spelling_or_concurrency,
     a_cookie_built_as_the_original_builds_it_is_a_session,
     failed_signins_are_limited_per_email_and_per_client,
+    forty_concurrent_wrong_signins_get_at_most_the_limit_of_verdicts,
+    a_client_past_its_budget_is_slowed_not_locked_out,
+    signups_are_limited_per_client,
 );
 
 async fn auth(backend: Backend) -> Ticketing {
@@ -354,11 +357,12 @@ async fn failed_signins_are_limited_per_email_and_per_client(backend: Backend) {
 }
 
 #[test]
-fn every_ticketing_service_refuses_to_start_without_jwt_key() {
+fn every_ticketing_service_that_checks_sessions_refuses_to_start_without_jwt_key() {
+    // The services that check sessions; the others never get the key.
     for service in switchyard_registry::TICKETING
         .services
         .iter()
-        .filter(|s| s.kind == switchyard_registry::Kind::App)
+        .filter(|s| s.kind == switchyard_registry::Kind::App && s.sessions)
     {
         let dir = tempfile::tempdir().expect("tmp");
         let data = dir.path().display().to_string();
@@ -374,4 +378,237 @@ fn every_ticketing_service_refuses_to_start_without_jwt_key() {
         assert!(!status.success(), "{name} started without JWT_KEY");
         assert!(stderr.contains("JWT_KEY"), "{name}: {stderr}");
     }
+}
+
+/// A sign-in, as a client behind the trusted proxy at `client` (its `X-Forwarded-For`).
+async fn signin_from(
+    base: &str,
+    email: &str,
+    password: &str,
+    client: &str,
+) -> (u16, Option<String>, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/users/signin"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("sent");
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        r.status().as_u16(),
+        retry_after,
+        r.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Forty wrong sign-ins for one email at once (each from its own address, so only the
+/// email's budget applies): at most the limit (5) get a password verdict, the others 429,
+/// and the right password among them does not sneak through past the limit.
+async fn forty_concurrent_wrong_signins_get_at_most_the_limit_of_verdicts(backend: Backend) {
+    let t = auth(backend).await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    assert_eq!(
+        signup(&c, &base, "target@test.com", "password")
+            .await
+            .status,
+        201
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let base = base.clone();
+        // The right password is one of the forty.
+        let password = if i == 20 { "password" } else { "wrong" };
+        tasks.spawn(async move {
+            (
+                password,
+                signin_from(&base, "target@test.com", password, &format!("10.1.0.{i}")).await,
+            )
+        });
+    }
+    let (mut verdicts, mut limited, mut signed_in) = (0, 0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (password, (status, retry_after, body)) = done.expect("task");
+        match status {
+            400 => verdicts += 1,
+            200 => {
+                assert_eq!(password, "password");
+                signed_in += 1;
+            }
+            429 => {
+                limited += 1;
+                assert!(retry_after.is_some(), "429 says when to try again");
+                assert!(body["errors"][0]["message"].is_string(), "{body}");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        verdicts + signed_in <= 5,
+        "{verdicts} verdicts and {signed_in} sign-ins"
+    );
+    assert_eq!(verdicts + signed_in + limited, 40);
+    t.shutdown().await;
+}
+
+/// A client address past its budget (users behind one NAT) is slowed, not locked out:
+/// after the wait `Retry-After` states, the right password signs in.
+async fn a_client_past_its_budget_is_slowed_not_locked_out(backend: Backend) {
+    let t = Ticketing::start_opts(
+        backend,
+        &["auth"],
+        support::ticketing::Options {
+            throttle: switchyard_auth::ThrottleConfig {
+                trusted_hops: 1,
+                client_attempts: 5,
+                slowdown: std::time::Duration::from_millis(500),
+                signups_per_client: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    assert_eq!(
+        signup(&c, &base, "neighbour@test.com", "password")
+            .await
+            .status,
+        201
+    );
+    // Someone at 192.0.2.7 fails for five emails...
+    for i in 0..5 {
+        let (status, ..) =
+            signin_from(&base, &format!("guess{i}@test.com"), "wrong", "192.0.2.7").await;
+        assert_eq!(status, 400);
+    }
+    // ...so the next attempt from there must wait,
+    let (status, retry_after, _) =
+        signin_from(&base, "neighbour@test.com", "password", "192.0.2.7").await;
+    assert_eq!(status, 429);
+    assert!(retry_after.is_some());
+    // but once it has, a user at the same address signs in.
+    support::eventually("the slowed client let through", || async {
+        let (status, ..) = signin_from(&base, "neighbour@test.com", "password", "192.0.2.7").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    t.shutdown().await;
+}
+
+/// Sign-ups are limited per client address too (here 3): the next answers 429 with
+/// `Retry-After`, and another address is not affected.
+async fn signups_are_limited_per_client(backend: Backend) {
+    let t = Ticketing::start_opts(
+        backend,
+        &["auth"],
+        support::ticketing::Options {
+            throttle: switchyard_auth::ThrottleConfig {
+                trusted_hops: 1,
+                signups_per_client: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let base = t.url("auth");
+    let signup_from = |email: String, client: &'static str| {
+        let base = base.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/users/signup"))
+                .header("x-forwarded-for", client)
+                .json(&json!({"email": email, "password": "password"}))
+                .send()
+                .await
+                .expect("sent");
+            (r.status().as_u16(), r.headers().contains_key("retry-after"))
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(
+            signup_from(format!("s{i}@test.com"), "198.51.100.1")
+                .await
+                .0,
+            201
+        );
+    }
+    assert_eq!(
+        signup_from("s3@test.com".into(), "198.51.100.1").await,
+        (429, true)
+    );
+    assert_eq!(
+        signup_from("s4@test.com".into(), "198.51.100.2").await.0,
+        201
+    );
+    t.shutdown().await;
+}
+
+/// Three hundred sign-ins from three hundred addresses, each given up after 0.3 s, with
+/// the real argon2 cost: their hashing is refused at once when the queue is full (503 with
+/// `Retry-After`) or skipped when its turn comes, so a real sign-in after them is served
+/// in about one hash. (Its latency is measured in `bench/`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_signins_do_not_hold_up_a_real_one() {
+    if !Backend::Embedded.enabled() {
+        return;
+    }
+    let t = Ticketing::start_opts(
+        Backend::Embedded,
+        &["auth"],
+        support::ticketing::Options {
+            password: switchyard_auth::PasswordParams::default(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (c, base) = (Client::default(), t.url("auth"));
+    assert_eq!(
+        signup(&c, &base, "real@test.com", "password").await.status,
+        201
+    );
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let (client, base) = (impatient.clone(), base.clone());
+        tasks.spawn(async move {
+            client
+                .post(format!("{base}/api/users/signin"))
+                .header("x-forwarded-for", format!("10.{}.{}.1", i / 250, i % 250))
+                .json(&json!({"email": format!("nobody{i}@test.com"), "password": "wrong"}))
+                .send()
+                .await
+                .map(|r| (r.status().as_u16(), r.headers().contains_key("retry-after")))
+        });
+    }
+    let mut busy = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Ok((503, true))) = done {
+            busy += 1;
+        }
+    }
+    assert!(busy > 0, "a full hashing queue answers 503 at once");
+    let started = std::time::Instant::now();
+    let (status, ..) = signin_from(&base, "real@test.com", "password", "203.0.113.9").await;
+    eprintln!(
+        "a real sign-in after 300 abandoned ones: {status} in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200);
+    let metrics =
+        String::from_utf8_lossy(&c.get(&format!("{}/metrics", t.ops_url("auth"))).await.body)
+            .into_owned();
+    assert!(
+        metrics.contains("switchyard_jobs_skipped_total{service=\"auth\",job=\"password\"}"),
+        "the abandoned ones were skipped: {metrics}"
+    );
+    t.shutdown().await;
 }

@@ -167,7 +167,7 @@ async fn up_runs_ticketing_behind_its_ingress_with_a_kept_jwt_key() {
 async fn a_jwt_key_in_the_environment_is_used_and_the_blog_runs_beside() {
     let dir = tempfile::tempdir().expect("tmp");
     let offset = free_offset();
-    let key = "a-key-from-the-environment";
+    let key = "a-key-from-the-environment-thirty-two";
     let ticketing = Up::start_app(
         "ticketing",
         &dir.path().join("ticketing"),

@@ -22,6 +22,7 @@ const fn service(name: &'static str, about: &'static str, port: u16, ops: u16) -
         extra_k8s_services: &[],
         database: true,
         produces: &[],
+        sessions: false,
         consumes: Consumes::Nothing,
         consumer_group: None,
         consumer: ConsumerDefaults::STANDARD,

@@ -53,12 +53,14 @@ pub struct App {
     pub check_payload: fn(&Envelope) -> Result<(), PayloadError>,
     /// Requests and the Kubernetes Service that must answer them through the Ingress.
     pub routes: &'static [(&'static str, &'static str, u16)],
-    /// Secrets every service of the app needs (`JWT_KEY`): `switchyard up` uses the one in
-    /// the environment, or generates one once and keeps it in the data directory (it does
-    /// the same for [`BUS_SECRET`], which the services that use the bus get).
+    /// Secrets of the app's services that check sessions (`JWT_KEY`; see
+    /// [`Service::sessions`]): `switchyard up` uses the one in the environment, or
+    /// generates one once and keeps it in the data directory (it does the same for
+    /// [`BUS_SECRET`], which the services that use the bus get). No other service gets them.
     pub secrets: &'static [&'static str],
-    /// Settings `switchyard up` gives every service on one machine (plain HTTP: the session
-    /// cookie cannot be `secure` there).
+    /// Settings `switchyard up` gives every service on one machine where `up`'s own
+    /// environment does not set them (plain HTTP: the session cookie cannot be `secure`
+    /// there).
     pub local_env: &'static [(&'static str, &'static str)],
 }
 
@@ -158,6 +160,9 @@ pub struct Service {
     pub database: bool,
     /// The event types it publishes (on NATS it may publish these subjects only).
     pub produces: &'static [&'static str],
+    /// Whether it issues or checks sessions: only then does it get the app's secrets
+    /// (`JWT_KEY`).
+    pub sessions: bool,
     /// Which events it consumes.
     pub consumes: Consumes,
     /// Its consumer group (one per service, shared by its replicas), when it consumes.

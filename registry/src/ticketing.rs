@@ -24,6 +24,7 @@ const fn service(name: &'static str, about: &'static str, local: u16, ops: u16) 
         extra_k8s_services: &[],
         database: true,
         produces: &[],
+        sessions: false,
         consumes: Consumes::Nothing,
         consumer_group: None,
         consumer: ConsumerDefaults::STANDARD,
@@ -56,6 +57,7 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("auth-depl"),
             k8s_service: Some("auth-srv"),
+            sessions: true,
             ..service(
                 "auth",
                 "sign up, sign in, sign out, the current user",
@@ -69,6 +71,7 @@ pub static TICKETING: App = App {
             consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
             consumer_group: Some("tickets-service"),
             produces: &[TICKET_CREATED, TICKET_UPDATED],
+            sessions: true,
             ..service(
                 "tickets",
                 "tickets for sale, reserved by orders",
@@ -87,6 +90,7 @@ pub static TICKETING: App = App {
             ]),
             consumer_group: Some("orders-service"),
             produces: &[ORDER_CREATED, ORDER_CANCELLED],
+            sessions: true,
             ..service(
                 "orders",
                 "orders that reserve tickets, and expire",
@@ -112,6 +116,7 @@ pub static TICKETING: App = App {
             consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
             consumer_group: Some("payments-service"),
             produces: &[PAYMENT_CREATED],
+            sessions: true,
             ..service("payments", "pays orders, at most once each", 3205, 9505)
         },
         Service {
@@ -184,5 +189,11 @@ pub static TICKETING: App = App {
         ("/orders/5f1b2c3d4e5f6a7b8c9d0e1f", "client-srv", 3000),
     ],
     secrets: &["JWT_KEY"],
-    local_env: &[("COOKIE_SECURE", "false")],
+    // Plain HTTP on one machine; the test payment provider named (payments refuses to start
+    // without one named); auth behind one proxy (the gateway).
+    local_env: &[
+        ("COOKIE_SECURE", "false"),
+        ("PAYMENT_PROVIDER", "test"),
+        ("TRUSTED_PROXY_HOPS", "1"),
+    ],
 };

@@ -177,13 +177,17 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         (None, Some(port)) => vec![("EVENT_BUS_URL".into(), format!("http://{reach}:{port}"))],
         (None, None) => Vec::new(),
     };
-    let mut app_env: Vec<(String, String)> = app
+    // What the operator set in up's environment wins (the children inherit it).
+    let local_env: Vec<(String, String)> = app
         .local_env
         .iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // The app's secrets go to the services that check sessions only.
+    let mut secrets = Vec::new();
     for secret in app.secrets {
-        app_env.push((secret.to_string(), secret_value(secret, &data_dir)?));
+        secrets.push((secret.to_string(), secret_value(secret, &data_dir)?));
     }
     // The bus's secret: publishers and the bus prove with it that they are the app's.
     let bus_secret = (
@@ -217,7 +221,10 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
             ("OPS_PORT".into(), ops_port.to_string()),
         ];
         env.extend(bus_env.iter().cloned());
-        env.extend(app_env.iter().cloned());
+        env.extend(local_env.iter().cloned());
+        if service.sessions {
+            env.extend(secrets.iter().cloned());
+        }
         if service.uses_the_bus() {
             env.push(bus_secret.clone());
         }

@@ -18,7 +18,7 @@ use super::backend::{Backend, Resources};
 use super::{Running, listeners, start};
 
 /// The key the tests sign sessions with (as the original's tests use `asdfasdf`).
-pub const JWT_KEY: &str = "asdfasdf";
+pub const JWT_KEY: &str = "asdfasdf-asdfasdf-asdfasdf-asdfasdf";
 /// The secret the HTTP bus and the services share in these tests (the blog's run
 /// without one, as the course's services do).
 pub const BUS_SECRET: &str = "ticketing-tests-bus-secret-0123456789abcdef";
@@ -37,6 +37,11 @@ pub struct Options {
     /// Production resources of the test's own (a NATS server, users); default: the
     /// machine's servers.
     pub resources: Option<Resources>,
+    /// Auth's password hashing (default: the cheapest, for speed).
+    pub password: switchyard_auth::PasswordParams,
+    /// Auth's limits (default: the service's, behind one trusted proxy as under `up`, and
+    /// room for every sign-up a test makes from 127.0.0.1).
+    pub throttle: switchyard_auth::ThrottleConfig,
 }
 
 impl Default for Options {
@@ -45,6 +50,13 @@ impl Default for Options {
             expiration_window: Duration::from_secs(900),
             defer_limit: switchyard_bus_client::consumer_settings::DEFAULT_DEFER_LIMIT,
             resources: None,
+            password: switchyard_auth::PasswordParams::FOR_TESTS,
+            throttle: switchyard_auth::ThrottleConfig {
+                trusted_hops: 1,
+                client_attempts: 5,
+                signups_per_client: 100_000,
+                ..Default::default()
+            },
         }
     }
 }
@@ -60,6 +72,8 @@ pub struct Ticketing {
     /// Settings a test changes before starting a service (environment-style overrides).
     pub expiration_window: Duration,
     pub defer_limit: Duration,
+    password: switchyard_auth::PasswordParams,
+    throttle: switchyard_auth::ThrottleConfig,
 }
 
 fn spec(name: &str) -> &'static switchyard_registry::Service {
@@ -101,6 +115,8 @@ impl Ticketing {
             expiration_window,
             defer_limit,
             resources,
+            password,
+            throttle,
         } = options;
         let mut t = Ticketing {
             backend,
@@ -111,6 +127,8 @@ impl Ticketing {
             databases: HashMap::new(),
             expiration_window,
             defer_limit,
+            password,
+            throttle,
         };
         // Ports first: the bus must know where its subscribers listen.
         let mut bound = Vec::new();
@@ -250,8 +268,8 @@ impl Ticketing {
                 let s = switchyard_auth::Settings {
                     common: self.common(service),
                     session,
-                    password: switchyard_auth::PasswordParams::FOR_TESTS,
-                    throttle: switchyard_auth::ThrottleConfig::default(),
+                    password: self.password,
+                    throttle: self.throttle,
                 };
                 start(l, move |l, sd| switchyard_auth::launch(s, l, sd))
             }

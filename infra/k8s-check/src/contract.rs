@@ -568,9 +568,9 @@ impl Contract {
             .collect()
     }
 
-    /// Checks that every app service of `overlay` reads each of the app's secrets
-    /// (`JWT_KEY`) from its Secret ([`secret_name`]), by key, not optionally, and that no
-    /// container sets one to a literal value.
+    /// Checks that every app service of `overlay` that checks sessions reads each of the
+    /// app's secrets (`JWT_KEY`) from its Secret ([`secret_name`]), by key, not optionally;
+    /// that no other service gets them; and that no container sets one to a literal value.
     pub fn check_secrets(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
         let mut problems = Vec::new();
         for w in m.workloads() {
@@ -594,19 +594,30 @@ impl Contract {
             let Some(c) = w.container(svc.name) else {
                 continue;
             };
+            let sessions = self.app.service(svc.name).is_some_and(|s| s.sessions);
             for var in self.app.secrets {
                 let secret = secret_name(var);
-                let from = c.spec["env"]
+                let entry = c.spec["env"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|e| e["name"].as_str() == Some(var))
-                    .map(|e| &e["valueFrom"]["secretKeyRef"]);
-                let ok = from.is_some_and(|r| {
-                    r["name"].as_str() == Some(secret.as_str())
-                        && r["key"].as_str() == Some(var)
-                        && r["optional"].as_bool() != Some(true)
-                });
+                    .find(|e| e["name"].as_str() == Some(var));
+                if !sessions {
+                    if entry.is_some() {
+                        problems.push(format!(
+                            "Deployment {} container {}: {var} is given to a service that checks no session",
+                            svc.deployment, svc.name
+                        ));
+                    }
+                    continue;
+                }
+                let ok = entry
+                    .map(|e| &e["valueFrom"]["secretKeyRef"])
+                    .is_some_and(|r| {
+                        r["name"].as_str() == Some(secret.as_str())
+                            && r["key"].as_str() == Some(var)
+                            && r["optional"].as_bool() != Some(true)
+                    });
                 if !ok {
                     problems.push(format!(
                         "Deployment {} container {}: {var} is not read from key {var} of Secret {secret} (not optional)",

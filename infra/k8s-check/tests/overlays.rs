@@ -27,14 +27,74 @@ const DEV_ENV: &[(&str, &str, &str, &str)] = &[("blog", "moderation", "BLOCKED_W
 
 /// Optional Secrets: (app, service, variable, Secret). The service runs without them
 /// (payments uses its test provider without STRIPE_KEY).
-const OPTIONAL_SECRETS: &[(&str, &str, &str, &str)] = &[
-    ("ticketing", "payments", "STRIPE_KEY", "stripe-secret"),
+/// Secrets a service reads from a Secret by key: (app, service, variable, Secret, whether
+/// the prod overlay requires it). Every other overlay reads them optionally.
+const OPTIONAL_SECRETS: &[(&str, &str, &str, &str, bool)] = &[
+    // Prod charges with Stripe: payments refuses to start without its key.
+    ("ticketing", "payments", "STRIPE_KEY", "stripe-secret", true),
     (
         "ticketing",
         "client",
         "STRIPE_PUBLISHABLE_KEY",
         "stripe-secret",
+        false,
     ),
+];
+
+/// Settings a service must have in an overlay: (app, service, overlay, variable, value).
+/// Payments names its provider (it refuses to start otherwise): Stripe in prod, the test
+/// provider in dev. Prod refuses session tokens without `exp`. Auth sits behind one proxy.
+const REQUIRED_SETTINGS: &[(&str, &str, Overlay, &str, &str)] = &[
+    (
+        "ticketing",
+        "payments",
+        Overlay::Prod,
+        "PAYMENT_PROVIDER",
+        "stripe",
+    ),
+    (
+        "ticketing",
+        "payments",
+        Overlay::Dev,
+        "PAYMENT_PROVIDER",
+        "test",
+    ),
+    (
+        "ticketing",
+        "auth",
+        Overlay::Prod,
+        "JWT_REQUIRE_EXP",
+        "true",
+    ),
+    (
+        "ticketing",
+        "tickets",
+        Overlay::Prod,
+        "JWT_REQUIRE_EXP",
+        "true",
+    ),
+    (
+        "ticketing",
+        "orders",
+        Overlay::Prod,
+        "JWT_REQUIRE_EXP",
+        "true",
+    ),
+    (
+        "ticketing",
+        "payments",
+        Overlay::Prod,
+        "JWT_REQUIRE_EXP",
+        "true",
+    ),
+    (
+        "ticketing",
+        "auth",
+        Overlay::Prod,
+        "TRUSTED_PROXY_HOPS",
+        "1",
+    ),
+    ("ticketing", "auth", Overlay::Dev, "TRUSTED_PROXY_HOPS", "1"),
 ];
 
 /// Where the prod PostgreSQL's init script reads the services' DATABASE_URLs.
@@ -170,10 +230,24 @@ fn cross_references(c: Contract, overlay: Overlay) -> Vec<String> {
         Ok(router) => problems.extend(c.check_routes(&router)),
         Err(e) => problems.push(e.to_string()),
     }
-    for (app, service, var, secret) in OPTIONAL_SECRETS {
+    for (app, service, want_overlay, var, value) in REQUIRED_SETTINGS {
+        if *app != c.name() || *want_overlay != overlay {
+            continue;
+        }
+        let env = app_env(m, c, overlay, service);
+        if env.vars.get(*var).map(String::as_str) != Some(*value) {
+            problems.push(format!(
+                "{service}: {var} is {:?} in {}, expected {value:?}",
+                env.vars.get(*var),
+                overlay.name()
+            ));
+        }
+    }
+    for (app, service, var, secret, required_in_prod) in OPTIONAL_SECRETS {
         if *app != c.name() {
             continue;
         }
+        let optional = !(*required_in_prod && overlay == Overlay::Prod);
         let Some(svc) = c.service(overlay, service) else {
             continue;
         };
@@ -190,12 +264,13 @@ fn cross_references(c: Contract, overlay: Overlay) -> Vec<String> {
                     e["name"] == *var
                         && r["name"] == *secret
                         && r["key"] == *var
-                        && r["optional"] == true
+                        && (r["optional"] == true) == optional
                 })
         });
         if !ok {
+            let how = if optional { "optional" } else { "required" };
             problems.push(format!(
-                "{}: {var} is not read from key {var} of Secret {secret} (optional)",
+                "{}: {var} is not read from key {var} of Secret {secret} ({how})",
                 svc.deployment
             ));
         }

@@ -162,6 +162,7 @@ struct Families {
     outbox_refused: Family<Labels, Counter>,
     bus_up: Gauge,
     events_parked: Family<Labels, Gauge>,
+    jobs_skipped: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -239,6 +240,12 @@ impl Metrics {
             "Events a subscriber deferred (or replayed dead letters) waiting to be delivered again, by subscriber",
             events_parked.clone(),
         );
+        let jobs_skipped = Family::<Labels, Counter>::default();
+        registry.register(
+            "jobs_skipped",
+            "Queued work dropped because the request it was for had gone (a password hash for a client that gave up), by job",
+            jobs_skipped.clone(),
+        );
         let bus_up = Gauge::default();
         registry.register(
             "bus_up",
@@ -265,6 +272,7 @@ impl Metrics {
                 outbox_refused,
                 bus_up,
                 events_parked,
+                jobs_skipped,
             }),
         }
     }
@@ -282,6 +290,14 @@ impl Metrics {
                 ("type", event_type.to_string()),
                 ("status", status.to_string()),
             ])
+            .inc();
+    }
+
+    /// A queued `job` was dropped: its request had gone.
+    pub fn job_skipped(&self, job: &str) {
+        self.inner
+            .jobs_skipped
+            .get_or_create(&vec![("job", job.to_string())])
             .inc();
     }
 

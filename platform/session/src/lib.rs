@@ -35,7 +35,7 @@ pub const LEGACY_COOKIE: &str = "express:sess";
 /// Default lifetime of the tokens issued here.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// The shortest `JWT_KEY` accepted: an HS256 key shorter than this is guessable.
-pub const MIN_KEY_LEN: usize = 8;
+pub const MIN_KEY_LEN: usize = 32;
 
 /// A signed-in user: the token's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +193,11 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     pub fn new(config: SessionConfig) -> Result<Self, SignError> {
+        if config.key.len() < MIN_KEY_LEN {
+            return Err(SignError(format!(
+                "the key must be at least {MIN_KEY_LEN} bytes (an HS256 key shorter than its hash is guessable)"
+            )));
+        }
         let encoding =
             EncodingKey::from_secret(&config.key).map_err(|e| SignError(e.to_string()))?;
         let decoding =
@@ -393,7 +398,10 @@ mod tests {
     use super::*;
 
     fn sessions() -> Sessions {
-        Sessions::new(SessionConfig::for_key("asdfasdf")).expect("keys")
+        Sessions::new(SessionConfig::for_key(
+            "asdfasdf-asdfasdf-asdfasdf-asdfasdf",
+        ))
+        .expect("keys")
     }
 
     fn cookie_headers(value: &str) -> HeaderMap {
@@ -441,7 +449,7 @@ mod tests {
                 email: "test@test.com",
                 iat: now_secs(),
             },
-            &EncodingKey::from_secret(b"asdfasdf").expect("key"),
+            &EncodingKey::from_secret(b"asdfasdf-asdfasdf-asdfasdf-asdfasdf").expect("key"),
         )
         .expect("token");
         // Buffer.from(JSON.stringify({jwt})).toString('base64'), in `session=...`.
@@ -458,7 +466,7 @@ mod tests {
                 .is_some()
         );
         // Unless exp is required.
-        let mut strict = SessionConfig::for_key("asdfasdf");
+        let mut strict = SessionConfig::for_key("asdfasdf-asdfasdf-asdfasdf-asdfasdf");
         strict.require_exp = true;
         let strict = Sessions::new(strict).expect("keys");
         assert!(
@@ -469,9 +477,21 @@ mod tests {
     }
 
     #[test]
+    fn a_key_shorter_than_its_hash_is_refused() {
+        let short = "0123456789abcdef0123456789abcde";
+        assert!(Sessions::new(SessionConfig::for_key(short)).is_err());
+        let err =
+            SessionConfig::from_env(&Env::from_pairs([("JWT_KEY", short)])).expect_err("31 bytes");
+        assert!(err.to_string().contains("JWT_KEY"), "{err}");
+        let long = "0123456789abcdef0123456789abcdef";
+        assert!(Sessions::new(SessionConfig::for_key(long)).is_ok());
+    }
+
+    #[test]
     fn bad_tokens_mean_signed_out() {
         let s = sessions();
-        let other = Sessions::new(SessionConfig::for_key("another key")).expect("keys");
+        let other = Sessions::new(SessionConfig::for_key("another key, thirty-two bytes long"))
+            .expect("keys");
         let (foreign, _) = other.issue("x", "x@y.z").expect("issue");
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -481,7 +501,7 @@ mod tests {
                 iat: 1,
                 exp: Some(2),
             },
-            &EncodingKey::from_secret(b"asdfasdf").expect("key"),
+            &EncodingKey::from_secret(b"asdfasdf-asdfasdf-asdfasdf-asdfasdf").expect("key"),
         )
         .expect("token");
         for value in [
@@ -529,7 +549,8 @@ mod tests {
     #[test]
     fn only_verified_cookies_are_kept_and_the_store_is_bounded() {
         let s = sessions();
-        let other = Sessions::new(SessionConfig::for_key("another key")).expect("keys");
+        let other = Sessions::new(SessionConfig::for_key("another key, thirty-two bytes long"))
+            .expect("keys");
         let (foreign, _) = other.issue("x", "x@y.z").expect("issue");
         let value = STANDARD.encode(format!("{{\"jwt\":\"{foreign}\"}}"));
         assert!(
@@ -556,7 +577,7 @@ mod tests {
             SessionConfig::from_env(&Env::from_pairs([("JWT_KEY", "short")])).expect_err("short");
         assert!(err.to_string().contains("JWT_KEY"), "{err}");
         let ok = SessionConfig::from_env(&Env::from_pairs([
-            ("JWT_KEY", "long enough key"),
+            ("JWT_KEY", "a long enough key of thirty-two bytes"),
             ("COOKIE_SECURE", "false"),
         ]))
         .expect("ok");
@@ -569,7 +590,7 @@ mod tests {
 
     #[test]
     fn the_cookie_is_secure_unless_turned_off() {
-        let mut c = SessionConfig::for_key("asdfasdf");
+        let mut c = SessionConfig::for_key("asdfasdf-asdfasdf-asdfasdf-asdfasdf");
         c.secure = true;
         let s = Sessions::new(c).expect("keys");
         assert!(

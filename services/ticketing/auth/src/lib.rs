@@ -27,12 +27,20 @@ pub use password::{PasswordParams, Passwords};
 pub use throttle::ThrottleConfig;
 
 /// The service's tables.
-pub static MIGRATIONS: Migrations = Migrations(&[Migration {
-    version: 2,
-    description: "users and sign-in failures",
-    sqlite: include_str!("../migrations/sqlite.sql"),
-    postgres: include_str!("../migrations/postgres.sql"),
-}]);
+pub static MIGRATIONS: Migrations = Migrations(&[
+    Migration {
+        version: 2,
+        description: "users and sign-in failures",
+        sqlite: include_str!("../migrations/sqlite.sql"),
+        postgres: include_str!("../migrations/postgres.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "sign-in and sign-up budgets",
+        sqlite: include_str!("../migrations/budgets.sql"),
+        postgres: include_str!("../migrations/budgets.sql"),
+    },
+]);
 
 /// The service's settings.
 #[derive(Debug, Clone)]
@@ -77,10 +85,13 @@ pub async fn launch(
 ) -> anyhow::Result<()> {
     let common = &settings.common;
     let db = Db::open(common, &[&MIGRATIONS]).await?;
+    let metrics = Metrics::new(&common.service);
     let state = AuthState {
         db: db.clone(),
         sessions: Sessions::new(settings.session.clone())?,
-        passwords: Passwords::new(settings.password).await?,
+        passwords: Passwords::new(settings.password)
+            .await?
+            .with_metrics(metrics.clone()),
         throttle: settings.throttle,
     };
     tracing::info!(
@@ -89,8 +100,7 @@ pub async fn launch(
         parallelism = settings.password.parallelism,
         "argon2id parameters"
     );
-    let stack =
-        HttpStack::new(common, Metrics::new(&common.service)).ready_when(Arc::new(db.clone()));
+    let stack = HttpStack::new(common, metrics).ready_when(Arc::new(db.clone()));
     let (routes, doc) = routes::router(state).split_for_parts();
     let doc = switchyard_kit::openapi::document(&common.service, doc);
     let result = switchyard_kit::serve(

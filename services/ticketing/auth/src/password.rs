@@ -2,7 +2,10 @@
 //!
 //! Hashing is deliberately slow and memory-hard (19 MiB a hash by default), so it runs on
 //! a few threads of its own (`ARGON2_THREADS`, default 1), never on the threads that serve
-//! requests: requests beyond them wait their turn. Each thread keeps one memory area of
+//! requests: requests beyond them wait their turn in a bounded queue (`ARGON2_QUEUE`,
+//! default 64; a request finding it full is answered 503 with `Retry-After` at once), and a
+//! job whose request has gone (the client gave up, the connection closed) is skipped, not
+//! hashed: a crowd of abandoned sign-ins cannot delay the ones still waiting. Each thread keeps one memory area of
 //! `ARGON2_MEMORY_KIB` and hashes in it every time. That bounds the service's memory:
 //! letting argon2 allocate 19 MiB per hash, on the blocking pool's many threads, grew the
 //! process to over 200 MiB under concurrent signups (the allocator kept the freed areas,
@@ -11,6 +14,7 @@
 //! and "wrong password" then take the same time, and the timing says nothing about which
 //! emails have accounts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -28,6 +32,8 @@ pub struct PasswordParams {
     pub parallelism: u32,
     /// `ARGON2_THREADS` (default 1): hashes computed at once, each on a thread of its own.
     pub threads: u32,
+    /// `ARGON2_QUEUE` (default 64): hashing jobs waiting at most; more are refused (503).
+    pub queue: usize,
 }
 
 impl Default for PasswordParams {
@@ -37,6 +43,7 @@ impl Default for PasswordParams {
             iterations: 2,
             parallelism: 1,
             threads: 1,
+            queue: 64,
         }
     }
 }
@@ -48,6 +55,7 @@ impl PasswordParams {
         iterations: 1,
         parallelism: 1,
         threads: 2,
+        queue: 256,
     };
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -57,7 +65,15 @@ impl PasswordParams {
             iterations: env.parse_or("ARGON2_ITERATIONS", d.iterations)?,
             parallelism: env.parse_or("ARGON2_PARALLELISM", d.parallelism)?,
             threads: env.parse_or("ARGON2_THREADS", d.threads)?,
+            queue: env.parse_or("ARGON2_QUEUE", d.queue)?,
         };
+        if p.queue == 0 || p.queue > 100_000 {
+            return Err(ConfigError::Malformed {
+                name: "ARGON2_QUEUE".into(),
+                value: p.queue.to_string(),
+                reason: "must be between 1 and 100000".into(),
+            });
+        }
         if p.threads == 0 || p.threads > 64 {
             return Err(ConfigError::Malformed {
                 name: "ARGON2_THREADS".into(),
@@ -84,6 +100,16 @@ impl PasswordParams {
 }
 
 /// Hashes and verifies passwords.
+/// Why a password could not be hashed or checked now.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The queue is full: answer 503 with `Retry-After`.
+    #[error("too many passwords waiting to be checked")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 #[derive(Clone)]
 pub struct Passwords {
     params: PasswordParams,
@@ -97,7 +123,8 @@ impl Passwords {
         let workers = Workers::start(params)?;
         let dummy = workers
             .run(move |memory| hash_with(params, "a password nobody has", memory))
-            .await??;
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))??;
         Ok(Passwords {
             params,
             dummy: Arc::new(dummy),
@@ -110,24 +137,39 @@ impl Passwords {
     }
 
     /// The PHC string of `password` with a fresh salt.
-    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let params = self.params;
-        self.workers
+        Ok(self
+            .workers
             .run(move |memory| hash_with(params, &password, memory))
-            .await?
+            .await??)
     }
 
     /// Whether `password` matches `stored`; with `None` (no such user), verifies against
     /// the dummy hash and answers false, in the same time.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> bool {
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy.as_ref().clone());
         let matched = self
             .workers
             .run(move |memory| verify_with(&password, &hash, memory))
-            .await
-            .unwrap_or(false);
-        known && matched
+            .await?;
+        Ok(known && matched)
+    }
+
+    /// The same, counting skipped jobs in `metrics` too.
+    pub fn with_metrics(mut self, metrics: switchyard_kit::Metrics) -> Self {
+        self.workers.metrics = Some(metrics);
+        self
+    }
+
+    /// Jobs skipped because their request had gone before their turn.
+    pub fn skipped(&self) -> u64 {
+        self.workers.skipped.load(Ordering::Relaxed)
     }
 }
 
@@ -218,7 +260,10 @@ type Job = Box<dyn FnOnce(&mut Memory) + Send>;
 /// when the last [`Passwords`] is dropped.
 #[derive(Clone)]
 struct Workers {
-    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    skipped: Arc<AtomicU64>,
+    /// Where skipped jobs are counted (`switchyard_jobs_skipped_total{job="password"}`).
+    metrics: Option<switchyard_kit::Metrics>,
 }
 
 impl Workers {
@@ -228,7 +273,7 @@ impl Workers {
             .map_err(anyhow::Error::msg)?
             .params()
             .block_count();
-        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(params.queue.max(1));
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..params.threads.max(1) {
             let queue = queue.clone();
@@ -258,23 +303,41 @@ impl Workers {
                 })
                 .map_err(|e| anyhow::anyhow!("cannot start a hashing thread: {e}"))?;
         }
-        Ok(Workers { jobs })
+        Ok(Workers {
+            jobs,
+            skipped: Arc::new(AtomicU64::new(0)),
+            metrics: None,
+        })
     }
 
-    /// Runs `work` on a hashing thread, in its memory area, and waits for its result.
+    /// Runs `work` on a hashing thread, in its memory area, and waits for its result; if
+    /// the caller stops waiting before its turn (its request is gone), the work is skipped.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Memory) -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, HashError> {
         let (done, result) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move |memory: &mut Memory| {
-                let _ = done.send(work(memory));
-            }))
-            .map_err(|_| anyhow::anyhow!("the hashing threads are gone"))?;
+        let skipped = self.skipped.clone();
+        let metrics = self.metrics.clone();
+        let job: Job = Box::new(move |memory: &mut Memory| {
+            if done.is_closed() {
+                skipped.fetch_add(1, Ordering::Relaxed);
+                if let Some(metrics) = &metrics {
+                    metrics.job_skipped("password");
+                }
+                return;
+            }
+            let _ = done.send(work(memory));
+        });
+        self.jobs.try_send(job).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => HashError::Busy,
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                HashError::Failed(anyhow::anyhow!("the hashing threads are gone"))
+            }
+        })?;
         result
             .await
-            .map_err(|_| anyhow::anyhow!("a hashing job failed"))
+            .map_err(|_| HashError::Failed(anyhow::anyhow!("a hashing job failed")))
     }
 }
 
@@ -288,10 +351,64 @@ mod tests {
         let h = p.hash("secret".into()).await?;
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert_ne!(h, p.hash("secret".into()).await?, "salted");
-        assert!(p.verify("secret".into(), Some(h.clone())).await);
-        assert!(!p.verify("wrong".into(), Some(h)).await);
-        assert!(!p.verify("a password nobody has".into(), None).await);
-        assert!(!p.verify("x".into(), Some("garbage".into())).await);
+        assert!(p.verify("secret".into(), Some(h.clone())).await?);
+        assert!(!p.verify("wrong".into(), Some(h)).await?);
+        assert!(!p.verify("a password nobody has".into(), None).await?);
+        assert!(!p.verify("x".into(), Some("garbage".into())).await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_abandoned_jobs_are_skipped() -> anyhow::Result<()> {
+        let params = PasswordParams {
+            threads: 1,
+            queue: 2,
+            ..PasswordParams::FOR_TESTS
+        };
+        let p = Passwords::new(params).await?;
+        // The one thread is held by a job of the test's own...
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let workers = p.workers.clone();
+        let holder = tokio::spawn(async move {
+            workers
+                .run(move |_| {
+                    let _ = started.send(());
+                    held.recv().is_ok()
+                })
+                .await
+        });
+        running.await?;
+        // ...two callers queue behind it...
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let p = p.clone();
+            waiting.push(tokio::spawn(async move { p.hash("x".into()).await }));
+        }
+        switchyard_kit::wait::until(
+            "the queue full",
+            std::time::Duration::from_secs(10),
+            || async { (p.workers.jobs.capacity() == 0).then_some(()) },
+        )
+        .await?;
+        // ...so the next is refused at once, not queued.
+        assert!(matches!(p.hash("y".into()).await, Err(HashError::Busy)));
+        // The two give up: their jobs are skipped when their turn comes.
+        for task in waiting {
+            task.abort();
+            let _ = task.await;
+        }
+        release
+            .send(())
+            .map_err(|_| anyhow::anyhow!("the holder is gone"))?;
+        assert!(holder.await?.map_err(|e| anyhow::anyhow!("{e}"))?);
+        switchyard_kit::wait::until(
+            "abandoned jobs skipped",
+            std::time::Duration::from_secs(10),
+            || async { (p.skipped() == 2).then_some(()) },
+        )
+        .await?;
+        assert!(p.hash("z".into()).await.is_ok());
         Ok(())
     }
 

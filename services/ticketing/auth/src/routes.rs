@@ -19,7 +19,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AuthState;
-use crate::throttle;
+use crate::password::HashError;
+use crate::throttle::{self, Reservation, Rule};
 use crate::validate::{self, MAX_SIGNIN_PASSWORD};
 
 pub(crate) fn router(state: AuthState) -> OpenApiRouter {
@@ -30,6 +31,29 @@ pub(crate) fn router(state: AuthState) -> OpenApiRouter {
         .routes(routes!(current_user))
         // Behind an Arc: axum clones the state for every request.
         .with_state(Arc::new(state))
+}
+
+/// The answer to a request that must wait: 429 (too many attempts) or 503 (the hashing
+/// queue full), with `Retry-After` in whole seconds.
+fn try_again_later(status: StatusCode, message: &str, after: std::time::Duration) -> Response {
+    let mut response = ApiError::new(status, message).into_response();
+    let secs = after.as_secs().max(1);
+    if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// A hashing error as an answer: a full queue is 503 with `Retry-After`.
+fn hashing_failed(e: HashError) -> Response {
+    match e {
+        HashError::Busy => try_again_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many sign-ins at once, try again shortly",
+            std::time::Duration::from_secs(1),
+        ),
+        HashError::Failed(e) => ApiError::internal(e).into_response(),
+    }
 }
 
 /// `{id, email}` with the cookie that signs in as that user.
@@ -57,12 +81,33 @@ fn signed_in(
         (status = 201, description = "Signed up and in: the `session` cookie is set", body = User,
             headers(("set-cookie" = String, description = "`session=…; path=/; samesite=lax; httponly` (and `secure` unless turned off)"))),
         (status = 400, description = "Every invalid field (`Email must be valid`, `Password must be between 4 and 20 characters`), or `Email in use`", body = ErrorBody),
+        (status = 429, description = "Too many sign-ups from this client address: try again after `Retry-After` seconds", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many passwords being hashed at once: try again after `Retry-After` seconds", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait"))),
     ))]
 async fn signup(
     State(state): State<Arc<AuthState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let (email, password) = validate::signup(&body)?;
+    let client = throttle::client_address(&headers, peer, state.throttle.trusted_hops);
+    let rule = Rule::Slowing {
+        max: state.throttle.signups_per_client,
+        window: throttle::SIGNUP_WINDOW,
+        step: state.throttle.slowdown,
+    };
+    if let Reservation::Refused(after) =
+        throttle::reserve(&state.db, &throttle::signup_key(&client), rule).await?
+    {
+        return Ok(try_again_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ups, try again later",
+            after,
+        ));
+    }
     let exists = sqlx::query("SELECT 1 FROM users WHERE email = $1")
         .bind(&email)
         .fetch_optional(state.db.reader())
@@ -71,11 +116,10 @@ async fn signup(
     if exists {
         return Err(ApiError::bad_request("Email in use"));
     }
-    let hash = state
-        .passwords
-        .hash(password)
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = match state.passwords.hash(password).await {
+        Ok(hash) => hash,
+        Err(e) => return Ok(hashing_failed(e)),
+    };
     let id = switchyard_ticketing_contract::object_id();
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -104,7 +148,10 @@ async fn signup(
         (status = 200, description = "Signed in: the `session` cookie is set", body = User,
             headers(("set-cookie" = String, description = "`session=…; path=/; samesite=lax; httponly` (and `secure` unless turned off)"))),
         (status = 400, description = "Every invalid field, or `Invalid credentials`", body = ErrorBody),
-        (status = 429, description = "Too many failed sign-ins for this email or client address", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins for this email, or too many attempts from this client address: try again after `Retry-After` seconds", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Too many passwords being checked at once: try again after `Retry-After` seconds", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait"))),
     ))]
 async fn signin(
     State(state): State<Arc<AuthState>>,
@@ -113,11 +160,36 @@ async fn signin(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let (email, password) = validate::signin(&body)?;
-    let keys = throttle::keys(&email, &client_address(&headers, peer));
-    if throttle::limited(&state.db, &state.throttle, &keys).await? {
-        return Err(ApiError::new(
+    let client = throttle::client_address(&headers, peer, state.throttle.trusted_hops);
+    let (email_key, client_key) = throttle::signin_keys(&email, &client);
+    let config = &state.throttle;
+    // Each attempt reserves its place in both budgets before any hashing: however many
+    // arrive at once, at most the budget's worth get a password verdict.
+    let email_rule = Rule::Hard {
+        max: config.max_failures,
+        window: config.window,
+    };
+    let client_rule = Rule::Slowing {
+        max: config.client_attempts,
+        window: config.window,
+        step: config.slowdown,
+    };
+    if let Reservation::Refused(after) =
+        throttle::reserve(&state.db, &client_key, client_rule).await?
+    {
+        return Ok(try_again_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins from here, try again later",
+            after,
+        ));
+    }
+    if let Reservation::Refused(after) =
+        throttle::reserve(&state.db, &email_key, email_rule).await?
+    {
+        return Ok(try_again_later(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins, try again later",
+            after,
         ));
     }
     let user = if password.len() > MAX_SIGNIN_PASSWORD {
@@ -135,30 +207,18 @@ async fn signin(
             None => (None, None),
         };
         // An unknown email is verified against a dummy hash: the same time either way.
-        let matched = state.passwords.verify(password, hash).await;
-        id.filter(|_| matched)
+        match state.passwords.verify(password, hash).await {
+            Ok(matched) => id.filter(|_| matched),
+            Err(e) => return Ok(hashing_failed(e)),
+        }
     };
+    // A failure keeps its place in both budgets; a success gives them back.
     let Some(id) = user else {
-        throttle::record_failure(&state.db, &state.throttle, &keys).await?;
         return Err(ApiError::bad_request("Invalid credentials"));
     };
-    throttle::clear_email(&state.db, &keys[0]).await?;
+    throttle::clear(&state.db, &email_key).await?;
+    throttle::give_back(&state.db, &client_key).await?;
     signed_in(&state, StatusCode::OK, &id, &email)
-}
-
-/// The client's address: the last `X-Forwarded-For` entry (the one the gateway or the
-/// Ingress controller in front appended; earlier ones are the client's to say), else the
-/// peer.
-fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .rfind(|v| !v.is_empty())
-        .map(|v| v.chars().take(64).collect())
-        .unwrap_or_else(|| peer.ip().to_string())
 }
 
 /// Signs out: clears the `session` cookie.

@@ -45,6 +45,9 @@ const MAX_TIME_LEN: usize = 40;
 /// Highest ticket price accepted: a charge is `price * 100` cents, and the provider takes
 /// at most eight digits.
 pub const MAX_PRICE: f64 = 999_999.99;
+/// Lowest ticket price accepted for sale: the payment provider's smallest charge (Stripe's,
+/// 0.50 USD); a cheaper ticket could be ordered but never paid.
+pub const MIN_PRICE: f64 = 0.50;
 
 /// An order's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

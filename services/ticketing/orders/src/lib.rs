@@ -42,6 +42,12 @@ pub static MIGRATIONS: Migrations = Migrations(&[
         sqlite: LIVE_BY_EXPIRY,
         postgres: LIVE_BY_EXPIRY,
     },
+    Migration {
+        version: 4,
+        description: "the title and price an order was placed at",
+        sqlite: "ALTER TABLE orders ADD COLUMN ticket_title TEXT; ALTER TABLE orders ADD COLUMN ticket_price REAL;",
+        postgres: "ALTER TABLE orders ADD COLUMN ticket_title TEXT; ALTER TABLE orders ADD COLUMN ticket_price DOUBLE PRECISION;",
+    },
 ]);
 
 const LIVE_BY_EXPIRY: &str = "CREATE INDEX orders_live_by_expiry ON orders (expires_at) WHERE status IN ('created', 'awaiting:payment');";
@@ -144,10 +150,11 @@ mod tests {
 
     #[test]
     fn the_window_defaults_to_fifteen_minutes_and_can_be_set() {
-        let s = settings(&[("JWT_KEY", "test-key-123")]).expect("settings");
+        let s =
+            settings(&[("JWT_KEY", "test-key-123-test-key-123-test-key-123")]).expect("settings");
         assert_eq!(s.expiration_window, Duration::from_secs(900));
         let s = settings(&[
-            ("JWT_KEY", "test-key-123"),
+            ("JWT_KEY", "test-key-123-test-key-123-test-key-123"),
             ("EXPIRATION_WINDOW_SECONDS", "60"),
         ])
         .expect("settings");
@@ -159,28 +166,28 @@ mod tests {
         for (pairs, name) in [
             (
                 &[
-                    ("JWT_KEY", "test-key-123"),
+                    ("JWT_KEY", "test-key-123-test-key-123-test-key-123"),
                     ("EXPIRATION_WINDOW_SECONDS", "0"),
                 ][..],
                 "EXPIRATION_WINDOW_SECONDS",
             ),
             (
                 &[
-                    ("JWT_KEY", "test-key-123"),
+                    ("JWT_KEY", "test-key-123-test-key-123-test-key-123"),
                     ("EXPIRATION_WINDOW_SECONDS", "soon"),
                 ][..],
                 "EXPIRATION_WINDOW_SECONDS",
             ),
             (
                 &[
-                    ("JWT_KEY", "test-key-123"),
+                    ("JWT_KEY", "test-key-123-test-key-123-test-key-123"),
                     ("EXPIRATION_WINDOW_SECONDS", "-5"),
                 ][..],
                 "EXPIRATION_WINDOW_SECONDS",
             ),
             (
                 &[
-                    ("JWT_KEY", "test-key-123"),
+                    ("JWT_KEY", "test-key-123-test-key-123-test-key-123"),
                     ("EXPIRATION_WINDOW_SECONDS", "999999999999"),
                 ][..],
                 "EXPIRATION_WINDOW_SECONDS",

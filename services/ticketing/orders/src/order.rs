@@ -9,10 +9,12 @@ use switchyard_ticketing_contract::OrderStatus;
 use time::OffsetDateTime;
 
 /// The columns [`Order::from_row`] reads, in its order, from `orders o JOIN tickets t` (a
-/// macro, so that queries stay `&'static str` literals built with `concat!`).
+/// macro, so that queries stay `&'static str` literals built with `concat!`). The ticket's
+/// title and price are the ones the order was placed at (orders from before they were kept
+/// show the replica's).
 macro_rules! order_columns {
     () => {
-        "o.id, o.user_id, o.status, o.expires_at, o.version, t.id, t.title, t.price, t.version"
+        "o.id, o.user_id, o.status, o.expires_at, o.version, t.id, COALESCE(o.ticket_title, t.title), COALESCE(o.ticket_price, t.price), t.version"
     };
 }
 pub(crate) use order_columns;

@@ -124,7 +124,7 @@ async fn create(
     };
     let mut change = service.outbox.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO orders (id, user_id, status, expires_at, ticket_id, version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO orders (id, user_id, status, expires_at, ticket_id, version, created_at, ticket_title, ticket_price) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&order.id)
     .bind(&order.user_id)
@@ -133,6 +133,10 @@ async fn create(
     .bind(&order.ticket.id)
     .bind(order.version)
     .bind(unix_millis())
+    // What the buyer was shown and is charged: an edit of the ticket later does not change
+    // the order.
+    .bind(&order.ticket.title)
+    .bind(order.ticket.price)
     .execute(&mut *change)
     .await;
     match inserted {

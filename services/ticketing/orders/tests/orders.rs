@@ -810,3 +810,45 @@ async fn a_republished_ticket_state_skips_the_versions_that_were_lost() {
     );
     stack.stop().await;
 }
+
+/// An order shows the title and price it was placed at (and is charged that price): the
+/// seller editing the ticket before tickets has reserved it changes the replica, not the
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_keeps_the_title_and_price_it_was_placed_at() {
+    let stack = Stack::start().await;
+    let user = stack.cookie(&object_id());
+    let id = stack.ticket("concert", 20.0).await;
+    let order = stack.create_order(&user, &id).await;
+    let order_id = order["id"].as_str().expect("id").to_string();
+    assert_eq!(order["ticket"]["price"], 20);
+    stack
+        .publish(
+            None,
+            "ticket:updated",
+            ticket_updated(&id, 1, "renamed", 99.0),
+        )
+        .await;
+    assert_eq!(
+        stack.wait_replica(&id, 1).await,
+        ("renamed".to_string(), 99.0, 1)
+    );
+    let shown = stack
+        .get(&format!("/api/orders/{order_id}"), Some(&user))
+        .await
+        .body;
+    assert_eq!(shown["ticket"]["title"], "concert");
+    assert_eq!(shown["ticket"]["price"], 20);
+    let listed = stack.get("/api/orders", Some(&user)).await.body;
+    assert_eq!(listed[0]["ticket"]["title"], "concert");
+    let created = stack.events("order:created").await;
+    let event = created
+        .iter()
+        .find(|e| e["data"]["id"] == order_id.as_str())
+        .expect("order:created");
+    assert_eq!(
+        event["data"]["ticket"]["price"], 20.0,
+        "charged what was shown"
+    );
+    stack.stop().await;
+}

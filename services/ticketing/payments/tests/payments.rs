@@ -27,7 +27,7 @@ use switchyard_ticketing_contract::{
 };
 use tokio::sync::Semaphore;
 
-const JWT_KEY: &str = "payments-test-key";
+const JWT_KEY: &str = "payments-test-key-payments-test-key";
 
 /// A provider whose charges wait at a gate the test opens: it holds a charge "in flight".
 struct Gated {

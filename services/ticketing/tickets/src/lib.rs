@@ -145,8 +145,11 @@ mod tests {
         let err =
             Settings::from_env(&Env::from_pairs([("X", "y")]), service()).expect_err("no JWT_KEY");
         assert!(err.to_string().contains("JWT_KEY"), "{err}");
-        let s = Settings::from_env(&Env::from_pairs([("JWT_KEY", "test-key-123")]), service())
-            .expect("settings");
-        assert_eq!(s.session.key, b"test-key-123");
+        let s = Settings::from_env(
+            &Env::from_pairs([("JWT_KEY", "test-key-123-test-key-123-test-key-123")]),
+            service(),
+        )
+        .expect("settings");
+        assert_eq!(s.session.key, b"test-key-123-test-key-123-test-key-123");
     }
 }

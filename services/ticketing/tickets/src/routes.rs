@@ -10,7 +10,7 @@ use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::{ApiError, JsonBody, RequestId};
 use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
-    MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, is_object_id, object_id, parse_price,
+    MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, MIN_PRICE, is_object_id, object_id, parse_price,
 };
 
 use switchyard_kit::clock::unix_millis;
@@ -87,6 +87,11 @@ fn validate(body: &Value) -> Result<(String, f64), ApiError> {
         }
     };
     let price = match parse_price(body.get("price")) {
+        // Below what a charge can be, a ticket could be ordered but never paid.
+        Some(p) if p > 0.0 && p < MIN_PRICE => {
+            errors.push(("price", format!("Price must be at least {MIN_PRICE:.2}")));
+            None
+        }
         // A price that rounds to 0 cents is not greater than 0.
         Some(p) if p > 0.0 => Some(p),
         _ => {
@@ -115,7 +120,7 @@ fn validate(body: &Value) -> Result<(String, f64), ApiError> {
     security(("session" = [])),
     responses(
         (status = 201, description = "The ticket", body = TicketBody),
-        (status = 400, description = "Every invalid field (`Title is required`, `Price must be greater than 0`, …)", body = ErrorBody),
+        (status = 400, description = "Every invalid field (`Title is required`, `Price must be greater than 0`, `Price must be at least 0.50`, …)", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
     ))]
 async fn create(
@@ -310,6 +315,15 @@ mod tests {
         ] {
             assert_eq!(fields(validate(&bad).expect_err("title"))[0].0, "title");
         }
+        // Above 0 but under what a charge can be.
+        for low in [json!(0.49), json!("0.1"), json!(0.01)] {
+            let err = validate(&json!({"title": "t", "price": low})).expect_err("too low");
+            assert_eq!(
+                fields(err),
+                vec![("price".into(), "Price must be at least 0.50".into())]
+            );
+        }
+        assert!(validate(&json!({"title": "t", "price": 0.5})).is_ok());
         for bad in [
             json!(0),
             json!(-1),

@@ -15,7 +15,7 @@ use switchyard_testkit::{Client, Replicas, bus};
 pub use switchyard_testkit::{Answer, Running, eventually, postgres};
 
 /// The key sessions are signed with in these tests.
-pub const KEY: &str = "test-key-123";
+pub const KEY: &str = "test-key-123-test-key-123-test-key-123";
 /// What the orders service consumes.
 pub const CONSUMES: [&str; 4] = [
     "ticket:created",

@@ -2,7 +2,7 @@
 //!
 //! * [`StripeProvider`]: Stripe's API (`PAYMENT_PROVIDER=stripe`, `STRIPE_KEY`);
 //! * [`TestProvider`]: local, no network, Stripe's test tokens with Stripe's outcomes
-//!   (`PAYMENT_PROVIDER=test`, the default without `STRIPE_KEY`).
+//!   (`PAYMENT_PROVIDER=test`, named explicitly: `up` and the dev overlays do).
 //!
 //! Every charge and refund carries an idempotency key: the service derives it from the order
 //! and the attempt, and sends the same key again whenever it cannot know whether an earlier
@@ -93,8 +93,7 @@ pub enum ProviderKind {
 /// The provider's settings.
 #[derive(Clone)]
 pub struct ProviderConfig {
-    /// `PAYMENT_PROVIDER`: `stripe` or `test`; default `stripe` when `STRIPE_KEY` is set,
-    /// else `test`.
+    /// `PAYMENT_PROVIDER` (required): `stripe` (with `STRIPE_KEY`) or `test`.
     pub kind: ProviderKind,
     /// `STRIPE_KEY` (Secret `stripe-secret`): required for `stripe`. Never logged.
     pub stripe_key: Option<String>,
@@ -124,9 +123,17 @@ impl std::fmt::Debug for ProviderConfig {
 impl ProviderConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let stripe_key = env.raw("STRIPE_KEY");
+        // Named, never guessed: a production deployment whose Stripe key went missing must
+        // not fall back to a provider that charges nothing.
         let kind = match env.raw("PAYMENT_PROVIDER") {
-            None if stripe_key.is_some() => ProviderKind::Stripe,
-            None => ProviderKind::Test,
+            None => {
+                return Err(ConfigError::Missing {
+                    name: "PAYMENT_PROVIDER".into(),
+                    hint:
+                        " (stripe, with STRIPE_KEY; or test: Stripe's test tokens, no real charge)"
+                            .into(),
+                });
+            }
             Some(value) => match value.trim().to_ascii_lowercase().as_str() {
                 "stripe" => ProviderKind::Stripe,
                 "test" => ProviderKind::Test,
@@ -224,12 +231,21 @@ mod tests {
     }
 
     #[test]
-    fn the_provider_defaults_to_stripe_only_with_a_key() {
-        let c = ProviderConfig::from_env(&env(&[])).expect("config");
+    fn the_provider_is_named_never_guessed() {
+        // Neither named nor keyed, or keyed but not named: refused, naming the variable.
+        for pairs in [&[][..], &[("STRIPE_KEY", "sk_test_123")][..]] {
+            let err = ProviderConfig::from_env(&env(pairs)).expect_err("unnamed");
+            assert!(err.to_string().contains("PAYMENT_PROVIDER"), "{err}");
+        }
+        let c = ProviderConfig::from_env(&env(&[("PAYMENT_PROVIDER", "test")])).expect("config");
         assert_eq!(c.kind, ProviderKind::Test);
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
-        let c = ProviderConfig::from_env(&env(&[("STRIPE_KEY", "sk_test_123")])).expect("config");
+        let c = ProviderConfig::from_env(&env(&[
+            ("PAYMENT_PROVIDER", "stripe"),
+            ("STRIPE_KEY", "sk_test_123"),
+        ]))
+        .expect("config");
         assert_eq!(c.kind, ProviderKind::Stripe);
         // Explicitly test, even with a key.
         let c = ProviderConfig::from_env(&env(&[
@@ -239,6 +255,7 @@ mod tests {
         .expect("config");
         assert_eq!(c.kind, ProviderKind::Test);
         let c = ProviderConfig::from_env(&env(&[
+            ("PAYMENT_PROVIDER", "stripe"),
             ("STRIPE_KEY", "sk_test_123"),
             ("STRIPE_API_BASE", "http://127.0.0.1:12111/"),
             ("STRIPE_TIMEOUT_MS", "250"),
@@ -260,15 +277,20 @@ mod tests {
             ("STRIPE_TIMEOUT_MS", "soon"),
             ("PAYMENT_ATTEMPT_GRACE_MS", "0"),
         ] {
-            let err = ProviderConfig::from_env(&env(&[(name, value)])).expect_err(name);
+            let err =
+                ProviderConfig::from_env(&env(&[("PAYMENT_PROVIDER", "test"), (name, value)]))
+                    .expect_err(name);
             assert!(err.to_string().contains(name), "{err}");
         }
     }
 
     #[test]
     fn the_key_is_never_printed() {
-        let c =
-            ProviderConfig::from_env(&env(&[("STRIPE_KEY", "sk_live_secret")])).expect("config");
+        let c = ProviderConfig::from_env(&env(&[
+            ("PAYMENT_PROVIDER", "stripe"),
+            ("STRIPE_KEY", "sk_live_secret"),
+        ]))
+        .expect("config");
         assert!(!format!("{c:?}").contains("sk_live_secret"));
         let p = StripeProvider::new("sk_live_secret", DEFAULT_API_BASE, DEFAULT_TIMEOUT)
             .expect("provider");

@@ -13,7 +13,7 @@ use switchyard_testkit::{Client, Replicas, bus};
 pub use switchyard_testkit::{Running, eventually, postgres};
 
 /// The key sessions are signed with in these tests.
-pub const KEY: &str = "test-key-123";
+pub const KEY: &str = "test-key-123-test-key-123-test-key-123";
 /// What the tickets service consumes.
 pub const CONSUMES: [&str; 2] = ["order:created", "order:cancelled"];
 
