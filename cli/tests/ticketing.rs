@@ -27,6 +27,7 @@ per_backend!(
     a_forged_event_on_any_port_changes_nothing,
     readiness_is_the_own_database_while_the_bus_is_away,
     a_dead_letter_is_listed_shown_and_replayed_once,
+    a_payment_answered_201_is_final_around_the_expiry,
 );
 
 const ALL: &[&str] = &["auth", "tickets", "orders", "expiration", "payments"];
@@ -571,9 +572,10 @@ async fn an_unpaid_order_expires_and_its_ticket_is_for_sale_again(backend: Backe
 }
 
 async fn timers_survive_the_expiration_service_being_killed(backend: Backend) {
+    // Payments decides the expiries the timers fire.
     let mut t = Ticketing::start_with(
         backend,
-        &["auth", "tickets", "orders", "expiration"],
+        &["auth", "tickets", "orders", "expiration", "payments"],
         Duration::from_secs(3),
     )
     .await;
@@ -1189,5 +1191,228 @@ async fn nats_users_let_each_service_publish_only_its_own_events() {
         .expect("orders publishes its own subject");
     let events = t.events().await;
     assert!(!events.iter().any(|e| e["data"]["stripeId"] == "ch_forged"));
+    t.shutdown().await;
+}
+
+/// When each order is paid, relative to its `expiresAt` (ms), and what came of it.
+struct Timed {
+    order: String,
+    at_ms: i64,
+    answer: u16,
+}
+
+/// Hundreds of orders, each paid at a moment from 0.5 s before to 1.3 s after its
+/// `expiresAt` (and some halfway through their window), while half of them see the bus
+/// paused across their expiry. Payments decides paid or expired once per order, so every
+/// payment answered 201 ends complete, every order ends complete or cancelled, and the
+/// ones paid halfway are answered 201.
+async fn a_payment_answered_201_is_final_around_the_expiry(backend: Backend) {
+    let window = Duration::from_secs(8);
+    let mut nats = None;
+    let resources = match backend {
+        Backend::Production => {
+            let server = support::nats_server::NatsServer::start(None, &[]).await;
+            let r = support::backend::Resources::on_nats(server.url());
+            nats = Some(server);
+            Some(r)
+        }
+        Backend::Embedded => None,
+    };
+    let mut payments = switchyard_payments::provider::ProviderConfig::test();
+    // No margin: payments are tried up to the very expiry, so some race it.
+    payments.expiry_margin = Duration::ZERO;
+    let t = Ticketing::start_opts(
+        backend,
+        ALL,
+        support::ticketing::Options {
+            expiration_window: window,
+            resources,
+            payments,
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "final-seller@test.com").await;
+    let buyer = signup(&c, &t, "final-buyer@test.com").await;
+    let total = 200usize;
+    // Two waves of orders: the second sees the bus paused across its expiry.
+    let mut waves: Vec<Vec<Value>> = vec![Vec::new(), Vec::new()];
+    for (w, wave) in waves.iter_mut().enumerate() {
+        let mut made = tokio::task::JoinSet::new();
+        for i in 0..total / 2 {
+            let (c, seller_cookie, buyer_cookie) =
+                (c.clone(), seller.cookie.clone(), buyer.cookie.clone());
+            let (tickets, orders) = (
+                format!("{}/api/tickets", t.url("tickets")),
+                format!("{}/api/orders", t.url("orders")),
+            );
+            made.spawn(async move {
+                let ticket = c
+                    .with_cookie(
+                        Method::POST,
+                        &tickets,
+                        Some(&seller_cookie),
+                        Some(&json!({"title": format!("w{w}-{i}"), "price": 10})),
+                    )
+                    .await
+                    .json();
+                let id = ticket["id"].as_str().expect("id").to_string();
+                support::eventually("an order placed", || async {
+                    let a = c
+                        .with_cookie(
+                            Method::POST,
+                            &orders,
+                            Some(&buyer_cookie),
+                            Some(&json!({"ticketId": id})),
+                        )
+                        .await;
+                    (a.status == 201).then(|| a.json())
+                })
+                .await
+            });
+        }
+        while let Some(order) = made.join_next().await {
+            wave.push(order.expect("order"));
+        }
+    }
+    // Each order paid once: a tenth halfway through the window, the others from 0.5 s
+    // before to 1.3 s after the expiry.
+    let mut paying = tokio::task::JoinSet::new();
+    let buyer = std::sync::Arc::new(buyer);
+    let t = std::sync::Arc::new(tokio::sync::Mutex::new(t));
+    let urls = {
+        let t = t.lock().await;
+        (t.url("payments"), t.url("orders"))
+    };
+    for (n, order) in waves.iter().flatten().enumerate() {
+        let offset_ms = if n % 10 == 0 {
+            -(i64::try_from(window.as_millis()).unwrap_or(0) / 2)
+        } else {
+            -500 + i64::try_from(n * 1800 / total).unwrap_or(0)
+        };
+        let (c, buyer, order, payments_url) =
+            (c.clone(), buyer.clone(), order.clone(), urls.0.clone());
+        paying.spawn(async move {
+            let id = order["id"].as_str().expect("id").to_string();
+            let expires = time::OffsetDateTime::parse(
+                order["expiresAt"].as_str().expect("expiresAt"),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .expect("RFC 3339");
+            let wait =
+                expires + time::Duration::milliseconds(offset_ms) - time::OffsetDateTime::now_utc();
+            if wait.is_positive() {
+                tokio::time::sleep(wait.unsigned_abs()).await;
+            }
+            let a = c
+                .with_cookie(
+                    Method::POST,
+                    &format!("{payments_url}/api/payments"),
+                    Some(&buyer.cookie),
+                    Some(&json!({"token": "tok_visa", "orderId": id})),
+                )
+                .await;
+            Timed {
+                order: id,
+                at_ms: offset_ms,
+                answer: a.status,
+            }
+        });
+    }
+    // The bus paused across the second wave's expiry: from 1 s before its earliest to 2 s
+    // after its latest.
+    let expiry = |o: &Value| {
+        time::OffsetDateTime::parse(
+            o["expiresAt"].as_str().expect("expiresAt"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("RFC 3339")
+    };
+    let first = waves[1].iter().map(expiry).min().expect("orders");
+    let last = waves[1].iter().map(expiry).max().expect("orders");
+    let until = |at: time::OffsetDateTime| {
+        let d = at - time::OffsetDateTime::now_utc();
+        if d.is_positive() {
+            d.unsigned_abs()
+        } else {
+            Duration::ZERO
+        }
+    };
+    tokio::time::sleep(until(first - time::Duration::seconds(1))).await;
+    match nats.as_mut() {
+        Some(server) => server.kill(),
+        None => t.lock().await.stop("event-bus").await,
+    }
+    tokio::time::sleep(until(last + time::Duration::seconds(2))).await;
+    match nats.as_mut() {
+        Some(server) => server.restart().await,
+        None => t.lock().await.restart("event-bus").await,
+    }
+    let mut results = Vec::new();
+    while let Some(done) = paying.join_next().await {
+        results.push(done.expect("payment"));
+    }
+    // Every order ends complete or cancelled; every 201 complete; halfway ones 201.
+    let orders_url = urls.1;
+    let status_of = |id: String| {
+        let (c, cookie, url) = (c.clone(), buyer.cookie.clone(), orders_url.clone());
+        async move {
+            let a = c
+                .with_cookie(
+                    Method::GET,
+                    &format!("{url}/api/orders/{id}"),
+                    Some(&cookie),
+                    None,
+                )
+                .await;
+            a.json()["status"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let mut paid = 0;
+    for r in &results {
+        let halfway = r.at_ms < -1000;
+        if halfway {
+            assert_eq!(
+                r.answer, 201,
+                "order {} paid halfway: {}",
+                r.order, r.answer
+            );
+        }
+        let want_complete = r.answer == 201;
+        let end = support::eventually(&format!("order {} to end", r.order), || async {
+            let status = status_of(r.order.clone()).await;
+            (status == "complete" || status == "cancelled").then_some(status)
+        })
+        .await;
+        if want_complete {
+            paid += 1;
+            assert_eq!(
+                end, "complete",
+                "order {} was answered 201 {} ms from its expiry, then {end}",
+                r.order, r.at_ms
+            );
+        } else {
+            assert!(
+                matches!(r.answer, 400),
+                "order {}: {} {} ms from its expiry",
+                r.order,
+                r.answer,
+                r.at_ms
+            );
+        }
+    }
+    eprintln!(
+        "{paid} of {} payments answered 201, each final",
+        results.len()
+    );
+    assert!(
+        paid > total / 10,
+        "some payments near the expiry went through"
+    );
+    let t = std::sync::Arc::try_unwrap(t)
+        .ok()
+        .expect("one owner")
+        .into_inner();
     t.shutdown().await;
 }

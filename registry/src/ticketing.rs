@@ -4,8 +4,8 @@
 
 use switchyard_events::{Envelope, PayloadError};
 use switchyard_ticketing_contract::{
-    EXPIRATION_COMPLETE, ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, TICKET_CREATED,
-    TICKET_UPDATED,
+    EXPIRATION_COMPLETE, ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, PAYMENT_EXPIRED,
+    TICKET_CREATED, TICKET_UPDATED,
 };
 
 use crate::{App, ConsumerDefaults, Consumes, IngressSpec, Kind, Service};
@@ -82,11 +82,13 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("orders-depl"),
             k8s_service: Some("orders-srv"),
+            // Paid or expired is payments' verdict (payment:created, payment:expired), in
+            // the order it decided; expiration's event goes to payments.
             consumes: Consumes::Only(&[
                 TICKET_CREATED,
                 TICKET_UPDATED,
-                EXPIRATION_COMPLETE,
                 PAYMENT_CREATED,
+                PAYMENT_EXPIRED,
             ]),
             consumer_group: Some("orders-service"),
             produces: &[ORDER_CREATED, ORDER_CANCELLED],
@@ -113,9 +115,9 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("payments-depl"),
             k8s_service: Some("payments-srv"),
-            consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
+            consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED, EXPIRATION_COMPLETE]),
             consumer_group: Some("payments-service"),
-            produces: &[PAYMENT_CREATED],
+            produces: &[PAYMENT_CREATED, PAYMENT_EXPIRED],
             sessions: true,
             ..service("payments", "pays orders, at most once each", 3205, 9505)
         },

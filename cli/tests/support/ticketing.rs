@@ -39,6 +39,8 @@ pub struct Options {
     pub resources: Option<Resources>,
     /// Auth's password hashing (default: the cheapest, for speed).
     pub password: switchyard_auth::PasswordParams,
+    /// Payments' provider settings (default: the test provider, the defaults).
+    pub payments: switchyard_payments::provider::ProviderConfig,
     /// Auth's limits (default: the service's, behind one trusted proxy as under `up`, and
     /// room for every sign-up a test makes from 127.0.0.1).
     pub throttle: switchyard_auth::ThrottleConfig,
@@ -51,6 +53,7 @@ impl Default for Options {
             defer_limit: switchyard_bus_client::consumer_settings::DEFAULT_DEFER_LIMIT,
             resources: None,
             password: switchyard_auth::PasswordParams::FOR_TESTS,
+            payments: switchyard_payments::provider::ProviderConfig::test(),
             throttle: switchyard_auth::ThrottleConfig {
                 trusted_hops: 1,
                 client_attempts: 5,
@@ -74,6 +77,7 @@ pub struct Ticketing {
     pub defer_limit: Duration,
     password: switchyard_auth::PasswordParams,
     throttle: switchyard_auth::ThrottleConfig,
+    payments: switchyard_payments::provider::ProviderConfig,
 }
 
 fn spec(name: &str) -> &'static switchyard_registry::Service {
@@ -117,6 +121,7 @@ impl Ticketing {
             resources,
             password,
             throttle,
+            payments,
         } = options;
         let mut t = Ticketing {
             backend,
@@ -129,6 +134,7 @@ impl Ticketing {
             defer_limit,
             password,
             throttle,
+            payments,
         };
         // Ports first: the bus must know where its subscribers listen.
         let mut bound = Vec::new();
@@ -285,7 +291,6 @@ impl Ticketing {
                     service: self.service_settings(service),
                     session,
                     expiration_window: self.expiration_window,
-                    sweep: Default::default(),
                 };
                 start(l, move |l, sd| switchyard_orders::launch(s, l, sd))
             }
@@ -297,7 +302,7 @@ impl Ticketing {
                 let s = switchyard_payments::Settings {
                     service: self.service_settings(service),
                     session,
-                    provider: switchyard_payments::provider::ProviderConfig::test(),
+                    provider: self.payments.clone(),
                 };
                 start(l, move |l, sd| switchyard_payments::launch(s, l, sd))
             }

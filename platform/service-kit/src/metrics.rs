@@ -163,6 +163,7 @@ struct Families {
     bus_up: Gauge,
     events_parked: Family<Labels, Gauge>,
     jobs_skipped: Family<Labels, Counter>,
+    alarms: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -246,6 +247,12 @@ impl Metrics {
             "Queued work dropped because the request it was for had gone (a password hash for a client that gave up), by job",
             jobs_skipped.clone(),
         );
+        let alarms = Family::<Labels, Counter>::default();
+        registry.register(
+            "alarms",
+            "Things someone must look at (a refund the payment provider refused for good), by kind",
+            alarms.clone(),
+        );
         let bus_up = Gauge::default();
         registry.register(
             "bus_up",
@@ -273,6 +280,7 @@ impl Metrics {
                 bus_up,
                 events_parked,
                 jobs_skipped,
+                alarms,
             }),
         }
     }
@@ -290,6 +298,14 @@ impl Metrics {
                 ("type", event_type.to_string()),
                 ("status", status.to_string()),
             ])
+            .inc();
+    }
+
+    /// Something someone must look at happened.
+    pub fn alarm(&self, kind: &str) {
+        self.inner
+            .alarms
+            .get_or_create(&vec![("kind", kind.to_string())])
             .inc();
     }
 

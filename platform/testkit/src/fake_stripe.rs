@@ -1,5 +1,8 @@
 //! A local stand-in for the part of Stripe's API the stripe provider uses: `POST
-//! /v1/charges` and `POST /v1/refunds`, form-encoded, with the secret key as a Bearer token.
+//! /v1/charges` and `POST /v1/refunds`, form-encoded, with the secret key as a Bearer token,
+//! and `GET /v1/charges/search` by the charge's `metadata[switchyard_key]`. It can forget
+//! the idempotency keys it has seen ([`FakeStripe::forget_keys`]), as Stripe does after 24
+//! hours.
 //!
 //! As Stripe: `tok_visa` (and the other succeeding test tokens) is charged,
 //! `tok_chargeDeclined` answers 402 with a `card_error` / `card_declined` error object, an
@@ -16,7 +19,7 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::listener;
@@ -34,6 +37,8 @@ pub struct Seen {
 pub struct Charged {
     pub description: String,
     pub refunded: bool,
+    /// Its `metadata[switchyard_key]`.
+    pub key: Option<String>,
 }
 
 #[derive(Default)]
@@ -70,6 +75,7 @@ impl FakeStripe {
         }));
         let app = axum::Router::new()
             .route("/v1/charges", post(charges))
+            .route("/v1/charges/search", get(search))
             .route("/v1/refunds", post(refunds))
             .with_state(inner.clone());
         tokio::spawn(async move {
@@ -102,6 +108,12 @@ impl FakeStripe {
     }
 
     /// The next `n` requests fail with 500 before anything is done.
+    /// Forgets every idempotency key seen (Stripe does after 24 hours): a repeated key is
+    /// then a new request.
+    pub fn forget_keys(&self) {
+        self.lock().answers.clear();
+    }
+
     pub fn fail_next(&self, n: usize) {
         self.lock().fail_next = n;
     }
@@ -224,6 +236,7 @@ async fn charges(
                     Charged {
                         description: form.get("description").cloned().unwrap_or_default(),
                         refunded: false,
+                        key: form.get("metadata[switchyard_key]").cloned(),
                     },
                 );
                 (
@@ -292,4 +305,34 @@ async fn refunds(
         }
     })
     .await
+}
+
+/// `GET /v1/charges/search?query=metadata['switchyard_key']:'<key>'`: the charges made with
+/// that key (Stripe's search, for the one query the provider makes).
+async fn search(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let state = inner.lock().expect("lock");
+    let expected = format!("Bearer {}", state.key);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        let (status, body) = error(401, "invalid_request_error", "", "Invalid API Key provided");
+        return reply(status, body, false);
+    }
+    let query = params.get("query").cloned().unwrap_or_default();
+    let wanted = query
+        .strip_prefix("metadata['switchyard_key']:'")
+        .and_then(|rest| rest.strip_suffix('\''));
+    let Some(wanted) = wanted else {
+        let (status, body) = error(400, "invalid_request_error", "", "Unsupported search query");
+        return reply(status, body, false);
+    };
+    let data: Vec<Value> = state
+        .charges
+        .iter()
+        .filter(|(_, c)| c.key.as_deref() == Some(wanted))
+        .map(|(id, c)| json!({"id": id, "object": "charge", "refunded": c.refunded}))
+        .collect();
+    reply(200, json!({"object": "search_result", "data": data}), false)
 }

@@ -9,6 +9,11 @@
 //! | `order:cancelled`     | `{id, version, ticket: {id}}`                                 |
 //! | `expiration:complete` | `{orderId}`                                                   |
 //! | `payment:created`     | `{id, orderId, stripeId}`                                     |
+//! | `payment:expired`     | `{orderId}`                                                   |
+//!
+//! `payment:expired` is this implementation's: payments decides, in one transaction per
+//! order, whether it was paid (`payment:created`) or its time ran out unpaid
+//! (`payment:expired`), and orders cancels it on the latter. The course's services ignore it.
 
 pub mod http;
 
@@ -25,15 +30,17 @@ pub const ORDER_CREATED: &str = "order:created";
 pub const ORDER_CANCELLED: &str = "order:cancelled";
 pub const EXPIRATION_COMPLETE: &str = "expiration:complete";
 pub const PAYMENT_CREATED: &str = "payment:created";
+pub const PAYMENT_EXPIRED: &str = "payment:expired";
 
 /// Every subject of the app.
-pub const SUBJECTS: [&str; 6] = [
+pub const SUBJECTS: [&str; 7] = [
     TICKET_CREATED,
     TICKET_UPDATED,
     ORDER_CREATED,
     ORDER_CANCELLED,
     EXPIRATION_COMPLETE,
     PAYMENT_CREATED,
+    PAYMENT_EXPIRED,
 ];
 
 /// Longest id accepted in a payload.
@@ -133,6 +140,10 @@ pub enum TicketingEvent {
         order_id: String,
         stripe_id: String,
     },
+    /// The order's time ran out unpaid: payments' verdict, final.
+    PaymentExpired {
+        order_id: String,
+    },
 }
 
 fn price(data: &serde_json::Map<String, Value>) -> Result<f64, EnvelopeError> {
@@ -216,11 +227,16 @@ impl TicketingEvent {
             EXPIRATION_COMPLETE => TicketingEvent::ExpirationComplete {
                 order_id: id("orderId")?,
             },
-            _ => TicketingEvent::PaymentCreated {
+            PAYMENT_CREATED => TicketingEvent::PaymentCreated {
                 id: id("id")?,
                 order_id: id("orderId")?,
                 stripe_id: text(data, "stripeId", 255, false).map_err(err)?,
             },
+            PAYMENT_EXPIRED => TicketingEvent::PaymentExpired {
+                order_id: id("orderId")?,
+            },
+            // Only a subject of SUBJECTS gets here, and each has its arm above.
+            _ => return Ok(None),
         };
         Ok(Some(event))
     }
@@ -234,6 +250,7 @@ impl TicketingEvent {
             TicketingEvent::OrderCancelled { .. } => ORDER_CANCELLED,
             TicketingEvent::ExpirationComplete { .. } => EXPIRATION_COMPLETE,
             TicketingEvent::PaymentCreated { .. } => PAYMENT_CREATED,
+            TicketingEvent::PaymentExpired { .. } => PAYMENT_EXPIRED,
         }
     }
 
@@ -290,6 +307,7 @@ impl TicketingEvent {
                 order_id,
                 stripe_id,
             } => json!({"id": id, "orderId": order_id, "stripeId": stripe_id}),
+            TicketingEvent::PaymentExpired { order_id } => json!({"orderId": order_id}),
         }
     }
 
@@ -407,7 +425,11 @@ mod tests {
                 order_id: "o".into(),
                 stripe_id: "ch_1".into(),
             },
+            TicketingEvent::PaymentExpired {
+                order_id: "o".into(),
+            },
         ];
+        assert_eq!(events.len(), SUBJECTS.len(), "one of each subject");
         for e in events {
             let envelope = e.clone().into_envelope(None);
             assert_eq!(TicketingEvent::from_envelope(&envelope), Ok(Some(e)));

@@ -1,6 +1,11 @@
-//! Consuming `ticket:created`, `ticket:updated`, `expiration:complete` and
-//! `payment:created`, each once: the inbox record, the effect and the events it causes
-//! commit in one change.
+//! Consuming `ticket:created`, `ticket:updated`, `payment:created` and `payment:expired`,
+//! each once: the inbox record, the effect and the events it causes commit in one change.
+//!
+//! Whether an order was paid or ran out of time is payments' verdict, made once per order
+//! in one transaction there and published in that order from one outbox: orders completes
+//! the order on `payment:created` and cancels it on `payment:expired`. It never has to
+//! choose between a payment and an expiry itself, so a payment answered 201 is never
+//! undone by an expiry that arrived first. (`expiration:complete` goes to payments.)
 
 use futures_util::future::BoxFuture;
 use sqlx::{AnyConnection, Row};
@@ -25,7 +30,7 @@ impl EventHandler for Events {
                 parsed,
                 TicketingEvent::TicketCreated { .. }
                     | TicketingEvent::TicketUpdated { .. }
-                    | TicketingEvent::ExpirationComplete { .. }
+                    | TicketingEvent::PaymentExpired { .. }
                     | TicketingEvent::PaymentCreated { .. }
             ) {
                 return Ok(Handled::Ignored);
@@ -57,7 +62,7 @@ impl EventHandler for Events {
                     price,
                     ..
                 } => ticket_updated(&mut change, &id, version, &title, price).await,
-                TicketingEvent::ExpirationComplete { order_id } => {
+                TicketingEvent::PaymentExpired { order_id } => {
                     expired(&mut change, &event, &order_id).await
                 }
                 TicketingEvent::PaymentCreated { id, order_id, .. } => {
@@ -220,8 +225,9 @@ async fn status_of(conn: &mut AnyConnection, order_id: &str) -> Result<OrderStat
     })
 }
 
-/// Cancels an order whose time ran out, unless it was paid or already cancelled: a late
-/// expiration must never free a ticket that a payment, or another order, holds.
+/// Cancels an order payments closed unpaid (its time ran out), unless it is already
+/// cancelled: payments decides paid or expired once per order, so this never meets a
+/// payment of the same order.
 async fn expired(
     change: &mut Change,
     cause: &Envelope,

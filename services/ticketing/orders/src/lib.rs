@@ -8,8 +8,8 @@
 //! * `DELETE /api/orders/:orderId` (signed in) → 204, the order cancelled; publishes
 //!   `order:cancelled` (not again for an order already cancelled); 400 for a paid order.
 //! * `POST /events` ← the bus (group `orders-service`): `ticket:created` and
-//!   `ticket:updated` keep the replica of tickets, in version order; `expiration:complete`
-//!   cancels an order not yet paid; `payment:created` completes one.
+//!   `ticket:updated` keep the replica of tickets, in version order; payments' verdict
+//!   completes an order (`payment:created`) or cancels it (`payment:expired`).
 //!
 //! One ticket has at most one live order (created, awaiting payment or complete): a partial
 //! unique index says so, so two buyers racing for a ticket get one order between them even
@@ -18,7 +18,6 @@
 mod handler;
 mod order;
 mod routes;
-pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +37,7 @@ pub static MIGRATIONS: Migrations = Migrations(&[
     },
     Migration {
         version: 3,
-        description: "live orders by expiry, for the sweeper",
+        description: "live orders by expiry",
         sqlite: LIVE_BY_EXPIRY,
         postgres: LIVE_BY_EXPIRY,
     },
@@ -67,8 +66,6 @@ pub struct Settings {
     /// `EXPIRATION_WINDOW_SECONDS` (default 900): an order's `expiresAt` is its creation
     /// time plus this.
     pub expiration_window: Duration,
-    /// When the sweeper cancels an overdue order (`ORDER_SWEEP_GRACE_SECONDS`).
-    pub sweep: sweeper::SweepSettings,
 }
 
 impl Settings {
@@ -93,17 +90,10 @@ impl Settings {
                 MAX_EXPIRATION_WINDOW.as_secs()
             )));
         }
-        let grace: u64 = env.parse_or(
-            "ORDER_SWEEP_GRACE_SECONDS",
-            sweeper::SweepSettings::default().grace.as_secs(),
-        )?;
         Ok(Settings {
             service,
             session: SessionConfig::from_env(env)?,
             expiration_window: Duration::from_secs(seconds),
-            sweep: sweeper::SweepSettings {
-                grace: Duration::from_secs(grace),
-            },
         })
     }
 }
@@ -119,7 +109,6 @@ pub async fn launch(
     let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
     let state = service.state();
     let handler = Arc::new(handler::Events(state.clone()));
-    sweeper::spawn(state.clone(), settings.sweep, &shutdown);
     let routes = routes::router(routes::OrdersState {
         lists: switchyard_bus_client::ReadCache::for_database(&state.db).map(Arc::new),
         service: state,

@@ -353,7 +353,7 @@ async fn replicas_on_one_postgres_database_create_one_order_per_ticket() {
     let order = stack.create_order(&user, &ticket).await;
     let id = order["id"].as_str().expect("id").to_string();
     stack
-        .publish(None, "expiration:complete", expiration(&id))
+        .publish(None, "payment:expired", expiration(&id))
         .await;
     stack
         .wait_order(&user, &id, "expired", |o| o["status"] == "cancelled")
@@ -456,7 +456,7 @@ async fn a_version_that_overtakes_its_predecessor_waits_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expiration_cancels_only_an_order_that_is_not_paid_or_cancelled() {
+async fn payments_expiry_verdict_cancels_only_an_order_that_is_not_paid_or_cancelled() {
     let stack = Stack::start().await;
     let user = stack.cookie(&object_id());
 
@@ -465,7 +465,7 @@ async fn an_expiration_cancels_only_an_order_that_is_not_paid_or_cancelled() {
     let order = stack.create_order(&user, &ticket).await;
     let id = order["id"].as_str().expect("id").to_string();
     stack
-        .publish(Some("exp-1"), "expiration:complete", expiration(&id))
+        .publish(Some("exp-1"), "payment:expired", expiration(&id))
         .await;
     let expired = stack
         .wait_order(&user, &id, "expired", |o| o["status"] == "cancelled")
@@ -483,18 +483,18 @@ async fn an_expiration_cancels_only_an_order_that_is_not_paid_or_cancelled() {
 
     // Redelivered, and expired again: nothing more.
     let a = stack
-        .deliver(json!({"id": "exp-1", "type": "expiration:complete", "data": expiration(&id)}))
+        .deliver(json!({"id": "exp-1", "type": "payment:expired", "data": expiration(&id)}))
         .await;
     assert_eq!((a.status, a.body), (200, json!({})));
     stack
-        .publish(None, "expiration:complete", expiration(&id))
+        .publish(None, "payment:expired", expiration(&id))
         .await;
 
     // A new order holds the ticket now; the first order's late expiration leaves it alone.
     let next = stack.create_order(&user, &ticket).await;
     let next_id = next["id"].as_str().expect("id").to_string();
     stack
-        .publish(None, "expiration:complete", expiration(&id))
+        .publish(None, "payment:expired", expiration(&id))
         .await;
 
     // A paid order does not expire.
@@ -505,7 +505,7 @@ async fn an_expiration_cancels_only_an_order_that_is_not_paid_or_cancelled() {
         .publish(None, "payment:created", payment(&paid_id))
         .await;
     stack
-        .publish(None, "expiration:complete", expiration(&paid_id))
+        .publish(None, "payment:expired", expiration(&paid_id))
         .await;
 
     delivered_barrier(&stack).await;
@@ -590,7 +590,7 @@ async fn a_payment_completes_an_order_but_not_a_cancelled_one() {
     // Events about orders this service never created are refused, not retried.
     for (event_type, data) in [
         ("payment:created", payment(&object_id())),
-        ("expiration:complete", expiration(&object_id())),
+        ("payment:expired", expiration(&object_id())),
     ] {
         let a = stack
             .deliver(json!({"type": event_type, "data": data}))
@@ -702,7 +702,7 @@ async fn bad_input_gets_a_json_4xx_never_a_5xx() {
     for event in [
         json!({"type": "ticket:created", "data": {"id": "t"}}),
         json!({"type": "ticket:updated", "data": {"id": "t", "version": -1, "title": "x", "price": 1, "userId": "u"}}),
-        json!({"type": "expiration:complete", "data": {}}),
+        json!({"type": "payment:expired", "data": {}}),
         json!({"type": "payment:created", "data": []}),
         json!({"data": {}}),
         json!([]),
@@ -717,62 +717,10 @@ async fn bad_input_gets_a_json_4xx_never_a_5xx() {
             reqwest::Method::POST,
             &format!("{}/events", stack.bus.url()),
             None,
-            Some(&json!({"type": "expiration:complete", "data": {"orderId": 5}})),
+            Some(&json!({"type": "payment:expired", "data": {"orderId": 5}})),
         )
         .await;
     assert_eq!(a.status, 400);
-    stack.stop().await;
-}
-
-/// An order whose expiration never arrives (a lost timer, a dead letter nobody replayed)
-/// is cancelled by the orders service itself, once, after the grace; a paid order is not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overdue_order_whose_expiration_is_lost_is_cancelled_by_the_sweeper() {
-    let stack = Stack::start_with(Options {
-        env: vec![
-            ("EXPIRATION_WINDOW_SECONDS", "1"),
-            ("ORDER_SWEEP_GRACE_SECONDS", "1"),
-        ],
-        ..Options::default()
-    })
-    .await;
-    let user = stack.cookie(&object_id());
-    let ticket = stack.ticket("lost timer", 20.0).await;
-    let order = stack.create_order(&user, &ticket).await;
-    let id = order["id"].as_str().expect("id").to_string();
-    let paid_ticket = stack.ticket("paid", 5.0).await;
-    let paid = stack.create_order(&user, &paid_ticket).await;
-    let paid_id = paid["id"].as_str().expect("id").to_string();
-    stack
-        .publish(None, "payment:created", payment(&paid_id))
-        .await;
-    // No expiration:complete is ever published.
-    let swept = stack
-        .wait_order(&user, &id, "swept", |o| o["status"] == "cancelled")
-        .await;
-    assert_eq!(swept["version"], 1);
-    let events = support::eventually("order:cancelled", || async {
-        let events = cancellations_of(&stack, &id).await;
-        (!events.is_empty()).then_some(events)
-    })
-    .await;
-    assert_eq!(
-        events[0]["data"],
-        json!({"id": id, "version": 1, "ticket": {"id": ticket}})
-    );
-    // A late expiration changes nothing more; the paid order stays complete.
-    stack
-        .publish(None, "expiration:complete", expiration(&id))
-        .await;
-    delivered_barrier(&stack).await;
-    published_barrier(&stack).await;
-    assert_eq!(cancellations_of(&stack, &id).await.len(), 1);
-    let paid_now = stack
-        .get(&format!("/api/orders/{paid_id}"), Some(&user))
-        .await
-        .body;
-    assert_eq!(paid_now["status"], "complete");
-    assert!(cancellations_of(&stack, &paid_id).await.is_empty());
     stack.stop().await;
 }
 

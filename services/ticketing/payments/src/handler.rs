@@ -1,4 +1,5 @@
-//! The replica of orders: `order:created` and `order:cancelled`.
+//! The replica of orders (`order:created`, `order:cancelled`) and the expiry's verdict
+//! (`expiration:complete`; see [`crate::verdict`]).
 //!
 //! Orders are applied in version order: `order:cancelled` applies only to the version just
 //! before it. An older or equal version was applied already (a republished event with a new
@@ -13,6 +14,8 @@ use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_ticketing_contract::{OrderStatus, TicketingEvent, cents};
 
+use crate::verdict::{self, Decision};
+
 pub(crate) struct Orders(pub ServiceState);
 
 impl EventHandler for Orders {
@@ -25,10 +28,22 @@ impl EventHandler for Orders {
                     status,
                     user_id,
                     ticket_price,
+                    expires_at,
                     ..
                 }) => {
-                    self.created(&event, &id, version, status, &user_id, ticket_price)
-                        .await
+                    self.created(
+                        &event,
+                        &id,
+                        version,
+                        status,
+                        &user_id,
+                        ticket_price,
+                        &expires_at,
+                    )
+                    .await
+                }
+                Some(TicketingEvent::ExpirationComplete { order_id }) => {
+                    self.expired(&event, &order_id).await
                 }
                 Some(TicketingEvent::OrderCancelled { id, version, .. }) => {
                     self.cancelled(&event, &id, version).await
@@ -40,6 +55,7 @@ impl EventHandler for Orders {
 }
 
 impl Orders {
+    #[allow(clippy::too_many_arguments)]
     async fn created(
         &self,
         event: &Envelope,
@@ -48,18 +64,24 @@ impl Orders {
         status: OrderStatus,
         user_id: &str,
         price: f64,
+        expires_at: &str,
     ) -> Result<Handled, HandleError> {
         let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
             return Ok(Handled::Duplicate);
         };
+        let expires_ms =
+            time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok());
         let inserted = sqlx::query(
-            "INSERT INTO orders (id, version, user_id, price_cents, status) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO orders (id, version, user_id, price_cents, status, expires_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(version)
         .bind(user_id)
         .bind(cents(price))
         .bind(status.as_str())
+        .bind(expires_ms)
         .execute(&mut *change)
         .await?
         .rows_affected();
@@ -69,6 +91,44 @@ impl Orders {
             return Ok(Handled::Ignored);
         }
         Ok(Handled::Applied)
+    }
+
+    /// The order's time ran out: closed unpaid here unless a payment came first (or is
+    /// being made: then the charge's outcome decides, and this waits for it).
+    async fn expired(&self, event: &Envelope, order_id: &str) -> Result<Handled, HandleError> {
+        let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
+            return Ok(Handled::Duplicate);
+        };
+        let correlation = event
+            .correlation_id
+            .clone()
+            .or_else(|| Some(event.id.clone()));
+        let decision =
+            verdict::decide_expired(&mut change, self.0.db.dialect(), order_id, correlation)
+                .await?;
+        match decision {
+            Decision::Expired => {
+                change.commit().await?;
+                tracing::info!(%order_id, "order expired unpaid");
+                Ok(Handled::Applied)
+            }
+            Decision::Paid | Decision::Closed => {
+                change.commit().await?;
+                Ok(Handled::Ignored)
+            }
+            Decision::ChargeInFlight => {
+                change.rollback().await?;
+                Err(HandleError::NotYet(format!(
+                    "order {order_id}: a charge is being made, its outcome decides"
+                )))
+            }
+            Decision::Unknown => {
+                change.rollback().await?;
+                Err(HandleError::NotYet(format!(
+                    "order {order_id} is not known here yet"
+                )))
+            }
+        }
     }
 
     async fn cancelled(
@@ -121,9 +181,10 @@ impl Orders {
                 "order {id} changed while its cancellation was applied"
             )));
         }
-        // A payment that lost the race with the order's expiry (orders cancelled the order
-        // before it saw the payment, so the order will never be complete): its attempt is
-        // put back to pending with its charge, and the background settler refunds it.
+        // A payment that lost the race with its user's cancellation (orders cancelled the
+        // order before it saw the payment, so it will never be complete): its attempt is
+        // put back to pending with its charge, and the background settler refunds it. (An
+        // expiry never gets here: that verdict is made here, and never after a payment.)
         let compensated = sqlx::query(
             "UPDATE charge_attempts SET status = 'pending', lease_until = 0 WHERE order_id = $1 AND status = 'succeeded' AND charge_id IS NOT NULL",
         )

@@ -19,6 +19,7 @@ mod handler;
 mod pay;
 pub mod provider;
 mod routes;
+mod verdict;
 
 use std::sync::Arc;
 
@@ -30,12 +31,20 @@ use switchyard_session::{SessionConfig, Sessions};
 use crate::provider::{PaymentProvider, ProviderConfig};
 
 /// The service's own tables (the platform adds its messaging tables).
-pub static MIGRATIONS: Migrations = Migrations(&[Migration {
-    version: 2,
-    description: "orders replica, charge attempts, payments",
-    sqlite: include_str!("../migrations/sqlite.sql"),
-    postgres: include_str!("../migrations/postgres.sql"),
-}]);
+pub static MIGRATIONS: Migrations = Migrations(&[
+    Migration {
+        version: 2,
+        description: "orders replica, charge attempts, payments",
+        sqlite: include_str!("../migrations/sqlite.sql"),
+        postgres: include_str!("../migrations/postgres.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "paid or expired, decided here",
+        sqlite: include_str!("../migrations/verdicts.sql"),
+        postgres: include_str!("../migrations/verdicts.sql"),
+    },
+]);
 
 /// The service's settings.
 #[derive(Debug, Clone)]
@@ -81,7 +90,10 @@ pub async fn launch_with(
         service: service.state(),
         provider,
         grace: settings.provider.attempt_grace,
+        expiry_margin: settings.provider.expiry_margin,
+        max_attempts: settings.provider.max_attempts,
     };
+    verdict::spawn_sweeper(service.state(), settings.provider.sweep_grace, &shutdown);
     // Attempts left pending by a crash are settled in the background, not only when a
     // later request for the same order happens to come.
     let settler = state.clone();

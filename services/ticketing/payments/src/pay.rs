@@ -32,12 +32,13 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchyard_bus_client::ServiceState;
+use switchyard_kit::ApiError;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::db::is_unique_violation;
-use switchyard_kit::{ApiError, Dialect};
 use switchyard_ticketing_contract::{OrderStatus, TicketingEvent, object_id};
 
 use crate::provider::{Charge, ChargeError, ChargeRequest, PaymentProvider};
+use crate::verdict::{EXPIRED, PAID, lock_order};
 
 /// What every order is charged in.
 pub(crate) const CURRENCY: &str = "usd";
@@ -47,6 +48,11 @@ const SUCCEEDED: &str = "succeeded";
 const DECLINED: &str = "declined";
 const FAILED: &str = "failed";
 const REFUNDED: &str = "refunded";
+/// A charge attempt taken over for a closed order, whose charge was never made: closed
+/// without charging.
+const ABANDONED: &str = "abandoned";
+/// A refund the provider refused for good: recorded and alarmed, not retried.
+const REFUND_FAILED: &str = "refund_failed";
 /// Longest provider message stored with a closed attempt.
 const MAX_MESSAGE: usize = 500;
 
@@ -61,6 +67,10 @@ pub(crate) struct Payments {
     pub service: ServiceState,
     pub provider: Arc<dyn PaymentProvider>,
     pub grace: Duration,
+    /// A payment is refused once its order is this close to its expiry.
+    pub expiry_margin: Duration,
+    /// Charge attempts one order may have.
+    pub max_attempts: i64,
 }
 
 /// How a payment request ended.
@@ -72,6 +82,10 @@ pub(crate) enum Outcome {
     /// Another request is paying the order right now.
     InProgress,
     Cancelled,
+    /// Past (or too close to) its expiry: no charge is started.
+    Expired,
+    /// The order has had its most charge attempts.
+    TooManyAttempts,
     /// Declined or refused by the provider, with its message.
     Refused(String),
     /// The provider could not be reached.
@@ -89,17 +103,35 @@ struct Attempt {
     currency: String,
     /// Set when the charge is known to exist but is not settled (its refund is due).
     charge_id: Option<String>,
+    /// Taken over from a request that did not settle it: whether its charge was made is
+    /// unknown, so the provider is asked before it is replayed.
+    replay: bool,
 }
 
 struct Order {
     user_id: String,
     price_cents: i64,
     status: String,
+    /// Payments' verdict, once made ([`crate::verdict`]).
+    verdict: Option<String>,
+    /// Its expiry, in milliseconds.
+    expires_at: Option<i64>,
+}
+
+impl Order {
+    /// Closed unpaid: cancelled by its user, or expired.
+    fn closed(&self) -> bool {
+        self.status == OrderStatus::Cancelled.as_str() || self.verdict.as_deref() == Some(EXPIRED)
+    }
 }
 
 enum Claim {
     Paid,
     InProgress,
+    /// Closed unpaid meanwhile.
+    Closed,
+    /// The order has had its most attempts.
+    TooMany,
     /// A new attempt of this request.
     Fresh(Attempt),
     /// A pending attempt whose lease ran out, taken over.
@@ -126,17 +158,35 @@ impl Payments {
             if order.user_id != user_id {
                 return Err(ApiError::unauthorized());
             }
-            if order.status == OrderStatus::Cancelled.as_str() {
+            if order.closed() {
                 // A charge left pending by a crash may have gone through: settling it now
-                // refunds it.
+                // refunds it (and one never made is closed without charging).
                 if let Some(stale) = self.take_over_pending(order_id).await? {
                     self.run(stale, &correlation).await?;
                 }
-                return Ok(Outcome::Cancelled);
+                return Ok(if order.status == OrderStatus::Cancelled.as_str() {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Expired
+                });
+            }
+            if order.verdict.as_deref() == Some(PAID) {
+                return Ok(Outcome::AlreadyPaid);
+            }
+            // No charge starts for an order at (or too near) its expiry: its expiration
+            // may be decided any moment, and a charge only to refund it helps nobody.
+            let margin = i64::try_from(self.expiry_margin.as_millis()).unwrap_or(i64::MAX);
+            if order
+                .expires_at
+                .is_some_and(|at| unix_millis().saturating_add(margin) >= at)
+            {
+                return Ok(Outcome::Expired);
             }
             match self.claim(order_id, &order, token).await? {
                 Claim::Paid => return Ok(Outcome::AlreadyPaid),
                 Claim::InProgress => return Ok(Outcome::InProgress),
+                Claim::Closed => return Ok(Outcome::Expired),
+                Claim::TooMany => return Ok(Outcome::TooManyAttempts),
                 Claim::Fresh(attempt) => return self.run(attempt, &correlation).await,
                 Claim::Stale(attempt) => match self.run(attempt, &correlation).await? {
                     Outcome::Refused(_) => continue,
@@ -148,15 +198,19 @@ impl Payments {
     }
 
     async fn order(&self, id: &str) -> Result<Option<Order>, sqlx::Error> {
-        let row = sqlx::query("SELECT user_id, price_cents, status FROM orders WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.service.db.reader())
-            .await?;
+        let row = sqlx::query(
+            "SELECT user_id, price_cents, status, verdict, expires_at FROM orders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.service.db.reader())
+        .await?;
         row.map(|r| {
             Ok(Order {
                 user_id: r.try_get(0)?,
                 price_cents: r.try_get(1)?,
                 status: r.try_get(2)?,
+                verdict: r.try_get(3)?,
+                expires_at: r.try_get(4)?,
             })
         })
         .transpose()
@@ -171,6 +225,15 @@ impl Payments {
     async fn claim(&self, order_id: &str, order: &Order, token: &str) -> Result<Claim, ApiError> {
         let now = unix_millis();
         let mut tx = self.service.db.pool().begin().await?;
+        // The verdict, read under the order's lock: an expiry decided meanwhile stops the
+        // claim, and an expiry decided after it sees the attempt and waits for it.
+        match lock_order(&mut tx, self.service.db.dialect(), order_id).await? {
+            Some((_, Some(verdict))) if verdict == EXPIRED => {
+                tx.rollback().await?;
+                return Ok(Claim::Closed);
+            }
+            _ => {}
+        }
         let paid = sqlx::query("SELECT 1 FROM payments WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(&mut *tx)
@@ -201,6 +264,10 @@ impl Payments {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
+        if number > self.max_attempts {
+            tx.rollback().await?;
+            return Ok(Claim::TooMany);
+        }
         let attempt = Attempt {
             order_id: order_id.to_string(),
             number,
@@ -209,6 +276,7 @@ impl Payments {
             amount_cents: order.price_cents,
             currency: CURRENCY.to_string(),
             charge_id: None,
+            replay: false,
         };
         let inserted = sqlx::query(
             "INSERT INTO charge_attempts (order_id, attempt, status, idempotency_key, token, amount_cents, currency, lease_until, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -247,8 +315,9 @@ impl Payments {
     /// or is refunded if the order was cancelled meanwhile, without waiting for another
     /// request for the order that may never come. Returns how many were settled.
     pub async fn settle_stale(&self) -> Result<usize, ApiError> {
+        // Oldest first: none waits behind newer ones for ever.
         let orders: Vec<String> = sqlx::query(
-            "SELECT DISTINCT order_id FROM charge_attempts WHERE status = 'pending' AND lease_until <= $1 LIMIT 100",
+            "SELECT order_id FROM charge_attempts WHERE status = 'pending' AND lease_until <= $1 GROUP BY order_id ORDER BY MIN(created_at) LIMIT 100",
         )
         .bind(unix_millis())
         .fetch_all(self.service.db.pool())
@@ -303,6 +372,7 @@ impl Payments {
             amount_cents: row.try_get(5)?,
             currency: row.try_get(6)?,
             charge_id: row.try_get(7)?,
+            replay: true,
         };
         let taken = sqlx::query(
             "UPDATE charge_attempts SET lease_until = $1, updated_at = $2 WHERE order_id = $3 AND attempt = $4 AND status = $5 AND lease_until = $6",
@@ -332,18 +402,54 @@ impl Payments {
         let result = match &attempt.charge_id {
             // Charged already; the order was cancelled before it was settled.
             Some(id) => Ok(Charge { id: id.clone() }),
-            None => {
-                self.provider
-                    .charge(ChargeRequest {
-                        amount_cents: attempt.amount_cents,
-                        currency: attempt.currency.clone(),
-                        source: attempt.token.clone(),
-                        idempotency_key: attempt.key.clone(),
-                        description: format!("ticketing order {}", attempt.order_id),
-                    })
-                    .await
-            }
+            // Whether this attempt's charge was made is unknown: the provider is asked
+            // first (it forgets a key after 24 hours, after which a replay would charge
+            // again), and a charge never made is not made for an order now closed.
+            None if attempt.replay => match self.provider.find_charge(&attempt.key).await {
+                Ok(Some(charge)) => Ok(charge),
+                Ok(None) if self.order_closed(&attempt.order_id).await? => {
+                    return self
+                        .close(
+                            &attempt,
+                            ABANDONED,
+                            "the order closed before its charge was made".into(),
+                        )
+                        .await
+                        .map(|_| Outcome::Cancelled);
+                }
+                Ok(None) => self.charge(&attempt).await,
+                Err(e) => Err(e),
+            },
+            None => self.charge(&attempt).await,
         };
+        self.settle(attempt, result, correlation).await
+    }
+
+    /// Whether the order is closed unpaid (cancelled, or expired).
+    async fn order_closed(&self, order_id: &str) -> Result<bool, sqlx::Error> {
+        Ok(self.order(order_id).await?.is_some_and(|o| o.closed()))
+    }
+
+    /// Makes the attempt's charge (or has its first answer replayed, by its key).
+    async fn charge(&self, attempt: &Attempt) -> Result<Charge, ChargeError> {
+        self.provider
+            .charge(ChargeRequest {
+                amount_cents: attempt.amount_cents,
+                currency: attempt.currency.clone(),
+                source: attempt.token.clone(),
+                idempotency_key: attempt.key.clone(),
+                description: format!("ticketing order {}", attempt.order_id),
+            })
+            .await
+    }
+
+    /// Settles the attempt with the provider's answer.
+    async fn settle(
+        &self,
+        attempt: Attempt,
+        result: Result<Charge, ChargeError>,
+        correlation: &Option<String>,
+    ) -> Result<Outcome, ApiError> {
         match result {
             Ok(charge) => self.charged(&attempt, charge, correlation).await,
             Err(ChargeError::Declined(message)) => self.close(&attempt, DECLINED, message).await,
@@ -364,20 +470,14 @@ impl Payments {
         correlation: &Option<String>,
     ) -> Result<Outcome, ApiError> {
         let mut change = self.service.outbox.begin().await?;
-        let lock_order = match self.service.db.dialect() {
-            // Serializes with the order's cancellation, which updates this row.
-            Dialect::Postgres => "SELECT status FROM orders WHERE id = $1 FOR UPDATE",
-            // One writer: the change holds it.
-            Dialect::Sqlite => "SELECT status FROM orders WHERE id = $1",
-        };
-        let status: Option<String> = sqlx::query(lock_order)
-            .bind(&attempt.order_id)
-            .fetch_optional(&mut *change)
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
+        // The order's row, locked (PostgreSQL; SQLite's change holds the one writer): its
+        // cancellation or its expiry's verdict comes strictly before or after this.
+        let order = lock_order(&mut change, self.service.db.dialect(), &attempt.order_id).await?;
+        let closed = order.as_ref().is_some_and(|(status, verdict)| {
+            status == OrderStatus::Cancelled.as_str() || verdict.as_deref() == Some(EXPIRED)
+        });
         let now = unix_millis();
-        if status.as_deref() == Some(OrderStatus::Cancelled.as_str()) {
+        if closed {
             // The charge is recorded first: if the refund does not happen now, the next
             // request for the order finds the charge and refunds it.
             sqlx::query(
@@ -410,6 +510,12 @@ impl Payments {
             change.rollback().await?;
             return self.settled_elsewhere(attempt).await;
         }
+        // The verdict: paid. An expiry that comes after finds it and changes nothing.
+        sqlx::query("UPDATE orders SET verdict = $1 WHERE id = $2 AND verdict IS NULL")
+            .bind(PAID)
+            .bind(&attempt.order_id)
+            .execute(&mut *change)
+            .await?;
         let id = object_id();
         sqlx::query(
             "INSERT INTO payments (id, order_id, stripe_id, created_at) VALUES ($1, $2, $3, $4)",
@@ -450,9 +556,27 @@ impl Payments {
                 .await?;
                 tracing::info!(order_id = %attempt.order_id, attempt = attempt.number, "the order was cancelled during its payment: charge refunded");
             }
-            Err(e) => {
-                tracing::error!(order_id = %attempt.order_id, attempt = attempt.number, error = %e, "could not refund the charge of a cancelled order; the next payment request for the order tries again");
+            Err(ChargeError::Unavailable(why)) => {
+                tracing::warn!(order_id = %attempt.order_id, attempt = attempt.number, reason = %why, "could not refund the charge of a closed order now; the settler tries again");
                 self.release(attempt).await?;
+            }
+            Err(e) => {
+                // The provider refused the refund for good: retrying cannot help. Recorded
+                // on the attempt and raised, for someone to settle by hand.
+                let message: String = e.to_string().chars().take(MAX_MESSAGE).collect();
+                sqlx::query(
+                    "UPDATE charge_attempts SET status = $1, message = $2, token = '', lease_until = 0, updated_at = $3 WHERE order_id = $4 AND attempt = $5 AND status = $6",
+                )
+                .bind(REFUND_FAILED)
+                .bind(&message)
+                .bind(unix_millis())
+                .bind(&attempt.order_id)
+                .bind(attempt.number)
+                .bind(PENDING)
+                .execute(self.service.db.pool())
+                .await?;
+                self.service.metrics.alarm("refund_failed");
+                tracing::error!(order_id = %attempt.order_id, attempt = attempt.number, charge_id, error = %message, "the provider refused to refund the charge of a closed order: settle it by hand");
             }
         }
         Ok(())

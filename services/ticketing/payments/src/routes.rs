@@ -45,7 +45,7 @@ pub(crate) fn router(payments: Payments, sessions: Sessions) -> OpenApiRouter {
     security(("session" = [])),
     responses(
         (status = 201, description = "Paid: the payment's id", body = Payment),
-        (status = 400, description = "Every invalid field, or the order cannot be paid (cancelled, paid, a payment in progress, the card refused)", body = ErrorBody),
+        (status = 400, description = "Every invalid field, or the order cannot be paid (cancelled, expired or too near its expiry, paid, a payment in progress, the card refused, too many attempts)", body = ErrorBody),
         (status = 401, description = "Not signed in, or another user's order", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 503, description = "The payment provider or the database is unavailable; try again", body = ErrorBody),
@@ -74,6 +74,10 @@ async fn create(
             "A payment for this order is already in progress",
         )),
         Outcome::Cancelled => Err(ApiError::bad_request("Cannot pay for an cancelled order")),
+        Outcome::Expired => Err(ApiError::bad_request("Cannot pay for an expired order")),
+        Outcome::TooManyAttempts => Err(ApiError::bad_request(
+            "Too many payment attempts for this order",
+        )),
         Outcome::Refused(message) => Err(ApiError::bad_request(message)),
         Outcome::Unavailable => Err(ApiError::unavailable(
             "The payment provider is unavailable, try again",

@@ -23,7 +23,8 @@ use switchyard_payments::provider::{
 use switchyard_payments::{MIGRATIONS, Settings};
 use switchyard_session::{SessionConfig, Sessions};
 use switchyard_ticketing_contract::{
-    ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, check_payload, object_id,
+    EXPIRATION_COMPLETE, ORDER_CANCELLED, ORDER_CREATED, PAYMENT_CREATED, PAYMENT_EXPIRED,
+    check_payload, object_id,
 };
 use tokio::sync::Semaphore;
 
@@ -72,6 +73,13 @@ impl PaymentProvider for Gated {
     ) -> BoxFuture<'a, Result<(), ChargeError>> {
         self.inner.refund(charge_id, idempotency_key)
     }
+
+    fn find_charge<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Charge>, ChargeError>> {
+        self.inner.find_charge(idempotency_key)
+    }
 }
 
 /// The bus, a recorder of `payment:created`, the service, and a window on its database.
@@ -119,8 +127,16 @@ impl App {
         let bus = bus::start(
             bus_dir.path(),
             vec![
-                subscriber("payments", &service_url, &[ORDER_CREATED, ORDER_CANCELLED]),
-                subscriber("recorder", &recorder.url, &[PAYMENT_CREATED]),
+                subscriber(
+                    "payments",
+                    &service_url,
+                    &[ORDER_CREATED, ORDER_CANCELLED, EXPIRATION_COMPLETE],
+                ),
+                subscriber(
+                    "recorder",
+                    &recorder.url,
+                    &[PAYMENT_CREATED, PAYMENT_EXPIRED],
+                ),
             ],
             Some(check_payload),
         )
@@ -133,10 +149,11 @@ impl App {
             service: ServiceSettings {
                 common,
                 bus: BusConfig::http(bus.url()),
-                consumer: Some(
-                    ConsumerSettings::new("payments-service")
-                        .only([ORDER_CREATED, ORDER_CANCELLED]),
-                ),
+                consumer: Some(ConsumerSettings::new("payments-service").only([
+                    ORDER_CREATED,
+                    ORDER_CANCELLED,
+                    EXPIRATION_COMPLETE,
+                ])),
                 retention: Default::default(),
             },
             session: SessionConfig::for_key(JWT_KEY),
@@ -188,6 +205,12 @@ impl App {
 
     /// Publishes `order:created` for `user_id` at `price`, and waits until it is applied.
     async fn order(&self, user_id: &str, price: f64) -> String {
+        self.order_expiring(user_id, price, "2030-01-01T00:15:00.000Z")
+            .await
+    }
+
+    /// [`App::order`], expiring at `expires_at`.
+    async fn order_expiring(&self, user_id: &str, price: f64, expires_at: &str) -> String {
         let id = object_id();
         publish(
             &self.client,
@@ -199,7 +222,7 @@ impl App {
                     "version": 0,
                     "status": "created",
                     "userId": user_id,
-                    "expiresAt": "2030-01-01T00:15:00.000Z",
+                    "expiresAt": expires_at,
                     "ticket": {"id": object_id(), "price": price},
                 },
             }),
@@ -641,7 +664,7 @@ async fn an_attempt_left_pending_by_a_crash_is_settled_without_another_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_that_lost_the_race_with_the_expiry_is_refunded() {
+async fn a_payment_that_lost_the_race_with_its_cancellation_is_refunded() {
     let provider = Arc::new(TestProvider::new());
     let app = App::with(Provider::Given(provider.clone())).await;
     let buyer = object_id();
@@ -653,7 +676,8 @@ async fn a_payment_that_lost_the_race_with_the_expiry_is_refunded() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    // Orders expired the order before it saw the payment: its cancellation comes after.
+    // Its user cancelled the order at orders before orders saw the payment: the
+    // cancellation comes after. (An expiry cannot: payments makes that verdict itself.)
     app.cancel(&order).await;
     eventually("the charge refunded", || async {
         (app.attempts_of(&order).await == [(1, "refunded".to_string())]).then_some(())
@@ -895,5 +919,208 @@ async fn configured_with_stripe_the_service_charges_through_it() {
         [(1, "succeeded".to_string())]
     );
     assert_eq!(fake.charges(), 2);
+    app.stop().await;
+}
+
+fn expiration(order_id: &str) -> Value {
+    json!({"id": format!("exp-{order_id}"), "type": EXPIRATION_COMPLETE, "data": {"orderId": order_id}})
+}
+
+async fn verdict_of(app: &App, order_id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT verdict FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(app.db.reader())
+        .await
+        .expect("query")
+}
+
+/// Paid or expired is decided once, here: an expiry after a payment changes nothing, and a
+/// payment after an expiry is refused before any charge; the expiry's verdict is published
+/// as `payment:expired`, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_or_expired_is_decided_once_and_stays() {
+    let provider = Arc::new(TestProvider::new());
+    let app = App::with(Provider::Given(provider.clone())).await;
+    let buyer = object_id();
+    let cookie = app.cookie(&buyer);
+    let paid = app.order(&buyer, 20.0).await;
+    let (status, body) = app
+        .pay(
+            Some(&cookie),
+            &json!({"token": "tok_visa", "orderId": paid}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.deliver(&expiration(&paid)).await, 200);
+    assert_eq!(verdict_of(&app, &paid).await.as_deref(), Some("paid"));
+    let expired = app.order(&buyer, 20.0).await;
+    assert_eq!(app.deliver(&expiration(&expired)).await, 200);
+    assert_eq!(verdict_of(&app, &expired).await.as_deref(), Some("expired"));
+    let (status, body) = app
+        .pay(
+            Some(&cookie),
+            &json!({"token": "tok_visa", "orderId": expired}),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body)),
+        (400, "Cannot pay for an expired order")
+    );
+    assert_eq!(provider.charges(), 1, "no charge for the expired order");
+    let verdicts = eventually("payment:expired published", || async {
+        let all = app.recorder.all();
+        let expired_events: Vec<_> = all
+            .iter()
+            .filter(|r| r.event["type"] == PAYMENT_EXPIRED)
+            .cloned()
+            .collect();
+        (!expired_events.is_empty()).then_some(expired_events)
+    })
+    .await;
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].event["data"]["orderId"], expired.as_str());
+    app.stop().await;
+}
+
+/// An expiry that comes while the order's charge is being made waits for it: the charge
+/// decides (here: paid), and the payment answered 201 stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_during_a_charge_waits_for_it() {
+    let provider = Arc::new(Gated::default());
+    let app = Arc::new(App::with(Provider::Given(provider.clone())).await);
+    let buyer = object_id();
+    let order = app.order(&buyer, 20.0).await;
+    let paying = {
+        let (app, cookie, order) = (app.clone(), app.cookie(&buyer), order.clone());
+        tokio::spawn(async move {
+            app.pay(
+                Some(&cookie),
+                &json!({"token": "tok_visa", "orderId": order}),
+            )
+            .await
+        })
+    };
+    eventually("the charge in flight", || async {
+        (provider.entered() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.deliver(&expiration(&order)).await,
+        425,
+        "not yet: the charge decides"
+    );
+    provider.open(1);
+    let (status, body) = paying.await.expect("payment");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.deliver(&expiration(&order)).await, 200);
+    assert_eq!(verdict_of(&app, &order).await.as_deref(), Some("paid"));
+    stop_shared(app).await;
+}
+
+/// No charge starts for an order within the margin (2 s) of its expiry, or past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_at_its_expiry_is_not_charged() {
+    let provider = Arc::new(TestProvider::new());
+    let app = App::with(Provider::Given(provider.clone())).await;
+    let buyer = object_id();
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let at = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    let order = app.order_expiring(&buyer, 20.0, &at).await;
+    let (status, body) = app
+        .pay(
+            Some(&app.cookie(&buyer)),
+            &json!({"token": "tok_visa", "orderId": order}),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body)),
+        (400, "Cannot pay for an expired order")
+    );
+    assert_eq!(provider.charges(), 0);
+    app.stop().await;
+}
+
+/// At most five charge attempts per order (a card-testing oracle otherwise): the sixth
+/// payment is refused before it reaches the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_has_at_most_five_attempts() {
+    let provider = Arc::new(TestProvider::new());
+    let app = App::with(Provider::Given(provider.clone())).await;
+    let buyer = object_id();
+    let cookie = app.cookie(&buyer);
+    let order = app.order(&buyer, 20.0).await;
+    for _ in 0..5 {
+        let (status, body) = app
+            .pay(
+                Some(&cookie),
+                &json!({"token": "tok_chargeDeclined", "orderId": order}),
+            )
+            .await;
+        assert_eq!((status, message(&body)), (400, "Your card was declined."));
+    }
+    let (status, body) = app
+        .pay(
+            Some(&cookie),
+            &json!({"token": "tok_visa", "orderId": order}),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body)),
+        (400, "Too many payment attempts for this order")
+    );
+    assert_eq!(provider.charges(), 0);
+    app.stop().await;
+}
+
+/// An attempt left pending by a crash before its charge was made, for an order that has
+/// closed since: the provider is asked first, finds nothing, and the attempt is closed
+/// without charging (it used to be replayed, only to refund the charge it made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_attempt_of_a_closed_order_is_not_charged() {
+    let provider = Arc::new(TestProvider::new());
+    let app = App::with(Provider::Given(provider.clone())).await;
+    let buyer = object_id();
+    let order = app.order(&buyer, 25.0).await;
+    app.pending_attempt(&order, &format!("charge-{order}-1"), now_ms() - 1)
+        .await;
+    app.cancel(&order).await;
+    eventually("the stale attempt closed", || async {
+        (app.attempts_of(&order).await == [(1, "abandoned".to_string())]).then_some(())
+    })
+    .await;
+    assert_eq!((provider.charges(), provider.refunds()), (0, 0));
+    app.stop().await;
+}
+
+/// An order whose expiration never arrives is closed unpaid by payments itself once it is
+/// `EXPIRY_SWEEP_GRACE_SECONDS` past its expiry (here 0): `payment:expired` is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_expiration_is_lost_is_closed_by_the_sweeper() {
+    let mut config = ProviderConfig::test();
+    config.sweep_grace = std::time::Duration::ZERO;
+    let app = App::with(Provider::Configured(config)).await;
+    let buyer = object_id();
+    let past = (time::OffsetDateTime::now_utc() - time::Duration::seconds(5))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    let order = app.order_expiring(&buyer, 20.0, &past).await;
+    let untouched = app.order(&buyer, 20.0).await;
+    eventually("the sweeper's verdict", || async {
+        (verdict_of(&app, &order).await.as_deref() == Some("expired")).then_some(())
+    })
+    .await;
+    assert_eq!(verdict_of(&app, &untouched).await, None);
+    eventually("payment:expired published", || async {
+        app.recorder
+            .all()
+            .iter()
+            .any(|r| {
+                r.event["type"] == PAYMENT_EXPIRED && r.event["data"]["orderId"] == order.as_str()
+            })
+            .then_some(())
+    })
+    .await;
     app.stop().await;
 }

@@ -195,3 +195,24 @@ async fn refunds_are_idempotent() {
         Err(ChargeError::Invalid(m)) if m.contains("No such charge")
     ));
 }
+
+/// Stripe forgets an idempotency key after 24 hours: a charge whose fate is unknown is
+/// looked up by the key in its metadata, which Stripe keeps, before any replay.
+#[tokio::test]
+async fn a_charge_is_found_by_its_key_after_stripe_forgot_the_key() {
+    let (fake, provider) = stripe().await;
+    let charge = provider
+        .charge(request("tok_visa", "charge-o1-1"))
+        .await
+        .expect("charged");
+    fake.forget_keys();
+    assert_eq!(
+        provider.find_charge("charge-o1-1").await.expect("search"),
+        Some(charge)
+    );
+    assert_eq!(
+        provider.find_charge("charge-o2-1").await.expect("search"),
+        None
+    );
+    assert_eq!(fake.charges(), 1);
+}

@@ -20,8 +20,8 @@ pub const KEY: &str = "test-key-123-test-key-123-test-key-123";
 pub const CONSUMES: [&str; 4] = [
     "ticket:created",
     "ticket:updated",
-    "expiration:complete",
     "payment:created",
+    "payment:expired",
 ];
 
 /// How to start a [`Stack`].

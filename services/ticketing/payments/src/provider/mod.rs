@@ -81,6 +81,14 @@ pub trait PaymentProvider: Send + Sync {
         charge_id: &'a str,
         idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<(), ChargeError>>;
+
+    /// The charge made with `idempotency_key`, if there is one. Asked before a charge
+    /// whose fate is unknown (a crash, a lost answer) is replayed: a key is remembered by
+    /// the provider for 24 hours only (Stripe), after which a replay would charge again.
+    fn find_charge<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Charge>, ChargeError>>;
 }
 
 /// Which provider.
@@ -103,7 +111,23 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// `PAYMENT_ATTEMPT_GRACE_MS` (default 5 s): see [`DEFAULT_ATTEMPT_GRACE`].
     pub attempt_grace: Duration,
+    /// `PAYMENT_EXPIRY_MARGIN_MS` (default 2 s): a payment is refused once its order is
+    /// this close to its `expiresAt` (or past it), before any charge starts.
+    pub expiry_margin: Duration,
+    /// `PAYMENT_MAX_ATTEMPTS` (default 5): charge attempts one order may have (declined
+    /// cards included); the next payment is refused, so no order is a card-testing oracle.
+    pub max_attempts: i64,
+    /// `EXPIRY_SWEEP_GRACE_SECONDS` (default 60): an order still undecided this long after
+    /// its `expiresAt` (its `expiration:complete` lost) is closed unpaid by payments itself.
+    pub sweep_grace: Duration,
 }
+
+/// See [`ProviderConfig::expiry_margin`].
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(2);
+/// See [`ProviderConfig::max_attempts`].
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 5;
+/// See [`ProviderConfig::sweep_grace`].
+pub const DEFAULT_SWEEP_GRACE: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +140,9 @@ impl std::fmt::Debug for ProviderConfig {
             .field("api_base", &self.api_base)
             .field("timeout", &self.timeout)
             .field("attempt_grace", &self.attempt_grace)
+            .field("expiry_margin", &self.expiry_margin)
+            .field("max_attempts", &self.max_attempts)
+            .field("sweep_grace", &self.sweep_grace)
             .finish()
     }
 }
@@ -168,12 +195,25 @@ impl ProviderConfig {
                 });
             }
         }
+        let max_attempts: i64 = env.parse_or("PAYMENT_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?;
+        if !(1..=100).contains(&max_attempts) {
+            return Err(ConfigError::Malformed {
+                name: "PAYMENT_MAX_ATTEMPTS".into(),
+                value: max_attempts.to_string(),
+                reason: "must be from 1 to 100".into(),
+            });
+        }
+        let sweep_secs: u64 =
+            env.parse_or("EXPIRY_SWEEP_GRACE_SECONDS", DEFAULT_SWEEP_GRACE.as_secs())?;
         Ok(ProviderConfig {
             kind,
             stripe_key,
             api_base: api_base.trim_end_matches('/').to_string(),
             timeout,
             attempt_grace,
+            expiry_margin: env.millis_or("PAYMENT_EXPIRY_MARGIN_MS", DEFAULT_EXPIRY_MARGIN)?,
+            max_attempts,
+            sweep_grace: Duration::from_secs(sweep_secs),
         })
     }
 
@@ -185,6 +225,9 @@ impl ProviderConfig {
             api_base: DEFAULT_API_BASE.to_string(),
             timeout: DEFAULT_TIMEOUT,
             attempt_grace: DEFAULT_ATTEMPT_GRACE,
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            sweep_grace: DEFAULT_SWEEP_GRACE,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Stripe's API: `POST /v1/charges` and `POST /v1/refunds`, form-encoded, with the secret
-//! key as a Bearer token and an `Idempotency-Key` header.
+//! key as a Bearer token and an `Idempotency-Key` header; a charge carries its key in its
+//! metadata too (`switchyard_key`), so that `GET /v1/charges/search` finds it after Stripe
+//! has forgotten the key (24 hours).
 //!
 //! Stripe answers errors with `{"error": {"type", "code", "message", "decline_code"}}`:
 //!
@@ -67,6 +69,15 @@ struct StripeError {
 struct Created {
     id: String,
 }
+
+#[derive(Deserialize)]
+struct Found {
+    #[serde(default)]
+    data: Vec<Created>,
+}
+
+/// The metadata field a charge carries its idempotency key in.
+pub const KEY_METADATA: &str = "switchyard_key";
 
 /// What one call's failure means.
 #[derive(Debug, PartialEq, Eq)]
@@ -198,11 +209,13 @@ fn classify(status: u16, body: &[u8]) -> Failure {
 impl PaymentProvider for StripeProvider {
     fn charge(&self, request: ChargeRequest) -> BoxFuture<'_, Result<Charge, ChargeError>> {
         Box::pin(async move {
+            let metadata = format!("metadata[{KEY_METADATA}]");
             let form = [
                 ("amount", request.amount_cents.to_string()),
                 ("currency", request.currency),
                 ("source", request.source),
                 ("description", request.description),
+                (metadata.as_str(), request.idempotency_key.clone()),
             ];
             let created = self
                 .post("/v1/charges", &form, &request.idempotency_key)
@@ -220,6 +233,54 @@ impl PaymentProvider for StripeProvider {
             let form = [("charge", charge_id.to_string())];
             self.post("/v1/refunds", &form, idempotency_key).await?;
             Ok(())
+        })
+    }
+
+    fn find_charge<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Charge>, ChargeError>> {
+        Box::pin(async move {
+            // Keys are the service's own (`charge-<order>-<n>`): no quote to escape.
+            let query = format!("metadata['{KEY_METADATA}']:'{idempotency_key}'");
+            let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+            let mut retries = 0;
+            loop {
+                let answer = async {
+                    let answer = self
+                        .client
+                        .get(format!("{}/v1/charges/search", self.base))
+                        .bearer_auth(&self.key)
+                        .query(&[("query", query.as_str())])
+                        .send()
+                        .await
+                        .map_err(|e| Failure::Retry(describe(e)))?;
+                    let status = answer.status().as_u16();
+                    let body = answer
+                        .bytes()
+                        .await
+                        .map_err(|e| Failure::Retry(describe(e)))?;
+                    if (200..300).contains(&status) {
+                        return serde_json::from_slice::<Found>(&body).map_err(|e| {
+                            Failure::Retry(format!("unreadable answer from Stripe: {e}"))
+                        });
+                    }
+                    Err(classify(status, &body))
+                }
+                .await;
+                match answer {
+                    Ok(found) => {
+                        return Ok(found.data.into_iter().next().map(|c| Charge { id: c.id }));
+                    }
+                    Err(Failure::Final(e)) => return Err(e),
+                    Err(Failure::Retry(why)) if retries < RETRIES => {
+                        retries += 1;
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        tracing::debug!(reason = %why, "looking up a charge failed, retrying");
+                    }
+                    Err(Failure::Retry(why)) => return Err(ChargeError::Unavailable(why)),
+                }
+            }
         })
     }
 }

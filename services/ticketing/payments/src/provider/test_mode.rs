@@ -168,6 +168,18 @@ impl PaymentProvider for TestProvider {
     ) -> BoxFuture<'a, Result<(), ChargeError>> {
         Box::pin(async move { self.refund_now(charge_id, idempotency_key) })
     }
+
+    fn find_charge<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Charge>, ChargeError>> {
+        Box::pin(async move {
+            // A charge's id is derived from its key: made and not refunded, or refunded.
+            let id = TestProvider::charge_id(idempotency_key);
+            let state = self.lock();
+            Ok((state.live.contains(&id) || state.refunded.contains(&id)).then_some(Charge { id }))
+        })
+    }
 }
 
 #[cfg(test)]
