@@ -216,7 +216,9 @@ async fn signin(
     let Some(id) = user else {
         return Err(ApiError::bad_request("Invalid credentials"));
     };
-    throttle::clear(&state.db, &email_key).await?;
+    // A success costs nothing; failures keep counting in their window (a reset here
+    // would hand a fresh budget to the wrong guesses racing it).
+    throttle::give_back(&state.db, &email_key).await?;
     throttle::give_back(&state.db, &client_key).await?;
     signed_in(&state, StatusCode::OK, &id, &email)
 }

@@ -8,7 +8,9 @@
 //! the others answer 429 with `Retry-After`.
 //!
 //! * per email (`SIGNIN_MAX_FAILURES`, default 5, in `SIGNIN_WINDOW_SECONDS`, default 900):
-//!   a hard limit, until the window has passed; a successful sign-in starts it over;
+//!   a hard limit, until the window has passed (a successful sign-in gives its own place
+//!   back, and does not wipe the failures: that would hand the guesses racing it a fresh
+//!   budget);
 //! * per client (`SIGNIN_MAX_PER_CLIENT`, default 20, in the same window: an address may
 //!   be a whole office's): past the budget the client is slowed, not locked out:
 //!   one more attempt each `SIGNIN_SLOWDOWN_MS` (default 2 s) times the attempts over the
@@ -224,15 +226,6 @@ pub async fn give_back(db: &Db, key: &str) -> Result<(), sqlx::Error> {
     .map(|_| ())
 }
 
-/// Starts `key`'s budget over (an email's, after a successful sign-in).
-pub async fn clear(db: &Db, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM attempt_budgets WHERE key = $1")
-        .bind(key)
-        .execute(db.pool())
-        .await
-        .map(|_| ())
-}
-
 /// The client's address: with `hops` trusted proxies in front, the `X-Forwarded-For` entry
 /// the outermost of them appended (the `hops`-th from the right: entries further left are
 /// whatever the client claimed); with none, or a header shorter than that, the peer.
@@ -312,8 +305,13 @@ mod tests {
             Reservation::Refused(wait) => assert!(wait > Duration::from_secs(50), "{wait:?}"),
             other => panic!("{other:?}"),
         }
-        clear(&db, "k").await?;
+        // A success gives its place back: one more.
+        give_back(&db, "k").await?;
         assert_eq!(reserve(&db, "k", rule).await?, Reservation::Granted);
+        assert!(matches!(
+            reserve(&db, "k", rule).await?,
+            Reservation::Refused(_)
+        ));
         Ok(())
     }
 
