@@ -1416,3 +1416,29 @@ async fn a_payment_answered_201_is_final_around_the_expiry(backend: Backend) {
         .into_inner();
     t.shutdown().await;
 }
+
+/// Payments never falls back to a provider that charges nothing: named `stripe` (as the
+/// production overlay names it) without `STRIPE_KEY`, or not named at all, it refuses to
+/// start and says which variable is missing.
+#[test]
+fn payments_refuses_to_start_without_a_named_provider_or_without_stripes_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().display().to_string();
+    let key = "a-session-key-of-thirty-two-bytes-or-more";
+    let base = [
+        ("DATA_DIR", data.as_str()),
+        ("JWT_KEY", key),
+        ("JWT_REQUIRE_EXP", "true"),
+        ("PORT", "0"),
+        ("OPS_PORT", "0"),
+    ];
+    for (extra, missing) in [
+        (&[("PAYMENT_PROVIDER", "stripe")][..], "STRIPE_KEY"),
+        (&[][..], "PAYMENT_PROVIDER"),
+    ] {
+        let env: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        let (status, stderr) = support::process::run(&["serve", "ticketing/payments"], &env);
+        assert!(!status.success(), "payments started with {extra:?}");
+        assert!(stderr.contains(missing), "{extra:?}: {stderr}");
+    }
+}

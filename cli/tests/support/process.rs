@@ -119,18 +119,42 @@ impl Drop for Proc {
     }
 }
 
-/// Runs the binary to completion with `envs` and `args`; returns (status, stderr).
+/// How long [`run`] lets the binary run: a command, or a service expected to refuse to
+/// start, that is still running by then fails the test instead of hanging it.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs the binary to completion with `envs` and `args`; returns (status, stderr). Panics
+/// if it is still running after [`RUN_DEADLINE`] (it is killed first).
 pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run switchyard");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut child = cmd.spawn().expect("run switchyard");
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for switchyard") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = reader.join().unwrap_or_default();
+            panic!("switchyard {args:?} still running after {RUN_DEADLINE:?}: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap_or_default())
 }
 
 /// Runs the binary to completion with `envs` and `args`; returns (status, stdout, stderr).
