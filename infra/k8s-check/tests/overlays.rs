@@ -25,8 +25,6 @@ use switchyard_registry::Kind;
 /// variable, value).
 const DEV_ENV: &[(&str, &str, &str, &str)] = &[("blog", "moderation", "BLOCKED_WORDS", "orange")];
 
-/// Optional Secrets: (app, service, variable, Secret). The service runs without them
-/// (payments uses its test provider without STRIPE_KEY).
 /// Secrets a service reads from a Secret by key: (app, service, variable, Secret, whether
 /// the prod overlay requires it). Every other overlay reads them optionally.
 const OPTIONAL_SECRETS: &[(&str, &str, &str, &str, bool)] = &[

@@ -429,23 +429,11 @@ impl NatsBus {
         let mut events = Vec::new();
         let mut read = 0u32;
         while read < limit {
-            let message = match stream
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(subjects.clone())
-                .send()
+            let Some(message) = next_message(&stream, next, &subjects)
                 .await
-            {
-                Ok(message) => message,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => return Err(anyhow::anyhow!("reading the stream: {e}")),
+                .map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?
+            else {
+                break;
             };
             read += 1;
             next = message.sequence + 1;
@@ -472,23 +460,11 @@ impl NatsBus {
         let mut out = Vec::new();
         let mut from = 1;
         while out.len() < limit {
-            let message = match stream
-                .raw_message_builder()
-                .sequence(from)
-                .next_by_subject(subject.clone())
-                .send()
+            let Some(message) = next_message(&stream, from, &subject)
                 .await
-            {
-                Ok(message) => message,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                    ) =>
-                {
-                    break;
-                }
-                Err(e) => return Err(anyhow::anyhow!("reading the dead letters: {e}")),
+                .map_err(|e| anyhow::anyhow!("reading the dead letters: {e}"))?
+            else {
+                break;
             };
             from = message.sequence + 1;
             out.push(NatsDeadLetter::of(consumer, &message));
@@ -1180,6 +1156,27 @@ fn differs(existing: &consumer::Config, desired: &consumer::pull::Config) -> boo
         || existing.ack_wait != desired.ack_wait
         || existing.max_deliver != desired.max_deliver
         || existing.max_ack_pending != desired.max_ack_pending
+}
+
+/// The first message of `stream` on `subject` at or after sequence `from` (None past the
+/// last one), read directly from the stream: no consumer is made, so reading needs no
+/// right to pull from anyone's consumer.
+async fn next_message(
+    stream: &stream::Stream,
+    from: u64,
+    subject: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, stream::LastRawMessageError> {
+    match stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(subject.to_string())
+        .send()
+        .await
+    {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
