@@ -158,6 +158,16 @@ async fn gittix_sells_reserves_pays_and_expires_in_a_real_browser() {
     );
     assert_eq!(s.find_all("#tickets-body img").await.len(), 0);
     assert_eq!(s.alert_text().await, None, "an alert opened");
+    // What the page says, word for word: the heading, the table and nothing else (a page
+    // once printed a stray "null" under the table whenever tickets were listed).
+    let main = s.wait_for("#app").await;
+    let words = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut expected = String::from("Tickets Title Price Link");
+    for title in &titles {
+        let price = if title == "Concert" { "20" } else { "5" };
+        expected.push_str(&format!(" {} {price} View", words(title.clone())));
+    }
+    assert_eq!(words(s.text(&main).await), expected);
     shot(&s, "browser-ticketing-tickets.png").await;
     sign_out(&s).await;
     assert!(!s.find_all("#nav-signup").await.is_empty());

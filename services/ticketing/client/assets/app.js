@@ -278,7 +278,9 @@
       mount(title, nodes, pageState) {
         if (!this.alive()) return false;
         document.title = title ? title + ' · GitTix' : 'GitTix';
-        els.app.replaceChildren(...nodes);
+        // A page leaves out what it has nothing for (null): replaceChildren would print
+        // it as the text "null".
+        els.app.replaceChildren(...nodes.filter((node) => node !== null && node !== undefined && node !== false));
         els.app.dataset.state = pageState || 'ready';
         return true;
       },
