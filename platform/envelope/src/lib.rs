@@ -7,12 +7,15 @@
 //!   keeps its event types in its own crate, e.g. `services/blog/contract`).
 //! * [`ids`]: id generation for events and entities.
 //! * [`schema`]: the envelope as an OpenAPI schema.
+//! * [`docs`]: each event of a contract as its AsyncAPI document states it.
 
+pub mod docs;
 pub mod envelope;
 pub mod ids;
 pub mod payload;
 pub mod schema;
 
+pub use docs::EventDoc;
 pub use envelope::{Envelope, EnvelopeError};
 pub use payload::PayloadError;
 pub use schema::EventSchema;

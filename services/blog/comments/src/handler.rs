@@ -2,7 +2,7 @@
 
 use futures_util::future::BoxFuture;
 use sqlx::Row;
-use switchyard_blog_contract::BlogEvent;
+use switchyard_blog_contract::{BlogEvent, CommentModerated, CommentUpdated};
 use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
@@ -12,14 +12,20 @@ pub(crate) struct Moderations(pub ServiceState);
 impl EventHandler for Moderations {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            let Some(BlogEvent::CommentModerated {
+            let Some(parsed) = BlogEvent::from_envelope(&event).map_err(malformed)? else {
+                return Ok(Handled::Ignored);
+            };
+            // Every event of the contract is named: a new one must be decided about here.
+            let CommentModerated {
                 id,
                 post_id,
                 status,
                 ..
-            }) = BlogEvent::from_envelope(&event).map_err(malformed)?
-            else {
-                return Ok(Handled::Ignored);
+            } = match parsed {
+                BlogEvent::CommentModerated(verdict) => verdict,
+                BlogEvent::PostCreated(_)
+                | BlogEvent::CommentCreated(_)
+                | BlogEvent::CommentUpdated(_) => return Ok(Handled::Ignored),
             };
             let state = &self.0;
             let Some(mut tx) = state.outbox.begin_once(&event.id).await? else {
@@ -40,12 +46,12 @@ impl EventHandler for Moderations {
             };
             // The stored content is authoritative, whatever the moderation event carried.
             let content: String = row.try_get(0)?;
-            let updated = BlogEvent::CommentUpdated {
+            let updated = BlogEvent::from(CommentUpdated {
                 id,
+                status,
                 post_id,
                 content,
-                status,
-            }
+            })
             .into_envelope(event.correlation_id.clone());
             tx.publish(&updated).await?;
             tx.commit().await?;

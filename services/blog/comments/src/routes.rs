@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
-use switchyard_blog_contract::{BlogEvent, CommentStatus, MAX_CONTENT_LEN, MAX_REF_LEN};
+use switchyard_blog_contract::{
+    BlogEvent, CommentCreated, CommentStatus, MAX_CONTENT_LEN, MAX_REF_LEN,
+};
 use switchyard_bus_client::ServiceState;
 use switchyard_events::ids;
 use switchyard_kit::error::fields;
@@ -66,12 +68,12 @@ async fn create(
     check_post_id(&post_id)?;
     let content = fields::text(&body, "content", MAX_CONTENT_LEN)?;
     let id = ids::entity_id();
-    let event = BlogEvent::CommentCreated {
+    let event = BlogEvent::from(CommentCreated {
         id: id.clone(),
-        post_id: post_id.clone(),
         content: content.clone(),
+        post_id: post_id.clone(),
         status: CommentStatus::Pending,
-    }
+    })
     .into_envelope(Some(request_id.0));
     let mut tx = state.outbox.begin().await?;
     let ord: i64 = sqlx::query(

@@ -11,7 +11,7 @@ mod rule;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_blog_contract::BlogEvent;
+use switchyard_blog_contract::{BlogEvent, CommentModerated};
 use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{
     EventHandler, HandleError, Handled, Service, ServiceSettings, ServiceState,
@@ -66,25 +66,25 @@ struct Moderator {
 impl EventHandler for Moderator {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            let Some(BlogEvent::CommentCreated {
-                id,
-                post_id,
-                content,
-                ..
-            }) = BlogEvent::from_envelope(&event).map_err(malformed)?
-            else {
+            let Some(parsed) = BlogEvent::from_envelope(&event).map_err(malformed)? else {
                 return Ok(Handled::Ignored);
+            };
+            // Every event of the contract is named: a new one must be decided about here.
+            let comment = match parsed {
+                BlogEvent::CommentCreated(comment) => comment,
+                BlogEvent::PostCreated(_)
+                | BlogEvent::CommentModerated(_)
+                | BlogEvent::CommentUpdated(_) => return Ok(Handled::Ignored),
             };
             let Some(mut tx) = self.state.outbox.begin_once(&event.id).await? else {
                 return Ok(Handled::Duplicate);
             };
-            let status = self.rule.judge(&content);
-            let verdict = BlogEvent::CommentModerated {
-                id,
-                post_id,
-                content,
-                status,
-            }
+            let verdict = BlogEvent::from(CommentModerated {
+                status: self.rule.judge(&comment.content),
+                id: comment.id,
+                post_id: comment.post_id,
+                content: comment.content,
+            })
             .into_envelope(event.correlation_id.clone());
             tx.publish(&verdict).await?;
             tx.commit().await?;

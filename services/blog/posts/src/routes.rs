@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
-use switchyard_blog_contract::{BlogEvent, MAX_TITLE_LEN};
+use switchyard_blog_contract::{BlogEvent, MAX_TITLE_LEN, PostCreated};
 use switchyard_bus_client::ServiceState;
 use switchyard_events::ids;
 use switchyard_kit::error::fields;
@@ -54,10 +54,10 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let title = fields::text(&body, "title", MAX_TITLE_LEN)?;
     let id = ids::entity_id();
-    let event = BlogEvent::PostCreated {
+    let event = BlogEvent::from(PostCreated {
         id: id.clone(),
         title: title.clone(),
-    }
+    })
     .into_envelope(Some(request_id.0));
     let mut tx = state.outbox.begin().await?;
     sqlx::query("INSERT INTO posts (id, title) VALUES ($1, $2)")

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::Row;
-use switchyard_blog_contract::BlogEvent;
+use switchyard_blog_contract::{BlogEvent, CommentCreated, CommentUpdated, PostCreated};
 use switchyard_bus_client::consumer::{Handled, malformed};
 use switchyard_bus_client::inbox::begin_once;
 use switchyard_bus_client::{EventHandler, HandleError};
@@ -44,15 +44,19 @@ impl Applier {
         let Some(blog_event) = BlogEvent::from_envelope(event).map_err(malformed)? else {
             return Ok(Handled::Ignored);
         };
-        if matches!(blog_event, BlogEvent::CommentModerated { .. }) {
-            return Ok(Handled::Ignored);
+        // Every event of the contract is named: a new one must be decided about here.
+        match blog_event {
+            BlogEvent::PostCreated(_)
+            | BlogEvent::CommentCreated(_)
+            | BlogEvent::CommentUpdated(_) => {}
+            BlogEvent::CommentModerated(_) => return Ok(Handled::Ignored),
         }
         let Some(mut tx) = begin_once(db, &event.id).await? else {
             return Ok(Handled::Duplicate);
         };
         let post_id = blog_event.post_id().to_string();
         match blog_event {
-            BlogEvent::PostCreated { id, title } => {
+            BlogEvent::PostCreated(PostCreated { id, title }) => {
                 sqlx::query(
                     "INSERT INTO posts (id, title, log_seq) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
                 )
@@ -62,12 +66,12 @@ impl Applier {
                 .execute(&mut *tx)
                 .await?;
             }
-            BlogEvent::CommentCreated {
+            BlogEvent::CommentCreated(CommentCreated {
                 id,
                 post_id,
                 content,
                 status,
-            } => {
+            }) => {
                 // If the update overtook the creation, the update's status stands; the
                 // creation only brings the comment's place in the log.
                 sqlx::query(
@@ -82,12 +86,12 @@ impl Applier {
                 .execute(&mut *tx)
                 .await?;
             }
-            BlogEvent::CommentUpdated {
+            BlogEvent::CommentUpdated(CommentUpdated {
                 id,
                 post_id,
                 content,
                 status,
-            } => {
+            }) => {
                 sqlx::query(
                     "INSERT INTO comments (id, post_id, content, status) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (id) DO UPDATE SET status = excluded.status, content = excluded.content",
@@ -99,7 +103,7 @@ impl Applier {
                 .execute(&mut *tx)
                 .await?;
             }
-            BlogEvent::CommentModerated { .. } => {}
+            BlogEvent::CommentModerated(_) => {}
         }
         // Tells replicas sharing the database that their kept JSON is stale (on SQLite one
         // process owns the database and keeps its JSON up to date itself).

@@ -18,30 +18,19 @@
 pub mod http;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchyard_events::payload::{nested, number, object, optional_text, text, unsigned};
-use switchyard_events::{Envelope, EnvelopeError};
+use switchyard_events::{Envelope, EnvelopeError, EventDoc};
 
 pub use switchyard_events::PayloadError;
 
-pub const TICKET_CREATED: &str = "ticket:created";
-pub const TICKET_UPDATED: &str = "ticket:updated";
-pub const ORDER_CREATED: &str = "order:created";
-pub const ORDER_CANCELLED: &str = "order:cancelled";
-pub const EXPIRATION_COMPLETE: &str = "expiration:complete";
-pub const PAYMENT_CREATED: &str = "payment:created";
-pub const PAYMENT_EXPIRED: &str = "payment:expired";
-
-/// Every subject of the app.
-pub const SUBJECTS: [&str; 7] = [
-    TICKET_CREATED,
-    TICKET_UPDATED,
-    ORDER_CREATED,
-    ORDER_CANCELLED,
-    EXPIRATION_COMPLETE,
-    PAYMENT_CREATED,
-    PAYMENT_EXPIRED,
-];
+pub const TICKET_CREATED: &str = TicketCreated::NAME;
+pub const TICKET_UPDATED: &str = TicketUpdated::NAME;
+pub const ORDER_CREATED: &str = OrderCreated::NAME;
+pub const ORDER_CANCELLED: &str = OrderCancelled::NAME;
+pub const EXPIRATION_COMPLETE: &str = ExpirationComplete::NAME;
+pub const PAYMENT_CREATED: &str = PaymentCreated::NAME;
+pub const PAYMENT_EXPIRED: &str = PaymentExpired::NAME;
 
 /// Longest id accepted in a payload.
 pub const MAX_ID_LEN: usize = 64;
@@ -99,51 +88,202 @@ impl OrderStatus {
     }
 }
 
-/// A ticketing event with a checked payload.
+/// An event of the contract: a payload type and the subject it travels on. The type is
+/// the one wire shape of its event: services build it to publish, consumers get it from
+/// [`TicketingEvent::from_envelope`], and the AsyncAPI document takes its schema from it.
+pub trait ContractEvent: Serialize + utoipa::ToSchema + Into<TicketingEvent> {
+    /// The subject.
+    const NAME: &'static str;
+}
+
+/// `ticket:created`: a ticket was put up for sale (tickets publishes; orders keeps a
+/// replica).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketCreated {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+    /// 0 for a new ticket; each update adds one.
+    #[schema(minimum = 0)]
+    pub version: i64,
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: String,
+    #[schema(minimum = 0, maximum = 999999.99)]
+    pub price: f64,
+    /// The seller.
+    #[schema(min_length = 1, max_length = 64)]
+    pub user_id: String,
+}
+
+/// `ticket:updated`: a ticket's title or price changed, or an order reserved or released
+/// it (`orderId` is the order holding it, absent when none does).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketUpdated {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+    /// One more than the version it follows.
+    #[schema(minimum = 0)]
+    pub version: i64,
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: String,
+    #[schema(minimum = 0, maximum = 999999.99)]
+    pub price: f64,
+    #[schema(min_length = 1, max_length = 64)]
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64)]
+    pub order_id: Option<String>,
+}
+
+/// The ticket an order reserves, with the price it was ordered at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderedTicket {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+    #[schema(minimum = 0, maximum = 999999.99)]
+    pub price: f64,
+}
+
+/// The ticket an order released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TicketRef {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+}
+
+/// `order:created`: a user ordered a ticket, reserved until `expiresAt` unless paid
+/// (orders publishes; tickets reserves, expiration starts a timer, payments keeps a
+/// replica).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+    #[schema(minimum = 0)]
+    pub version: i64,
+    #[schema(inline)]
+    pub status: OrderStatus,
+    /// The buyer.
+    #[schema(min_length = 1, max_length = 64)]
+    pub user_id: String,
+    /// ISO 8601 (RFC 3339) time.
+    #[schema(min_length = 1, max_length = 40)]
+    pub expires_at: String,
+    #[schema(inline)]
+    pub ticket: OrderedTicket,
+}
+
+/// `order:cancelled`: an order was cancelled by its user or ran out of time unpaid; its
+/// ticket is free again (orders publishes; tickets releases, payments closes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+    #[schema(minimum = 0)]
+    pub version: i64,
+    #[schema(inline)]
+    pub ticket: TicketRef,
+}
+
+/// `expiration:complete`: an order's time to pay is over (expiration publishes; payments
+/// decides whether it was paid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpirationComplete {
+    #[schema(min_length = 1, max_length = 64)]
+    pub order_id: String,
+}
+
+/// `payment:created`: an order was paid, for good (payments publishes; orders completes
+/// the order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCreated {
+    #[schema(min_length = 1, max_length = 64)]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 64)]
+    pub order_id: String,
+    /// The provider's charge id.
+    #[schema(min_length = 1, max_length = 255)]
+    pub stripe_id: String,
+}
+
+/// `payment:expired`: an order's time ran out unpaid, payments' final verdict (payments
+/// publishes; orders cancels the order). This implementation's: the course's services
+/// ignore it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentExpired {
+    #[schema(min_length = 1, max_length = 64)]
+    pub order_id: String,
+}
+
+/// A ticketing event with a checked payload: one variant per subject, each holding its
+/// payload type. Consumers match it without a wildcard arm, so a new event makes every
+/// consumer decide about it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TicketingEvent {
-    TicketCreated {
-        id: String,
-        version: i64,
-        title: String,
-        price: f64,
-        user_id: String,
-    },
-    TicketUpdated {
-        id: String,
-        version: i64,
-        title: String,
-        price: f64,
-        user_id: String,
-        order_id: Option<String>,
-    },
-    OrderCreated {
-        id: String,
-        version: i64,
-        status: OrderStatus,
-        user_id: String,
-        /// ISO 8601 (RFC 3339) time.
-        expires_at: String,
-        ticket_id: String,
-        ticket_price: f64,
-    },
-    OrderCancelled {
-        id: String,
-        version: i64,
-        ticket_id: String,
-    },
-    ExpirationComplete {
-        order_id: String,
-    },
-    PaymentCreated {
-        id: String,
-        order_id: String,
-        stripe_id: String,
-    },
-    /// The order's time ran out unpaid: payments' verdict, final.
-    PaymentExpired {
-        order_id: String,
-    },
+    TicketCreated(TicketCreated),
+    TicketUpdated(TicketUpdated),
+    OrderCreated(OrderCreated),
+    OrderCancelled(OrderCancelled),
+    ExpirationComplete(ExpirationComplete),
+    PaymentCreated(PaymentCreated),
+    PaymentExpired(PaymentExpired),
+}
+
+/// Implements [`ContractEvent`] and the conversion into [`TicketingEvent`] for each
+/// payload type, and lists the subjects in [`SUBJECTS`] and the documents in
+/// [`event_docs`], from one list.
+macro_rules! contract_events {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        $(
+            impl ContractEvent for $variant {
+                const NAME: &'static str = $name;
+            }
+            impl From<$variant> for TicketingEvent {
+                fn from(event: $variant) -> Self {
+                    TicketingEvent::$variant(event)
+                }
+            }
+        )+
+
+        /// Every subject of the app.
+        pub const SUBJECTS: &[&str] = &[$($name),+];
+
+        /// Every event's subject and payload schema, for the app's AsyncAPI document.
+        pub fn event_docs() -> Vec<EventDoc> {
+            vec![$(EventDoc::of::<$variant>($name)),+]
+        }
+
+        impl TicketingEvent {
+            /// The event's subject.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(TicketingEvent::$variant(_) => $name,)+
+                }
+            }
+
+            /// The contract's `data` payload.
+            pub fn data(&self) -> Value {
+                match self {
+                    $(TicketingEvent::$variant(event) => payload(event),)+
+                }
+            }
+        }
+    };
+}
+
+contract_events! {
+    TicketCreated => "ticket:created",
+    TicketUpdated => "ticket:updated",
+    OrderCreated => "order:created",
+    OrderCancelled => "order:cancelled",
+    ExpirationComplete => "expiration:complete",
+    PaymentCreated => "payment:created",
+    PaymentExpired => "payment:expired",
 }
 
 fn price(data: &serde_json::Map<String, Value>) -> Result<f64, EnvelopeError> {
@@ -174,15 +314,16 @@ impl TicketingEvent {
                 let price = price(data).map_err(err)?;
                 let user_id = text(data, "userId", MAX_ID_LEN, false).map_err(err)?;
                 if event_type == TICKET_CREATED {
-                    TicketingEvent::TicketCreated {
+                    TicketCreated {
                         id,
                         version,
                         title,
                         price,
                         user_id,
                     }
+                    .into()
                 } else {
-                    TicketingEvent::TicketUpdated {
+                    TicketUpdated {
                         id,
                         version,
                         title,
@@ -190,6 +331,7 @@ impl TicketingEvent {
                         user_id,
                         order_id: optional_text(data, "orderId", MAX_ID_LEN).map_err(err)?,
                     }
+                    .into()
                 }
             }
             ORDER_CREATED => {
@@ -200,121 +342,67 @@ impl TicketingEvent {
                         expected: "one of created, cancelled, awaiting:payment, complete",
                     }))?;
                 let ticket = nested(data, "ticket").map_err(err)?;
-                TicketingEvent::OrderCreated {
+                OrderCreated {
                     id: id("id")?,
                     version: unsigned(data, "version").map_err(err)?,
                     status,
                     user_id: id("userId")?,
                     expires_at: text(data, "expiresAt", MAX_TIME_LEN, false).map_err(err)?,
-                    ticket_id: text(ticket, "id", MAX_ID_LEN, false)
-                        .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
-                    ticket_price: price(ticket).map_err(|_| {
-                        err(EnvelopeError::Missing {
-                            field: "ticket.price",
-                        })
-                    })?,
+                    ticket: OrderedTicket {
+                        id: text(ticket, "id", MAX_ID_LEN, false)
+                            .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
+                        price: price(ticket).map_err(|_| {
+                            err(EnvelopeError::Missing {
+                                field: "ticket.price",
+                            })
+                        })?,
+                    },
                 }
+                .into()
             }
             ORDER_CANCELLED => {
                 let ticket = nested(data, "ticket").map_err(err)?;
-                TicketingEvent::OrderCancelled {
+                OrderCancelled {
                     id: id("id")?,
                     version: unsigned(data, "version").map_err(err)?,
-                    ticket_id: text(ticket, "id", MAX_ID_LEN, false)
-                        .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
+                    ticket: TicketRef {
+                        id: text(ticket, "id", MAX_ID_LEN, false)
+                            .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
+                    },
                 }
+                .into()
             }
-            EXPIRATION_COMPLETE => TicketingEvent::ExpirationComplete {
+            EXPIRATION_COMPLETE => ExpirationComplete {
                 order_id: id("orderId")?,
-            },
-            PAYMENT_CREATED => TicketingEvent::PaymentCreated {
+            }
+            .into(),
+            PAYMENT_CREATED => PaymentCreated {
                 id: id("id")?,
                 order_id: id("orderId")?,
                 stripe_id: text(data, "stripeId", 255, false).map_err(err)?,
-            },
-            PAYMENT_EXPIRED => TicketingEvent::PaymentExpired {
+            }
+            .into(),
+            PAYMENT_EXPIRED => PaymentExpired {
                 order_id: id("orderId")?,
-            },
-            // Only a subject of SUBJECTS gets here, and each has its arm above.
+            }
+            .into(),
+            // Only a subject of SUBJECTS gets here, and each has its arm above (the
+            // round-trip test decodes one of each).
             _ => return Ok(None),
         };
         Ok(Some(event))
-    }
-
-    /// The event's subject.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            TicketingEvent::TicketCreated { .. } => TICKET_CREATED,
-            TicketingEvent::TicketUpdated { .. } => TICKET_UPDATED,
-            TicketingEvent::OrderCreated { .. } => ORDER_CREATED,
-            TicketingEvent::OrderCancelled { .. } => ORDER_CANCELLED,
-            TicketingEvent::ExpirationComplete { .. } => EXPIRATION_COMPLETE,
-            TicketingEvent::PaymentCreated { .. } => PAYMENT_CREATED,
-            TicketingEvent::PaymentExpired { .. } => PAYMENT_EXPIRED,
-        }
-    }
-
-    /// The contract's `data` payload.
-    pub fn data(&self) -> Value {
-        match self {
-            TicketingEvent::TicketCreated {
-                id,
-                version,
-                title,
-                price,
-                user_id,
-            } => {
-                json!({"id": id, "version": version, "title": title, "price": price, "userId": user_id})
-            }
-            TicketingEvent::TicketUpdated {
-                id,
-                version,
-                title,
-                price,
-                user_id,
-                order_id,
-            } => {
-                let mut v = json!({"id": id, "version": version, "title": title, "price": price, "userId": user_id});
-                if let (Some(order_id), Some(map)) = (order_id, v.as_object_mut()) {
-                    map.insert("orderId".into(), json!(order_id));
-                }
-                v
-            }
-            TicketingEvent::OrderCreated {
-                id,
-                version,
-                status,
-                user_id,
-                expires_at,
-                ticket_id,
-                ticket_price,
-            } => json!({
-                "id": id,
-                "version": version,
-                "status": status.as_str(),
-                "userId": user_id,
-                "expiresAt": expires_at,
-                "ticket": {"id": ticket_id, "price": ticket_price},
-            }),
-            TicketingEvent::OrderCancelled {
-                id,
-                version,
-                ticket_id,
-            } => json!({"id": id, "version": version, "ticket": {"id": ticket_id}}),
-            TicketingEvent::ExpirationComplete { order_id } => json!({"orderId": order_id}),
-            TicketingEvent::PaymentCreated {
-                id,
-                order_id,
-                stripe_id,
-            } => json!({"id": id, "orderId": order_id, "stripeId": stripe_id}),
-            TicketingEvent::PaymentExpired { order_id } => json!({"orderId": order_id}),
-        }
     }
 
     /// A new envelope for this event (fresh id, current time).
     pub fn into_envelope(self, correlation_id: Option<String>) -> Envelope {
         Envelope::new(self.event_type(), self.data()).with_correlation(correlation_id)
     }
+}
+
+/// An event's `data`: its payload type as JSON.
+fn payload<E: Serialize>(event: &E) -> Value {
+    // Plain structs of strings and numbers (prices are finite): serialising cannot fail.
+    serde_json::to_value(event).expect("a contract payload serialises to JSON")
 }
 
 /// The envelope field that marks a `ticket:updated` as the ticket's whole state
@@ -380,56 +468,71 @@ pub fn cents(price: f64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn env(event_type: &str, data: Value) -> Envelope {
         Envelope::new(event_type, data)
     }
 
-    #[test]
-    fn every_event_round_trips() {
-        let events = [
-            TicketingEvent::TicketCreated {
+    fn one_of_each() -> Vec<TicketingEvent> {
+        vec![
+            TicketCreated {
                 id: object_id(),
                 version: 0,
                 title: "concert".into(),
                 price: 20.5,
                 user_id: "u".into(),
-            },
-            TicketingEvent::TicketUpdated {
+            }
+            .into(),
+            TicketUpdated {
                 id: "t".into(),
                 version: 2,
                 title: "concert".into(),
                 price: 20.0,
                 user_id: "u".into(),
                 order_id: Some("o".into()),
-            },
-            TicketingEvent::OrderCreated {
+            }
+            .into(),
+            OrderCreated {
                 id: "o".into(),
                 version: 0,
                 status: OrderStatus::Created,
                 user_id: "u".into(),
                 expires_at: "2026-12-01T00:15:00Z".into(),
-                ticket_id: "t".into(),
-                ticket_price: 20.0,
-            },
-            TicketingEvent::OrderCancelled {
+                ticket: OrderedTicket {
+                    id: "t".into(),
+                    price: 20.0,
+                },
+            }
+            .into(),
+            OrderCancelled {
                 id: "o".into(),
                 version: 1,
-                ticket_id: "t".into(),
-            },
-            TicketingEvent::ExpirationComplete {
+                ticket: TicketRef { id: "t".into() },
+            }
+            .into(),
+            ExpirationComplete {
                 order_id: "o".into(),
-            },
-            TicketingEvent::PaymentCreated {
+            }
+            .into(),
+            PaymentCreated {
                 id: "p".into(),
                 order_id: "o".into(),
                 stripe_id: "ch_1".into(),
-            },
-            TicketingEvent::PaymentExpired {
+            }
+            .into(),
+            PaymentExpired {
                 order_id: "o".into(),
-            },
-        ];
-        assert_eq!(events.len(), SUBJECTS.len(), "one of each subject");
+            }
+            .into(),
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        let events = one_of_each();
+        let subjects: Vec<&str> = events.iter().map(TicketingEvent::event_type).collect();
+        assert_eq!(subjects, SUBJECTS, "one of each subject");
         for e in events {
             let envelope = e.clone().into_envelope(None);
             assert_eq!(TicketingEvent::from_envelope(&envelope), Ok(Some(e)));
@@ -438,24 +541,53 @@ mod tests {
 
     #[test]
     fn the_wire_payloads_are_the_originals() {
-        let e = TicketingEvent::OrderCancelled {
+        let e = TicketingEvent::from(OrderCancelled {
             id: "o".into(),
             version: 1,
-            ticket_id: "t".into(),
-        };
+            ticket: TicketRef { id: "t".into() },
+        });
         assert_eq!(
-            e.data(),
-            json!({"id": "o", "version": 1, "ticket": {"id": "t"}})
+            serde_json::to_string(&e.data()).expect("json"),
+            r#"{"id":"o","version":1,"ticket":{"id":"t"}}"#
         );
-        let updated = TicketingEvent::TicketUpdated {
+        let created = one_of_each().remove(2);
+        assert_eq!(
+            serde_json::to_string(&created.data()).expect("json"),
+            r#"{"id":"o","version":0,"status":"created","userId":"u","expiresAt":"2026-12-01T00:15:00Z","ticket":{"id":"t","price":20.0}}"#
+        );
+        let updated = TicketingEvent::from(TicketUpdated {
             id: "t".into(),
             version: 1,
             title: "x".into(),
             price: 1.0,
             user_id: "u".into(),
             order_id: None,
-        };
+        });
         assert!(updated.data().get("orderId").is_none());
+    }
+
+    #[test]
+    fn every_event_is_documented_with_its_payload_schema() {
+        let docs = event_docs();
+        let names: Vec<&str> = docs.iter().map(|d| d.name).collect();
+        assert_eq!(names, SUBJECTS);
+        let created = &docs[2];
+        assert_eq!(created.message, "OrderCreated");
+        let properties = &created.payload["properties"];
+        for field in ["id", "version", "status", "userId", "expiresAt", "ticket"] {
+            assert!(properties.get(field).is_some(), "{field}: {properties}");
+        }
+        assert_eq!(
+            properties["ticket"]["properties"]["price"]["type"],
+            "number"
+        );
+        assert!(
+            created.payload["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("order:created")),
+            "{}",
+            created.payload
+        );
     }
 
     #[test]

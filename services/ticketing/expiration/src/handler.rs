@@ -20,10 +20,18 @@ pub(crate) struct OrderCreated {
 impl EventHandler for OrderCreated {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            let Some(TicketingEvent::OrderCreated { id, expires_at, .. }) =
-                TicketingEvent::from_envelope(&event).map_err(malformed)?
-            else {
+            let Some(parsed) = TicketingEvent::from_envelope(&event).map_err(malformed)? else {
                 return Ok(Handled::Ignored);
+            };
+            // Every event of the contract is named: a new one must be decided about here.
+            let (id, expires_at) = match parsed {
+                TicketingEvent::OrderCreated(order) => (order.id, order.expires_at),
+                TicketingEvent::TicketCreated(_)
+                | TicketingEvent::TicketUpdated(_)
+                | TicketingEvent::OrderCancelled(_)
+                | TicketingEvent::ExpirationComplete(_)
+                | TicketingEvent::PaymentCreated(_)
+                | TicketingEvent::PaymentExpired(_) => return Ok(Handled::Ignored),
             };
             // Checked before the inbox records the event: a malformed one is refused, not
             // remembered as processed.

@@ -23,7 +23,7 @@ use sqlx::Row;
 use switchyard_bus_client::ServiceState;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Dialect, Shutdown};
-use switchyard_ticketing_contract::TicketingEvent;
+use switchyard_ticketing_contract::{ExpirationComplete, TicketingEvent};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -130,9 +130,9 @@ impl Timers {
         };
         let order_id: String = row.try_get(0)?;
         let correlation_id: Option<String> = row.try_get(1)?;
-        let event = TicketingEvent::ExpirationComplete {
+        let event = TicketingEvent::from(ExpirationComplete {
             order_id: order_id.clone(),
-        }
+        })
         .into_envelope(correlation_id);
         change.publish(&event).await?;
         change.commit().await?;

@@ -13,7 +13,7 @@ use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
-use switchyard_ticketing_contract::{OrderStatus, TicketingEvent};
+use switchyard_ticketing_contract::{OrderCancelled, OrderStatus, TicketRef, TicketingEvent};
 
 pub(crate) struct Events(pub ServiceState);
 
@@ -23,52 +23,40 @@ impl EventHandler for Events {
             let Some(parsed) = TicketingEvent::from_envelope(&event).map_err(malformed)? else {
                 return Ok(Handled::Ignored);
             };
-            let outbox = &self.0.outbox;
             // Subjects this service does not consume are answered before the inbox is
-            // touched: nothing to record for them.
-            if !matches!(
-                parsed,
-                TicketingEvent::TicketCreated { .. }
-                    | TicketingEvent::TicketUpdated { .. }
-                    | TicketingEvent::PaymentExpired { .. }
-                    | TicketingEvent::PaymentCreated { .. }
-            ) {
-                return Ok(Handled::Ignored);
-            }
-            let Some(mut change) = outbox.begin_once(&event.id).await? else {
+            // touched: nothing to record for them. Every event of the contract is named, so
+            // a new one must be decided about here.
+            let consumed = match parsed {
+                TicketingEvent::TicketCreated(_)
+                | TicketingEvent::TicketUpdated(_)
+                | TicketingEvent::PaymentExpired(_)
+                | TicketingEvent::PaymentCreated(_) => parsed,
+                TicketingEvent::OrderCreated(_)
+                | TicketingEvent::OrderCancelled(_)
+                | TicketingEvent::ExpirationComplete(_) => return Ok(Handled::Ignored),
+            };
+            let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
                 return Ok(Handled::Duplicate);
             };
-            let outcome = match parsed {
-                TicketingEvent::TicketCreated {
-                    id,
-                    version,
-                    title,
-                    price,
-                    ..
-                } => ticket_created(&mut change, &id, version, &title, price).await,
-                TicketingEvent::TicketUpdated {
-                    id,
-                    version,
-                    title,
-                    price,
-                    ..
-                } if switchyard_ticketing_contract::is_snapshot(&event) => {
-                    ticket_snapshot(&mut change, &id, version, &title, price).await
+            let outcome = match consumed {
+                TicketingEvent::TicketCreated(t) => {
+                    ticket_created(&mut change, &t.id, t.version, &t.title, t.price).await
                 }
-                TicketingEvent::TicketUpdated {
-                    id,
-                    version,
-                    title,
-                    price,
-                    ..
-                } => ticket_updated(&mut change, &id, version, &title, price).await,
-                TicketingEvent::PaymentExpired { order_id } => {
-                    expired(&mut change, &event, &order_id).await
+                TicketingEvent::TicketUpdated(t)
+                    if switchyard_ticketing_contract::is_snapshot(&event) =>
+                {
+                    ticket_snapshot(&mut change, &t.id, t.version, &t.title, t.price).await
                 }
-                TicketingEvent::PaymentCreated { id, order_id, .. } => {
-                    paid(&mut change, &id, &order_id).await
+                TicketingEvent::TicketUpdated(t) => {
+                    ticket_updated(&mut change, &t.id, t.version, &t.title, t.price).await
                 }
-                _ => Ok(Handled::Ignored),
+                TicketingEvent::PaymentExpired(p) => {
+                    expired(&mut change, &event, &p.order_id).await
+                }
+                TicketingEvent::PaymentCreated(p) => paid(&mut change, &p.id, &p.order_id).await,
+                TicketingEvent::OrderCreated(_)
+                | TicketingEvent::OrderCancelled(_)
+                | TicketingEvent::ExpirationComplete(_) => Ok(Handled::Ignored),
             };
             match outcome {
                 Ok(handled) => {
@@ -194,11 +182,13 @@ pub(crate) async fn cancel_live(
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
-        Ok(TicketingEvent::OrderCancelled {
+        Ok(TicketingEvent::from(OrderCancelled {
             id: order_id.to_string(),
             version: row.try_get(0)?,
-            ticket_id: row.try_get(1)?,
-        })
+            ticket: TicketRef {
+                id: row.try_get(1)?,
+            },
+        }))
     })
     .transpose()
 }

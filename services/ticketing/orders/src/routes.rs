@@ -13,7 +13,7 @@ use switchyard_kit::db::is_unique_violation;
 use switchyard_kit::{ApiError, JsonBody, RequestId};
 use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
-    MAX_ID_LEN, OrderStatus, TicketingEvent, is_object_id, object_id,
+    MAX_ID_LEN, OrderCreated, OrderStatus, OrderedTicket, TicketingEvent, is_object_id, object_id,
 };
 use time::OffsetDateTime;
 
@@ -149,15 +149,17 @@ async fn create(
         }
         Err(e) => return Err(e.into()),
     }
-    let event = TicketingEvent::OrderCreated {
+    let event = TicketingEvent::from(OrderCreated {
         id: order.id.clone(),
         version: order.version,
         status: order.status,
         user_id: order.user_id.clone(),
         expires_at: order.expires_at.clone(),
-        ticket_id: order.ticket.id.clone(),
-        ticket_price: order.ticket.price,
-    }
+        ticket: OrderedTicket {
+            id: order.ticket.id.clone(),
+            price: order.ticket.price,
+        },
+    })
     .into_envelope(Some(request_id.0));
     change.publish(&event).await?;
     change.commit().await?;

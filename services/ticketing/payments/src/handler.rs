@@ -21,34 +21,33 @@ pub(crate) struct Orders(pub ServiceState);
 impl EventHandler for Orders {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            match TicketingEvent::from_envelope(&event).map_err(malformed)? {
-                Some(TicketingEvent::OrderCreated {
-                    id,
-                    version,
-                    status,
-                    user_id,
-                    ticket_price,
-                    expires_at,
-                    ..
-                }) => {
+            let Some(parsed) = TicketingEvent::from_envelope(&event).map_err(malformed)? else {
+                return Ok(Handled::Ignored);
+            };
+            // Every event of the contract is named: a new one must be decided about here.
+            match parsed {
+                TicketingEvent::OrderCreated(order) => {
                     self.created(
                         &event,
-                        &id,
-                        version,
-                        status,
-                        &user_id,
-                        ticket_price,
-                        &expires_at,
+                        &order.id,
+                        order.version,
+                        order.status,
+                        &order.user_id,
+                        order.ticket.price,
+                        &order.expires_at,
                     )
                     .await
                 }
-                Some(TicketingEvent::ExpirationComplete { order_id }) => {
-                    self.expired(&event, &order_id).await
+                TicketingEvent::ExpirationComplete(expiry) => {
+                    self.expired(&event, &expiry.order_id).await
                 }
-                Some(TicketingEvent::OrderCancelled { id, version, .. }) => {
-                    self.cancelled(&event, &id, version).await
+                TicketingEvent::OrderCancelled(order) => {
+                    self.cancelled(&event, &order.id, order.version).await
                 }
-                _ => Ok(Handled::Ignored),
+                TicketingEvent::TicketCreated(_)
+                | TicketingEvent::TicketUpdated(_)
+                | TicketingEvent::PaymentCreated(_)
+                | TicketingEvent::PaymentExpired(_) => Ok(Handled::Ignored),
             }
         })
     }

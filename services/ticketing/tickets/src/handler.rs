@@ -20,14 +20,22 @@ pub(crate) struct Orders(pub ServiceState);
 impl EventHandler for Orders {
     fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
         Box::pin(async move {
-            match TicketingEvent::from_envelope(&event).map_err(malformed)? {
-                Some(TicketingEvent::OrderCreated { id, ticket_id, .. }) => {
-                    self.reserve(&event, &id, &ticket_id).await
+            let Some(parsed) = TicketingEvent::from_envelope(&event).map_err(malformed)? else {
+                return Ok(Handled::Ignored);
+            };
+            // Every event of the contract is named: a new one must be decided about here.
+            match parsed {
+                TicketingEvent::OrderCreated(order) => {
+                    self.reserve(&event, &order.id, &order.ticket.id).await
                 }
-                Some(TicketingEvent::OrderCancelled { id, ticket_id, .. }) => {
-                    self.release(&event, &id, &ticket_id).await
+                TicketingEvent::OrderCancelled(order) => {
+                    self.release(&event, &order.id, &order.ticket.id).await
                 }
-                _ => Ok(Handled::Ignored),
+                TicketingEvent::TicketCreated(_)
+                | TicketingEvent::TicketUpdated(_)
+                | TicketingEvent::ExpirationComplete(_)
+                | TicketingEvent::PaymentCreated(_)
+                | TicketingEvent::PaymentExpired(_) => Ok(Handled::Ignored),
             }
         })
     }

@@ -4,7 +4,7 @@ use serde_json::{Map, Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchyard_events::Envelope;
-use switchyard_ticketing_contract::TicketingEvent;
+use switchyard_ticketing_contract::{TicketCreated, TicketUpdated, TicketingEvent};
 
 /// The columns [`Ticket::from_row`] reads, in its order (a macro, so that queries stay
 /// `&'static str` literals built with `concat!`).
@@ -73,26 +73,26 @@ impl Ticket {
 
     /// `ticket:created` for this ticket.
     pub fn created(&self, correlation_id: Option<String>) -> Envelope {
-        TicketingEvent::TicketCreated {
+        TicketingEvent::from(TicketCreated {
             id: self.id.clone(),
             version: self.version,
             title: self.title.clone(),
             price: self.price,
             user_id: self.user_id.clone(),
-        }
+        })
         .into_envelope(correlation_id)
     }
 
     /// `ticket:updated` for this ticket as it is now.
     pub fn updated(&self, correlation_id: Option<String>) -> Envelope {
-        TicketingEvent::TicketUpdated {
+        TicketingEvent::from(TicketUpdated {
             id: self.id.clone(),
             version: self.version,
             title: self.title.clone(),
             price: self.price,
             user_id: self.user_id.clone(),
             order_id: self.order_id.clone(),
-        }
+        })
         .into_envelope(correlation_id)
     }
 }
