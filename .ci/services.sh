@@ -2,7 +2,8 @@
 # Installs and starts what the test suite needs on a Debian machine:
 # headless Chromium with its driver (browser test), PostgreSQL and NATS with JetStream
 # (the production-backend suite), wrk (benchmarks), schemathesis (fuzzing from the services'
-# OpenAPI documents, in a virtual environment of its own). Safe to run again.
+# OpenAPI documents, in a virtual environment of its own), the AsyncAPI parser (node). Safe
+# to run again.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -34,6 +35,23 @@ if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCH
   "$schemathesis_venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 "$schemathesis_venv/bin/schemathesis" --version
+
+# The official AsyncAPI parser, pinned, for infra/asyncapi/validate.mjs (.ci/run validates
+# docs/asyncapi/*.json with it).
+ASYNCAPI_PARSER_VERSION=3.6.6
+asyncapi_dir="${HOME}/.cache/switchyard/asyncapi"
+command -v npm >/dev/null 2>&1 || {
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs npm >/dev/null
+}
+if ! grep -qs "\"version\": \"$ASYNCAPI_PARSER_VERSION\"" "$asyncapi_dir/node_modules/@asyncapi/parser/package.json"; then
+  echo "installing @asyncapi/parser $ASYNCAPI_PARSER_VERSION into $asyncapi_dir"
+  rm -rf "$asyncapi_dir"
+  mkdir -p "$asyncapi_dir"
+  echo '{"private": true}' > "$asyncapi_dir/package.json"
+  (cd "$asyncapi_dir" && npm install --no-audit --no-fund --loglevel=error "@asyncapi/parser@$ASYNCAPI_PARSER_VERSION")
+fi
+echo "@asyncapi/parser $ASYNCAPI_PARSER_VERSION in $asyncapi_dir"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -87,6 +87,14 @@ enum Command {
         #[arg(long, env = "BUS_SUBJECT_PREFIX")]
         subject_prefix: Option<String>,
     },
+    /// Print an app's events as an AsyncAPI 3 document (JSON): every event with its
+    /// payload schema, which service sends and which receives it, on both buses. The
+    /// committed copies are docs/asyncapi/<app>.json; `up` serves it on the gateway's ops
+    /// port at /asyncapi.json.
+    Asyncapi {
+        /// The app.
+        app: String,
+    },
     /// Exit 0 if the URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
         /// Default: http://127.0.0.1:$OPS_PORT/healthz.
@@ -208,6 +216,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     subject_prefix.as_deref().unwrap_or(app.subject_prefix),
                 )
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Asyncapi { app } => {
+            let app = switchyard_registry::app(&app).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown app {app:?}; the apps are: {}",
+                    switchyard_registry::app_names().join(", ")
+                )
+            })?;
+            print!("{}", switchyard_registry::asyncapi::document_text(app));
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck { url } => {

@@ -140,6 +140,7 @@ pub fn app_routes(app: &App) -> AppRoutes {
         ingress_yaml: app.ingress.yaml.to_string(),
         host: app.ingress.host.to_string(),
         backends: default_backends(app, "127.0.0.1", 0),
+        asyncapi: Some(switchyard_registry::asyncapi::document_text(app)),
     }
 }
 

@@ -143,6 +143,26 @@ async fn up_runs_ticketing_behind_its_ingress_with_a_kept_jwt_key() {
     assert!(String::from_utf8_lossy(&page.body).contains("GitTix"));
     let metrics = c.get(&format!("{base}/metrics")).await;
     assert!(!String::from_utf8_lossy(&metrics.body).contains("switchyard_http_requests_total"));
+    // The app's events as AsyncAPI, printed and served on the gateway's ops port (the
+    // committed document, which the registry's tests keep equal to the code), not publicly.
+    let ops = switchyard_registry::TICKETING
+        .of_kind(switchyard_registry::Kind::Gateway)
+        .next()
+        .expect("gateway")
+        .local_ops_port
+        + offset;
+    let asyncapi_url = format!("http://127.0.0.1:{ops}/asyncapi.json");
+    up.wait_for_line(&asyncapi_url, Duration::from_secs(1));
+    let served = c.get(&asyncapi_url).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&served.body),
+        switchyard_registry::asyncapi::document_text(&switchyard_registry::TICKETING)
+    );
+    assert_ne!(
+        c.get(&format!("{base}/asyncapi.json")).await.body,
+        served.body
+    );
     // The generated key is kept in the data directory, readable by its owner only, and
     // the same after a restart (sessions survive).
     let key_file = dir.path().join("jwt_key");

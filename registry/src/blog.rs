@@ -128,6 +128,7 @@ pub static BLOG: App = App {
     // Kept for ever: the read model is rebuilt from the log (`rebuild-query`).
     events_max_age_seconds: 0,
     check_payload,
+    events: switchyard_blog_contract::event_docs,
     routes: &[
         ("/posts/create", "posts-clusterip-srv", 4000),
         ("/posts", "query-srv", 4002),

@@ -12,12 +12,13 @@
 //! so nothing about an app is written out twice. Adding an app is an entry in [`APPS`] plus
 //! its crates.
 
+pub mod asyncapi;
 mod blog;
 mod ticketing;
 
 use std::time::Duration;
 
-use switchyard_events::{Envelope, PayloadError};
+use switchyard_events::{Envelope, EventDoc, PayloadError};
 
 pub use blog::BLOG;
 pub use ticketing::TICKETING;
@@ -51,6 +52,9 @@ pub struct App {
     /// The checks of its event payloads: the event bus rejects a known type with a
     /// malformed payload at the door instead of letting every subscriber reject it later.
     pub check_payload: fn(&Envelope) -> Result<(), PayloadError>,
+    /// Every event of its contract, with its payload schema (its AsyncAPI document's
+    /// messages; see [`asyncapi`]).
+    pub events: fn() -> Vec<EventDoc>,
     /// Requests and the Kubernetes Service that must answer them through the Ingress.
     pub routes: &'static [(&'static str, &'static str, u16)],
     /// Secrets of the app's services that check sessions (`JWT_KEY`; see

@@ -178,6 +178,7 @@ pub static TICKETING: App = App {
     // A week: every consumer has long applied an event by then.
     events_max_age_seconds: 7 * 24 * 3600,
     check_payload,
+    events: switchyard_ticketing_contract::event_docs,
     routes: &[
         ("/api/users/currentuser", "auth-srv", 3000),
         ("/api/users/signup", "auth-srv", 3000),

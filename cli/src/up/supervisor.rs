@@ -99,6 +99,12 @@ pub async fn run(plan: Plan, ready_timeout: Duration) -> anyhow::Result<()> {
             plan.url(plan.gateway_port),
             plan.data_dir.display()
         );
+        if let Some(gateway) = plan.procs.iter().find(|p| p.name == "gateway") {
+            println!(
+                "Its events, as AsyncAPI 3: {}/asyncapi.json  (each service's API: /openapi.json on its ops port)\n",
+                plan.url(gateway.ops_port)
+            );
+        }
     }
     stop.cancelled().await;
     println!("up: stopping every service");

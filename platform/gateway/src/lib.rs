@@ -31,6 +31,8 @@ pub struct AppRoutes {
     pub host: String,
     /// Each backend Service's local address.
     pub backends: Backends,
+    /// The app's AsyncAPI document, served on the ops port at `/asyncapi.json`.
+    pub asyncapi: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct Settings {
     /// whatever their Host header.
     pub host: String,
     pub backends: Backends,
+    /// The app's AsyncAPI document (JSON), served on the ops port at `/asyncapi.json`.
+    pub asyncapi: Option<String>,
 }
 
 impl Settings {
@@ -87,6 +91,7 @@ impl Settings {
             kind,
             host: env.parse_or("INGRESS_HOST", app.host)?,
             backends,
+            asyncapi: app.asyncapi,
         })
     }
 
@@ -104,6 +109,26 @@ impl Settings {
         );
         Ok(router)
     }
+}
+
+/// The ops port's documents: the app's AsyncAPI at `/asyncapi.json`, when it has one.
+fn documents(asyncapi: Option<String>) -> axum::Router {
+    let Some(asyncapi) = asyncapi else {
+        return axum::Router::new();
+    };
+    let body = axum::body::Bytes::from(asyncapi);
+    axum::Router::new().route(
+        "/asyncapi.json",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    )
 }
 
 /// Runs the gateway on `listeners` until `shutdown`.
@@ -130,7 +155,7 @@ pub async fn launch(
     switchyard_kit::serve(
         listeners,
         proxy::router(Arc::new(proxy)),
-        stack.ops_router(&shutdown),
+        stack.ops_router_with(&shutdown, documents(settings.asyncapi)),
         shutdown,
         settings.common.shutdown_grace,
     )

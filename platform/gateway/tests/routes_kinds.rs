@@ -35,6 +35,7 @@ fn settings(env: &[(&str, String)], app: &App) -> Settings {
         ingress_yaml: app.ingress.yaml.to_string(),
         host: app.ingress.host.to_string(),
         backends: Backends::default(),
+        asyncapi: None,
     };
     Settings::from_env(&Env::from_pairs(env.iter().cloned()), common, routes)
         .unwrap_or_else(|e| panic!("{}: {e}", app.name))
@@ -187,6 +188,7 @@ fn routes_kind_is_a_setting() {
             ingress_yaml: String::new(),
             host: app.ingress.host.into(),
             backends: Backends::default(),
+            asyncapi: None,
         },
     );
     assert!(bad.is_err());

@@ -107,6 +107,7 @@ async fn gateway_for(backends: Backends, yaml: String) -> (String, String, Shutd
         kind: None,
         host: blog.ingress.host.to_string(),
         backends,
+        asyncapi: Some(switchyard_registry::asyncapi::document_text(blog)),
     };
     let shutdown = Shutdown::new();
     tokio::spawn(switchyard_gateway::launch(
@@ -188,7 +189,7 @@ async fn contract_requests(gw: &str) {
 
 /// `/metrics`, `/healthz` and `/readyz` on the public port are the Ingress's to route (the
 /// client's catch-all here): nothing operational is public. The gateway's own answer on
-/// its ops port.
+/// its ops port, beside the app's AsyncAPI document.
 #[tokio::test]
 async fn operational_endpoints_are_not_public() {
     let (gw, ops, shutdown) = gateway_with_ops(all_backends().await).await;
@@ -219,6 +220,25 @@ async fn operational_endpoints_are_not_public() {
         .await
         .expect("text");
     assert!(metrics.contains("service=\"gateway\""), "{metrics}");
+    // The app's AsyncAPI document: on the ops port, with its content type; not public.
+    let asyncapi = client
+        .get(format!("{ops}/asyncapi.json"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(asyncapi.status(), 200);
+    assert_eq!(asyncapi.headers()["content-type"], "application/json");
+    let doc: Value = asyncapi.json().await.expect("json");
+    assert_eq!(doc["channels"]["CommentCreated"]["address"], "CommentCreated");
+    let public: Value = client
+        .get(format!("{gw}/asyncapi.json"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(public["backend"], "client", "/asyncapi.json was not proxied");
     shutdown.trigger();
 }
 
