@@ -30,6 +30,7 @@
 //! Filtering: a consumer that takes some types only gets a subject filter on the server
 //! (one subject on NATS 2.9, several from 2.10); other events are acknowledged unhandled.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -58,8 +59,12 @@ pub const DEFAULT_STREAM: &str = "BLOG";
 pub const DEFAULT_SUBJECT_PREFIX: &str = "blog";
 /// How long the stream remembers message ids to drop republished events.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// Most messages asked for in one pull (never more than the free handler slots).
+/// Most messages one pull asks for.
 const PULL_BATCH: usize = 16;
+/// How many messages a consumer holds beyond its handlers, across its pulls: they wait
+/// for a handler here, kept alive with progress acks, so a free handler does not wait a
+/// round trip for its next message.
+const LOOKAHEAD: usize = 16;
 /// How long one pull request waits for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// First and longest pause between tries of an event whose handling failed transiently.
@@ -743,10 +748,14 @@ impl Consumer {
     async fn run(self) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.settings.concurrency.max(1)));
+        let credits = Arc::new(Semaphore::new(this.settings.concurrency.max(1) + LOOKAHEAD));
         let in_flight = TaskTracker::new();
         let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         while !this.stop.is_cancelled() {
-            match this.session(&slots, &in_flight, &mut backoff).await {
+            match this
+                .session(&slots, &credits, &in_flight, &mut backoff)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(consumer = %this.name, error = %e, retry_in = ?backoff.current(), "NATS consumer interrupted");
@@ -760,65 +769,148 @@ impl Consumer {
 
     /// One consumer session; `Ok` only on shutdown.
     ///
-    /// Messages are pulled only for handlers that are free: each pull asks for as many
-    /// messages as there are free slots, so no message waits in a buffer while its ack
-    /// wait runs out (which would deliver it again and count that as a failure). While the
-    /// database is away every slot is held by a handler retrying its event, and nothing
-    /// more is pulled.
+    /// A consumer holds at most its handlers' number of messages plus [`LOOKAHEAD`]: each
+    /// pull asks for as many as there are credits free (a credit is held by a message from
+    /// its arrival until it is handled), so a handler that becomes free finds its next
+    /// message here instead of waiting a round trip for it. A message waiting here for a
+    /// handler is kept alive with progress acks, so its ack wait never runs out while it
+    /// waits (which would deliver it again and count that as a failure); while the
+    /// database is away every handler is held by an event it retries and nothing more is
+    /// pulled. A pull's messages are read by a task of their own, so the next pull goes
+    /// out as soon as a credit is free, while earlier ones are still being filled.
     async fn session(
         self: &Arc<Self>,
         slots: &Arc<Semaphore>,
+        credits: &Arc<Semaphore>,
         in_flight: &TaskTracker,
         backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         self.bus.ensure_streams().await?;
         let stream = self.bus.js.get_stream(&self.bus.stream).await?;
         let consumer = self.durable(&stream).await?;
+        let mut pulls = tokio::task::JoinSet::new();
         loop {
             let first = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot?,
-                _ = self.stop.cancelled() => return Ok(()),
+                credit = credits.clone().acquire_owned() => credit?,
+                Some(done) = pulls.join_next() => {
+                    pull_ended(done, backoff)?;
+                    continue;
+                }
+                _ = self.stop.cancelled() => {
+                    // Each reader gives back the messages still waiting for a handler.
+                    while pulls.join_next().await.is_some() {}
+                    return Ok(());
+                }
             };
-            let mut free = vec![first];
-            while free.len() < PULL_BATCH {
-                match slots.clone().try_acquire_owned() {
-                    Ok(slot) => free.push(slot),
+            while let Some(done) = pulls.try_join_next() {
+                pull_ended(done, backoff)?;
+            }
+            let mut reserved = vec![first];
+            while reserved.len() < PULL_BATCH {
+                match credits.clone().try_acquire_owned() {
+                    Ok(credit) => reserved.push(credit),
                     Err(_) => break,
                 }
             }
             let asked = Instant::now();
-            let mut batch = consumer
+            let batch = consumer
                 .batch()
-                .max_messages(free.len())
+                .max_messages(reserved.len())
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await?;
-            let mut got = 0usize;
-            loop {
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    _ = self.stop.cancelled() => return Ok(()),
-                };
-                let message = match next {
-                    None => break,
+            pulls.spawn(self.clone().read_pull(
+                batch,
+                reserved,
+                asked,
+                slots.clone(),
+                in_flight.clone(),
+            ));
+        }
+    }
+
+    /// Hands each message of one pull to a free handler, or keeps it alive until one is
+    /// free; returns how many came. Credits no message came for are freed when the pull
+    /// ends.
+    async fn read_pull(
+        self: Arc<Self>,
+        mut batch: consumer::pull::Batch,
+        mut reserved: Vec<OwnedSemaphorePermit>,
+        asked: Instant,
+        slots: Arc<Semaphore>,
+        in_flight: TaskTracker,
+    ) -> anyhow::Result<usize> {
+        let mut waiting: VecDeque<(jetstream::Message, OwnedSemaphorePermit)> = VecDeque::new();
+        let every = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
+        let mut keep_alive = tokio::time::interval_at(Instant::now() + every, every);
+        let (mut open, mut got) = (true, 0usize);
+        let hand_over = |message, slot, credit: OwnedSemaphorePermit| {
+            let this = self.clone();
+            in_flight.spawn(async move {
+                this.process(message, slot).await;
+                drop(credit);
+            });
+        };
+        while open || !waiting.is_empty() {
+            tokio::select! {
+                next = batch.next(), if open => match next {
+                    None => {
+                        open = false;
+                        reserved.clear();
+                    }
                     Some(Err(e)) => anyhow::bail!("pulling messages: {e}"),
-                    Some(Ok(message)) => message,
-                };
-                got += 1;
-                backoff.reset();
-                let slot = match free.pop() {
-                    Some(slot) => slot,
-                    None => slots.clone().acquire_owned().await?,
-                };
-                let this = self.clone();
-                in_flight.spawn(async move { this.process(message, slot).await });
-            }
-            if got == 0 && asked.elapsed() < PULL_EXPIRES / 2 {
-                // A pull that ends at once, empty, is not an idle wait: the consumer or
-                // the connection is gone. Set everything up again.
-                anyhow::bail!("a pull request ended early without messages");
+                    Some(Ok(message)) => {
+                        got += 1;
+                        // A pull never brings more than it asked for, each with its credit.
+                        let Some(credit) = reserved.pop() else {
+                            anyhow::bail!("a pull brought more messages than it asked for");
+                        };
+                        match slots.clone().try_acquire_owned() {
+                            Ok(slot) if waiting.is_empty() => hand_over(message, slot, credit),
+                            Ok(slot) => {
+                                waiting.push_back((message, credit));
+                                if let Some((first, credit)) = waiting.pop_front() {
+                                    hand_over(first, slot, credit);
+                                }
+                            }
+                            Err(_) => waiting.push_back((message, credit)),
+                        }
+                    }
+                },
+                slot = slots.clone().acquire_owned(), if !waiting.is_empty() => {
+                    if let Some((message, credit)) = waiting.pop_front() {
+                        hand_over(message, slot?, credit);
+                    }
+                }
+                _ = keep_alive.tick(), if !waiting.is_empty() => {
+                    for (message, _) in &waiting {
+                        if let Err(e) = message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(consumer = %self.name, error = %e, "progress ack of a waiting message failed");
+                        }
+                    }
+                }
+                _ = self.stop.cancelled() => {
+                    // Stopping: what no handler took goes back to the stream at once, for
+                    // another replica or the next start, instead of after its ack wait,
+                    // and is not counted as a failed delivery.
+                    for (message, _) in waiting {
+                        if let Ok(info) = message.info() {
+                            self.excuse(info.stream_sequence).await;
+                        }
+                        if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+                            tracing::debug!(consumer = %self.name, error = %e, "giving back a waiting message failed");
+                        }
+                    }
+                    return Ok(got);
+                }
             }
         }
+        if got == 0 && asked.elapsed() < PULL_EXPIRES / 2 {
+            // A pull that ends at once, empty, is not an idle wait: the consumer or the
+            // connection is gone. Set everything up again.
+            anyhow::bail!("a pull request ended early without messages");
+        }
+        Ok(got)
     }
 
     /// The consumer's configuration as this version of the service wants it.
@@ -1156,6 +1248,23 @@ fn differs(existing: &consumer::Config, desired: &consumer::pull::Config) -> boo
         || existing.ack_wait != desired.ack_wait
         || existing.max_deliver != desired.max_deliver
         || existing.max_ack_pending != desired.max_ack_pending
+}
+
+/// Takes in the end of one pull's reader ([`Consumer::read_pull`]): an error ends the
+/// session; messages received reset its backoff.
+fn pull_ended(
+    done: Result<anyhow::Result<usize>, tokio::task::JoinError>,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    match done {
+        Ok(Ok(0)) => Ok(()),
+        Ok(Ok(_)) => {
+            backoff.reset();
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(anyhow::anyhow!("a pull's reader failed: {e}")),
+    }
 }
 
 /// The first message of `stream` on `subject` at or after sequence `from` (None past the

@@ -614,3 +614,83 @@ async fn the_stream_gets_its_max_age_also_when_it_existed() {
     limited.ensure_streams().await.expect("streams");
     assert_eq!(max_age(Arc::new(limited)).await, week);
 }
+
+/// Holds the first delivery of an event of type `Slow` until `release` is notified;
+/// records each delivery.
+struct Gate {
+    release: tokio::sync::Notify,
+    deliveries: Mutex<HashMap<String, u32>>,
+}
+
+impl EventHandler for Gate {
+    fn handle(&self, event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        Box::pin(async move {
+            let delivery = {
+                let mut deliveries = self.deliveries.lock().expect("lock");
+                let n = deliveries.entry(event.id.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            if event.event_type == "Slow" && delivery == 1 {
+                self.release.notified().await;
+            }
+            Ok(Handled::Applied)
+        })
+    }
+}
+
+/// Messages pulled ahead of a free handler wait in the consumer while the one handler is
+/// held for three times the ack wait: they are kept alive, so none is delivered again,
+/// none is dead-lettered, and each is handled once when the handler is free. (The held
+/// event itself counts as hung past its ack wait, and may come again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_a_busy_handler_are_kept_alive() {
+    let Some((bus, _cleanup)) = fresh_bus().await else {
+        return;
+    };
+    let mut settings = ConsumerSettings::new("svc");
+    settings.ack_wait = Duration::from_secs(1);
+    settings.max_deliver = 3;
+    settings.concurrency = 1;
+    let gate = Arc::new(Gate {
+        release: tokio::sync::Notify::new(),
+        deliveries: Mutex::new(HashMap::new()),
+    });
+    let shutdown = Shutdown::new();
+    bus.start_consuming(&settings, gate.clone(), Metrics::new("test"), &shutdown);
+    let slow = event("Slow", 0);
+    publish(&bus, &slow).await;
+    let rest: Vec<Envelope> = (1..=8).map(|n| event("CommentCreated", n)).collect();
+    for e in &rest {
+        publish(&bus, e).await;
+    }
+    eventually("the slow event is being handled", || async {
+        gate.deliveries
+            .lock()
+            .expect("lock")
+            .contains_key(&slow.id)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    gate.release.notify_one();
+    eventually("every event handled", || async {
+        let deliveries = gate.deliveries.lock().expect("lock");
+        rest.iter()
+            .all(|e| deliveries.contains_key(&e.id))
+            .then_some(())
+    })
+    .await;
+    let deliveries = gate.deliveries.lock().expect("lock").clone();
+    for e in &rest {
+        assert_eq!(
+            deliveries.get(&e.id),
+            Some(&1),
+            "{} ({}) delivered again",
+            e.id,
+            e.event_type
+        );
+    }
+    assert_eq!(bus.dead_letter_count("svc").await.expect("count"), 0);
+    shutdown.drain_background(Duration::from_secs(5)).await;
+}
