@@ -67,7 +67,7 @@ pub static BLOG: App = App {
         Service {
             deployment: Some("comments-depl"),
             k8s_service: Some("comments-srv"),
-            consumes: Consumes::Only(&[COMMENT_MODERATED]),
+            consumes: Consumes::Only(switchyard_comments::CONSUMES),
             consumer_group: Some("comments"),
             produces: &[COMMENT_CREATED, COMMENT_UPDATED],
             ..service("comments", "comments per post and their status", 4001, 9401)
@@ -75,14 +75,14 @@ pub static BLOG: App = App {
         Service {
             deployment: Some("query-depl"),
             k8s_service: Some("query-srv"),
-            consumes: Consumes::Only(&[POST_CREATED, COMMENT_CREATED, COMMENT_UPDATED]),
+            consumes: Consumes::Only(switchyard_query::CONSUMES),
             consumer_group: Some("query"),
             ..service("query", "the read model: posts with comments", 4002, 9402)
         },
         Service {
             deployment: Some("moderation-depl"),
             k8s_service: Some("moderation-srv"),
-            consumes: Consumes::Only(&[COMMENT_CREATED]),
+            consumes: Consumes::Only(switchyard_moderation::CONSUMES),
             consumer_group: Some("moderation"),
             produces: &[COMMENT_MODERATED],
             ..service("moderation", "judges new comments", 4003, 9403)

@@ -167,7 +167,8 @@ pub struct Service {
     /// Whether it issues or checks sessions: only then does it get the app's secrets
     /// (`JWT_KEY`).
     pub sessions: bool,
-    /// Which events it consumes.
+    /// Which events it consumes: for a service of an app, the `CONSUMES` its crate declares
+    /// by event type next to its handler.
     pub consumes: Consumes,
     /// Its consumer group (one per service, shared by its replicas), when it consumes.
     pub consumer_group: Option<&'static str>,

@@ -68,7 +68,7 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("tickets-depl"),
             k8s_service: Some("tickets-srv"),
-            consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED]),
+            consumes: Consumes::Only(switchyard_tickets::CONSUMES),
             consumer_group: Some("tickets-service"),
             produces: &[TICKET_CREATED, TICKET_UPDATED],
             sessions: true,
@@ -82,14 +82,7 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("orders-depl"),
             k8s_service: Some("orders-srv"),
-            // Paid or expired is payments' verdict (payment:created, payment:expired), in
-            // the order it decided; expiration's event goes to payments.
-            consumes: Consumes::Only(&[
-                TICKET_CREATED,
-                TICKET_UPDATED,
-                PAYMENT_CREATED,
-                PAYMENT_EXPIRED,
-            ]),
+            consumes: Consumes::Only(switchyard_orders::CONSUMES),
             consumer_group: Some("orders-service"),
             produces: &[ORDER_CREATED, ORDER_CANCELLED],
             sessions: true,
@@ -102,7 +95,7 @@ pub static TICKETING: App = App {
         },
         Service {
             deployment: Some("expiration-depl"),
-            consumes: Consumes::Only(&[ORDER_CREATED]),
+            consumes: Consumes::Only(switchyard_expiration::CONSUMES),
             consumer_group: Some("expiration-service"),
             produces: &[EXPIRATION_COMPLETE],
             ..service(
@@ -115,7 +108,7 @@ pub static TICKETING: App = App {
         Service {
             deployment: Some("payments-depl"),
             k8s_service: Some("payments-srv"),
-            consumes: Consumes::Only(&[ORDER_CREATED, ORDER_CANCELLED, EXPIRATION_COMPLETE]),
+            consumes: Consumes::Only(switchyard_payments::CONSUMES),
             consumer_group: Some("payments-service"),
             produces: &[PAYMENT_CREATED, PAYMENT_EXPIRED],
             sessions: true,

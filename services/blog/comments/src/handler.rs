@@ -2,10 +2,14 @@
 
 use futures_util::future::BoxFuture;
 use sqlx::Row;
-use switchyard_blog_contract::{BlogEvent, CommentModerated, CommentUpdated};
+use switchyard_blog_contract::{BlogEvent, CommentModerated, CommentUpdated, ContractEvent};
 use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+pub const CONSUMES: &[&str] = &[CommentModerated::NAME];
 
 pub(crate) struct Moderations(pub ServiceState);
 

@@ -7,6 +7,7 @@
 //!   `CommentUpdated`, once per event (inbox); a moderation of an unknown comment is ignored.
 
 mod handler;
+pub use handler::CONSUMES;
 mod routes;
 
 use std::sync::Arc;

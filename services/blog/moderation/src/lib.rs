@@ -11,7 +11,7 @@ mod rule;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_blog_contract::{BlogEvent, CommentModerated};
+use switchyard_blog_contract::{BlogEvent, CommentCreated, CommentModerated, ContractEvent};
 use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{
     EventHandler, HandleError, Handled, Service, ServiceSettings, ServiceState,
@@ -25,6 +25,10 @@ pub use rule::Rule;
 
 /// Moderation has no tables of its own: its database holds the messaging tables only.
 pub static MIGRATIONS: Migrations = Migrations(&[]);
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+pub const CONSUMES: &[&str] = &[CommentCreated::NAME];
 
 #[derive(Debug, Clone)]
 pub struct Settings {

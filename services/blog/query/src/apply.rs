@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::Row;
-use switchyard_blog_contract::{BlogEvent, CommentCreated, CommentUpdated, PostCreated};
+use switchyard_blog_contract::{
+    BlogEvent, CommentCreated, CommentUpdated, ContractEvent, PostCreated,
+};
 use switchyard_bus_client::consumer::{Handled, malformed};
 use switchyard_bus_client::inbox::begin_once;
 use switchyard_bus_client::{EventHandler, HandleError};
@@ -13,6 +15,14 @@ use switchyard_kit::Dialect;
 
 use crate::position::Position;
 use crate::read_model::ReadModel;
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+pub const CONSUMES: &[&str] = &[
+    PostCreated::NAME,
+    CommentCreated::NAME,
+    CommentUpdated::NAME,
+];
 
 pub(crate) struct Applier {
     model: ReadModel,

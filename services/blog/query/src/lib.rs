@@ -18,6 +18,7 @@
 //! notify its `/posts/stream` clients of changes applied by the other replicas).
 
 mod apply;
+pub use apply::CONSUMES;
 mod catch_up;
 mod position;
 mod read_model;

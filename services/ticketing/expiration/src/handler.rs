@@ -6,11 +6,15 @@ use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
 use switchyard_kit::clock::unix_millis;
-use switchyard_ticketing_contract::TicketingEvent;
+use switchyard_ticketing_contract::{ContractEvent, TicketingEvent};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::timers::Timers;
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+pub const CONSUMES: &[&str] = &[switchyard_ticketing_contract::OrderCreated::NAME];
 
 pub(crate) struct OrderCreated {
     pub state: ServiceState,

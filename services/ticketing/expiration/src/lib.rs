@@ -17,6 +17,7 @@
 //! on the ops listener.
 
 mod handler;
+pub use handler::CONSUMES;
 mod timers;
 
 use std::sync::Arc;

@@ -13,7 +13,22 @@ use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
-use switchyard_ticketing_contract::{OrderCancelled, OrderStatus, TicketRef, TicketingEvent};
+use switchyard_ticketing_contract::{
+    ContractEvent, OrderCancelled, OrderStatus, PaymentCreated, PaymentExpired, TicketCreated,
+    TicketRef, TicketUpdated, TicketingEvent,
+};
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+///
+/// Paid or expired is payments' verdict (`payment:created`, `payment:expired`), in the order
+/// it decided; expiration's event goes to payments.
+pub const CONSUMES: &[&str] = &[
+    TicketCreated::NAME,
+    TicketUpdated::NAME,
+    PaymentCreated::NAME,
+    PaymentExpired::NAME,
+];
 
 pub(crate) struct Events(pub ServiceState);
 

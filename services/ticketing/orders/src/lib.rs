@@ -16,6 +16,7 @@
 //! with several replicas of the service on one PostgreSQL database.
 
 mod handler;
+pub use handler::CONSUMES;
 mod order;
 mod routes;
 

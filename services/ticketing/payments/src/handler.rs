@@ -12,9 +12,20 @@ use sqlx::Row;
 use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
-use switchyard_ticketing_contract::{OrderStatus, TicketingEvent, cents};
+use switchyard_ticketing_contract::{
+    ContractEvent, ExpirationComplete, OrderCancelled, OrderCreated, OrderStatus, TicketingEvent,
+    cents,
+};
 
 use crate::verdict::{self, Decision};
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+pub const CONSUMES: &[&str] = &[
+    OrderCreated::NAME,
+    OrderCancelled::NAME,
+    ExpirationComplete::NAME,
+];
 
 pub(crate) struct Orders(pub ServiceState);
 

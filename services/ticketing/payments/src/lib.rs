@@ -16,6 +16,7 @@
 //! concurrent requests, retries, crashes and a cancellation during the charge.
 
 mod handler;
+pub use handler::CONSUMES;
 mod pay;
 pub mod provider;
 mod routes;

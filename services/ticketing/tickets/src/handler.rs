@@ -11,9 +11,13 @@ use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceS
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
 use switchyard_kit::clock::unix_millis;
-use switchyard_ticketing_contract::TicketingEvent;
+use switchyard_ticketing_contract::{ContractEvent, OrderCancelled, OrderCreated, TicketingEvent};
 
 use crate::ticket::{Ticket, ticket_columns};
+
+/// The events this service consumes, named by their types: the registry subscribes it to
+/// these (and to nothing else), and its handler's `match` names every other event as ignored.
+pub const CONSUMES: &[&str] = &[OrderCreated::NAME, OrderCancelled::NAME];
 
 pub(crate) struct Orders(pub ServiceState);
 

@@ -16,6 +16,7 @@
 //! applies `ticket:updated` strictly in version order, never misses or reorders a change.
 
 mod handler;
+pub use handler::CONSUMES;
 mod routes;
 mod ticket;
 
