@@ -229,7 +229,10 @@ async fn operational_endpoints_are_not_public() {
     assert_eq!(asyncapi.status(), 200);
     assert_eq!(asyncapi.headers()["content-type"], "application/json");
     let doc: Value = asyncapi.json().await.expect("json");
-    assert_eq!(doc["channels"]["CommentCreated"]["address"], "CommentCreated");
+    assert_eq!(
+        doc["channels"]["CommentCreated"]["address"],
+        "CommentCreated"
+    );
     let public: Value = client
         .get(format!("{gw}/asyncapi.json"))
         .send()
@@ -238,7 +241,10 @@ async fn operational_endpoints_are_not_public() {
         .json()
         .await
         .expect("json");
-    assert_eq!(public["backend"], "client", "/asyncapi.json was not proxied");
+    assert_eq!(
+        public["backend"], "client",
+        "/asyncapi.json was not proxied"
+    );
     shutdown.trigger();
 }
 
