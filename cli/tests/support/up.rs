@@ -24,8 +24,14 @@ fn free(port: u32) -> bool {
 /// a port that is free when checked stays free only until the `up` that owns it binds it.
 static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
-/// An offset that shifts every port of every app onto a free one, never the same twice in
-/// one test process.
+/// Every shifted port stays below this: Linux hands out the ports from 32768 up
+/// (`ip_local_port_range`) as the local ports of outgoing connections, and one of those
+/// (a client's, a database connection's) taking a port between the check below and the
+/// bind made `up` fail with "address already in use".
+const EPHEMERAL_PORTS_START: u32 = 32_768;
+
+/// An offset that shifts every port of every app onto a free one below the ephemeral
+/// ports, never the same twice in one test process.
 pub fn free_offset() -> u16 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -33,9 +39,16 @@ pub fn free_offset() -> u16 {
         .unwrap_or(0);
     let seed = (std::process::id() ^ nanos) as u16;
     let mut taken = TAKEN.lock().expect("lock");
+    let highest = ports().into_iter().max().map_or(0, u32::from);
+    // Offsets from 10,000 in steps of 1,000 while the highest port stays below the
+    // ephemeral ones (with the registry's ports up to 9,580: 10,000 to 23,000).
+    let steps =
+        u16::try_from(EPHEMERAL_PORTS_START.saturating_sub(100 + highest + 10_000) / 1_000 + 1)
+            .unwrap_or(1)
+            .max(1);
     for attempt in 0..200u16 {
         let offset = 10_000
-            + ((seed.wrapping_add(attempt.wrapping_mul(97))) % 40) * 1_000
+            + ((seed.wrapping_add(attempt.wrapping_mul(97))) % steps) * 1_000
             + (attempt % 7) * 10;
         // Two offsets share a port when they differ by the distance between two ports.
         let shifted = |o: u16| {
