@@ -154,14 +154,15 @@ impl EventLog {
             .find(|e| e.seq == seq))
     }
 
-    /// Deletes the events older than `max_age` up to `seq <= up_to` (where every
+    /// Deletes the events at least `max_age` old (an event appended in the same
+    /// millisecond as the call is zero old) up to `seq <= up_to` (where every
     /// subscriber's saved cursor is) that are neither parked nor dead-lettered (a replay
     /// needs them); the newest event stays (it keeps the next `seq`). Returns how many were
     /// deleted.
     pub async fn prune(&self, max_age: std::time::Duration, up_to: i64) -> anyhow::Result<u64> {
         let cutoff = unix_millis() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let deleted = sqlx::query(
-            "DELETE FROM events WHERE appended_at < $1 \
+            "DELETE FROM events WHERE appended_at <= $1 \
              AND seq < (SELECT MAX(seq) FROM events) \
              AND seq <= $2 AND seq <= (SELECT MIN(seq) FROM events) + 10000 \
              AND seq NOT IN (SELECT seq FROM parked) \
