@@ -45,11 +45,11 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
 
     /// The JSON answer for `key`: the one `cache` keeps if no commit of `outbox` came
     /// since it was read, otherwise `read` afresh (and kept, if no commit raced it).
-    pub async fn answer(
+    pub async fn answer<T: serde::Serialize>(
         cache: Option<&Self>,
         outbox: &Outbox,
         key: K,
-        read: impl Future<Output = Result<serde_json::Value, ApiError>>,
+        read: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<Bytes, ApiError> {
         let at = outbox.commits();
         if let Some(body) = cache.and_then(|c| c.get(&key, at)) {

@@ -187,36 +187,31 @@ fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Field validation for JSON objects.
-pub mod fields {
-    use super::ApiError;
-    use serde_json::Value;
+/// A request body parsed into its type `T` (declared with
+/// [`switchyard_wire::request_body!`]): a handler taking `ValidJson<T>` only runs with a
+/// body that keeps every rule of `T`.
+///
+/// Rejections are [`JsonBody`]'s, then 400 listing every failing field (or that the body
+/// is not a JSON object).
+#[derive(Debug, Clone)]
+pub struct ValidJson<T>(pub T);
 
-    /// The body must be a JSON object.
-    pub fn object(body: &Value) -> Result<&serde_json::Map<String, Value>, ApiError> {
-        body.as_object()
-            .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))
+impl<S: Send + Sync, T: switchyard_wire::RequestBody> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        T::from_json(&body).map(ValidJson).map_err(ApiError::from)
     }
+}
 
-    /// A required, non-blank string of at most `max` characters, without NUL (which
-    /// PostgreSQL cannot store in text: refused on every backend alike).
-    pub fn text(body: &Value, field: &str, max: usize) -> Result<String, ApiError> {
-        let obj = object(body)?;
-        match obj.get(field) {
-            None | Some(Value::Null) => Err(ApiError::field(field, format!("{field} is required"))),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                Err(ApiError::field(field, format!("{field} must not be empty")))
+impl From<switchyard_wire::BodyError> for ApiError {
+    fn from(err: switchyard_wire::BodyError) -> Self {
+        match err {
+            switchyard_wire::BodyError::NotAnObject => {
+                ApiError::bad_request("the body must be a JSON object")
             }
-            Some(Value::String(s)) if s.chars().count() > max => Err(ApiError::field(
-                field,
-                format!("{field} must be at most {max} characters"),
-            )),
-            Some(Value::String(s)) if s.contains('\0') => Err(ApiError::field(
-                field,
-                format!("{field} must not contain NUL characters"),
-            )),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(ApiError::field(field, format!("{field} must be a string"))),
+            switchyard_wire::BodyError::Fields(fields) => ApiError::fields(fields),
         }
     }
 }
@@ -225,16 +220,6 @@ pub mod fields {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn text_fields_refuse_nul() {
-        let err = fields::text(&json!({"title": "a\u{0}b"}), "title", 10).expect_err("nul");
-        assert_eq!(err.errors[0].field.as_deref(), Some("title"));
-        assert_eq!(
-            fields::text(&json!({"title": "a b"}), "title", 10),
-            Ok("a b".to_string())
-        );
-    }
 
     #[test]
     fn body_has_field_only_when_set() {
@@ -254,16 +239,5 @@ mod tests {
         let e = ApiError::internal("secret path /var/db");
         assert!(!String::from_utf8_lossy(&e.body()).contains("secret"));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-    }
-
-    #[test]
-    fn text_field_rules() {
-        let body = json!({"t": "ok", "e": "  ", "n": 3, "l": "xxxx"});
-        assert_eq!(fields::text(&body, "t", 10), Ok("ok".to_string()));
-        for (f, max) in [("e", 10), ("n", 10), ("l", 3), ("missing", 10)] {
-            let err = fields::text(&body, f, max).expect_err(f);
-            assert_eq!(err.errors[0].field.as_deref(), Some(f));
-        }
-        assert!(fields::text(&json!([1]), "t", 10).is_err());
     }
 }

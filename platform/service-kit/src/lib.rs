@@ -37,7 +37,7 @@ pub use backoff::Backoff;
 pub use bus_secret::{BusSecret, FromBus, HasBusSecret};
 pub use config::{CommonConfig, ConfigError, Env};
 pub use db::{Db, Dialect, Migration, Migrations};
-pub use error::{ApiError, JsonBody};
+pub use error::{ApiError, JsonBody, ValidJson};
 pub use http::{HttpStack, ReadinessCheck, RequestId};
 pub use metrics::Metrics;
 pub use server::{Shutdown, serve};

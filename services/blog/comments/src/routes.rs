@@ -3,16 +3,12 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
-use switchyard_blog_contract::{
-    BlogEvent, CommentCreated, CommentStatus, MAX_CONTENT_LEN, MAX_REF_LEN,
-};
+use switchyard_blog_contract::{BlogEvent, CommentCreated, CommentStatus, MAX_REF_LEN};
 use switchyard_bus_client::ServiceState;
 use switchyard_events::ids;
-use switchyard_kit::error::fields;
 use switchyard_kit::openapi::ErrorBody;
-use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_kit::{ApiError, RequestId, ValidJson};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -63,10 +59,10 @@ async fn create(
     State(state): State<ServiceState>,
     Path(post_id): Path<String>,
     request_id: RequestId,
-    JsonBody(body): JsonBody,
+    ValidJson(NewComment { content }): ValidJson<NewComment>,
 ) -> Result<Response, ApiError> {
     check_post_id(&post_id)?;
-    let content = fields::text(&body, "content", MAX_CONTENT_LEN)?;
+    let content = content.into_string();
     let id = ids::entity_id();
     let event = BlogEvent::from(CommentCreated {
         id: id.clone(),
@@ -93,7 +89,11 @@ async fn create(
     // that the event leaves as soon as it is committed; the new one is listed as created.
     let mut conn = state.db.reader().acquire().await?;
     let mut comments = comments_of(&mut conn, &post_id, Some(ord)).await?;
-    comments.push(json!({"id": id, "content": content, "status": CommentStatus::Pending.as_str()}));
+    comments.push(Comment {
+        id,
+        content,
+        status: CommentStatus::Pending,
+    });
     Ok((StatusCode::CREATED, axum::Json(comments)).into_response())
 }
 
@@ -103,7 +103,7 @@ async fn comments_of(
     conn: &mut AnyConnection,
     post_id: &str,
     before: Option<i64>,
-) -> Result<Vec<Value>, sqlx::Error> {
+) -> Result<Vec<Comment>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, content, status FROM comments WHERE post_id = $1 AND ord < $2 ORDER BY ord",
     )
@@ -111,12 +111,16 @@ async fn comments_of(
     .bind(before.unwrap_or(i64::MAX))
     .fetch_all(conn)
     .await?;
-    let mut list = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: String = row.try_get(0)?;
-        let content: String = row.try_get(1)?;
-        let status: String = row.try_get(2)?;
-        list.push(json!({"id": id, "content": content, "status": status}));
-    }
-    Ok(list)
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            Ok(Comment {
+                id: row.try_get("id")?,
+                content: row.try_get("content")?,
+                status: CommentStatus::parse(&status).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown comment status {status:?}").into())
+                })?,
+            })
+        })
+        .collect()
 }

@@ -3,14 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
 use sqlx::Row;
-use switchyard_blog_contract::{BlogEvent, MAX_TITLE_LEN, PostCreated};
+use switchyard_blog_contract::{BlogEvent, PostCreated};
 use switchyard_bus_client::ServiceState;
 use switchyard_events::ids;
-use switchyard_kit::error::fields;
 use switchyard_kit::openapi::ErrorBody;
-use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_kit::{ApiError, RequestId, ValidJson};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,13 +30,15 @@ async fn list(State(state): State<ServiceState>) -> Result<Response, ApiError> {
     let rows = sqlx::query("SELECT id, title FROM posts ORDER BY ord")
         .fetch_all(state.db.reader())
         .await?;
-    let mut posts = Map::new();
+    let mut posts = indexmap::IndexMap::with_capacity(rows.len());
     for row in rows {
-        let id: String = row.try_get(0)?;
-        let title: String = row.try_get(1)?;
-        posts.insert(id.clone(), json!({"id": id, "title": title}));
+        let post = Post {
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+        };
+        posts.insert(post.id.clone(), post);
     }
-    Ok(axum::Json(Value::Object(posts)).into_response())
+    Ok(axum::Json(posts).into_response())
 }
 
 /// Creates a post (the path the course's Ingress routes to posts).
@@ -50,9 +50,9 @@ async fn list(State(state): State<ServiceState>) -> Result<Response, ApiError> {
 async fn create(
     State(state): State<ServiceState>,
     request_id: RequestId,
-    JsonBody(body): JsonBody,
+    ValidJson(NewPost { title }): ValidJson<NewPost>,
 ) -> Result<Response, ApiError> {
-    let title = fields::text(&body, "title", MAX_TITLE_LEN)?;
+    let title = title.into_string();
     let id = ids::entity_id();
     let event = BlogEvent::from(PostCreated {
         id: id.clone(),
@@ -68,11 +68,7 @@ async fn create(
     tx.publish(&event).await?;
     tx.commit().await?;
     tracing::info!(post_id = %id, "post created");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"id": id, "title": title})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(Post { id, title })).into_response())
 }
 
 /// Creates a post, as `POST /posts/create` does (the course's path before the Ingress).
@@ -84,7 +80,7 @@ async fn create(
 async fn create_before_ingress(
     state: State<ServiceState>,
     request_id: RequestId,
-    body: JsonBody,
+    body: ValidJson<NewPost>,
 ) -> Result<Response, ApiError> {
     create(state, request_id, body).await
 }

@@ -13,7 +13,6 @@
 mod password;
 mod routes;
 mod throttle;
-mod validate;
 
 use std::sync::Arc;
 

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use sqlx::Row;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::openapi::ErrorBody;
-use switchyard_kit::{ApiError, JsonBody};
+use switchyard_kit::{ApiError, ValidJson};
 use switchyard_session::{Claims, CurrentUser, SessionUser};
 use switchyard_ticketing_contract::http::{
     CurrentUser as CurrentUserBody, Empty, SignIn, SignUp, User,
@@ -21,7 +20,10 @@ use utoipa_axum::routes;
 use crate::AuthState;
 use crate::password::HashError;
 use crate::throttle::{self, Reservation, Rule};
-use crate::validate::{self, MAX_SIGNIN_PASSWORD};
+
+/// Longest password read at sign-in: longer ones cannot have been signed up (the limit
+/// there is 20 characters), and are refused before any hashing.
+const MAX_SIGNIN_PASSWORD: usize = 1024;
 
 pub(crate) fn router(state: AuthState) -> OpenApiRouter {
     OpenApiRouter::new()
@@ -70,7 +72,10 @@ fn signed_in(
     Ok((
         status,
         [(header::SET_COOKIE, state.sessions.set_cookie(&token))],
-        axum::Json(json!({"id": id, "email": email})),
+        axum::Json(User {
+            id: id.to_string(),
+            email: email.to_string(),
+        }),
     )
         .into_response())
 }
@@ -90,9 +95,9 @@ async fn signup(
     State(state): State<Arc<AuthState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    ValidJson(SignUp { email, password }): ValidJson<SignUp>,
 ) -> Result<Response, ApiError> {
-    let (email, password) = validate::signup(&body)?;
+    let (email, password) = (email.as_str().to_string(), password.into_string());
     let client = throttle::client_address(&headers, peer, state.throttle.trusted_hops);
     let rule = Rule::Slowing {
         max: state.throttle.signups_per_client,
@@ -157,9 +162,9 @@ async fn signin(
     State(state): State<Arc<AuthState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    ValidJson(SignIn { email, password }): ValidJson<SignIn>,
 ) -> Result<Response, ApiError> {
-    let (email, password) = validate::signin(&body)?;
+    let (email, password) = (email.as_str().to_string(), password.into_string());
     let client = throttle::client_address(&headers, peer, state.throttle.trusted_hops);
     let (email_key, client_key) = throttle::signin_keys(&email, &client);
     let config = &state.throttle;
@@ -231,7 +236,7 @@ async fn signout(State(state): State<Arc<AuthState>>) -> Response {
     (
         StatusCode::OK,
         [(header::SET_COOKIE, state.sessions.clear_cookie())],
-        axum::Json(json!({})),
+        axum::Json(Empty {}),
     )
         .into_response()
 }

@@ -16,6 +16,9 @@
 //! (`payment:expired`), and orders cancels it on the latter. The course's services ignore it.
 
 pub mod http;
+mod money;
+
+pub use money::Price;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,9 +44,6 @@ const MAX_TIME_LEN: usize = 40;
 /// Highest ticket price accepted: a charge is `price * 100` cents, and the provider takes
 /// at most eight digits.
 pub const MAX_PRICE: f64 = 999_999.99;
-/// Lowest ticket price accepted for sale: the payment provider's smallest charge (Stripe's,
-/// 0.50 USD); a cheaper ticket could be ordered but never paid.
-pub const MIN_PRICE: f64 = 0.50;
 
 /// An order's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -108,8 +108,8 @@ pub struct TicketCreated {
     pub version: i64,
     #[schema(min_length = 1, max_length = 200)]
     pub title: String,
-    #[schema(minimum = 0, maximum = 999999.99)]
-    pub price: f64,
+    #[schema(value_type = f64, minimum = 0, maximum = 999999.99)]
+    pub price: Price,
     /// The seller.
     #[schema(min_length = 1, max_length = 64)]
     pub user_id: String,
@@ -127,8 +127,8 @@ pub struct TicketUpdated {
     pub version: i64,
     #[schema(min_length = 1, max_length = 200)]
     pub title: String,
-    #[schema(minimum = 0, maximum = 999999.99)]
-    pub price: f64,
+    #[schema(value_type = f64, minimum = 0, maximum = 999999.99)]
+    pub price: Price,
     #[schema(min_length = 1, max_length = 64)]
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,8 +141,8 @@ pub struct TicketUpdated {
 pub struct OrderedTicket {
     #[schema(min_length = 1, max_length = 64)]
     pub id: String,
-    #[schema(minimum = 0, maximum = 999999.99)]
-    pub price: f64,
+    #[schema(value_type = f64, minimum = 0, maximum = 999999.99)]
+    pub price: Price,
 }
 
 /// The ticket an order released.
@@ -286,15 +286,12 @@ contract_events! {
     PaymentExpired => "payment:expired",
 }
 
-fn price(data: &serde_json::Map<String, Value>) -> Result<f64, EnvelopeError> {
+fn price(data: &serde_json::Map<String, Value>) -> Result<Price, EnvelopeError> {
     let p = number(data, "price")?;
-    if !(0.0..=MAX_PRICE).contains(&p) {
-        return Err(EnvelopeError::WrongType {
-            field: "price",
-            expected: "number from 0 to 999999.99",
-        });
-    }
-    Ok(p)
+    Price::from_number(p).ok_or(EnvelopeError::WrongType {
+        field: "price",
+        expected: "number from 0 to 999999.99",
+    })
 }
 
 impl TicketingEvent {
@@ -448,23 +445,6 @@ pub fn is_object_id(id: &str) -> bool {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A price as the API takes it: a JSON number (or numeric string, as a form sends it)
-/// greater than 0, at most [`MAX_PRICE`], rounded to cents.
-pub fn parse_price(value: Option<&Value>) -> Option<f64> {
-    let p = match value? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    (p.is_finite() && p > 0.0 && p <= MAX_PRICE).then(|| (p * 100.0).round() / 100.0)
-}
-
-/// The amount a price is charged as: cents, `price * 100`.
-pub fn cents(price: f64) -> i64 {
-    // Prices are checked to at most MAX_PRICE and rounded to cents: exact in i64.
-    (price * 100.0).round() as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,7 +460,7 @@ mod tests {
                 id: object_id(),
                 version: 0,
                 title: "concert".into(),
-                price: 20.5,
+                price: Price::from_cents(2050),
                 user_id: "u".into(),
             }
             .into(),
@@ -488,7 +468,7 @@ mod tests {
                 id: "t".into(),
                 version: 2,
                 title: "concert".into(),
-                price: 20.0,
+                price: Price::from_cents(2000),
                 user_id: "u".into(),
                 order_id: Some("o".into()),
             }
@@ -501,7 +481,7 @@ mod tests {
                 expires_at: "2026-12-01T00:15:00Z".into(),
                 ticket: OrderedTicket {
                     id: "t".into(),
-                    price: 20.0,
+                    price: Price::from_cents(2000),
                 },
             }
             .into(),
@@ -553,13 +533,13 @@ mod tests {
         let created = one_of_each().remove(2);
         assert_eq!(
             serde_json::to_string(&created.data()).expect("json"),
-            r#"{"id":"o","version":0,"status":"created","userId":"u","expiresAt":"2026-12-01T00:15:00Z","ticket":{"id":"t","price":20.0}}"#
+            r#"{"id":"o","version":0,"status":"created","userId":"u","expiresAt":"2026-12-01T00:15:00Z","ticket":{"id":"t","price":20}}"#
         );
         let updated = TicketingEvent::from(TicketUpdated {
             id: "t".into(),
             version: 1,
             title: "x".into(),
-            price: 1.0,
+            price: Price::from_cents(100),
             user_id: "u".into(),
             order_id: None,
         });
@@ -621,27 +601,11 @@ mod tests {
     }
 
     #[test]
-    fn ids_prices_and_cents() {
+    fn ids() {
         let id = object_id();
         assert!(is_object_id(&id));
         assert_ne!(id, object_id());
         assert!(!is_object_id("abc"));
         assert!(!is_object_id(&"g".repeat(24)));
-        assert_eq!(parse_price(Some(&json!(10))), Some(10.0));
-        assert_eq!(parse_price(Some(&json!("12.345"))), Some(12.35));
-        for bad in [
-            json!(0),
-            json!(-1),
-            json!("abc"),
-            json!(null),
-            json!(1e9),
-            json!([1]),
-        ] {
-            assert_eq!(parse_price(Some(&bad)), None, "{bad}");
-        }
-        assert_eq!(parse_price(None), None);
-        assert_eq!(cents(20.0), 2000);
-        assert_eq!(cents(19.99), 1999);
-        assert_eq!(cents(0.29), 29);
     }
 }

@@ -14,8 +14,8 @@ use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceS
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
 use switchyard_ticketing_contract::{
-    ContractEvent, OrderCancelled, OrderStatus, PaymentCreated, PaymentExpired, TicketCreated,
-    TicketRef, TicketUpdated, TicketingEvent,
+    ContractEvent, OrderCancelled, OrderStatus, PaymentCreated, PaymentExpired, Price,
+    TicketCreated, TicketRef, TicketUpdated, TicketingEvent,
 };
 
 /// The events this service consumes, named by their types: the registry subscribes it to
@@ -95,14 +95,14 @@ async fn ticket_created(
     id: &str,
     version: i64,
     title: &str,
-    price: f64,
+    price: Price,
 ) -> Result<Handled, HandleError> {
     let inserted = sqlx::query(
         "INSERT INTO tickets (id, title, price, version) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(title)
-    .bind(price)
+    .bind(price.as_number())
     .bind(version)
     .execute(conn)
     .await?
@@ -121,13 +121,13 @@ async fn ticket_updated(
     id: &str,
     version: i64,
     title: &str,
-    price: f64,
+    price: Price,
 ) -> Result<Handled, HandleError> {
     let updated = sqlx::query(
         "UPDATE tickets SET title = $1, price = $2, version = $3 WHERE id = $4 AND version = $5",
     )
     .bind(title)
-    .bind(price)
+    .bind(price.as_number())
     .bind(version)
     .bind(id)
     .bind(version - 1)
@@ -163,7 +163,7 @@ async fn ticket_snapshot(
     id: &str,
     version: i64,
     title: &str,
-    price: f64,
+    price: Price,
 ) -> Result<Handled, HandleError> {
     let changed = sqlx::query(
         "INSERT INTO tickets (id, title, price, version) VALUES ($1, $2, $3, $4) \
@@ -172,7 +172,7 @@ async fn ticket_snapshot(
     )
     .bind(id)
     .bind(title)
-    .bind(price)
+    .bind(price.as_number())
     .bind(version)
     .execute(conn)
     .await?

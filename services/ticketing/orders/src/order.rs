@@ -2,19 +2,21 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
-use switchyard_ticketing_contract::OrderStatus;
+use switchyard_ticketing_contract::http::{OrderBody, OrderTicket};
+use switchyard_ticketing_contract::{OrderStatus, Price};
 use time::OffsetDateTime;
 
-/// The columns [`Order::from_row`] reads, in its order, from `orders o JOIN tickets t` (a
+/// The columns [`Order::from_row`] reads, by name, from `orders o JOIN tickets t` (a
 /// macro, so that queries stay `&'static str` literals built with `concat!`). The ticket's
 /// title and price are the ones the order was placed at (orders from before they were kept
 /// show the replica's).
 macro_rules! order_columns {
     () => {
-        "o.id, o.user_id, o.status, o.expires_at, o.version, t.id, COALESCE(o.ticket_title, t.title), COALESCE(o.ticket_price, t.price), t.version"
+        "o.id AS id, o.user_id AS user_id, o.status AS status, o.expires_at AS expires_at, \
+         o.version AS version, t.id AS ticket_id, COALESCE(o.ticket_title, t.title) AS ticket_title, \
+         COALESCE(o.ticket_price, t.price) AS ticket_price, t.version AS ticket_version"
     };
 }
 pub(crate) use order_columns;
@@ -24,7 +26,7 @@ pub(crate) use order_columns;
 pub(crate) struct Ticket {
     pub id: String,
     pub title: String,
-    pub price: f64,
+    pub price: Price,
     pub version: i64,
 }
 
@@ -37,23 +39,23 @@ impl Ticket {
             .await?;
         row.map(|row| {
             Ok(Ticket {
-                id: row.try_get(0)?,
-                title: row.try_get(1)?,
-                price: row.try_get(2)?,
-                version: row.try_get(3)?,
+                id: row.try_get("id")?,
+                title: row.try_get("title")?,
+                price: price_of(&row, "price")?,
+                version: row.try_get("version")?,
             })
         })
         .transpose()
     }
 
     /// `{id, title, price, version}`, as an order embeds it.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "title": self.title,
-            "price": price_json(self.price),
-            "version": self.version,
-        })
+    pub fn to_body(&self) -> OrderTicket {
+        OrderTicket {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            price: self.price,
+            version: self.version,
+        }
     }
 }
 
@@ -72,21 +74,21 @@ pub(crate) struct Order {
 impl Order {
     /// Reads a row selected with [`order_columns`].
     pub fn from_row(row: &AnyRow) -> Result<Order, sqlx::Error> {
-        let status: String = row.try_get(2)?;
+        let status: String = row.try_get("status")?;
         let status = OrderStatus::parse(&status).ok_or_else(|| {
             sqlx::Error::Decode(format!("unknown order status {status:?} in the database").into())
         })?;
         Ok(Order {
-            id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
             status,
-            expires_at: row.try_get(3)?,
-            version: row.try_get(4)?,
+            expires_at: row.try_get("expires_at")?,
+            version: row.try_get("version")?,
             ticket: Ticket {
-                id: row.try_get(5)?,
-                title: row.try_get(6)?,
-                price: row.try_get(7)?,
-                version: row.try_get(8)?,
+                id: row.try_get("ticket_id")?,
+                title: row.try_get("ticket_title")?,
+                price: price_of(row, "ticket_price")?,
+                version: row.try_get("ticket_version")?,
             },
         })
     }
@@ -106,28 +108,24 @@ impl Order {
         .transpose()
     }
 
-    /// The API's JSON: `{id, userId, status, expiresAt, ticket, version}`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "userId": self.user_id,
-            "status": self.status.as_str(),
-            "expiresAt": self.expires_at,
-            "ticket": self.ticket.to_json(),
-            "version": self.version,
-        })
+    /// The API's answer: `{id, userId, status, expiresAt, ticket, version}`.
+    pub fn to_body(&self) -> OrderBody {
+        OrderBody {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            status: self.status,
+            expires_at: self.expires_at.clone(),
+            ticket: self.ticket.to_body(),
+            version: self.version,
+        }
     }
 }
 
-/// A price as JSON: a whole price as an integer (`20`, as the original's JavaScript wrote
-/// it), any other as a decimal (`20.5`).
-pub(crate) fn price_json(price: f64) -> Value {
-    // Prices are at most MAX_PRICE, far below 2^53: whole ones convert exactly.
-    if price.fract() == 0.0 && price.abs() < 9.0e15 {
-        json!(price as i64)
-    } else {
-        json!(price)
-    }
+/// The price in column `column` (dollars, a number), in cents.
+pub(crate) fn price_of(row: &AnyRow, column: &str) -> Result<Price, sqlx::Error> {
+    let dollars: f64 = row.try_get(column)?;
+    Price::from_number(dollars)
+        .ok_or_else(|| sqlx::Error::Decode(format!("price {dollars} out of range").into()))
 }
 
 /// `now + window` as RFC 3339 in UTC with milliseconds, the shape of JavaScript's
@@ -153,6 +151,8 @@ pub(crate) fn expires_at(now: OffsetDateTime, window: Duration) -> Option<String
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -183,12 +183,12 @@ mod tests {
             ticket: Ticket {
                 id: "t".into(),
                 title: "concert".into(),
-                price: 20.0,
+                price: Price::from_cents(2000),
                 version: 1,
             },
         };
         assert_eq!(
-            order.to_json(),
+            serde_json::to_value(order.to_body()).expect("json"),
             json!({
                 "id": "o",
                 "userId": "u",

@@ -7,10 +7,9 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::db::is_unique_violation;
-use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_kit::{ApiError, RequestId, ValidJson};
 use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
     MAX_ID_LEN, OrderCreated, OrderStatus, OrderedTicket, TicketingEvent, is_object_id, object_id,
@@ -66,14 +65,6 @@ fn user_id(user: &Claims) -> Result<&str, ApiError> {
     Ok(&user.id)
 }
 
-/// The `ticketId` of the body: present, and an entity id.
-fn ticket_id(body: &Value) -> Result<&str, ApiError> {
-    body.get("ticketId")
-        .and_then(Value::as_str)
-        .filter(|id| is_object_id(id))
-        .ok_or_else(|| ApiError::field("ticketId", "TicketId must be provided"))
-}
-
 /// Whether an order that holds the ticket exists.
 async fn is_reserved(state: &ServiceState, ticket_id: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query(
@@ -98,10 +89,10 @@ async fn create(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
     request_id: RequestId,
-    JsonBody(body): JsonBody,
+    ValidJson(NewOrder { ticket_id }): ValidJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     let user_id = user_id(&user)?;
-    let ticket_id = ticket_id(&body)?;
+    let ticket_id = ticket_id.as_str();
     let service = &state.service;
     let ticket = {
         let mut conn = service.db.reader().acquire().await?;
@@ -136,7 +127,7 @@ async fn create(
     // What the buyer was shown and is charged: an edit of the ticket later does not change
     // the order.
     .bind(&order.ticket.title)
-    .bind(order.ticket.price)
+    .bind(order.ticket.price.as_number())
     .execute(&mut *change)
     .await;
     match inserted {
@@ -164,7 +155,7 @@ async fn create(
     change.publish(&event).await?;
     change.commit().await?;
     tracing::info!(order_id = %order.id, ticket_id = %order.ticket.id, user_id = %order.user_id, "order created");
-    Ok((StatusCode::CREATED, axum::Json(order.to_json())).into_response())
+    Ok((StatusCode::CREATED, axum::Json(order.to_body())).into_response())
 }
 
 /// The signed-in user's orders, oldest first, with their tickets.
@@ -189,7 +180,7 @@ async fn index(
 }
 
 /// The orders of user `user_id`, oldest first, with their tickets.
-async fn orders_of(state: &ServiceState, user_id: &str) -> Result<Value, ApiError> {
+async fn orders_of(state: &ServiceState, user_id: &str) -> Result<Vec<OrderBody>, ApiError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         order_columns!(),
@@ -198,11 +189,10 @@ async fn orders_of(state: &ServiceState, user_id: &str) -> Result<Value, ApiErro
     .bind(user_id)
     .fetch_all(state.db.reader())
     .await?;
-    let orders = rows
+    Ok(rows
         .iter()
-        .map(|row| Order::from_row(row).map(|o| o.to_json()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Value::Array(orders))
+        .map(|row| Order::from_row(row).map(|o| o.to_body()))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The order `id` of `user`: 404 if there is none (an id that is not an entity id names
@@ -235,7 +225,7 @@ async fn show(
     RequireUser(user): RequireUser,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(owned(&state.service, &user, &id).await?.to_json()).into_response())
+    Ok(axum::Json(owned(&state.service, &user, &id).await?.to_body()).into_response())
 }
 
 /// Cancels the order unless it is paid. Cancelling a cancelled order succeeds without a
@@ -283,31 +273,4 @@ async fn cancel(
     Err(ApiError::unavailable(
         "the order is being changed, try again",
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn ticket_id_must_be_an_entity_id() {
-        assert_eq!(
-            ticket_id(&json!({"ticketId": "5f1b2c3d4e5f6a7b8c9d0e1f"})),
-            Ok("5f1b2c3d4e5f6a7b8c9d0e1f")
-        );
-        for bad in [
-            json!({}),
-            json!({"ticketId": ""}),
-            json!({"ticketId": "abc"}),
-            json!({"ticketId": 5}),
-            json!({"ticketId": null}),
-            json!({"ticketId": "5f1b2c3d4e5f6a7b8c9d0e1g"}),
-            json!([]),
-        ] {
-            let err = ticket_id(&bad).expect_err("bad");
-            assert_eq!(err.errors[0].field.as_deref(), Some("ticketId"));
-            assert_eq!(err.errors[0].message, "TicketId must be provided");
-        }
-    }
 }

@@ -621,14 +621,17 @@ async fn bad_input_gets_a_json_4xx_never_a_5xx() {
         json!({"ticketId": true}),
         json!({"ticketId": format!("{ticket} ")}),
         json!({"ticketId": "x".repeat(10_000)}),
-        json!([]),
-        json!("ticket"),
-        json!(null),
     ] {
         stack
             .post("/api/orders", Some(&user), &body)
             .await
             .assert_error(400, "TicketId must be provided", Some("ticketId"));
+    }
+    for body in [json!([]), json!("ticket"), json!(null)] {
+        stack
+            .post("/api/orders", Some(&user), &body)
+            .await
+            .assert_error(400, "the body must be a JSON object", None);
     }
     let deep: &'static [u8] = Box::leak(
         format!("{}{}", "[".repeat(200), "]".repeat(200))

@@ -13,8 +13,8 @@ use switchyard_bus_client::consumer::malformed;
 use switchyard_bus_client::{EventHandler, HandleError, Handled, ServiceState};
 use switchyard_events::Envelope;
 use switchyard_ticketing_contract::{
-    ContractEvent, ExpirationComplete, OrderCancelled, OrderCreated, OrderStatus, TicketingEvent,
-    cents,
+    ContractEvent, ExpirationComplete, OrderCancelled, OrderCreated, OrderStatus, Price,
+    TicketingEvent,
 };
 
 use crate::verdict::{self, Decision};
@@ -73,7 +73,7 @@ impl Orders {
         version: i64,
         status: OrderStatus,
         user_id: &str,
-        price: f64,
+        price: Price,
         expires_at: &str,
     ) -> Result<Handled, HandleError> {
         let Some(mut change) = self.0.outbox.begin_once(&event.id).await? else {
@@ -89,7 +89,7 @@ impl Orders {
         .bind(id)
         .bind(version)
         .bind(user_id)
-        .bind(cents(price))
+        .bind(price.cents())
         .bind(status.as_str())
         .bind(expires_ms)
         .execute(&mut *change)

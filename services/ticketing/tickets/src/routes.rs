@@ -5,13 +5,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use switchyard_bus_client::{ReadCache, ServiceState};
-use switchyard_kit::{ApiError, JsonBody, RequestId};
+use switchyard_kit::{ApiError, RequestId, ValidJson};
 use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
-use switchyard_ticketing_contract::{
-    MAX_ID_LEN, MAX_PRICE, MAX_TITLE_LEN, MIN_PRICE, is_object_id, object_id, parse_price,
-};
+use switchyard_ticketing_contract::{MAX_ID_LEN, is_object_id, object_id};
 
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::openapi::ErrorBody;
@@ -62,59 +59,6 @@ fn user_id(user: &Claims) -> Result<&str, ApiError> {
     Ok(&user.id)
 }
 
-/// A checked `{title, price}`: every failing field is reported at once.
-fn validate(body: &Value) -> Result<(String, f64), ApiError> {
-    let mut errors = Vec::new();
-    // Stored trimmed: a title of spaces is no title, and padding is never meant.
-    let title = match body.get("title") {
-        Some(Value::String(s)) if !s.trim().is_empty() => {
-            let t = s.trim();
-            if t.chars().count() > MAX_TITLE_LEN {
-                errors.push((
-                    "title",
-                    format!("Title must be at most {MAX_TITLE_LEN} characters"),
-                ));
-            }
-            // PostgreSQL stores no NUL in text: refused on every backend alike.
-            if t.contains('\0') {
-                errors.push(("title", "Title must not contain NUL characters".to_string()));
-            }
-            Some(t.to_string())
-        }
-        _ => {
-            errors.push(("title", "Title is required".to_string()));
-            None
-        }
-    };
-    let price = match parse_price(body.get("price")) {
-        // Below what a charge can be, a ticket could be ordered but never paid.
-        Some(p) if p > 0.0 && p < MIN_PRICE => {
-            errors.push(("price", format!("Price must be at least {MIN_PRICE:.2}")));
-            None
-        }
-        // A price that rounds to 0 cents is not greater than 0.
-        Some(p) if p > 0.0 => Some(p),
-        _ => {
-            let too_high = match body.get("price") {
-                Some(Value::Number(n)) => n.as_f64().is_some_and(|p| p > MAX_PRICE),
-                Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|p| p > MAX_PRICE),
-                _ => false,
-            };
-            let message = if too_high {
-                format!("Price must be at most {MAX_PRICE}")
-            } else {
-                "Price must be greater than 0".to_string()
-            };
-            errors.push(("price", message));
-            None
-        }
-    };
-    match (title, price) {
-        (Some(title), Some(price)) if errors.is_empty() => Ok((title, price)),
-        _ => Err(ApiError::fields(errors)),
-    }
-}
-
 /// Sells a ticket: the signed-in user is its owner.
 #[utoipa::path(post, path = "/api/tickets", tag = "tickets", request_body = NewTicket,
     security(("session" = [])),
@@ -127,13 +71,12 @@ async fn create(
     State(RouteState { service: state, .. }): State<RouteState>,
     RequireUser(user): RequireUser,
     request_id: RequestId,
-    JsonBody(body): JsonBody,
+    ValidJson(NewTicket { title, price }): ValidJson<NewTicket>,
 ) -> Result<Response, ApiError> {
     let user_id = user_id(&user)?;
-    let (title, price) = validate(&body)?;
     let ticket = Ticket {
         id: object_id(),
-        title,
+        title: title.into_string(),
         price,
         user_id: user_id.to_string(),
         order_id: None,
@@ -145,7 +88,7 @@ async fn create(
     )
     .bind(&ticket.id)
     .bind(&ticket.title)
-    .bind(ticket.price)
+    .bind(ticket.price.as_number())
     .bind(&ticket.user_id)
     .bind(ticket.version)
     .bind(unix_millis())
@@ -154,7 +97,7 @@ async fn create(
     change.publish(&ticket.created(Some(request_id.0))).await?;
     change.commit().await?;
     tracing::info!(ticket_id = %ticket.id, user_id = %ticket.user_id, "ticket created");
-    Ok((StatusCode::CREATED, axum::Json(ticket.to_json())).into_response())
+    Ok((StatusCode::CREATED, axum::Json(ticket.to_body())).into_response())
 }
 
 /// The tickets for sale: every ticket no order holds, oldest first.
@@ -172,7 +115,7 @@ async fn index(
 }
 
 /// The tickets for sale, oldest first.
-async fn list(state: &ServiceState) -> Result<Value, ApiError> {
+async fn list(state: &ServiceState) -> Result<Vec<TicketBody>, ApiError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         ticket_columns!(),
@@ -180,11 +123,10 @@ async fn list(state: &ServiceState) -> Result<Value, ApiError> {
     ))
     .fetch_all(state.db.reader())
     .await?;
-    let tickets = rows
+    Ok(rows
         .iter()
-        .map(|row| Ticket::from_row(row).map(|t| t.to_json()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Value::Array(tickets))
+        .map(|row| Ticket::from_row(row).map(|t| t.to_body()))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The ticket `id`; an id that is not an entity id names no ticket (404, like an unknown
@@ -210,7 +152,7 @@ async fn show(
     State(RouteState { service: state, .. }): State<RouteState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(find(&state, &id).await?.to_json()).into_response())
+    Ok(axum::Json(find(&state, &id).await?.to_body()).into_response())
 }
 
 /// Applies `{title, price}` to the version of the ticket it read, re-reading and checking
@@ -233,9 +175,9 @@ async fn update(
     RequireUser(user): RequireUser,
     request_id: RequestId,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    ValidJson(NewTicket { title, price }): ValidJson<NewTicket>,
 ) -> Result<Response, ApiError> {
-    let (title, price) = validate(&body)?;
+    let title = title.into_string();
     for attempt in 1..=MAX_ATTEMPTS {
         let read = find(&state, &id).await?;
         if read.order_id.is_some() {
@@ -251,7 +193,7 @@ async fn update(
             ticket_columns!()
         ))
         .bind(&title)
-        .bind(price)
+        .bind(price.as_number())
         .bind(&read.id)
         .bind(read.version)
         .fetch_optional(&mut *change)
@@ -266,82 +208,10 @@ async fn update(
         change.publish(&ticket.updated(Some(request_id.0))).await?;
         change.commit().await?;
         tracing::info!(ticket_id = %ticket.id, version = ticket.version, "ticket updated");
-        return Ok(axum::Json(ticket.to_json()).into_response());
+        return Ok(axum::Json(ticket.to_body()).into_response());
     }
     tracing::warn!(ticket_id = %id, "ticket update kept losing races, giving up");
     Err(ApiError::unavailable(
         "the ticket is being changed by others, try again",
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn fields(err: ApiError) -> Vec<(String, String)> {
-        err.errors
-            .into_iter()
-            .map(|e| (e.field.unwrap_or_default(), e.message))
-            .collect()
-    }
-
-    #[test]
-    fn every_failing_field_is_reported() {
-        let err = validate(&json!({"title": "", "price": -10})).expect_err("both");
-        assert_eq!(
-            fields(err),
-            vec![
-                ("title".into(), "Title is required".into()),
-                ("price".into(), "Price must be greater than 0".into())
-            ]
-        );
-        let err = validate(&json!([1, 2])).expect_err("not an object");
-        assert_eq!(err.errors.len(), 2);
-    }
-
-    #[test]
-    fn titles_and_prices() {
-        assert_eq!(
-            validate(&json!({"title": " concert ", "price": "10.5"})),
-            Ok(("concert".to_string(), 10.5))
-        );
-        for bad in [
-            json!({"title": 5, "price": 10}),
-            json!({"title": "   ", "price": 10}),
-            json!({"price": 10}),
-            json!({"title": "x".repeat(MAX_TITLE_LEN + 1), "price": 10}),
-            json!({"title": "a\u{0}b", "price": 10}),
-        ] {
-            assert_eq!(fields(validate(&bad).expect_err("title"))[0].0, "title");
-        }
-        // Above 0 but under what a charge can be.
-        for low in [json!(0.49), json!("0.1"), json!(0.01)] {
-            let err = validate(&json!({"title": "t", "price": low})).expect_err("too low");
-            assert_eq!(
-                fields(err),
-                vec![("price".into(), "Price must be at least 0.50".into())]
-            );
-        }
-        assert!(validate(&json!({"title": "t", "price": 0.5})).is_ok());
-        for bad in [
-            json!(0),
-            json!(-1),
-            json!("abc"),
-            json!(null),
-            json!(true),
-            json!(0.001),
-        ] {
-            let err = validate(&json!({"title": "t", "price": bad})).expect_err("price");
-            assert_eq!(
-                fields(err),
-                vec![("price".into(), "Price must be greater than 0".into())]
-            );
-        }
-        let err = validate(&json!({"title": "t", "price": 1e9})).expect_err("too high");
-        assert_eq!(
-            fields(err)[0].1,
-            format!("Price must be at most {MAX_PRICE}")
-        );
-    }
 }

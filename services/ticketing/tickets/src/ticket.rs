@@ -1,12 +1,12 @@
 //! A ticket as stored, as the API shows it, and as its events carry it.
 
-use serde_json::{Map, Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchyard_events::Envelope;
-use switchyard_ticketing_contract::{TicketCreated, TicketUpdated, TicketingEvent};
+use switchyard_ticketing_contract::http::TicketBody;
+use switchyard_ticketing_contract::{Price, TicketCreated, TicketUpdated, TicketingEvent};
 
-/// The columns [`Ticket::from_row`] reads, in its order (a macro, so that queries stay
+/// The columns [`Ticket::from_row`] reads, by name (a macro, so that queries stay
 /// `&'static str` literals built with `concat!`).
 macro_rules! ticket_columns {
     () => {
@@ -20,7 +20,7 @@ pub(crate) use ticket_columns;
 pub(crate) struct Ticket {
     pub id: String,
     pub title: String,
-    pub price: f64,
+    pub price: Price,
     pub user_id: String,
     /// The order that reserves it, if any.
     pub order_id: Option<String>,
@@ -31,12 +31,12 @@ impl Ticket {
     /// Reads a row selected with [`ticket_columns`].
     pub fn from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
         Ok(Ticket {
-            id: row.try_get(0)?,
-            title: row.try_get(1)?,
-            price: row.try_get(2)?,
-            user_id: row.try_get(3)?,
-            order_id: row.try_get(4)?,
-            version: row.try_get(5)?,
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+            price: price_of(row, "price")?,
+            user_id: row.try_get("user_id")?,
+            order_id: row.try_get("order_id")?,
+            version: row.try_get("version")?,
         })
     }
 
@@ -55,20 +55,17 @@ impl Ticket {
         .transpose()
     }
 
-    /// The API's JSON: `{id, title, price, userId, version}`, plus `orderId` while an
-    /// order reserves it (the original omitted the key when unset, and clients test for
-    /// its presence).
-    pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
-        map.insert("id".into(), json!(self.id));
-        map.insert("title".into(), json!(self.title));
-        map.insert("price".into(), price_json(self.price));
-        map.insert("userId".into(), json!(self.user_id));
-        map.insert("version".into(), json!(self.version));
-        if let Some(order_id) = &self.order_id {
-            map.insert("orderId".into(), json!(order_id));
+    /// The API's answer: `{id, title, price, userId, version}`, plus `orderId` while an
+    /// order reserves it.
+    pub fn to_body(&self) -> TicketBody {
+        TicketBody {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id.clone(),
+            version: self.version,
+            order_id: self.order_id.clone(),
         }
-        Value::Object(map)
     }
 
     /// `ticket:created` for this ticket.
@@ -97,26 +94,24 @@ impl Ticket {
     }
 }
 
-/// A price as JSON: a whole price as an integer (`20`, as the original's JavaScript wrote
-/// it), any other as a decimal (`20.5`).
-pub(crate) fn price_json(price: f64) -> Value {
-    // Prices are at most MAX_PRICE, far below 2^53: whole ones convert exactly.
-    if price.fract() == 0.0 && price.abs() < 9.0e15 {
-        json!(price as i64)
-    } else {
-        json!(price)
-    }
+/// The price in column `column` (dollars, a number), in cents.
+pub(crate) fn price_of(row: &AnyRow, column: &str) -> Result<Price, sqlx::Error> {
+    let dollars: f64 = row.try_get(column)?;
+    Price::from_number(dollars)
+        .ok_or_else(|| sqlx::Error::Decode(format!("price {dollars} out of range").into()))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn ticket(order_id: Option<&str>) -> Ticket {
         Ticket {
             id: "t".into(),
             title: "concert".into(),
-            price: 20.0,
+            price: Price::from_cents(2000),
             user_id: "u".into(),
             order_id: order_id.map(str::to_string),
             version: 3,
@@ -125,11 +120,12 @@ mod tests {
 
     #[test]
     fn order_id_shows_only_when_set() {
+        let body = |t: Ticket| serde_json::to_value(t.to_body()).expect("json");
         assert_eq!(
-            ticket(None).to_json(),
+            body(ticket(None)),
             json!({"id": "t", "title": "concert", "price": 20, "userId": "u", "version": 3})
         );
-        assert_eq!(ticket(Some("o")).to_json()["orderId"], "o");
+        assert_eq!(body(ticket(Some("o")))["orderId"], "o");
     }
 
     #[test]
@@ -138,18 +134,11 @@ mod tests {
         assert_eq!(created.event_type, "ticket:created");
         assert_eq!(
             created.data,
-            json!({"id": "t", "version": 3, "title": "concert", "price": 20.0, "userId": "u"})
+            json!({"id": "t", "version": 3, "title": "concert", "price": 20, "userId": "u"})
         );
         let updated = ticket(Some("o")).updated(Some("r".into()));
         assert_eq!(updated.data["orderId"], "o");
         assert_eq!(updated.correlation_id.as_deref(), Some("r"));
         assert!(ticket(None).updated(None).data.get("orderId").is_none());
-    }
-
-    #[test]
-    fn prices_are_written_as_the_original_wrote_them() {
-        assert_eq!(price_json(20.0), json!(20));
-        assert_eq!(price_json(20.5), json!(20.5));
-        assert_eq!(price_json(0.01), json!(0.01));
     }
 }
