@@ -171,94 +171,32 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
             let l = bind(&s.common).await?;
             switchyard_gateway::launch(s, l, shutdown).await
         }
-        (Kind::App, "blog", "posts") => {
-            let s = service_settings(&r, env)?;
-            let l = bind(&s.common).await?;
-            switchyard_posts::launch(s, l, shutdown).await
-        }
-        (Kind::App, "blog", "comments") => {
-            let s = service_settings(&r, env)?;
-            let l = bind(&s.common).await?;
-            switchyard_comments::launch(s, l, shutdown).await
-        }
-        (Kind::App, "blog", "query") => {
-            let s = service_settings(&r, env)?;
-            let l = bind(&s.common).await?;
-            switchyard_query::launch(s, l, shutdown).await
-        }
-        (Kind::App, "blog", "moderation") => {
-            let s = switchyard_moderation::Settings::from_env(env, service_settings(&r, env)?)?;
-            let l = bind(&s.service.common).await?;
-            switchyard_moderation::launch(s, l, shutdown).await
-        }
-        (Kind::App, "blog", "client") => {
-            let common = common_config(&r, env)?;
-            let l = bind(&common).await?;
-            switchyard_client::launch(common, l, shutdown).await
-        }
-        (Kind::App, "ticketing", "auth") => {
-            let common = common_config(&r, env)?;
-            let s = switchyard_auth::Settings::from_env(env, common)?;
-            let l = bind(&s.common).await?;
-            switchyard_auth::launch(s, l, shutdown).await
-        }
-        (Kind::App, "ticketing", "tickets") => {
-            let s = switchyard_tickets::Settings::from_env(env, service_settings(&r, env)?)?;
-            let l = bind(&s.service.common).await?;
-            switchyard_tickets::launch(s, l, shutdown).await
-        }
-        (Kind::App, "ticketing", "orders") => {
-            let s = switchyard_orders::Settings::from_env(env, service_settings(&r, env)?)?;
-            let l = bind(&s.service.common).await?;
-            switchyard_orders::launch(s, l, shutdown).await
-        }
-        (Kind::App, "ticketing", "expiration") => {
-            let s = service_settings(&r, env)?;
-            let l = bind(&s.common).await?;
-            switchyard_expiration::launch(s, l, shutdown).await
-        }
-        (Kind::App, "ticketing", "payments") => {
-            let s = switchyard_payments::Settings::from_env(env, service_settings(&r, env)?)?;
-            let l = bind(&s.service.common).await?;
-            switchyard_payments::launch(s, l, shutdown).await
-        }
-        (Kind::App, "ticketing", "client") => {
-            let common = common_config(&r, env)?;
-            let settings = switchyard_ticketing_client::ClientSettings::from_env(env)?;
-            let l = bind(&common).await?;
-            switchyard_ticketing_client::launch(common, settings, l, shutdown).await
-        }
-        (_, app, service) => {
-            anyhow::bail!("{app}/{service} is in the registry but this binary cannot run it")
+        (Kind::App, ..) => {
+            let Some(entry) = r.service.entry else {
+                anyhow::bail!("{} has no entry in the registry", r.qualified());
+            };
+            let env = with_app_bus_defaults(env, r.app);
+            let start = switchyard_bus_client::Start {
+                common: common_config(&r, &env)?,
+                consumer: consumer_settings(&r),
+                env,
+                shutdown,
+            };
+            (entry.run)(start).await
         }
     }
 }
 
 /// The migrations of `r`, if it has a database.
 fn migrations_of(r: &Resolved) -> Option<Vec<&'static switchyard_kit::Migrations>> {
-    use switchyard_bus_client::outbox::MESSAGING;
-    match (r.service.kind, r.app.name, r.service.name) {
-        (Kind::EventBus, ..) => Some(vec![&switchyard_event_bus::MIGRATIONS]),
-        (Kind::App, "blog", "posts") => Some(vec![&MESSAGING, &switchyard_posts::MIGRATIONS]),
-        (Kind::App, "blog", "comments") => Some(vec![&MESSAGING, &switchyard_comments::MIGRATIONS]),
-        (Kind::App, "blog", "query") => Some(vec![&MESSAGING, &switchyard_query::MIGRATIONS]),
-        (Kind::App, "blog", "moderation") => {
-            Some(vec![&MESSAGING, &switchyard_moderation::MIGRATIONS])
-        }
-        (Kind::App, "ticketing", "auth") => Some(vec![&switchyard_auth::MIGRATIONS]),
-        (Kind::App, "ticketing", "tickets") => {
-            Some(vec![&MESSAGING, &switchyard_tickets::MIGRATIONS])
-        }
-        (Kind::App, "ticketing", "orders") => {
-            Some(vec![&MESSAGING, &switchyard_orders::MIGRATIONS])
-        }
-        (Kind::App, "ticketing", "expiration") => {
-            Some(vec![&MESSAGING, &switchyard_expiration::MIGRATIONS])
-        }
-        (Kind::App, "ticketing", "payments") => {
-            Some(vec![&MESSAGING, &switchyard_payments::MIGRATIONS])
-        }
-        _ => None,
+    match r.service.kind {
+        Kind::EventBus => Some(vec![&switchyard_event_bus::MIGRATIONS]),
+        Kind::Gateway => None,
+        Kind::App => r
+            .service
+            .entry
+            .filter(|entry| entry.has_database())
+            .map(|entry| entry.migrations.to_vec()),
     }
 }
 

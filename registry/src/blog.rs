@@ -27,6 +27,21 @@ const fn service(name: &'static str, about: &'static str, port: u16, ops: u16) -
         consumer_group: None,
         consumer: ConsumerDefaults::STANDARD,
         wave: 1,
+        entry: None,
+    }
+}
+
+/// A service of the app: its name and database from the entry its crate declares.
+const fn app(
+    entry: &'static switchyard_bus_client::ServiceEntry,
+    about: &'static str,
+    port: u16,
+    ops: u16,
+) -> Service {
+    Service {
+        database: entry.has_database(),
+        entry: Some(entry),
+        ..service(entry.name, about, port, ops)
     }
 }
 
@@ -62,7 +77,7 @@ pub static BLOG: App = App {
             consumes: Consumes::Everything,
             consumer_group: Some("posts"),
             produces: &[POST_CREATED],
-            ..service("posts", "creates posts", 4000, 9400)
+            ..app(&switchyard_posts::ENTRY, "creates posts", 4000, 9400)
         },
         Service {
             deployment: Some("comments-depl"),
@@ -70,14 +85,24 @@ pub static BLOG: App = App {
             consumes: Consumes::Only(switchyard_comments::CONSUMES),
             consumer_group: Some("comments"),
             produces: &[COMMENT_CREATED, COMMENT_UPDATED],
-            ..service("comments", "comments per post and their status", 4001, 9401)
+            ..app(
+                &switchyard_comments::ENTRY,
+                "comments per post and their status",
+                4001,
+                9401,
+            )
         },
         Service {
             deployment: Some("query-depl"),
             k8s_service: Some("query-srv"),
             consumes: Consumes::Only(switchyard_query::CONSUMES),
             consumer_group: Some("query"),
-            ..service("query", "the read model: posts with comments", 4002, 9402)
+            ..app(
+                &switchyard_query::ENTRY,
+                "the read model: posts with comments",
+                4002,
+                9402,
+            )
         },
         Service {
             deployment: Some("moderation-depl"),
@@ -85,13 +110,17 @@ pub static BLOG: App = App {
             consumes: Consumes::Only(switchyard_moderation::CONSUMES),
             consumer_group: Some("moderation"),
             produces: &[COMMENT_MODERATED],
-            ..service("moderation", "judges new comments", 4003, 9403)
+            ..app(
+                &switchyard_moderation::ENTRY,
+                "judges new comments",
+                4003,
+                9403,
+            )
         },
         Service {
             deployment: Some("client-depl"),
             k8s_service: Some("client-srv"),
-            database: false,
-            ..service("client", "the web client", 3000, 9404)
+            ..app(&switchyard_client::ENTRY, "the web client", 3000, 9404)
         },
         Service {
             kind: Kind::Gateway,

@@ -176,6 +176,10 @@ pub struct Service {
     pub consumer: ConsumerDefaults,
     /// Start wave under `up`: every process of a wave is ready before the next starts.
     pub wave: u8,
+    /// How the binary runs it: for a service of an app, the entry its crate declares
+    /// (its name, migrations and start); `None` for the platform's event bus and gateway,
+    /// which are built from the app's registry entry.
+    pub entry: Option<&'static switchyard_bus_client::ServiceEntry>,
 }
 
 /// The app's Ingress, as shipped in `infra/`.
@@ -442,6 +446,18 @@ mod tests {
                     app.name,
                     s.name
                 );
+                // Every service of an app runs through the entry its crate declares;
+                // the platform's own are built from the app.
+                assert_eq!(
+                    s.entry.is_some(),
+                    s.kind == Kind::App,
+                    "{}/{}: an app service needs its crate's entry, and only one",
+                    app.name,
+                    s.name
+                );
+                if let Some(entry) = s.entry {
+                    assert_eq!((entry.name, entry.has_database()), (s.name, s.database));
+                }
             }
             for (_, _, service, port) in app.ingress.paths {
                 assert!(

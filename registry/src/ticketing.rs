@@ -29,6 +29,21 @@ const fn service(name: &'static str, about: &'static str, local: u16, ops: u16) 
         consumer_group: None,
         consumer: ConsumerDefaults::STANDARD,
         wave: 1,
+        entry: None,
+    }
+}
+
+/// A service of the app: its name and database from the entry its crate declares.
+const fn app(
+    entry: &'static switchyard_bus_client::ServiceEntry,
+    about: &'static str,
+    port: u16,
+    ops: u16,
+) -> Service {
+    Service {
+        database: entry.has_database(),
+        entry: Some(entry),
+        ..service(entry.name, about, port, ops)
     }
 }
 
@@ -58,8 +73,8 @@ pub static TICKETING: App = App {
             deployment: Some("auth-depl"),
             k8s_service: Some("auth-srv"),
             sessions: true,
-            ..service(
-                "auth",
+            ..app(
+                &switchyard_auth::ENTRY,
                 "sign up, sign in, sign out, the current user",
                 3201,
                 9501,
@@ -72,8 +87,8 @@ pub static TICKETING: App = App {
             consumer_group: Some("tickets-service"),
             produces: &[TICKET_CREATED, TICKET_UPDATED],
             sessions: true,
-            ..service(
-                "tickets",
+            ..app(
+                &switchyard_tickets::ENTRY,
                 "tickets for sale, reserved by orders",
                 3202,
                 9502,
@@ -86,8 +101,8 @@ pub static TICKETING: App = App {
             consumer_group: Some("orders-service"),
             produces: &[ORDER_CREATED, ORDER_CANCELLED],
             sessions: true,
-            ..service(
-                "orders",
+            ..app(
+                &switchyard_orders::ENTRY,
                 "orders that reserve tickets, and expire",
                 3203,
                 9503,
@@ -98,8 +113,8 @@ pub static TICKETING: App = App {
             consumes: Consumes::Only(switchyard_expiration::CONSUMES),
             consumer_group: Some("expiration-service"),
             produces: &[EXPIRATION_COMPLETE],
-            ..service(
-                "expiration",
+            ..app(
+                &switchyard_expiration::ENTRY,
                 "expiry timers of orders, kept in its database",
                 3204,
                 9504,
@@ -112,13 +127,22 @@ pub static TICKETING: App = App {
             consumer_group: Some("payments-service"),
             produces: &[PAYMENT_CREATED, PAYMENT_EXPIRED],
             sessions: true,
-            ..service("payments", "pays orders, at most once each", 3205, 9505)
+            ..app(
+                &switchyard_payments::ENTRY,
+                "pays orders, at most once each",
+                3205,
+                9505,
+            )
         },
         Service {
             deployment: Some("client-depl"),
             k8s_service: Some("client-srv"),
-            database: false,
-            ..service("client", "the web client (GitTix)", 3200, 9500)
+            ..app(
+                &switchyard_ticketing_client::ENTRY,
+                "the web client (GitTix)",
+                3200,
+                9500,
+            )
         },
         Service {
             kind: Kind::Gateway,

@@ -113,3 +113,22 @@ pub async fn launch(
     db.close().await;
     result
 }
+
+/// The service as the binary runs it (`serve`, `migrate`, `up`), registered once in the
+/// app registry.
+pub static ENTRY: switchyard_bus_client::ServiceEntry = switchyard_bus_client::ServiceEntry {
+    name: "auth",
+    migrations: &[&MIGRATIONS],
+    run,
+};
+
+fn run(
+    start: switchyard_bus_client::Start,
+) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>> {
+    use switchyard_bus_client::Start;
+    Box::pin(async move {
+        let settings = Settings::from_env(&start.env, start.common)?;
+        let listeners = Start::bind(&settings.common).await?;
+        launch(settings, listeners, start.shutdown).await
+    })
+}

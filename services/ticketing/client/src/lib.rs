@@ -314,6 +314,25 @@ pub async fn launch(
     .await
 }
 
+/// The service as the binary runs it (`serve`, `migrate`, `up`), registered once in the
+/// app registry.
+pub static ENTRY: switchyard_bus_client::ServiceEntry = switchyard_bus_client::ServiceEntry {
+    name: "client",
+    migrations: &[],
+    run,
+};
+
+fn run(
+    start: switchyard_bus_client::Start,
+) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>> {
+    use switchyard_bus_client::Start;
+    Box::pin(async move {
+        let settings = ClientSettings::from_env(&start.env)?;
+        let listeners = Start::bind(&start.common).await?;
+        launch(start.common, settings, listeners, start.shutdown).await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

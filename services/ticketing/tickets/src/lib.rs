@@ -126,6 +126,25 @@ pub async fn launch(
         .await
 }
 
+/// The service as the binary runs it (`serve`, `migrate`, `up`), registered once in the
+/// app registry.
+pub static ENTRY: switchyard_bus_client::ServiceEntry = switchyard_bus_client::ServiceEntry {
+    name: "tickets",
+    migrations: &[&switchyard_bus_client::outbox::MESSAGING, &MIGRATIONS],
+    run,
+};
+
+fn run(
+    start: switchyard_bus_client::Start,
+) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>> {
+    use switchyard_bus_client::Start;
+    Box::pin(async move {
+        let settings = Settings::from_env(&start.env, start.service_settings()?)?;
+        let listeners = Start::bind(&settings.service.common).await?;
+        launch(settings, listeners, start.shutdown).await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
