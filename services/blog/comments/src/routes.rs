@@ -4,9 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sqlx::{AnyConnection, Row};
-use switchyard_blog_contract::{BlogEvent, CommentCreated, CommentStatus, MAX_REF_LEN};
+use switchyard_blog_contract::{
+    BlogEvent, CommentCreated, CommentId, CommentStatus, MAX_REF_LEN, PostId,
+};
 use switchyard_bus_client::ServiceState;
-use switchyard_events::ids;
 use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, RequestId, ValidJson};
 use utoipa_axum::router::OpenApiRouter;
@@ -62,8 +63,9 @@ async fn create(
     ValidJson(NewComment { content }): ValidJson<NewComment>,
 ) -> Result<Response, ApiError> {
     check_post_id(&post_id)?;
+    let post_id = PostId::from(post_id);
     let content = content.into_string();
-    let id = ids::entity_id();
+    let id = CommentId::generate();
     let event = BlogEvent::from(CommentCreated {
         id: id.clone(),
         content: content.clone(),
@@ -81,14 +83,14 @@ async fn create(
     .bind(CommentStatus::Pending.as_str())
     .fetch_one(&mut *tx)
     .await?
-    .try_get(0)?;
+    .try_get("ord")?;
     tx.publish(&event).await?;
     tx.commit().await?;
     tracing::info!(comment_id = %id, %post_id, "comment created");
     // The comments before it are read after the commit, outside the write transaction, so
     // that the event leaves as soon as it is committed; the new one is listed as created.
     let mut conn = state.db.reader().acquire().await?;
-    let mut comments = comments_of(&mut conn, &post_id, Some(ord)).await?;
+    let mut comments = comments_of(&mut conn, post_id.as_str(), Some(ord)).await?;
     comments.push(Comment {
         id,
         content,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use switchyard_wire::{Text, request_body};
 use utoipa::ToSchema;
 
-use crate::{CommentStatus, MAX_CONTENT_LEN, MAX_TITLE_LEN};
+use crate::{CommentId, CommentStatus, MAX_CONTENT_LEN, MAX_TITLE_LEN, PostId};
 
 request_body! {
     /// `POST /posts/create`: a title, 1 to [`MAX_TITLE_LEN`](crate::MAX_TITLE_LEN)
@@ -22,7 +22,8 @@ request_body! {
 /// A post, as posts answers it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Post {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: PostId,
     pub title: String,
 }
 
@@ -39,7 +40,8 @@ request_body! {
 /// A comment of a post.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Comment {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: CommentId,
     pub content: String,
     pub status: CommentStatus,
 }
@@ -47,7 +49,8 @@ pub struct Comment {
 /// A post with its comments, as query answers it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PostWithComments {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: PostId,
     pub title: String,
     pub comments: Vec<Comment>,
 }

@@ -58,6 +58,29 @@ impl CommentStatus {
     }
 }
 
+switchyard_events::id_type!(
+    /// A post's id.
+    pub PostId
+);
+switchyard_events::id_type!(
+    /// A comment's id.
+    pub CommentId
+);
+
+impl PostId {
+    /// A new post's id ([`switchyard_events::ids::entity_id`]).
+    pub fn generate() -> PostId {
+        PostId(switchyard_events::ids::entity_id())
+    }
+}
+
+impl CommentId {
+    /// A new comment's id ([`switchyard_events::ids::entity_id`]).
+    pub fn generate() -> CommentId {
+        CommentId(switchyard_events::ids::entity_id())
+    }
+}
+
 /// An event of the contract: a payload type and its type name. The type is the one wire
 /// shape of its event: services build it to publish, consumers get it from
 /// [`BlogEvent::from_envelope`], and the AsyncAPI document takes its schema from it.
@@ -69,8 +92,8 @@ pub trait ContractEvent: Serialize + utoipa::ToSchema + Into<BlogEvent> {
 /// `PostCreated`: a post was written (posts publishes; query keeps it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PostCreated {
-    #[schema(min_length = 1, max_length = 128)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub id: PostId,
     /// Up to 300 characters.
     #[schema(max_length = 300)]
     pub title: String,
@@ -82,13 +105,13 @@ pub struct PostCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentCreated {
-    #[schema(min_length = 1, max_length = 128)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub id: CommentId,
     /// Up to 2000 characters.
     #[schema(max_length = 2000)]
     pub content: String,
-    #[schema(min_length = 1, max_length = 128)]
-    pub post_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub post_id: PostId,
     #[schema(inline)]
     pub status: CommentStatus,
 }
@@ -98,10 +121,10 @@ pub struct CommentCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentModerated {
-    #[schema(min_length = 1, max_length = 128)]
-    pub id: String,
-    #[schema(min_length = 1, max_length = 128)]
-    pub post_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub id: CommentId,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub post_id: PostId,
     #[schema(inline)]
     pub status: CommentStatus,
     #[schema(max_length = 2000)]
@@ -113,12 +136,12 @@ pub struct CommentModerated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentUpdated {
-    #[schema(min_length = 1, max_length = 128)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub id: CommentId,
     #[schema(inline)]
     pub status: CommentStatus,
-    #[schema(min_length = 1, max_length = 128)]
-    pub post_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 128)]
+    pub post_id: PostId,
     #[schema(max_length = 2000)]
     pub content: String,
 }
@@ -195,14 +218,20 @@ impl BlogEvent {
         if event_type == POST_CREATED {
             return Ok(Some(
                 PostCreated {
-                    id: text(data, "id", MAX_REF_LEN, false).map_err(err)?,
+                    id: text(data, "id", MAX_REF_LEN, false)
+                        .map(PostId::from_string)
+                        .map_err(err)?,
                     title: text(data, "title", MAX_TITLE_LEN, true).map_err(err)?,
                 }
                 .into(),
             ));
         }
-        let id = text(data, "id", MAX_REF_LEN, false).map_err(err)?;
-        let post_id = text(data, "postId", MAX_REF_LEN, false).map_err(err)?;
+        let id = text(data, "id", MAX_REF_LEN, false)
+            .map(CommentId::from_string)
+            .map_err(err)?;
+        let post_id = text(data, "postId", MAX_REF_LEN, false)
+            .map(PostId::from_string)
+            .map_err(err)?;
         let content = text(data, "content", MAX_CONTENT_LEN, true).map_err(err)?;
         let event = match event_type {
             // The contract says "pending"; an absent status means the same.
@@ -239,10 +268,10 @@ impl BlogEvent {
     /// The post the event is about (a post's own id for `PostCreated`).
     pub fn post_id(&self) -> &str {
         match self {
-            BlogEvent::PostCreated(post) => &post.id,
-            BlogEvent::CommentCreated(c) => &c.post_id,
-            BlogEvent::CommentModerated(c) => &c.post_id,
-            BlogEvent::CommentUpdated(c) => &c.post_id,
+            BlogEvent::PostCreated(post) => post.id.as_str(),
+            BlogEvent::CommentCreated(c) => c.post_id.as_str(),
+            BlogEvent::CommentModerated(c) => c.post_id.as_str(),
+            BlogEvent::CommentUpdated(c) => c.post_id.as_str(),
         }
     }
 
@@ -329,7 +358,7 @@ mod tests {
 
     #[test]
     fn payload_round_trips() {
-        let (id, post_id, content) = (String::from("c"), String::from("p"), String::from("x"));
+        let (id, post_id, content) = (CommentId::from("c"), PostId::from("p"), String::from("x"));
         let status = CommentStatus::Approved;
         let events: Vec<BlogEvent> = vec![
             PostCreated {

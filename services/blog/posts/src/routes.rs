@@ -4,9 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use sqlx::Row;
-use switchyard_blog_contract::{BlogEvent, PostCreated};
+use switchyard_blog_contract::{BlogEvent, PostCreated, PostId};
 use switchyard_bus_client::ServiceState;
-use switchyard_events::ids;
 use switchyard_kit::openapi::ErrorBody;
 use switchyard_kit::{ApiError, RequestId, ValidJson};
 use utoipa_axum::router::OpenApiRouter;
@@ -53,7 +52,7 @@ async fn create(
     ValidJson(NewPost { title }): ValidJson<NewPost>,
 ) -> Result<Response, ApiError> {
     let title = title.into_string();
-    let id = ids::entity_id();
+    let id = PostId::generate();
     let event = BlogEvent::from(PostCreated {
         id: id.clone(),
         title: title.clone(),

@@ -8,7 +8,10 @@ use serde_json::Value;
 use switchyard_wire::{FieldValue, request_body};
 use utoipa::ToSchema;
 
-use crate::{MAX_ID_LEN, MAX_TITLE_LEN, OrderStatus, Price, is_object_id};
+use crate::{
+    MAX_ID_LEN, MAX_TITLE_LEN, OrderId, OrderStatus, PaymentId, Price, TicketId, UserId,
+    is_object_id,
+};
 
 /// Longest email accepted (RFC 5321's path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -252,17 +255,20 @@ impl FieldValue for Price {
 #[schema(as = Ticket)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketBody {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: TicketId,
     pub title: String,
     #[schema(value_type = f64)]
     pub price: Price,
-    pub user_id: String,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
     /// Bumped by every change; replicas apply changes in this order.
     pub version: i64,
     /// Absent (not `null`) while no order holds it: the original omitted the key, and
     /// clients test for its presence.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub order_id: Option<OrderId>,
 }
 
 request_body! {
@@ -271,27 +277,18 @@ request_body! {
     pub struct NewOrder {
         /// A ticket's id (24 hexadecimal digits).
         #[schema(value_type = String, min_length = 1)]
-        pub ticket_id: TicketIdField = "ticketId",
+        pub ticket_id: TicketId = "ticketId",
     }
 }
 
 /// A ticket's id as an order names it: an entity id (24 hexadecimal digits), as the
 /// original's `mongoose.Types.ObjectId.isValid` checks it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TicketIdField(String);
-
-impl TicketIdField {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FieldValue for TicketIdField {
+impl FieldValue for TicketId {
     fn parse_field(_: &str, value: Option<&Value>) -> Result<Self, Vec<String>> {
         value
             .and_then(Value::as_str)
             .filter(|id| is_object_id(id))
-            .map(|id| TicketIdField(id.to_string()))
+            .map(TicketId::from)
             .ok_or_else(|| vec!["TicketId must be provided".to_string()])
     }
 }
@@ -299,7 +296,8 @@ impl FieldValue for TicketIdField {
 /// A ticket as an order shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct OrderTicket {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: TicketId,
     pub title: String,
     #[schema(value_type = f64)]
     pub price: Price,
@@ -311,8 +309,10 @@ pub struct OrderTicket {
 #[schema(as = Order)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderBody {
-    pub id: String,
-    pub user_id: String,
+    #[schema(value_type = String)]
+    pub id: OrderId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
     pub status: OrderStatus,
     /// When an unpaid order expires (RFC 3339, UTC).
     #[schema(format = DateTime)]
@@ -339,7 +339,7 @@ request_body! {
             max_length = 64,
             pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
         )]
-        pub order_id: OrderRef = "orderId",
+        pub order_id: OrderId = "orderId",
     }
 }
 
@@ -347,18 +347,7 @@ request_body! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardToken(String);
 
-/// The order a payment is for: trimmed, 1 to [`MAX_ID_LEN`] characters, no control
-/// characters (an id of another shape names no order: 404).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRef(String);
-
 impl CardToken {
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-impl OrderRef {
     pub fn into_string(self) -> String {
         self.0
     }
@@ -385,16 +374,19 @@ impl FieldValue for CardToken {
     }
 }
 
-impl FieldValue for OrderRef {
+/// The order a payment is for: trimmed, 1 to [`MAX_ID_LEN`] characters, no control
+/// characters (an id of another shape names no order: 404).
+impl FieldValue for OrderId {
     fn parse_field(_: &str, value: Option<&Value>) -> Result<Self, Vec<String>> {
-        line("OrderId", MAX_ID_LEN, value).map(OrderRef)
+        line("OrderId", MAX_ID_LEN, value).map(OrderId::from)
     }
 }
 
 /// A payment taken.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Payment {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: PaymentId,
 }
 
 #[cfg(test)]

@@ -20,6 +20,44 @@ mod money;
 
 pub use money::Price;
 
+switchyard_events::id_type!(
+    /// A ticket's id (24 hexadecimal digits when this implementation made it).
+    pub TicketId
+);
+switchyard_events::id_type!(
+    /// An order's id.
+    pub OrderId
+);
+switchyard_events::id_type!(
+    /// A user's id, as the session names it.
+    pub UserId
+);
+switchyard_events::id_type!(
+    /// A payment's id.
+    pub PaymentId
+);
+
+impl TicketId {
+    /// A new ticket's id: an entity id ([`object_id`]).
+    pub fn generate() -> TicketId {
+        TicketId(object_id())
+    }
+}
+
+impl OrderId {
+    /// A new order's id: an entity id ([`object_id`]).
+    pub fn generate() -> OrderId {
+        OrderId(object_id())
+    }
+}
+
+impl PaymentId {
+    /// A new payment's id: an entity id ([`object_id`]).
+    pub fn generate() -> PaymentId {
+        PaymentId(object_id())
+    }
+}
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_events::payload::{nested, number, object, optional_text, text, unsigned};
@@ -101,8 +139,8 @@ pub trait ContractEvent: Serialize + utoipa::ToSchema + Into<TicketingEvent> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketCreated {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: TicketId,
     /// 0 for a new ticket; each update adds one.
     #[schema(minimum = 0)]
     pub version: i64,
@@ -111,8 +149,8 @@ pub struct TicketCreated {
     #[schema(value_type = f64, minimum = 0, maximum = 999999.99)]
     pub price: Price,
     /// The seller.
-    #[schema(min_length = 1, max_length = 64)]
-    pub user_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub user_id: UserId,
 }
 
 /// `ticket:updated`: a ticket's title or price changed, or an order reserved or released
@@ -120,8 +158,8 @@ pub struct TicketCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketUpdated {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: TicketId,
     /// One more than the version it follows.
     #[schema(minimum = 0)]
     pub version: i64,
@@ -129,18 +167,18 @@ pub struct TicketUpdated {
     pub title: String,
     #[schema(value_type = f64, minimum = 0, maximum = 999999.99)]
     pub price: Price,
-    #[schema(min_length = 1, max_length = 64)]
-    pub user_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub user_id: UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 64)]
-    pub order_id: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64)]
+    pub order_id: Option<OrderId>,
 }
 
 /// The ticket an order reserves, with the price it was ordered at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderedTicket {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: TicketId,
     #[schema(value_type = f64, minimum = 0, maximum = 999999.99)]
     pub price: Price,
 }
@@ -148,8 +186,8 @@ pub struct OrderedTicket {
 /// The ticket an order released.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TicketRef {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: TicketId,
 }
 
 /// `order:created`: a user ordered a ticket, reserved until `expiresAt` unless paid
@@ -158,15 +196,15 @@ pub struct TicketRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: OrderId,
     #[schema(minimum = 0)]
     pub version: i64,
     #[schema(inline)]
     pub status: OrderStatus,
     /// The buyer.
-    #[schema(min_length = 1, max_length = 64)]
-    pub user_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub user_id: UserId,
     /// ISO 8601 (RFC 3339) time.
     #[schema(min_length = 1, max_length = 40)]
     pub expires_at: String,
@@ -179,8 +217,8 @@ pub struct OrderCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCancelled {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: OrderId,
     #[schema(minimum = 0)]
     pub version: i64,
     #[schema(inline)]
@@ -192,8 +230,8 @@ pub struct OrderCancelled {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpirationComplete {
-    #[schema(min_length = 1, max_length = 64)]
-    pub order_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub order_id: OrderId,
 }
 
 /// `payment:created`: an order was paid, for good (payments publishes; orders completes
@@ -201,10 +239,10 @@ pub struct ExpirationComplete {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentCreated {
-    #[schema(min_length = 1, max_length = 64)]
-    pub id: String,
-    #[schema(min_length = 1, max_length = 64)]
-    pub order_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub id: PaymentId,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub order_id: OrderId,
     /// The provider's charge id.
     #[schema(min_length = 1, max_length = 255)]
     pub stripe_id: String,
@@ -216,8 +254,8 @@ pub struct PaymentCreated {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentExpired {
-    #[schema(min_length = 1, max_length = 64)]
-    pub order_id: String,
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub order_id: OrderId,
 }
 
 /// A ticketing event with a checked payload: one variant per subject, each holding its
@@ -304,12 +342,16 @@ impl TicketingEvent {
         let err = |source| PayloadError { event_type, source };
         let data = object(env, event_type)?;
         let id = |field| text(data, field, MAX_ID_LEN, false).map_err(err);
+        let ticket_id = |field| id(field).map(TicketId::from_string);
+        let order_id = |field| id(field).map(OrderId::from_string);
+        let user_id = |field| id(field).map(UserId::from_string);
         let event = match event_type {
             TICKET_CREATED | TICKET_UPDATED => {
-                let (id, version) = (id("id")?, unsigned(data, "version").map_err(err)?);
+                let id = ticket_id("id")?;
+                let version = unsigned(data, "version").map_err(err)?;
                 let title = text(data, "title", MAX_TITLE_LEN, false).map_err(err)?;
                 let price = price(data).map_err(err)?;
-                let user_id = text(data, "userId", MAX_ID_LEN, false).map_err(err)?;
+                let user_id = user_id("userId")?;
                 if event_type == TICKET_CREATED {
                     TicketCreated {
                         id,
@@ -326,7 +368,9 @@ impl TicketingEvent {
                         title,
                         price,
                         user_id,
-                        order_id: optional_text(data, "orderId", MAX_ID_LEN).map_err(err)?,
+                        order_id: optional_text(data, "orderId", MAX_ID_LEN)
+                            .map_err(err)?
+                            .map(OrderId::from_string),
                     }
                     .into()
                 }
@@ -340,13 +384,14 @@ impl TicketingEvent {
                     }))?;
                 let ticket = nested(data, "ticket").map_err(err)?;
                 OrderCreated {
-                    id: id("id")?,
+                    id: order_id("id")?,
                     version: unsigned(data, "version").map_err(err)?,
                     status,
-                    user_id: id("userId")?,
+                    user_id: user_id("userId")?,
                     expires_at: text(data, "expiresAt", MAX_TIME_LEN, false).map_err(err)?,
                     ticket: OrderedTicket {
                         id: text(ticket, "id", MAX_ID_LEN, false)
+                            .map(TicketId::from_string)
                             .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
                         price: price(ticket).map_err(|_| {
                             err(EnvelopeError::Missing {
@@ -360,27 +405,28 @@ impl TicketingEvent {
             ORDER_CANCELLED => {
                 let ticket = nested(data, "ticket").map_err(err)?;
                 OrderCancelled {
-                    id: id("id")?,
+                    id: order_id("id")?,
                     version: unsigned(data, "version").map_err(err)?,
                     ticket: TicketRef {
                         id: text(ticket, "id", MAX_ID_LEN, false)
+                            .map(TicketId::from_string)
                             .map_err(|_| err(EnvelopeError::Missing { field: "ticket.id" }))?,
                     },
                 }
                 .into()
             }
             EXPIRATION_COMPLETE => ExpirationComplete {
-                order_id: id("orderId")?,
+                order_id: order_id("orderId")?,
             }
             .into(),
             PAYMENT_CREATED => PaymentCreated {
-                id: id("id")?,
-                order_id: id("orderId")?,
+                id: id("id").map(PaymentId::from_string)?,
+                order_id: order_id("orderId")?,
                 stripe_id: text(data, "stripeId", 255, false).map_err(err)?,
             }
             .into(),
             PAYMENT_EXPIRED => PaymentExpired {
-                order_id: id("orderId")?,
+                order_id: order_id("orderId")?,
             }
             .into(),
             // Only a subject of SUBJECTS gets here, and each has its arm above (the
@@ -457,7 +503,7 @@ mod tests {
     fn one_of_each() -> Vec<TicketingEvent> {
         vec![
             TicketCreated {
-                id: object_id(),
+                id: TicketId::generate(),
                 version: 0,
                 title: "concert".into(),
                 price: Price::from_cents(2050),

@@ -48,7 +48,7 @@ impl EventHandler for OrderCreated {
             let stored = sqlx::query(
                 "INSERT INTO expiration_timers (order_id, due_at, fired, correlation_id, created_at) VALUES ($1, $2, 0, $3, $4) ON CONFLICT (order_id) DO NOTHING",
             )
-            .bind(&id)
+            .bind(id.as_str())
             .bind(due_at)
             .bind(event.correlation_id.as_deref())
             .bind(unix_millis())

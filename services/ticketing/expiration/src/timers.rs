@@ -23,7 +23,7 @@ use sqlx::Row;
 use switchyard_bus_client::ServiceState;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Backoff, Dialect, Shutdown};
-use switchyard_ticketing_contract::{ExpirationComplete, TicketingEvent};
+use switchyard_ticketing_contract::{ExpirationComplete, OrderId, TicketingEvent};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -128,10 +128,10 @@ impl Timers {
             change.rollback().await?;
             return Ok(false);
         };
-        let order_id: String = row.try_get(0)?;
-        let correlation_id: Option<String> = row.try_get(1)?;
+        let order_id: String = row.try_get("order_id")?;
+        let correlation_id: Option<String> = row.try_get("correlation_id")?;
         let event = TicketingEvent::from(ExpirationComplete {
-            order_id: order_id.clone(),
+            order_id: OrderId::from(order_id.as_str()),
         })
         .into_envelope(correlation_id);
         change.publish(&event).await?;

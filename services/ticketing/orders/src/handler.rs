@@ -14,8 +14,8 @@ use switchyard_bus_client::{Change, EventHandler, HandleError, Handled, ServiceS
 use switchyard_events::Envelope;
 use switchyard_kit::ApiError;
 use switchyard_ticketing_contract::{
-    ContractEvent, OrderCancelled, OrderStatus, PaymentCreated, PaymentExpired, Price,
-    TicketCreated, TicketRef, TicketUpdated, TicketingEvent,
+    ContractEvent, OrderCancelled, OrderId, OrderStatus, PaymentCreated, PaymentExpired, Price,
+    TicketCreated, TicketId, TicketRef, TicketUpdated, TicketingEvent,
 };
 
 /// The events this service consumes, named by their types: the registry subscribes it to
@@ -55,20 +55,22 @@ impl EventHandler for Events {
             };
             let outcome = match consumed {
                 TicketingEvent::TicketCreated(t) => {
-                    ticket_created(&mut change, &t.id, t.version, &t.title, t.price).await
+                    ticket_created(&mut change, t.id.as_str(), t.version, &t.title, t.price).await
                 }
                 TicketingEvent::TicketUpdated(t)
                     if switchyard_ticketing_contract::is_snapshot(&event) =>
                 {
-                    ticket_snapshot(&mut change, &t.id, t.version, &t.title, t.price).await
+                    ticket_snapshot(&mut change, t.id.as_str(), t.version, &t.title, t.price).await
                 }
                 TicketingEvent::TicketUpdated(t) => {
-                    ticket_updated(&mut change, &t.id, t.version, &t.title, t.price).await
+                    ticket_updated(&mut change, t.id.as_str(), t.version, &t.title, t.price).await
                 }
                 TicketingEvent::PaymentExpired(p) => {
-                    expired(&mut change, &event, &p.order_id).await
+                    expired(&mut change, &event, p.order_id.as_str()).await
                 }
-                TicketingEvent::PaymentCreated(p) => paid(&mut change, &p.id, &p.order_id).await,
+                TicketingEvent::PaymentCreated(p) => {
+                    paid(&mut change, p.id.as_str(), p.order_id.as_str()).await
+                }
                 TicketingEvent::OrderCreated(_)
                 | TicketingEvent::OrderCancelled(_)
                 | TicketingEvent::ExpirationComplete(_) => Ok(Handled::Ignored),
@@ -198,10 +200,10 @@ pub(crate) async fn cancel_live(
     .await?;
     row.map(|row| {
         Ok(TicketingEvent::from(OrderCancelled {
-            id: order_id.to_string(),
-            version: row.try_get(0)?,
+            id: OrderId::from(order_id),
+            version: row.try_get("version")?,
             ticket: TicketRef {
-                id: row.try_get(1)?,
+                id: TicketId::from_string(row.try_get("ticket_id")?),
             },
         }))
     })

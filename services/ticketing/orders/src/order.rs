@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchyard_ticketing_contract::http::{OrderBody, OrderTicket};
-use switchyard_ticketing_contract::{OrderStatus, Price};
+use switchyard_ticketing_contract::{OrderId, OrderStatus, Price, TicketId, UserId};
 use time::OffsetDateTime;
 
 /// The columns [`Order::from_row`] reads, by name, from `orders o JOIN tickets t` (a
@@ -24,7 +24,7 @@ pub(crate) use order_columns;
 /// A ticket as the orders service knows it: its replica.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Ticket {
-    pub id: String,
+    pub id: TicketId,
     pub title: String,
     pub price: Price,
     pub version: i64,
@@ -39,7 +39,7 @@ impl Ticket {
             .await?;
         row.map(|row| {
             Ok(Ticket {
-                id: row.try_get("id")?,
+                id: TicketId::from_string(row.try_get("id")?),
                 title: row.try_get("title")?,
                 price: price_of(&row, "price")?,
                 version: row.try_get("version")?,
@@ -62,8 +62,8 @@ impl Ticket {
 /// One order with its ticket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Order {
-    pub id: String,
-    pub user_id: String,
+    pub id: OrderId,
+    pub user_id: UserId,
     pub status: OrderStatus,
     /// RFC 3339, UTC, milliseconds (`2026-01-01T00:15:00.000Z`, as JavaScript writes it).
     pub expires_at: String,
@@ -79,13 +79,13 @@ impl Order {
             sqlx::Error::Decode(format!("unknown order status {status:?} in the database").into())
         })?;
         Ok(Order {
-            id: row.try_get("id")?,
-            user_id: row.try_get("user_id")?,
+            id: OrderId::from_string(row.try_get("id")?),
+            user_id: UserId::from_string(row.try_get("user_id")?),
             status,
             expires_at: row.try_get("expires_at")?,
             version: row.try_get("version")?,
             ticket: Ticket {
-                id: row.try_get("ticket_id")?,
+                id: TicketId::from_string(row.try_get("ticket_id")?),
                 title: row.try_get("ticket_title")?,
                 price: price_of(row, "ticket_price")?,
                 version: row.try_get("ticket_version")?,

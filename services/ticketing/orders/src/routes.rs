@@ -12,7 +12,8 @@ use switchyard_kit::db::is_unique_violation;
 use switchyard_kit::{ApiError, RequestId, ValidJson};
 use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
 use switchyard_ticketing_contract::{
-    MAX_ID_LEN, OrderCreated, OrderStatus, OrderedTicket, TicketingEvent, is_object_id, object_id,
+    MAX_ID_LEN, OrderCreated, OrderId, OrderStatus, OrderedTicket, TicketingEvent, UserId,
+    is_object_id,
 };
 use time::OffsetDateTime;
 
@@ -105,8 +106,8 @@ async fn create(
         return Err(reserved());
     }
     let order = Order {
-        id: object_id(),
-        user_id: user_id.to_string(),
+        id: OrderId::generate(),
+        user_id: UserId::from(user_id),
         status: OrderStatus::Created,
         expires_at: expires_at(OffsetDateTime::now_utc(), state.expiration_window)
             .ok_or_else(|| ApiError::internal("the expiration window overflows the calendar"))?,
@@ -117,11 +118,11 @@ async fn create(
     let inserted = sqlx::query(
         "INSERT INTO orders (id, user_id, status, expires_at, ticket_id, version, created_at, ticket_title, ticket_price) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(&order.id)
-    .bind(&order.user_id)
+    .bind(order.id.as_str())
+    .bind(order.user_id.as_str())
     .bind(order.status.as_str())
     .bind(&order.expires_at)
-    .bind(&order.ticket.id)
+    .bind(order.ticket.id.as_str())
     .bind(order.version)
     .bind(unix_millis())
     // What the buyer was shown and is charged: an edit of the ticket later does not change
@@ -205,7 +206,7 @@ async fn owned(state: &ServiceState, user: &Claims, id: &str) -> Result<Order, A
     let order = Order::find(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::not_found("Not Found"))?;
-    if order.user_id != user.id {
+    if order.user_id != user.id.as_str() {
         return Err(ApiError::unauthorized());
     }
     Ok(order)
@@ -257,7 +258,8 @@ async fn cancel(
             OrderStatus::Created | OrderStatus::AwaitingPayment => {}
         }
         let mut change = service.outbox.begin().await?;
-        let Some(cancelled) = crate::handler::cancel_live(&mut change, &order.id).await? else {
+        let Some(cancelled) = crate::handler::cancel_live(&mut change, order.id.as_str()).await?
+        else {
             // Paid or cancelled since the read: answer for what it is now.
             change.rollback().await?;
             continue;

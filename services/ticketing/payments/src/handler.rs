@@ -40,20 +40,21 @@ impl EventHandler for Orders {
                 TicketingEvent::OrderCreated(order) => {
                     self.created(
                         &event,
-                        &order.id,
+                        order.id.as_str(),
                         order.version,
                         order.status,
-                        &order.user_id,
+                        order.user_id.as_str(),
                         order.ticket.price,
                         &order.expires_at,
                     )
                     .await
                 }
                 TicketingEvent::ExpirationComplete(expiry) => {
-                    self.expired(&event, &expiry.order_id).await
+                    self.expired(&event, expiry.order_id.as_str()).await
                 }
                 TicketingEvent::OrderCancelled(order) => {
-                    self.cancelled(&event, &order.id, order.version).await
+                    self.cancelled(&event, order.id.as_str(), order.version)
+                        .await
                 }
                 TicketingEvent::TicketCreated(_)
                 | TicketingEvent::TicketUpdated(_)

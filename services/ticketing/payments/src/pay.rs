@@ -35,7 +35,9 @@ use switchyard_bus_client::ServiceState;
 use switchyard_kit::ApiError;
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::db::is_unique_violation;
-use switchyard_ticketing_contract::{OrderStatus, PaymentCreated, TicketingEvent, object_id};
+use switchyard_ticketing_contract::{
+    OrderId, OrderStatus, PaymentCreated, PaymentId, TicketingEvent, object_id,
+};
 
 use crate::provider::{Charge, ChargeError, ChargeRequest, PaymentProvider};
 use crate::verdict::{EXPIRED, PAID, lock_order};
@@ -527,8 +529,8 @@ impl Payments {
         .execute(&mut *change)
         .await?;
         let event = TicketingEvent::from(PaymentCreated {
-            id: id.clone(),
-            order_id: attempt.order_id.clone(),
+            id: PaymentId::from(id.clone()),
+            order_id: OrderId::from(attempt.order_id.clone()),
             stripe_id: charge.id.clone(),
         })
         .into_envelope(correlation.clone());

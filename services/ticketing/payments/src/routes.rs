@@ -61,7 +61,9 @@ async fn create(
         tokio::spawn(async move { state.pay(&order_id, &user.id, &token, correlation).await });
     let outcome = work.await.map_err(ApiError::internal)??;
     match outcome {
-        Outcome::Paid(id) => Ok((StatusCode::CREATED, axum::Json(Payment { id })).into_response()),
+        Outcome::Paid(id) => {
+            Ok((StatusCode::CREATED, axum::Json(Payment { id: id.into() })).into_response())
+        }
         Outcome::AlreadyPaid => Err(ApiError::bad_request("Order has already been paid")),
         Outcome::InProgress => Err(ApiError::bad_request(
             "A payment for this order is already in progress",

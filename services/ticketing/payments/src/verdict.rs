@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Row};
 use switchyard_bus_client::{Change, ServiceState};
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::{Dialect, Shutdown};
-use switchyard_ticketing_contract::{OrderStatus, PaymentExpired, TicketingEvent};
+use switchyard_ticketing_contract::{OrderId, OrderStatus, PaymentExpired, TicketingEvent};
 
 pub(crate) const PAID: &str = "paid";
 pub(crate) const EXPIRED: &str = "expired";
@@ -115,7 +115,7 @@ pub(crate) async fn decide_expired(
         .execute(&mut **change)
         .await?;
     let event = TicketingEvent::from(PaymentExpired {
-        order_id: order_id.to_string(),
+        order_id: OrderId::from(order_id),
     })
     .into_envelope(correlation);
     change.publish(&event).await?;

@@ -30,10 +30,12 @@ impl EventHandler for Orders {
             // Every event of the contract is named: a new one must be decided about here.
             match parsed {
                 TicketingEvent::OrderCreated(order) => {
-                    self.reserve(&event, &order.id, &order.ticket.id).await
+                    self.reserve(&event, order.id.as_str(), order.ticket.id.as_str())
+                        .await
                 }
                 TicketingEvent::OrderCancelled(order) => {
-                    self.release(&event, &order.id, &order.ticket.id).await
+                    self.release(&event, order.id.as_str(), order.ticket.id.as_str())
+                        .await
                 }
                 TicketingEvent::TicketCreated(_)
                 | TicketingEvent::TicketUpdated(_)

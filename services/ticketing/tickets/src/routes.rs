@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use switchyard_bus_client::{ReadCache, ServiceState};
 use switchyard_kit::{ApiError, RequestId, ValidJson};
 use switchyard_session::{Claims, HasSessions, RequireUser, Sessions};
-use switchyard_ticketing_contract::{MAX_ID_LEN, is_object_id, object_id};
+use switchyard_ticketing_contract::{MAX_ID_LEN, TicketId, UserId, is_object_id};
 
 use switchyard_kit::clock::unix_millis;
 use switchyard_kit::openapi::ErrorBody;
@@ -75,10 +75,10 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let user_id = user_id(&user)?;
     let ticket = Ticket {
-        id: object_id(),
+        id: TicketId::generate(),
         title: title.into_string(),
         price,
-        user_id: user_id.to_string(),
+        user_id: UserId::from(user_id),
         order_id: None,
         version: 0,
     };
@@ -86,10 +86,10 @@ async fn create(
     sqlx::query(
         "INSERT INTO tickets (id, title, price, user_id, version, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(&ticket.id)
+    .bind(ticket.id.as_str())
     .bind(&ticket.title)
     .bind(ticket.price.as_number())
-    .bind(&ticket.user_id)
+    .bind(ticket.user_id.as_str())
     .bind(ticket.version)
     .bind(unix_millis())
     .execute(&mut *change)
@@ -183,7 +183,7 @@ async fn update(
         if read.order_id.is_some() {
             return Err(ApiError::bad_request("Cannot edit a reserved ticket"));
         }
-        if read.user_id != user.id {
+        if read.user_id != user.id.as_str() {
             return Err(ApiError::unauthorized());
         }
         let mut change = state.outbox.begin().await?;
@@ -194,7 +194,7 @@ async fn update(
         ))
         .bind(&title)
         .bind(price.as_number())
-        .bind(&read.id)
+        .bind(read.id.as_str())
         .bind(read.version)
         .fetch_optional(&mut *change)
         .await?;

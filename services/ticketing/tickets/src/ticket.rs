@@ -4,7 +4,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use switchyard_events::Envelope;
 use switchyard_ticketing_contract::http::TicketBody;
-use switchyard_ticketing_contract::{Price, TicketCreated, TicketUpdated, TicketingEvent};
+use switchyard_ticketing_contract::{
+    OrderId, Price, TicketCreated, TicketId, TicketUpdated, TicketingEvent, UserId,
+};
 
 /// The columns [`Ticket::from_row`] reads, by name (a macro, so that queries stay
 /// `&'static str` literals built with `concat!`).
@@ -18,12 +20,12 @@ pub(crate) use ticket_columns;
 /// One ticket.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Ticket {
-    pub id: String,
+    pub id: TicketId,
     pub title: String,
     pub price: Price,
-    pub user_id: String,
+    pub user_id: UserId,
     /// The order that reserves it, if any.
-    pub order_id: Option<String>,
+    pub order_id: Option<OrderId>,
     pub version: i64,
 }
 
@@ -31,11 +33,13 @@ impl Ticket {
     /// Reads a row selected with [`ticket_columns`].
     pub fn from_row(row: &AnyRow) -> Result<Ticket, sqlx::Error> {
         Ok(Ticket {
-            id: row.try_get("id")?,
+            id: TicketId::from_string(row.try_get("id")?),
             title: row.try_get("title")?,
             price: price_of(row, "price")?,
-            user_id: row.try_get("user_id")?,
-            order_id: row.try_get("order_id")?,
+            user_id: UserId::from_string(row.try_get("user_id")?),
+            order_id: row
+                .try_get::<Option<String>, _>("order_id")?
+                .map(OrderId::from_string),
             version: row.try_get("version")?,
         })
     }
@@ -113,7 +117,7 @@ mod tests {
             title: "concert".into(),
             price: Price::from_cents(2000),
             user_id: "u".into(),
-            order_id: order_id.map(str::to_string),
+            order_id: order_id.map(OrderId::from),
             version: 3,
         }
     }
