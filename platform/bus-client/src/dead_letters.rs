@@ -295,18 +295,18 @@ async fn outbox_letters(db: &Db, only: Option<(Place, u64)>) -> anyhow::Result<V
         .fetch_all(db.reader())
         .await?;
         for row in rows {
-            let body: String = row.try_get(3)?;
+            let body: String = row.try_get("body")?;
             out.push(DeadLetter {
-                id: format!("outbox:{}", row.try_get::<i64, _>(0)?),
+                id: format!("outbox:{}", row.try_get::<i64, _>("seq")?),
                 place: Place::Outbox,
-                event_id: Some(row.try_get(1)?),
-                event_type: Some(row.try_get(2)?),
+                event_id: Some(row.try_get("event_id")?),
+                event_type: Some(row.try_get("event_type")?),
                 reason: format!(
                     "refused by the bus ({}): {}",
-                    row.try_get::<i32, _>(4)?,
-                    row.try_get::<String, _>(5)?
+                    row.try_get::<i32, _>("status")?,
+                    row.try_get::<String, _>("reason")?
                 ),
-                at: millis_text(row.try_get(6)?),
+                at: millis_text(row.try_get("at")?),
                 event: only.and_then(|_| serde_json::from_str(&body).ok()),
             });
         }
@@ -319,18 +319,22 @@ async fn outbox_letters(db: &Db, only: Option<(Place, u64)>) -> anyhow::Result<V
         .fetch_all(db.reader())
         .await?;
         for row in rows {
-            let body: String = row.try_get(3)?;
+            let body: String = row.try_get("body")?;
             out.push(DeadLetter {
-                id: format!("retrying:{}", row.try_get::<i64, _>(0)?),
+                id: format!("retrying:{}", row.try_get::<i64, _>("seq")?),
                 place: Place::Retrying,
-                event_id: Some(row.try_get(1)?),
-                event_type: Some(row.try_get(2)?),
+                event_id: Some(row.try_get("event_id")?),
+                event_type: Some(row.try_get("event_type")?),
                 reason: format!(
                     "{} tries so far, last: {}",
-                    row.try_get::<i32, _>(4)?,
-                    row.try_get::<Option<String>, _>(5)?.unwrap_or_default()
+                    row.try_get::<i32, _>("attempts")?,
+                    row.try_get::<Option<String>, _>("last_error")?
+                        .unwrap_or_default()
                 ),
-                at: millis_text(row.try_get::<Option<i64>, _>(6)?.unwrap_or_default()),
+                at: millis_text(
+                    row.try_get::<Option<i64>, _>("last_attempt_at")?
+                        .unwrap_or_default(),
+                ),
                 event: only.and_then(|_| serde_json::from_str(&body).ok()),
             });
         }

@@ -624,10 +624,10 @@ async fn select_batch(conn: &mut AnyConnection) -> Result<Vec<Pending>, sqlx::Er
     rows.iter()
         .map(|row| {
             Ok(Pending {
-                seq: row.try_get(0)?,
-                event_id: row.try_get(1)?,
-                event_type: row.try_get(2)?,
-                body: Bytes::from(row.try_get::<String, _>(3)?),
+                seq: row.try_get("seq")?,
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                body: Bytes::from(row.try_get::<String, _>("body")?),
             })
         })
         .collect()
@@ -740,8 +740,8 @@ mod tests {
                 .fetch_one(outbox.db.reader())
                 .await
                 .ok()?;
-            let attempts: i64 = row.try_get(0).ok()?;
-            (attempts >= 2).then(|| row.try_get::<String, _>(1).ok())?
+            let attempts: i64 = row.try_get("attempts").ok()?;
+            (attempts >= 2).then(|| row.try_get::<String, _>("last_error").ok())?
         })
         .await
         .map(|reason| {

@@ -44,19 +44,20 @@ struct ListParams {
     subscriber: Option<String>,
 }
 
-const SELECT: &str = "SELECT d.subscriber, d.seq, d.status, d.reason, d.at, e.event_type, e.body \
+const SELECT: &str = "SELECT d.subscriber AS subscriber, d.seq AS seq, d.status AS status, \
+     d.reason AS reason, d.at AS at, e.event_type AS event_type, e.body AS body \
      FROM dead_letters d LEFT JOIN events e ON e.seq = d.seq";
 
 fn entry(row: &sqlx::any::AnyRow, with_event: bool) -> Result<Value, sqlx::Error> {
-    let body: Option<String> = row.try_get(6)?;
+    let body: Option<String> = row.try_get("body")?;
     let event: Option<Value> = body.as_deref().and_then(|b| serde_json::from_str(b).ok());
     let mut entry = json!({
-        "subscriber": row.try_get::<String, _>(0)?,
-        "seq": row.try_get::<i64, _>(1)?,
-        "status": row.try_get::<i32, _>(2)?,
-        "reason": row.try_get::<String, _>(3)?,
-        "at": row.try_get::<i64, _>(4)?,
-        "type": row.try_get::<Option<String>, _>(5)?,
+        "subscriber": row.try_get::<String, _>("subscriber")?,
+        "seq": row.try_get::<i64, _>("seq")?,
+        "status": row.try_get::<i32, _>("status")?,
+        "reason": row.try_get::<String, _>("reason")?,
+        "at": row.try_get::<i64, _>("at")?,
+        "type": row.try_get::<Option<String>, _>("event_type")?,
         "id": event.as_ref().and_then(|e| e.get("id")).cloned().unwrap_or(Value::Null),
     });
     if with_event {

@@ -454,8 +454,8 @@ impl Delivery {
             .fetch_all(self.log.db().pool())
             .await?;
         for row in rows {
-            let seq: i64 = row.try_get(0)?;
-            let since: i64 = row.try_get(1)?;
+            let seq: i64 = row.try_get("seq")?;
+            let since: i64 = row.try_get("since")?;
             self.parked.insert(seq, ParkedEvent::new(since));
         }
         self.metrics

@@ -119,13 +119,13 @@ impl EventLog {
         .await?;
         rows.iter()
             .map(|row| {
-                let body: String = row.try_get(1)?;
+                let body: String = row.try_get("body")?;
                 let correlation_id = Envelope::from_slice(body.as_bytes())
                     .ok()
                     .and_then(|e| e.correlation_id);
                 Ok(Arc::new(Stored {
-                    seq: row.try_get(0)?,
-                    event_type: row.try_get(2)?,
+                    seq: row.try_get("seq")?,
+                    event_type: row.try_get("event_type")?,
                     body: Bytes::from(body),
                     correlation_id,
                     appended_at: None,
@@ -184,7 +184,7 @@ impl EventLog {
             .fetch_all(self.db.reader())
             .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map(|row| Ok((row.try_get("seq")?, row.try_get("body")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }

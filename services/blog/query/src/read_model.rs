@@ -242,7 +242,7 @@ impl ReadModel {
     async fn rebuild(&self, fragments: &mut Fragments) -> Result<(), sqlx::Error> {
         let mut conn = self.db.reader().acquire().await?;
         let post_rows = sqlx::query(
-            "SELECT id, title, log_seq, ord FROM posts ORDER BY (log_seq IS NULL), log_seq, ord",
+            "SELECT id AS post_id, title, log_seq, ord FROM posts ORDER BY (log_seq IS NULL), log_seq, ord",
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -254,7 +254,7 @@ impl ReadModel {
         let mut comments: HashMap<String, Vec<CommentJson>> = HashMap::new();
         for row in &comment_rows {
             // Comments whose post is not known yet wait in the table, invisible.
-            let post_id: String = row.try_get(3)?;
+            let post_id: String = row.try_get("post_id")?;
             comments.entry(post_id).or_default().push(comment(row)?);
         }
         *fragments = Fragments {
@@ -280,7 +280,8 @@ impl ReadModel {
             // One statement for the post and its comments (a row per comment, or one row
             // without a comment): each statement is a round trip to the database.
             let rows = sqlx::query(
-                "SELECT p.id, p.title, p.log_seq, p.ord, c.id, c.content, c.status \
+                "SELECT p.id AS post_id, p.title AS title, p.log_seq AS log_seq, p.ord AS ord, \
+                 c.id AS comment_id, c.content AS content, c.status AS status \
                  FROM posts p LEFT JOIN comments c ON c.post_id = p.id WHERE p.id = $1 \
                  ORDER BY (c.log_seq IS NULL), c.log_seq, c.ord",
             )
@@ -291,11 +292,11 @@ impl ReadModel {
             let Some(first) = rows.first() else { continue };
             let mut comments = Vec::with_capacity(rows.len());
             for row in &rows {
-                if let Some(id) = row.try_get::<Option<String>, _>(4)? {
+                if let Some(id) = row.try_get::<Option<String>, _>("comment_id")? {
                     comments.push(CommentJson {
                         id,
-                        content: row.try_get(5)?,
-                        status: row.try_get(6)?,
+                        content: row.try_get("content")?,
+                        status: row.try_get("status")?,
                     });
                 }
             }
@@ -307,16 +308,16 @@ impl ReadModel {
 }
 
 fn post(row: &AnyRow) -> Result<(String, String, SortKey), sqlx::Error> {
-    let log_seq: Option<i64> = row.try_get(2)?;
-    let key = (log_seq.is_none(), log_seq.unwrap_or(0), row.try_get(3)?);
-    Ok((row.try_get(0)?, row.try_get(1)?, key))
+    let log_seq: Option<i64> = row.try_get("log_seq")?;
+    let key = (log_seq.is_none(), log_seq.unwrap_or(0), row.try_get("ord")?);
+    Ok((row.try_get("post_id")?, row.try_get("title")?, key))
 }
 
 fn comment(row: &AnyRow) -> Result<CommentJson, sqlx::Error> {
     Ok(CommentJson {
-        id: row.try_get(0)?,
-        content: row.try_get(1)?,
-        status: row.try_get(2)?,
+        id: row.try_get("id")?,
+        content: row.try_get("content")?,
+        status: row.try_get("status")?,
     })
 }
 

@@ -208,11 +208,11 @@ impl Payments {
         .await?;
         row.map(|r| {
             Ok(Order {
-                user_id: r.try_get(0)?,
-                price_cents: r.try_get(1)?,
-                status: r.try_get(2)?,
-                verdict: r.try_get(3)?,
-                expires_at: r.try_get(4)?,
+                user_id: r.try_get("user_id")?,
+                price_cents: r.try_get("price_cents")?,
+                status: r.try_get("status")?,
+                verdict: r.try_get("verdict")?,
+                expires_at: r.try_get("expires_at")?,
             })
         })
         .transpose()
@@ -250,7 +250,7 @@ impl Payments {
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = live {
-            let status: String = row.try_get(1)?;
+            let status: String = row.try_get("status")?;
             if status == SUCCEEDED {
                 tx.rollback().await?;
                 return Ok(Claim::Paid);
@@ -362,18 +362,18 @@ impl Payments {
         row: &AnyRow,
         now: i64,
     ) -> Result<Option<Attempt>, sqlx::Error> {
-        let lease_until: i64 = row.try_get(2)?;
+        let lease_until: i64 = row.try_get("lease_until")?;
         if lease_until > now {
             return Ok(None);
         }
         let attempt = Attempt {
             order_id: order_id.to_string(),
-            number: row.try_get(0)?,
-            key: row.try_get(3)?,
-            token: row.try_get(4)?,
-            amount_cents: row.try_get(5)?,
-            currency: row.try_get(6)?,
-            charge_id: row.try_get(7)?,
+            number: row.try_get("attempt")?,
+            key: row.try_get("idempotency_key")?,
+            token: row.try_get("token")?,
+            amount_cents: row.try_get("amount_cents")?,
+            currency: row.try_get("currency")?,
+            charge_id: row.try_get("charge_id")?,
             replay: true,
         };
         let taken = sqlx::query(
@@ -634,8 +634,8 @@ impl Payments {
         .bind(attempt.number)
         .fetch_one(self.service.db.pool())
         .await?;
-        let status: String = row.try_get(0)?;
-        let message: Option<String> = row.try_get(1)?;
+        let status: String = row.try_get("status")?;
+        let message: Option<String> = row.try_get("message")?;
         Ok(match status.as_str() {
             SUCCEEDED => {
                 let payment: Option<String> =

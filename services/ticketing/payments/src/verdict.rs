@@ -64,7 +64,7 @@ pub(crate) async fn lock_order(
         .bind(order_id)
         .fetch_optional(conn)
         .await?
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| Ok((row.try_get("status")?, row.try_get("verdict")?)))
         .transpose()
 }
 
