@@ -6,6 +6,8 @@ use switchyard_blog_contract::{
 };
 use switchyard_events::{Envelope, PayloadError};
 
+use switchyard_bus_client::ServiceEntry;
+
 use crate::{App, ConsumerDefaults, Consumes, ExtraK8sService, IngressSpec, Kind, Service};
 
 /// A blog service listening on its contract's `port`, with its ops endpoints on `ops`.
@@ -31,18 +33,9 @@ const fn service(name: &'static str, about: &'static str, port: u16, ops: u16) -
     }
 }
 
-/// A service of the app: its name and database from the entry its crate declares.
-const fn app(
-    entry: &'static switchyard_bus_client::ServiceEntry,
-    about: &'static str,
-    port: u16,
-    ops: u16,
-) -> Service {
-    Service {
-        database: entry.has_database(),
-        entry: Some(entry),
-        ..service(entry.name, about, port, ops)
-    }
+/// A service of the app, run through the entry its crate declares.
+const fn app(entry: &'static ServiceEntry, about: &'static str, port: u16, ops: u16) -> Service {
+    service(entry.name, about, port, ops).run_by(entry)
 }
 
 fn check_payload(env: &Envelope) -> Result<(), PayloadError> {

@@ -200,6 +200,17 @@ pub struct IngressSpec {
 }
 
 impl Service {
+    /// This service run through `entry`: its name and whether it has a database are the
+    /// entry's.
+    pub const fn run_by(self, entry: &'static switchyard_bus_client::ServiceEntry) -> Service {
+        Service {
+            name: entry.name,
+            database: entry.has_database(),
+            entry: Some(entry),
+            ..self
+        }
+    }
+
     /// Whether it publishes or consumes events: it then holds the app's bus secret
     /// (`EVENT_BUS_SECRET`) or NATS user. The event bus itself holds the secret too.
     pub fn uses_the_bus(&self) -> bool {

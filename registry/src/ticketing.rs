@@ -8,6 +8,8 @@ use switchyard_ticketing_contract::{
     TICKET_CREATED, TICKET_UPDATED,
 };
 
+use switchyard_bus_client::ServiceEntry;
+
 use crate::{App, ConsumerDefaults, Consumes, IngressSpec, Kind, Service};
 
 /// A ticketing service: port 3000 in the cluster, `local` and `ops` under `up`.
@@ -33,18 +35,9 @@ const fn service(name: &'static str, about: &'static str, local: u16, ops: u16) 
     }
 }
 
-/// A service of the app: its name and database from the entry its crate declares.
-const fn app(
-    entry: &'static switchyard_bus_client::ServiceEntry,
-    about: &'static str,
-    port: u16,
-    ops: u16,
-) -> Service {
-    Service {
-        database: entry.has_database(),
-        entry: Some(entry),
-        ..service(entry.name, about, port, ops)
-    }
+/// A service of the app, run through the entry its crate declares.
+const fn app(entry: &'static ServiceEntry, about: &'static str, port: u16, ops: u16) -> Service {
+    service(entry.name, about, port, ops).run_by(entry)
 }
 
 fn check_payload(env: &Envelope) -> Result<(), PayloadError> {

@@ -2,6 +2,8 @@
 //! that crate and registered once in the app registry. `serve`, `migrate` and `up` run a
 //! service through it; no name of a service is matched anywhere else.
 
+use std::future::Future;
+
 use futures_util::future::BoxFuture;
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{CommonConfig, ConfigError, Env, Migrations, Shutdown};
@@ -53,8 +55,39 @@ impl Start {
         ServiceSettings::from_env(&self.env, self.common.clone(), self.consumer.clone())
     }
 
-    /// Binds the service's two listeners (its port and its ops port).
-    pub async fn bind(common: &CommonConfig) -> anyhow::Result<Listeners> {
-        Listeners::bind(common).await
+    /// Reads the service's settings, binds its listeners and runs `launch` on them until
+    /// shutdown: what a [`ServiceEntry::run`] does (`run: |start| start.run(launch)`).
+    pub fn run<S, F, Fut>(self, launch: F) -> BoxFuture<'static, anyhow::Result<()>>
+    where
+        S: StartSettings,
+        F: FnOnce(S, Listeners, Shutdown) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Box::pin(async move {
+            let settings = S::from_start(&self)?;
+            let listeners = Listeners::bind(&self.common).await?;
+            launch(settings, listeners, self.shutdown).await
+        })
+    }
+}
+
+/// The settings a service's `launch` takes, read at its start.
+pub trait StartSettings: Sized + Send + 'static {
+    /// Reads them from the environment (a missing or malformed variable is named); their
+    /// common part is [`Start::common`], whose ports are bound.
+    fn from_start(start: &Start) -> Result<Self, ConfigError>;
+}
+
+/// A service with nothing of its own to read and no bus (the web clients).
+impl StartSettings for CommonConfig {
+    fn from_start(start: &Start) -> Result<Self, ConfigError> {
+        Ok(start.common.clone())
+    }
+}
+
+/// A service on the bus with nothing else to read.
+impl StartSettings for ServiceSettings {
+    fn from_start(start: &Start) -> Result<Self, ConfigError> {
+        start.service_settings()
     }
 }

@@ -37,7 +37,7 @@ pub mod service;
 pub use bus::{BusConfig, Publisher};
 pub use consumer::{EventHandler, HandleError, Handled};
 pub use consumer_settings::ConsumerSettings;
-pub use entry::{ServiceEntry, Start};
+pub use entry::{ServiceEntry, Start, StartSettings};
 pub use nats_bus::NatsBus;
 pub use outbox::{Change, Outbox};
 pub use read_cache::ReadCache;

@@ -32,21 +32,9 @@ pub async fn launch(
     service.run(routes::router(state), None, listeners).await
 }
 
-/// The service as the binary runs it (`serve`, `migrate`, `up`), registered once in the
-/// app registry.
+/// The service as the binary runs it (`serve`, `migrate`, `up`), registered in the registry.
 pub static ENTRY: switchyard_bus_client::ServiceEntry = switchyard_bus_client::ServiceEntry {
     name: "posts",
     migrations: &[&switchyard_bus_client::outbox::MESSAGING, &MIGRATIONS],
-    run,
+    run: |start| start.run(launch),
 };
-
-fn run(
-    start: switchyard_bus_client::Start,
-) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>> {
-    use switchyard_bus_client::Start;
-    Box::pin(async move {
-        let settings = start.service_settings()?;
-        let listeners = Start::bind(&settings.common).await?;
-        launch(settings, listeners, start.shutdown).await
-    })
-}

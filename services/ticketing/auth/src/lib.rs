@@ -114,21 +114,15 @@ pub async fn launch(
     result
 }
 
-/// The service as the binary runs it (`serve`, `migrate`, `up`), registered once in the
-/// app registry.
+/// The service as the binary runs it (`serve`, `migrate`, `up`), registered in the registry.
 pub static ENTRY: switchyard_bus_client::ServiceEntry = switchyard_bus_client::ServiceEntry {
     name: "auth",
     migrations: &[&MIGRATIONS],
-    run,
+    run: |start| start.run(launch),
 };
 
-fn run(
-    start: switchyard_bus_client::Start,
-) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>> {
-    use switchyard_bus_client::Start;
-    Box::pin(async move {
-        let settings = Settings::from_env(&start.env, start.common)?;
-        let listeners = Start::bind(&settings.common).await?;
-        launch(settings, listeners, start.shutdown).await
-    })
+impl switchyard_bus_client::StartSettings for Settings {
+    fn from_start(start: &switchyard_bus_client::Start) -> Result<Self, ConfigError> {
+        Settings::from_env(&start.env, start.common.clone())
+    }
 }

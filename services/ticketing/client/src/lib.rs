@@ -314,23 +314,21 @@ pub async fn launch(
     .await
 }
 
-/// The service as the binary runs it (`serve`, `migrate`, `up`), registered once in the
-/// app registry.
+/// The service as the binary runs it (`serve`, `migrate`, `up`), registered in the registry.
 pub static ENTRY: switchyard_bus_client::ServiceEntry = switchyard_bus_client::ServiceEntry {
     name: "client",
     migrations: &[],
-    run,
+    run: |start| {
+        let common = start.common.clone();
+        start
+            .run(move |settings, listeners, shutdown| launch(common, settings, listeners, shutdown))
+    },
 };
 
-fn run(
-    start: switchyard_bus_client::Start,
-) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>> {
-    use switchyard_bus_client::Start;
-    Box::pin(async move {
-        let settings = ClientSettings::from_env(&start.env)?;
-        let listeners = Start::bind(&start.common).await?;
-        launch(start.common, settings, listeners, start.shutdown).await
-    })
+impl switchyard_bus_client::StartSettings for ClientSettings {
+    fn from_start(start: &switchyard_bus_client::Start) -> Result<Self, ConfigError> {
+        ClientSettings::from_env(&start.env)
+    }
 }
 
 #[cfg(test)]

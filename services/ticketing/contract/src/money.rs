@@ -81,6 +81,43 @@ impl<'de> Deserialize<'de> for Price {
     }
 }
 
+/// In a query a price binds and decodes as the number of dollars its column holds
+/// (exact: at most eight digits of cents); a stored number out of range fails to decode.
+#[cfg(feature = "sqlx")]
+mod sql {
+    use sqlx::error::BoxDynError;
+    use sqlx::{Any, Database, Decode, Encode, Type};
+
+    use super::Price;
+
+    impl Type<Any> for Price {
+        fn type_info() -> <Any as Database>::TypeInfo {
+            <f64 as Type<Any>>::type_info()
+        }
+
+        fn compatible(ty: &<Any as Database>::TypeInfo) -> bool {
+            <f64 as Type<Any>>::compatible(ty)
+        }
+    }
+
+    impl<'q> Encode<'q, Any> for Price {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <Any as Database>::ArgumentBuffer,
+        ) -> Result<sqlx::encode::IsNull, BoxDynError> {
+            <f64 as Encode<'q, Any>>::encode_by_ref(&self.as_number(), buf)
+        }
+    }
+
+    impl<'r> Decode<'r, Any> for Price {
+        fn decode(value: <Any as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+            let dollars = <f64 as Decode<'r, Any>>::decode(value)?;
+            Price::from_number(dollars)
+                .ok_or_else(|| format!("price {dollars} out of range").into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

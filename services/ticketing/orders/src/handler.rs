@@ -104,7 +104,7 @@ async fn ticket_created(
     )
     .bind(id)
     .bind(title)
-    .bind(price.as_number())
+    .bind(price)
     .bind(version)
     .execute(conn)
     .await?
@@ -129,7 +129,7 @@ async fn ticket_updated(
         "UPDATE tickets SET title = $1, price = $2, version = $3 WHERE id = $4 AND version = $5",
     )
     .bind(title)
-    .bind(price.as_number())
+    .bind(price)
     .bind(version)
     .bind(id)
     .bind(version - 1)
@@ -174,7 +174,7 @@ async fn ticket_snapshot(
     )
     .bind(id)
     .bind(title)
-    .bind(price.as_number())
+    .bind(price)
     .bind(version)
     .execute(conn)
     .await?

@@ -41,7 +41,7 @@ impl Ticket {
             Ok(Ticket {
                 id: TicketId::from_string(row.try_get("id")?),
                 title: row.try_get("title")?,
-                price: price_of(&row, "price")?,
+                price: row.try_get("price")?,
                 version: row.try_get("version")?,
             })
         })
@@ -87,7 +87,7 @@ impl Order {
             ticket: Ticket {
                 id: TicketId::from_string(row.try_get("ticket_id")?),
                 title: row.try_get("ticket_title")?,
-                price: price_of(row, "ticket_price")?,
+                price: row.try_get("ticket_price")?,
                 version: row.try_get("ticket_version")?,
             },
         })
@@ -119,13 +119,6 @@ impl Order {
             version: self.version,
         }
     }
-}
-
-/// The price in column `column` (dollars, a number), in cents.
-pub(crate) fn price_of(row: &AnyRow, column: &str) -> Result<Price, sqlx::Error> {
-    let dollars: f64 = row.try_get(column)?;
-    Price::from_number(dollars)
-        .ok_or_else(|| sqlx::Error::Decode(format!("price {dollars} out of range").into()))
 }
 
 /// `now + window` as RFC 3339 in UTC with milliseconds, the shape of JavaScript's

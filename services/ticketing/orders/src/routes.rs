@@ -128,7 +128,7 @@ async fn create(
     // What the buyer was shown and is charged: an edit of the ticket later does not change
     // the order.
     .bind(&order.ticket.title)
-    .bind(order.ticket.price.as_number())
+    .bind(order.ticket.price)
     .execute(&mut *change)
     .await;
     match inserted {

@@ -35,7 +35,7 @@ impl Ticket {
         Ok(Ticket {
             id: TicketId::from_string(row.try_get("id")?),
             title: row.try_get("title")?,
-            price: price_of(row, "price")?,
+            price: row.try_get("price")?,
             user_id: UserId::from_string(row.try_get("user_id")?),
             order_id: row
                 .try_get::<Option<String>, _>("order_id")?
@@ -96,13 +96,6 @@ impl Ticket {
         })
         .into_envelope(correlation_id)
     }
-}
-
-/// The price in column `column` (dollars, a number), in cents.
-pub(crate) fn price_of(row: &AnyRow, column: &str) -> Result<Price, sqlx::Error> {
-    let dollars: f64 = row.try_get(column)?;
-    Price::from_number(dollars)
-        .ok_or_else(|| sqlx::Error::Decode(format!("price {dollars} out of range").into()))
 }
 
 #[cfg(test)]
