@@ -14,6 +14,7 @@ use support::ticketing::Ticketing;
 
 per_backend!(
     a_ticket_is_sold_reserved_paid_and_complete_across_the_services,
+    a_request_s_trace_follows_its_events_across_the_services,
     a_cancellation_that_overtakes_its_creation_leaves_the_ticket_for_sale,
     orders_following_each_other_on_a_ticket_leave_it_with_the_live_one,
     twenty_buyers_racing_for_one_ticket_get_exactly_one_order,
@@ -166,6 +167,75 @@ async fn pay(c: &Client, t: &Ticketing, buyer: &User, order_id: &str, token: &st
         (a.status != 404).then_some(a)
     })
     .await
+}
+
+/// The trace id of an event as the bus holds it (`traceparent`), if it carries one.
+fn trace_of(event: &Value) -> Option<String> {
+    let header = event["traceparent"].as_str()?;
+    let parts: Vec<&str> = header.split('-').collect();
+    (parts.len() == 4 && parts[1].len() == 32).then(|| parts[1].to_string())
+}
+
+/// A request's W3C trace context travels in the events it causes, stored with them at
+/// commit, and on through what consumers publish in turn: `POST /api/orders` sent with a
+/// `traceparent` gives its `order:created`, and the `ticket:updated` tickets publishes on
+/// applying it, that trace; a request without one starts a trace of its own.
+async fn a_request_s_trace_follows_its_events_across_the_services(backend: Backend) {
+    let t = Ticketing::start_on(backend, ALL).await;
+    let c = Client::default();
+    let seller = signup(&c, &t, "seller@test.com").await;
+    let buyer = signup(&c, &t, "buyer@test.com").await;
+    let ticket = sell(&c, &t, &seller, "concert", 20.0).await;
+    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let order = support::eventually("the order to be created", || async {
+        let a = c
+            .with_headers(
+                Method::POST,
+                &format!("{}/api/orders", t.url("orders")),
+                Some(&buyer.cookie),
+                Some(&json!({ "ticketId": ticket_id })),
+                &[("traceparent", traceparent.as_str())],
+            )
+            .await;
+        (a.status != 404).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        order.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&order.body)
+    );
+    let order_id = order.json()["id"].as_str().expect("id").to_string();
+    let events = support::eventually("the reservation's ticket:updated", || async {
+        let events = t.events().await;
+        events
+            .iter()
+            .any(|e| e["type"] == "ticket:updated" && e["data"]["orderId"] == order_id.as_str())
+            .then_some(events)
+    })
+    .await;
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "ticket:created" && e["data"]["id"] == ticket_id.as_str())
+        .expect("ticket:created");
+    let own = trace_of(created).expect("a request without a traceparent starts a trace");
+    assert_ne!(own, trace);
+    let ordered = events
+        .iter()
+        .find(|e| e["type"] == "order:created" && e["data"]["id"] == order_id.as_str())
+        .expect("order:created");
+    assert_eq!(trace_of(ordered).as_deref(), Some(trace), "{ordered}");
+    // The event's own span is a child of the request's, not the caller's span itself.
+    assert_ne!(ordered["traceparent"], traceparent.as_str());
+    let reserved = events
+        .iter()
+        .find(|e| e["type"] == "ticket:updated" && e["data"]["orderId"] == order_id.as_str())
+        .expect("ticket:updated");
+    assert_eq!(trace_of(reserved).as_deref(), Some(trace), "{reserved}");
+    t.shutdown().await;
 }
 
 async fn a_ticket_is_sold_reserved_paid_and_complete_across_the_services(backend: Backend) {

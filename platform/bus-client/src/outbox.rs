@@ -255,6 +255,16 @@ pub struct Change {
 impl Change {
     /// Adds `event` to the outbox in this transaction.
     pub async fn publish(&mut self, event: &Envelope) -> Result<(), sqlx::Error> {
+        // The event carries the trace of the work that publishes it (the request, or the
+        // event being applied), stored with it at commit; one that names its own keeps it.
+        let traced;
+        let event = match switchyard_kit::trace_context::current() {
+            Some(current) if event.trace_context().is_none() => {
+                traced = event.clone().with_trace_context(current.child());
+                &traced
+            }
+            _ => event,
+        };
         let (seq, body) = insert(&mut self.tx, event).await?;
         if self.outbox.handoff.is_some() {
             self.staged.push(Pending {
@@ -805,6 +815,51 @@ mod tests {
         let second = relay.publish_sqlite(&handoff, false).await?;
         assert_eq!(second, Round::Published(10));
         assert_eq!(publisher.stored().len(), BATCH as usize + 10);
+        Ok(())
+    }
+
+    /// The event stored at commit carries the trace of the work that published it; an
+    /// event that names its own trace keeps it, and outside any trace none is added.
+    #[tokio::test]
+    async fn a_published_event_carries_the_current_trace() -> anyhow::Result<()> {
+        use switchyard_events::TraceContext;
+        use switchyard_kit::trace_context;
+
+        let dir = tempfile::tempdir()?;
+        let outbox = outbox(&dir).await?;
+        let request = TraceContext::generate();
+        let own = TraceContext::generate();
+        trace_context::scope(request, async {
+            let mut change = outbox.begin().await?;
+            change
+                .publish(&Envelope::new("A", serde_json::json!({})))
+                .await?;
+            change
+                .publish(&Envelope::new("B", serde_json::json!({})).with_trace_context(own))
+                .await?;
+            change.commit().await?;
+            anyhow::Ok(())
+        })
+        .await?;
+        let mut change = outbox.begin().await?;
+        change
+            .publish(&Envelope::new("C", serde_json::json!({})))
+            .await?;
+        change.commit().await?;
+        let stored: Vec<Envelope> = select_batch(&mut *outbox.db.pool().acquire().await?)
+            .await?
+            .iter()
+            .map(|p| Envelope::from_slice(&p.body))
+            .collect::<Result<_, _>>()?;
+        let a = stored[0].trace_context().expect("A is traced");
+        assert_eq!(a.trace_id(), request.trace_id());
+        assert_ne!(
+            a.span_id(),
+            request.span_id(),
+            "a child span of the request's"
+        );
+        assert_eq!(stored[1].trace_context(), Some(own));
+        assert_eq!(stored[2].trace_context(), None);
         Ok(())
     }
 

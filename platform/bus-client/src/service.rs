@@ -20,8 +20,9 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_events::Envelope;
+use switchyard_events::{Envelope, TraceContext};
 use switchyard_kit::server::Listeners;
+use switchyard_kit::trace_context;
 use switchyard_kit::{
     CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, ReadinessCheck, Shutdown,
     openapi,
@@ -244,23 +245,35 @@ impl EventHandler for Filtered {
         {
             return Box::pin(async { Ok(Handled::Ignored) });
         }
-        if !tracing::enabled!(tracing::Level::TRACE) {
-            return self.inner.handle(event);
-        }
-        // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
+        // The work belongs to the event's trace (a new one for an event that carries none,
+        // as the course's services send them): what it publishes carries it on.
+        let context = event
+            .trace_context()
+            .map_or_else(TraceContext::generate, |parent| parent.child());
         let id = event.id.clone();
+        let event_type = event.event_type.clone();
         let correlation = event.correlation_id.clone().unwrap_or_default();
-        tracing::trace!(event_id = %id, event_type = %event.event_type, correlation_id = %correlation, "event received");
+        // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
+        tracing::trace!(event_id = %id, event_type = %event_type, correlation_id = %correlation, "event received");
         let handled = self.inner.handle(event);
-        Box::pin(async move {
+        Box::pin(trace_context::scope(context, async move {
             let outcome = handled.await;
+            if let Ok(Handled::Applied) = outcome {
+                tracing::info!(
+                    event_type = %event_type,
+                    event_id = %id,
+                    correlation_id = %correlation,
+                    trace_id = %context.trace_id(),
+                    "event applied"
+                );
+            }
             let how = match &outcome {
                 Ok(h) => h.as_str(),
                 Err(_) => "error",
             };
             tracing::trace!(event_id = %id, correlation_id = %correlation, outcome = how, "event handled");
             outcome
-        })
+        }))
     }
 }
 

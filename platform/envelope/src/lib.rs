@@ -14,8 +14,10 @@ pub mod envelope;
 pub mod ids;
 pub mod payload;
 pub mod schema;
+pub mod trace;
 
 pub use docs::EventDoc;
 pub use envelope::{Envelope, EnvelopeError};
 pub use payload::PayloadError;
 pub use schema::EventSchema;
+pub use trace::{TRACEPARENT, TraceContext};

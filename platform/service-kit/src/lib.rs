@@ -31,6 +31,7 @@ pub mod request_stack;
 pub mod server;
 pub mod telemetry;
 pub mod testing;
+pub mod trace_context;
 pub mod wait;
 
 pub use backoff::Backoff;

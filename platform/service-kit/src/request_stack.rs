@@ -96,10 +96,16 @@ where
         // route pattern are on the lines that report the request's outcome (the pattern is
         // already at hand; the raw path would be one more copy per request). No `service` field
         // either: `up` prefixes each line with the service, Kubernetes labels the pod.
-        let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
+        let trace = crate::trace_context::of_request(req.headers());
+        let span = tracing::info_span!(
+            "request",
+            request_id = request_id.to_str().unwrap_or(""),
+            trace_id = %trace.trace_id(),
+        );
         let started = Instant::now();
         let handled = inner.call(req);
-        Box::pin(
+        Box::pin(crate::trace_context::scope(
+            trace,
             async move {
                 let mut handled = std::pin::pin!(handled);
                 // Most answers are ready at the first poll; the timer is armed only for
@@ -153,7 +159,7 @@ where
                 Ok(response)
             }
             .instrument(span),
-        )
+        ))
     }
 }
 
