@@ -1,7 +1,7 @@
 //! The stripe provider against a local server that speaks Stripe's API: form bodies, the
 //! Bearer key, the error objects, idempotency keys replayed, retries that reuse the key.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

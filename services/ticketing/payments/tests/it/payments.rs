@@ -3,7 +3,7 @@
 //! a declined card, a cancellation during the charge, a crashed attempt replayed, the
 //! provider configured as Stripe, and bad input.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
