@@ -20,7 +20,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# schemathesis, pinned so that a seed replays the same cases; cli/tests/openapi.rs finds it
+# schemathesis, pinned so that a seed replays the same cases; cli/tests/it/openapi.rs finds it
 # here (or through SCHEMATHESIS, or on the PATH).
 SCHEMATHESIS_VERSION=4.32.5
 schemathesis_venv="${HOME}/.cache/switchyard/schemathesis"

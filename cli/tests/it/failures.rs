@@ -11,7 +11,7 @@
 //! one at a time (a process-wide lock) in their own test binary. Without the servers they are skipped with a message, except
 //! under `CI=true`.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,9 +25,6 @@ use support::load::{
     Truth, create_comment, create_post, http_client, log_is_exactly_once, matches_truth, read_model,
 };
 use support::nats_server::NatsServer;
-
-/// One disturbing test at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SETTLE: Duration = Duration::from_secs(120);
 /// Clients commenting until told to stop: round-robin over the posts, through `comments`.
@@ -100,7 +97,7 @@ async fn nats_killed_for_twenty_seconds_loses_nothing_and_keeps_the_services_rea
     if !Backend::Production.enabled() {
         return;
     }
-    let _serial = SERIAL.lock().await;
+    let _serial = support::faults::ONE_AT_A_TIME.lock().await;
     let mut nats = NatsServer::start(None, &[]).await;
     let blog = Blog::start_on_resources(backend::Resources::on_nats(nats.url())).await;
     blog.wait_ready().await;
@@ -213,7 +210,7 @@ async fn postgres_connections_terminated_mid_stream_lose_nothing() {
     if !Backend::Production.enabled() {
         return;
     }
-    let _serial = SERIAL.lock().await;
+    let _serial = support::faults::ONE_AT_A_TIME.lock().await;
     let blog = Blog::start_on(Backend::Production).await;
     blog.wait_ready().await;
     let pattern = blog
@@ -409,7 +406,7 @@ async fn databases_refusing_connections_for_150_seconds_lose_no_event() {
     if !Backend::Production.enabled() {
         return;
     }
-    let _serial = SERIAL.lock().await;
+    let _serial = support::faults::ONE_AT_A_TIME.lock().await;
     let outage = Duration::from_secs(
         std::env::var("OUTAGE_SECS")
             .ok()

@@ -1,7 +1,7 @@
 //! The `switchyard` command itself: the app registry behind `--help`, `services`, `up`
 //! without an app, and `rebuild-query` keeping to `MIGRATE_ON_START`.
 
-mod support;
+use crate::support;
 
 use support::process;
 

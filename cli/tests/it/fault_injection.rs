@@ -14,10 +14,11 @@
 //!   listed.
 //!
 //! Short by default (CI). The long version: `FAULT_SECS=300 FAULT_CLIENTS=64 cargo test
-//! --release -p switchyard --test fault_injection -- --nocapture` (`FAULT_EXPIRATION_WINDOW_SECONDS`,
+//! --release -p switchyard --test it fault_injection:: -- --nocapture` (`FAULT_EXPIRATION_WINDOW_SECONDS`,
 //! default 20, is ticketing's order window).
 
-mod support;
+use crate::per_backend;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! `tok_visa`, see "complete" in My Orders; an order left to expire shows "Order Expired".
 //! Markup in a title stays text. Screenshots land in `target/artifacts/`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

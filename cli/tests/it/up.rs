@@ -1,7 +1,7 @@
 //! `switchyard up blog`: everything ready behind the gateway, a crashed service restarted,
 //! a clean stop, state kept across runs, a clear message for a port in use.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

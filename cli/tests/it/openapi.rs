@@ -11,7 +11,8 @@
 //! the run; schemathesis is found through `SCHEMATHESIS`, the `PATH`, or the virtual
 //! environment `.ci/services.sh` installs it in.
 
-mod support;
+use crate::per_backend;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,9 +46,6 @@ const EXCLUDED_CHECKS: &str = "use_after_free,positive_data_acceptance";
 /// request to it ends with an answer to check. Each of its events carries the body of
 /// `GET /posts`, which is fuzzed; the stream itself is tested by `up.rs` and the browser.
 const NOT_FUZZED: &[(&str, &str)] = &[("query", "/posts/stream")];
-
-/// One test at a time: each runs a whole app and schemathesis on two cores.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -100,7 +98,7 @@ async fn described_and_fuzzed(backend: Backend, app_name: &str) {
         );
         return;
     };
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _one = support::faults::ONE_AT_A_TIME.lock().await;
     let app = switchyard_registry::app(app_name).expect("app");
     let dir = tempfile::tempdir().expect("tmp");
     let mut resources = Resources::new();

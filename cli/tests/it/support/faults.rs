@@ -18,9 +18,9 @@ pub enum Fault {
     DropPostgresConnections,
 }
 
-/// The fault-injection tests hold this while they run: one nemesis at a time in a test
-/// binary, since a NATS restart would otherwise hit the other tests' systems too, and the
-/// machine has two cores.
+/// The heavy tests hold this while they run (fault injection, outages, the OpenAPI fuzzing):
+/// one at a time in the test binary, beside the light ones, since the machine has two cores
+/// and their loads and deadlines assume one another's absence.
 pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The usual plan for `services` of an app (`bus` is the event bus, or nothing on NATS):

@@ -1,7 +1,7 @@
 //! The blog in real headless Chromium: create a post, add comments, watch their statuses
 //! arrive without a reload; markup in user content stays text.
 
-mod support;
+use crate::support;
 
 use support::up::{Up, free_offset};
 use support::webdriver::{self, Driver};

@@ -1,7 +1,7 @@
 //! The event bus over real HTTP: durable append, order per subscriber, catch-up, duplicates,
 //! dead letters, bad input, SIGKILL and configuration.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

@@ -3,7 +3,7 @@
 //! environment), EXPIRATION_WINDOW_SECONDS reaching orders, the blog beside it without a
 //! port clash, and the same on PostgreSQL + NATS.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

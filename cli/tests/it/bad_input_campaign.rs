@@ -3,7 +3,7 @@
 //! paths, unknown event types, events with missing fields; for ticketing, signed in or not.
 //! Pass: no 5xx, every 4xx has the JSON error body, and every service is still up.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::backend::Backend;

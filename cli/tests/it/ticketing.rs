@@ -2,7 +2,8 @@
 //! original's route and listener tests as behaviour across services, and where the original
 //! could sell a ticket twice, pay an order twice or lose a timer, that ours does not.
 
-mod support;
+use crate::per_backend;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,8 @@
 //! Each test runs once per backend (`embedded::<test>`: SQLite + the HTTP event bus;
 //! `production::<test>`: PostgreSQL + NATS JetStream), see `support::backend`.
 
-mod support;
+use crate::per_backend;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::backend::Backend;

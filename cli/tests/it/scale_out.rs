@@ -3,7 +3,7 @@
 //! concurrently through both replicas; every event must take effect exactly once, and either
 //! query replica must serve the ground truth.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

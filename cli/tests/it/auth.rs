@@ -3,7 +3,8 @@
 //! under concurrent signups, a session built as the original's tests build it, the sign-in
 //! limit, and JWT_KEY required at start.
 
-mod support;
+use crate::per_backend;
+use crate::support;
 
 use base64::Engine;
 use reqwest::Method;
