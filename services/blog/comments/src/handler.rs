@@ -49,7 +49,7 @@ impl EventHandler for Moderations {
                 return Ok(Handled::Ignored);
             };
             // The stored content is authoritative, whatever the moderation event carried.
-            let content: String = row.try_get(0)?;
+            let content: String = row.try_get("content")?;
             let updated = BlogEvent::from(CommentUpdated {
                 id,
                 status,
