@@ -21,6 +21,8 @@
 pub mod bus;
 pub mod fake_stripe;
 pub mod http;
+pub mod on_bus;
+pub mod plain;
 pub mod postgres;
 pub mod recorder;
 pub mod running;
@@ -28,7 +30,40 @@ pub mod wait;
 
 pub use fake_stripe::FakeStripe;
 pub use http::{Answer, Client};
+pub use on_bus::OnBus;
 pub use postgres::TestDatabase;
 pub use recorder::{Received, Recorder, now_ms};
 pub use running::{Replicas, Running, listener, listeners};
 pub use wait::{DEADLINE, eventually};
+
+/// Declares, for each `async fn name(database_url: Option<&str>)` given, two tests:
+/// `sqlite::name` (the service's own SQLite file, `None`) and `postgres::name` (a fresh
+/// PostgreSQL database of its own, skipped with a message when no server answers and a
+/// failure under `CI=true`).
+#[macro_export]
+macro_rules! on_each_database {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(None).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    // A database's name is at most 63 bytes; the purpose is a prefix of it.
+                    let purpose = stringify!($name);
+                    let purpose = &purpose[..purpose.len().min(32)];
+                    let Some(db) = $crate::postgres::database_or_skip(purpose).await else {
+                        return;
+                    };
+                    super::$name(Some(&db.url)).await;
+                }
+            )*
+        }
+    };
+}

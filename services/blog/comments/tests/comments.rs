@@ -5,73 +5,29 @@
 //! 400.
 
 use serde_json::json;
-use switchyard_bus_client::{BusConfig, ConsumerSettings, ServiceSettings};
-use switchyard_testkit::{Client, Replicas, Running, bus, eventually, postgres};
+use switchyard_testkit::{OnBus, Running, bus, eventually};
 
-struct Stack {
-    _dir: tempfile::TempDir,
-    bus: Running,
-    comments: Vec<Running>,
-    client: Client,
-}
-
-impl Stack {
-    async fn start(database_url: Option<&str>) -> Stack {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let replicas = Replicas::bind(1).await;
-        let bus = bus::start(
-            &dir.path().join("bus"),
-            vec![bus::subscriber(
-                "comments",
-                &replicas.first_url(),
-                switchyard_comments::CONSUMES,
-            )],
-            Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
-        )
-        .await;
-        let client = Client::new(
-            replicas.first_url(),
-            bus.url(),
-            "unused-key-unused-key-unused-key",
-        );
-        let comments = replicas
-            .start(&client.http, |i, listeners| {
-                let settings = ServiceSettings {
-                    common: Replicas::config("comments", dir.path(), i, database_url),
-                    bus: BusConfig::http(bus.url()),
-                    consumer: Some(
-                        ConsumerSettings::new("comments")
-                            .only(switchyard_comments::CONSUMES.iter().copied()),
-                    ),
-                    retention: Default::default(),
-                };
-                Running::start(listeners, move |l, s| {
-                    switchyard_comments::launch(settings, l, s)
-                })
+/// The bus and the service.
+async fn start(database_url: Option<&str>) -> OnBus {
+    OnBus::start(
+        "comments",
+        Some(switchyard_comments::CONSUMES),
+        Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
+        database_url,
+        |settings, listeners| {
+            Running::start(listeners, move |l, s| {
+                switchyard_comments::launch(settings, l, s)
             })
-            .await;
-        bus.wait_ready(&client.http).await;
-        Stack {
-            _dir: dir,
-            bus,
-            comments,
-            client,
-        }
-    }
-
-    async fn stop(self) {
-        for c in self.comments {
-            c.stop().await.expect("comments stopped cleanly");
-        }
-        self.bus.stop().await.expect("bus stopped cleanly");
-    }
+        },
+    )
+    .await
 }
 
 /// A comment is created pending and published; moderation's verdict, delivered twice, is
 /// applied once: the list shows it and one `CommentUpdated` carries the stored content and
 /// the verdict's trace.
 async fn a_comment_is_created_and_its_verdict_applied_once(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     let created = c
         .post("/posts/p1/comments", None, &json!({"content": "nice post"}))
@@ -128,7 +84,7 @@ async fn a_comment_is_created_and_its_verdict_applied_once(database_url: Option<
 
 /// Bad bodies and post ids get the contract's 400; a post never commented lists none.
 async fn bad_input_gets_a_400(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     for (body, message) in [
         (json!({}), "content is required"),
@@ -156,28 +112,7 @@ async fn bad_input_gets_a_400(database_url: Option<&str>) {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_comment_is_created_and_its_verdict_applied_once() {
-    a_comment_is_created_and_its_verdict_applied_once(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_comment_is_created_and_its_verdict_applied_once() {
-    let Some(db) = postgres::database_or_skip("comments_verdict").await else {
-        return;
-    };
-    a_comment_is_created_and_its_verdict_applied_once(Some(&db.url)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_bad_input_gets_a_400() {
-    bad_input_gets_a_400(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_bad_input_gets_a_400() {
-    let Some(db) = postgres::database_or_skip("comments_bad_input").await else {
-        return;
-    };
-    bad_input_gets_a_400(Some(&db.url)).await;
-}
+switchyard_testkit::on_each_database!(
+    a_comment_is_created_and_its_verdict_applied_once,
+    bad_input_gets_a_400,
+);

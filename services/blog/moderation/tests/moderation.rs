@@ -5,72 +5,26 @@
 //! contract says.
 
 use serde_json::{Value, json};
-use switchyard_bus_client::{BusConfig, ConsumerSettings, ServiceSettings};
-use switchyard_kit::Env;
-use switchyard_testkit::{Client, Replicas, Running, bus, eventually, postgres};
+use switchyard_testkit::{OnBus, Running, bus, eventually};
 
 /// The event bus and the moderation service, subscribed to it.
-struct Stack {
-    _dir: tempfile::TempDir,
-    bus: Running,
-    moderation: Vec<Running>,
-    client: Client,
-}
-
-impl Stack {
-    async fn start(database_url: Option<&str>) -> Stack {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let replicas = Replicas::bind(1).await;
-        let bus = bus::start(
-            &dir.path().join("bus"),
-            vec![bus::subscriber(
-                "moderation",
-                &replicas.first_url(),
-                switchyard_moderation::CONSUMES,
-            )],
-            Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
-        )
-        .await;
-        // Sessions play no part here; the client's key is never used.
-        let client = Client::new(
-            replicas.first_url(),
-            bus.url(),
-            "unused-key-unused-key-unused-key",
-        );
-        let env = Env::from_pairs([("BLOCKED_WORDS", "orange,spam")]);
-        let moderation = replicas
-            .start(&client.http, |i, listeners| {
-                let service = ServiceSettings {
-                    common: Replicas::config("moderation", dir.path(), i, database_url),
-                    bus: BusConfig::http(bus.url()),
-                    consumer: Some(
-                        ConsumerSettings::new("moderation")
-                            .only(switchyard_moderation::CONSUMES.iter().copied()),
-                    ),
-                    retention: Default::default(),
-                };
-                let settings =
-                    switchyard_moderation::Settings::from_env(&env, service).expect("settings");
-                Running::start(listeners, move |l, s| {
-                    switchyard_moderation::launch(settings, l, s)
-                })
+/// The bus and the service.
+async fn start(database_url: Option<&str>) -> OnBus {
+    let env = switchyard_kit::Env::from_pairs([("BLOCKED_WORDS", "orange,spam")]);
+    OnBus::start(
+        "moderation",
+        Some(switchyard_moderation::CONSUMES),
+        Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
+        database_url,
+        |service, listeners| {
+            let settings =
+                switchyard_moderation::Settings::from_env(&env, service).expect("settings");
+            Running::start(listeners, move |l, s| {
+                switchyard_moderation::launch(settings, l, s)
             })
-            .await;
-        bus.wait_ready(&client.http).await;
-        Stack {
-            _dir: dir,
-            bus,
-            moderation,
-            client,
-        }
-    }
-
-    async fn stop(self) {
-        for m in self.moderation {
-            m.stop().await.expect("moderation stopped cleanly");
-        }
-        self.bus.stop().await.expect("bus stopped cleanly");
-    }
+        },
+    )
+    .await
 }
 
 fn comment(id: &str, content: &str) -> Value {
@@ -80,7 +34,7 @@ fn comment(id: &str, content: &str) -> Value {
 /// Every comment is judged by the rule, once, even when delivered again; the verdict
 /// carries the comment and the trace of the event that asked for it.
 async fn judges_each_comment_once_by_the_rule(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let created = json!({
@@ -130,7 +84,7 @@ async fn judges_each_comment_once_by_the_rule(database_url: Option<&str>) {
 /// What moderation does not consume is acknowledged and ignored; a malformed
 /// `CommentCreated` is refused as the contract's 400, and nothing is published for either.
 async fn other_and_malformed_events_are_answered_without_a_verdict(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     let ignored = c
         .deliver(json!({"id": "e-p", "type": "PostCreated", "data": {"id": "p1", "title": "t"}}))
@@ -159,28 +113,7 @@ async fn other_and_malformed_events_are_answered_without_a_verdict(database_url:
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_judges_each_comment_once_by_the_rule() {
-    judges_each_comment_once_by_the_rule(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_judges_each_comment_once_by_the_rule() {
-    let Some(db) = postgres::database_or_skip("moderation_rule").await else {
-        return;
-    };
-    judges_each_comment_once_by_the_rule(Some(&db.url)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_other_and_malformed_events_are_answered_without_a_verdict() {
-    other_and_malformed_events_are_answered_without_a_verdict(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_other_and_malformed_events_are_answered_without_a_verdict() {
-    let Some(db) = postgres::database_or_skip("moderation_malformed").await else {
-        return;
-    };
-    other_and_malformed_events_are_answered_without_a_verdict(Some(&db.url)).await;
-}
+switchyard_testkit::on_each_database!(
+    judges_each_comment_once_by_the_rule,
+    other_and_malformed_events_are_answered_without_a_verdict,
+);

@@ -3,66 +3,29 @@
 //! its input checks, and each post's `PostCreated` in the bus's log with the request's trace.
 
 use serde_json::{Value, json};
-use switchyard_bus_client::{BusConfig, ServiceSettings};
-use switchyard_testkit::{Client, Replicas, Running, bus, postgres};
+use switchyard_testkit::{OnBus, Running};
 
-struct Stack {
-    _dir: tempfile::TempDir,
-    bus: Running,
-    posts: Vec<Running>,
-    client: Client,
-}
-
-impl Stack {
-    async fn start(database_url: Option<&str>) -> Stack {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let replicas = Replicas::bind(1).await;
-        // Posts consumes nothing it acts on; the bus needs no subscriber for it here.
-        let bus = bus::start(
-            &dir.path().join("bus"),
-            Vec::new(),
-            Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
-        )
-        .await;
-        let client = Client::new(
-            replicas.first_url(),
-            bus.url(),
-            "unused-key-unused-key-unused-key",
-        );
-        let posts = replicas
-            .start(&client.http, |i, listeners| {
-                let settings = ServiceSettings {
-                    common: Replicas::config("posts", dir.path(), i, database_url),
-                    bus: BusConfig::http(bus.url()),
-                    consumer: None,
-                    retention: Default::default(),
-                };
-                Running::start(listeners, move |l, s| {
-                    switchyard_posts::launch(settings, l, s)
-                })
+/// The bus and the service.
+async fn start(database_url: Option<&str>) -> OnBus {
+    // Posts acts on no event: the bus delivers it none here.
+    OnBus::start(
+        "posts",
+        None,
+        Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
+        database_url,
+        |settings, listeners| {
+            Running::start(listeners, move |l, s| {
+                switchyard_posts::launch(settings, l, s)
             })
-            .await;
-        bus.wait_ready(&client.http).await;
-        Stack {
-            _dir: dir,
-            bus,
-            posts,
-            client,
-        }
-    }
-
-    async fn stop(self) {
-        for p in self.posts {
-            p.stop().await.expect("posts stopped cleanly");
-        }
-        self.bus.stop().await.expect("bus stopped cleanly");
-    }
+        },
+    )
+    .await
 }
 
 /// `POST /posts/create` answers 201 with the post, `GET /posts` lists it by id, and its
 /// `PostCreated` reaches the bus carrying the request's trace.
 async fn a_post_is_created_listed_and_published(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let created = c
@@ -103,7 +66,7 @@ async fn a_post_is_created_listed_and_published(database_url: Option<&str>) {
 
 /// Every bad body gets a 400 with the contract's JSON error, and publishes nothing.
 async fn bad_input_gets_a_400_and_publishes_nothing(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     let cases: [(Value, &str, Option<&str>); 6] = [
         (json!({}), "title is required", Some("title")),
@@ -135,28 +98,7 @@ async fn bad_input_gets_a_400_and_publishes_nothing(database_url: Option<&str>) 
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_post_is_created_listed_and_published() {
-    a_post_is_created_listed_and_published(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_post_is_created_listed_and_published() {
-    let Some(db) = postgres::database_or_skip("posts_created").await else {
-        return;
-    };
-    a_post_is_created_listed_and_published(Some(&db.url)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_bad_input_gets_a_400_and_publishes_nothing() {
-    bad_input_gets_a_400_and_publishes_nothing(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_bad_input_gets_a_400_and_publishes_nothing() {
-    let Some(db) = postgres::database_or_skip("posts_bad_input").await else {
-        return;
-    };
-    bad_input_gets_a_400_and_publishes_nothing(Some(&db.url)).await;
-}
+switchyard_testkit::on_each_database!(
+    a_post_is_created_listed_and_published,
+    bad_input_gets_a_400_and_publishes_nothing,
+);

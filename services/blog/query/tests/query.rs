@@ -4,75 +4,31 @@
 //! and other or malformed events change nothing.
 
 use serde_json::{Value, json};
-use switchyard_bus_client::{BusConfig, ConsumerSettings, ServiceSettings};
-use switchyard_testkit::{Client, Replicas, Running, bus, eventually, postgres};
+use switchyard_testkit::{OnBus, Running, eventually};
 
-struct Stack {
-    _dir: tempfile::TempDir,
-    bus: Running,
-    query: Vec<Running>,
-    client: Client,
+/// The bus and the service.
+async fn start(database_url: Option<&str>) -> OnBus {
+    OnBus::start(
+        "query",
+        Some(switchyard_query::CONSUMES),
+        Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
+        database_url,
+        |settings, listeners| {
+            Running::start(listeners, move |l, s| {
+                switchyard_query::launch(settings, l, s)
+            })
+        },
+    )
+    .await
 }
 
-impl Stack {
-    async fn start(database_url: Option<&str>) -> Stack {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let replicas = Replicas::bind(1).await;
-        let bus = bus::start(
-            &dir.path().join("bus"),
-            vec![bus::subscriber(
-                "query",
-                &replicas.first_url(),
-                switchyard_query::CONSUMES,
-            )],
-            Some(|e| switchyard_blog_contract::BlogEvent::from_envelope(e).map(|_| ())),
-        )
-        .await;
-        let client = Client::new(
-            replicas.first_url(),
-            bus.url(),
-            "unused-key-unused-key-unused-key",
-        );
-        let query = replicas
-            .start(&client.http, |i, listeners| {
-                let settings = ServiceSettings {
-                    common: Replicas::config("query", dir.path(), i, database_url),
-                    bus: BusConfig::http(bus.url()),
-                    consumer: Some(
-                        ConsumerSettings::new("query")
-                            .only(switchyard_query::CONSUMES.iter().copied()),
-                    ),
-                    retention: Default::default(),
-                };
-                Running::start(listeners, move |l, s| {
-                    switchyard_query::launch(settings, l, s)
-                })
-            })
-            .await;
-        bus.wait_ready(&client.http).await;
-        Stack {
-            _dir: dir,
-            bus,
-            query,
-            client,
-        }
-    }
-
-    async fn stop(self) {
-        for q in self.query {
-            q.stop().await.expect("query stopped cleanly");
-        }
-        self.bus.stop().await.expect("bus stopped cleanly");
-    }
-
-    /// Waits until `GET /posts` is `expected`.
-    async fn wait_posts(&self, expected: &Value) {
-        eventually("the read model to converge", || async {
-            let posts = self.client.get("/posts", None).await;
-            (posts.status == 200 && &posts.body == expected).then_some(())
-        })
-        .await;
-    }
+/// Waits until `GET /posts` is `expected`.
+async fn wait_posts(stack: &OnBus, expected: &Value) {
+    eventually("the read model to converge", || async {
+        let posts = stack.client.get("/posts", None).await;
+        (posts.status == 200 && &posts.body == expected).then_some(())
+    })
+    .await;
 }
 
 fn comment(id: &str, post: &str, content: &str, status: &str) -> Value {
@@ -82,7 +38,7 @@ fn comment(id: &str, post: &str, content: &str, status: &str) -> Value {
 /// A comment before its post, an update before its creation, and every event delivered
 /// twice: the read model ends as if they had come in order, once each.
 async fn the_read_model_converges_whatever_the_order(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     c.publish(
         Some("e1"),
@@ -127,7 +83,7 @@ async fn the_read_model_converges_whatever_the_order(database_url: Option<&str>)
         ]},
         "p2": {"id": "p2", "title": "Empty", "comments": []},
     });
-    stack.wait_posts(&expected).await;
+    wait_posts(&stack, &expected).await;
     // Every event again, straight to the service as a redelivery: nothing changes.
     for (id, event_type, data) in [
         (
@@ -155,14 +111,14 @@ async fn the_read_model_converges_whatever_the_order(database_url: Option<&str>)
     .await;
     let mut after = expected.clone();
     after["p3"] = json!({"id": "p3", "title": "Last", "comments": []});
-    stack.wait_posts(&after).await;
+    wait_posts(&stack, &after).await;
     stack.stop().await;
 }
 
 /// An event query does not consume is acknowledged and changes nothing; a malformed one is
 /// refused with the contract's 400 and changes nothing.
 async fn other_and_malformed_events_change_nothing(database_url: Option<&str>) {
-    let stack = Stack::start(database_url).await;
+    let stack = start(database_url).await;
     let c = &stack.client;
     c.publish(
         Some("e1"),
@@ -171,7 +127,7 @@ async fn other_and_malformed_events_change_nothing(database_url: Option<&str>) {
     )
     .await;
     let expected = json!({"p1": {"id": "p1", "title": "Hello", "comments": []}});
-    stack.wait_posts(&expected).await;
+    wait_posts(&stack, &expected).await;
     let other = c
         .deliver(json!({"id": "e-m", "type": "CommentModerated", "data": comment("c1", "p1", "x", "approved")}))
         .await;
@@ -192,28 +148,7 @@ async fn other_and_malformed_events_change_nothing(database_url: Option<&str>) {
     stack.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_the_read_model_converges_whatever_the_order() {
-    the_read_model_converges_whatever_the_order(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_the_read_model_converges_whatever_the_order() {
-    let Some(db) = postgres::database_or_skip("query_order").await else {
-        return;
-    };
-    the_read_model_converges_whatever_the_order(Some(&db.url)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_other_and_malformed_events_change_nothing() {
-    other_and_malformed_events_change_nothing(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_other_and_malformed_events_change_nothing() {
-    let Some(db) = postgres::database_or_skip("query_malformed").await else {
-        return;
-    };
-    other_and_malformed_events_change_nothing(Some(&db.url)).await;
-}
+switchyard_testkit::on_each_database!(
+    the_read_model_converges_whatever_the_order,
+    other_and_malformed_events_change_nothing,
+);
