@@ -78,6 +78,14 @@ impl Running {
         self.shutdown.trigger();
         self.task.await?
     }
+
+    /// Abrupt stop: the task is dropped wherever it is (in-flight work is lost, as in a
+    /// crash), and its background loops (relay, consumers) are told to stop at once.
+    pub async fn kill(self) {
+        self.task.abort();
+        self.shutdown.background_token().cancel();
+        let _ = self.task.await;
+    }
 }
 
 /// Binds 127.0.0.1:`port` (0 for any), trying again for a while when the port is still
