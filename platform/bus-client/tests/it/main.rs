@@ -1,0 +1,5 @@
+//! The bus client's integration tests, one binary (each file a module): the NATS backend
+//! against a real server, and the outbox relay's replicas on one PostgreSQL database.
+
+mod nats;
+mod outbox_postgres;
