@@ -41,10 +41,14 @@ pub struct UpArgs {
     /// With --postgres, the databases are named <prefix>_<service>.
     #[arg(long, default_value = "switchyard")]
     pub database_prefix: String,
-    /// Use NATS JetStream as the bus, e.g. nats://127.0.0.1:4222 (the HTTP event bus is
-    /// then not started). Default: the HTTP event bus.
-    #[arg(long, value_name = "URL")]
+    /// Use NATS JetStream as the bus, e.g. nats://127.0.0.1:4222, or several servers of one
+    /// cluster separated by commas (the HTTP event bus is then not started). Default: the
+    /// HTTP event bus.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub nats: Option<String>,
+    /// With --nats, how many servers of the cluster keep each stream (1 to 5).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// The JetStream stream, with --nats (default: the app's, e.g. BLOG).
     #[arg(long)]
     pub stream: Option<String>,

@@ -42,7 +42,7 @@ impl Plan {
             switchyard_kit::config::check_url("--postgres", url, &["postgres", "postgresql"])?;
         }
         if let Some(url) = &args.nats {
-            switchyard_kit::config::check_url("--nats", url, &["nats"])?;
+            switchyard_kit::config::check_url_list("--nats", url, &["nats"])?;
         }
         let mut plan = plan(app, args)?;
         if let Some(server) = &args.postgres {
@@ -172,6 +172,10 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
                 args.subject_prefix
                     .clone()
                     .unwrap_or_else(|| app.subject_prefix.to_string()),
+            ),
+            (
+                "BUS_STREAM_REPLICAS".into(),
+                args.stream_replicas.to_string(),
             ),
         ],
         (None, Some(port)) => vec![("EVENT_BUS_URL".into(), format!("http://{reach}:{port}"))],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
-use switchyard_kit::config::check_url;
+use switchyard_kit::config::{check_url, check_url_list};
 use switchyard_kit::{BusSecret, ConfigError, Env, Metrics, ReadinessCheck, Shutdown};
 
 use crate::consumer::EventHandler;
@@ -36,6 +36,9 @@ pub struct BusConfig {
     /// How long the NATS stream keeps an event (`EVENTS_MAX_AGE_SECONDS`; `None`: for
     /// ever). The HTTP bus applies its own setting of the same name.
     pub max_age: Option<std::time::Duration>,
+    /// How many servers of a NATS cluster keep each stream (`BUS_STREAM_REPLICAS`, 1 to 5,
+    /// default 1).
+    pub stream_replicas: usize,
 }
 
 /// A NATS user and its password (`NATS_USER`, `NATS_PASSWORD`; `Debug` hides the password).
@@ -77,7 +80,20 @@ impl NatsCredentials {
 impl BusConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let url: String = env.parse_or("EVENT_BUS_URL", DEFAULT_BUS_URL.to_string())?;
-        check_url("EVENT_BUS_URL", &url, &["http", "https", "nats"])?;
+        // One HTTP bus, or one NATS server or several of one cluster (comma-separated).
+        if url.contains(',') {
+            check_url_list("EVENT_BUS_URL", &url, &["nats"])?;
+        } else {
+            check_url("EVENT_BUS_URL", &url, &["http", "https", "nats"])?;
+        }
+        let stream_replicas: usize = env.parse_or("BUS_STREAM_REPLICAS", 1)?;
+        if !(1..=5).contains(&stream_replicas) {
+            return Err(ConfigError::Malformed {
+                name: "BUS_STREAM_REPLICAS".to_string(),
+                value: stream_replicas.to_string(),
+                reason: "JetStream keeps a stream on 1 to 5 servers".to_string(),
+            });
+        }
         let stream: String = env.parse_or("BUS_STREAM", DEFAULT_STREAM.to_string())?;
         check_stream_name(&stream).map_err(|reason| ConfigError::Malformed {
             name: "BUS_STREAM".to_string(),
@@ -101,6 +117,7 @@ impl BusConfig {
                 0 => None,
                 secs => Some(std::time::Duration::from_secs(secs)),
             },
+            stream_replicas,
         })
     }
 
@@ -125,6 +142,7 @@ impl BusConfig {
             secret: None,
             credentials: None,
             max_age: None,
+            stream_replicas: 1,
         }
     }
 
@@ -142,6 +160,7 @@ impl BusConfig {
             secret: None,
             credentials: None,
             max_age: None,
+            stream_replicas: 1,
         }
     }
 
@@ -160,7 +179,8 @@ impl BusConfig {
                 self.credentials.as_ref(),
             )
             .await?
-            .with_max_age(self.max_age);
+            .with_max_age(self.max_age)
+            .with_stream_replicas(self.stream_replicas);
             Ok(Bus::Nats(Arc::new(bus)))
         } else {
             Ok(Bus::Http(Arc::new(HttpBus::with_secret(
@@ -294,14 +314,31 @@ mod tests {
             .expect("config");
         assert!(!h.is_nats());
         assert_eq!(h.url, DEFAULT_BUS_URL);
+        assert_eq!(h.stream_replicas, 1);
+        let cluster = BusConfig::from_env(&Env::from_pairs([
+            (
+                "EVENT_BUS_URL",
+                "nats://a:4222, nats://b:4222,nats://c:4222",
+            ),
+            ("BUS_STREAM_REPLICAS", "3"),
+        ]))
+        .expect("config");
+        assert!(cluster.is_nats());
+        assert_eq!(cluster.stream_replicas, 3);
     }
 
     #[test]
     fn bad_bus_settings_name_the_variable() {
         for (name, value) in [
             ("EVENT_BUS_URL", "amqp://h"),
+            // Several servers are a NATS cluster's; the HTTP bus is one.
+            ("EVENT_BUS_URL", "http://a:4005,http://b:4005"),
+            ("EVENT_BUS_URL", "nats://a:4222,"),
             ("BUS_STREAM", "a.b"),
             ("BUS_SUBJECT_PREFIX", "a.*"),
+            ("BUS_STREAM_REPLICAS", "0"),
+            ("BUS_STREAM_REPLICAS", "6"),
+            ("BUS_STREAM_REPLICAS", "three"),
         ] {
             let err =
                 BusConfig::from_env(&Env::from_pairs([(name, value)])).expect_err("malformed");

@@ -131,6 +131,8 @@ pub struct NatsBus {
     /// The bucket of deferral counts shared by a consumer's replicas, opened when first
     /// needed.
     deferral_store: tokio::sync::OnceCell<kv::Store>,
+    /// How many servers of a cluster keep each stream (1 to 5).
+    replicas: usize,
     /// How long the stream keeps an event (`None`: for ever).
     max_age: Option<Duration>,
 }
@@ -201,6 +203,19 @@ pub fn subject_token(event_type: &str) -> String {
     }
 }
 
+/// The servers of `url`: one `nats://host:port`, or several of one cluster separated by
+/// commas (the client connects to any and moves to another when it goes away).
+fn servers(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(|server| {
+            server
+                .trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| anyhow::anyhow!("{server:?} is not a NATS server address: {e}"))
+        })
+        .collect()
+}
+
 impl NatsBus {
     /// Connects to the NATS server at `url` for the stream `stream` with subjects under
     /// `subject_prefix`. The connection is retried in the background when the server is not
@@ -240,7 +255,7 @@ impl NatsBus {
                     .min(20);
                 (Duration::from_millis(100) * attempts).min(MAX_BACKOFF)
             })
-            .connect(url)
+            .connect(servers(url)?)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to NATS at {url}: {e}"))?;
         let mut js = jetstream::new(client.clone());
@@ -254,6 +269,7 @@ impl NatsBus {
             ensuring: Mutex::new(()),
             deferral_store: tokio::sync::OnceCell::new(),
             max_age: None,
+            replicas: 1,
         })
     }
 
@@ -261,6 +277,13 @@ impl NatsBus {
     /// an existing stream is brought to it.
     pub fn with_max_age(mut self, max_age: Option<Duration>) -> Self {
         self.max_age = max_age;
+        self
+    }
+
+    /// The same connection, its streams kept by `replicas` servers of the cluster (1 to 5;
+    /// a JetStream limit); an existing stream is brought to it.
+    pub fn with_stream_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.clamp(1, 5);
         self
     }
 
@@ -317,18 +340,24 @@ impl NatsBus {
                 retention: stream::RetentionPolicy::Limits,
                 duplicate_window: DUPLICATE_WINDOW,
                 max_age,
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("cannot create stream {}: {e}", self.stream))?;
         let config = events.info().await?.config.clone();
-        if config.max_age != max_age {
-            // A stream created before, with another retention: brought to this one.
+        if config.max_age != max_age || config.num_replicas != self.replicas {
+            // A stream created before, with another retention or replica count: brought to
+            // this one.
             self.js
-                .update_stream(stream::Config { max_age, ..config })
+                .update_stream(stream::Config {
+                    max_age,
+                    num_replicas: self.replicas,
+                    ..config
+                })
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot update stream {}: {e}", self.stream))?;
-            tracing::info!(stream = %self.stream, ?max_age, "stream retention updated");
+            tracing::info!(stream = %self.stream, ?max_age, replicas = self.replicas, "stream retention updated");
         }
         let dead = self.dead_letter_stream_name();
         self.js
@@ -339,6 +368,7 @@ impl NatsBus {
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 duplicate_window: DUPLICATE_WINDOW,
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await
@@ -351,7 +381,7 @@ impl NatsBus {
     async fn deferral_store(&self) -> Option<&kv::Store> {
         match self
             .deferral_store
-            .get_or_try_init(|| nats_deferrals::open(&self.js, &self.stream))
+            .get_or_try_init(|| nats_deferrals::open(&self.js, &self.stream, self.replicas))
             .await
         {
             Ok(store) => Some(store),

@@ -171,7 +171,11 @@ fn count_bytes(c: Count) -> Bytes {
 /// key-value conventions (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one value per key),
 /// because the client's own bucket creation first asks for the account's limits in a form
 /// NATS 2.9 does not answer.
-pub(crate) async fn open(js: &jetstream::Context, stream: &str) -> anyhow::Result<kv::Store> {
+pub(crate) async fn open(
+    js: &jetstream::Context,
+    stream: &str,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
     let bucket = bucket_name(stream);
     js.get_or_create_stream(jetstream::stream::Config {
         name: format!("KV_{bucket}"),
@@ -184,6 +188,7 @@ pub(crate) async fn open(js: &jetstream::Context, stream: &str) -> anyhow::Resul
         deny_delete: true,
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await

@@ -188,6 +188,22 @@ pub fn check_url(name: &str, value: &str, schemes: &[&str]) -> Result<(), Config
     }
 }
 
+/// `value` is a comma-separated list of URLs, each as [`check_url`] wants it (`--nats` and
+/// `EVENT_BUS_URL` name several servers of one NATS cluster this way).
+pub fn check_url_list(name: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    value
+        .split(',')
+        .try_for_each(|url| check_url(name, url.trim(), schemes))
+        .map_err(|_| ConfigError::Malformed {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: format!(
+                "expected one URL, or several separated by commas, starting with {}",
+                schemes.join("://, ") + "://"
+            ),
+        })
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -2,4 +2,5 @@
 //! against a real server, and the outbox relay's replicas on one PostgreSQL database.
 
 mod nats;
+mod nats_cluster;
 mod outbox_postgres;
