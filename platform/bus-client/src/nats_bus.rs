@@ -330,21 +330,18 @@ impl NatsBus {
             return Ok(());
         }
         let max_age = self.max_age.unwrap_or_default();
-        let mut events = self
-            .js
-            .get_or_create_stream(stream::Config {
-                name: self.stream.clone(),
-                description: Some("Switchyard events".to_string()),
-                subjects: vec![format!("{}.*", self.prefix)],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::Limits,
-                duplicate_window: DUPLICATE_WINDOW,
-                max_age,
-                num_replicas: self.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create stream {}: {e}", self.stream))?;
+        let events_config = stream::Config {
+            name: self.stream.clone(),
+            description: Some("Switchyard events".to_string()),
+            subjects: vec![format!("{}.*", self.prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age,
+            num_replicas: self.replicas,
+            ..Default::default()
+        };
+        let mut events = self.get_or_create(events_config).await?;
         let config = events.info().await?.config.clone();
         if config.max_age != max_age || config.num_replicas != self.replicas {
             // A stream created before, with another retention or replica count: brought to
@@ -360,21 +357,34 @@ impl NatsBus {
             tracing::info!(stream = %self.stream, ?max_age, replicas = self.replicas, "stream retention updated");
         }
         let dead = self.dead_letter_stream_name();
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: dead.clone(),
-                description: Some("Switchyard dead letters".to_string()),
-                subjects: vec![format!("{}.deadletter.>", self.prefix)],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::Limits,
-                duplicate_window: DUPLICATE_WINDOW,
-                num_replicas: self.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create stream {dead}: {e}"))?;
+        self.get_or_create(stream::Config {
+            name: dead.clone(),
+            description: Some("Switchyard dead letters".to_string()),
+            subjects: vec![format!("{}.deadletter.>", self.prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: self.replicas,
+            ..Default::default()
+        })
+        .await?;
         self.streams_ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The stream of `config`, created if missing. Another client (a replica, a tool)
+    /// creating it at the same moment with other settings makes the creation fail; the
+    /// stream it made is then taken as it is (the caller brings it to these settings).
+    async fn get_or_create(&self, config: stream::Config) -> anyhow::Result<stream::Stream> {
+        let name = config.name.clone();
+        match self.js.get_or_create_stream(config).await {
+            Ok(stream) => Ok(stream),
+            Err(first) => self
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|_| anyhow::anyhow!("cannot create stream {name}: {first}")),
+        }
     }
 
     /// The bucket of deferral counts ([`nats_deferrals`]); `None` while it cannot be opened.
