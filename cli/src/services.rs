@@ -151,11 +151,21 @@ async fn bind(common: &CommonConfig) -> anyhow::Result<Listeners> {
 /// Runs `name` from the environment until SIGTERM or Ctrl-C.
 pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
     let r = switchyard_registry::resolve(name)?;
+    // Spans go to the collector the OTEL_* variables name, if any, until the end.
+    let export = switchyard_kit::otel::init(env, r.app.name, r.service.name)?;
+    let served = run(&r, env).await;
+    if let Some(export) = export {
+        export.shutdown().await;
+    }
+    served
+}
+
+async fn run(r: &Resolved, env: &Env) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     match (r.service.kind, r.app.name, r.service.name) {
         (Kind::EventBus, ..) => {
             let env = &with_app_bus_defaults(env, r.app);
-            let common = common_config(&r, env)?;
+            let common = common_config(r, env)?;
             let s = switchyard_event_bus::Settings::from_env(
                 env,
                 common,
@@ -166,7 +176,7 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
             switchyard_event_bus::launch(s, l, shutdown).await
         }
         (Kind::Gateway, ..) => {
-            let common = common_config(&r, env)?;
+            let common = common_config(r, env)?;
             let s = switchyard_gateway::Settings::from_env(env, common, app_routes(r.app))?;
             let l = bind(&s.common).await?;
             switchyard_gateway::launch(s, l, shutdown).await
@@ -177,8 +187,8 @@ pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
             };
             let env = with_app_bus_defaults(env, r.app);
             let start = switchyard_bus_client::Start {
-                common: common_config(&r, &env)?,
-                consumer: consumer_settings(&r),
+                common: common_config(r, &env)?,
+                consumer: consumer_settings(r),
                 env,
                 shutdown,
             };

@@ -17,5 +17,6 @@ mod fault_injection;
 mod openapi;
 mod scale_out;
 mod ticketing;
+mod traces;
 mod up;
 mod up_ticketing;

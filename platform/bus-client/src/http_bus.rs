@@ -100,9 +100,14 @@ impl Publisher for HttpBus {
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), PublishError>> {
         Box::pin(async move {
-            let response = self
+            let mut request = self
                 .request(reqwest::Method::POST, &format!("{}/events", self.base))
-                .header("content-type", "application/json")
+                .header("content-type", "application/json");
+            // The relay's publish span, when exported: the bus's append hangs under it.
+            if let Some(publishing) = switchyard_kit::trace_context::current() {
+                request = request.header(switchyard_events::TRACEPARENT, publishing.header());
+            }
+            let response = request
                 .body(body)
                 .send()
                 .await

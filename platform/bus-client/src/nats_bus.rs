@@ -42,6 +42,8 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use switchyard_events::Envelope;
 use switchyard_kit::clock::unix_millis;
+use switchyard_kit::spans::{Kind, Span};
+use switchyard_kit::trace_context;
 use switchyard_kit::{Backoff, Metrics, ReadinessCheck, Shutdown};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -1084,10 +1086,36 @@ impl Consumer {
                 return;
             }
         };
+        // Exported, the delivery is a span under the one that published the event (until
+        // the message is settled), and the consumer's work hangs under it.
+        let delivery = switchyard_kit::otel::exporting().then(|| {
+            let mut span = Span::start(
+                || format!("deliver {} to {}", event.event_type, self.name),
+                Kind::Consumer,
+                event.trace_context(),
+            );
+            span.set("messaging.destination.name", event.event_type.clone());
+            span.set("messaging.message.id", event.id.clone());
+            span.set(
+                "switchyard.stream_sequence",
+                i64::try_from(seq).unwrap_or(i64::MAX),
+            );
+            span
+        });
         let mut retry = Backoff::new(MIN_TRANSIENT_RETRY, MAX_TRANSIENT_RETRY);
         let mut failures = 0u64;
         loop {
-            match self.handler.handle(event.clone()).await {
+            // Called inside the delivery's scope: the handler takes its parent there.
+            let outcome = match &delivery {
+                Some(span) => {
+                    trace_context::scope(span.context(), async {
+                        self.handler.handle(event.clone()).await
+                    })
+                    .await
+                }
+                None => self.handler.handle(event.clone()).await,
+            };
+            match outcome {
                 Err(HandleError::Transient(e)) => {
                     // Not the event's fault (its database is away, a pool timed out): tried
                     // again here, keeping the message, for as long as it takes. Nothing

@@ -36,9 +36,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sqlx::{Any, AnyConnection, Row, Transaction};
-use switchyard_events::Envelope;
 use switchyard_events::envelope::MAX_EVENT_BYTES;
+use switchyard_events::{Envelope, TraceContext};
 use switchyard_kit::clock::unix_millis;
+use switchyard_kit::spans::{Kind, Span};
 use switchyard_kit::{Backoff, Db, Dialect, Metrics, Migration, Migrations, Shutdown};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -255,12 +256,13 @@ pub struct Change {
 impl Change {
     /// Adds `event` to the outbox in this transaction.
     pub async fn publish(&mut self, event: &Envelope) -> Result<(), sqlx::Error> {
-        // The event carries the trace of the work that publishes it (the request, or the
-        // event being applied), stored with it at commit; one that names its own keeps it.
+        // The event carries the trace of the work that publishes it (the request's span,
+        // or the span applying an event), stored with it at commit, so its consumers' spans
+        // hang under that one; an event that names its own keeps it.
         let traced;
         let event = match switchyard_kit::trace_context::current() {
             Some(current) if event.trace_context().is_none() => {
-                traced = event.clone().with_trace_context(current.child());
+                traced = event.clone().with_trace_context(current);
                 &traced
             }
             _ => event,
@@ -289,7 +291,20 @@ impl Change {
             staged,
             events,
         } = self;
+        let mut span = Span::start(
+            || "commit",
+            Kind::Internal,
+            switchyard_kit::trace_context::current(),
+        );
+        span.set(
+            "switchyard.events",
+            i64::try_from(events).unwrap_or(i64::MAX),
+        );
         let committed = tx.commit().await;
+        if let Err(e) = &committed {
+            span.fail(e.to_string());
+        }
+        drop(span);
         // Counted even when the commit reports an error: it may have happened.
         outbox.commits.fetch_add(1, Ordering::AcqRel);
         // Rows whose commit reported an error are not handed over: if the commit happened
@@ -512,16 +527,26 @@ impl Relay {
             if self.stop.is_cancelled() && !stopping && i > 0 {
                 return (&pending[..i], None);
             }
-            match self
-                .publisher
-                .publish(&event.event_type, &event.event_id, event.body.clone())
-                .await
-            {
+            let mut span = publish_span(event);
+            let publishing =
+                self.publisher
+                    .publish(&event.event_type, &event.event_id, event.body.clone());
+            let published = match &span {
+                Some(span) => {
+                    switchyard_kit::trace_context::scope(span.context(), publishing).await
+                }
+                None => publishing.await,
+            };
+            match published {
                 Ok(()) => {
+                    drop(span);
                     tracing::trace!(event_id = %event.event_id, "event published");
                     self.metrics.event_published(&event.event_type);
                 }
                 Err(error) => {
+                    if let Some(span) = span.as_mut() {
+                        span.fail(error.to_string());
+                    }
                     match &error {
                         PublishError::Refused { status, body } => {
                             self.metrics.outbox_refused(&event.event_type, *status);
@@ -582,6 +607,22 @@ async fn record_refusal(conn: &mut AnyConnection, stopped: &Stopped) {
 
 /// The per-hop timeline (`switchyard-bench hops`): when the relay has each row, read back
 /// from the table or handed over by its change.
+/// The span of one event's publishing, under the span that published it, when spans are
+/// exported (reading the event's trace costs a parse of its body, skipped otherwise).
+fn publish_span(event: &Pending) -> Option<Span> {
+    if !switchyard_kit::otel::exporting() {
+        return None;
+    }
+    let mut span = Span::start(
+        || format!("publish {}", event.event_type),
+        Kind::Producer,
+        TraceContext::of_json_event(&event.body),
+    );
+    span.set("messaging.destination.name", event.event_type.clone());
+    span.set("messaging.message.id", event.event_id.clone());
+    Some(span)
+}
+
 fn trace_read(pending: &[Pending], handed: bool) {
     let from = if handed { "handoff" } else { "table" };
     for event in pending {
@@ -822,7 +863,6 @@ mod tests {
     /// event that names its own trace keeps it, and outside any trace none is added.
     #[tokio::test]
     async fn a_published_event_carries_the_current_trace() -> anyhow::Result<()> {
-        use switchyard_events::TraceContext;
         use switchyard_kit::trace_context;
 
         let dir = tempfile::tempdir()?;
@@ -851,13 +891,8 @@ mod tests {
             .iter()
             .map(|p| Envelope::from_slice(&p.body))
             .collect::<Result<_, _>>()?;
-        let a = stored[0].trace_context().expect("A is traced");
-        assert_eq!(a.trace_id(), request.trace_id());
-        assert_ne!(
-            a.span_id(),
-            request.span_id(),
-            "a child span of the request's"
-        );
+        // A names the request's span as its parent: its consumers' spans hang under it.
+        assert_eq!(stored[0].trace_context(), Some(request));
         assert_eq!(stored[1].trace_context(), Some(own));
         assert_eq!(stored[2].trace_context(), None);
         Ok(())

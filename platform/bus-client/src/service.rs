@@ -20,8 +20,9 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchyard_events::{Envelope, TraceContext};
+use switchyard_events::Envelope;
 use switchyard_kit::server::Listeners;
+use switchyard_kit::spans::{Kind, Span};
 use switchyard_kit::trace_context;
 use switchyard_kit::{
     CommonConfig, ConfigError, Db, Env, HttpStack, Metrics, Migrations, ReadinessCheck, Shutdown,
@@ -245,11 +246,28 @@ impl EventHandler for Filtered {
         {
             return Box::pin(async { Ok(Handled::Ignored) });
         }
-        // The work belongs to the event's trace (a new one for an event that carries none,
-        // as the course's services send them): what it publishes carries it on.
-        let context = event
-            .trace_context()
-            .map_or_else(TraceContext::generate, |parent| parent.child());
+        // The work is a span of the event's trace (a new one for an event that carries
+        // none, as the course's services send them): what it publishes carries it on. Its
+        // parent is the delivery when that is of the same trace (the HTTP bus's delivery
+        // request, NATS's delivery), else the span that published the event.
+        let published_by = event.trace_context();
+        let parent = match (trace_context::current(), published_by) {
+            (Some(delivery), Some(event)) if delivery.trace_id() == event.trace_id() => {
+                Some(delivery)
+            }
+            (_, Some(event)) => Some(event),
+            (delivery, None) => delivery,
+        };
+        let mut span = Span::start(
+            || format!("apply {}", event.event_type),
+            Kind::Consumer,
+            parent,
+        );
+        if span.is_exported() {
+            span.set("messaging.destination.name", event.event_type.clone());
+            span.set("messaging.message.id", event.id.clone());
+        }
+        let context = span.context();
         let id = event.id.clone();
         let event_type = event.event_type.clone();
         let correlation = event.correlation_id.clone().unwrap_or_default();
@@ -271,6 +289,11 @@ impl EventHandler for Filtered {
                 Ok(h) => h.as_str(),
                 Err(_) => "error",
             };
+            span.set("switchyard.outcome", how);
+            if let Err(e) = &outcome {
+                span.fail(e.to_string());
+            }
+            drop(span);
             tracing::trace!(event_id = %id, correlation_id = %correlation, outcome = how, "event handled");
             outcome
         }))

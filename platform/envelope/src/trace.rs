@@ -69,6 +69,43 @@ impl TraceContext {
         }
     }
 
+    /// A context from its ids as numbers (a tracing SDK's span), `None` for a zero id.
+    pub fn from_parts(trace_id: u128, span_id: u64, sampled: bool) -> Option<TraceContext> {
+        (trace_id != 0 && span_id != 0).then_some(TraceContext {
+            trace_id,
+            span_id,
+            sampled,
+        })
+    }
+
+    /// The context a serialised event carries, read without decoding the rest of it.
+    pub fn of_json_event(body: &[u8]) -> Option<TraceContext> {
+        #[derive(serde::Deserialize)]
+        struct Traced<'a> {
+            #[serde(borrow, default)]
+            traceparent: Option<&'a str>,
+        }
+        serde_json::from_slice::<Traced>(body)
+            .ok()?
+            .traceparent
+            .and_then(TraceContext::parse)
+    }
+
+    /// The trace's id as a number.
+    pub fn trace_id_number(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// This span's id as a number.
+    pub fn span_id_number(&self) -> u64 {
+        self.span_id
+    }
+
+    /// Whether the trace is sampled (its `traceparent` flag).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// The trace's id, 32 hex digits.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::Row;
+use switchyard_events::TRACEPARENT;
 use switchyard_kit::clock::unix_millis;
+use switchyard_kit::spans::{Kind, Span, TraceContext};
 use switchyard_kit::{Backoff, BusSecret, Metrics, Shutdown};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -493,7 +495,33 @@ impl Delivery {
         if let Some(secret) = &self.secret {
             request = request.header(reqwest::header::AUTHORIZATION, secret.authorization());
         }
-        match request.send().await {
+        // Exported, the delivery is a span under the one that published the event, and the
+        // subscriber's work hangs under it (its `traceparent`).
+        let mut span = switchyard_kit::otel::exporting().then(|| {
+            let mut span = Span::start(
+                || format!("deliver {} to {}", event.event_type, self.subscriber.name),
+                Kind::Client,
+                TraceContext::of_json_event(&event.body),
+            );
+            span.set("messaging.destination.name", event.event_type.clone());
+            span.set("switchyard.subscriber", self.subscriber.name.clone());
+            span
+        });
+        if let Some(span) = &span {
+            request = request.header(TRACEPARENT, span.context().header());
+        }
+        let sent = request.send().await;
+        if let (Some(span), Ok(response)) = (span.as_mut(), &sent) {
+            span.set(
+                "http.response.status_code",
+                i64::from(response.status().as_u16()),
+            );
+            if !response.status().is_success() {
+                span.fail(response.status().to_string());
+            }
+        }
+        drop(span);
+        match sent {
             Ok(response) => {
                 let status = response.status();
                 // Read the body so the connection can be reused.

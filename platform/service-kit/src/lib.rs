@@ -4,6 +4,8 @@
 //! * [`clock`]: the wall clock in milliseconds, as timestamps are stored;
 //! * [`config`]: typed configuration from environment variables;
 //! * [`telemetry`]: tracing logs (human or JSON);
+//! * [`otel`] and [`spans`]: the event path's spans, exported by OTLP when the `OTEL_*`
+//!   variables name a collector;
 //! * [`error`]: the one JSON error body and the JSON body extractor;
 //! * [`metrics`]: Prometheus metrics;
 //! * [`db`]: SQLite or PostgreSQL chosen by URL, migrations per dialect;
@@ -26,9 +28,11 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod otel;
 pub mod request_id;
 pub mod request_stack;
 pub mod server;
+pub mod spans;
 pub mod telemetry;
 pub mod testing;
 pub mod trace_context;

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RouteLabel, RouteSeries};
+use crate::spans::{Kind, Span};
 
 pub use crate::request_id::X_REQUEST_ID;
 
@@ -96,7 +97,16 @@ where
         // route pattern are on the lines that report the request's outcome (the pattern is
         // already at hand; the raw path would be one more copy per request). No `service` field
         // either: `up` prefixes each line with the service, Kubernetes labels the pod.
-        let trace = crate::trace_context::of_request(req.headers());
+        // The request's span: under the caller's `traceparent`, or the first of a trace.
+        let mut request_span = Span::start(
+            || match &route {
+                Some(path) => format!("{method} {}", path.as_str()),
+                None => method.to_string(),
+            },
+            Kind::Server,
+            crate::trace_context::parent_of_request(req.headers()),
+        );
+        let trace = request_span.context();
         let span = tracing::info_span!(
             "request",
             request_id = request_id.to_str().unwrap_or(""),
@@ -127,6 +137,17 @@ where
                 let status = response.status();
                 response = json_error_body(response);
                 let elapsed = started.elapsed();
+                if request_span.is_exported() {
+                    request_span.set("http.request.method", method.to_string());
+                    if let Some(path) = &route {
+                        request_span.set("http.route", path.as_str().to_string());
+                    }
+                    request_span.set("http.response.status_code", i64::from(status.as_u16()));
+                    if status.is_server_error() {
+                        request_span.fail(status.to_string());
+                    }
+                }
+                drop(request_span);
                 let route = match route {
                     Some(path) => RouteLabel::Matched(path),
                     None if status == StatusCode::NOT_FOUND => RouteLabel::Unmatched,

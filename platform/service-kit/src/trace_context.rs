@@ -20,13 +20,13 @@ pub async fn scope<F: Future>(context: TraceContext, work: F) -> F::Output {
     CURRENT.scope(context, work).await
 }
 
-/// The context of a request: a child of its `traceparent`, or a new trace.
-pub fn of_request(headers: &http::HeaderMap) -> TraceContext {
+/// The parent a request names in its `traceparent` header, if a valid one (anything
+/// else is ignored: the request starts a trace of its own).
+pub fn parent_of_request(headers: &http::HeaderMap) -> Option<TraceContext> {
     headers
         .get(TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::generate, |parent| parent.child())
 }
 
 #[cfg(test)]
@@ -43,10 +43,8 @@ mod tests {
             TRACEPARENT,
             http::HeaderValue::from_str(&ctx.header()).expect("header"),
         );
-        let child = of_request(&headers);
-        assert_eq!(child.trace_id(), ctx.trace_id());
-        assert_ne!(child, ctx);
+        assert_eq!(parent_of_request(&headers), Some(ctx));
         headers.insert(TRACEPARENT, http::HeaderValue::from_static("junk"));
-        assert_ne!(of_request(&headers).trace_id(), ctx.trace_id());
+        assert_eq!(parent_of_request(&headers), None);
     }
 }

@@ -1,0 +1,157 @@
+//! The spans received, newest kept: a bounded queue, oldest dropped first.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
+
+/// What a span stood for (OTLP's span kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpanKind {
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    /// From OTLP's number; an unknown one is `Unspecified`.
+    pub fn from_otlp(kind: i32) -> SpanKind {
+        match kind {
+            1 => SpanKind::Internal,
+            2 => SpanKind::Server,
+            3 => SpanKind::Client,
+            4 => SpanKind::Producer,
+            5 => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+}
+
+/// One span as received, ids in hex.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanRecord {
+    pub trace_id: String,
+    pub span_id: String,
+    /// `None` for the first span of a trace.
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: SpanKind,
+    /// Its resource's `service.name`.
+    pub service: String,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    /// Its attributes, each a JSON string, number or boolean (bounded in count and size).
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// The status message of a failed span.
+    pub error: Option<String>,
+}
+
+/// The latest spans, at most a fixed number.
+#[derive(Debug)]
+pub struct SpanStore {
+    capacity: usize,
+    spans: Mutex<VecDeque<SpanRecord>>,
+    received: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl SpanStore {
+    /// A store keeping the latest `capacity` spans (at least one).
+    pub fn new(capacity: usize) -> SpanStore {
+        let capacity = capacity.max(1);
+        SpanStore {
+            capacity,
+            spans: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps `spans`, dropping the oldest beyond the capacity.
+    pub fn add(&self, spans: Vec<SpanRecord>) {
+        let n = spans.len() as u64;
+        let mut kept = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut dropped = 0u64;
+        for span in spans {
+            if kept.len() == self.capacity {
+                kept.pop_front();
+                dropped += 1;
+            }
+            kept.push_back(span);
+        }
+        drop(kept);
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.dropped.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    /// The spans of one trace that are still kept, earliest first.
+    pub fn trace(&self, trace_id: &str) -> Vec<SpanRecord> {
+        let kept = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut spans: Vec<SpanRecord> = kept
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect();
+        drop(kept);
+        spans.sort_by_key(|s| (s.start_unix_nanos, s.end_unix_nanos));
+        spans
+    }
+
+    /// How many spans are kept.
+    pub fn len(&self) -> usize {
+        self.spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Spans received since the start, and of those dropped for room.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.received.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: &str, id: &str, start: u64) -> SpanRecord {
+        SpanRecord {
+            trace_id: trace.into(),
+            span_id: id.into(),
+            parent_span_id: None,
+            name: "x".into(),
+            kind: SpanKind::Internal,
+            service: "s".into(),
+            start_unix_nanos: start,
+            end_unix_nanos: start + 1,
+            attributes: BTreeMap::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_oldest_spans_make_room_and_a_trace_reads_in_time_order() {
+        let store = SpanStore::new(3);
+        store.add(vec![span("a", "1", 30), span("b", "2", 10)]);
+        store.add(vec![span("a", "3", 20), span("a", "4", 5)]);
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.counts(), (4, 1));
+        let ids: Vec<_> = store.trace("a").into_iter().map(|s| s.span_id).collect();
+        assert_eq!(ids, ["4", "3"], "span 1 was the oldest kept and went");
+        assert!(store.trace("b").len() == 1);
+    }
+}
