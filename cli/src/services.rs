@@ -144,6 +144,32 @@ pub fn app_routes(app: &App) -> AppRoutes {
     }
 }
 
+/// The map the console draws of `app`: each service that sends or receives events, from
+/// the registry.
+pub fn app_map(app: &App) -> switchyard_console::AppMap {
+    let services = app
+        .services
+        .iter()
+        .filter(|s| s.kind == Kind::App)
+        .map(|s| switchyard_console::MapService {
+            name: s.name.to_string(),
+            about: s.about.to_string(),
+            sends: s.produces.iter().map(|t| t.to_string()).collect(),
+            receives: match s.consumes {
+                Consumes::Nothing => Vec::new(),
+                Consumes::Everything => vec!["*".to_string()],
+                Consumes::Only(types) => types.iter().map(|t| t.to_string()).collect(),
+            },
+            subscriber: (s.consumes != Consumes::Nothing).then(|| s.name.to_string()),
+            durable: s.consumer_group.map(str::to_string),
+        })
+        .collect();
+    switchyard_console::AppMap {
+        app: app.name.to_string(),
+        services,
+    }
+}
+
 async fn bind(common: &CommonConfig) -> anyhow::Result<Listeners> {
     Listeners::bind(common).await
 }
@@ -181,6 +207,13 @@ async fn run(r: &Resolved, env: &Env) -> anyhow::Result<()> {
             let l = bind(&s.common).await?;
             switchyard_gateway::launch(s, l, shutdown).await
         }
+        (Kind::Console, ..) => {
+            let env = &with_app_bus_defaults(env, r.app);
+            let common = common_config(r, env)?;
+            let s = switchyard_console::Settings::from_env(env, common, app_map(r.app))?;
+            let l = bind(&s.common).await?;
+            switchyard_console::launch(s, l, shutdown).await
+        }
         (Kind::App, ..) => {
             let Some(entry) = r.service.entry else {
                 anyhow::bail!("{} has no entry in the registry", r.qualified());
@@ -201,7 +234,7 @@ async fn run(r: &Resolved, env: &Env) -> anyhow::Result<()> {
 fn migrations_of(r: &Resolved) -> Option<Vec<&'static switchyard_kit::Migrations>> {
     match r.service.kind {
         Kind::EventBus => Some(vec![&switchyard_event_bus::MIGRATIONS]),
-        Kind::Gateway => None,
+        Kind::Gateway | Kind::Console => None,
         Kind::App => r
             .service
             .entry

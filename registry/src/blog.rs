@@ -126,6 +126,18 @@ pub static BLOG: App = App {
                 9480,
             )
         },
+        Service {
+            kind: Kind::Console,
+            database: false,
+            // First, with the bus: the services export their spans to it from their start.
+            wave: 0,
+            ..service(
+                "console",
+                "the console: the map, the live event log, journeys, traces, consumers",
+                8081,
+                9481,
+            )
+        },
     ],
     ingress: IngressSpec {
         file: "infra/k8s/blog/base/ingress-srv.yaml",

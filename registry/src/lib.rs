@@ -77,6 +77,9 @@ pub enum Kind {
     App,
     /// The local gateway (platform), applying the app's Ingress on one machine.
     Gateway,
+    /// The console (platform): the app's map, live event log, journeys, traces and
+    /// consumers; the OTLP receiver of the services' spans under `up`.
+    Console,
 }
 
 /// Which events a service consumes.

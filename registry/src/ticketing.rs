@@ -148,6 +148,18 @@ pub static TICKETING: App = App {
                 9580,
             )
         },
+        Service {
+            kind: Kind::Console,
+            database: false,
+            // First, with the bus: the services export their spans to it from their start.
+            wave: 0,
+            ..service(
+                "console",
+                "the console: the map, the live event log, journeys, traces, consumers",
+                8091,
+                9581,
+            )
+        },
     ],
     ingress: IngressSpec {
         file: "infra/k8s/ticketing/base/ingress-srv.yaml",

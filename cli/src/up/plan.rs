@@ -198,6 +198,36 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         switchyard_registry::BUS_SECRET.to_string(),
         secret_value(switchyard_registry::BUS_SECRET, &data_dir)?,
     );
+    // The console: where the services' spans go (unless up's own environment names a
+    // collector or turns export off), and the bus's ops listener it reads.
+    let console = app
+        .of_kind(Kind::Console)
+        .next()
+        .map(|c| offset(c.local_port, args.port_offset))
+        .transpose()?;
+    let operator_chose_tracing = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some());
+    let mut tracing_env: Vec<(String, String)> = Vec::new();
+    if let (Some(port), false) = (console, operator_chose_tracing) {
+        tracing_env.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://{reach}:{port}"),
+        ));
+        if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+            // A journey in the console within a fraction of a second.
+            tracing_env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()));
+        }
+    }
+    let bus_ops = match (&args.nats, app.of_kind(Kind::EventBus).next()) {
+        (None, Some(b)) => Some(offset(b.local_ops_port, args.port_offset)?),
+        _ => None,
+    };
     let mut procs = Vec::new();
     for service in app.services {
         // With NATS the services talk to JetStream; the HTTP event bus is not needed.
@@ -247,6 +277,16 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
                 ));
             }
             Kind::App => {}
+            Kind::Console => {
+                // It reads the log as the services' peer, and the bus's positions.
+                env.push(bus_secret.clone());
+                if let Some(port) = bus_ops {
+                    env.push(("EVENT_BUS_OPS_URL".into(), format!("http://{reach}:{port}")));
+                }
+            }
+        }
+        if service.kind != Kind::Console {
+            env.extend(tracing_env.iter().cloned());
         }
         procs.push(ProcSpec {
             name: service.name,

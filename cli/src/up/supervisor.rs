@@ -99,6 +99,12 @@ pub async fn run(plan: Plan, ready_timeout: Duration) -> anyhow::Result<()> {
             plan.url(plan.gateway_port),
             plan.data_dir.display()
         );
+        if let Some(console) = plan.procs.iter().find(|p| p.name == "console") {
+            println!(
+                "Its console (the map, the live events and their journeys, traces, consumers): {}\n",
+                plan.url(console.port)
+            );
+        }
         if let Some(gateway) = plan.procs.iter().find(|p| p.name == "gateway") {
             println!(
                 "Its events, as AsyncAPI 3: {}/asyncapi.json  (each service's API: /openapi.json on its ops port)\n",

@@ -11,6 +11,7 @@ mod blog;
 mod browser;
 mod browser_ticketing;
 mod commands;
+mod console;
 mod event_bus;
 mod failures;
 mod fault_injection;

@@ -55,7 +55,12 @@ impl HttpBus {
     /// One page of the log: events with `seq > after`, oldest first, at most `limit`.
     pub async fn page(&self, after: i64, limit: u32) -> anyhow::Result<Vec<Envelope>> {
         let url = format!("{}/events?after={after}&limit={limit}", self.base);
-        let response = self.request(reqwest::Method::GET, &url).send().await?;
+        let mut request = self.request(reqwest::Method::GET, &url);
+        // A reader's trace (the console reads under an unsampled one: no span per poll).
+        if let Some(reading) = switchyard_kit::trace_context::current() {
+            request = request.header(switchyard_events::TRACEPARENT, reading.header());
+        }
+        let response = request.send().await?;
         let status = response.status();
         if !status.is_success() {
             anyhow::bail!("GET {url} answered {status}");
@@ -78,8 +83,11 @@ impl ReadinessCheck for HttpBus {
             // The bus's operational endpoints are on a port of their own; the cheapest
             // request of its public API that touches its log says it can take events.
             let url = format!("{}/events?after={}&limit=1", self.base, i64::MAX);
+            // A probe every few seconds from every service: never a trace of its own.
+            let unsampled = switchyard_events::TraceContext::unsampled().header();
             match self
                 .request(reqwest::Method::GET, &url)
+                .header(switchyard_events::TRACEPARENT, unsampled)
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await

@@ -586,6 +586,45 @@ impl NatsBus {
         Ok(count)
     }
 
+    /// Where the durable consumer `durable` is and what waits for it (the console's view):
+    /// `None` while the consumer does not exist yet.
+    pub async fn consumer_state(&self, durable: &str) -> anyhow::Result<Option<ConsumerState>> {
+        self.ensure_streams().await?;
+        let stream = self.js.get_stream(&self.stream).await?;
+        let info = match stream.consumer_info(durable).await {
+            Ok(info) => info,
+            Err(e) if e.to_string().contains("not found") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // Deferral counts are keyed `<consumer>.<seq>`; at most a bounded number is read.
+        let mut deferred = 0usize;
+        if let Some(store) = self.deferral_store().await
+            && let Ok(mut keys) = store.keys().await
+        {
+            let prefix = format!("{durable}.");
+            let mut seen = 0usize;
+            while let Some(key) = keys.next().await {
+                seen += 1;
+                if key.is_ok_and(|k| k.starts_with(&prefix)) {
+                    deferred += 1;
+                }
+                if seen >= MAX_DEFERRAL_KEYS_READ {
+                    break;
+                }
+            }
+        }
+        Ok(Some(ConsumerState {
+            durable: durable.to_string(),
+            delivered: info.delivered.stream_sequence,
+            acknowledged: info.ack_floor.stream_sequence,
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending,
+            redelivered: info.num_redelivered,
+            deferred,
+            dead_letters: self.dead_letter_count(durable).await?,
+        }))
+    }
+
     /// Starts the durable consumer `settings.group` feeding `handler`, and the listener
     /// that dead-letters events whose deliveries are exhausted; both stop on `shutdown`.
     pub fn start_consuming(
@@ -1354,6 +1393,30 @@ async fn next_message(
         Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Most keys of the deferral counts read for [`NatsBus::consumer_state`].
+const MAX_DEFERRAL_KEYS_READ: usize = 10_000;
+
+/// A durable consumer's position and what waits for it, as JetStream reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerState {
+    pub durable: String,
+    /// The stream sequence last delivered to it.
+    pub delivered: u64,
+    /// The stream sequence below which everything is acknowledged.
+    pub acknowledged: u64,
+    /// Messages of its filter not yet delivered (its lag).
+    pub pending: u64,
+    /// Delivered and not yet acknowledged (in hand, or deferred).
+    pub ack_pending: usize,
+    /// Delivered more than once.
+    pub redelivered: usize,
+    /// Events it deferred whose count is still kept.
+    pub deferred: usize,
+    /// Events set aside for it.
+    pub dead_letters: u64,
 }
 
 #[cfg(test)]

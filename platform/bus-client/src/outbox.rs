@@ -291,17 +291,19 @@ impl Change {
             staged,
             events,
         } = self;
-        let mut span = Span::start(
-            || "commit",
-            Kind::Internal,
-            switchyard_kit::trace_context::current(),
-        );
-        span.set(
-            "switchyard.events",
-            i64::try_from(events).unwrap_or(i64::MAX),
-        );
+        // A span of the work in progress (a request, an event being applied); background
+        // work outside any trace (sweeps, timers) would only add a trace per commit.
+        let mut span = switchyard_kit::trace_context::current()
+            .filter(|_| switchyard_kit::otel::exporting())
+            .map(|parent| Span::start(|| "commit", Kind::Internal, Some(parent)));
+        if let Some(span) = span.as_mut() {
+            span.set(
+                "switchyard.events",
+                i64::try_from(events).unwrap_or(i64::MAX),
+            );
+        }
         let committed = tx.commit().await;
-        if let Err(e) = &committed {
+        if let (Some(span), Err(e)) = (span.as_mut(), &committed) {
             span.fail(e.to_string());
         }
         drop(span);

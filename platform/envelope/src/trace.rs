@@ -30,6 +30,15 @@ impl TraceContext {
         }
     }
 
+    /// A new trace that is not sampled: work under it (a health probe, the console reading
+    /// the log) is never exported, however the tracer samples.
+    pub fn unsampled() -> TraceContext {
+        TraceContext {
+            sampled: false,
+            ..TraceContext::generate()
+        }
+    }
+
     /// Reads a `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`, lower case). A later
     /// version is read by its first four fields, as the specification asks; version `ff`,
     /// an all-zero id and any other shape are refused.

@@ -7,7 +7,9 @@
 //!   its loop delivers it beside the stream); replaying one already replayed finds nothing
 //!   (404) and changes nothing, and the subscriber's inbox ignores an event it applied;
 //! * `POST /dead-letters/{subscriber}/replay`: every dead letter of that subscriber;
-//! * `GET /parked`: the events waiting to be delivered again, by subscriber.
+//! * `GET /parked`: the events waiting to be delivered again, by subscriber;
+//! * `GET /subscribers`: each subscriber's position in the log, how far behind its head
+//!   it is, and how many of its events are parked and set aside (the console reads it).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -36,6 +38,7 @@ pub fn router(log: EventLog, replays: Replays) -> Router {
         .route("/dead-letters/{subscriber}/{seq}", get(show))
         .route("/dead-letters/{subscriber}/{seq}/replay", post(replay_one))
         .route("/parked", get(parked))
+        .route("/subscribers", get(subscribers))
         .with_state(DeadLetters { log, replays })
 }
 
@@ -210,5 +213,40 @@ async fn parked(State(state): State<DeadLetters>) -> Result<Response, ApiError> 
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(ApiError::internal)?;
+    Ok(axum::Json(entries).into_response())
+}
+
+async fn subscribers(State(state): State<DeadLetters>) -> Result<Response, ApiError> {
+    let head = state.log.head();
+    let mut counts = std::collections::HashMap::<(String, &str), i64>::new();
+    for (table, what) in [("parked", "parked"), ("dead_letters", "deadLetters")] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT subscriber, COUNT(*) AS n FROM {table} GROUP BY subscriber"
+        )))
+        .fetch_all(state.log.db().reader())
+        .await
+        .map_err(ApiError::internal)?;
+        for row in rows {
+            let name: String = row.try_get("subscriber").map_err(ApiError::internal)?;
+            let n: i64 = row.try_get("n").map_err(ApiError::internal)?;
+            counts.insert((name, what), n);
+        }
+    }
+    let entries: Vec<Value> = state
+        .replays
+        .positions()
+        .into_iter()
+        .map(|(name, position)| {
+            let count = |what| counts.get(&(name.clone(), what)).copied().unwrap_or(0);
+            json!({
+                "subscriber": name,
+                "position": position,
+                "head": head,
+                "behind": (head - position).max(0),
+                "parked": count("parked"),
+                "deadLetters": count("deadLetters"),
+            })
+        })
+        .collect();
     Ok(axum::Json(entries).into_response())
 }

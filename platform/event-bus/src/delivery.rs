@@ -58,6 +58,8 @@ struct Cursor {
 #[derive(Clone, Default)]
 pub struct Replays {
     inner: Arc<HashMap<String, Arc<ReplayQueue>>>,
+    /// Every subscriber's cursor, in the order of the settings.
+    cursors: Arc<Vec<Arc<Cursor>>>,
 }
 
 #[derive(Default)]
@@ -67,7 +69,7 @@ struct ReplayQueue {
 }
 
 impl Replays {
-    fn for_subscribers(subscribers: &[Subscriber]) -> Replays {
+    fn for_subscribers(subscribers: &[Subscriber], cursors: Vec<Arc<Cursor>>) -> Replays {
         Replays {
             inner: Arc::new(
                 subscribers
@@ -75,7 +77,16 @@ impl Replays {
                     .map(|s| (s.name.clone(), Arc::new(ReplayQueue::default())))
                     .collect(),
             ),
+            cursors: Arc::new(cursors),
         }
+    }
+
+    /// Each subscriber's name and position: the last event it is past.
+    pub fn positions(&self) -> Vec<(String, i64)> {
+        self.cursors
+            .iter()
+            .map(|c| (c.name.clone(), c.position.load(Ordering::Acquire)))
+            .collect()
     }
 
     /// Whether `subscriber` is one of the bus's.
@@ -114,17 +125,20 @@ pub async fn start(
         .pool_max_idle_per_host(4)
         .tcp_nodelay(true)
         .build()?;
-    let replays = Replays::for_subscribers(&settings.subscribers);
     let mut cursors = Vec::new();
-    let deliveries = TaskTracker::new();
     for subscriber in &settings.subscribers {
         let position = load_cursor(&log, &subscriber.name).await?;
-        let cursor = Arc::new(Cursor {
+        cursors.push(Arc::new(Cursor {
             name: subscriber.name.clone(),
             position: AtomicI64::new(position),
             flushed: AtomicI64::new(position),
-        });
-        cursors.push(cursor.clone());
+        }));
+    }
+    let replays = Replays::for_subscribers(&settings.subscribers, cursors.clone());
+    let deliveries = TaskTracker::new();
+    for (subscriber, cursor) in settings.subscribers.iter().zip(&cursors) {
+        let cursor = cursor.clone();
+        let position = cursor.position.load(Ordering::Acquire);
         let delivery = Delivery {
             subscriber: subscriber.clone(),
             cursor,
@@ -505,6 +519,17 @@ impl Delivery {
             );
             span.set("messaging.destination.name", event.event_type.clone());
             span.set("switchyard.subscriber", self.subscriber.name.clone());
+            #[derive(serde::Deserialize)]
+            struct Id<'a> {
+                #[serde(borrow, default)]
+                id: Option<&'a str>,
+            }
+            if let Some(id) = serde_json::from_slice::<Id>(&event.body)
+                .ok()
+                .and_then(|e| e.id)
+            {
+                span.set("messaging.message.id", id.to_string());
+            }
             span
         });
         if let Some(span) = &span {

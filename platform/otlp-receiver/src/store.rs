@@ -1,6 +1,6 @@
 //! The spans received, newest kept: a bounded queue, oldest dropped first.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -51,11 +51,15 @@ pub struct SpanRecord {
     pub error: Option<String>,
 }
 
-/// The latest spans, at most a fixed number.
+/// Distinct (service, span name) pairs counted; names past it are not counted.
+const MAX_NAMES: usize = 10_000;
+
+/// The latest spans, at most a fixed number, and how many of each name each service sent.
 #[derive(Debug)]
 pub struct SpanStore {
     capacity: usize,
     spans: Mutex<VecDeque<SpanRecord>>,
+    names: Mutex<HashMap<(String, String), u64>>,
     received: AtomicU64,
     dropped: AtomicU64,
 }
@@ -67,6 +71,7 @@ impl SpanStore {
         SpanStore {
             capacity,
             spans: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            names: Mutex::new(HashMap::new()),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         }
@@ -75,6 +80,17 @@ impl SpanStore {
     /// Keeps `spans`, dropping the oldest beyond the capacity.
     pub fn add(&self, spans: Vec<SpanRecord>) {
         let n = spans.len() as u64;
+        {
+            let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+            for span in &spans {
+                let key = (span.service.clone(), span.name.clone());
+                if let Some(count) = names.get_mut(&key) {
+                    *count += 1;
+                } else if names.len() < MAX_NAMES {
+                    names.insert(key, 1);
+                }
+            }
+        }
         let mut kept = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
         let mut dropped = 0u64;
         for span in spans {
@@ -100,6 +116,15 @@ impl SpanStore {
         drop(kept);
         spans.sort_by_key(|s| (s.start_unix_nanos, s.end_unix_nanos));
         spans
+    }
+
+    /// How many spans of each name each service sent, since the start (dropped ones too).
+    pub fn name_counts(&self) -> Vec<(String, String, u64)> {
+        let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        names
+            .iter()
+            .map(|((service, name), n)| (service.clone(), name.clone(), *n))
+            .collect()
     }
 
     /// How many spans are kept.
@@ -153,5 +178,8 @@ mod tests {
         let ids: Vec<_> = store.trace("a").into_iter().map(|s| s.span_id).collect();
         assert_eq!(ids, ["4", "3"], "span 1 was the oldest kept and went");
         assert!(store.trace("b").len() == 1);
+        let mut names = store.name_counts();
+        names.sort();
+        assert_eq!(names, [("s".to_string(), "x".to_string(), 4)]);
     }
 }

@@ -215,6 +215,12 @@ impl Session {
         }
     }
 
+    /// Resizes the window (a screenshot shows the whole page at this size).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.cmd("/window/rect", json!({"width": width, "height": height}))
+            .await;
+    }
+
     pub async fn screenshot(&self) -> Vec<u8> {
         let v = self.get("/screenshot").await;
         let b64 = v.as_str().expect("screenshot");

@@ -1,0 +1,212 @@
+//! The console in real headless Chromium, beside `switchyard up ticketing`: the map from
+//! the registry, and a purchase's `order:created` followed live from its commit to every
+//! consumer within a second of the order's answer, with the request's waterfall and the
+//! consumers' positions. The screenshot lands in `target/artifacts/console.png`.
+
+use crate::support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+use support::http::Client;
+use support::up::{Up, free_offset};
+use support::webdriver::{self, Driver};
+use support::{eventually, process};
+
+fn console_url(offset: u16) -> String {
+    let app = switchyard_registry::app("ticketing").expect("app");
+    let console = app
+        .of_kind(switchyard_registry::Kind::Console)
+        .next()
+        .expect("a console");
+    format!("http://127.0.0.1:{}", console.local_port + offset)
+}
+
+/// How long after its order is answered a purchase's journey may take to show, whole.
+const JOURNEY_WITHIN: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_purchase_s_journey_live() {
+    if !webdriver::available() {
+        switchyard_kit::testing::skip_or_fail(
+            "chromium or chromedriver not installed (apt-get install chromium chromium-driver)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let offset = free_offset();
+    let gateway = process::free_port();
+    let up = Up::start_app("ticketing", dir.path(), offset, gateway, &[], &[]);
+    let console = console_url(offset);
+    up.wait_for_line("console (the map", Duration::from_secs(1));
+    assert!(
+        up.lines().iter().any(|l| l.contains(&console)),
+        "up prints the console's address"
+    );
+    // A seller's ticket, ready for the purchase.
+    let c = Client::default();
+    let base = up.url();
+    let a = c
+        .with_cookie(
+            Method::POST,
+            &format!("{base}/api/users/signup"),
+            None,
+            Some(&json!({"email": "console@test.com", "password": "password"})),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    let cookie = a
+        .set_cookies
+        .iter()
+        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("session=")))
+        .expect("session")
+        .to_string();
+    let ticket = c
+        .with_cookie(
+            Method::POST,
+            &format!("{base}/api/tickets"),
+            Some(&cookie),
+            Some(&json!({"title": "watched", "price": 20})),
+        )
+        .await
+        .json();
+    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    // Orders knows the ticket once its replica has it.
+    eventually("the ticket at orders", || async {
+        let events = c
+            .get(&format!("{console}/api/events?type=ticket:created"))
+            .await
+            .json();
+        let id = events.as_array()?.last()?["id"].as_str()?.to_string();
+        let journey = c
+            .get(&format!("{console}/api/events/{id}/journey"))
+            .await
+            .json();
+        journey["waitingFor"]
+            .as_array()
+            .is_some_and(|w| w.is_empty())
+            .then_some(())
+    })
+    .await;
+
+    let driver = Driver::start().await;
+    let s = driver.session().await;
+    s.resize(1400, 1500).await;
+    s.goto(&console).await;
+    s.wait_for("#map article[data-service=\"orders\"]").await;
+    let app = s.wait_for("#app").await;
+    assert_eq!(s.text(&app).await, "ticketing");
+    // Follow the newest order:created.
+    let type_filter = s.wait_for("#filters input[name=\"type\"]").await;
+    s.type_into(&type_filter, "order:created").await;
+    let filter = s.wait_for("#filters button[type=\"submit\"]").await;
+    s.click(&filter).await;
+
+    let order = c
+        .with_cookie(
+            Method::POST,
+            &format!("{base}/api/orders"),
+            Some(&cookie),
+            Some(&json!({"ticketId": ticket_id})),
+        )
+        .await;
+    let answered = Instant::now();
+    assert_eq!(
+        order.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&order.body)
+    );
+    let order_id = order.json()["id"].as_str().expect("id").to_string();
+    // The page shows the order's journey, applied by every consumer.
+    let shown = loop {
+        let seen = s
+            .script(
+                "const j = document.getElementById('journey'); \
+                 return [j.dataset.entity || '', j.dataset.complete || ''];",
+            )
+            .await;
+        let entity = seen[0].as_str().unwrap_or("");
+        if entity.split(' ').any(|e| e == order_id) && seen[1] == "true" {
+            break answered.elapsed();
+        }
+        assert!(
+            answered.elapsed() < Duration::from_secs(20),
+            "the journey of order {order_id} never showed whole: {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("the purchase's journey showed whole {shown:?} after the order's answer");
+    // What the page says: each consumer applied it, after orders committed and published.
+    let journey = s.text(&s.wait_for("#journey").await).await;
+    assert!(
+        journey.contains("Applied by every consumer of order:created."),
+        "{journey}"
+    );
+    let mut steps = Vec::new();
+    for step in s.find_all("#journey li.step").await {
+        let what = s.attribute(&step, "data-step").await.unwrap_or_default();
+        let who = s.attribute(&step, "data-service").await.unwrap_or_default();
+        steps.push((what, who));
+    }
+    for consumer in ["tickets", "expiration", "payments"] {
+        assert!(
+            steps.iter().any(|(w, s)| w == "applied" && s == consumer),
+            "{consumer} applied it: {steps:?}"
+        );
+    }
+    for (what, who) in [
+        ("committed", "orders"),
+        ("published", "orders"),
+        ("appended", "event-bus"),
+    ] {
+        assert!(
+            steps.iter().any(|(w, s)| w == what && s == who),
+            "{what} by {who}: {steps:?}"
+        );
+    }
+    // The request's trace as a waterfall, across the services.
+    let waterfall = s.wait_for("#waterfall[data-trace-id] .span-row").await;
+    let _ = waterfall;
+    let rows = s.text(&s.wait_for("#waterfall").await).await;
+    for row in [
+        "orders · POST /api/orders",
+        "tickets · apply order:created",
+        "payments · apply order:created",
+        "expiration · apply order:created",
+    ] {
+        assert!(rows.contains(row), "{row} in the waterfall:\n{rows}");
+    }
+    // Each consumer's position.
+    let consumers = s
+        .wait_for("#consumers tbody tr[data-service=\"payments\"]")
+        .await;
+    let _ = consumers;
+    std::fs::create_dir_all(artifacts()).expect("artifacts");
+    let png = s.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    std::fs::write(artifacts().join("console.png"), &png).expect("screenshot");
+    s.quit().await;
+    drop(driver);
+    assert!(
+        shown <= JOURNEY_WITHIN,
+        "the journey showed {shown:?} after the order's answer (at most {JOURNEY_WITHIN:?})"
+    );
+    // A replay needs the console's header: a page of another site cannot send it.
+    let refused = c
+        .with_cookie(
+            Method::POST,
+            &format!("{console}/api/consumers/payments/dead-letters/c-1/replay"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    drop(up);
+}
+
+fn artifacts() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts")
+}
