@@ -95,6 +95,20 @@ enum Command {
         /// The app.
         app: String,
     },
+    /// Open the console of an app that runs already: its map, live events and their
+    /// journeys, consumers and dead letters, read from its bus (EVENT_BUS_URL, by default
+    /// the app's local one; beside `up`, --data-dir gives the bus's secret). For traces,
+    /// the services' OTEL_EXPORTER_OTLP_ENDPOINT names it.
+    Console {
+        /// The app.
+        app: String,
+        /// The data directory `up` was given (its bus secret is there).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        /// The port of its page (default: the registry's, which `up`'s own console takes).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Exit 0 if the URL answers 2xx (container health checks; no shell needed).
     Healthcheck {
         /// Default: http://127.0.0.1:$OPS_PORT/healthz.
@@ -195,6 +209,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let n = switchyard_tickets::republish(&db, id.as_deref()).await?;
             db.close().await;
             println!("{n} tickets republished (published by the tickets service's outbox)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Console {
+            app,
+            data_dir,
+            port,
+        } => {
+            let r = switchyard_registry::resolve(&format!("{app}/console"))?;
+            let mut env = services::beside_up(&r, &env, None);
+            if let Some(dir) = data_dir
+                && env.raw(switchyard_registry::BUS_SECRET).is_none()
+            {
+                let path = dir.join(switchyard_registry::BUS_SECRET.to_lowercase());
+                if let Ok(secret) = std::fs::read_to_string(&path) {
+                    env = env.with_overrides([(switchyard_registry::BUS_SECRET, secret.trim())]);
+                }
+            }
+            let port = port.unwrap_or(r.service.local_port);
+            // Its ops endpoints on any free port: the registry's is `up`'s console's.
+            env = env
+                .with_overrides([("PORT", port.to_string())])
+                .with_defaults([("OPS_PORT", "0")]);
+            println!("the console of {}: http://127.0.0.1:{port}", r.app.name);
+            services::serve(&r.qualified(), &env).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::NatsUsers {

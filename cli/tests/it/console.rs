@@ -204,9 +204,185 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         )
         .await;
     assert_eq!(refused.status, 403);
+    // `switchyard console` against the running app: the same events and consumers, read
+    // from its bus with the secret up keeps.
+    let port = process::free_port();
+    let mut other = std::process::Command::new(process::BIN)
+        .args([
+            "console",
+            "ticketing",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("EVENT_BUS_URL", bus_url(offset))
+        .env("EVENT_BUS_OPS_URL", bus_ops_url(offset))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("switchyard console");
+    let other_url = format!("http://127.0.0.1:{port}");
+    eventually("the order in the other console's log", || async {
+        let events = c
+            .try_get(&format!("{other_url}/api/events?type=order:created"))
+            .await?
+            .json();
+        events
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["entities"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|id| id == order_id.as_str()))
+            })
+            .then_some(())
+    })
+    .await;
+    let consumers = c.get(&format!("{other_url}/api/consumers")).await.json();
+    let listed = consumers["consumers"].as_array().expect("consumers");
+    assert_eq!(listed.len(), 4, "{consumers}");
+    assert!(
+        listed
+            .iter()
+            .all(|v| v["error"].is_null() && v["position"].as_i64() > Some(0)),
+        "{consumers}"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
     drop(up);
+}
+
+/// The app's local bus under `offset`, and its ops listener.
+fn bus_url(offset: u16) -> String {
+    let bus = bus(offset);
+    format!("http://127.0.0.1:{}", bus.0)
+}
+
+fn bus_ops_url(offset: u16) -> String {
+    format!("http://127.0.0.1:{}", bus(offset).1)
+}
+
+fn bus(offset: u16) -> (u16, u16) {
+    let app = switchyard_registry::app("ticketing").expect("app");
+    let bus = app
+        .of_kind(switchyard_registry::Kind::EventBus)
+        .next()
+        .expect("a bus");
+    (bus.local_port + offset, bus.local_ops_port + offset)
 }
 
 fn artifacts() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts")
+}
+
+/// The console on PostgreSQL + NATS: the log read from the stream, a purchase's journey
+/// (delivered and applied at each consumer), and each durable's position from JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_reads_nats_and_its_consumers() {
+    use support::backend::{Backend, Resources};
+    if !Backend::Production.enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut resources = Resources::new();
+    let services: Vec<&str> = switchyard_registry::TICKETING
+        .services
+        .iter()
+        .filter(|s| s.database)
+        .map(|s| s.name)
+        .collect();
+    let extra = support::faults::production_args(&resources, &services).await;
+    let offset = free_offset();
+    let up = Up::start_app(
+        "ticketing",
+        dir.path(),
+        offset,
+        process::free_port(),
+        &extra,
+        &[],
+    );
+    let console = console_url(offset);
+    let c = Client::default();
+    let base = up.url();
+    let a = c
+        .with_cookie(
+            Method::POST,
+            &format!("{base}/api/users/signup"),
+            None,
+            Some(&json!({"email": "nats-console@test.com", "password": "password"})),
+        )
+        .await;
+    let cookie = a
+        .set_cookies
+        .iter()
+        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("session=")))
+        .expect("session")
+        .to_string();
+    let ticket = c
+        .with_cookie(
+            Method::POST,
+            &format!("{base}/api/tickets"),
+            Some(&cookie),
+            Some(&json!({"title": "on nats", "price": 20})),
+        )
+        .await
+        .json();
+    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    let order = eventually("the order placed", || async {
+        let a = c
+            .with_cookie(
+                Method::POST,
+                &format!("{base}/api/orders"),
+                Some(&cookie),
+                Some(&json!({"ticketId": ticket_id})),
+            )
+            .await;
+        (a.status == 201).then(|| a.json())
+    })
+    .await;
+    let order_id = order["id"].as_str().expect("id").to_string();
+    let journey = eventually("the order's journey, whole", || async {
+        let events = c
+            .get(&format!(
+                "{console}/api/events?type=order:created&entity={order_id}"
+            ))
+            .await
+            .json();
+        let id = events.as_array()?.last()?["id"].as_str()?.to_string();
+        let j = c
+            .get(&format!("{console}/api/events/{id}/journey"))
+            .await
+            .json();
+        j["waitingFor"]
+            .as_array()
+            .is_some_and(|w| w.is_empty())
+            .then_some(j)
+    })
+    .await;
+    let steps = journey["steps"].as_array().expect("steps");
+    for consumer in ["tickets", "expiration", "payments"] {
+        for step in ["delivered", "applied"] {
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s["step"] == step && s["service"] == consumer),
+                "{step} at {consumer}: {journey}"
+            );
+        }
+    }
+    let consumers = eventually("every durable's position", || async {
+        let v = c.get(&format!("{console}/api/consumers")).await.json();
+        let all_known = v["consumers"]
+            .as_array()?
+            .iter()
+            .all(|c| c["error"].is_null() && c["position"].as_i64().is_some_and(|p| p > 0));
+        all_known.then_some(v)
+    })
+    .await;
+    assert_eq!(consumers["bus"], "nats");
+    assert_eq!(consumers["consumers"].as_array().map(Vec::len), Some(4));
+    drop(up);
+    resources.cleanup().await;
 }
