@@ -3,7 +3,7 @@
 #
 #   bash bench/run.sh            # full run (~7 minutes), every scenario, both backends
 #   bash bench/run.sh --quick    # CI-sized run (~1.5 minutes)
-#   bash bench/run.sh bus        # one scenario: bus | query | write | startup | up | auth | ticketing | hops (with or without --quick)
+#   bash bench/run.sh bus        # one scenario: bus | query | write | startup | up | auth | ticketing | hops | tracing (with or without --quick)
 #
 # Builds the release binaries, then runs target/release/switchyard-bench, which prints
 # Markdown tables and writes bench/results/latest.md and bench/results/latest.json.
@@ -22,8 +22,8 @@ scenario=all
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
-        all|bus|query|write|startup|up|auth|ticketing|hops) scenario="$arg" ;;
-        *) echo "run.sh: unknown argument $arg (use --quick, all, bus, query, write, startup, up, auth, ticketing, hops)" >&2; exit 2 ;;
+        all|bus|query|write|startup|up|auth|ticketing|hops|tracing) scenario="$arg" ;;
+        *) echo "run.sh: unknown argument $arg (use --quick, all, bus, query, write, startup, up, auth, ticketing, hops, tracing)" >&2; exit 2 ;;
     esac
 done
 

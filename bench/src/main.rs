@@ -40,6 +40,7 @@ mod report;
 mod sink;
 mod startup;
 mod ticketing;
+mod tracing;
 mod up;
 mod write;
 mod wrk;
@@ -95,6 +96,8 @@ enum Cmd {
     Ticketing,
     /// 8. One comment's three hops, step by step, from the services' trace logs.
     Hops,
+    /// 9. Tracing: the purchase's and the approval's p99 with spans exported vs off.
+    Tracing,
     /// One durable hop of the latency yardstick: commits a row, then posts to `--next`.
     BareHop {
         #[arg(long)]
@@ -251,6 +254,7 @@ fn main() -> ExitCode {
                     "auth",
                     "ticketing",
                     "hops",
+                    "tracing",
                 ],
                 Cmd::Bus => vec!["bus"],
                 Cmd::Query => vec!["query"],
@@ -260,6 +264,7 @@ fn main() -> ExitCode {
                 Cmd::Auth => vec!["auth"],
                 Cmd::Ticketing => vec!["ticketing"],
                 Cmd::Hops => vec!["hops"],
+                Cmd::Tracing => vec!["tracing"],
                 Cmd::BareServer { .. } | Cmd::BareHop { .. } | Cmd::BareProxy { .. } => vec![],
             };
             tokio::runtime::Builder::new_multi_thread()
@@ -367,6 +372,7 @@ async fn suite(cli: &Cli, which: &[&str]) -> anyhow::Result<()> {
                 "auth" => auth::run(&ctx).await,
                 "ticketing" => ticketing::run(&ctx).await,
                 "hops" => hops::run(&ctx).await,
+                "tracing" => tracing::run(&ctx).await,
                 _ => up::run(&ctx).await,
             }
         };

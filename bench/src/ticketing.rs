@@ -26,7 +26,7 @@ use crate::up::{Up, backend_args};
 use crate::{Ctx, wrk};
 
 const S: &str = "ticketing";
-const JWT_KEY: &str = "switchyard-bench-jwt-key-switchyard-bench";
+pub(crate) const JWT_KEY: &str = "switchyard-bench-jwt-key-switchyard-bench";
 /// Tickets listed by `GET /api/tickets` when it is measured.
 const LISTED: usize = 100;
 /// Orders of the buyer whose `GET /api/orders` is measured.
@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx) -> Section {
 }
 
 /// Local port of a ticketing service (before `up`'s offset).
-fn port_of(name: &str) -> anyhow::Result<u16> {
+pub(crate) fn port_of(name: &str) -> anyhow::Result<u16> {
     switchyard_registry::TICKETING
         .service(name)
         .map(|s| s.local_port)
@@ -74,13 +74,13 @@ fn service_pids(up: &Up) -> Vec<(String, u32)> {
 }
 
 /// A client of the services behind `up`, signed in as one user.
-struct User {
+pub(crate) struct User {
     http: reqwest::Client,
     cookie: String,
 }
 
 impl User {
-    async fn sign_up(ctx: &Ctx, auth: &str, email: &str) -> anyhow::Result<User> {
+    pub(crate) async fn sign_up(ctx: &Ctx, auth: &str, email: &str) -> anyhow::Result<User> {
         let r = ctx
             .http
             .post(format!("{auth}/api/users/signup"))
@@ -126,7 +126,7 @@ impl User {
         ))
     }
 
-    async fn sell(&self, tickets: &str, n: usize) -> anyhow::Result<String> {
+    pub(crate) async fn sell(&self, tickets: &str, n: usize) -> anyhow::Result<String> {
         let (status, body) = self
             .send(
                 reqwest::Method::POST,
@@ -159,7 +159,7 @@ impl User {
     }
 
     /// Orders `ticket`: the order's id, or `None` if the ticket is reserved.
-    async fn order(&self, orders: &str, ticket: &str) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn order(&self, orders: &str, ticket: &str) -> anyhow::Result<Option<String>> {
         let created = self
             .create(&format!("{orders}/api/orders"), json!({"ticketId": ticket}))
             .await?;
@@ -167,7 +167,7 @@ impl User {
     }
 
     /// Pays `order` with `tok_visa`: whether it was paid.
-    async fn pay(&self, payments: &str, order: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn pay(&self, payments: &str, order: &str) -> anyhow::Result<bool> {
         let created = self
             .create(
                 &format!("{payments}/api/payments"),
@@ -178,7 +178,11 @@ impl User {
     }
 
     /// Polls `url` (every 0.5 ms) until `done` holds for its JSON body.
-    async fn poll(&self, url: &str, done: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+    pub(crate) async fn poll(
+        &self,
+        url: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (status, body) = self.send(reqwest::Method::GET, url, None).await?;
