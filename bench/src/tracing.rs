@@ -17,7 +17,7 @@ use crate::up::{Up, backend_args};
 
 const S: &str = "tracing";
 /// Rounds of each mode (off, exported, off, exported, ...).
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 
 #[derive(Clone, Copy)]
 enum Mode {

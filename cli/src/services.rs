@@ -177,8 +177,13 @@ async fn bind(common: &CommonConfig) -> anyhow::Result<Listeners> {
 /// Runs `name` from the environment until SIGTERM or Ctrl-C.
 pub async fn serve(name: &str, env: &Env) -> anyhow::Result<()> {
     let r = switchyard_registry::resolve(name)?;
-    // Spans go to the collector the OTEL_* variables name, if any, until the end.
-    let export = switchyard_kit::otel::init(env, r.app.name, r.service.name)?;
+    // Spans go to the collector the OTEL_* variables name, if any, until the end. Never the
+    // console's own: it is the collector under up, and its exports would be spans again.
+    let export = if r.service.kind == Kind::Console {
+        None
+    } else {
+        switchyard_kit::otel::init(env, r.app.name, r.service.name)?
+    };
     let served = run(&r, env).await;
     if let Some(export) = export {
         export.shutdown().await;

@@ -7,6 +7,7 @@ let selected = null; // the event whose journey is shown
 let journeyTimer = null;
 let stream = null;
 let appMap = null;
+const box = () => document.getElementById("journey");
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -128,7 +129,7 @@ function select(event) {
       const journey = await getJson("/api/events/" + encodeURIComponent(event.id) + "/journey");
       if (selected !== event) return;
       renderJourney(journey);
-      if (journey.waitingFor.length === 0 && ++quietPolls > 8) clearInterval(journeyTimer);
+      if (box().dataset.complete === "true" && ++quietPolls > 8) clearInterval(journeyTimer);
     } catch (e) {
       document.getElementById("journey").textContent = e.message;
     }
@@ -143,7 +144,12 @@ function renderJourney(journey) {
   box.className = "";
   box.dataset.eventId = journey.event.id;
   box.dataset.entity = journey.event.entities.join(" ");
-  box.dataset.complete = journey.waitingFor.length === 0 && journey.steps.length > 0 ? "true" : "false";
+  // Whole: committed and published by its service, appended by the HTTP bus, applied by
+  // every consumer (each process sends its spans in its own batches, so they arrive apart).
+  const has = (step) => journey.steps.some((s) => s.step === step);
+  const whole = journey.waitingFor.length === 0 && has("committed") && has("published") &&
+    (!appMap || appMap.bus !== "http" || has("appended"));
+  box.dataset.complete = whole ? "true" : "false";
   const head = el("p", null, "event");
   head.append(el("strong", journey.event.type), el("span", " " + journey.event.id, "ids"));
   const data = el("pre", JSON.stringify(journey.event.data, null, 1), "data");

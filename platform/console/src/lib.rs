@@ -51,6 +51,7 @@ pub async fn launch(
         tap,
         spans,
         advisories,
+        live_streams: Arc::new(tokio::sync::Semaphore::new(routes::MAX_LIVE_STREAMS)),
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
             .build()?,

@@ -29,6 +29,9 @@ use crate::tap::{Filter, Tap};
 /// preflight the console never answers, so no other site can replay through a browser.
 pub const REPLAY_HEADER: &str = "x-switchyard-console";
 
+/// Live logs open at once; one more is refused (503) until one closes.
+pub const MAX_LIVE_STREAMS: usize = 64;
+
 /// Events the live log sends first, before the new ones.
 const LIVE_BACKLOG: usize = 200;
 /// Most events one `GET /api/events` returns.
@@ -43,6 +46,8 @@ pub struct Console {
     pub spans: Arc<SpanStore>,
     pub advisories: Advisories,
     pub http: reqwest::Client,
+    /// A permit per open live log.
+    pub live_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The routes above.
@@ -116,33 +121,39 @@ async fn events(State(c): State<Console>, Query(params): Query<ListParams>) -> R
 async fn stream(
     State(c): State<Console>,
     Query(filter): Query<Filter>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = c.live_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(format!(
+            "{MAX_LIVE_STREAMS} live logs are open: close one (a tab) and try again"
+        ))
+    })?;
     let filter = filter.normalized();
     let live = c.tap.subscribe();
     let backlog = c.tap.recent(&filter, LIVE_BACKLOG);
     let last = backlog.last().map_or(0, |e| e.seq);
     let first = futures_util::stream::iter(backlog.into_iter().map(|e| Ok(event(&e))));
     let rest = futures_util::stream::unfold(
-        (live, filter, last),
-        |(mut live, filter, last)| async move {
+        // The permit lives as long as the stream.
+        (live, filter, last, permit),
+        |(mut live, filter, last, permit)| async move {
             loop {
                 match live.recv().await {
                     Ok(e) if e.seq > last && e.matches(&filter) => {
                         let seq = e.seq;
-                        return Some((Ok(event(&e)), (live, filter, seq)));
+                        return Some((Ok(event(&e)), (live, filter, seq, permit)));
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(missed)) => {
                         let note = Event::default().event("lagged").data(missed.to_string());
-                        return Some((Ok(note), (live, filter, last)));
+                        return Some((Ok(note), (live, filter, last, permit)));
                     }
                     Err(RecvError::Closed) => return None,
                 }
             }
         },
     );
-    Sse::new(futures_util::StreamExt::chain(first, rest))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(futures_util::StreamExt::chain(first, rest))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 fn event(e: &crate::tap::Observed) -> Event {
