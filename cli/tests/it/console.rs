@@ -145,12 +145,27 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         journey.contains("Applied by every consumer of order:created."),
         "{journey}"
     );
-    let mut steps = Vec::new();
-    for step in s.find_all("#journey li.step").await {
-        let what = s.attribute(&step, "data-step").await.unwrap_or_default();
-        let who = s.attribute(&step, "data-service").await.unwrap_or_default();
-        steps.push((what, who));
-    }
+    // Read in one go: the page redraws the journey while it follows it.
+    let listed = s
+        .script(
+            "return [...document.querySelectorAll('#journey li.step')] \
+             .map((li) => [li.dataset.step, li.dataset.service]);",
+        )
+        .await;
+    let steps: Vec<(String, String)> = listed
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    (
+                        s[0].as_str().unwrap_or("").to_string(),
+                        s[1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     for consumer in ["tickets", "expiration", "payments"] {
         assert!(
             steps.iter().any(|(w, s)| w == "applied" && s == consumer),
