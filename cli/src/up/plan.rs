@@ -212,7 +212,7 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         "OTEL_TRACES_EXPORTER",
     ]
     .iter()
-    .any(|k| std::env::var_os(k).is_some());
+    .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()));
     let mut tracing_env: Vec<(String, String)> = Vec::new();
     if let (Some(port), false) = (console, operator_chose_tracing) {
         tracing_env.push((
@@ -278,6 +278,13 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
             }
             Kind::App => {}
             Kind::Console => {
+                // Never on every address: it has no sign-in (it shows every event and
+                // replays dead letters), so `--host 0.0.0.0` leaves it on this machine.
+                if let Some(host) = env.iter_mut().find(|(k, _)| k == "HOST")
+                    && matches!(host.1.as_str(), "0.0.0.0" | "::" | "[::]")
+                {
+                    host.1 = "127.0.0.1".to_string();
+                }
                 // It reads the log as the services' peer, and the bus's positions.
                 env.push(bus_secret.clone());
                 if let Some(port) = bus_ops {

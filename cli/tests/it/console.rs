@@ -35,10 +35,20 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         );
         return;
     }
+    // Timed: not beside the fault-injection runs.
+    let _serial = support::faults::ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tmp");
     let offset = free_offset();
     let gateway = process::free_port();
-    let up = Up::start_app("ticketing", dir.path(), offset, gateway, &[], &[]);
+    // Spans exported to up's console (up's default; the harness turns it off unless asked).
+    let up = Up::start_app(
+        "ticketing",
+        dir.path(),
+        offset,
+        gateway,
+        &[],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
     let console = console_url(offset);
     up.wait_for_line("console (the map", Duration::from_secs(1));
     assert!(
@@ -183,8 +193,7 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         );
     }
     // The request's trace as a waterfall, across the services.
-    let waterfall = s.wait_for("#waterfall[data-trace-id] .span-row").await;
-    let _ = waterfall;
+    s.wait_for("#waterfall[data-trace-id] .span-row").await;
     let rows = s.text(&s.wait_for("#waterfall").await).await;
     for row in [
         "orders · POST /api/orders",
@@ -195,10 +204,8 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         assert!(rows.contains(row), "{row} in the waterfall:\n{rows}");
     }
     // Each consumer's position.
-    let consumers = s
-        .wait_for("#consumers tbody tr[data-service=\"payments\"]")
+    s.wait_for("#consumers tbody tr[data-service=\"payments\"]")
         .await;
-    let _ = consumers;
     std::fs::create_dir_all(artifacts()).expect("artifacts");
     let png = s.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
@@ -222,7 +229,7 @@ async fn the_console_shows_a_purchase_s_journey_live() {
     // `switchyard console` against the running app: the same events and consumers, read
     // from its bus with the secret up keeps.
     let port = process::free_port();
-    let mut other = std::process::Command::new(process::BIN)
+    let other = std::process::Command::new(process::BIN)
         .args([
             "console",
             "ticketing",
@@ -238,6 +245,7 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("switchyard console");
+    let mut other = KillOnDrop(other);
     let other_url = format!("http://127.0.0.1:{port}");
     eventually("the order in the other console's log", || async {
         let events = c
@@ -264,9 +272,19 @@ async fn the_console_shows_a_purchase_s_journey_live() {
             .all(|v| v["error"].is_null() && v["position"].as_i64() > Some(0)),
         "{consumers}"
     );
-    let _ = other.kill();
-    let _ = other.wait();
+    let _ = other.0.kill();
+    let _ = other.0.wait();
     drop(up);
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The app's local bus under `offset`, and its ops listener.
@@ -316,7 +334,7 @@ async fn the_console_reads_nats_and_its_consumers() {
         offset,
         process::free_port(),
         &extra,
-        &[],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
     );
     let console = console_url(offset);
     let c = Client::default();

@@ -593,7 +593,9 @@ impl NatsBus {
         let stream = self.js.get_stream(&self.stream).await?;
         let info = match stream.consumer_info(durable).await {
             Ok(info) => info,
-            Err(e) if e.to_string().contains("not found") => return Ok(None),
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
         // Deferral counts are keyed `<consumer>.<seq>`; at most a bounded number is read.

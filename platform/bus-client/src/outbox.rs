@@ -530,14 +530,19 @@ impl Relay {
                 return (&pending[..i], None);
             }
             let mut span = publish_span(event);
-            let publishing =
+            let publishing = || {
                 self.publisher
-                    .publish(&event.event_type, &event.event_id, event.body.clone());
+                    .publish(&event.event_type, &event.event_id, event.body.clone())
+            };
             let published = match &span {
+                // Created inside the scope: the publisher's request carries its context.
                 Some(span) => {
-                    switchyard_kit::trace_context::scope(span.context(), publishing).await
+                    switchyard_kit::trace_context::scope(span.context(), async {
+                        publishing().await
+                    })
+                    .await
                 }
-                None => publishing.await,
+                None => publishing().await,
             };
             match published {
                 Ok(()) => {
@@ -607,8 +612,6 @@ async fn record_refusal(conn: &mut AnyConnection, stopped: &Stopped) {
     }
 }
 
-/// The per-hop timeline (`switchyard-bench hops`): when the relay has each row, read back
-/// from the table or handed over by its change.
 /// The span of one event's publishing, under the span that published it, when spans are
 /// exported (reading the event's trace costs a parse of its body, skipped otherwise).
 fn publish_span(event: &Pending) -> Option<Span> {
@@ -625,6 +628,8 @@ fn publish_span(event: &Pending) -> Option<Span> {
     Some(span)
 }
 
+/// The per-hop timeline (`switchyard-bench hops`): when the relay has each row, read back
+/// from the table or handed over by its change.
 fn trace_read(pending: &[Pending], handed: bool) {
     let from = if handed { "handoff" } else { "table" };
     for event in pending {

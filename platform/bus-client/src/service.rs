@@ -273,9 +273,9 @@ impl EventHandler for Filtered {
         let correlation = event.correlation_id.clone().unwrap_or_default();
         // The per-hop timeline (`switchyard-bench hops`) reads these at trace level.
         tracing::trace!(event_id = %id, event_type = %event_type, correlation_id = %correlation, "event received");
-        let handled = self.inner.handle(event);
         Box::pin(trace_context::scope(context, async move {
-            let outcome = handled.await;
+            // Created inside the scope: whatever the handler does at once is in the trace.
+            let outcome = self.inner.handle(event).await;
             if let Ok(Handled::Applied) = outcome {
                 tracing::info!(
                     event_type = %event_type,

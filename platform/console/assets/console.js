@@ -7,6 +7,9 @@ let selected = null; // the event whose journey is shown
 let journeyTimer = null;
 let stream = null;
 let appMap = null;
+let followTimer = null;
+// A journey is polled this many times at most (a minute), whole or not.
+const MAX_JOURNEY_POLLS = 240;
 const box = () => document.getElementById("journey");
 
 function el(tag, text, cls) {
@@ -99,7 +102,11 @@ function addRow(event) {
   row.addEventListener("click", () => select(event));
   body.prepend(row);
   while (body.children.length > MAX_ROWS) body.lastElementChild.remove();
-  if (document.getElementById("follow").checked) select(event);
+  if (document.getElementById("follow").checked) {
+    // Once the rows stop coming (a backlog arrives all at once): the newest only.
+    clearTimeout(followTimer);
+    followTimer = setTimeout(() => select(event), 30);
+  }
 }
 
 function openStream() {
@@ -123,8 +130,13 @@ function select(event) {
   if (row) row.classList.add("selected");
   if (journeyTimer) clearInterval(journeyTimer);
   let quietPolls = 0;
+  let polls = 0;
   const poll = async () => {
     if (selected !== event) return;
+    if (++polls > MAX_JOURNEY_POLLS) {
+      clearInterval(journeyTimer);
+      return;
+    }
     try {
       const journey = await getJson("/api/events/" + encodeURIComponent(event.id) + "/journey");
       if (selected !== event) return;

@@ -156,7 +156,8 @@ pub struct Advisories {
 }
 
 impl Advisories {
-    /// Listens to `$JS.EVENT.ADVISORY.>` for the app's stream, on NATS.
+    /// Listens to JetStream's advisories of deliveries exhausted and messages terminated on
+    /// the app's stream, on NATS (not the API audit ones its own calls cause).
     pub fn start(bus: &Bus, shutdown: &Shutdown) -> Advisories {
         let advisories = Advisories::default();
         let Bus::Nats(nats) = bus else {
@@ -167,13 +168,20 @@ impl Advisories {
         let kept = advisories.clone();
         let stop = shutdown.background_token();
         shutdown.spawn("console-advisories", async move {
-            let mut subscription = match client.subscribe("$JS.EVENT.ADVISORY.>").await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the console cannot listen to JetStream's advisories");
-                    return;
+            let mut subscriptions = Vec::new();
+            for kind in ["MAX_DELIVERIES", "MSG_TERMINATED"] {
+                match client
+                    .subscribe(format!("$JS.EVENT.ADVISORY.CONSUMER.{kind}.{stream}.*"))
+                    .await
+                {
+                    Ok(s) => subscriptions.push(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the console cannot listen to JetStream's advisories");
+                        return;
+                    }
                 }
-            };
+            }
+            let mut subscription = futures_util::stream::select_all(subscriptions);
             loop {
                 let message = tokio::select! {
                     m = subscription.next() => m,

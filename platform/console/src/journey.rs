@@ -107,9 +107,11 @@ pub fn of(event: &Observed, trace: &[SpanRecord], map: &AppMap) -> Journey {
         .receivers_of(&event.event_type)
         .into_iter()
         .filter(|s| {
-            !steps
-                .iter()
-                .any(|st| st.step == "applied" && st.service == s.name)
+            !steps.iter().any(|st| {
+                st.step == "applied"
+                    && st.service == s.name
+                    && matches!(st.outcome.as_deref(), Some("applied" | "duplicate"))
+            })
         })
         .map(|s| s.name.clone())
         .collect();
@@ -140,6 +142,9 @@ mod tests {
         let mut attributes = BTreeMap::new();
         if let Some(e) = event {
             attributes.insert("messaging.message.id".to_string(), json!(e));
+        }
+        if name.starts_with("apply ") {
+            attributes.insert("switchyard.outcome".to_string(), json!("applied"));
         }
         SpanRecord {
             trace_id: "t".into(),

@@ -50,7 +50,10 @@ pub struct Console {
     pub live_streams: Arc<tokio::sync::Semaphore>,
 }
 
-/// The routes above.
+/// The routes above. The page and its API answer only requests addressed to a loopback
+/// name (`localhost`, `127.0.0.1`, `[::1]`: `up`, `kubectl port-forward`), so a page of
+/// another site that rebinds its name to this address gets nothing; the OTLP receiver takes
+/// spans from any host (the services in a cluster reach it by its Service's name).
 pub fn router(console: Console) -> Router {
     let spans = console.spans.clone();
     crate::assets::routes()
@@ -66,7 +69,73 @@ pub fn router(console: Console) -> Router {
             post(replay),
         )
         .with_state(console)
+        .layer(axum::middleware::from_fn(loopback_only))
         .merge(switchyard_otlp_receiver::router(spans))
+}
+
+/// Whether `host` (a `Host` header: name and optional port) names this machine's loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a request whose `Host` is not a loopback name, or whose `Origin` (a browser's
+/// cross-site request) names another host than its `Host`.
+async fn loopback_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (host, origin) = {
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        (
+            header(axum::http::header::HOST),
+            header(axum::http::header::ORIGIN),
+        )
+    };
+    if !is_loopback_host(&host) {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the console answers requests to localhost only (kubectl port-forward, or up)",
+        )
+        .into_response();
+    }
+    if !origin.is_empty() && origin.split_once("://").map(|(_, h)| h) != Some(host.as_str()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "a request from another origin")
+            .into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_are_this_console() {
+        for host in [
+            "localhost:8091",
+            "127.0.0.1:8091",
+            "[::1]:8091",
+            "127.0.0.2",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example:8091", "10.0.0.1:8091", "", "console-srv:4318"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }
 
 fn bus_kind(bus: &Bus) -> &'static str {

@@ -135,6 +135,8 @@ struct Inner {
 #[derive(Default)]
 struct Kept {
     events: VecDeque<Arc<Observed>>,
+    /// The ids of `events`.
+    ids: std::collections::HashSet<String>,
     /// Events seen per type since the console started reading.
     per_type: HashMap<String, u64>,
     /// The last position read.
@@ -226,15 +228,23 @@ impl Tap {
                 tracing::info!("the console reads the bus again");
             }
             for event in events {
+                kept.after = kept.after.max(event.seq.unwrap_or(0));
+                // A dead letter replayed on NATS is a copy of its event in the stream: shown
+                // once.
+                if kept.ids.contains(&event.id) {
+                    continue;
+                }
                 let observed = Arc::new(Observed::of(event));
-                kept.after = kept.after.max(observed.seq);
                 *kept
                     .per_type
                     .entry(observed.event_type.clone())
                     .or_default() += 1;
-                if kept.events.len() == self.inner.capacity {
-                    kept.events.pop_front();
+                if kept.events.len() == self.inner.capacity
+                    && let Some(old) = kept.events.pop_front()
+                {
+                    kept.ids.remove(&old.id);
                 }
+                kept.ids.insert(observed.id.clone());
                 kept.events.push_back(observed.clone());
                 fresh.push(observed);
             }

@@ -31,7 +31,8 @@ impl TraceContext {
     }
 
     /// A new trace that is not sampled: work under it (a health probe, the console reading
-    /// the log) is never exported, however the tracer samples.
+    /// the log) is not exported by the parent-based samplers (the default; `always_on`
+    /// would export it all the same).
     pub fn unsampled() -> TraceContext {
         TraceContext {
             sampled: false,

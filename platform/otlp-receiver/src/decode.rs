@@ -8,9 +8,11 @@ use prost::Message;
 
 use crate::store::{SpanKind, SpanRecord};
 
-/// The attributes kept per span, and the characters kept of a name or a value.
-const MAX_ATTRIBUTES: usize = 32;
-const MAX_TEXT_CHARS: usize = 256;
+/// The attributes kept per span, the bytes kept of a name or a value, and the spans taken
+/// from one request (the SDK sends at most 512 at a time).
+const MAX_ATTRIBUTES: usize = 16;
+const MAX_TEXT_BYTES: usize = 256;
+pub const MAX_SPANS_PER_REQUEST: usize = 2048;
 /// Status code `ERROR` in OTLP.
 const STATUS_ERROR: i32 = 2;
 
@@ -71,6 +73,9 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<SpanRecord>, Decode
                     .as_ref()
                     .filter(|s| s.code == STATUS_ERROR)
                     .map(|s| truncate(&s.message));
+                if records.len() == MAX_SPANS_PER_REQUEST {
+                    return Ok(records);
+                }
                 records.push(SpanRecord {
                     trace_id,
                     span_id,
@@ -124,8 +129,13 @@ fn text_of(value: &AnyValue) -> String {
     }
 }
 
+/// At most [`MAX_TEXT_BYTES`], cut at a character boundary.
 fn truncate(s: &str) -> String {
-    s.chars().take(MAX_TEXT_CHARS).collect()
+    let mut end = s.len().min(MAX_TEXT_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 #[cfg(test)]

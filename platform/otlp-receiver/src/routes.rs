@@ -15,12 +15,19 @@ use crate::decode::{Encoding, decode};
 use crate::store::SpanStore;
 
 /// The largest export request taken (a batch of the SDK's default 512 spans is far less).
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Export requests decoded at once; more wait (each can decode to many spans).
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 
 /// The receiver's routes over `store`.
 pub fn router(store: Arc<SpanStore>) -> Router {
     Router::new()
-        .route("/v1/traces", post(export))
+        .route(
+            "/v1/traces",
+            post(export).layer(tower::limit::ConcurrencyLimitLayer::new(
+                MAX_CONCURRENT_EXPORTS,
+            )),
+        )
         .route("/v1/traces/{trace_id}", get(trace))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(store)

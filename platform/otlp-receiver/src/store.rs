@@ -53,12 +53,35 @@ pub struct SpanRecord {
 
 /// Distinct (service, span name) pairs counted; names past it are not counted.
 const MAX_NAMES: usize = 10_000;
+/// The bytes of text the kept spans may hold in all, whatever their count.
+pub const MAX_KEPT_BYTES: usize = 256 * 1024 * 1024;
+
+impl SpanRecord {
+    /// The bytes of text it holds (what bounds the store's memory with its count).
+    pub fn bytes(&self) -> usize {
+        let attributes: usize = self
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(16, str::len))
+            .sum();
+        self.trace_id.len()
+            + self.span_id.len()
+            + self.parent_span_id.as_ref().map_or(0, String::len)
+            + self.name.len()
+            + self.service.len()
+            + self.error.as_ref().map_or(0, String::len)
+            + attributes
+            + 64
+    }
+}
 
 /// The latest spans, at most a fixed number, and how many of each name each service sent.
 #[derive(Debug)]
 pub struct SpanStore {
     capacity: usize,
     spans: Mutex<VecDeque<SpanRecord>>,
+    /// The text the kept spans hold ([`SpanRecord::bytes`]).
+    kept_bytes: std::sync::atomic::AtomicUsize,
     names: Mutex<HashMap<(String, String), u64>>,
     received: AtomicU64,
     dropped: AtomicU64,
@@ -71,6 +94,7 @@ impl SpanStore {
         SpanStore {
             capacity,
             spans: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            kept_bytes: std::sync::atomic::AtomicUsize::new(0),
             names: Mutex::new(HashMap::new()),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -93,13 +117,18 @@ impl SpanStore {
         }
         let mut kept = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
         let mut dropped = 0u64;
+        let mut bytes = self.kept_bytes.load(Ordering::Relaxed);
         for span in spans {
-            if kept.len() == self.capacity {
-                kept.pop_front();
-                dropped += 1;
-            }
+            bytes += span.bytes();
             kept.push_back(span);
+            while kept.len() > self.capacity || (bytes > MAX_KEPT_BYTES && kept.len() > 1) {
+                if let Some(old) = kept.pop_front() {
+                    bytes -= old.bytes();
+                    dropped += 1;
+                }
+            }
         }
+        self.kept_bytes.store(bytes, Ordering::Relaxed);
         drop(kept);
         self.received.fetch_add(n, Ordering::Relaxed);
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
