@@ -177,6 +177,27 @@ impl User {
         Ok(created.is_some())
     }
 
+    /// A whole purchase of `ticket`: ordered, paid with `tok_visa`, until orders shows the
+    /// order complete; how long it took, in milliseconds.
+    pub(crate) async fn purchase(
+        &self,
+        orders: &str,
+        payments: &str,
+        ticket: &str,
+    ) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let order = self
+            .order(orders, ticket)
+            .await?
+            .context("ordering a fresh ticket")?;
+        anyhow::ensure!(self.pay(payments, &order).await?, "payment refused");
+        self.poll(&format!("{orders}/api/orders/{order}"), |b| {
+            b["status"] == "complete"
+        })
+        .await?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    }
+
     /// Polls `url` (every 0.5 ms) until `done` holds for its JSON body.
     pub(crate) async fn poll(
         &self,
@@ -384,18 +405,7 @@ async fn measure(
     let (sequential, racing) = to_purchase.split_at(n);
     let mut purchases = Vec::with_capacity(n);
     for ticket in sequential {
-        let t = Instant::now();
-        let order = buyer
-            .order(&orders, ticket)
-            .await?
-            .context("ordering a fresh ticket")?;
-        anyhow::ensure!(buyer.pay(&payments, &order).await?, "payment refused");
-        buyer
-            .poll(&format!("{orders}/api/orders/{order}"), |b| {
-                b["status"] == "complete"
-            })
-            .await?;
-        purchases.push(t.elapsed().as_secs_f64() * 1000.0);
+        purchases.push(buyer.purchase(&orders, &payments, ticket).await?);
     }
     let purchases = Dist::new(purchases);
     section.push_on(

@@ -98,6 +98,30 @@ async fn measure(
     Ok(())
 }
 
+/// `up <app>` on `res`'s backend with `env`, its data in a directory of its own (kept as
+/// long as the first value).
+async fn fresh_up(
+    ctx: &Ctx,
+    app: &switchyard_registry::App,
+    res: Option<&Resources>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(tempfile::TempDir, Up)> {
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-bench-tracing")
+        .tempdir()?;
+    let extra = backend_args(ctx, res, app).await?;
+    let up = Up::start(
+        ctx,
+        app,
+        &dir.path().join("data"),
+        &dir.path().join("up.log"),
+        &extra,
+        env,
+    )
+    .await?;
+    Ok((dir, up))
+}
+
 /// `n` whole purchases, one after the other, under a fresh `up ticketing` in `mode`.
 async fn purchases(
     ctx: &Ctx,
@@ -105,10 +129,6 @@ async fn purchases(
     mode: Mode,
     n: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let dir = tempfile::Builder::new()
-        .prefix("switchyard-bench-tracing")
-        .tempdir()?;
-    let extra = backend_args(ctx, res, &switchyard_registry::TICKETING).await?;
     let mut env = vec![
         ("JWT_KEY", JWT_KEY),
         ("PAYMENT_PROVIDER", "test"),
@@ -116,15 +136,7 @@ async fn purchases(
         ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
     ];
     env.extend_from_slice(mode.env());
-    let up = Up::start(
-        ctx,
-        &switchyard_registry::TICKETING,
-        &dir.path().join("data"),
-        &dir.path().join("up.log"),
-        &extra,
-        &env,
-    )
-    .await?;
+    let (_dir, up) = fresh_up(ctx, &switchyard_registry::TICKETING, res, &env).await?;
     let (auth, tickets, orders, payments) = (
         up.url(port_of("auth")?),
         up.url(port_of("tickets")?),
@@ -145,18 +157,7 @@ async fn purchases(
         .context("probe order refused")?;
     let mut took = Vec::with_capacity(n);
     for ticket in &fresh {
-        let t = Instant::now();
-        let order = buyer
-            .order(&orders, ticket)
-            .await?
-            .context("ordering a fresh ticket")?;
-        anyhow::ensure!(buyer.pay(&payments, &order).await?, "payment refused");
-        buyer
-            .poll(&format!("{orders}/api/orders/{order}"), |b| {
-                b["status"] == "complete"
-            })
-            .await?;
-        took.push(t.elapsed().as_secs_f64() * 1000.0);
+        took.push(buyer.purchase(&orders, &payments, ticket).await?);
     }
     up.stop().await;
     Ok(took)
@@ -170,20 +171,8 @@ async fn approvals(
     mode: Mode,
     n: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let dir = tempfile::Builder::new()
-        .prefix("switchyard-bench-tracing")
-        .tempdir()?;
     let blog = &switchyard_registry::BLOG;
-    let extra = backend_args(ctx, res, blog).await?;
-    let up = Up::start(
-        ctx,
-        blog,
-        &dir.path().join("data"),
-        &dir.path().join("up.log"),
-        &extra,
-        mode.env(),
-    )
-    .await?;
+    let (_dir, up) = fresh_up(ctx, blog, res, mode.env()).await?;
     let port = |name: &str| {
         blog.service(name)
             .map(|s| s.local_port)

@@ -11,17 +11,14 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 use support::http::Client;
+use support::shop;
 use support::up::{Up, free_offset};
 use support::webdriver::{self, Driver};
 use support::{eventually, process};
 
 fn console_url(offset: u16) -> String {
-    let app = switchyard_registry::app("ticketing").expect("app");
-    let console = app
-        .of_kind(switchyard_registry::Kind::Console)
-        .next()
-        .expect("a console");
-    format!("http://127.0.0.1:{}", console.local_port + offset)
+    let port = shop::port_of("ticketing", switchyard_registry::Kind::Console, offset);
+    format!("http://127.0.0.1:{port}")
 }
 
 /// How long after its order is answered a purchase's journey may take to show, whole.
@@ -58,31 +55,8 @@ async fn the_console_shows_a_purchase_s_journey_live() {
     // A seller's ticket, ready for the purchase.
     let c = Client::default();
     let base = up.url();
-    let a = c
-        .with_cookie(
-            Method::POST,
-            &format!("{base}/api/users/signup"),
-            None,
-            Some(&json!({"email": "console@test.com", "password": "password"})),
-        )
-        .await;
-    assert_eq!(a.status, 201);
-    let cookie = a
-        .set_cookies
-        .iter()
-        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("session=")))
-        .expect("session")
-        .to_string();
-    let ticket = c
-        .with_cookie(
-            Method::POST,
-            &format!("{base}/api/tickets"),
-            Some(&cookie),
-            Some(&json!({"title": "watched", "price": 20})),
-        )
-        .await
-        .json();
-    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    let cookie = shop::signed_up(&c, &base, "console@test.com").await;
+    let ticket_id = shop::ticket_for_sale(&c, &base, &cookie, "watched").await;
     // Orders knows the ticket once its replica has it.
     eventually("the ticket at orders", || async {
         let events = c
@@ -289,21 +263,16 @@ impl Drop for KillOnDrop {
 
 /// The app's local bus under `offset`, and its ops listener.
 fn bus_url(offset: u16) -> String {
-    let bus = bus(offset);
-    format!("http://127.0.0.1:{}", bus.0)
+    let port = shop::port_of("ticketing", switchyard_registry::Kind::EventBus, offset);
+    format!("http://127.0.0.1:{port}")
 }
 
 fn bus_ops_url(offset: u16) -> String {
-    format!("http://127.0.0.1:{}", bus(offset).1)
-}
-
-fn bus(offset: u16) -> (u16, u16) {
-    let app = switchyard_registry::app("ticketing").expect("app");
-    let bus = app
+    let bus = switchyard_registry::TICKETING
         .of_kind(switchyard_registry::Kind::EventBus)
         .next()
         .expect("a bus");
-    (bus.local_port + offset, bus.local_ops_port + offset)
+    format!("http://127.0.0.1:{}", bus.local_ops_port + offset)
 }
 
 fn artifacts() -> std::path::PathBuf {
@@ -320,13 +289,7 @@ async fn the_console_reads_nats_and_its_consumers() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let mut resources = Resources::new();
-    let services: Vec<&str> = switchyard_registry::TICKETING
-        .services
-        .iter()
-        .filter(|s| s.database)
-        .map(|s| s.name)
-        .collect();
-    let extra = support::faults::production_args(&resources, &services).await;
+    let extra = shop::production_up_args("ticketing", &resources).await;
     let offset = free_offset();
     let up = Up::start_app(
         "ticketing",
@@ -339,42 +302,9 @@ async fn the_console_reads_nats_and_its_consumers() {
     let console = console_url(offset);
     let c = Client::default();
     let base = up.url();
-    let a = c
-        .with_cookie(
-            Method::POST,
-            &format!("{base}/api/users/signup"),
-            None,
-            Some(&json!({"email": "nats-console@test.com", "password": "password"})),
-        )
-        .await;
-    let cookie = a
-        .set_cookies
-        .iter()
-        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("session=")))
-        .expect("session")
-        .to_string();
-    let ticket = c
-        .with_cookie(
-            Method::POST,
-            &format!("{base}/api/tickets"),
-            Some(&cookie),
-            Some(&json!({"title": "on nats", "price": 20})),
-        )
-        .await
-        .json();
-    let ticket_id = ticket["id"].as_str().expect("id").to_string();
-    let order = eventually("the order placed", || async {
-        let a = c
-            .with_cookie(
-                Method::POST,
-                &format!("{base}/api/orders"),
-                Some(&cookie),
-                Some(&json!({"ticketId": ticket_id})),
-            )
-            .await;
-        (a.status == 201).then(|| a.json())
-    })
-    .await;
+    let cookie = shop::signed_up(&c, &base, "nats-console@test.com").await;
+    let ticket_id = shop::ticket_for_sale(&c, &base, &cookie, "on nats").await;
+    let order = shop::order(&c, &base, &cookie, &ticket_id, &[]).await;
     let order_id = order["id"].as_str().expect("id").to_string();
     let journey = eventually("the order's journey, whole", || async {
         let events = c

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::backend::{Backend, Resources};
 use support::http::Client;
+use support::shop;
 use support::up::{Up, free_offset};
 use switchyard_otlp_receiver::{SpanRecord, SpanStore};
 
@@ -130,15 +131,6 @@ fn caller() -> (String, String, String) {
     (trace, span, header)
 }
 
-fn gateway_port(app: &str, offset: u16) -> u16 {
-    let app = switchyard_registry::app(app).expect("app");
-    app.of_kind(switchyard_registry::Kind::Gateway)
-        .next()
-        .expect("gateway")
-        .local_port
-        + offset
-}
-
 /// `up <app>` on `backend`, exporting to `collector`.
 async fn up_exporting(
     app: &str,
@@ -148,25 +140,17 @@ async fn up_exporting(
     resources: &Option<Resources>,
 ) -> Up {
     let (protocol, extra) = match (backend, resources) {
-        (Backend::Production, Some(resources)) => {
-            let registry = switchyard_registry::app(app).expect("app");
-            let services: Vec<&str> = registry
-                .services
-                .iter()
-                .filter(|s| s.database)
-                .map(|s| s.name)
-                .collect();
-            (
-                "http/protobuf",
-                support::faults::production_args(resources, &services).await,
-            )
-        }
+        (Backend::Production, Some(resources)) => (
+            "http/protobuf",
+            shop::production_up_args(app, resources).await,
+        ),
         _ => ("http/json", Vec::new()),
     };
     let env = collector.env(protocol);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let offset = free_offset();
-    Up::start_app(app, dir, offset, gateway_port(app, offset), &extra, &env)
+    let gateway = shop::port_of(app, switchyard_registry::Kind::Gateway, offset);
+    Up::start_app(app, dir, offset, gateway, &extra, &env)
 }
 
 async fn a_purchase_is_one_trace_across_the_ticketing_services(backend: Backend) {
@@ -176,44 +160,16 @@ async fn a_purchase_is_one_trace_across_the_ticketing_services(backend: Backend)
     let up = up_exporting("ticketing", backend, &collector, dir.path(), &resources).await;
     let c = Client::default();
     let base = up.url();
-    let a = c
-        .with_cookie(
-            Method::POST,
-            &format!("{base}/api/users/signup"),
-            None,
-            Some(&json!({"email": "traced@test.com", "password": "password"})),
-        )
-        .await;
-    assert_eq!(a.status, 201);
-    let cookie = a
-        .set_cookies
-        .iter()
-        .find_map(|c| c.split(';').next().filter(|c| c.starts_with("session=")))
-        .expect("session")
-        .to_string();
-    let ticket = c
-        .with_cookie(
-            Method::POST,
-            &format!("{base}/api/tickets"),
-            Some(&cookie),
-            Some(&json!({"title": "traced", "price": 20})),
-        )
-        .await
-        .json();
-    let ticket_id = ticket["id"].as_str().expect("id").to_string();
+    let cookie = shop::signed_up(&c, &base, "traced@test.com").await;
+    let ticket_id = shop::ticket_for_sale(&c, &base, &cookie, "traced").await;
     let (trace, caller_span, traceparent) = caller();
-    let order: Value = support::eventually("the order placed", || async {
-        let a = c
-            .with_headers(
-                Method::POST,
-                &format!("{base}/api/orders"),
-                Some(&cookie),
-                Some(&json!({"ticketId": ticket_id})),
-                &[("traceparent", traceparent.as_str())],
-            )
-            .await;
-        (a.status == 201).then(|| a.json())
-    })
+    let order = shop::order(
+        &c,
+        &base,
+        &cookie,
+        &ticket_id,
+        &[("traceparent", traceparent.as_str())],
+    )
     .await;
     assert_eq!(order["status"], "created");
     let spans = collector

@@ -16,12 +16,7 @@ use support::{eventually, process};
 
 /// The gateway ports of the apps under `offset`, from the registry.
 fn gateway_port(app: &str, offset: u16) -> u16 {
-    let app = switchyard_registry::app(app).expect("app");
-    app.of_kind(switchyard_registry::Kind::Gateway)
-        .next()
-        .expect("gateway")
-        .local_port
-        + offset
+    support::shop::port_of(app, switchyard_registry::Kind::Gateway, offset)
 }
 
 async fn send(
@@ -247,13 +242,7 @@ async fn up_runs_ticketing_on_postgres_and_nats() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let mut resources = Resources::new();
-    let services: Vec<&str> = switchyard_registry::TICKETING
-        .services
-        .iter()
-        .filter(|s| s.database)
-        .map(|s| s.name)
-        .collect();
-    let extra = support::faults::production_args(&resources, &services).await;
+    let extra = support::shop::production_up_args("ticketing", &resources).await;
     let offset = free_offset();
     let up = Up::start_app(
         "ticketing",

@@ -57,9 +57,10 @@ pub async fn launch(
             .build()?,
     };
     let stack = HttpStack::new(&common, Metrics::new(&common.service));
-    let router = stack
-        .wrap(routes::router(state))
-        .layer(axum::middleware::map_response(assets::security_headers));
+    let router = switchyard_kit::page::with_security_headers(
+        stack.wrap(routes::router(state)),
+        axum::http::HeaderValue::from_static(switchyard_kit::page::STRICT_POLICY),
+    );
     tracing::info!(app = %settings.map.app, "console ready");
     switchyard_kit::serve(
         listeners,

@@ -14,6 +14,7 @@
 //! * [`request_stack`]: the one layer of per-request work (request id, span, timeout,
 //!   JSON errors, metrics);
 //! * [`openapi`]: the OpenAPI document served at `/openapi.json` on the ops listener;
+//! * [`page`]: a page of plain files under a strict Content-Security-Policy;
 //! * [`server`]: serving with graceful shutdown, and background tasks that drain with it;
 //! * [`wait`]: waiting on a condition with a deadline (tests, start-up);
 //! * [`backoff`]: capped exponential backoff with jitter for retry loops;
@@ -29,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod otel;
+pub mod page;
 pub mod request_id;
 pub mod request_stack;
 pub mod server;

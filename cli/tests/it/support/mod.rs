@@ -11,6 +11,7 @@ pub mod nats_server;
 pub mod nemesis;
 pub mod process;
 pub mod recorder;
+pub mod shop;
 pub mod ticketing;
 pub mod ticketing_load;
 pub mod up;

@@ -147,16 +147,7 @@ pub fn config_json(settings: &ClientSettings) -> String {
     serde_json::json!({ "stripePublishableKey": settings.stripe_publishable_key }).to_string()
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
+use switchyard_kit::page::asset;
 
 fn shell() -> Response {
     asset(HTML, INDEX_HTML)
@@ -271,25 +262,7 @@ pub fn routes(settings: &ClientSettings) -> Router {
 pub fn security_headers(router: Router, settings: &ClientSettings) -> Router {
     let csp = HeaderValue::from_str(&content_security_policy(settings))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    router.layer(axum::middleware::map_response(
-        move |mut response: Response| {
-            let csp = csp.clone();
-            async move {
-                let headers = response.headers_mut();
-                headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-                headers.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
-                headers.insert(
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("no-referrer"),
-                );
-                headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-                response
-            }
-        },
-    ))
+    switchyard_kit::page::with_security_headers(router, csp)
 }
 
 /// Runs the client on `listeners` until `shutdown`.
