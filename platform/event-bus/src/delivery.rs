@@ -512,22 +512,26 @@ impl Delivery {
         // Exported, the delivery is a span under the one that published the event, and the
         // subscriber's work hangs under it (its `traceparent`).
         let mut span = switchyard_kit::otel::exporting().then(|| {
+            // The event's id and the span that published it, in one read of its body.
+            #[derive(serde::Deserialize)]
+            struct Published<'a> {
+                #[serde(borrow, default)]
+                id: Option<&'a str>,
+                #[serde(borrow, default)]
+                traceparent: Option<&'a str>,
+            }
+            let published = serde_json::from_slice::<Published>(&event.body).ok();
             let mut span = Span::start(
                 || format!("deliver {} to {}", event.event_type, self.subscriber.name),
                 Kind::Client,
-                TraceContext::of_json_event(&event.body),
+                published
+                    .as_ref()
+                    .and_then(|p| p.traceparent)
+                    .and_then(TraceContext::parse),
             );
             span.set("messaging.destination.name", event.event_type.clone());
             span.set("switchyard.subscriber", self.subscriber.name.clone());
-            #[derive(serde::Deserialize)]
-            struct Id<'a> {
-                #[serde(borrow, default)]
-                id: Option<&'a str>,
-            }
-            if let Some(id) = serde_json::from_slice::<Id>(&event.body)
-                .ok()
-                .and_then(|e| e.id)
-            {
+            if let Some(id) = published.and_then(|p| p.id) {
                 span.set("messaging.message.id", id.to_string());
             }
             span

@@ -135,17 +135,14 @@ impl Publisher for Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_an_outbox_without_double_publishing() {
-    let Some(server) = server_or_skip().await else {
+    if server_or_skip().await.is_none() {
+        return;
+    }
+    // Dropped with its connections when the test ends, passed or not.
+    let Some(database) = switchyard_testkit::postgres::database_or_skip("outbox").await else {
         return;
     };
-    let name = format!("sy_{}_outbox", switchyard_events::ids::entity_id());
-    let _cleanup = DropDatabase {
-        server: server.clone(),
-        name: name.clone(),
-    };
-    let url = switchyard_kit::db::ensure_postgres_database(&server, &name)
-        .await
-        .expect("database");
+    let url = database.url.clone();
     let writer = Db::connect(&url).await.expect("connect");
     writer
         .migrate("test", &[&MESSAGING])
@@ -198,29 +195,6 @@ async fn replicas_share_an_outbox_without_double_publishing() {
         db.close().await;
     }
     writer.close().await;
-}
-
-/// Drops a test database when dropped (also when the test panics), on a runtime of its own.
-struct DropDatabase {
-    server: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let cleaner = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                && let Err(e) =
-                    rt.block_on(switchyard_kit::db::drop_postgres_database(&server, &name))
-            {
-                eprintln!("warning: could not drop database {name}: {e}");
-            }
-        });
-        let _ = cleaner.join();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
