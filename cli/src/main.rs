@@ -227,10 +227,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             let port = port.unwrap_or(r.service.local_port);
-            // Its ops endpoints on any free port: the registry's is `up`'s console's.
+            // Its ops endpoints on any free port: the registry's is `up`'s console's. On this
+            // machine only unless HOST says otherwise: it has no sign-in.
             env = env
                 .with_overrides([("PORT", port.to_string())])
-                .with_defaults([("OPS_PORT", "0")]);
+                .with_defaults([("OPS_PORT", "0"), ("HOST", "127.0.0.1")]);
             println!("the console of {}: http://127.0.0.1:{port}", r.app.name);
             services::serve(&r.qualified(), &env).await?;
             Ok(ExitCode::SUCCESS)
