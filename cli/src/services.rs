@@ -94,6 +94,7 @@ pub fn nats_users(app: &App) -> Vec<switchyard_bus_client::nats_users::ServiceUs
             user: s.name.to_string(),
             durable: s.consumer_group.map(str::to_string),
             produces: s.produces.iter().map(|t| t.to_string()).collect(),
+            watcher: s.kind == Kind::Console,
         })
         .collect()
 }

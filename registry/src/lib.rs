@@ -239,12 +239,12 @@ impl App {
         self.services.iter().filter(|s| s.deployment.is_some())
     }
 
-    /// The app's services that publish or consume events (not the bus itself): each has
-    /// its NATS user.
+    /// The app's services that publish or consume events (not the bus itself), and its
+    /// console, which reads them: each has its NATS user.
     pub fn bus_users(&self) -> impl Iterator<Item = &Service> {
         self.services
             .iter()
-            .filter(|s| s.kind == Kind::App && s.uses_the_bus())
+            .filter(|s| (s.kind == Kind::App && s.uses_the_bus()) || s.kind == Kind::Console)
     }
 
     /// The services the HTTP event bus delivers to.

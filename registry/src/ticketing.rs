@@ -150,6 +150,11 @@ pub static TICKETING: App = App {
         },
         Service {
             kind: Kind::Console,
+            deployment: Some("console-depl"),
+            k8s_service: Some("console-srv"),
+            // In the cluster it listens on OTLP's HTTP port: the services' collector is
+            // `http://console-srv:4318` (the page is reached by `kubectl port-forward`).
+            contract_port: 4318,
             database: false,
             // First, with the bus: the services export their spans to it from their start.
             wave: 0,

@@ -1146,6 +1146,9 @@ async fn a_dead_letter_is_listed_shown_and_replayed_once(backend: Backend) {
 /// With NATS users (`switchyard nats-users`), each service publishes its own events and
 /// pulls its own durable only: the app works end to end, and a service that tries to
 /// publish another's event, or to pull another's deliveries, is refused by the server.
+/// The console, as its own user (the production overlays'), shows the log and every
+/// consumer without one permission violation, and can publish nothing: its replay is
+/// refused before it tries, and an event it forges is refused by the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_users_let_each_service_publish_only_its_own_events() {
     if !Backend::Production.enabled() {
@@ -1170,7 +1173,14 @@ async fn nats_users_let_each_service_publish_only_its_own_events() {
     assert!(status.success(), "{err}");
     let mut passwords = std::collections::HashMap::new();
     let mut env = Vec::new();
-    for user in ["operator", "tickets", "orders", "expiration", "payments"] {
+    for user in [
+        "operator",
+        "tickets",
+        "orders",
+        "expiration",
+        "payments",
+        "console",
+    ] {
         let password = format!("pw{}", uuid_like().replace('-', ""));
         env.push((
             switchyard_bus_client::nats_users::password_variable(user),
@@ -1208,6 +1218,10 @@ async fn nats_users_let_each_service_publish_only_its_own_events() {
     let paid = pay(&c, &t, &buyer, &order_id, "tok_visa").await;
     assert_eq!(paid.status, 201, "{}", String::from_utf8_lossy(&paid.body));
     eventually_status(&c, &t, &buyer, &order_id, "complete").await;
+    the_console_reads_as_its_own_user_and_writes_nothing(
+        &c, &server, &stream, &prefix, &passwords, &order_id,
+    )
+    .await;
     // Orders may not publish a payment, nor pull payments' deliveries.
     let as_orders = switchyard_bus_client::bus::NatsCredentials {
         user: "orders".into(),
@@ -1263,6 +1277,129 @@ async fn nats_users_let_each_service_publish_only_its_own_events() {
     let events = t.events().await;
     assert!(!events.iter().any(|e| e["data"]["stripeId"] == "ch_forged"));
     t.shutdown().await;
+}
+
+/// `switchyard serve ticketing/console` as NATS user `console`, as the prod overlay runs it.
+async fn the_console_reads_as_its_own_user_and_writes_nothing(
+    c: &Client,
+    server: &support::nats_server::NatsServer,
+    stream: &str,
+    prefix: &str,
+    passwords: &std::collections::HashMap<String, String>,
+    order_id: &str,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut console = support::process::Proc::serve(
+        "ticketing/console",
+        support::process::free_port(),
+        dir.path(),
+        &[
+            ("EVENT_BUS_URL", server.url()),
+            ("BUS_STREAM", stream.to_string()),
+            ("BUS_SUBJECT_PREFIX", prefix.to_string()),
+            ("NATS_USER", "console".to_string()),
+            ("NATS_PASSWORD", passwords["console"].clone()),
+            ("CONSOLE_REPLAY", "false".to_string()),
+            ("OTEL_SDK_DISABLED", "true".to_string()),
+        ],
+    );
+    console.wait_ready(c).await;
+    let url = console.url();
+    support::eventually("the order in the console's log", || async {
+        let events = c
+            .try_get(&format!("{url}/api/events?type=order:created"))
+            .await?
+            .json();
+        events
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["entities"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|id| id == order_id))
+            })
+            .then_some(())
+    })
+    .await;
+    let consumers = support::eventually("every durable's position", || async {
+        let v = c.try_get(&format!("{url}/api/consumers")).await?.json();
+        let all_known = v["consumers"]
+            .as_array()?
+            .iter()
+            .all(|c| c["error"].is_null() && c["position"].as_i64().is_some_and(|p| p > 0));
+        all_known.then_some(v)
+    })
+    .await;
+    assert_eq!(
+        consumers["consumers"].as_array().map(Vec::len),
+        Some(4),
+        "{consumers}"
+    );
+    let letters = c
+        .get(&format!("{url}/api/consumers/payments/dead-letters"))
+        .await;
+    assert_eq!(
+        letters.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&letters.body)
+    );
+    let replay = c
+        .with_headers(
+            Method::POST,
+            &format!("{url}/api/consumers/payments/dead-letters/1/replay"),
+            None,
+            None,
+            &[("x-switchyard-console", "replay")],
+        )
+        .await;
+    assert_eq!(replay.status, 403);
+    assert!(
+        String::from_utf8_lossy(&replay.body).contains("operator"),
+        "{}",
+        String::from_utf8_lossy(&replay.body)
+    );
+    let violations = || -> Vec<String> {
+        server
+            .log()
+            .lines()
+            .filter(|l| l.contains("Violation") && l.contains("User \"console\""))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(violations().is_empty(), "{:#?}", violations());
+    // Its user publishes nothing: an event it forges is refused by the server.
+    let as_console = switchyard_bus_client::bus::NatsCredentials {
+        user: "console".into(),
+        password: passwords["console"].clone(),
+    };
+    let console_bus = switchyard_bus_client::NatsBus::connect_as(
+        &server.url(),
+        stream,
+        prefix,
+        Some(&as_console),
+    )
+    .await
+    .expect("connect as the console");
+    let forged = switchyard_events::Envelope::new(
+        "ticket:updated",
+        json!({"id": "0123456789abcdef01234567", "version": 99, "title": "x", "price": 1, "userId": "u"}),
+    );
+    let refused = console_bus
+        .publish_raw(
+            console_bus.subject_for("ticket:updated"),
+            Some(&forged.id),
+            bytes::Bytes::from(forged.to_bytes()),
+            &[],
+        )
+        .await;
+    assert!(refused.is_err(), "the console published an event");
+    // ...and the server logged it: the log read above does show the console's violations.
+    support::eventually("the refusal in the server's log", || async {
+        (!violations().is_empty()).then_some(())
+    })
+    .await;
+    let _ = console.terminate();
 }
 
 /// When each order is paid, relative to its `expiresAt` (ms), and what came of it.

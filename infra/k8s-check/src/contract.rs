@@ -665,7 +665,8 @@ impl Contract {
                 continue;
             };
             let env: Vec<Value> = c.spec["env"].as_array().cloned().unwrap_or_default();
-            let uses = spec.uses_the_bus();
+            // The console reads the bus as its own user (or with the HTTP bus's secret).
+            let uses = spec.uses_the_bus() || spec.kind == Kind::Console;
             let id = format!("Deployment {} container {}", svc.deployment, svc.name);
             for var in holds.iter().chain(&not_held) {
                 if env
@@ -700,7 +701,7 @@ impl Contract {
                         "{id}: {BUS_SECRET_VAR} is not read from key {BUS_SECRET_VAR} of Secret {BUS_SECRET_NAME} (not optional)"
                     ));
                 }
-            } else if spec.kind == Kind::App {
+            } else if matches!(spec.kind, Kind::App | Kind::Console) {
                 let user = env
                     .iter()
                     .find(|e| e["name"].as_str() == Some("NATS_USER"))
@@ -743,6 +744,7 @@ impl Contract {
                 user: s.name.to_owned(),
                 durable: s.consumer_group.map(str::to_owned),
                 produces: s.produces.iter().map(|t| (*t).to_owned()).collect(),
+                watcher: s.kind == Kind::Console,
             })
             .collect();
         let expected = switchyard_bus_client::nats_users::server_config(
@@ -893,14 +895,22 @@ impl Contract {
                 .map(|s| (s.to_owned(), u64::from(b.contract_port))),
             _ => Some((NATS_SERVICE.0.to_owned(), u64::from(NATS_SERVICE.1))),
         };
+        let console = services.iter().find(|s| s.kind == Kind::Console);
         for s in &services {
             let Some(from) = workload_of(s.name) else {
                 continue;
             };
-            if s.uses_bus
+            if (s.uses_bus || s.kind == Kind::Console)
                 && let Some((service, port)) = &bus_service
             {
                 add(&from, service, *port);
+            }
+            // Every other service sends the console its spans.
+            if let Some(c) = console
+                && s.kind != Kind::Console
+                && let Some(service) = &c.service
+            {
+                add(&from, service, u64::from(c.port));
             }
             if s.database && !overlay.http_bus() {
                 add(&from, POSTGRES_SERVICE.0, u64::from(POSTGRES_SERVICE.1));

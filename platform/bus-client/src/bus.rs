@@ -39,6 +39,9 @@ pub struct BusConfig {
     /// How many servers of a NATS cluster keep each stream (`BUS_STREAM_REPLICAS`, 1 to 5,
     /// default 1).
     pub stream_replicas: usize,
+    /// Whether this client only reads the bus (the console): it then never creates or
+    /// changes the NATS streams, which its user may not.
+    pub watch_only: bool,
 }
 
 /// A NATS user and its password (`NATS_USER`, `NATS_PASSWORD`; `Debug` hides the password).
@@ -118,12 +121,20 @@ impl BusConfig {
                 secs => Some(std::time::Duration::from_secs(secs)),
             },
             stream_replicas,
+            watch_only: false,
         })
     }
 
     /// The same bus, reached with `secret` (the HTTP bus's).
     pub fn with_secret(mut self, secret: Option<BusSecret>) -> Self {
         self.secret = secret;
+        self
+    }
+
+    /// The same bus, only read: its streams are taken as they are, never created or
+    /// changed (the console, whose NATS user may only read).
+    pub fn watching(mut self) -> Self {
+        self.watch_only = true;
         self
     }
 
@@ -143,6 +154,7 @@ impl BusConfig {
             credentials: None,
             max_age: None,
             stream_replicas: 1,
+            watch_only: false,
         }
     }
 
@@ -161,6 +173,7 @@ impl BusConfig {
             credentials: None,
             max_age: None,
             stream_replicas: 1,
+            watch_only: false,
         }
     }
 
@@ -180,7 +193,8 @@ impl BusConfig {
             )
             .await?
             .with_max_age(self.max_age)
-            .with_stream_replicas(self.stream_replicas);
+            .with_stream_replicas(self.stream_replicas)
+            .watching(self.watch_only);
             Ok(Bus::Nats(Arc::new(bus)))
         } else {
             Ok(Bus::Http(Arc::new(HttpBus::with_secret(

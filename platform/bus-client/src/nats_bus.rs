@@ -137,6 +137,9 @@ pub struct NatsBus {
     replicas: usize,
     /// How long the stream keeps an event (`None`: for ever).
     max_age: Option<Duration>,
+    /// Only reads: the streams and the deferral bucket are taken as they are, never
+    /// created or brought to this client's settings (the console's user may not).
+    watch_only: bool,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -272,7 +275,16 @@ impl NatsBus {
             deferral_store: tokio::sync::OnceCell::new(),
             max_age: None,
             replicas: 1,
+            watch_only: false,
         })
+    }
+
+    /// The same connection, reading only when `watch_only` ([`BusConfig::watching`]).
+    ///
+    /// [`BusConfig::watching`]: crate::bus::BusConfig::watching
+    pub fn watching(mut self, watch_only: bool) -> Self {
+        self.watch_only = watch_only;
+        self
     }
 
     /// The same connection, keeping events in the stream for `max_age` (`None`: for ever);
@@ -329,6 +341,16 @@ impl NatsBus {
         }
         let _one = self.ensuring.lock().await;
         if self.streams_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.watch_only {
+            // Made by the app's services, as they want them; a watcher waits for them.
+            for name in [self.stream.clone(), self.dead_letter_stream_name()] {
+                self.js.get_stream(&name).await.map_err(|e| {
+                    anyhow::anyhow!("stream {name} is not there yet (its services make it): {e}")
+                })?;
+            }
+            self.streams_ready.store(true, Ordering::Release);
             return Ok(());
         }
         let max_age = self.max_age.unwrap_or_default();
@@ -393,7 +415,17 @@ impl NatsBus {
     async fn deferral_store(&self) -> Option<&kv::Store> {
         match self
             .deferral_store
-            .get_or_try_init(|| nats_deferrals::open(&self.js, &self.stream, self.replicas))
+            .get_or_try_init(|| async {
+                if self.watch_only {
+                    let bucket = nats_deferrals::bucket_name(&self.stream);
+                    self.js
+                        .get_key_value(&bucket)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot open bucket {bucket}: {e}"))
+                } else {
+                    nats_deferrals::open(&self.js, &self.stream, self.replicas).await
+                }
+            })
             .await
         {
             Ok(store) => Some(store),

@@ -17,6 +17,13 @@
 //!
 //! An `operator` user may do everything: the dead-letter tooling's replay publishes an
 //! event on its subject, which only its producer and the operator may.
+//!
+//! A *watcher* (the console) may read and publish nothing of its own: it reads the
+//! app's streams message by message and every durable's info, lists the deferral
+//! counts' keys (an ephemeral consumer of that bucket), and hears every consumer's
+//! max-deliveries and terminated advisories. It may create no stream, pull from no
+//! durable, acknowledge nothing and publish no event or dead letter, so a replay is the
+//! operator's.
 
 use crate::nats_bus::{inbox_prefix, subject_token};
 use crate::nats_deferrals::bucket_name;
@@ -30,6 +37,21 @@ pub struct ServiceUser {
     pub durable: Option<String>,
     /// The event types it publishes.
     pub produces: Vec<String>,
+    /// A watcher reads the streams and every consumer's state and writes nothing
+    /// (`durable` and `produces` are then empty).
+    pub watcher: bool,
+}
+
+impl ServiceUser {
+    /// The read-only user `user` (the console).
+    pub fn watcher(user: &str) -> ServiceUser {
+        ServiceUser {
+            user: user.to_string(),
+            durable: None,
+            produces: Vec::new(),
+            watcher: true,
+        }
+    }
 }
 
 /// The environment variable the server reads `user`'s password from.
@@ -54,6 +76,9 @@ pub const OPERATOR: &str = "operator";
 pub fn permissions(stream: &str, prefix: &str, user: &ServiceUser) -> (Vec<String>, Vec<String>) {
     let dead = format!("{stream}_DEADLETTER");
     let bucket = bucket_name(stream);
+    if user.watcher {
+        return watcher_permissions(stream, &dead, &bucket, &user.user);
+    }
     let mut publish: Vec<String> = user
         .produces
         .iter()
@@ -89,6 +114,36 @@ pub fn permissions(stream: &str, prefix: &str, user: &ServiceUser) -> (Vec<Strin
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
         ));
     }
+    (publish, subscribe)
+}
+
+/// What a watcher may: read, never write (see the module's documentation).
+fn watcher_permissions(
+    stream: &str,
+    dead: &str,
+    bucket: &str,
+    user: &str,
+) -> (Vec<String>, Vec<String>) {
+    let publish = vec![
+        "$JS.API.INFO".to_string(),
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.STREAM.INFO.{dead}"),
+        format!("$JS.API.STREAM.MSG.GET.{dead}"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+        format!("$JS.API.STREAM.INFO.KV_{bucket}"),
+        // Listing the bucket's keys: an ephemeral, ordered consumer of it, and its flow
+        // control replies.
+        format!("$JS.API.CONSUMER.CREATE.KV_{bucket}"),
+        format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.>"),
+        format!("$JS.API.CONSUMER.DELETE.KV_{bucket}.*"),
+        format!("$JS.FC.KV_{bucket}.>"),
+    ];
+    let subscribe = vec![
+        format!("{}.>", inbox_prefix(user)),
+        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"),
+        format!("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.*"),
+    ];
     (publish, subscribe)
 }
 
@@ -136,7 +191,28 @@ mod tests {
             user: "orders".into(),
             durable: Some("orders-service".into()),
             produces: vec!["order:created".into(), "order:cancelled".into()],
+            watcher: false,
         }
+    }
+
+    #[test]
+    fn a_watcher_reads_and_writes_nothing() {
+        let (publish, subscribe) =
+            permissions("TICKETING", "ticketing", &ServiceUser::watcher("console"));
+        assert!(publish.contains(&"$JS.API.STREAM.MSG.GET.TICKETING".to_string()));
+        assert!(publish.contains(&"$JS.API.CONSUMER.INFO.TICKETING.*".to_string()));
+        for p in &publish {
+            assert!(!p.starts_with("ticketing."), "{p}");
+            assert!(!p.starts_with("$JS.ACK"), "{p}");
+            assert!(!p.contains("MSG.NEXT"), "{p}");
+            assert!(
+                !p.contains("STREAM.CREATE") && !p.contains("STREAM.UPDATE"),
+                "{p}"
+            );
+            assert!(!p.contains("MSG.DELETE"), "{p}");
+            assert!(!p.contains("CREATE.TICKETING"), "{p}");
+        }
+        assert_eq!(subscribe[0], "_INBOX_console.>");
     }
 
     #[test]

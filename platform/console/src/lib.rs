@@ -48,6 +48,7 @@ pub async fn launch(
         map: Arc::new(settings.map.clone()),
         bus,
         bus_ops: settings.bus_ops.clone(),
+        replay: settings.replay,
         tap,
         spans,
         advisories,

@@ -42,6 +42,8 @@ pub struct Console {
     pub map: Arc<AppMap>,
     pub bus: Bus,
     pub bus_ops: Option<String>,
+    /// Whether replays are this console's to make (`CONSOLE_REPLAY`).
+    pub replay: bool,
     pub tap: Tap,
     pub spans: Arc<SpanStore>,
     pub advisories: Advisories,
@@ -305,6 +307,15 @@ async fn replay(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("a replay carries the {REPLAY_HEADER} header (the console's page sends it)"),
+        ));
+    }
+    if !c.replay {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this console only reads the bus (CONSOLE_REPLAY=false): replay as the operator, \
+                 `switchyard dead-letters {service} replay {id}` with the operator's NATS user"
+            ),
         ));
     }
     let letters = letters_of(&c, &service)?;

@@ -21,12 +21,17 @@ pub struct Settings {
     /// Spans kept for waterfalls and journeys (`CONSOLE_KEEP_SPANS`, 1,000 to 10,000,000;
     /// default 100,000).
     pub keep_spans: usize,
+    /// Whether the page may replay dead letters (`CONSOLE_REPLAY`, default true). Off
+    /// where the console's bus user may only read (the production overlays): a replay
+    /// publishes an event, which only its producer and the operator may.
+    pub replay: bool,
 }
 
 impl Settings {
     /// Reads them; `common` and `map` come from the registry.
     pub fn from_env(env: &Env, common: CommonConfig, map: AppMap) -> Result<Settings, ConfigError> {
-        let bus = BusConfig::from_env(env)?;
+        // It reads the bus and never makes or changes its streams.
+        let bus = BusConfig::from_env(env)?.watching();
         let bus_ops = match env.raw("EVENT_BUS_OPS_URL") {
             Some(url) => {
                 switchyard_kit::config::check_url("EVENT_BUS_OPS_URL", &url, &["http", "https"])?;
@@ -41,6 +46,7 @@ impl Settings {
             bus_ops,
             keep_events: bounded(env, "CONSOLE_KEEP_EVENTS", 10_000, 100, 1_000_000)?,
             keep_spans: bounded(env, "CONSOLE_KEEP_SPANS", 100_000, 1_000, 10_000_000)?,
+            replay: env.parse_or("CONSOLE_REPLAY", true)?,
         })
     }
 }

@@ -64,7 +64,7 @@ impl NatsServer {
             ])
             .arg(self.dir.path().join("store"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(self.log_file());
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
@@ -83,6 +83,23 @@ impl NatsServer {
         )
         .await
         .expect("nats-server started");
+    }
+
+    /// Where the server writes its log (every start appends to it).
+    fn log_file(&self) -> Stdio {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+        {
+            Ok(file) => Stdio::from(file),
+            Err(_) => Stdio::null(),
+        }
+    }
+
+    /// What the server has logged so far (its permission violations among it).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
     /// SIGKILL: gone at once, as in a crash.
