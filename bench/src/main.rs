@@ -146,6 +146,8 @@ pub struct Params {
     pub writers: usize,
     pub write_secs: u64,
     pub startup_runs: usize,
+    /// Rounds of each mode in the tracing scenario (each a fresh `up`).
+    pub tracing_rounds: usize,
 }
 
 impl Params {
@@ -166,6 +168,7 @@ impl Params {
             writers: 32,
             write_secs: 10,
             startup_runs: 3,
+            tracing_rounds: 8,
         }
     }
 
@@ -186,6 +189,7 @@ impl Params {
             writers: 32,
             write_secs: 3,
             startup_runs: 1,
+            tracing_rounds: 2,
         }
     }
 }

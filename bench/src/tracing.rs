@@ -16,8 +16,6 @@ use crate::ticketing::{JWT_KEY, User, port_of};
 use crate::up::{Up, backend_args};
 
 const S: &str = "tracing";
-/// Rounds of each mode (off, exported, off, exported, ...).
-const ROUNDS: usize = 3;
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -53,7 +51,10 @@ async fn measure(
     let n = ctx.params.e2e_comments.clamp(30, 200);
     let mut purchase = [Vec::new(), Vec::new()];
     let mut approval = [Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
+    // Rounds of each mode (off, exported, off, exported, ...): a p99 moves by as much from
+    // one fresh `up` to the next as export costs, so it takes many of them.
+    let rounds = ctx.params.tracing_rounds;
+    for _ in 0..rounds {
         for (i, mode) in [Mode::Off, Mode::Exported].into_iter().enumerate() {
             purchase[i].extend(purchases(ctx, res, mode, n).await?);
             approval[i].extend(approvals(ctx, res, mode, n).await?);
@@ -66,7 +67,7 @@ async fn measure(
         let [off, exported] = samples.map(Dist::new);
         let note = format!(
             "{} runs of each mode alternating, {n} sequential each; p50 off {} ms, exported {} ms",
-            ROUNDS,
+            rounds,
             fmt_num(off.pct(50.0), 2),
             fmt_num(exported.pct(50.0), 2)
         );

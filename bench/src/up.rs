@@ -52,14 +52,24 @@ pub struct Up {
     drain: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A port offset whose ports of `app`, and a gateway port, are all free.
+/// Where the kernel's ephemeral ports start (Linux's default range is 32768-60999): a
+/// port up there can be taken by any outgoing connection between the check and the bind.
+const EPHEMERAL_PORTS_START: u32 = 32_768;
+
+/// A port offset whose ports of `app`, and a gateway port, are all free, and all below
+/// the ephemeral ports (the bench's own connections to PostgreSQL, NATS and the services
+/// take those by the thousand).
 fn free_layout(app: &switchyard_registry::App) -> anyhow::Result<(u16, u16)> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
+    let highest = ports(app).into_iter().max().map_or(0, u32::from).max(4010);
+    let span = EPHEMERAL_PORTS_START
+        .saturating_sub(10_000 + highest + 1)
+        .max(1);
     for attempt in 0..200u32 {
-        let offset = 20_000 + u16::try_from((seed / 7 + attempt * 97) % 20_000).unwrap_or(0);
+        let offset = 10_000 + u16::try_from((seed / 7 + attempt * 97) % span).unwrap_or(0);
         let gateway = offset + 4010;
         if ports(app).iter().all(|p| port_free(p + offset)) && port_free(gateway) {
             return Ok((offset, gateway));
@@ -146,10 +156,17 @@ impl Up {
                     .unwrap_or_default();
                 Ok(up)
             }
-            _ => bail!(
-                "`switchyard up {}` did not print \"is up in\" within 60 s; its output:\n{}",
+            Ok(Err(_)) => bail!(
+                "`switchyard up {}` ended before it was up; its output:\n{}\nits errors:\n{}",
                 app.name,
-                crate::procs::tail(log, 30)
+                crate::procs::tail(log, 30),
+                crate::procs::tail(&log.with_extension("stderr.log"), 30)
+            ),
+            Err(_) => bail!(
+                "`switchyard up {}` did not print \"is up in\" within 60 s; its output:\n{}\nits errors:\n{}",
+                app.name,
+                crate::procs::tail(log, 30),
+                crate::procs::tail(&log.with_extension("stderr.log"), 30)
             ),
         }
     }
