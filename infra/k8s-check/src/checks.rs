@@ -417,69 +417,32 @@ pub fn probes(m: &Manifests) -> Vec<String> {
     problems
 }
 
-fn quantity_present(resources: &Value, section: &str, what: &str) -> bool {
-    !resources[section][what].is_null()
-}
-
-/// Hardening of every workload: resource requests and limits (cpu, memory) on
-/// every container; non-root, seccomp RuntimeDefault, no privilege
-/// escalation, read-only root filesystem, all capabilities dropped; and a
-/// termination grace period longer than the drain time (SHUTDOWN_GRACE_MS,
-/// default 10000) of project containers.
-pub fn hardening(m: &Manifests) -> Vec<String> {
+/// The drain: every project container's pod waits longer before SIGKILL
+/// (terminationGracePeriodSeconds) than the container drains (SHUTDOWN_GRACE_MS, default
+/// 10000). The generic hardening (resources, security contexts, capabilities) is
+/// checkov's (infra/checkov.yaml).
+pub fn drain_time(m: &Manifests) -> Vec<String> {
     let mut problems = Vec::new();
     for w in m.workloads() {
-        let pod_sc = &w.pod_spec["securityContext"];
         let grace_s = w.pod_spec["terminationGracePeriodSeconds"]
             .as_u64()
             .unwrap_or(30);
         for c in w.containers() {
-            let at = format!("{} container {}", w.id(), c.name());
-            let sc = &c.spec["securityContext"];
-            let res = &c.spec["resources"];
-            for section in ["requests", "limits"] {
-                for what in ["cpu", "memory"] {
-                    if !quantity_present(res, section, what) {
-                        problems.push(format!("{at}: no resources.{section}.{what}"));
-                    }
-                }
+            if !c.is_project_image() || c.init {
+                continue;
             }
-            let non_root = sc["runAsNonRoot"]
-                .as_bool()
-                .or(pod_sc["runAsNonRoot"].as_bool());
-            if non_root != Some(true) {
-                problems.push(format!("{at}: runAsNonRoot is not true"));
-            }
-            let seccomp = sc["seccompProfile"]["type"]
-                .as_str()
-                .or(pod_sc["seccompProfile"]["type"].as_str());
-            if seccomp != Some("RuntimeDefault") && seccomp != Some("Localhost") {
-                problems.push(format!("{at}: no seccompProfile RuntimeDefault"));
-            }
-            if sc["allowPrivilegeEscalation"].as_bool() != Some(false) {
-                problems.push(format!("{at}: allowPrivilegeEscalation is not false"));
-            }
-            if sc["readOnlyRootFilesystem"].as_bool() != Some(true) {
-                problems.push(format!("{at}: readOnlyRootFilesystem is not true"));
-            }
-            let drops_all = sc["capabilities"]["drop"]
-                .as_array()
-                .is_some_and(|d| d.iter().any(|x| x.as_str() == Some("ALL")));
-            if !drops_all {
-                problems.push(format!("{at}: capabilities.drop does not contain ALL"));
-            }
-            if c.is_project_image() && !c.init {
-                let grace_ms = m
-                    .env(&c)
-                    .vars
-                    .get("SHUTDOWN_GRACE_MS")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(10_000);
-                if grace_s * 1000 <= grace_ms {
-                    problems.push(format!(
-                        "{at}: terminationGracePeriodSeconds {grace_s} does not cover SHUTDOWN_GRACE_MS {grace_ms}"
-                    ));
-                }
+            let grace_ms = m
+                .env(&c)
+                .vars
+                .get("SHUTDOWN_GRACE_MS")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(10_000);
+            if grace_s * 1000 <= grace_ms {
+                problems.push(format!(
+                    "{} container {}: terminationGracePeriodSeconds {grace_s} does not cover SHUTDOWN_GRACE_MS {grace_ms}",
+                    w.id(),
+                    c.name()
+                ));
             }
         }
     }
@@ -519,7 +482,7 @@ pub fn all(m: &Manifests) -> Vec<String> {
         service_urls(m),
         references(m),
         probes(m),
-        hardening(m),
+        drain_time(m),
         disruption_budgets(m),
     ]
     .concat()
@@ -716,22 +679,13 @@ spec: {minAvailable: 1, selector: {matchLabels: {app: event-bus}}}
     }
 
     #[test]
-    fn detects_weak_pods() {
-        let m = broken(
-            "readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}\n          volumeMounts: [{name: data, mountPath: /data}]",
-            "readOnlyRootFilesystem: false, capabilities: {drop: [ALL]}}\n          volumeMounts: [{name: data, mountPath: /data}]",
-        );
-        assert_eq!(hardening(&m).len(), 1);
+    fn detects_a_grace_period_shorter_than_the_drain() {
+        assert!(drain_time(&good()).is_empty());
         let m = broken(
             "terminationGracePeriodSeconds: 20",
             "terminationGracePeriodSeconds: 5",
         );
-        assert_eq!(hardening(&m).len(), 1);
-        let m = broken(
-            "limits: {cpu: 500m, memory: 128Mi}}\n          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}\n          volumeMounts: [{name: data, mountPath: /data}]",
-            "limits: {cpu: 500m}}\n          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}\n          volumeMounts: [{name: data, mountPath: /data}]",
-        );
-        assert_eq!(hardening(&m).len(), 1);
+        assert_eq!(drain_time(&m).len(), 1);
     }
 
     #[test]
