@@ -13,6 +13,10 @@
 //!   cancelled, every other order expired with its ticket for sale again, no sold ticket
 //!   listed.
 //!
+//! * On a NATS cluster of three servers (`up --nats a,b,c --stream-replicas 3`), both apps
+//!   under the same loads while the server leading the stream is SIGKILLed and restarted,
+//!   judged by the same checkers.
+//!
 //! Short by default (CI). The long version: `FAULT_SECS=300 FAULT_CLIENTS=64 cargo test
 //! --release -p switchyard --test it fault_injection:: -- --nocapture` (`FAULT_EXPIRATION_WINDOW_SECONDS`,
 //! default 20, is ticketing's order window).
@@ -32,6 +36,7 @@ use support::nats_server::NatsServer;
 use support::process;
 use support::ticketing_load;
 use support::up::{Up, free_offset};
+use switchyard_testkit::nats_cluster::NatsCluster;
 
 per_backend!(
     nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed,
@@ -148,9 +153,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
     let base = up.url();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let until = Instant::now() + Duration::from_secs(secs);
-    let load: Vec<_> = (0..clients)
-        .map(|me| tokio::spawn(client_loop(base.clone(), me, until, acked.clone())))
-        .collect();
+    let load = blog_writers(&base, clients, until, &acked);
 
     // The nemesis: kill one at a time, then several at once, then SIGTERM each; on the
     // production backend also restart NATS and drop the PostgreSQL connections. Every
@@ -175,6 +178,66 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         "the nemesis did not carry out its plan"
     );
     let actions = done.actions();
+    let BlogVerdict {
+        posts,
+        comments,
+        present,
+        lost,
+        duplicated,
+        pending,
+        wrong,
+    } = blog_verdict(&base, load, &acked).await;
+    let graceful_exits = faults::graceful_exits(&up);
+    println!(
+        "\n{} backend:\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
+        backend.name(),
+        posts,
+        comments,
+        present
+    );
+    faults::assert_clean_exits(&up, done.terms);
+    drop(up);
+    resources.cleanup().await;
+    assert_eq!(
+        (lost, duplicated, pending, wrong),
+        (0, 0, 0, 0),
+        "lost, duplicated, pending, wrong"
+    );
+}
+
+/// `clients` writers of posts and comments through the gateway at `base` until `until`.
+fn blog_writers(
+    base: &str,
+    clients: u64,
+    until: Instant,
+    acked: &Arc<Mutex<Acked>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|me| tokio::spawn(client_loop(base.to_string(), me, until, acked.clone())))
+        .collect()
+}
+
+/// What the blog's read model holds of the acknowledged writes, once converged (or after
+/// 90 s): how many were acknowledged, present, lost, duplicated, still pending, or with
+/// another post, content or status than the rule gives.
+#[derive(Debug)]
+struct BlogVerdict {
+    posts: usize,
+    comments: usize,
+    present: usize,
+    lost: usize,
+    duplicated: usize,
+    pending: usize,
+    wrong: usize,
+}
+
+/// Waits for the writers, then for every acknowledged write to be present with the rule's
+/// status and none pending.
+async fn blog_verdict(
+    base: &str,
+    load: Vec<tokio::task::JoinHandle<()>>,
+    acked: &Arc<Mutex<Acked>>,
+) -> BlogVerdict {
     for l in load {
         l.await.expect("client");
     }
@@ -186,7 +249,6 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         !posts.is_empty() && !comments.is_empty(),
         "the load acknowledged nothing"
     );
-
     // Convergence: every acknowledged write present with the rule's status, none pending.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -250,22 +312,15 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let graceful_exits = faults::graceful_exits(&up);
-    println!(
-        "\n{} backend:\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
-        backend.name(),
-        posts.len(),
-        comments.len(),
-        present
-    );
-    faults::assert_clean_exits(&up, done.terms);
-    drop(up);
-    resources.cleanup().await;
-    assert_eq!(
-        (lost, duplicated, pending, wrong),
-        (0, 0, 0, 0),
-        "lost, duplicated, pending, wrong"
-    );
+    BlogVerdict {
+        posts: posts.len(),
+        comments: comments.len(),
+        present,
+        lost,
+        duplicated,
+        pending,
+        wrong,
+    }
 }
 
 /// The ticketing app under `up`: buyers race for tickets, pay, cancel and let orders expire
@@ -289,43 +344,16 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
         Some(server) => Resources::on_nats(server.url()),
         None => Resources::new(),
     };
-    let stripe_key = "sk_test_faults";
-    let stripe = FakeStripe::start(stripe_key).await;
-    let services = ["auth", "tickets", "orders", "expiration", "payments"];
+    let stripe = FakeStripe::start(STRIPE_KEY).await;
     let extra = match backend {
         Backend::Embedded => Vec::new(),
-        Backend::Production => production_args(&resources, &services).await,
+        Backend::Production => production_args(&resources, &TICKETING_SERVICES).await,
     };
-    let window_text = window.to_string();
-    let up = Up::start_app(
-        "ticketing",
-        dir.path(),
-        free_offset(),
-        process::free_port(),
-        &extra,
-        &[
-            ("EXPIRATION_WINDOW_SECONDS", window_text.as_str()),
-            ("PAYMENT_PROVIDER", "stripe"),
-            ("STRIPE_KEY", stripe_key),
-            ("STRIPE_API_BASE", stripe.url.as_str()),
-            ("PAYMENT_ATTEMPT_GRACE_MS", "1000"),
-            ("ARGON2_MEMORY_KIB", "1024"),
-            ("ARGON2_ITERATIONS", "1"),
-        ],
-    );
+    let up = ticketing_up(dir.path(), &extra, &stripe, window);
     let base = up.url();
     let acked = Arc::new(Mutex::new(ticketing_load::Acked::default()));
     let until = Instant::now() + Duration::from_secs(secs);
-    let load: Vec<_> = (0..clients)
-        .map(|me| {
-            tokio::spawn(ticketing_load::client(
-                base.clone(),
-                me,
-                until,
-                acked.clone(),
-            ))
-        })
-        .collect();
+    let load = ticketing_buyers(&base, clients, until, &acked);
     let plan = faults::plan(
         backend,
         &[
@@ -354,27 +382,7 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
         Done::planned(&plan),
         "the nemesis did not carry out its plan"
     );
-    for l in load {
-        l.await.expect("client");
-    }
-    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
-    assert!(
-        !acked.orders.is_empty() && acked.orders.values().any(|o| o.done),
-        "the load acknowledged nothing: {acked:?}"
-    );
-
-    // Convergence: every order left unpaid expires (the window, then the timers and the
-    // events); until then the checker may count orders not expired yet.
-    let deadline = Instant::now() + Duration::from_secs(window + 90);
-    let verdict = loop {
-        let verdict = ticketing_load::check(&base, &acked, &stripe).await;
-        match verdict {
-            Some(v) if v.violations() == 0 => break v,
-            Some(v) if Instant::now() > deadline => break v,
-            None if Instant::now() > deadline => panic!("the system could not be read"),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    };
+    let (acked, verdict) = ticketing_verdict(&base, load, &acked, &stripe, window).await;
     println!(
         "\n{} backend (ticketing):\n| tickets | orders | refused (reserved) | paid | charges kept | lost | sold twice | charged twice | charge mismatch | paid not complete | cancelled not cancelled | not expired | ticket mismatch | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         backend.name(),
@@ -398,4 +406,200 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
     drop(up);
     resources.cleanup().await;
     assert_eq!(verdict.violations(), 0, "{verdict:?}");
+}
+
+/// The Stripe stand-in's key, and the services `up ticketing` starts on PostgreSQL.
+const STRIPE_KEY: &str = "sk_test_faults";
+const TICKETING_SERVICES: [&str; 5] = ["auth", "tickets", "orders", "expiration", "payments"];
+
+/// `up ticketing` (with `extra` arguments), its payments going to `stripe`, its orders
+/// expiring after `window` seconds.
+fn ticketing_up(dir: &std::path::Path, extra: &[String], stripe: &FakeStripe, window: u64) -> Up {
+    let window_text = window.to_string();
+    Up::start_app(
+        "ticketing",
+        dir,
+        free_offset(),
+        process::free_port(),
+        extra,
+        &[
+            ("EXPIRATION_WINDOW_SECONDS", window_text.as_str()),
+            ("PAYMENT_PROVIDER", "stripe"),
+            ("STRIPE_KEY", STRIPE_KEY),
+            ("STRIPE_API_BASE", stripe.url.as_str()),
+            ("PAYMENT_ATTEMPT_GRACE_MS", "1000"),
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("ARGON2_ITERATIONS", "1"),
+        ],
+    )
+}
+
+/// `clients` buyers through the gateway at `base` until `until`, recording what was
+/// acknowledged in `acked`.
+fn ticketing_buyers(
+    base: &str,
+    clients: usize,
+    until: Instant,
+    acked: &Arc<Mutex<ticketing_load::Acked>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|me| {
+            tokio::spawn(ticketing_load::client(
+                base.to_string(),
+                me,
+                until,
+                acked.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Waits for the buyers, then for convergence: every order left unpaid expires (the
+/// window, then the timers and the events); until then the checker may count orders not
+/// expired yet. The acknowledged work and the checker's last verdict.
+async fn ticketing_verdict(
+    base: &str,
+    load: Vec<tokio::task::JoinHandle<()>>,
+    acked: &Arc<Mutex<ticketing_load::Acked>>,
+    stripe: &FakeStripe,
+    window: u64,
+) -> (ticketing_load::Acked, ticketing_load::Verdict) {
+    for l in load {
+        l.await.expect("client");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    assert!(
+        !acked.orders.is_empty() && acked.orders.values().any(|o| o.done),
+        "the load acknowledged nothing: {acked:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(window + 90);
+    let verdict = loop {
+        let verdict = ticketing_load::check(base, &acked, stripe).await;
+        match verdict {
+            Some(v) if v.violations() == 0 => break v,
+            Some(v) if Instant::now() > deadline => break v,
+            None if Instant::now() > deadline => panic!("the system could not be read"),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    (acked, verdict)
+}
+
+/// Ticketing under `up` on a NATS cluster of three servers, its streams kept by all three
+/// (`--nats a,b,c --stream-replicas 3`): buyers work through the gateway while the server
+/// leading the stream is SIGKILLed (a third of the way in) and started again (two thirds
+/// in). The same checker as above: nothing acknowledged lost, no ticket sold twice, no
+/// order charged twice, every order settled as it should be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
+    if !Backend::Production.enabled() {
+        return;
+    }
+    if !NatsCluster::available() {
+        switchyard_kit::testing::skip_or_fail("nats-server is not installed");
+        return;
+    }
+    let secs = env_or("FAULT_SECS", 12);
+    let clients = env_or("FAULT_CLIENTS", 16) as usize;
+    let window = env_or("FAULT_EXPIRATION_WINDOW_SECONDS", 20);
+    let dir = tempfile::tempdir().expect("tmp");
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = NatsCluster::start();
+    let mut resources = Resources::on_nats(cluster.urls());
+    let stripe = FakeStripe::start(STRIPE_KEY).await;
+    let mut extra = production_args(&resources, &TICKETING_SERVICES).await;
+    extra.extend(["--stream-replicas".to_string(), "3".to_string()]);
+    let up = ticketing_up(dir.path(), &extra, &stripe, window);
+    let base = up.url();
+    let started = Instant::now();
+    let acked = Arc::new(Mutex::new(ticketing_load::Acked::default()));
+    let load = ticketing_buyers(&base, clients, started + Duration::from_secs(secs), &acked);
+    let leader = kill_the_stream_leader(&mut cluster, &resources, started, secs).await;
+    let (acked, verdict) = ticketing_verdict(&base, load, &acked, &stripe, window).await;
+    println!(
+        "\nticketing on a 3-server NATS cluster, leader {leader} killed and restarted: {} orders acknowledged, {} paid, verdict {verdict:?}",
+        acked.orders.len(),
+        verdict.paid,
+    );
+    drop(up);
+    resources.cleanup().await;
+    assert_eq!(verdict.violations(), 0, "{verdict:?}");
+}
+
+/// The nemesis of the cluster tests: once the services have made the stream (three
+/// replicas, asserted), the server leading it is SIGKILLed a third of the way through the
+/// `secs` of load begun at `started`, and started again two thirds in. Its name.
+async fn kill_the_stream_leader(
+    cluster: &mut NatsCluster,
+    resources: &Resources,
+    started: Instant,
+    secs: u64,
+) -> String {
+    let bus = switchyard_bus_client::NatsBus::connect(
+        &cluster.urls(),
+        &resources.stream,
+        &resources.prefix,
+    )
+    .await
+    .expect("connect to the cluster");
+    let info = support::eventually("the stream on the cluster", || async {
+        let mut stream = bus.jetstream().get_stream(&resources.stream).await.ok()?;
+        let info = stream.info().await.ok()?.clone();
+        info.cluster.as_ref()?.leader.as_ref()?;
+        Some(info)
+    })
+    .await;
+    assert_eq!(info.config.num_replicas, 3, "{:?}", info.config);
+    let leader = info.cluster.and_then(|c| c.leader).unwrap_or_default();
+    tokio::time::sleep_until((started + Duration::from_secs(secs / 3)).into()).await;
+    cluster.node_named(Some(&leader)).kill();
+    tokio::time::sleep_until((started + Duration::from_secs(secs * 2 / 3)).into()).await;
+    cluster.node_named(Some(&leader)).start();
+    leader
+}
+
+/// The blog under `up` on a NATS cluster of three servers, its streams kept by all three:
+/// writers work through the gateway while the server leading the stream is SIGKILLed and
+/// started again; every acknowledged post and comment ends in the read model once, with
+/// the rule's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
+    if !Backend::Production.enabled() {
+        return;
+    }
+    if !NatsCluster::available() {
+        switchyard_kit::testing::skip_or_fail("nats-server is not installed");
+        return;
+    }
+    let secs = env_or("FAULT_SECS", 12);
+    let clients = env_or("FAULT_CLIENTS", 16);
+    let dir = tempfile::tempdir().expect("tmp");
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = NatsCluster::start();
+    let mut resources = Resources::on_nats(cluster.urls());
+    let mut extra =
+        production_args(&resources, &["posts", "comments", "query", "moderation"]).await;
+    extra.extend(["--stream-replicas".to_string(), "3".to_string()]);
+    let up = Up::start_with(dir.path(), free_offset(), process::free_port(), &extra);
+    let base = up.url();
+    let started = Instant::now();
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let load = blog_writers(&base, clients, started + Duration::from_secs(secs), &acked);
+    let leader = kill_the_stream_leader(&mut cluster, &resources, started, secs).await;
+    let verdict = blog_verdict(&base, load, &acked).await;
+    println!(
+        "\nthe blog on a 3-server NATS cluster, leader {leader} killed and restarted: {verdict:?}"
+    );
+    drop(up);
+    resources.cleanup().await;
+    assert_eq!(
+        (
+            verdict.lost,
+            verdict.duplicated,
+            verdict.pending,
+            verdict.wrong
+        ),
+        (0, 0, 0, 0),
+        "lost, duplicated, pending, wrong: {verdict:?}"
+    );
 }

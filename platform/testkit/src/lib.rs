@@ -17,10 +17,13 @@
 //! * [`postgres`]: a PostgreSQL database for one test ([`TestDatabase`]).
 //! * [`fake_stripe`]: a local stand-in for Stripe's charges and refunds ([`FakeStripe`]),
 //!   counting the real charges, for the payments tests and the fault-injection checker.
+//! * [`nats_cluster`]: three NATS servers forming one JetStream cluster ([`NatsCluster`]),
+//!   any of them SIGKILLed and started again.
 
 pub mod bus;
 pub mod fake_stripe;
 pub mod http;
+pub mod nats_cluster;
 pub mod on_bus;
 pub mod plain;
 pub mod postgres;
