@@ -27,6 +27,9 @@ pub const MONITORING_NAMESPACE: &str = "monitoring";
 
 /// The NATS Service of the prod overlays, and its client port.
 pub const NATS_SERVICE: (&str, u16) = ("nats", 4222);
+/// The NATS cluster's routes: each server of the StatefulSet to the others, by the
+/// headless Service's DNS names.
+pub const NATS_ROUTES: (&str, u16) = ("nats-headless", 6222);
 
 /// The PostgreSQL Service of the prod overlays, and its port.
 pub const POSTGRES_SERVICE: (&str, u16) = ("postgres", 5432);
@@ -915,6 +918,9 @@ impl Contract {
             if s.database && !overlay.http_bus() {
                 add(&from, POSTGRES_SERVICE.0, u64::from(POSTGRES_SERVICE.1));
             }
+        }
+        if !overlay.http_bus() {
+            add("StatefulSet/nats", NATS_ROUTES.0, u64::from(NATS_ROUTES.1));
         }
         if overlay.http_bus()
             && let Some(from) = bus.and_then(|b| workload_of(b.name))
