@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// With --nats, how many servers of the cluster keep each stream (1 to 5).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
+    /// How long the bus keeps an event, in seconds (the NATS stream's max age, or the HTTP
+    /// bus's retention; 0: for ever). Default: the app's (`EVENTS_MAX_AGE_SECONDS`).
+    #[arg(long, value_name = "SECONDS")]
+    pub events_max_age: Option<u64>,
     /// The JetStream stream, with --nats (default: the app's, e.g. BLOG).
     #[arg(long)]
     pub stream: Option<String>,

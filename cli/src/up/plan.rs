@@ -181,6 +181,11 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         (None, Some(port)) => vec![("EVENT_BUS_URL".into(), format!("http://{reach}:{port}"))],
         (None, None) => Vec::new(),
     };
+    // The flag over the app's default (and over up's environment).
+    let mut bus_env = bus_env;
+    if let Some(secs) = args.events_max_age {
+        bus_env.push(("EVENTS_MAX_AGE_SECONDS".into(), secs.to_string()));
+    }
     // What the operator set in up's environment wins (the children inherit it).
     let local_env: Vec<(String, String)> = app
         .local_env
@@ -393,6 +398,47 @@ mod tests {
         // SAFETY-free: the variable name is this test's own.
         let from_env = secret_value("PATH", dir.path()).expect("env");
         assert_eq!(Some(from_env), std::env::var("PATH").ok());
+    }
+
+    #[test]
+    fn the_stream_s_replicas_and_max_age_reach_every_service_on_nats() {
+        let cluster = plan(
+            &switchyard_registry::BLOG,
+            &args(&[
+                "--nats",
+                "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224",
+                "--stream-replicas",
+                "3",
+                "--events-max-age",
+                "86400",
+            ]),
+        )
+        .expect("plan");
+        let posts = cluster
+            .procs
+            .iter()
+            .find(|p| p.name == "posts")
+            .expect("posts");
+        let var = |name: &str| {
+            posts
+                .env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(var("BUS_STREAM_REPLICAS").as_deref(), Some("3"));
+        assert_eq!(var("EVENTS_MAX_AGE_SECONDS").as_deref(), Some("86400"));
+        assert_eq!(
+            var("EVENT_BUS_URL").as_deref(),
+            Some("nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224")
+        );
+        let default = plan_with_nats();
+        let posts = default
+            .procs
+            .iter()
+            .find(|p| p.name == "posts")
+            .expect("posts");
+        assert!(posts.env.iter().all(|(k, _)| k != "EVENTS_MAX_AGE_SECONDS"));
     }
 
     fn plan_with_nats() -> Plan {
