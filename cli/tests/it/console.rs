@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 use support::http::Client;
-use support::shop;
 use support::up::{Up, free_offset};
 use support::webdriver::{self, Driver};
+use support::{console_view, shop};
 use support::{eventually, process};
 
 fn console_url(offset: u16) -> String {
@@ -221,29 +221,11 @@ async fn the_console_shows_a_purchase_s_journey_live() {
         .expect("switchyard console");
     let mut other = KillOnDrop(other);
     let other_url = format!("http://127.0.0.1:{port}");
-    eventually("the order in the other console's log", || async {
-        let events = c
-            .try_get(&format!("{other_url}/api/events?type=order:created"))
-            .await?
-            .json();
-        events
-            .as_array()?
-            .iter()
-            .any(|e| {
-                e["entities"]
-                    .as_array()
-                    .is_some_and(|ids| ids.iter().any(|id| id == order_id.as_str()))
-            })
-            .then_some(())
-    })
-    .await;
-    let consumers = c.get(&format!("{other_url}/api/consumers")).await.json();
-    let listed = consumers["consumers"].as_array().expect("consumers");
-    assert_eq!(listed.len(), 4, "{consumers}");
-    assert!(
-        listed
-            .iter()
-            .all(|v| v["error"].is_null() && v["position"].as_i64() > Some(0)),
+    console_view::wait_for_the_order(&c, &other_url, &order_id).await;
+    let consumers = console_view::wait_for_every_position(&c, &other_url).await;
+    assert_eq!(
+        consumers["consumers"].as_array().map(Vec::len),
+        Some(4),
         "{consumers}"
     );
     let _ = other.0.kill();
@@ -335,15 +317,7 @@ async fn the_console_reads_nats_and_its_consumers() {
             );
         }
     }
-    let consumers = eventually("every durable's position", || async {
-        let v = c.get(&format!("{console}/api/consumers")).await.json();
-        let all_known = v["consumers"]
-            .as_array()?
-            .iter()
-            .all(|c| c["error"].is_null() && c["position"].as_i64().is_some_and(|p| p > 0));
-        all_known.then_some(v)
-    })
-    .await;
+    let consumers = console_view::wait_for_every_position(&c, &console).await;
     assert_eq!(consumers["bus"], "nats");
     assert_eq!(consumers["consumers"].as_array().map(Vec::len), Some(4));
     drop(up);

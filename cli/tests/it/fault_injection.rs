@@ -492,11 +492,7 @@ async fn ticketing_verdict(
 /// order charged twice, every order settled as it should be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
-    if !Backend::Production.enabled() {
-        return;
-    }
-    if !NatsCluster::available() {
-        switchyard_kit::testing::skip_or_fail("nats-server is not installed");
+    if !a_cluster_can_run() {
         return;
     }
     let secs = env_or("FAULT_SECS", 12);
@@ -524,6 +520,19 @@ async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     drop(up);
     resources.cleanup().await;
     assert_eq!(verdict.violations(), 0, "{verdict:?}");
+}
+
+/// Whether the cluster tests run here: the production backend is on, and nats-server is
+/// installed (without it they fail under CI).
+fn a_cluster_can_run() -> bool {
+    if !Backend::Production.enabled() {
+        return false;
+    }
+    if !NatsCluster::available() {
+        switchyard_kit::testing::skip_or_fail("nats-server is not installed");
+        return false;
+    }
+    true
 }
 
 /// The nemesis of the cluster tests: once the services have made the stream (three
@@ -564,11 +573,7 @@ async fn kill_the_stream_leader(
 /// the rule's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
-    if !Backend::Production.enabled() {
-        return;
-    }
-    if !NatsCluster::available() {
-        switchyard_kit::testing::skip_or_fail("nats-server is not installed");
+    if !a_cluster_can_run() {
         return;
     }
     let secs = env_or("FAULT_SECS", 12);

@@ -1305,31 +1305,8 @@ async fn the_console_reads_as_its_own_user_and_writes_nothing(
     );
     console.wait_ready(c).await;
     let url = console.url();
-    support::eventually("the order in the console's log", || async {
-        let events = c
-            .try_get(&format!("{url}/api/events?type=order:created"))
-            .await?
-            .json();
-        events
-            .as_array()?
-            .iter()
-            .any(|e| {
-                e["entities"]
-                    .as_array()
-                    .is_some_and(|ids| ids.iter().any(|id| id == order_id))
-            })
-            .then_some(())
-    })
-    .await;
-    let consumers = support::eventually("every durable's position", || async {
-        let v = c.try_get(&format!("{url}/api/consumers")).await?.json();
-        let all_known = v["consumers"]
-            .as_array()?
-            .iter()
-            .all(|c| c["error"].is_null() && c["position"].as_i64().is_some_and(|p| p > 0));
-        all_known.then_some(v)
-    })
-    .await;
+    support::console_view::wait_for_the_order(c, &url, order_id).await;
+    let consumers = support::console_view::wait_for_every_position(c, &url).await;
     assert_eq!(
         consumers["consumers"].as_array().map(Vec::len),
         Some(4),

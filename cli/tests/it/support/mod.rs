@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod blog;
+pub mod console_view;
 pub mod faults;
 pub mod http;
 pub mod load;
