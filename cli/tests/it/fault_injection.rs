@@ -14,8 +14,8 @@
 //!   listed.
 //!
 //! * On a NATS cluster of three servers (`up --nats a,b,c --stream-replicas 3`), both apps
-//!   under the same loads while the server leading the stream is SIGKILLed and restarted,
-//!   judged by the same checkers.
+//!   under the same loads (20 s: `FAULT_SECS`) while the server leading the stream is
+//!   SIGKILLed and, once another leads it, restarted; judged by the same checkers.
 //!
 //! Short by default (CI). The long version: `FAULT_SECS=300 FAULT_CLIENTS=64 cargo test
 //! --release -p switchyard --test it fault_injection:: -- --nocapture` (`FAULT_EXPIRATION_WINDOW_SECONDS`,
@@ -487,21 +487,22 @@ async fn ticketing_verdict(
 
 /// Ticketing under `up` on a NATS cluster of three servers, its streams kept by all three
 /// (`--nats a,b,c --stream-replicas 3`): buyers work through the gateway while the server
-/// leading the stream is SIGKILLed (a third of the way in) and started again (two thirds
-/// in). The same checker as above: nothing acknowledged lost, no ticket sold twice, no
+/// leading the stream is SIGKILLed and, once another leads it, started again
+/// ([`kill_the_stream_leader`]). The same checker as above: nothing acknowledged lost, no ticket sold twice, no
 /// order charged twice, every order settled as it should be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     if !a_cluster_can_run() {
         return;
     }
-    let secs = env_or("FAULT_SECS", 12);
+    let secs = env_or("FAULT_SECS", CLUSTER_SECS);
     let clients = env_or("FAULT_CLIENTS", 16) as usize;
     let window = env_or("FAULT_EXPIRATION_WINDOW_SECONDS", 20);
     let dir = tempfile::tempdir().expect("tmp");
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = NatsCluster::start();
     let mut resources = Resources::on_nats(cluster.urls());
+    streams_on_the_cluster(&cluster, &resources).await;
     let stripe = FakeStripe::start(STRIPE_KEY).await;
     let mut extra = production_args(&resources, &TICKETING_SERVICES).await;
     extra.extend(["--stream-replicas".to_string(), "3".to_string()]);
@@ -522,6 +523,32 @@ async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     assert_eq!(verdict.violations(), 0, "{verdict:?}");
 }
 
+/// The cluster tests' load, in seconds: a new leader is elected within several (the
+/// servers' election, and a client's requests timing out on the one gone), and that must
+/// happen while the load still runs.
+const CLUSTER_SECS: u64 = 20;
+
+/// Makes the app's streams on the cluster, three replicas each, before `up` starts: the
+/// cluster elects its JetStream leader some seconds after its servers start, and the
+/// nemesis' plan must not wait for that.
+async fn streams_on_the_cluster(cluster: &NatsCluster, resources: &Resources) {
+    let bus = switchyard_bus_client::NatsBus::connect(
+        &cluster.urls(),
+        &resources.stream,
+        &resources.prefix,
+    )
+    .await
+    .expect("connect to the cluster")
+    .with_stream_replicas(3);
+    switchyard_kit::wait::until(
+        "the streams on three servers",
+        Duration::from_secs(60),
+        || async { bus.ensure_streams().await.ok() },
+    )
+    .await
+    .expect("the streams");
+}
+
 /// Whether the cluster tests run here: the production backend is on, and nats-server is
 /// installed (without it they fail under CI).
 fn a_cluster_can_run() -> bool {
@@ -536,8 +563,9 @@ fn a_cluster_can_run() -> bool {
 }
 
 /// The nemesis of the cluster tests: once the services have made the stream (three
-/// replicas, asserted), the server leading it is SIGKILLed a third of the way through the
-/// `secs` of load begun at `started`, and started again two thirds in. Its name.
+/// replicas, asserted), the server leading it then is SIGKILLed a quarter of the way through
+/// the `secs` of load begun at `started`; once the other two have elected a new leader
+/// (under load: asserted), and not before two thirds in, it is started again. Its name.
 async fn kill_the_stream_leader(
     cluster: &mut NatsCluster,
     resources: &Resources,
@@ -550,18 +578,47 @@ async fn kill_the_stream_leader(
         &resources.prefix,
     )
     .await
-    .expect("connect to the cluster");
-    let info = support::eventually("the stream on the cluster", || async {
+    .expect("connect to the cluster")
+    .watching(true);
+    let stream_info = || async {
         let mut stream = bus.jetstream().get_stream(&resources.stream).await.ok()?;
         let info = stream.info().await.ok()?.clone();
         info.cluster.as_ref()?.leader.as_ref()?;
         Some(info)
+    };
+    let info = support::eventually("the stream on the cluster", stream_info).await;
+    assert_eq!(info.config.num_replicas, 3, "{:?}", info.config);
+    let kill_at = started + Duration::from_secs(secs / 4);
+    assert!(
+        Instant::now() < kill_at,
+        "the stream was made too late for the plan: raise FAULT_SECS"
+    );
+    tokio::time::sleep_until(kill_at.into()).await;
+    // The leader now (it may have moved since the stream was made).
+    let leader = support::eventually("the stream's leader", stream_info)
+        .await
+        .cluster
+        .and_then(|c| c.leader)
+        .unwrap_or_default();
+    assert!(
+        cluster.nodes.iter().any(|n| n.name == leader),
+        "the leader {leader:?} is none of the cluster's servers"
+    );
+    cluster.node_named(Some(&leader)).kill();
+    let killed = Instant::now();
+    support::eventually("a new leader among the other two", || async {
+        let info = stream_info().await?;
+        (info.cluster?.leader? != leader).then_some(())
     })
     .await;
-    assert_eq!(info.config.num_replicas, 3, "{:?}", info.config);
-    let leader = info.cluster.and_then(|c| c.leader).unwrap_or_default();
-    tokio::time::sleep_until((started + Duration::from_secs(secs / 3)).into()).await;
-    cluster.node_named(Some(&leader)).kill();
+    println!(
+        "leader {leader} killed; a new one elected within {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        Instant::now() < started + Duration::from_secs(secs),
+        "the new leader came after the load ended: raise FAULT_SECS"
+    );
     tokio::time::sleep_until((started + Duration::from_secs(secs * 2 / 3)).into()).await;
     cluster.node_named(Some(&leader)).start();
     leader
@@ -576,12 +633,13 @@ async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     if !a_cluster_can_run() {
         return;
     }
-    let secs = env_or("FAULT_SECS", 12);
+    let secs = env_or("FAULT_SECS", CLUSTER_SECS);
     let clients = env_or("FAULT_CLIENTS", 16);
     let dir = tempfile::tempdir().expect("tmp");
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = NatsCluster::start();
     let mut resources = Resources::on_nats(cluster.urls());
+    streams_on_the_cluster(&cluster, &resources).await;
     let mut extra =
         production_args(&resources, &["posts", "comments", "query", "moderation"]).await;
     extra.extend(["--stream-replicas".to_string(), "3".to_string()]);

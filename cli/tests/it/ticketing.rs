@@ -1357,7 +1357,8 @@ async fn the_console_reads_as_its_own_user_and_writes_nothing(
         Some(&as_console),
     )
     .await
-    .expect("connect as the console");
+    .expect("connect as the console")
+    .watching(true);
     let forged = switchyard_events::Envelope::new(
         "ticket:updated",
         json!({"id": "0123456789abcdef01234567", "version": 99, "title": "x", "price": 1, "userId": "u"}),

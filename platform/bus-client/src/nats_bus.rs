@@ -415,17 +415,7 @@ impl NatsBus {
     async fn deferral_store(&self) -> Option<&kv::Store> {
         match self
             .deferral_store
-            .get_or_try_init(|| async {
-                if self.watch_only {
-                    let bucket = nats_deferrals::bucket_name(&self.stream);
-                    self.js
-                        .get_key_value(&bucket)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot open bucket {bucket}: {e}"))
-                } else {
-                    nats_deferrals::open(&self.js, &self.stream, self.replicas).await
-                }
-            })
+            .get_or_try_init(|| nats_deferrals::open(&self.js, &self.stream, self.replicas))
             .await
         {
             Ok(store) => Some(store),
@@ -630,23 +620,7 @@ impl NatsBus {
             }
             Err(e) => return Err(e.into()),
         };
-        // Deferral counts are keyed `<consumer>.<seq>`; at most a bounded number is read.
-        let mut deferred = 0usize;
-        if let Some(store) = self.deferral_store().await
-            && let Ok(mut keys) = store.keys().await
-        {
-            let prefix = format!("{durable}.");
-            let mut seen = 0usize;
-            while let Some(key) = keys.next().await {
-                seen += 1;
-                if key.is_ok_and(|k| k.starts_with(&prefix)) {
-                    deferred += 1;
-                }
-                if seen >= MAX_DEFERRAL_KEYS_READ {
-                    break;
-                }
-            }
-        }
+        let deferred = self.deferred_count(durable).await;
         Ok(Some(ConsumerState {
             durable: durable.to_string(),
             delivered: info.delivered.stream_sequence,
@@ -657,6 +631,47 @@ impl NatsBus {
             deferred,
             dead_letters: self.dead_letter_count(durable).await?,
         }))
+    }
+
+    /// How many events `durable` has deferred: its keys in the deferral bucket
+    /// (`<consumer>.<seq>`) whose last entry is a count, not a deletion. Read without a
+    /// consumer (the stream's subjects, then each key's last message), so a reader that may
+    /// only read (the console) can; at most [`MAX_DEFERRAL_KEYS_READ`] keys, within
+    /// [`DEFERRAL_COUNT_TIMEOUT`]; 0 when the bucket is not there.
+    async fn deferred_count(&self, durable: &str) -> usize {
+        let bucket = nats_deferrals::bucket_name(&self.stream);
+        let count = async {
+            let stream = self.js.get_stream(format!("KV_{bucket}")).await.ok()?;
+            let mut subjects = stream
+                .info_with_subjects(format!("$KV.{bucket}.{durable}.>"))
+                .await
+                .ok()?;
+            let mut keys = Vec::new();
+            while let Some(Ok((subject, _))) = subjects.next().await {
+                keys.push(subject);
+                if keys.len() >= MAX_DEFERRAL_KEYS_READ {
+                    break;
+                }
+            }
+            let mut deferred = 0usize;
+            for key in keys {
+                if let Ok(last) = stream.get_last_raw_message_by_subject(&key).await {
+                    let deleted = last
+                        .headers
+                        .get("KV-Operation")
+                        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                    if !deleted {
+                        deferred += 1;
+                    }
+                }
+            }
+            Some(deferred)
+        };
+        tokio::time::timeout(DEFERRAL_COUNT_TIMEOUT, count)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// Starts the durable consumer `settings.group` feeding `handler`, and the listener
@@ -1430,7 +1445,9 @@ async fn next_message(
 }
 
 /// Most keys of the deferral counts read for [`NatsBus::consumer_state`].
-const MAX_DEFERRAL_KEYS_READ: usize = 10_000;
+const MAX_DEFERRAL_KEYS_READ: usize = 1_000;
+/// How long counting a consumer's deferrals may take (the console waits on it).
+const DEFERRAL_COUNT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A durable consumer's position and what waits for it, as JetStream reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

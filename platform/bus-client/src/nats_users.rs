@@ -19,8 +19,8 @@
 //! event on its subject, which only its producer and the operator may.
 //!
 //! A *watcher* (the console) may read and publish nothing of its own: it reads the
-//! app's streams message by message and every durable's info, lists the deferral
-//! counts' keys (an ephemeral consumer of that bucket), and hears every consumer's
+//! app's streams message by message and every durable's info, reads the deferral
+//! counts message by message (no consumer: it may create none), and hears every consumer's
 //! max-deliveries and terminated advisories. It may create no stream, pull from no
 //! durable, acknowledge nothing and publish no event or dead letter, so a replay is the
 //! operator's.
@@ -131,13 +131,10 @@ fn watcher_permissions(
         format!("$JS.API.STREAM.INFO.{dead}"),
         format!("$JS.API.STREAM.MSG.GET.{dead}"),
         format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+        // The deferral counts: the bucket's subjects, then each key's last entry. No
+        // consumer: one could deliver the bucket onto any subject.
         format!("$JS.API.STREAM.INFO.KV_{bucket}"),
-        // Listing the bucket's keys: an ephemeral, ordered consumer of it, and its flow
-        // control replies.
-        format!("$JS.API.CONSUMER.CREATE.KV_{bucket}"),
-        format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.>"),
-        format!("$JS.API.CONSUMER.DELETE.KV_{bucket}.*"),
-        format!("$JS.FC.KV_{bucket}.>"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"),
     ];
     let subscribe = vec![
         format!("{}.>", inbox_prefix(user)),
@@ -210,7 +207,7 @@ mod tests {
                 "{p}"
             );
             assert!(!p.contains("MSG.DELETE"), "{p}");
-            assert!(!p.contains("CREATE.TICKETING"), "{p}");
+            assert!(!p.contains("CONSUMER.CREATE"), "{p}");
         }
         assert_eq!(subscribe[0], "_INBOX_console.>");
     }

@@ -352,6 +352,60 @@ async fn deferred_events_come_back_without_counting_as_failures() {
     shutdown.drain_background(Duration::from_secs(2)).await;
 }
 
+/// Defers every event while `hold` is set, then applies it.
+#[derive(Default)]
+struct Held {
+    hold: std::sync::atomic::AtomicBool,
+    applied: std::sync::atomic::AtomicUsize,
+}
+
+impl EventHandler for Held {
+    fn handle(&self, _event: Envelope) -> BoxFuture<'_, Result<Handled, HandleError>> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            if self.hold.load(Ordering::SeqCst) {
+                return Err(HandleError::NotYet("held".into()));
+            }
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            Ok(Handled::Applied)
+        })
+    }
+}
+
+/// The console's view of a consumer counts the event it defers, read by a client that
+/// only reads (no consumer of the deferral bucket, no stream made), and stops counting it
+/// once it is applied (its count deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sees_a_deferred_event_counted_until_it_is_applied() {
+    use std::sync::atomic::Ordering;
+    let Some((bus, cleanup)) = fresh_bus().await else {
+        return;
+    };
+    let mut settings = ConsumerSettings::new("svc");
+    settings.max_deliver = 1000;
+    let handler = Arc::new(Held::default());
+    handler.hold.store(true, Ordering::SeqCst);
+    let shutdown = Shutdown::new();
+    bus.start_consuming(&settings, handler.clone(), Metrics::new("svc"), &shutdown);
+    publish(&bus, &event("Held", 1)).await;
+    let reader = NatsBus::connect(&nats_url(), &cleanup.stream, &cleanup.prefix)
+        .await
+        .expect("connect")
+        .watching(true);
+    eventually("the deferral counted", || async {
+        let state = reader.consumer_state("svc").await.ok()??;
+        (state.deferred == 1).then_some(())
+    })
+    .await;
+    handler.hold.store(false, Ordering::SeqCst);
+    eventually("the event applied and no longer counted", || async {
+        let state = reader.consumer_state("svc").await.ok()??;
+        (handler.applied.load(Ordering::SeqCst) == 1 && state.deferred == 0).then_some(())
+    })
+    .await;
+    shutdown.drain_background(Duration::from_secs(2)).await;
+}
+
 /// One replica of a consumer in [`deferrals_by_other_replicas_are_not_failures`]: defers
 /// the event its first `defer_first` deliveries across both replicas, then applies it.
 struct Replica {
