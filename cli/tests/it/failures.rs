@@ -443,6 +443,23 @@ async fn databases_refusing_connections_for_150_seconds_lose_no_event() {
         assert_eq!(a.status, 201);
         tickets.push(a.json()["id"].as_str().expect("id").to_string());
     }
+    // ...known to orders: on the bus before tickets' database goes away (a ticket still in
+    // its outbox would reach orders only after the outage).
+    support::eventually("every ticket on the bus before the outage", || async {
+        let on_bus = t
+            .events()
+            .await
+            .iter()
+            .filter(|e| {
+                e["type"] == "ticket:created"
+                    && e["data"]["id"]
+                        .as_str()
+                        .is_some_and(|id| tickets.iter().any(|t| t == id))
+            })
+            .count();
+        (on_bus == tickets.len()).then_some(())
+    })
+    .await;
     let resources = t.resources.as_ref().expect("production resources");
     let refusing = Refusing::start(
         ["tickets", "expiration", "payments"]
