@@ -51,7 +51,11 @@ pub struct UpArgs {
     pub stream_replicas: u8,
     /// How long the bus keeps an event, in seconds (the NATS stream's max age, or the HTTP
     /// bus's retention; 0: for ever). Default: the app's (`EVENTS_MAX_AGE_SECONDS`).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(0..=switchyard_kit::config::MAX_RETENTION_SECONDS)
+    )]
     pub events_max_age: Option<u64>,
     /// The JetStream stream, with --nats (default: the app's, e.g. BLOG).
     #[arg(long)]

@@ -116,10 +116,7 @@ impl BusConfig {
             subject_prefix,
             secret: BusSecret::from_env(env)?,
             credentials: NatsCredentials::from_env(env)?,
-            max_age: match env.parse_or::<u64>("EVENTS_MAX_AGE_SECONDS", 0)? {
-                0 => None,
-                secs => Some(std::time::Duration::from_secs(secs)),
-            },
+            max_age: switchyard_kit::config::retention(env, "EVENTS_MAX_AGE_SECONDS")?,
             stream_replicas,
             watch_only: false,
         })

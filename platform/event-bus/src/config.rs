@@ -152,10 +152,7 @@ impl Subscriber {
 
 /// `EVENTS_MAX_AGE_SECONDS`: how long the bus keeps an event (0 or unset: for ever).
 pub fn events_max_age(env: &Env) -> Result<Option<Duration>, ConfigError> {
-    Ok(match env.parse_or::<u64>("EVENTS_MAX_AGE_SECONDS", 0)? {
-        0 => None,
-        secs => Some(Duration::from_secs(secs)),
-    })
+    switchyard_kit::config::retention(env, "EVENTS_MAX_AGE_SECONDS")
 }
 
 /// Checks the payload of an event of a known type; the app's contract supplies it.

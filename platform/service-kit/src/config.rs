@@ -166,6 +166,26 @@ where
         })
 }
 
+/// The longest retention a setting may name: 100 years (a NATS stream's max age is
+/// nanoseconds in an `i64`, which holds about 292 years).
+pub const MAX_RETENTION_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
+/// A retention in seconds from `name`: 0 or unset keeps for ever (`None`); more than
+/// [`MAX_RETENTION_SECONDS`] is refused, naming the variable.
+pub fn retention(env: &Env, name: &str) -> Result<Option<Duration>, ConfigError> {
+    match env.parse_or::<u64>(name, 0)? {
+        0 => Ok(None),
+        secs if secs <= MAX_RETENTION_SECONDS => Ok(Some(Duration::from_secs(secs))),
+        secs => Err(ConfigError::Malformed {
+            name: name.to_string(),
+            value: secs.to_string(),
+            reason: format!(
+                "at most {MAX_RETENTION_SECONDS} seconds (100 years); 0 keeps for ever"
+            ),
+        }),
+    }
+}
+
 /// Checks that a URL has one of the given schemes and a non-empty rest.
 pub fn check_url(name: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let ok = schemes.iter().any(|scheme| {
@@ -367,5 +387,19 @@ mod tests {
         let env = Env::from_pairs([("L", " a, ,b ")]);
         assert_eq!(env.list_or("L", &[]), vec!["a", "b"]);
         assert_eq!(env.list_or("M", &["x"]), vec!["x"]);
+    }
+
+    #[test]
+    fn a_retention_is_bounded_and_named_when_too_long() {
+        let env = Env::from_pairs([("KEEP", "3600")]);
+        assert_eq!(
+            retention(&env, "KEEP").expect("an hour"),
+            Some(Duration::from_secs(3600))
+        );
+        let forever = Env::from_pairs([("KEEP", "0")]);
+        assert_eq!(retention(&forever, "KEEP").expect("for ever"), None);
+        let huge = Env::from_pairs([("KEEP", u64::MAX.to_string())]);
+        let e = retention(&huge, "KEEP").expect_err("too long").to_string();
+        assert!(e.contains("KEEP"), "{e}");
     }
 }
