@@ -502,7 +502,11 @@ async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = NatsCluster::start();
     let mut resources = Resources::on_nats(cluster.urls());
-    streams_on_the_cluster(&cluster, &resources).await;
+    // The streams first: the cluster elects its JetStream leader some seconds after its
+    // servers start, and the nemesis' plan must not wait for that.
+    let bus = cluster
+        .make_streams(&resources.stream, &resources.prefix)
+        .await;
     let stripe = FakeStripe::start(STRIPE_KEY).await;
     let mut extra = production_args(&resources, &TICKETING_SERVICES).await;
     extra.extend(["--stream-replicas".to_string(), "3".to_string()]);
@@ -511,7 +515,7 @@ async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     let started = Instant::now();
     let acked = Arc::new(Mutex::new(ticketing_load::Acked::default()));
     let load = ticketing_buyers(&base, clients, started + Duration::from_secs(secs), &acked);
-    let leader = kill_the_stream_leader(&mut cluster, &resources, started, secs).await;
+    let leader = kill_the_stream_leader(&mut cluster, &bus, started, secs).await;
     let (acked, verdict) = ticketing_verdict(&base, load, &acked, &stripe, window).await;
     println!(
         "\nticketing on a 3-server NATS cluster, leader {leader} killed and restarted: {} orders acknowledged, {} paid, verdict {verdict:?}",
@@ -527,27 +531,6 @@ async fn ticketing_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
 /// servers' election, and a client's requests timing out on the one gone), and that must
 /// happen while the load still runs.
 const CLUSTER_SECS: u64 = 20;
-
-/// Makes the app's streams on the cluster, three replicas each, before `up` starts: the
-/// cluster elects its JetStream leader some seconds after its servers start, and the
-/// nemesis' plan must not wait for that.
-async fn streams_on_the_cluster(cluster: &NatsCluster, resources: &Resources) {
-    let bus = switchyard_bus_client::NatsBus::connect(
-        &cluster.urls(),
-        &resources.stream,
-        &resources.prefix,
-    )
-    .await
-    .expect("connect to the cluster")
-    .with_stream_replicas(3);
-    switchyard_kit::wait::until(
-        "the streams on three servers",
-        Duration::from_secs(60),
-        || async { bus.ensure_streams().await.ok() },
-    )
-    .await
-    .expect("the streams");
-}
 
 /// Whether the cluster tests run here: the production backend is on, and nats-server is
 /// installed (without it they fail under CI).
@@ -568,20 +551,12 @@ fn a_cluster_can_run() -> bool {
 /// (under load: asserted), and not before two thirds in, it is started again. Its name.
 async fn kill_the_stream_leader(
     cluster: &mut NatsCluster,
-    resources: &Resources,
+    bus: &switchyard_bus_client::NatsBus,
     started: Instant,
     secs: u64,
 ) -> String {
-    let bus = switchyard_bus_client::NatsBus::connect(
-        &cluster.urls(),
-        &resources.stream,
-        &resources.prefix,
-    )
-    .await
-    .expect("connect to the cluster")
-    .watching(true);
     let stream_info = || async {
-        let mut stream = bus.jetstream().get_stream(&resources.stream).await.ok()?;
+        let mut stream = bus.jetstream().get_stream(bus.stream_name()).await.ok()?;
         let info = stream.info().await.ok()?.clone();
         info.cluster.as_ref()?.leader.as_ref()?;
         Some(info)
@@ -645,7 +620,11 @@ async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = NatsCluster::start();
     let mut resources = Resources::on_nats(cluster.urls());
-    streams_on_the_cluster(&cluster, &resources).await;
+    // The streams first: the cluster elects its JetStream leader some seconds after its
+    // servers start, and the nemesis' plan must not wait for that.
+    let bus = cluster
+        .make_streams(&resources.stream, &resources.prefix)
+        .await;
     let mut extra =
         production_args(&resources, &["posts", "comments", "query", "moderation"]).await;
     extra.extend(["--stream-replicas".to_string(), "3".to_string()]);
@@ -654,7 +633,7 @@ async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     let started = Instant::now();
     let acked = Arc::new(Mutex::new(Acked::default()));
     let load = blog_writers(&base, clients, started + Duration::from_secs(secs), &acked);
-    let leader = kill_the_stream_leader(&mut cluster, &resources, started, secs).await;
+    let leader = kill_the_stream_leader(&mut cluster, &bus, started, secs).await;
     let verdict = blog_verdict(&base, load, &acked).await;
     println!(
         "\nthe blog on a 3-server NATS cluster, leader {leader} killed and restarted: {verdict:?}"

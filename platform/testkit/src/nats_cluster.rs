@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use switchyard_bus_client::NatsBus;
+
 /// Where Debian puts the server.
 pub const NATS_BIN: &str = "/usr/sbin/nats-server";
 
@@ -108,6 +110,24 @@ impl NatsCluster {
             .map(Node::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Connects to the three servers and makes the streams `stream` (subjects under
+    /// `prefix`) with three replicas, retried until the cluster has elected its JetStream
+    /// leader (a few seconds after the servers start). The connection, for reading them.
+    pub async fn make_streams(&self, stream: &str, prefix: &str) -> NatsBus {
+        let bus = NatsBus::connect(&self.urls(), stream, prefix)
+            .await
+            .expect("connect to the cluster")
+            .with_stream_replicas(3);
+        switchyard_kit::wait::until(
+            "the streams on three servers",
+            std::time::Duration::from_secs(60),
+            || async { bus.ensure_streams().await.ok() },
+        )
+        .await
+        .expect("the streams");
+        bus
     }
 
     /// The node named `name` (a stream's leader, as JetStream reports it), else the first.

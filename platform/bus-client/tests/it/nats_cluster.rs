@@ -32,18 +32,7 @@ async fn a_stream_of_three_replicas_loses_nothing_when_a_server_is_killed() {
     let mut cluster = NatsCluster::start();
     let id = switchyard_events::ids::entity_id();
     let (stream, prefix) = (format!("SYC_{id}"), format!("syc.{id}"));
-    let bus = NatsBus::connect(&cluster.urls(), &stream, &prefix)
-        .await
-        .expect("connect")
-        .with_stream_replicas(3);
-    // The cluster elects its JetStream leader a few seconds after the servers start.
-    switchyard_kit::wait::until(
-        "the streams on three servers",
-        Duration::from_secs(60),
-        || async { bus.ensure_streams().await.ok() },
-    )
-    .await
-    .expect("streams");
+    let bus = cluster.make_streams(&stream, &prefix).await;
     let info = bus
         .jetstream()
         .get_stream(&stream)
