@@ -1,90 +1,269 @@
 //! Answers kept between a service's commits.
 //!
 //! A read that is much more frequent than the changes it depends on (a list of tickets, a
-//! user's orders) can be kept as the bytes it answered, tagged with the outbox's commit
-//! count ([`crate::Outbox::commits`]) at the time the read started, and served again while
-//! the count has not moved: if every change goes through the outbox, any commit since
-//! (whatever it changed) means reading again. A read that raced a commit is never kept:
-//! its tag is already old when it ends.
+//! user's orders) can be kept as the bytes it answered, tagged with a version of the
+//! database at the time the read started, and served again while the version has not
+//! moved. A read that raced a change is never kept: its tag is already old when it ends.
 //!
-//! Only where the service's process is its database's only writer (SQLite: one process per
-//! file). Replicas on one PostgreSQL database write it too, and this process would not see
-//! their commits: there, [`ReadCache::for_database`] gives no cache and every read goes to
-//! the database.
+//! The version counts two things:
+//! - this process's own commits ([`crate::Outbox::commits`]), counted the moment each
+//!   commit returns: a replica's next read after its own write is never served from before
+//!   that write;
+//! - on PostgreSQL, where other replicas of the service write the same database, their
+//!   changes: a trigger on each table the kept reads depend on sends a `NOTIFY` at the end
+//!   of every statement that changes it, which PostgreSQL delivers to every listening
+//!   connection when (and only if) the transaction commits; each notice moves the version.
+//!   While this process is not listening (before its `LISTEN` is in place, while its
+//!   connection is lost) nothing is served from or kept in the cache; a reconnection moves
+//!   the version, since notices sent while away are lost. A kept answer is also never served
+//!   past [`MAX_AGE`], so a listening connection that stalled without failing delays
+//!   another replica's change by at most that.
+//!
+//! On SQLite the service's process is its database's only writer (one process per file):
+//! its own commits are the whole version.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchyard_kit::{ApiError, Db, Dialect};
+use switchyard_kit::{ApiError, Backoff, Db, Dialect, Shutdown};
 
 use crate::Outbox;
 
 /// Most answers kept at once; past it the cache starts over (the next reads refill it).
 const MAX_ENTRIES: usize = 10_000;
 
-/// Kept answers by key, each with the commit count it was read at.
+/// The longest a kept answer is served: the bound on how late another replica's change can
+/// be seen if this process's notices stall unnoticed (they normally arrive within
+/// milliseconds of the commit).
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The channel the change triggers notify on (a channel is scoped to its database, and each
+/// service has a database of its own).
+const CHANNEL: &str = "switchyard_changes";
+
+/// Serializes the triggers' creation among replicas starting together.
+const TRIGGER_LOCK_KEY: i64 = 0x5359_4e4f_5446; // "SYNOTF"
+
+/// Kept answers by key, each with the version it was read at and when.
 pub struct ReadCache<K> {
-    kept: RwLock<HashMap<K, (u64, Bytes)>>,
+    kept: RwLock<HashMap<K, Kept>>,
+    /// Other writers of the database (PostgreSQL), or `None` where there are none.
+    others: Option<Arc<OtherWriters>>,
 }
 
-impl<K: Eq + Hash + Clone> Default for ReadCache<K> {
-    fn default() -> Self {
-        ReadCache {
-            kept: RwLock::new(HashMap::new()),
-        }
-    }
+struct Kept {
+    version: u64,
+    at: Instant,
+    body: Bytes,
+}
+
+/// What this process has heard of other processes' changes.
+#[derive(Default)]
+pub struct OtherWriters {
+    /// Notices received, plus one per (re)connection of the listener.
+    seen: AtomicU64,
+    /// Whether the listener is in place: if not, changes could go unheard.
+    listening: AtomicBool,
 }
 
 impl<K: Eq + Hash + Clone> ReadCache<K> {
-    /// A cache for a service on `db`, or `None` where other processes write the database.
-    pub fn for_database(db: &Db) -> Option<Self> {
-        (db.dialect() == Dialect::Sqlite).then(Self::default)
+    /// A cache for a process that is its database's only writer.
+    fn sole_writer() -> Self {
+        ReadCache {
+            kept: RwLock::new(HashMap::new()),
+            others: None,
+        }
     }
 
-    /// The JSON answer for `key`: the one `cache` keeps if no commit of `outbox` came
-    /// since it was read, otherwise `read` afresh (and kept, if no commit raced it).
+    /// A cache whose reads depend on `tables` of `db`: on PostgreSQL, makes sure each
+    /// table notifies its changes and listens for them until `shutdown` (a task of its
+    /// own, reconnecting when its connection is lost).
+    pub async fn for_database(
+        db: &Db,
+        tables: &[&str],
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Self> {
+        if db.dialect() == Dialect::Sqlite {
+            return Ok(Self::sole_writer());
+        }
+        notify_changes(db, tables).await?;
+        let others = Arc::new(OtherWriters::default());
+        let stop = shutdown.background_token();
+        shutdown.spawn(
+            "read-cache-listener",
+            listen(db.clone(), others.clone(), stop),
+        );
+        Ok(ReadCache {
+            kept: RwLock::new(HashMap::new()),
+            others: Some(others),
+        })
+    }
+
+    /// Whether it can serve answers: always for a sole writer, while its listener is in
+    /// place otherwise.
+    pub fn listening(&self) -> bool {
+        self.others
+            .as_ref()
+            .is_none_or(|o| o.listening.load(Ordering::Acquire))
+    }
+
+    /// The database's version as this process knows it, or `None` while it cannot know
+    /// (another writer's changes could go unheard).
+    fn version(&self, outbox: &Outbox) -> Option<u64> {
+        let own = outbox.commits();
+        match &self.others {
+            None => Some(own),
+            Some(others) => {
+                if !others.listening.load(Ordering::Acquire) {
+                    return None;
+                }
+                // Both only grow, so their sum moves whenever either does.
+                Some(own.wrapping_add(others.seen.load(Ordering::Acquire)))
+            }
+        }
+    }
+
+    /// The JSON answer for `key`: the one kept if the database has not changed since it
+    /// was read, otherwise `read` afresh (and kept, if no change raced it).
     pub async fn answer<T: serde::Serialize>(
-        cache: Option<&Self>,
+        &self,
         outbox: &Outbox,
         key: K,
         read: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<Bytes, ApiError> {
-        let at = outbox.commits();
-        if let Some(body) = cache.and_then(|c| c.get(&key, at)) {
+        let at = self.version(outbox);
+        if let Some(at) = at
+            && let Some(body) = self.get(&key, at)
+        {
             return Ok(body);
         }
         let body = Bytes::from(serde_json::to_vec(&read.await?).map_err(ApiError::internal)?);
-        if let Some(cache) = cache {
-            cache.keep(key, at, outbox.commits(), body.clone());
+        if let Some(at) = at
+            && let Some(now) = self.version(outbox)
+        {
+            self.keep(key, at, now, body.clone());
         }
         Ok(body)
     }
 
-    /// The answer kept for `key`, if it was read at commit count `now`.
+    /// The answer kept for `key`, if it was read at version `now` less than [`MAX_AGE`] ago.
     pub fn get(&self, key: &K, now: u64) -> Option<Bytes> {
         let kept = self.kept.read().unwrap_or_else(PoisonError::into_inner);
         match kept.get(key) {
-            Some((at, body)) if *at == now => Some(body.clone()),
+            Some(k) if k.version == now && k.at.elapsed() < MAX_AGE => Some(k.body.clone()),
             _ => None,
         }
     }
 
-    /// Keeps `body` for `key`, read from a start at count `at`, if the count is still `at`
-    /// (`now`).
+    /// Keeps `body` for `key`, read from a start at version `at`, if the version is still
+    /// `at` (`now`).
     pub fn keep(&self, key: K, at: u64, now: u64, body: Bytes) {
         if at != now {
             return;
         }
         let mut kept = self.kept.write().unwrap_or_else(PoisonError::into_inner);
         if kept.len() >= MAX_ENTRIES {
-            kept.retain(|_, (was, _)| *was == now);
+            kept.retain(|_, k| k.version == now && k.at.elapsed() < MAX_AGE);
             if kept.len() >= MAX_ENTRIES {
                 kept.clear();
             }
         }
-        kept.insert(key, (at, body));
+        kept.insert(
+            key,
+            Kept {
+                version: at,
+                at: Instant::now(),
+                body,
+            },
+        );
+    }
+}
+
+/// Creates (or replaces) on each of `tables` a statement trigger that notifies
+/// [`CHANNEL`]: PostgreSQL folds a transaction's identical notices into one and delivers it
+/// at commit, so a change costs one notice however many rows it touched.
+async fn notify_changes(db: &Db, tables: &[&str]) -> anyhow::Result<()> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(TRIGGER_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    // Both statements are made of constants and a checked table name.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE OR REPLACE FUNCTION switchyard_notify_change() RETURNS trigger \
+         LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    for table in tables {
+        anyhow::ensure!(
+            !table.is_empty()
+                && table
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+            "a table name of lowercase letters, digits and underscores, not {table:?}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE OR REPLACE TRIGGER switchyard_notify_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE \
+             ON {table} FOR EACH STATEMENT EXECUTE FUNCTION switchyard_notify_change()"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Listens for other processes' changes until `stop`, counting them in `others`.
+async fn listen(db: Db, others: Arc<OtherWriters>, stop: tokio_util::sync::CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let mut listener = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            connected = async {
+                let mut listener = db.listener().await?;
+                listener.listen(CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            } => match connected {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the read cache cannot listen for other replicas' changes; reading the database every time");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        backoff.reset();
+        // Notices sent while not listening are lost: everything kept is old now. The count
+        // moves before the cache opens again, so a read begun while closed is not kept.
+        others.seen.fetch_add(1, Ordering::AcqRel);
+        others.listening.store(true, Ordering::Release);
+        let lost = loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                notice = listener.try_recv() => match notice {
+                    Ok(Some(_)) => {
+                        others.seen.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Ok(None) => break "the connection was closed".to_string(),
+                    Err(e) => break e.to_string(),
+                },
+            }
+        };
+        others.listening.store(false, Ordering::Release);
+        others.seen.fetch_add(1, Ordering::AcqRel);
+        tracing::warn!(error = %lost, "the read cache stopped hearing other replicas' changes; reading the database until it listens again");
+        if !backoff.wait(&stop).await {
+            return;
+        }
     }
 }
 
@@ -94,7 +273,7 @@ mod tests {
 
     #[test]
     fn serves_what_was_read_until_a_commit() {
-        let cache = ReadCache::<()>::default();
+        let cache = ReadCache::<()>::sole_writer();
         assert_eq!(cache.get(&(), 0), None);
         cache.keep((), 0, 0, Bytes::from_static(b"[]"));
         assert_eq!(cache.get(&(), 0), Some(Bytes::from_static(b"[]")));
@@ -104,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_read_that_raced_a_commit_is_not_kept() {
-        let cache = ReadCache::<()>::default();
+        let cache = ReadCache::<()>::sole_writer();
         cache.keep((), 3, 4, Bytes::from_static(b"[stale]"));
         assert_eq!(cache.get(&(), 3), None);
         assert_eq!(cache.get(&(), 4), None);
@@ -112,7 +291,7 @@ mod tests {
 
     #[test]
     fn keys_are_kept_apart_and_bounded() {
-        let cache = ReadCache::<String>::default();
+        let cache = ReadCache::<String>::sole_writer();
         cache.keep("a".into(), 1, 1, Bytes::from_static(b"A"));
         cache.keep("b".into(), 1, 1, Bytes::from_static(b"B"));
         assert_eq!(

@@ -108,6 +108,18 @@ pub struct Db {
     pool: AnyPool,
     reader: AnyPool,
     dialect: Dialect,
+    /// Where it connects, for connections outside the pool ([`Db::listener`]).
+    url: ConnectUrl,
+}
+
+/// A database URL, printed without its password.
+#[derive(Clone)]
+struct ConnectUrl(std::sync::Arc<str>);
+
+impl std::fmt::Debug for ConnectUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
 }
 
 impl Db {
@@ -131,6 +143,7 @@ impl Db {
                     pool,
                     reader,
                     dialect,
+                    url: ConnectUrl(url.into()),
                 })
             }
             Dialect::Postgres => {
@@ -145,6 +158,7 @@ impl Db {
                     reader: pool.clone(),
                     pool,
                     dialect,
+                    url: ConnectUrl(url.into()),
                 })
             }
         }
@@ -230,6 +244,21 @@ impl Db {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// A connection of its own that receives `NOTIFY`s (PostgreSQL only): a listener holds
+    /// its connection for as long as it listens, so it is never one of the pool's.
+    pub async fn listener(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+        if self.dialect != Dialect::Postgres {
+            return Err(sqlx::Error::Configuration(
+                "LISTEN needs PostgreSQL".to_string().into(),
+            ));
+        }
+        sqlx::postgres::PgListener::connect(self.url()).await
+    }
+
+    fn url(&self) -> &str {
+        &self.url.0
     }
 
     /// A cheap round trip, for readiness.

@@ -4,3 +4,4 @@
 mod nats;
 mod nats_cluster;
 mod outbox_postgres;
+mod read_cache_postgres;

@@ -110,8 +110,15 @@ pub async fn launch(
     let service = Service::start(settings.service, &MIGRATIONS, &shutdown).await?;
     let state = service.state();
     let handler = Arc::new(handler::Events(state.clone()));
+    // A user's orders read the orders with their tickets.
+    let lists = switchyard_bus_client::ReadCache::for_database(
+        &state.db,
+        &["orders", "tickets"],
+        &shutdown,
+    )
+    .await?;
     let routes = routes::router(routes::OrdersState {
-        lists: switchyard_bus_client::ReadCache::for_database(&state.db).map(Arc::new),
+        lists: Arc::new(lists),
         service: state,
         expiration_window: settings.expiration_window,
         sessions,

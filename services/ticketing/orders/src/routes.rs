@@ -34,9 +34,8 @@ const MAX_ATTEMPTS: usize = 8;
 pub(crate) struct OrdersState {
     pub service: ServiceState,
     pub expiration_window: Duration,
-    /// Each user's `GET /api/orders`, kept between commits where this process is the
-    /// database's only writer ([`ReadCache`]).
-    pub lists: Option<Arc<ReadCache<String>>>,
+    /// Each user's `GET /api/orders`, kept between changes ([`ReadCache`]).
+    pub lists: Arc<ReadCache<String>>,
     pub sessions: Sessions,
 }
 
@@ -170,13 +169,14 @@ async fn index(
     State(state): State<OrdersState>,
     RequireUser(user): RequireUser,
 ) -> Result<Response, ApiError> {
-    let body = ReadCache::answer(
-        state.lists.as_deref(),
-        &state.service.outbox,
-        user.id.clone(),
-        orders_of(&state.service, &user.id),
-    )
-    .await?;
+    let body = state
+        .lists
+        .answer(
+            &state.service.outbox,
+            user.id.clone(),
+            orders_of(&state.service, &user.id),
+        )
+        .await?;
     Ok(switchyard_kit::http::json_bytes(body))
 }
 

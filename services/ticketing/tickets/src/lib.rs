@@ -23,7 +23,7 @@ mod ticket;
 use std::sync::Arc;
 
 use switchyard_bus_client::retention::Expiring;
-use switchyard_bus_client::{Service, ServiceSettings};
+use switchyard_bus_client::{ReadCache, Service, ServiceSettings};
 use switchyard_kit::server::Listeners;
 use switchyard_kit::{ConfigError, Env, Migration, Migrations, Shutdown};
 use switchyard_session::{SessionConfig, Sessions};
@@ -121,8 +121,14 @@ pub async fn launch(
         });
     let state = service.state();
     let handler = Arc::new(handler::Orders(state.clone()));
+    // The list reads the tickets table only.
+    let cache = ReadCache::for_database(&state.db, &["tickets"], &shutdown).await?;
     service
-        .run(routes::router(state, sessions), Some(handler), listeners)
+        .run(
+            routes::router(state, Arc::new(cache), sessions),
+            Some(handler),
+            listeners,
+        )
         .await
 }
 

@@ -27,8 +27,8 @@ const MAX_ATTEMPTS: usize = 64;
 #[derive(Clone)]
 struct RouteState {
     service: ServiceState,
-    /// The kept `GET /api/tickets`: only where this process is the database's only writer.
-    cache: Option<Arc<ReadCache<()>>>,
+    /// The kept `GET /api/tickets`.
+    cache: Arc<ReadCache<()>>,
     sessions: Sessions,
 }
 
@@ -38,8 +38,11 @@ impl HasSessions for RouteState {
     }
 }
 
-pub(crate) fn router(service: ServiceState, sessions: Sessions) -> OpenApiRouter {
-    let cache = ReadCache::for_database(&service.db).map(Arc::new);
+pub(crate) fn router(
+    service: ServiceState,
+    cache: Arc<ReadCache<()>>,
+    sessions: Sessions,
+) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(index, create))
         .routes(routes!(show, update))
@@ -110,7 +113,7 @@ async fn index(
         ..
     }): State<RouteState>,
 ) -> Result<Response, ApiError> {
-    let body = ReadCache::answer(cache.as_deref(), &state.outbox, (), list(&state)).await?;
+    let body = cache.answer(&state.outbox, (), list(&state)).await?;
     Ok(switchyard_kit::http::json_bytes(body))
 }
 
