@@ -638,6 +638,14 @@ async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
     println!(
         "\nthe blog on a 3-server NATS cluster, leader {leader} killed and restarted: {verdict:?}"
     );
+    if verdict.pending > 0 || verdict.lost > 0 {
+        // What a stall looks like from the server: each durable's position, and what the
+        // services said (warnings and above).
+        print_consumers(&bus).await;
+        for line in up.lines().iter().rev().take(200).rev() {
+            println!("up: {line}");
+        }
+    }
     drop(up);
     resources.cleanup().await;
     assert_eq!(
@@ -650,4 +658,30 @@ async fn the_blog_on_a_nats_cluster_loses_nothing_when_a_server_is_killed() {
         (0, 0, 0, 0),
         "lost, duplicated, pending, wrong: {verdict:?}"
     );
+}
+
+/// Every durable consumer of the stream: delivered, acknowledged floor, pending, waiting.
+async fn print_consumers(bus: &switchyard_bus_client::NatsBus) {
+    use futures_util::StreamExt;
+    let Ok(stream) = bus.jetstream().get_stream(bus.stream_name()).await else {
+        println!("the stream could not be read");
+        return;
+    };
+    let mut infos = stream.consumers();
+    while let Some(info) = infos.next().await {
+        match info {
+            Ok(i) => println!(
+                "consumer {}: delivered {}, ack floor {}, pending {}, ack pending {}, redelivered {}, waiting {}, leader {:?}",
+                i.name,
+                i.delivered.stream_sequence,
+                i.ack_floor.stream_sequence,
+                i.num_pending,
+                i.num_ack_pending,
+                i.num_redelivered,
+                i.num_waiting,
+                i.cluster.and_then(|c| c.leader),
+            ),
+            Err(e) => println!("consumer info: {e}"),
+        }
+    }
 }
