@@ -63,6 +63,15 @@ pub struct UpArgs {
     /// The subject prefix, with --nats (default: the app's, e.g. blog).
     #[arg(long)]
     pub subject_prefix: Option<String>,
+    /// Processes of every service of the app that can run as several (not the bus, the
+    /// gateway or the console), each behind the gateway: 1 to 4; more than one needs the
+    /// production backends (--postgres and --nats). Replica k listens on the service's
+    /// ports plus 20 × (k − 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=plan::MAX_REPLICAS as i64))]
+    pub replicas: u8,
+    /// Replicas of one service, over --replicas (repeatable): `--replica orders=3`.
+    #[arg(long = "replica", value_name = "SERVICE=N")]
+    pub replica: Vec<String>,
     /// How long to wait for every service to be ready.
     #[arg(long, default_value = "30", value_parser = parse_secs)]
     pub ready_timeout: Duration,

@@ -6,13 +6,23 @@ use std::path::PathBuf;
 use switchyard_registry::{App, Kind, Resolved};
 
 use super::UpArgs;
-use crate::services::{default_backends, default_subscribers};
+use crate::services::default_subscribers;
+
+/// The most processes of one service `up` runs.
+pub const MAX_REPLICAS: u8 = 4;
+
+/// Replica k of a service listens on its ports plus `REPLICA_STRIDE × (k − 1)`: the apps'
+/// local ports are spread less than this apart from their neighbours' ranges.
+const REPLICA_STRIDE: u16 = 20;
 
 /// One process to supervise.
 #[derive(Debug, Clone)]
 pub struct ProcSpec {
-    /// The service's name, also the log prefix and the row of the table.
+    /// The service's name (the log prefix and the row of the table are [`ProcSpec::label`]).
     pub name: &'static str,
+    /// Which of the service's processes this is (1 to `replicas`).
+    pub replica: u8,
+    pub replicas: u8,
     /// What `switchyard serve` is given (qualified: `blog/posts`).
     pub serve: String,
     pub port: u16,
@@ -24,6 +34,17 @@ pub struct ProcSpec {
     pub env: Vec<(String, String)>,
     /// Start wave: every process of a wave is ready before the next wave starts.
     pub wave: u8,
+}
+
+impl ProcSpec {
+    /// The service's name, with `#k` when it runs as several processes.
+    pub fn label(&self) -> String {
+        if self.replicas > 1 {
+            format!("{}#{}", self.name, self.replica)
+        } else {
+            self.name.to_string()
+        }
+    }
 }
 
 /// Every process of an app.
@@ -138,6 +159,49 @@ fn offset(base: u16, by: u16) -> anyhow::Result<u16> {
         .ok_or_else(|| anyhow::anyhow!("--port-offset {by} takes port {base} past 65535"))
 }
 
+/// The port of replica `k` (from 1) of a service whose first listens on `port`.
+fn replica_port(port: u16, k: u8) -> anyhow::Result<u16> {
+    port.checked_add(REPLICA_STRIDE * u16::from(k.saturating_sub(1)))
+        .ok_or_else(|| anyhow::anyhow!("replica {k} would listen past port 65535"))
+}
+
+/// How many processes of each service: `--replicas` for every one that can have several,
+/// `--replica SERVICE=N` over it; several only on the production backends.
+fn replica_counts(app: &App, args: &UpArgs) -> anyhow::Result<Vec<u8>> {
+    let several = |s: &switchyard_registry::Service| s.kind == Kind::App;
+    let mut counts: Vec<u8> = app
+        .services
+        .iter()
+        .map(|s| if several(s) { args.replicas } else { 1 })
+        .collect();
+    for item in &args.replica {
+        let (name, n) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--replica {item:?}: expected SERVICE=N"))?;
+        let Some(i) = app.services.iter().position(|s| s.name == name.trim()) else {
+            anyhow::bail!(
+                "--replica {item:?}: the {} has no service {name:?}",
+                app.name
+            );
+        };
+        if !several(&app.services[i]) {
+            anyhow::bail!("--replica {item:?}: {name} runs as one process");
+        }
+        counts[i] = n
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|n| (1..=MAX_REPLICAS).contains(n))
+            .ok_or_else(|| anyhow::anyhow!("--replica {item:?}: N is 1 to {MAX_REPLICAS}"))?;
+    }
+    if counts.iter().any(|n| *n > 1) && (args.postgres.is_none() || args.nats.is_none()) {
+        anyhow::bail!(
+            "several replicas need the production backends, --postgres and --nats: a SQLite database is one process's file, and the HTTP event bus delivers to one address per service"
+        );
+    }
+    Ok(counts)
+}
+
 fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
     let data_dir = std::path::absolute(&args.data_dir)?;
     let reach = match args.host.as_str() {
@@ -233,82 +297,100 @@ fn plan(app: &'static App, args: &UpArgs) -> anyhow::Result<Plan> {
         (None, Some(b)) => Some(offset(b.local_ops_port, args.port_offset)?),
         _ => None,
     };
+    let counts = replica_counts(app, args)?;
+    // The gateway's backends: every replica of each routed service.
+    let mut backends = switchyard_gateway::Backends::default();
+    for (service, n) in app.services.iter().zip(&counts) {
+        if let Some(k8s) = service.k8s_service {
+            let first = offset(service.local_port, args.port_offset)?;
+            let urls = (1..=*n)
+                .map(|k| replica_port(first, k).map(|p| format!("http://{reach}:{p}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            backends = backends.with_replicas(k8s, service.contract_port, urls);
+        }
+    }
     let mut procs = Vec::new();
-    for service in app.services {
-        // With NATS the services talk to JetStream; the HTTP event bus is not needed.
-        if service.kind == Kind::EventBus && args.nats.is_some() {
-            continue;
-        }
-        let (port, ops_port) = if service.kind == Kind::Gateway {
-            (
-                gateway_port,
-                offset(service.local_ops_port, args.port_offset)?,
-            )
-        } else {
-            (
-                offset(service.local_port, args.port_offset)?,
-                offset(service.local_ops_port, args.port_offset)?,
-            )
-        };
-        let mut env = vec![
-            ("HOST".into(), args.host.clone()),
-            (
-                "DATA_DIR".into(),
-                data_dir.join(service.name).display().to_string(),
-            ),
-            ("PORT".into(), port.to_string()),
-            ("OPS_PORT".into(), ops_port.to_string()),
-        ];
-        env.extend(bus_env.iter().cloned());
-        env.extend(local_env.iter().cloned());
-        if service.sessions {
-            env.extend(secrets.iter().cloned());
-        }
-        if service.uses_the_bus() {
-            env.push(bus_secret.clone());
-        }
-        match service.kind {
-            Kind::EventBus => {
-                let subscribers: Vec<String> = default_subscribers(app, &reach, args.port_offset)
-                    .iter()
-                    .map(|s| s.spec())
-                    .collect();
-                env.push(("SUBSCRIBERS".into(), subscribers.join(",")));
+    for (service, replicas) in app.services.iter().zip(counts) {
+        for replica in 1..=replicas {
+            // With NATS the services talk to JetStream; the HTTP event bus is not needed.
+            if service.kind == Kind::EventBus && args.nats.is_some() {
+                continue;
             }
-            Kind::Gateway => {
-                env.push((
-                    "GATEWAY_BACKENDS".into(),
-                    default_backends(app, &reach, args.port_offset).spec(),
-                ));
+            let (port, ops_port) = if service.kind == Kind::Gateway {
+                (
+                    gateway_port,
+                    offset(service.local_ops_port, args.port_offset)?,
+                )
+            } else {
+                (
+                    replica_port(offset(service.local_port, args.port_offset)?, replica)?,
+                    replica_port(offset(service.local_ops_port, args.port_offset)?, replica)?,
+                )
+            };
+            let folder = match replica {
+                1 => service.name.to_string(),
+                k => format!("{}-{k}", service.name),
+            };
+            let mut env = vec![
+                ("HOST".into(), args.host.clone()),
+                (
+                    "DATA_DIR".into(),
+                    data_dir.join(folder).display().to_string(),
+                ),
+                ("PORT".into(), port.to_string()),
+                ("OPS_PORT".into(), ops_port.to_string()),
+            ];
+            env.extend(bus_env.iter().cloned());
+            env.extend(local_env.iter().cloned());
+            if service.sessions {
+                env.extend(secrets.iter().cloned());
             }
-            Kind::App => {}
-            Kind::Console => {
-                // Never on every address: it has no sign-in (it shows every event and
-                // replays dead letters), so `--host 0.0.0.0` leaves it on this machine.
-                if let Some(host) = env.iter_mut().find(|(k, _)| k == "HOST")
-                    && matches!(host.1.as_str(), "0.0.0.0" | "::" | "[::]")
-                {
-                    host.1 = "127.0.0.1".to_string();
-                }
-                // It reads the log as the services' peer, and the bus's positions.
+            if service.uses_the_bus() {
                 env.push(bus_secret.clone());
-                if let Some(port) = bus_ops {
-                    env.push(("EVENT_BUS_OPS_URL".into(), format!("http://{reach}:{port}")));
+            }
+            match service.kind {
+                Kind::EventBus => {
+                    let subscribers: Vec<String> =
+                        default_subscribers(app, &reach, args.port_offset)
+                            .iter()
+                            .map(|s| s.spec())
+                            .collect();
+                    env.push(("SUBSCRIBERS".into(), subscribers.join(",")));
+                }
+                Kind::Gateway => {
+                    env.push(("GATEWAY_BACKENDS".into(), backends.spec()));
+                }
+                Kind::App => {}
+                Kind::Console => {
+                    // Never on every address: it has no sign-in (it shows every event and
+                    // replays dead letters), so `--host 0.0.0.0` leaves it on this machine.
+                    if let Some(host) = env.iter_mut().find(|(k, _)| k == "HOST")
+                        && matches!(host.1.as_str(), "0.0.0.0" | "::" | "[::]")
+                    {
+                        host.1 = "127.0.0.1".to_string();
+                    }
+                    // It reads the log as the services' peer, and the bus's positions.
+                    env.push(bus_secret.clone());
+                    if let Some(port) = bus_ops {
+                        env.push(("EVENT_BUS_OPS_URL".into(), format!("http://{reach}:{port}")));
+                    }
                 }
             }
+            if service.kind != Kind::Console {
+                env.extend(tracing_env.iter().cloned());
+            }
+            procs.push(ProcSpec {
+                name: service.name,
+                replica,
+                replicas,
+                serve: Resolved { app, service }.qualified(),
+                port,
+                ops_port,
+                ready_url: format!("{}/readyz", url_on(&args.host, ops_port)),
+                env,
+                wave: service.wave,
+            });
         }
-        if service.kind != Kind::Console {
-            env.extend(tracing_env.iter().cloned());
-        }
-        procs.push(ProcSpec {
-            name: service.name,
-            serve: Resolved { app, service }.qualified(),
-            port,
-            ops_port,
-            ready_url: format!("{}/readyz", url_on(&args.host, ops_port)),
-            env,
-            wave: service.wave,
-        });
     }
     Ok(Plan {
         app,
@@ -439,6 +521,76 @@ mod tests {
             .find(|p| p.name == "posts")
             .expect("posts");
         assert!(posts.env.iter().all(|(k, _)| k != "EVENTS_MAX_AGE_SECONDS"));
+    }
+
+    #[test]
+    fn replicas_run_every_app_service_several_times_behind_the_gateway() {
+        let production = [
+            "--postgres",
+            "postgres://postgres@127.0.0.1:5432",
+            "--nats",
+            "nats://127.0.0.1:4222",
+        ];
+        let mut argv = production.to_vec();
+        argv.extend(["--replicas", "2", "--replica", "query=3"]);
+        let p = plan(&switchyard_registry::BLOG, &args(&argv)).expect("plan");
+        let of =
+            |name: &str| -> Vec<&ProcSpec> { p.procs.iter().filter(|s| s.name == name).collect() };
+        let query = of("query");
+        assert_eq!(query.len(), 3);
+        let labels: Vec<String> = query.iter().map(|q| q.label()).collect();
+        assert_eq!(labels, ["query#1", "query#2", "query#3"]);
+        assert_eq!(
+            query
+                .iter()
+                .map(|q| (q.port, q.ops_port))
+                .collect::<Vec<_>>(),
+            [(4002, 9402), (4022, 9422), (4042, 9442)]
+        );
+        assert_eq!(of("posts").len(), 2);
+        assert_eq!(of("gateway").len(), 1);
+        assert_eq!(of("gateway")[0].label(), "gateway");
+        // Each replica a folder of its own; every port once.
+        let mut dirs: Vec<&String> = p
+            .procs
+            .iter()
+            .flat_map(|s| {
+                s.env
+                    .iter()
+                    .filter(|(k, _)| k == "DATA_DIR")
+                    .map(|(_, v)| v)
+            })
+            .collect();
+        let mut ports: Vec<u16> = p.procs.iter().flat_map(|s| [s.port, s.ops_port]).collect();
+        let (d, n) = (dirs.len(), ports.len());
+        dirs.sort();
+        dirs.dedup();
+        ports.sort();
+        ports.dedup();
+        assert_eq!((dirs.len(), ports.len()), (d, n));
+        let backends = of("gateway")[0]
+            .env
+            .iter()
+            .find(|(k, _)| k == "GATEWAY_BACKENDS")
+            .map(|(_, v)| v.clone())
+            .expect("GATEWAY_BACKENDS");
+        assert!(
+            backends.contains(
+                "query-srv:4002=http://127.0.0.1:4002|http://127.0.0.1:4022|http://127.0.0.1:4042"
+            ),
+            "{backends}"
+        );
+        // Several processes need the production backends; the bus runs as one.
+        let err = plan(&switchyard_registry::BLOG, &args(&["--replicas", "2"]))
+            .expect_err("SQLite")
+            .to_string();
+        assert!(err.contains("--postgres and --nats"), "{err}");
+        let mut argv = production.to_vec();
+        argv.extend(["--replica", "gateway=2"]);
+        assert!(plan(&switchyard_registry::BLOG, &args(&argv)).is_err());
+        let mut argv = production.to_vec();
+        argv.extend(["--replica", "query=9"]);
+        assert!(plan(&switchyard_registry::BLOG, &args(&argv)).is_err());
     }
 
     fn plan_with_nats() -> Plan {

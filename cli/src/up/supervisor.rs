@@ -33,7 +33,7 @@ pub async fn run(plan: Plan, ready_timeout: Duration) -> anyhow::Result<()> {
         plan.procs
             .iter()
             .map(|p| Row {
-                service: p.name.to_string(),
+                service: p.label(),
                 address: plan.url(p.port),
                 ready: false,
                 restarts: 0,
@@ -78,7 +78,7 @@ pub async fn run(plan: Plan, ready_timeout: Duration) -> anyhow::Result<()> {
                 if Instant::now() > deadline {
                     eprintln!(
                         "up: {} is not ready after {ready_timeout:?}; still waiting (see its log lines)",
-                        spec.name
+                        spec.label()
                     );
                     break;
                 }
@@ -165,7 +165,7 @@ struct Keeper {
 
 impl Keeper {
     fn prefix(&self) -> String {
-        let name = format!("{:>10} |", self.spec.name);
+        let name = format!("{:>10} |", self.spec.label());
         match self.color {
             Some(c) => format!("\x1b[{c}m{name}\x1b[0m"),
             None => name,

@@ -131,6 +131,22 @@ async fn client_loop(base: String, me: u64, until: Instant, acked: Arc<Mutex<Ack
 }
 
 async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: Backend) {
+    blog_under_the_nemesis(backend, 1).await;
+}
+
+/// The blog's fault injection with two processes of every service (`up --replicas 2`): the
+/// nemesis hits the first of each, the gateway sends its requests to the other meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blog_on_two_replicas_of_each_service_loses_nothing_whatever_is_killed() {
+    if Backend::Production.enabled() {
+        blog_under_the_nemesis(Backend::Production, 2).await;
+    }
+}
+
+/// The blog under `up` (`replicas` processes of each service) with writers through the
+/// gateway and the nemesis at work; the checker compares the read model with every
+/// acknowledged write.
+async fn blog_under_the_nemesis(backend: Backend, replicas: u8) {
     let secs = env_or("FAULT_SECS", 12);
     let clients = env_or("FAULT_CLIENTS", 16);
     let dir = tempfile::tempdir().expect("tmp");
@@ -145,10 +161,11 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
         None => Resources::new(),
     };
     let services = ["posts", "comments", "query", "moderation"];
-    let extra = match backend {
+    let mut extra = match backend {
         Backend::Embedded => Vec::new(),
         Backend::Production => production_args(&resources, &services).await,
     };
+    extra.extend(["--replicas".to_string(), replicas.to_string()]);
     let up = Up::start_with(dir.path(), free_offset(), process::free_port(), &extra);
     let base = up.url();
     let acked = Arc::new(Mutex::new(Acked::default()));
@@ -189,7 +206,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_whatever_is_killed(backend: 
     } = blog_verdict(&base, load, &acked).await;
     let graceful_exits = faults::graceful_exits(&up);
     println!(
-        "\n{} backend:\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
+        "\n{} backend, {replicas} replica(s) of each service:\n| acknowledged posts | acknowledged comments | present | lost | duplicated | pending | wrong status | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {lost} | {duplicated} | {pending} | {wrong} | {actions} | {graceful_exits} |",
         backend.name(),
         posts,
         comments,
@@ -327,6 +344,19 @@ async fn blog_verdict(
 /// while the nemesis works through every service and the bus; payments go to a Stripe
 /// stand-in in this process, which counts the real charges whatever happens to payments.
 async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend: Backend) {
+    ticketing_under_the_nemesis(backend, 1).await;
+}
+
+/// Ticketing's fault injection with two processes of every service (`up --replicas 2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticketing_on_two_replicas_of_each_service_sells_nothing_twice_whatever_is_killed() {
+    if Backend::Production.enabled() {
+        ticketing_under_the_nemesis(Backend::Production, 2).await;
+    }
+}
+
+/// Ticketing under `up` (`replicas` processes of each service): buyers and the nemesis.
+async fn ticketing_under_the_nemesis(backend: Backend, replicas: u8) {
     let secs = env_or("FAULT_SECS", 12);
     let clients = env_or("FAULT_CLIENTS", 16) as usize;
     // Long enough that no event of a payment made in the first seconds of an order is
@@ -345,10 +375,11 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
         None => Resources::new(),
     };
     let stripe = FakeStripe::start(STRIPE_KEY).await;
-    let extra = match backend {
+    let mut extra = match backend {
         Backend::Embedded => Vec::new(),
         Backend::Production => production_args(&resources, &TICKETING_SERVICES).await,
     };
+    extra.extend(["--replicas".to_string(), replicas.to_string()]);
     let up = ticketing_up(dir.path(), &extra, &stripe, window);
     let base = up.url();
     let acked = Arc::new(Mutex::new(ticketing_load::Acked::default()));
@@ -384,7 +415,7 @@ async fn no_ticket_sold_twice_no_order_charged_twice_whatever_is_killed(backend:
     );
     let (acked, verdict) = ticketing_verdict(&base, load, &acked, &stripe, window).await;
     println!(
-        "\n{} backend (ticketing):\n| tickets | orders | refused (reserved) | paid | charges kept | lost | sold twice | charged twice | charge mismatch | paid not complete | cancelled not cancelled | not expired | ticket mismatch | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "\n{} backend (ticketing), {replicas} replica(s) of each service:\n| tickets | orders | refused (reserved) | paid | charges kept | lost | sold twice | charged twice | charge mismatch | paid not complete | cancelled not cancelled | not expired | ticket mismatch | nemesis actions | exits 0 after SIGTERM |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         backend.name(),
         verdict.tickets,
         verdict.orders,

@@ -6,6 +6,8 @@ use crate::support;
 use std::time::Duration;
 
 use serde_json::json;
+use support::backend::{Backend, Resources};
+use support::faults::production_args;
 use support::http::Client;
 use support::up::{Up, free_offset};
 use support::{eventually, process};
@@ -132,4 +134,107 @@ fn a_port_in_use_gives_a_clear_message() {
         "{stderr}"
     );
     assert!(stderr.contains("--gateway-port"), "{stderr}");
+}
+
+/// `up blog --replicas 2` on the production backends: two processes of every service, one
+/// row each in the table; the gateway gives each replica its turn, passes over one that
+/// died (no request fails while `up` restarts it), and the table counts that replica's
+/// restart only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_two_replicas_of_each_service_behind_the_gateway() {
+    if !Backend::Production.enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut resources = Resources::new();
+    let services = ["posts", "comments", "query", "moderation"];
+    let mut extra = production_args(&resources, &services).await;
+    extra.extend(["--replicas".to_string(), "2".to_string()]);
+    let offset = free_offset();
+    let mut up = Up::start_with(dir.path(), offset, process::free_port(), &extra);
+    let lines = up.lines();
+    let row = |label: &str| {
+        lines
+            .iter()
+            .find(|l| table_row(l, label))
+            .unwrap_or_else(|| panic!("{label} missing from the table:\n{}", lines.join("\n")))
+            .clone()
+    };
+    for service in services.iter().chain(&["client"]) {
+        for k in 1..=2 {
+            let r = row(&format!("{service}#{k}"));
+            assert!(r.contains(" yes "), "{r}\n{}", lines.join("\n"));
+        }
+    }
+    assert!(row("gateway").contains(" yes "));
+    let c = Client::default();
+    let post = c
+        .post_json(
+            &format!("{}/posts/create", up.url()),
+            &json!({"title": "twice"}),
+        )
+        .await;
+    assert_eq!(post.status, 201);
+    // Turns: each replica of query answers about half of the reads.
+    let query = switchyard_registry::BLOG
+        .services
+        .iter()
+        .find(|s| s.name == "query")
+        .expect("query");
+    let served = |k: u16| {
+        let c = &c;
+        let ops = query.local_ops_port + offset + 20 * (k - 1);
+        async move {
+            let text = c.get(&format!("http://127.0.0.1:{ops}/metrics")).await.body;
+            String::from_utf8_lossy(&text)
+                .lines()
+                .find(|l| {
+                    l.starts_with("switchyard_http_requests_total{")
+                        && l.contains("route=\"/posts\",method=\"GET\",status=\"200\"")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    for _ in 0..20 {
+        assert_eq!(c.get(&format!("{}/posts", up.url())).await.status, 200);
+    }
+    let (first, second) = (served(1).await, served(2).await);
+    assert!(
+        first >= 8 && second >= 8,
+        "the replicas served {first} and {second} of 20 reads"
+    );
+    // The first replica dies: while up restarts it, every read is answered by the other.
+    let pid = up.service_pid("query").expect("query#1's pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    for _ in 0..40 {
+        let a = c.get(&format!("{}/posts", up.url())).await;
+        assert_eq!(a.status, 200, "{:?}", String::from_utf8_lossy(&a.body));
+    }
+    eventually("query#1 restarted with a new pid", || async {
+        up.service_pid("query").filter(|p| *p != pid).map(|_| ())
+    })
+    .await;
+    assert_eq!(up.stop(), Some(0));
+    let lines = up.lines();
+    let last = |label: &str| {
+        lines
+            .iter()
+            .rev()
+            .find(|l| table_row(l, label))
+            .map(|l| l.trim_end().to_string())
+            .unwrap_or_default()
+    };
+    assert!(last("query#1").ends_with(" 1"), "{}", last("query#1"));
+    assert!(last("query#2").ends_with(" 0"), "{}", last("query#2"));
+    drop(up);
+    resources.cleanup().await;
+}
+
+/// Whether `line` is the status table's row of `label` (not a log line of it).
+fn table_row(line: &str, label: &str) -> bool {
+    let mut cells = line.split_whitespace();
+    cells.next() == Some(label) && cells.next().is_some_and(|a| a.starts_with("http://"))
 }

@@ -7,8 +7,10 @@
 //! `httproute` or `auto` (the default: the Ingress if the file has one, else its
 //! HTTPRoutes); both give the same table for the app's paths. It maps
 //! each backend Service (`name:port`) to a local address, and forwards method, path, query,
-//! headers and body, streaming the response (server-sent events included). A backend that
-//! is down gives 502 with the JSON error body. Every path of the public port is proxied;
+//! headers and body, streaming the response (server-sent events included). A backend run
+//! as several replicas gets its requests in turn, a replica that refuses connections is
+//! passed over for a while ([`proxy`]). A backend that is down gives 502 with the JSON
+//! error body. Every path of the public port is proxied;
 //! the gateway's own `/healthz`, `/readyz` and `/metrics` are on its ops port.
 
 pub mod backends;
@@ -143,7 +145,7 @@ pub async fn launch(
         tracing::info!(
             path = %location.path,
             backend = %location.backend,
-            to = %settings.backends.address_of(&location.backend),
+            to = %settings.backends.addresses_of(&location.backend).join(" | "),
             "route"
         );
     }

@@ -1,7 +1,8 @@
 //! Forwarding a request to the backend its path routes to.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Uri;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -22,9 +23,66 @@ use crate::backends::Backends;
 
 pub(crate) struct Proxy {
     routes: IngressRouter,
-    /// Each routed backend with its base URL, worked out once.
-    bases: Vec<(Backend, String)>,
+    /// Each routed backend with its replicas' base URLs, worked out once.
+    bases: Vec<(Backend, Replicas)>,
     client: Client<HttpConnector, Body>,
+}
+
+/// How long a replica that refused a connection is passed over: long enough not to try
+/// it on every request while it restarts, short enough to have it back soon after.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// The largest request body sent on to a backend run as replicas: such a body is read
+/// whole before it is sent, so that a replica refusing the connection can be passed over
+/// and the request sent to the next (the services take smaller bodies than this).
+const MAX_REPLAYED_BODY: usize = 2 * 1024 * 1024;
+
+/// A backend's replicas: requests go to each in turn, and one that refused a connection is
+/// passed over for [`DOWN_FOR`] (tried last meanwhile, in case every one is down).
+struct Replicas {
+    urls: Vec<String>,
+    next: AtomicUsize,
+    /// Per replica, until when it is passed over, in milliseconds since `epoch`.
+    down_until: Vec<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Replicas {
+    fn new(urls: Vec<String>) -> Self {
+        Replicas {
+            down_until: urls.iter().map(|_| AtomicU64::new(0)).collect(),
+            urls,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The order to try the replicas in for one request: from the next in turn, the ones
+    /// passed over last.
+    fn order(&self) -> Vec<usize> {
+        let n = self.urls.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = self.now();
+        let (mut up, mut down) = (Vec::with_capacity(n), Vec::new());
+        for r in (0..n).map(|i| (start + i) % n) {
+            if self.down_until[r].load(Ordering::Relaxed) > now {
+                down.push(r);
+            } else {
+                up.push(r);
+            }
+        }
+        up.extend(down);
+        up
+    }
+
+    fn pass_over(&self, replica: usize) {
+        let until = self.now().saturating_add(DOWN_FOR.as_millis() as u64);
+        self.down_until[replica].store(until, Ordering::Relaxed);
+    }
 }
 
 /// Answers with a `Content-Length` up to this size are read whole from the backend and
@@ -40,11 +98,11 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        let mut bases: Vec<(Backend, String)> = Vec::new();
+        let mut bases: Vec<(Backend, Replicas)> = Vec::new();
         for location in routes.locations() {
             if !bases.iter().any(|(b, _)| *b == location.backend) {
-                let base = backends.address_of(&location.backend);
-                bases.push((location.backend.clone(), base));
+                let urls = backends.addresses_of(&location.backend);
+                bases.push((location.backend.clone(), Replicas::new(urls)));
             }
         }
         Proxy {
@@ -168,19 +226,20 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let Some(location) = proxy.routes.route(req.uri().path()) else {
         return ApiError::not_found("no route for this path").into_response();
     };
-    let Some((_, base)) = proxy.bases.iter().find(|(b, _)| *b == location.backend) else {
+    let Some((backend, replicas)) = proxy.bases.iter().find(|(b, _)| *b == location.backend) else {
         return ApiError::not_found("no route for this path").into_response();
     };
-    let path_and_query = req
-        .uri()
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri: Uri = match format!("{base}{path_and_query}").parse() {
-        Ok(uri) => uri,
-        Err(_) => return ApiError::bad_request("malformed request path").into_response(),
+    let uri_on = |base: &str| format!("{base}{path_and_query}").parse::<Uri>();
+    let uris: Result<Vec<Uri>, _> = replicas.urls.iter().map(|b| uri_on(b)).collect();
+    let Ok(mut uris) = uris else {
+        return ApiError::bad_request("malformed request path").into_response();
     };
-    let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned();
     let client_ip = parts
         .extensions
@@ -188,17 +247,52 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         .map(|c| c.0.ip().to_string());
     strip_hop_by_hop(&mut parts.headers);
     set_forwarded_headers(&mut parts.headers, host, client_ip.as_deref());
-    parts.uri = uri;
-    let unavailable = |error: &dyn std::fmt::Display| {
-        tracing::warn!(backend = %location.backend, %error, "backend unavailable");
-        let mut err = ApiError::new(
-            http::StatusCode::BAD_GATEWAY,
-            format!("{} is unavailable", location.backend.service),
-        );
-        err.errors[0].field = None;
-        err.into_response()
+    if uris.len() == 1 {
+        parts.uri = uris.swap_remove(0);
+        let sent = proxy.client.request(Request::from_parts(parts, body)).await;
+        return relay(sent, backend).await;
+    }
+    // Several replicas: the body is read first, so that it can be sent again.
+    let body = match Limited::new(body, MAX_REPLAYED_BODY).collect().await {
+        Ok(whole) => whole.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a request body is at most {MAX_REPLAYED_BODY} bytes"),
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::bad_request(format!("reading the body: {e}")).into_response(),
     };
-    match proxy.client.request(Request::from_parts(parts, body)).await {
+    let mut refused = None;
+    for replica in replicas.order() {
+        let mut request = Request::new(Body::from(body.clone()));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uris[replica].clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        match proxy.client.request(request).await {
+            // Nothing was sent: the next replica gets it.
+            Err(e) if e.is_connect() => {
+                tracing::warn!(%backend, replica = %replicas.urls[replica], error = %e, "replica refused the connection; passed over for now");
+                replicas.pass_over(replica);
+                refused = Some(e);
+            }
+            sent => return relay(sent, backend).await,
+        }
+    }
+    match refused {
+        Some(e) => unavailable(backend, &e),
+        None => unavailable(backend, &"no replica"),
+    }
+}
+
+/// The backend's answer, sent on; 502 if it gave none.
+async fn relay(
+    sent: Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    backend: &Backend,
+) -> Response {
+    match sent {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -210,12 +304,42 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
             let body = match length {
                 Some(n) if n <= WHOLE_ANSWER_MAX => match body.collect().await {
                     Ok(whole) => Body::from(whole.to_bytes()),
-                    Err(e) => return unavailable(&e),
+                    Err(e) => return unavailable(backend, &e),
                 },
                 _ => Body::new(body),
             };
             Response::from_parts(parts, body)
         }
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(backend, &e),
+    }
+}
+
+/// 502 with the JSON error body, naming the backend's service.
+fn unavailable(backend: &Backend, error: &dyn std::fmt::Display) -> Response {
+    tracing::warn!(%backend, %error, "backend unavailable");
+    let mut err = ApiError::new(
+        http::StatusCode::BAD_GATEWAY,
+        format!("{} is unavailable", backend.service),
+    );
+    err.errors[0].field = None;
+    err.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_take_turns_and_one_passed_over_comes_last() {
+        let r = Replicas::new(vec!["a".into(), "b".into(), "c".into()]);
+        assert_eq!(r.order(), [0, 1, 2]);
+        assert_eq!(r.order(), [1, 2, 0]);
+        r.pass_over(2);
+        assert_eq!(r.order(), [0, 1, 2]);
+        assert_eq!(r.order(), [0, 1, 2]);
+        assert_eq!(r.order(), [1, 0, 2]);
+        // Its time over, it takes its turn again.
+        r.down_until[2].store(0, Ordering::Relaxed);
+        assert_eq!(r.order(), [2, 0, 1]);
     }
 }

@@ -11,8 +11,19 @@ use super::process::BIN;
 /// Every local port of every app (API and ops), which `--port-offset` shifts: read from
 /// the app registry.
 pub fn ports() -> Vec<u16> {
+    // With their second replica's (`up --replicas 2`: 20 above).
     switchyard_registry::all()
-        .flat_map(|r| [r.service.local_port, r.service.local_ops_port])
+        .flat_map(|r| {
+            let (port, ops) = (r.service.local_port, r.service.local_ops_port);
+            let app = r.service.kind == switchyard_registry::Kind::App;
+            [
+                Some(port),
+                Some(ops),
+                app.then_some(port + 20),
+                app.then_some(ops + 20),
+            ]
+        })
+        .flatten()
         .collect()
 }
 
@@ -195,7 +206,8 @@ impl Up {
         }
     }
 
-    /// The pid of the child running `service`.
+    /// The pid of the child running `service` (its first replica, when it runs as several:
+    /// the one whose data folder is the service's name; the others' end in `-k`).
     pub fn service_pid(&self, service: &str) -> Option<u32> {
         let parent = self.child.id();
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -221,6 +233,7 @@ impl Up {
                 && args[1] == b"serve"
                 && switchyard_registry::resolve(&String::from_utf8_lossy(args[2]))
                     .is_ok_and(|r| r.service.name == service)
+                && first_replica(pid, service)
             {
                 return Some(pid);
             }
@@ -242,6 +255,16 @@ impl Up {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Whether process `pid` of `service` is its first replica (its `DATA_DIR` ends in the
+/// service's name).
+fn first_replica(pid: u32, service: &str) -> bool {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    environ.split(|b| *b == 0).any(|var| {
+        var.strip_prefix(b"DATA_DIR=")
+            .is_some_and(|dir| dir.ends_with(format!("/{service}").as_bytes()))
+    })
 }
 
 impl Drop for Up {
