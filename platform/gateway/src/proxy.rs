@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -41,16 +41,57 @@ const MAX_REPLAYED_BODY: usize = 2 * 1024 * 1024;
 /// passed over for [`DOWN_FOR`] (tried last meanwhile, in case every one is down).
 struct Replicas {
     urls: Vec<String>,
+    targets: Vec<Target>,
     next: AtomicUsize,
     /// Per replica, until when it is passed over, in milliseconds since `epoch`.
     down_until: Vec<AtomicU64>,
     epoch: Instant,
 }
 
+/// A replica's base URL, taken apart once: a request's URI is then put together from its
+/// scheme, authority and the request's path, with no text to format and parse again.
+struct Target {
+    base: String,
+    /// `None` when the base has a path of its own (or does not parse): then the request's
+    /// path is appended to it as text.
+    parts: Option<(Scheme, Authority)>,
+}
+
+impl Target {
+    fn new(base: &str) -> Self {
+        let parts = base.parse::<Uri>().ok().and_then(|uri| {
+            let plain = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+            let parts = uri.into_parts();
+            match (parts.scheme, parts.authority) {
+                (Some(scheme), Some(authority)) if plain => Some((scheme, authority)),
+                _ => None,
+            }
+        });
+        Target {
+            base: base.to_string(),
+            parts,
+        }
+    }
+
+    /// The URI of `path_and_query` on this replica.
+    fn uri(&self, path_and_query: &PathAndQuery) -> Option<Uri> {
+        match &self.parts {
+            Some((scheme, authority)) => Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .ok(),
+            None => format!("{}{path_and_query}", self.base).parse().ok(),
+        }
+    }
+}
+
 impl Replicas {
     fn new(urls: Vec<String>) -> Self {
         Replicas {
             down_until: urls.iter().map(|_| AtomicU64::new(0)).collect(),
+            targets: urls.iter().map(|u| Target::new(u)).collect(),
             urls,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -233,13 +274,9 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri_on = |base: &str| format!("{base}{path_and_query}").parse::<Uri>();
-    let uris: Result<Vec<Uri>, _> = replicas.urls.iter().map(|b| uri_on(b)).collect();
-    let Ok(mut uris) = uris else {
-        return ApiError::bad_request("malformed request path").into_response();
-    };
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let malformed = || ApiError::bad_request("malformed request path").into_response();
     let host = parts.headers.get(header::HOST).cloned();
     let client_ip = parts
         .extensions
@@ -247,8 +284,11 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         .map(|c| c.0.ip().to_string());
     strip_hop_by_hop(&mut parts.headers);
     set_forwarded_headers(&mut parts.headers, host, client_ip.as_deref());
-    if uris.len() == 1 {
-        parts.uri = uris.swap_remove(0);
+    if let [only] = replicas.targets.as_slice() {
+        let Some(uri) = only.uri(&path_and_query) else {
+            return malformed();
+        };
+        parts.uri = uri;
         let sent = proxy.client.request(Request::from_parts(parts, body)).await;
         return relay(sent, backend).await;
     }
@@ -268,7 +308,10 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     for replica in replicas.order() {
         let mut request = Request::new(Body::from(body.clone()));
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uris[replica].clone();
+        let Some(uri) = replicas.targets[replica].uri(&path_and_query) else {
+            return malformed();
+        };
+        *request.uri_mut() = uri;
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
         match proxy.client.request(request).await {
@@ -328,6 +371,23 @@ fn unavailable(backend: &Backend, error: &dyn std::fmt::Display) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_s_uri_is_put_together_on_each_replica() {
+        let pq = PathAndQuery::from_static("/api/orders?x=1");
+        let plain = Target::new("http://127.0.0.1:3202");
+        assert!(plain.parts.is_some());
+        assert_eq!(
+            plain.uri(&pq).map(|u| u.to_string()).as_deref(),
+            Some("http://127.0.0.1:3202/api/orders?x=1")
+        );
+        let prefixed = Target::new("http://orders/v1");
+        assert!(prefixed.parts.is_none());
+        assert_eq!(
+            prefixed.uri(&pq).map(|u| u.to_string()).as_deref(),
+            Some("http://orders/v1/api/orders?x=1")
+        );
+    }
 
     #[test]
     fn replicas_take_turns_and_one_passed_over_comes_last() {
