@@ -162,6 +162,24 @@ async fn a_purchase_is_one_trace_across_the_ticketing_services(backend: Backend)
     let base = up.url();
     let cookie = shop::signed_up(&c, &base, "traced@test.com").await;
     let ticket_id = shop::ticket_for_sale(&c, &base, &cookie, "traced").await;
+    // Reads are in no event's journey: one is exported only under a caller's sampled trace.
+    assert_eq!(c.get(&format!("{base}/api/tickets")).await.status, 200);
+    let (read_trace, read_caller, read_traceparent) = caller();
+    let read = c
+        .with_headers(
+            Method::GET,
+            &format!("{base}/api/tickets"),
+            None,
+            None,
+            &[("traceparent", read_traceparent.as_str())],
+        )
+        .await;
+    assert_eq!(read.status, 200);
+    collector
+        .trace_until(&read_trace, &read_caller, |spans| {
+            has(spans, "tickets", "GET /api/tickets")
+        })
+        .await;
     let (trace, caller_span, traceparent) = caller();
     let order = shop::order(
         &c,
@@ -218,6 +236,15 @@ async fn a_purchase_is_one_trace_across_the_ticketing_services(backend: Backend)
         "orders' commit:\n{}",
         describe(&spans)
     );
+    // The untraced read came before everything the collector has since received, and was
+    // never exported: the traced one is the only `GET /api/tickets` of tickets.
+    let reads = collector
+        .store
+        .name_counts()
+        .into_iter()
+        .find(|(service, name, _)| service == "tickets" && name == "GET /api/tickets")
+        .map_or(0, |(_, _, n)| n);
+    assert_eq!(reads, 1, "tickets' GET /api/tickets spans");
     drop(up);
     if let Some(mut r) = resources {
         r.cleanup().await;

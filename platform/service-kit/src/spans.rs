@@ -82,6 +82,21 @@ impl Span {
         }
     }
 
+    /// A span that is not exported, and tells the work under it not to export either
+    /// (its trace is not sampled): under `parent` if given, else the first of a trace.
+    pub fn unsampled(parent: Option<TraceContext>) -> Span {
+        let context = parent.map_or_else(TraceContext::generate, |p| p.child());
+        Span {
+            context: TraceContext::from_parts(
+                context.trace_id_number(),
+                context.span_id_number(),
+                false,
+            )
+            .unwrap_or(context),
+            exported: None,
+        }
+    }
+
     /// Its position in the trace: what the work under it, and the events it publishes,
     /// name as their parent.
     pub fn context(&self) -> TraceContext {
