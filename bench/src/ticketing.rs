@@ -40,8 +40,120 @@ pub async fn run(ctx: &Ctx) -> Section {
         "7. Ticketing: reads, order → reserved, purchases, memory, `up ticketing`",
     );
     on_each_backend!(ctx, section, measure);
+    // Reads on two replicas: the production backends only (`up --replicas` needs them).
+    if ctx.plan.production.is_some() {
+        let on = crate::report::PRODUCTION;
+        let res = ctx.resources(on);
+        let result = match &res {
+            Some(res) => reads_on_two_replicas(ctx, &mut section, on, res)
+                .await
+                .context("reads on two replicas"),
+            None => Ok(()),
+        };
+        crate::finish(&mut section, on, res, result).await;
+    }
     ctx.skip_note(&mut section);
     section
+}
+
+/// `up ticketing --replicas 2`: tickets sold and orders made through the first replica of
+/// each service, the lists read (under wrk) from the second, which kept them in memory
+/// and heard of every commit of the first by PostgreSQL's `NOTIFY`; against bare axum with
+/// the same bytes.
+async fn reads_on_two_replicas(
+    ctx: &Ctx,
+    section: &mut Section,
+    on: &str,
+    res: &Resources,
+) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-bench-replicas")
+        .tempdir()?;
+    let mut extra = backend_args(ctx, Some(res), &switchyard_registry::TICKETING).await?;
+    extra.extend(["--replicas".to_string(), "2".to_string()]);
+    let up = Up::start(
+        ctx,
+        &switchyard_registry::TICKETING,
+        &dir.path().join("data"),
+        &dir.path().join("up.log"),
+        &extra,
+        &[
+            ("JWT_KEY", JWT_KEY),
+            ("PAYMENT_PROVIDER", "test"),
+            ("SIGNIN_MAX_PER_CLIENT", "1000000000"),
+            ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
+        ],
+    )
+    .await?;
+    let first = |name: &str| port_of(name).map(|p| up.url(p));
+    let second = |name: &str| port_of(name).map(|p| up.url(p + crate::up::REPLICA_STRIDE));
+    let seller = User::sign_up(ctx, &first("auth")?, "seller@replicas.test").await?;
+    let mut listed = Vec::new();
+    for n in 0..LISTED {
+        listed.push(seller.sell(&first("tickets")?, n).await?);
+    }
+    // The second replica lists what the first sold (it heard the commits).
+    let list_url = format!("{}/api/tickets", second("tickets")?);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let list = loop {
+        let list = ctx.http.get(&list_url).send().await?.bytes().await?;
+        let count = serde_json::from_slice::<Value>(&list)?
+            .as_array()
+            .map_or(0, Vec::len);
+        if count == LISTED {
+            break list;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the second replica lists {count} of the first's {LISTED} tickets"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    read_vs_bare(
+        ctx,
+        section,
+        on,
+        &dir.path().join("tickets.json"),
+        &list_url,
+        &list,
+        None,
+        "GET /api/tickets (100 tickets), the other of 2 replicas",
+    )
+    .await?;
+    let buyer = User::sign_up(ctx, &first("auth")?, "buyer@replicas.test").await?;
+    for ticket in listed.iter().take(ORDERS) {
+        buyer
+            .order(&first("orders")?, ticket)
+            .await?
+            .context("a listed ticket could not be ordered")?;
+    }
+    let orders_url = format!("{}/api/orders", second("orders")?);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mine = loop {
+        let (status, body) = buyer.send(reqwest::Method::GET, &orders_url, None).await?;
+        let count = body.as_array().map_or(0, Vec::len);
+        if status == 200 && count == ORDERS {
+            break serde_json::to_vec(&body)?;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the second replica shows {count} of the buyer's {ORDERS} orders"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    read_vs_bare(
+        ctx,
+        section,
+        on,
+        &dir.path().join("orders.json"),
+        &orders_url,
+        &mine,
+        Some(&buyer.cookie),
+        "GET /api/orders (signed in, 10 orders), the other of 2 replicas",
+    )
+    .await?;
+    up.stop().await;
+    Ok(())
 }
 
 /// Local port of a ticketing service (before `up`'s offset).

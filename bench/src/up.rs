@@ -23,10 +23,18 @@ fn ports(app: &switchyard_registry::App) -> Vec<u16> {
         .iter()
         .flat_map(|s| {
             let api = (s.kind != switchyard_registry::Kind::Gateway).then_some(s.local_port);
-            api.into_iter().chain([s.local_ops_port])
+            let ports: Vec<u16> = api.into_iter().chain([s.local_ops_port]).collect();
+            // A second replica (`up --replicas 2`) 20 above.
+            let second = (s.kind == switchyard_registry::Kind::App).then(|| ports.clone());
+            ports
+                .into_iter()
+                .chain(second.into_iter().flatten().map(|p| p + REPLICA_STRIDE))
         })
         .collect()
 }
+
+/// How far above a service's ports `up` puts its second replica.
+pub const REPLICA_STRIDE: u16 = 20;
 
 pub async fn run(ctx: &Ctx) -> Section {
     let mut section = Section::new(
