@@ -56,6 +56,35 @@ pub async fn run(ctx: &Ctx) -> Section {
     section
 }
 
+/// `up ticketing` on the backend of `res` (embedded without), `replicas` processes of each
+/// service, its data and log in `dir`.
+async fn ticketing_up(
+    ctx: &Ctx,
+    res: Option<&Resources>,
+    dir: &std::path::Path,
+    replicas: u8,
+) -> anyhow::Result<Up> {
+    let mut extra = backend_args(ctx, res, &switchyard_registry::TICKETING).await?;
+    if replicas > 1 {
+        extra.extend(["--replicas".to_string(), replicas.to_string()]);
+    }
+    Up::start(
+        ctx,
+        &switchyard_registry::TICKETING,
+        &dir.join("data"),
+        &dir.join("up.log"),
+        &extra,
+        &[
+            ("JWT_KEY", JWT_KEY),
+            ("PAYMENT_PROVIDER", "test"),
+            // Every buyer here is 127.0.0.1: no per-address limits.
+            ("SIGNIN_MAX_PER_CLIENT", "1000000000"),
+            ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
+        ],
+    )
+    .await
+}
+
 /// `up ticketing --replicas 2`: tickets sold and orders made through the first replica of
 /// each service, the lists read (under wrk) from the second, which kept them in memory
 /// and heard of every commit of the first by PostgreSQL's `NOTIFY`; against bare axum with
@@ -69,91 +98,116 @@ async fn reads_on_two_replicas(
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-replicas")
         .tempdir()?;
-    let mut extra = backend_args(ctx, Some(res), &switchyard_registry::TICKETING).await?;
-    extra.extend(["--replicas".to_string(), "2".to_string()]);
-    let up = Up::start(
-        ctx,
-        &switchyard_registry::TICKETING,
-        &dir.path().join("data"),
-        &dir.path().join("up.log"),
-        &extra,
-        &[
-            ("JWT_KEY", JWT_KEY),
-            ("PAYMENT_PROVIDER", "test"),
-            ("SIGNIN_MAX_PER_CLIENT", "1000000000"),
-            ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
-        ],
-    )
-    .await?;
-    let first = |name: &str| port_of(name).map(|p| up.url(p));
-    let second = |name: &str| port_of(name).map(|p| up.url(p + crate::up::REPLICA_STRIDE));
-    let seller = User::sign_up(ctx, &first("auth")?, "seller@replicas.test").await?;
+    let up = ticketing_up(ctx, Some(res), dir.path(), 2).await?;
+    let url = |name: &str, replica: u16| {
+        port_of(name).map(|p| up.url(p + crate::up::REPLICA_STRIDE * (replica - 1)))
+    };
+    let (auth, tickets, orders) = (url("auth", 1)?, url("tickets", 1)?, url("orders", 1)?);
+    let first = Replica {
+        auth: &auth,
+        tickets: &tickets,
+        orders: &orders,
+    };
+    let (tickets, orders) = (url("tickets", 2)?, url("orders", 2)?);
+    let second = Replica {
+        auth: &auth,
+        tickets: &tickets,
+        orders: &orders,
+    };
+    let suffix = ", the other of 2 replicas";
+    reads(ctx, section, on, dir.path(), &first, &second, suffix).await?;
+    up.stop().await;
+    Ok(())
+}
+
+/// The base URLs of one replica of auth, tickets and orders.
+struct Replica<'a> {
+    auth: &'a str,
+    tickets: &'a str,
+    orders: &'a str,
+}
+
+/// The reads: 100 tickets sold and a buyer's 10 orders made through `writes`, each list read
+/// from `reads` (once it shows them) under wrk against bare axum with the same bytes; the
+/// figures' names end with `suffix`. The seller and the buyer.
+async fn reads(
+    ctx: &Ctx,
+    section: &mut Section,
+    on: &str,
+    dir: &std::path::Path,
+    writes: &Replica<'_>,
+    reads: &Replica<'_>,
+    suffix: &str,
+) -> anyhow::Result<(User, User)> {
+    let seller = User::sign_up(ctx, writes.auth, "seller@bench.test").await?;
     let mut listed = Vec::new();
     for n in 0..LISTED {
-        listed.push(seller.sell(&first("tickets")?, n).await?);
+        listed.push(seller.sell(writes.tickets, n).await?);
     }
-    // The second replica lists what the first sold (it heard the commits).
-    let list_url = format!("{}/api/tickets", second("tickets")?);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let list = loop {
-        let list = ctx.http.get(&list_url).send().await?.bytes().await?;
-        let count = serde_json::from_slice::<Value>(&list)?
-            .as_array()
-            .map_or(0, Vec::len);
-        if count == LISTED {
-            break list;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the second replica lists {count} of the first's {LISTED} tickets"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let list_url = format!("{}/api/tickets", reads.tickets);
+    let list = listing(ctx, &list_url, None, LISTED).await?;
     read_vs_bare(
         ctx,
         section,
         on,
-        &dir.path().join("tickets.json"),
+        &dir.join("tickets.json"),
         &list_url,
         &list,
         None,
-        "GET /api/tickets (100 tickets), the other of 2 replicas",
+        &format!("GET /api/tickets (100 tickets){suffix}"),
     )
     .await?;
-    let buyer = User::sign_up(ctx, &first("auth")?, "buyer@replicas.test").await?;
+    let buyer = User::sign_up(ctx, writes.auth, "buyer@bench.test").await?;
     for ticket in listed.iter().take(ORDERS) {
         buyer
-            .order(&first("orders")?, ticket)
+            .order(writes.orders, ticket)
             .await?
             .context("a listed ticket could not be ordered")?;
     }
-    let orders_url = format!("{}/api/orders", second("orders")?);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mine = loop {
-        let (status, body) = buyer.send(reqwest::Method::GET, &orders_url, None).await?;
-        let count = body.as_array().map_or(0, Vec::len);
-        if status == 200 && count == ORDERS {
-            break serde_json::to_vec(&body)?;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the second replica shows {count} of the buyer's {ORDERS} orders"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let orders_url = format!("{}/api/orders", reads.orders);
+    let mine = listing(ctx, &orders_url, Some(&buyer.cookie), ORDERS).await?;
     read_vs_bare(
         ctx,
         section,
         on,
-        &dir.path().join("orders.json"),
+        &dir.join("orders.json"),
         &orders_url,
         &mine,
         Some(&buyer.cookie),
-        "GET /api/orders (signed in, 10 orders), the other of 2 replicas",
+        &format!("GET /api/orders (signed in, {ORDERS} orders){suffix}"),
     )
     .await?;
-    up.stop().await;
-    Ok(())
+    Ok((seller, buyer))
+}
+
+/// The body of `url` (with `cookie`) once it lists `want` items: what one replica wrote,
+/// seen on the other. Five seconds at most.
+async fn listing(
+    ctx: &Ctx,
+    url: &str,
+    cookie: Option<&str>,
+    want: usize,
+) -> anyhow::Result<bytes::Bytes> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut request = ctx.http.get(url);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let body = request.send().await?.bytes().await?;
+        let count = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0);
+        if count == want {
+            return Ok(body);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{url} lists {count} of {want} written through the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Local port of a ticketing service (before `up`'s offset).
@@ -339,22 +393,7 @@ async fn measure(
     let dir = tempfile::Builder::new()
         .prefix("switchyard-bench-ticketing")
         .tempdir()?;
-    let extra = backend_args(ctx, res, &switchyard_registry::TICKETING).await?;
-    let up = Up::start(
-        ctx,
-        &switchyard_registry::TICKETING,
-        &dir.path().join("data"),
-        &dir.path().join("up.log"),
-        &extra,
-        &[
-            ("JWT_KEY", JWT_KEY),
-            ("PAYMENT_PROVIDER", "test"),
-            // Every buyer here is 127.0.0.1: no per-address limits.
-            ("SIGNIN_MAX_PER_CLIENT", "1000000000"),
-            ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
-        ],
-    )
-    .await?;
+    let up = ticketing_up(ctx, res, dir.path(), 1).await?;
     section.push_on(
         on,
         Figure::at_most(
@@ -388,55 +427,13 @@ async fn measure(
     let sampler = RssSampler::start(pids.clone());
 
     // 1. Reads: 100 tickets listed, a buyer's 10 orders, each against bare axum.
-    let seller = User::sign_up(ctx, &auth, "seller@bench.test").await?;
-    let mut listed = Vec::new();
-    for n in 0..LISTED {
-        listed.push(seller.sell(&tickets, n).await?);
-    }
-    let list_url = format!("{tickets}/api/tickets");
-    let list = ctx.http.get(&list_url).send().await?.bytes().await?;
-    let count = serde_json::from_slice::<Value>(&list)?
-        .as_array()
-        .map_or(0, Vec::len);
-    anyhow::ensure!(count == LISTED, "GET /api/tickets lists {count} tickets");
-    read_vs_bare(
-        ctx,
-        section,
-        on,
-        &dir.path().join("tickets.json"),
-        &list_url,
-        &list,
-        None,
-        "GET /api/tickets (100 tickets)",
-    )
-    .await?;
-    let buyer = User::sign_up(ctx, &auth, "buyer@bench.test").await?;
-    for ticket in listed.iter().take(ORDERS) {
-        buyer
-            .order(&orders, ticket)
-            .await?
-            .context("a listed ticket could not be ordered")?;
-    }
+    let here = Replica {
+        auth: &auth,
+        tickets: &tickets,
+        orders: &orders,
+    };
+    let (seller, buyer) = reads(ctx, section, on, dir.path(), &here, &here, "").await?;
     let orders_url = format!("{orders}/api/orders");
-    let mine = buyer
-        .http
-        .get(&orders_url)
-        .header("cookie", &buyer.cookie)
-        .send()
-        .await?
-        .bytes()
-        .await?;
-    read_vs_bare(
-        ctx,
-        section,
-        on,
-        &dir.path().join("orders.json"),
-        &orders_url,
-        &mine,
-        Some(&buyer.cookie),
-        "GET /api/orders (signed in, 10 orders)",
-    )
-    .await?;
 
     // 2. Order created → ticket reserved in tickets, against the bare durable hop.
     let n = p.e2e_comments.clamp(30, 200);
