@@ -1,17 +1,19 @@
 //! The Kubernetes part of every app's wire contract, as the app registry declares it
-//! ([`switchyard_registry::APPS`]): object names, labels, container names, images, ports,
-//! the extra Services (the blog's NodePort), the Ingress, the event bus's subscribers, the
-//! operational port, the Secrets the services read, and the connections the NetworkPolicies
-//! must open (and no other).
+//! ([`switchyard_registry::APPS`]): object names, labels, containers, images, ports, the
+//! extra Services (the blog's NodePort), the Ingress, the event bus's subscribers, the
+//! operational port, the Secrets the services read, the NATS users, and the connections
+//! the NetworkPolicies must open (and no other).
 //!
 //! Every app has the same two overlays ([`Overlay`]): `dev`, the embedded setup (SQLite, the
 //! HTTP event bus), and `prod` (PostgreSQL, NATS JetStream, no HTTP event bus).
 
 use serde_json::Value;
+use switchyard_bus_client::nats_users::{self, ServiceUser};
 use switchyard_registry::{APPS, App, Consumes, Kind, Service};
 
 use crate::ingress::{Backend, BackendPort, Router, USE_REGEX_ANNOTATION};
-use crate::manifest::{self, Manifests, string_map};
+use crate::manifest::{Container, Manifests, image_repository, list, name, text};
+use crate::manifest::{string_map, target_port};
 use crate::netpol::{self, Path, Peer};
 
 /// The container port (named `ops`) of every service's `/healthz`, `/readyz` and
@@ -25,32 +27,30 @@ pub const INGRESS_CONTROLLER_NAMESPACE: &str = "ingress-nginx";
 /// The namespace whose pods (Prometheus) may scrape the ops ports in prod.
 pub const MONITORING_NAMESPACE: &str = "monitoring";
 
-/// The NATS Service of the prod overlays, and its client port.
+/// The NATS Service of the prod overlays and its client port; the NATS cluster's routes
+/// (each server to the others, by the headless Service's DNS names); PostgreSQL's Service.
 pub const NATS_SERVICE: (&str, u16) = ("nats", 4222);
-/// The NATS cluster's routes: each server of the StatefulSet to the others, by the
-/// headless Service's DNS names.
 pub const NATS_ROUTES: (&str, u16) = ("nats-headless", 6222);
-
-/// The PostgreSQL Service of the prod overlays, and its port.
 pub const POSTGRES_SERVICE: (&str, u16) = ("postgres", 5432);
 
 /// The Secret holding every service's `DATABASE_URL` in prod (key = the service's name).
 pub const DATABASE_SECRET: &str = "switchyard-database";
+/// The HTTP bus's secret (dev), and the Secret of the NATS users' passwords (prod).
+pub const BUS_SECRET: (&str, &str) = (switchyard_registry::BUS_SECRET, "event-bus-secret");
+pub const NATS_USERS_SECRET: &str = "nats-users";
 
-/// An overlay of an app.
+/// An overlay of an app: `dev` (SQLite and the HTTP event bus, one replica each) or `prod`
+/// (PostgreSQL and NATS JetStream, replicas, NetworkPolicies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Overlay {
-    /// SQLite and the HTTP event bus, one replica each.
     Dev,
-    /// PostgreSQL and NATS JetStream, replicas, NetworkPolicies.
     Prod,
 }
 
 impl Overlay {
-    /// Both, in the order of [`crate::render::OVERLAYS`].
     pub const ALL: [Overlay; 2] = [Overlay::Dev, Overlay::Prod];
 
-    /// `dev`, `prod`: the directory under `infra/k8s/<app>/overlays/`.
+    /// The directory under `infra/k8s/<app>/overlays/`.
     pub fn name(self) -> &'static str {
         match self {
             Overlay::Dev => "dev",
@@ -64,10 +64,15 @@ impl Overlay {
     }
 }
 
+/// The Secret that holds `var`: `JWT_KEY` -> `jwt-secret`.
+pub fn secret_name(var: &str) -> String {
+    let first = var.split('_').next().unwrap_or(var);
+    format!("{}-secret", first.to_ascii_lowercase())
+}
+
 /// One app's contract.
 #[derive(Debug, Clone, Copy)]
 pub struct Contract {
-    /// The app, from the registry.
     pub app: &'static App,
 }
 
@@ -76,63 +81,49 @@ pub fn contracts() -> Vec<Contract> {
     APPS.iter().map(|app| Contract { app }).collect()
 }
 
-/// One deployed service of an overlay.
+/// One deployed service of an overlay: `name` is its label `app`, its container's name and
+/// the service part of `SWITCHYARD_SERVICE`; `port` its container port `http`, its
+/// Service's port and targetPort; `service` its ClusterIP Service in this overlay; `image`
+/// its image repository; `uses_bus` whether it consumes events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceContract {
-    /// Label `app`, container name, the service part of `SWITCHYARD_SERVICE`.
     pub name: &'static str,
-    /// Event bus or app service.
     pub kind: Kind,
-    /// Container port (named `http`) = Service port = targetPort.
     pub port: u16,
-    /// Deployment name.
     pub deployment: &'static str,
-    /// Its ClusterIP Service in this overlay, if it has one.
     pub service: Option<String>,
-    /// Image repository (without tag).
     pub image: String,
-    /// Whether it owns a database.
     pub database: bool,
-    /// Whether it consumes events (and so talks to the bus).
     pub uses_bus: bool,
 }
 
-/// The Secret that holds `var` (`JWT_KEY` -> `jwt-secret`): the original's naming.
-/// The variable of the HTTP bus's secret, and its Secret.
-pub const BUS_SECRET_VAR: &str = switchyard_registry::BUS_SECRET;
-pub const BUS_SECRET_NAME: &str = "event-bus-secret";
-/// The Secret of the NATS users' passwords.
-pub const NATS_USERS_SECRET: &str = "nats-users";
-
-pub fn secret_name(var: &str) -> String {
-    let first = var.split('_').next().unwrap_or(var);
-    format!("{}-secret", first.to_ascii_lowercase())
+impl ServiceContract {
+    /// `Deployment <name> container <name>`, for messages.
+    pub fn at(&self) -> String {
+        format!("Deployment {} container {}", self.deployment, self.name)
+    }
 }
 
 impl Contract {
-    /// The app's name.
     pub fn name(&self) -> &'static str {
         self.app.name
     }
 
-    /// The image of a service: `switchyard/<service>` for the blog (its images came first),
-    /// `switchyard/<app>-<service>` for every other app, so that no two apps' images clash
-    /// (both have a client and an event bus).
+    /// `switchyard/<service>` for the blog (its images came first), else
+    /// `switchyard/<app>-<service>`, so that no two apps' images clash.
     pub fn image(&self, service: &str) -> String {
-        if self.app.name == "blog" {
-            format!("switchyard/{service}")
-        } else {
-            format!("switchyard/{}-{service}", self.app.name)
+        match self.app.name {
+            "blog" => format!("switchyard/{service}"),
+            app => format!("switchyard/{app}-{service}"),
         }
     }
 
     /// The skaffold profile that deploys `overlay`: the blog's are `dev` and `prod` (the
     /// default config is the blog's dev), every other app's `<app>-<overlay>`.
     pub fn skaffold_profile(&self, overlay: Overlay) -> String {
-        if self.app.name == "blog" {
-            overlay.name().to_owned()
-        } else {
-            format!("{}-{}", self.app.name, overlay.name())
+        match self.app.name {
+            "blog" => overlay.name().to_owned(),
+            app => format!("{app}-{}", overlay.name()),
         }
     }
 
@@ -141,296 +132,179 @@ impl Contract {
         s.deployment.is_some() && !(overlay == Overlay::Prod && s.kind == Kind::EventBus)
     }
 
-    /// Whether `s` is one of the services the event bus delivers to.
-    fn is_subscriber(&self, s: &Service) -> bool {
+    fn is_subscriber(s: &Service) -> bool {
         s.kind == Kind::App && s.consumes != Consumes::Nothing
     }
 
-    /// The ClusterIP Service of `s` in `overlay`: the registry's; in an overlay with the
-    /// HTTP event bus, a subscriber without one gets `<name>-srv` (the bus must reach it:
-    /// ticketing's expiration, which has no Service in the original).
+    /// The ClusterIP Service of `s` in `overlay`: the registry's; with the HTTP event bus, a
+    /// subscriber without one gets `<name>-srv` (the bus must reach it: ticketing's
+    /// expiration, which has no Service in the original).
     pub fn cluster_service(&self, overlay: Overlay, s: &Service) -> Option<String> {
-        match s.k8s_service {
-            Some(name) => Some(name.to_owned()),
-            None if overlay.http_bus() && self.is_subscriber(s) => Some(format!("{}-srv", s.name)),
-            None => None,
-        }
-    }
-
-    fn contract_of(&self, overlay: Overlay, s: &'static Service) -> Option<ServiceContract> {
-        Some(ServiceContract {
-            name: s.name,
-            kind: s.kind,
-            port: s.contract_port,
-            deployment: s.deployment?,
-            service: self.cluster_service(overlay, s),
-            image: self.image(s.name),
-            database: s.database,
-            uses_bus: self.is_subscriber(s),
-        })
+        let needs_one = overlay.http_bus() && Self::is_subscriber(s);
+        let own = needs_one.then(|| format!("{}-srv", s.name));
+        s.k8s_service.map(str::to_owned).or(own)
     }
 
     /// The services deployed in `overlay`.
     pub fn services(&self, overlay: Overlay) -> Vec<ServiceContract> {
-        self.app
+        let deployed = self
+            .app
             .services
             .iter()
-            .filter(|s| self.deploys(overlay, s))
-            .filter_map(|s| self.contract_of(overlay, s))
-            .collect()
+            .filter(|s| self.deploys(overlay, s));
+        let contract = |s: &'static Service| {
+            Some(ServiceContract {
+                name: s.name,
+                kind: s.kind,
+                port: s.contract_port,
+                deployment: s.deployment?,
+                service: self.cluster_service(overlay, s),
+                image: self.image(s.name),
+                database: s.database,
+                uses_bus: Self::is_subscriber(s),
+            })
+        };
+        deployed.filter_map(contract).collect()
     }
 
-    /// The deployed service `name` of `overlay`.
     pub fn service(&self, overlay: Overlay, name: &str) -> Option<ServiceContract> {
         self.services(overlay).into_iter().find(|s| s.name == name)
     }
 
-    /// The app services (not the event bus) deployed in `overlay`.
+    /// The app services (not the event bus, not the console) deployed in `overlay`.
     pub fn app_services(&self, overlay: Overlay) -> Vec<ServiceContract> {
-        self.services(overlay)
-            .into_iter()
-            .filter(|s| s.kind == Kind::App)
-            .collect()
+        let mut services = self.services(overlay);
+        services.retain(|s| s.kind == Kind::App);
+        services
     }
 
-    /// Whether `name` (as `switchyard serve` takes it) resolves, in the registry, to
-    /// `service` of this app.
+    /// Whether `name` (as `switchyard serve` takes it) resolves to `service` of this app.
     pub fn names_service(&self, name: &str, service: &str) -> bool {
-        switchyard_registry::resolve(name)
-            .is_ok_and(|r| r.app.name == self.app.name && r.service.name == service)
+        let resolved = switchyard_registry::resolve(name);
+        resolved.is_ok_and(|r| r.app.name == self.app.name && r.service.name == service)
     }
 
-    /// The event bus's `SUBSCRIBERS` in the cluster: every consuming service by name, at its
-    /// ClusterIP Service in the dev overlay, with its types (the event bus reads the same
-    /// syntax).
-    pub fn expected_subscribers(&self) -> Vec<String> {
-        self.app
-            .subscribers()
-            .filter_map(|s| {
-                let host = self.cluster_service(Overlay::Dev, s)?;
-                let mut spec = format!("{}=http://{host}:{}", s.name, s.contract_port);
-                if let Consumes::Only(types) = s.consumes {
-                    spec.push_str(&format!(";types={}", types.join("|")));
-                }
-                Some(spec)
-            })
-            .collect()
-    }
-
-    /// Checks the event bus's `SUBSCRIBERS` against the registry.
-    pub fn check_subscribers(&self, m: &Manifests) -> Vec<String> {
-        let Some(bus) = self.app.of_kind(Kind::EventBus).next() else {
-            return Vec::new();
-        };
-        let Some(deployment) = bus.deployment else {
-            return Vec::new();
-        };
-        let Some(w) = m.workload("Deployment", deployment) else {
-            return vec![format!("Deployment {deployment} is missing")];
-        };
-        let Some(c) = w
-            .app_containers()
-            .into_iter()
-            .find(|c| c.name() == bus.name)
-        else {
-            return vec![format!(
-                "Deployment {deployment}: no container {}",
-                bus.name
-            )];
-        };
-        let env = m.env(&c);
-        let actual: Vec<String> = env
-            .vars
-            .get("SUBSCRIBERS")
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_default();
-        let expected = self.expected_subscribers();
-        if actual == expected {
-            Vec::new()
-        } else {
-            vec![format!(
-                "Deployment {deployment}: SUBSCRIBERS is {actual:?}, the registry says {expected:?}"
-            )]
+    /// Every check of this module for `overlay` but the Ingress's and the policies'.
+    pub fn check(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
+        let mut problems = self.check_extra_services(m);
+        self.check_absent(m, overlay, &mut problems);
+        self.check_literal_secrets(m, &mut problems);
+        match overlay {
+            Overlay::Dev => self.check_subscribers(m, &mut problems),
+            Overlay::Prod => self.check_nats_server(m, &mut problems),
         }
-    }
-
-    /// Checks the operational endpoints of every deployed service: a container port named
-    /// `ops` ([`OPS_PORT`]), `OPS_PORT` set to it, the probes on it, the scrape annotations
-    /// naming it, and no Service routing to it (so no Ingress can make it public).
-    pub fn check_ops(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
-        let mut problems = Vec::new();
         for svc in self.services(overlay) {
+            if let Some(service) = &svc.service {
+                problems.extend(check_svc(m, service, svc.name, svc.port, "ClusterIP"));
+            }
+            let at = format!("Deployment {}", svc.deployment);
             let Some(w) = m.workload("Deployment", svc.deployment) else {
+                problems.push(format!("{at} is missing"));
                 continue;
             };
-            let Some(c) = w
-                .app_containers()
-                .into_iter()
-                .find(|c| c.name() == svc.name)
-            else {
-                continue;
-            };
-            let at = format!("Deployment {} container {}", svc.deployment, svc.name);
-            if !c
-                .ports()
-                .iter()
-                .any(|(name, p)| *name == Some("ops") && *p == u64::from(OPS_PORT))
-            {
-                problems.push(format!("{at}: no container port ops = {OPS_PORT}"));
+            let template = &w.object["spec"]["template"];
+            let labels = [
+                ("label", &w.object["metadata"]["labels"]),
+                ("selector", &w.object["spec"]["selector"]["matchLabels"]),
+                ("pod label", &template["metadata"]["labels"]),
+            ];
+            for (what, _) in labels.iter().filter(|(_, l)| l["app"] != svc.name) {
+                problems.push(format!("{at}: {what} app is not {:?}", svc.name));
             }
-            if m.env(&c).vars.get("OPS_PORT") != Some(&OPS_PORT.to_string()) {
-                problems.push(format!("{at}: OPS_PORT is not {OPS_PORT}"));
-            }
-            for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
-                let port = &c.spec[probe]["httpGet"]["port"];
-                if !c.spec[probe].is_null() && c.resolve_port(port) != Some(u64::from(OPS_PORT)) {
-                    problems.push(format!("{at}: {probe} is not on the ops port"));
-                }
-            }
-            let annotations = string_map(&w.object["spec"]["template"]["metadata"]["annotations"]);
-            for (key, want) in [
-                ("prometheus.io/scrape", "true".to_string()),
-                ("prometheus.io/port", OPS_PORT.to_string()),
-                ("prometheus.io/path", "/metrics".to_string()),
-            ] {
-                if annotations.get(key) != Some(&want) {
+            // Prometheus scrapes the ops port
+            let port = OPS_PORT.to_string();
+            for (key, want) in [("scrape", "true"), ("port", &port), ("path", "/metrics")] {
+                let key = format!("prometheus.io/{key}");
+                if template["metadata"]["annotations"][&key] != want {
                     problems.push(format!("{at}: pod annotation {key} is not {want:?}"));
                 }
             }
-            for service in m.of_kind("Service") {
-                if string_map(&service["spec"]["selector"])
-                    .get("app")
-                    .map(String::as_str)
-                    != Some(svc.name)
-                {
-                    continue;
-                }
-                for port in service["spec"]["ports"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                {
-                    let target = if port["targetPort"].is_null() {
-                        &port["port"]
-                    } else {
-                        &port["targetPort"]
-                    };
-                    if c.resolve_port(target) == Some(u64::from(OPS_PORT)) {
-                        problems.push(format!(
-                            "Service {} routes to {}'s ops port",
-                            manifest::name(service),
-                            svc.name
-                        ));
-                    }
-                }
-            }
+            let mut containers = w.app_containers().into_iter();
+            let Some(c) = containers.find(|c| c.name() == svc.name) else {
+                problems.push(format!("{at}: no container named {:?}", svc.name));
+                continue;
+            };
+            let mut found = self.check_container(m, &svc, &c);
+            found.extend(self.check_bus_credentials(overlay, &svc, &c));
+            problems.extend(found.into_iter().map(|p| format!("{}: {p}", svc.at())));
         }
         problems
     }
 
-    /// Checks the Deployment and the ClusterIP Service (if it has one) of a service.
-    pub fn check_service(&self, m: &Manifests, svc: &ServiceContract) -> Vec<String> {
-        let mut problems = Vec::new();
-        let app_labels = |v: &Value| string_map(v).get("app").cloned();
-        let name = svc.name;
-        match m.workload("Deployment", svc.deployment) {
-            None => problems.push(format!("Deployment {} is missing", svc.deployment)),
-            Some(w) => {
-                let d = w.object;
-                if app_labels(&d["metadata"]["labels"]).as_deref() != Some(name) {
-                    problems.push(format!(
-                        "Deployment {}: label app is not {name:?}",
-                        svc.deployment
-                    ));
-                }
-                let selector = string_map(&d["spec"]["selector"]["matchLabels"]);
-                if selector.get("app").map(String::as_str) != Some(name) {
-                    problems.push(format!(
-                        "Deployment {}: selector app is not {name:?}",
-                        svc.deployment
-                    ));
-                }
-                if w.pod_labels.get("app").map(String::as_str) != Some(name) {
-                    problems.push(format!(
-                        "Deployment {}: pod label app is not {name:?}",
-                        svc.deployment
-                    ));
-                }
-                match w.app_containers().into_iter().find(|c| c.name() == name) {
-                    None => problems.push(format!(
-                        "Deployment {}: no container named {name:?}",
-                        svc.deployment
-                    )),
-                    Some(c) => {
-                        if !c
-                            .ports()
-                            .iter()
-                            .any(|(n, p)| *n == Some("http") && *p == u64::from(svc.port))
-                        {
-                            problems.push(format!(
-                                "Deployment {}: container {name} has no port http = {}",
-                                svc.deployment, svc.port
-                            ));
-                        }
-                        let image = manifest::image_repository(c.image());
-                        if image != svc.image {
-                            problems.push(format!(
-                                "Deployment {}: container {name} runs image {image}, not {}",
-                                svc.deployment, svc.image
-                            ));
-                        }
-                        let env = m.env(&c);
-                        if let Some(port) = env.vars.get("PORT")
-                            && port != &svc.port.to_string()
-                        {
-                            problems.push(format!(
-                                "Deployment {}: PORT={port}, not {}",
-                                svc.deployment, svc.port
-                            ));
-                        }
-                        match env.vars.get("SWITCHYARD_SERVICE") {
-                            Some(s) if self.names_service(s, name) => {}
-                            other => problems.push(format!(
-                                "Deployment {}: SWITCHYARD_SERVICE={other:?} is not {}/{name} in the registry",
-                                svc.deployment, self.app.name
-                            )),
-                        }
-                    }
-                }
+    /// A service's container: its port `http`, image, `PORT`, `SWITCHYARD_SERVICE`, the
+    /// app's secrets; and its operational endpoints, on their own port `ops` =
+    /// [`OPS_PORT`]: `OPS_PORT`, the probes, and no Service routing to it (so no Ingress
+    /// can make it public).
+    fn check_container(&self, m: &Manifests, svc: &ServiceContract, c: &Container) -> Vec<String> {
+        let (env, mut found) = (m.env(c), Vec::new());
+        let (port, ops) = (svc.port.to_string(), u64::from(OPS_PORT));
+        if !c.ports().contains(&(Some("http"), svc.port.into())) {
+            found.push(format!("no port http = {port}"));
+        }
+        let image = image_repository(c.image());
+        if image != svc.image {
+            found.push(format!("runs image {image}, not {}", svc.image));
+        }
+        if let Some(actual) = env.vars.get("PORT").filter(|p| **p != port) {
+            found.push(format!("PORT={actual}, not {port}"));
+        }
+        let service = env.vars.get("SWITCHYARD_SERVICE");
+        if !service.is_some_and(|s| self.names_service(s, svc.name)) {
+            let want = format!("{}/{}", self.app.name, svc.name);
+            found.push(format!("SWITCHYARD_SERVICE={service:?} is not {want}"));
+        }
+        // Every app service that checks sessions reads each of the app's secrets from its
+        // key of its Secret (`JWT_KEY` -> `jwt-secret`), not optionally; no other gets them.
+        let sessions = self.app.service(svc.name).is_some_and(|s| s.sessions);
+        for var in self.app.secrets.iter().filter(|_| svc.kind == Kind::App) {
+            let secret = secret_name(var);
+            if !sessions && c.env_entry(var).is_some() {
+                found.push(format!(
+                    "{var} is given to a service that checks no session"
+                ));
+            } else if sessions && !c.reads_secret(var, &secret, var, false) {
+                found.push(format!("{var} is not read from its key of Secret {secret}"));
             }
         }
-        if let Some(service) = &svc.service {
-            problems.extend(check_port_service(m, service, name, svc.port, "ClusterIP"));
+        if !c.ports().contains(&(Some("ops"), ops)) {
+            found.push(format!("no container port ops = {OPS_PORT}"));
         }
-        problems
+        if env.vars.get("OPS_PORT") != Some(&OPS_PORT.to_string()) {
+            found.push(format!("OPS_PORT is not {OPS_PORT}"));
+        }
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let port = &c.spec[probe]["httpGet"]["port"];
+            if !c.spec[probe].is_null() && c.resolve_port(port) != Some(ops) {
+                found.push(format!("{probe} is not on the ops port"));
+            }
+        }
+        let services = m.of_kind("Service");
+        for s in services.filter(|s| s["spec"]["selector"]["app"] == svc.name) {
+            let mut ports = list(&s["spec"]["ports"]);
+            if ports.any(|p| c.resolve_port(target_port(p)) == Some(ops)) {
+                found.push(format!("Service {} routes to its ops port", name(s)));
+            }
+        }
+        found
     }
 
     /// Checks the extra Services the registry declares (the blog's NodePort `posts-srv`),
     /// and that no other Service is exposed outside the cluster (NodePort, LoadBalancer).
-    pub fn check_extra_services(&self, m: &Manifests) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .app
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.extra_k8s_services.iter().flat_map(move |extra| {
-                    check_port_service(m, extra.name, s.name, s.contract_port, extra.kind)
-                })
-            })
-            .collect();
+    fn check_extra_services(&self, m: &Manifests) -> Vec<String> {
+        let mut problems = Vec::new();
+        let extras = self.app.services.iter().flat_map(|s| {
+            let extras = s.extra_k8s_services.iter();
+            extras.map(move |e| (s, e))
+        });
+        for (s, e) in extras.clone() {
+            problems.extend(check_svc(m, e.name, s.name, s.contract_port, e.kind));
+        }
         for service in m.of_kind("Service") {
             let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
-            if kind != "NodePort" && kind != "LoadBalancer" {
-                continue;
-            }
-            let name = manifest::name(service);
-            let declared = self
-                .app
-                .services
-                .iter()
-                .flat_map(|s| s.extra_k8s_services)
-                .any(|e| e.name == name && e.kind == kind);
-            if !declared {
+            let name = name(service);
+            let mut extras = extras.clone();
+            let declared = extras.any(|(_, e)| e.name == name && e.kind == kind);
+            if (kind == "NodePort" || kind == "LoadBalancer") && !declared {
                 problems.push(format!(
                     "Service {name} is a {kind}: only the Ingress may expose {} (and the registry's extra Services)",
                     self.app.name
@@ -441,111 +315,70 @@ impl Contract {
     }
 
     /// Checks that `overlay` deploys none of the objects it must not: the Deployment and
-    /// Service of a service it does not run (prod: the event bus), and a dev-only Service
+    /// Services of a service it does not run (prod: the event bus), and a dev-only Service
     /// (`expiration-srv`) outside dev.
-    pub fn check_absent(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
-        let mut problems = Vec::new();
+    fn check_absent(&self, m: &Manifests, overlay: Overlay, problems: &mut Vec<String>) {
         for s in self.app.services {
             let Some(deployment) = s.deployment else {
                 continue;
             };
-            let mut services: Vec<String> = s.k8s_service.map(str::to_owned).into_iter().collect();
-            services.push(format!("{}-srv", s.name));
+            let mut unwanted = vec![("Service", format!("{}-srv", s.name))];
+            unwanted.extend(s.k8s_service.map(|n| ("Service", n.to_owned())));
             // the extra Services (posts-srv) are the registry's, in every overlay
-            services.retain(|n| !s.extra_k8s_services.iter().any(|e| e.name == n));
+            unwanted.retain(|(_, n)| !s.extra_k8s_services.iter().any(|e| e.name == n));
             if !self.deploys(overlay, s) {
-                if m.get("Deployment", deployment).is_some() {
-                    problems.push(format!(
-                        "Deployment {deployment} should not be deployed in {}",
-                        overlay.name()
-                    ));
-                }
+                unwanted.push(("Deployment", deployment.to_owned()));
             } else if let Some(own) = self.cluster_service(overlay, s) {
-                services.retain(|n| *n != own);
+                unwanted.retain(|(_, n)| *n != own);
             }
-            for name in services {
-                if m.get("Service", &name).is_some() {
-                    problems.push(format!(
-                        "Service {name} should not be deployed in {}",
-                        overlay.name()
-                    ));
-                }
+            for (kind, name) in unwanted.iter().filter(|(k, n)| m.get(k, n).is_some()) {
+                let overlay = overlay.name();
+                problems.push(format!("{kind} {name} should not be deployed in {overlay}"));
             }
         }
-        problems
     }
 
-    /// Checks the Ingress object: name, class, annotation, host, paths in order with
-    /// their pathTypes and backends.
+    /// Checks the Ingress object: name, class, annotation, host, paths in order with their
+    /// pathTypes and backends.
     pub fn check_ingress(&self, ingress: &Value) -> Vec<String> {
         let spec = &self.app.ingress;
+        let at = format!("Ingress {}", name(ingress));
         let mut problems = Vec::new();
-        let name = manifest::name(ingress);
-        if manifest::kind(ingress) != "Ingress" || name != spec.name {
-            problems.push(format!(
-                "expected Ingress {}, got {}",
-                spec.name,
-                manifest::id(ingress)
-            ));
+        if ingress["kind"] != "Ingress" || name(ingress) != spec.name {
+            problems.push(format!("{at}: expected Ingress {}", spec.name));
         }
-        if ingress["apiVersion"].as_str() != Some("networking.k8s.io/v1") {
-            problems.push(format!(
-                "Ingress {name}: apiVersion is not networking.k8s.io/v1"
-            ));
+        let fields = [
+            ("apiVersion", &ingress["apiVersion"], "networking.k8s.io/v1"),
+            (
+                "ingressClassName",
+                &ingress["spec"]["ingressClassName"],
+                spec.class,
+            ),
+            (
+                "use-regex",
+                &ingress["metadata"]["annotations"][USE_REGEX_ANNOTATION],
+                "true",
+            ),
+        ];
+        for (what, value, want) in fields.iter().filter(|(_, v, want)| v != want) {
+            problems.push(format!("{at}: {what} is {value}, not {want:?}"));
         }
-        if ingress["spec"]["ingressClassName"].as_str() != Some(spec.class) {
-            problems.push(format!(
-                "Ingress {name}: ingressClassName is not {}",
-                spec.class
-            ));
-        }
-        if ingress["metadata"]["annotations"][USE_REGEX_ANNOTATION].as_str() != Some("true") {
-            problems.push(format!(
-                "Ingress {name}: annotation {USE_REGEX_ANNOTATION} is not \"true\""
-            ));
-        }
-        let rules = ingress["spec"]["rules"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let Some(rule) = rules.iter().find(|r| r["host"].as_str() == Some(spec.host)) else {
-            problems.push(format!("Ingress {name}: no rule for host {}", spec.host));
+        let Some(rule) = list(&ingress["spec"]["rules"]).find(|r| r["host"] == spec.host) else {
+            problems.push(format!("{at}: no rule for host {}", spec.host));
             return problems;
         };
-        let paths = rule["http"]["paths"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let actual: Vec<(String, String, String)> = paths
-            .iter()
-            .map(|p| {
-                let backend = Backend::from_value(&p["backend"])
-                    .map_or_else(|e| e.to_string(), |b| b.to_string());
-                (
-                    p["path"].as_str().unwrap_or("").to_owned(),
-                    p["pathType"].as_str().unwrap_or("").to_owned(),
-                    backend,
-                )
-            })
-            .collect();
-        let expected: Vec<(String, String, String)> = spec
-            .paths
-            .iter()
-            .map(|(path, path_type, service, port)| {
-                let backend = Backend {
-                    service: (*service).to_owned(),
-                    port: BackendPort::Number(u64::from(*port)),
-                };
-                (
-                    (*path).to_owned(),
-                    (*path_type).to_owned(),
-                    backend.to_string(),
-                )
-            })
+        let path = |p: &Value| {
+            let backend = Backend::from_value(&p["backend"]);
+            let backend = backend.map_or_else(|e| e.to_string(), |b| b.to_string());
+            format!("{} {} {backend}", text(&p["path"]), text(&p["pathType"]))
+        };
+        let actual: Vec<String> = list(&rule["http"]["paths"]).map(path).collect();
+        let expected: Vec<String> = (spec.paths.iter())
+            .map(|(path, path_type, service, port)| format!("{path} {path_type} {service}:{port}"))
             .collect();
         if actual != expected {
             problems.push(format!(
-                "Ingress {name}: paths of {} are {actual:?}, the contract says {expected:?}",
+                "{at}: paths of {} are {actual:?}, the contract says {expected:?}",
                 spec.host
             ));
         }
@@ -554,261 +387,176 @@ impl Contract {
 
     /// Checks that the contract's requests reach the contract's Services.
     pub fn check_routes(&self, router: &Router) -> Vec<String> {
-        self.app
-            .routes
-            .iter()
-            .filter_map(|(uri, service, port)| {
-                let want = format!("{service}:{port}");
-                let got = router.route(uri).map(|l| l.backend.to_string());
-                (got.as_deref() != Some(want.as_str())).then(|| {
-                    format!(
-                        "{} {uri} routes to {}, expected {want}",
-                        router.host(),
-                        got.unwrap_or_else(|| "nothing".to_owned())
-                    )
-                })
-            })
-            .collect()
+        let wrong = |(uri, service, port): &(&str, &str, u16)| {
+            let want = format!("{service}:{port}");
+            let got = router.route(uri).map(|l| l.backend.to_string());
+            let got = got.unwrap_or_else(|| "nothing".to_owned());
+            let host = router.host();
+            (got != want).then(|| format!("{host} {uri} routes to {got}, expected {want}"))
+        };
+        self.app.routes.iter().filter_map(wrong).collect()
     }
 
-    /// Checks that every app service of `overlay` that checks sessions reads each of the
-    /// app's secrets (`JWT_KEY`) from its Secret ([`secret_name`]), by key, not optionally;
-    /// that no other service gets them; and that no container sets one to a literal value.
-    pub fn check_secrets(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// No container of any workload sets one of the app's secrets (`JWT_KEY`) to a literal.
+    fn check_literal_secrets(&self, m: &Manifests, problems: &mut Vec<String>) {
         for w in m.workloads() {
             for c in w.containers() {
-                for var in c.spec["env"].as_array().into_iter().flatten() {
-                    let name = var["name"].as_str().unwrap_or("");
-                    if self.app.secrets.contains(&name) && !var["value"].is_null() {
-                        problems.push(format!(
-                            "{} container {}: {name} is a literal value, not from its Secret",
-                            w.id(),
-                            c.name()
-                        ));
-                    }
-                }
-            }
-        }
-        for svc in self.app_services(overlay) {
-            let Some(w) = m.workload("Deployment", svc.deployment) else {
-                continue;
-            };
-            let Some(c) = w.container(svc.name) else {
-                continue;
-            };
-            let sessions = self.app.service(svc.name).is_some_and(|s| s.sessions);
-            for var in self.app.secrets {
-                let secret = secret_name(var);
-                let entry = c.spec["env"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|e| e["name"].as_str() == Some(var));
-                if !sessions {
-                    if entry.is_some() {
-                        problems.push(format!(
-                            "Deployment {} container {}: {var} is given to a service that checks no session",
-                            svc.deployment, svc.name
-                        ));
-                    }
-                    continue;
-                }
-                let ok = entry
-                    .map(|e| &e["valueFrom"]["secretKeyRef"])
-                    .is_some_and(|r| {
-                        r["name"].as_str() == Some(secret.as_str())
-                            && r["key"].as_str() == Some(var)
-                            && r["optional"].as_bool() != Some(true)
-                    });
-                if !ok {
+                for var in self.app.secrets.iter().filter(|v| c.literal(v)) {
+                    let at = format!("{} container {}", w.id(), c.name());
                     problems.push(format!(
-                        "Deployment {} container {}: {var} is not read from key {var} of Secret {secret} (not optional)",
-                        svc.deployment, svc.name
+                        "{at}: {var} is a literal value, not from its Secret"
                     ));
                 }
             }
         }
-        problems
     }
 
-    /// Checks how the services prove to the bus that they are the app's. With the HTTP
-    /// bus (dev), the bus and every service that publishes or consumes read
-    /// `EVENT_BUS_SECRET` from key `EVENT_BUS_SECRET` of Secret `event-bus-secret`; with
-    /// NATS (prod), each such service connects as its own user (`NATS_USER` = its name,
-    /// `NATS_PASSWORD` from Secret `nats-users`), the NATS server reads every password
-    /// from that Secret and loads the users from a ConfigMap equal to what
-    /// `switchyard nats-users <app>` writes. A service that does not use the bus gets
-    /// neither, and none is ever a literal value.
-    pub fn check_bus_credentials(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
-        let mut problems = Vec::new();
-        let from_secret = |env: &[Value], var: &str, secret: &str, key: &str| {
-            env.iter()
-                .find(|e| e["name"].as_str() == Some(var))
-                .is_some_and(|e| {
-                    let r = &e["valueFrom"]["secretKeyRef"];
-                    r["name"].as_str() == Some(secret)
-                        && r["key"].as_str() == Some(key)
-                        && r["optional"].as_bool() != Some(true)
-                })
+    /// How a service proves to the bus that it is the app's. With the HTTP bus (dev), the
+    /// bus and every service that publishes or consumes read `EVENT_BUS_SECRET` from its
+    /// key of Secret `event-bus-secret`; with NATS (prod), each such service (and the
+    /// console, which reads the bus) connects as its own user: `NATS_USER` = its name,
+    /// `NATS_PASSWORD` from Secret `nats-users`. A service that does not use the bus gets
+    /// neither, and neither is ever a literal value.
+    fn check_bus_credentials(
+        &self,
+        overlay: Overlay,
+        svc: &ServiceContract,
+        c: &Container,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        let Some(spec) = self.app.service(svc.name) else {
+            return found;
         };
-        let (holds, not_held) = if overlay.http_bus() {
-            (vec![BUS_SECRET_VAR], vec!["NATS_PASSWORD"])
-        } else {
-            (vec!["NATS_PASSWORD"], vec![BUS_SECRET_VAR])
+        let (held, not_held, secret, key) = match overlay {
+            Overlay::Dev => (
+                BUS_SECRET.0,
+                "NATS_PASSWORD",
+                BUS_SECRET.1,
+                BUS_SECRET.0.into(),
+            ),
+            Overlay::Prod => {
+                let key = nats_users::password_variable(svc.name);
+                ("NATS_PASSWORD", BUS_SECRET.0, NATS_USERS_SECRET, key)
+            }
         };
-        for svc in self.services(overlay) {
-            let Some(spec) = self.app.service(svc.name) else {
-                continue;
-            };
-            let Some(w) = m.workload("Deployment", svc.deployment) else {
-                continue;
-            };
-            let Some(c) = w.container(svc.name) else {
-                continue;
-            };
-            let env: Vec<Value> = c.spec["env"].as_array().cloned().unwrap_or_default();
-            // The console reads the bus as its own user (or with the HTTP bus's secret).
-            let uses = spec.uses_the_bus() || spec.kind == Kind::Console;
-            let id = format!("Deployment {} container {}", svc.deployment, svc.name);
-            for var in holds.iter().chain(&not_held) {
-                if env
-                    .iter()
-                    .any(|e| e["name"].as_str() == Some(var) && !e["value"].is_null())
-                {
-                    problems.push(format!(
-                        "{id}: {var} is a literal value, not from its Secret"
-                    ));
-                }
-            }
-            for var in &not_held {
-                if env.iter().any(|e| e["name"].as_str() == Some(var)) {
-                    problems.push(format!(
-                        "{id}: {var} is set, but this overlay's bus does not use it"
-                    ));
-                }
-            }
-            if !uses {
-                for var in &holds {
-                    if env.iter().any(|e| e["name"].as_str() == Some(var)) {
-                        problems.push(format!(
-                            "{id}: {var} is set, but the service does not use the bus"
-                        ));
-                    }
-                }
-                continue;
-            }
-            if overlay.http_bus() {
-                if !from_secret(&env, BUS_SECRET_VAR, BUS_SECRET_NAME, BUS_SECRET_VAR) {
-                    problems.push(format!(
-                        "{id}: {BUS_SECRET_VAR} is not read from key {BUS_SECRET_VAR} of Secret {BUS_SECRET_NAME} (not optional)"
-                    ));
-                }
-            } else if matches!(spec.kind, Kind::App | Kind::Console) {
-                let user = env
-                    .iter()
-                    .find(|e| e["name"].as_str() == Some("NATS_USER"))
-                    .and_then(|e| e["value"].as_str());
-                if user != Some(svc.name) {
-                    problems.push(format!(
-                        "{id}: NATS_USER is {user:?}, expected {:?}",
-                        svc.name
-                    ));
-                }
-                let key = switchyard_bus_client::nats_users::password_variable(svc.name);
-                if !from_secret(&env, "NATS_PASSWORD", NATS_USERS_SECRET, &key) {
-                    problems.push(format!(
-                        "{id}: NATS_PASSWORD is not read from key {key} of Secret {NATS_USERS_SECRET} (not optional)"
-                    ));
-                }
-            }
+        for var in [held, not_held].into_iter().filter(|v| c.literal(v)) {
+            found.push(format!("{var} is a literal value, not from its Secret"));
         }
-        if !overlay.http_bus() {
-            problems.extend(self.check_nats_server_users(m));
+        if c.env_entry(not_held).is_some() {
+            found.push(format!(
+                "{not_held} is set, but this overlay's bus does not use it"
+            ));
         }
-        problems
+        let uses = spec.uses_the_bus() || spec.kind == Kind::Console;
+        if !uses && c.env_entry(held).is_some() {
+            found.push(format!(
+                "{held} is set, but the service does not use the bus"
+            ));
+        }
+        // (with NATS, only the app services and the console have a user)
+        let app_or_console = matches!(spec.kind, Kind::App | Kind::Console);
+        if !uses || (overlay == Overlay::Prod && !app_or_console) {
+            return found;
+        }
+        if !c.reads_secret(held, secret, &key, false) {
+            found.push(format!(
+                "{held} is not read from key {key} of Secret {secret} (not optional)"
+            ));
+        }
+        let user = c.env_entry("NATS_USER").and_then(|e| e["value"].as_str());
+        if overlay == Overlay::Prod && user != Some(svc.name) {
+            found.push(format!("NATS_USER is {user:?}, expected {:?}", svc.name));
+        }
+        found
     }
 
-    /// The NATS server of a production overlay: loads the users ConfigMap (exactly what
-    /// `switchyard nats-users` writes for the app) and reads each password from Secret
+    /// The event bus's `SUBSCRIBERS` in the cluster: every consuming service by name, at its
+    /// ClusterIP Service in the dev overlay, with its types (the event bus's syntax).
+    pub fn expected_subscribers(&self) -> Vec<String> {
+        let spec = |s: &Service| {
+            let host = self.cluster_service(Overlay::Dev, s)?;
+            let types = match s.consumes {
+                Consumes::Only(types) => format!(";types={}", types.join("|")),
+                _ => String::new(),
+            };
+            Some(format!(
+                "{}=http://{host}:{}{types}",
+                s.name, s.contract_port
+            ))
+        };
+        self.app.subscribers().filter_map(spec).collect()
+    }
+
+    /// The event bus's `SUBSCRIBERS` is the registry's.
+    fn check_subscribers(&self, m: &Manifests, problems: &mut Vec<String>) {
+        let bus = self.app.of_kind(Kind::EventBus).next();
+        let Some((bus, deployment)) = bus.and_then(|b| Some((b.name, b.deployment?))) else {
+            return;
+        };
+        let Some((_, c)) = m.deployment_container(deployment, bus) else {
+            return; // (reported with the service)
+        };
+        let env = m.env(&c);
+        let actual = env
+            .vars
+            .get("SUBSCRIBERS")
+            .map(|v| v.split(',').map(str::trim));
+        let actual: Vec<&str> = actual.into_iter().flatten().collect();
+        let expected = self.expected_subscribers();
+        if actual != expected {
+            problems.push(format!(
+                "Deployment {deployment}: SUBSCRIBERS is {actual:?}, the registry says {expected:?}"
+            ));
+        }
+    }
+
+    /// The NATS server of a prod overlay: loads the users ConfigMap (exactly what
+    /// `switchyard nats-users <app>` writes) and reads each password from Secret
     /// `nats-users`.
-    fn check_nats_server_users(&self, m: &Manifests) -> Vec<String> {
-        let mut problems = Vec::new();
-        let Some(nats) = m.workload("StatefulSet", "nats") else {
-            return vec!["StatefulSet nats is missing".to_owned()];
+    fn check_nats_server(&self, m: &Manifests, problems: &mut Vec<String>) {
+        let at = "StatefulSet nats";
+        let nats = m.workload("StatefulSet", "nats");
+        let Some((c, nats)) = nats.and_then(|w| Some((w.container("nats")?, w))) else {
+            return problems.push(format!("{at} or its container nats is missing"));
         };
-        let Some(c) = nats.container("nats") else {
-            return vec!["StatefulSet nats has no container nats".to_owned()];
+        let user = |s: &Service| ServiceUser {
+            user: s.name.to_owned(),
+            durable: s.consumer_group.map(str::to_owned),
+            produces: s.produces.iter().map(|t| (*t).to_owned()).collect(),
+            watcher: s.kind == Kind::Console,
         };
-        let users: Vec<_> = self
-            .app
-            .bus_users()
-            .map(|s| switchyard_bus_client::nats_users::ServiceUser {
-                user: s.name.to_owned(),
-                durable: s.consumer_group.map(str::to_owned),
-                produces: s.produces.iter().map(|t| (*t).to_owned()).collect(),
-                watcher: s.kind == Kind::Console,
-            })
-            .collect();
-        let expected = switchyard_bus_client::nats_users::server_config(
-            self.app.stream,
-            self.app.subject_prefix,
-            &users,
-        );
-        let args: Vec<&str> = c.spec["args"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let config_path = args
+        let users: Vec<ServiceUser> = self.app.bus_users().map(user).collect();
+        let (stream, prefix) = (self.app.stream, self.app.subject_prefix);
+        let expected = nats_users::server_config(stream, prefix, &users);
+        let args: Vec<&str> = list(&c.spec["args"]).filter_map(Value::as_str).collect();
+        let config = args
             .iter()
             .position(|a| *a == "-c")
-            .and_then(|i| args.get(i + 1).copied());
-        let Some(config_path) = config_path else {
-            return vec!["StatefulSet nats: no -c <users configuration> argument".to_owned()];
+            .and_then(|i| args.get(i + 1));
+        let Some(config) = config else {
+            return problems.push(format!("{at}: no -c <users configuration> argument"));
         };
-        let (dir, file) = config_path.rsplit_once('/').unwrap_or(("", config_path));
-        let mount = c.spec["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["mountPath"].as_str() == Some(dir));
-        let config_map = mount.and_then(|v| {
-            let volume = nats.pod_spec["volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|vol| vol["name"] == v["name"])?;
-            volume["configMap"]["name"].as_str()
-        });
-        match config_map.and_then(|name| m.config_map_data(name)) {
-            Some(data) if data.get(file) == Some(&expected) => {}
-            Some(_) => problems.push(format!(
-                "StatefulSet nats: {config_path} differs from `switchyard nats-users {}` (write it again)",
+        let (dir, file) = config.rsplit_once('/').unwrap_or(("", config));
+        let volume = nats.volume_at(&c, dir);
+        let config_map = volume.and_then(|v| m.config_map_data(text(&v["configMap"]["name"])));
+        match config_map.map(|data| data.get(file) == Some(&expected)) {
+            Some(true) => {}
+            Some(false) => problems.push(format!(
+                "{at}: {config} differs from `switchyard nats-users {}` (write it again)",
                 self.app.name
             )),
-            None => problems.push(format!(
-                "StatefulSet nats: {config_path} is not mounted from a ConfigMap of the overlay"
-            )),
+            None => problems.push(format!("{at}: {config} is not mounted from a ConfigMap")),
         }
-        let env: Vec<Value> = c.spec["env"].as_array().cloned().unwrap_or_default();
-        for user in std::iter::once(switchyard_bus_client::nats_users::OPERATOR)
-            .chain(users.iter().map(|u| u.user.as_str()))
-        {
-            let var = switchyard_bus_client::nats_users::password_variable(user);
-            let ok = env.iter().any(|e| {
-                e["name"].as_str() == Some(var.as_str())
-                    && e["valueFrom"]["secretKeyRef"]["name"].as_str() == Some(NATS_USERS_SECRET)
-                    && e["valueFrom"]["secretKeyRef"]["key"].as_str() == Some(var.as_str())
-            });
-            if !ok {
+        let users = users.iter().map(|u| u.user.as_str());
+        let all = std::iter::once(nats_users::OPERATOR).chain(users);
+        for var in all.map(nats_users::password_variable) {
+            if !c.reads_secret(&var, NATS_USERS_SECRET, &var, false) {
+                let secret = NATS_USERS_SECRET;
                 problems.push(format!(
-                    "StatefulSet nats: {var} is not read from key {var} of Secret {NATS_USERS_SECRET}"
+                    "{at}: {var} is not read from key {var} of Secret {secret}"
                 ));
             }
         }
-        problems
     }
 
     /// The ingress controller, as the NetworkPolicy checks see it: a pod of
@@ -833,33 +581,23 @@ impl Contract {
         )
     }
 
-    /// The connections `overlay` needs: the ingress controller to every backend of the
-    /// app's Ingress; Prometheus to every service's ops port; every service that uses the
-    /// bus to the bus (NATS, or the HTTP event bus) and, with the HTTP bus, the bus to every
-    /// subscriber; in prod, every service with a database to PostgreSQL.
-    pub fn needed_paths(&self, m: &Manifests, overlay: Overlay) -> Vec<Path> {
-        let backends = self.ingress_backends(m);
-        self.needed_paths_via(m, overlay, &Self::ingress_controller().id, &backends)
-    }
-
     /// The backends of the app's Ingress in `m`.
     pub fn ingress_backends(&self, m: &Manifests) -> Vec<Backend> {
-        let mut backends = Vec::new();
-        if let Some(ingress) = m.get("Ingress", self.app.ingress.name) {
-            for rule in ingress["spec"]["rules"].as_array().into_iter().flatten() {
-                for p in rule["http"]["paths"].as_array().into_iter().flatten() {
-                    if let Ok(b) = Backend::from_value(&p["backend"]) {
-                        backends.push(b);
-                    }
-                }
-            }
-        }
-        backends
+        let ingress = m.get("Ingress", self.app.ingress.name).into_iter();
+        let rules = ingress.flat_map(|i| list(&i["spec"]["rules"]));
+        let paths = rules.flat_map(|r| list(&r["http"]["paths"]));
+        paths
+            .filter_map(|p| Backend::from_value(&p["backend"]).ok())
+            .collect()
     }
 
-    /// [`Self::needed_paths`] with another edge proxy than the ingress controller (`edge`,
-    /// a peer id) reaching other backends (the Gateway API overlay's HTTPRoute backends).
-    pub fn needed_paths_via(
+    /// The connections `overlay` needs: the edge proxy (`edge`, a peer id: the ingress
+    /// controller, or the Gateway API overlay's proxy) to every one of its `backends`;
+    /// Prometheus to every service's ops port; every service that uses the bus to the bus
+    /// (NATS, or the HTTP event bus) and, with the HTTP bus, the bus to every subscriber;
+    /// every service but the console to the console (its spans); in prod, every service
+    /// with a database to PostgreSQL, and the NATS servers to each other.
+    pub fn needed_paths(
         &self,
         m: &Manifests,
         overlay: Overlay,
@@ -869,11 +607,7 @@ impl Contract {
         let mut paths = Vec::new();
         let mut add = |from: &str, service: &str, port: u64| {
             for (to, port) in service_endpoints(m, service, port) {
-                paths.push(Path {
-                    from: from.to_owned(),
-                    to,
-                    port,
-                });
+                paths.push(Path::new(from, &to, port));
             }
         };
         for b in backends {
@@ -882,81 +616,56 @@ impl Contract {
             }
         }
         let services = self.services(overlay);
-        let workload_of = |name: &str| {
-            services
-                .iter()
-                .find(|s| s.name == name)
-                .map(|s| format!("Deployment/{}", s.deployment))
-        };
-        let bus = self
-            .app
-            .of_kind(Kind::EventBus)
-            .find(|b| self.deploys(overlay, b));
-        let bus_service = match bus {
-            Some(b) if overlay.http_bus() => b
-                .k8s_service
-                .map(|s| (s.to_owned(), u64::from(b.contract_port))),
-            _ => Some((NATS_SERVICE.0.to_owned(), u64::from(NATS_SERVICE.1))),
-        };
+        let bus = services.iter().find(|s| s.kind == Kind::EventBus);
+        let nats = (NATS_SERVICE.0.to_owned(), NATS_SERVICE.1);
+        let bus_service = bus.map_or(Some(nats), |b| Some((b.service.clone()?, b.port)));
         let console = services.iter().find(|s| s.kind == Kind::Console);
         for s in &services {
-            let Some(from) = workload_of(s.name) else {
-                continue;
-            };
-            if (s.uses_bus || s.kind == Kind::Console)
-                && let Some((service, port)) = &bus_service
+            let from = format!("Deployment/{}", s.deployment);
+            if let Some((service, port)) = &bus_service
+                && (s.uses_bus || s.kind == Kind::Console)
             {
-                add(&from, service, *port);
+                add(&from, service, u64::from(*port));
             }
-            // Every other service sends the console its spans.
-            if let Some(c) = console
-                && s.kind != Kind::Console
+            // every other service sends the console its spans
+            if let Some(c) = console.filter(|_| s.kind != Kind::Console)
                 && let Some(service) = &c.service
             {
-                add(&from, service, u64::from(c.port));
+                add(&from, service, c.port.into());
             }
             if s.database && !overlay.http_bus() {
-                add(&from, POSTGRES_SERVICE.0, u64::from(POSTGRES_SERVICE.1));
+                add(&from, POSTGRES_SERVICE.0, POSTGRES_SERVICE.1.into());
+            }
+            if let (Some(b), Some(service)) = (bus, &s.service)
+                && s.uses_bus
+            {
+                add(
+                    &format!("Deployment/{}", b.deployment),
+                    service,
+                    s.port.into(),
+                );
             }
         }
         if !overlay.http_bus() {
-            add("StatefulSet/nats", NATS_ROUTES.0, u64::from(NATS_ROUTES.1));
+            add("StatefulSet/nats", NATS_ROUTES.0, NATS_ROUTES.1.into());
         }
-        if overlay.http_bus()
-            && let Some(from) = bus.and_then(|b| workload_of(b.name))
-        {
-            for s in services.iter().filter(|s| s.uses_bus) {
-                if let Some(service) = &s.service {
-                    add(&from, service, u64::from(s.port));
-                }
-            }
-        }
-        let monitoring = Self::monitoring().id;
+        let prometheus = Self::monitoring().id;
         for s in &services {
-            paths.push(Path {
-                from: monitoring.clone(),
-                to: format!("Deployment/{}", s.deployment),
-                port: u64::from(OPS_PORT),
-            });
+            let to = format!("Deployment/{}", s.deployment);
+            paths.push(Path::new(&prometheus, &to, OPS_PORT.into()));
         }
         paths.sort();
         paths.dedup();
         paths
     }
 
-    /// Checks the NetworkPolicies of `overlay`: prod must have them; where there are any,
-    /// every needed connection ([`Self::needed_paths`]) must be open and nothing else,
-    /// probed from every workload, strangers in the namespace, look-alikes in another
-    /// namespace, the ingress controller, Prometheus and the outside
-    /// ([`netpol::probe_peers`]); and no rule may admit an `ipBlock`.
-    pub fn check_network_policies(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
-        let backends = self.ingress_backends(m);
-        self.check_network_policies_via(m, overlay, &Self::ingress_controller(), &backends, &[])
-    }
-
-    /// [`Self::check_network_policies`] with another edge proxy than the ingress
-    /// controller (`edge`) reaching `backends`, probed also from `extra_peers`.
-    pub fn check_network_policies_via(
+    /// Checks the NetworkPolicies of `overlay`: prod must have them; where there are any, a
+    /// default deny, no `ipBlock`, and every needed connection ([`Self::needed_paths`])
+    /// open and nothing else, probed from every workload, strangers in the namespace,
+    /// look-alikes in another namespace, the `edge` proxy reaching `backends` (the ingress
+    /// controller, or the Gateway API overlay's proxy), Prometheus, the outside
+    /// ([`netpol::probe_peers`]), and `extra_peers`.
+    pub fn check_network_policies(
         &self,
         m: &Manifests,
         overlay: Overlay,
@@ -964,13 +673,12 @@ impl Contract {
         backends: &[Backend],
         extra_peers: &[Peer],
     ) -> Vec<String> {
-        let count = netpol::policies(m).count();
-        if count == 0 {
+        if netpol::policies(m).next().is_none() {
+            let app = self.app.name;
+            let problem =
+                format!("{app} prod has no NetworkPolicy: every pod is open to everything");
             return if overlay == Overlay::Prod {
-                vec![format!(
-                    "{} prod has no NetworkPolicy: every pod is open to everything",
-                    self.app.name
-                )]
+                vec![problem]
             } else {
                 Vec::new()
             };
@@ -982,19 +690,15 @@ impl Contract {
                     .to_owned(),
             );
         }
-        let mut peers = netpol::probe_peers(m, edge, &Self::monitoring());
-        peers.extend(extra_peers.iter().cloned());
-        let open = netpol::open_paths(m, &peers);
-        let needed = self.needed_paths_via(m, overlay, &edge.id, backends);
-        for p in &needed {
-            if !open.contains(p) {
-                problems.push(format!("needed but closed: {p}"));
-            }
+        let mut edges = vec![edge.clone(), Self::monitoring()];
+        edges.extend(extra_peers.iter().cloned());
+        let open = netpol::open_paths(m, &netpol::probe_peers(m, &edges));
+        let needed = self.needed_paths(m, overlay, &edge.id, backends);
+        for p in needed.iter().filter(|p| !open.contains(p)) {
+            problems.push(format!("needed but closed: {p}"));
         }
-        for p in &open {
-            if !needed.contains(p) {
-                problems.push(format!("open but not needed: {p}"));
-            }
+        for p in open.iter().filter(|p| !needed.contains(p)) {
+            problems.push(format!("open but not needed: {p}"));
         }
         problems
     }
@@ -1005,21 +709,14 @@ pub fn service_endpoints(m: &Manifests, service: &str, port: u64) -> Vec<(String
     let Some(s) = m.get("Service", service) else {
         return Vec::new();
     };
+    let workloads = m.selected_workloads(&string_map(&s["spec"]["selector"]));
     let mut out = Vec::new();
-    for p in s["spec"]["ports"].as_array().into_iter().flatten() {
-        if p["port"].as_u64() != Some(port) {
-            continue;
-        }
-        let target = if p["targetPort"].is_null() {
-            &p["port"]
-        } else {
-            &p["targetPort"]
-        };
-        for w in m.selected_workloads(&string_map(&s["spec"]["selector"])) {
-            if let Some(n) = w
-                .app_containers()
+    for p in list(&s["spec"]["ports"]).filter(|p| p["port"] == port) {
+        for w in &workloads {
+            let containers = w.app_containers();
+            if let Some(n) = containers
                 .iter()
-                .find_map(|c| c.resolve_port(target))
+                .find_map(|c| c.resolve_port(target_port(p)))
             {
                 out.push((w.id(), n));
             }
@@ -1029,38 +726,23 @@ pub fn service_endpoints(m: &Manifests, service: &str, port: u64) -> Vec<(String
 }
 
 /// Checks a Service: type, selector `app`, and port -> targetPort.
-fn check_port_service(
-    m: &Manifests,
-    name: &str,
-    app: &str,
-    port: u16,
-    service_type: &str,
-) -> Vec<String> {
-    let mut problems = Vec::new();
+fn check_svc(m: &Manifests, name: &str, app: &str, port: u16, kind: &str) -> Vec<String> {
     let Some(s) = m.get("Service", name) else {
         return vec![format!("Service {name} is missing")];
     };
-    let actual_type = s["spec"]["type"].as_str().unwrap_or("ClusterIP");
-    if actual_type != service_type {
-        problems.push(format!(
-            "Service {name} is {actual_type}, not {service_type}"
-        ));
+    let mut problems = Vec::new();
+    let actual = s["spec"]["type"].as_str().unwrap_or("ClusterIP");
+    if actual != kind {
+        problems.push(format!("Service {name} is {actual}, not {kind}"));
     }
-    if string_map(&s["spec"]["selector"])
-        .get("app")
-        .map(String::as_str)
-        != Some(app)
-    {
+    if s["spec"]["selector"]["app"] != app {
         problems.push(format!("Service {name}: selector app is not {app:?}"));
     }
-    let ports = s["spec"]["ports"].as_array().cloned().unwrap_or_default();
-    let found = ports.iter().any(|p| {
-        p["port"].as_u64() == Some(u64::from(port))
-            && (p["targetPort"].is_null()
-                || p["targetPort"].as_u64() == Some(u64::from(port))
-                || p["targetPort"].as_str() == Some(&port.to_string()))
-    });
-    if !found {
+    let target = |p: &Value| {
+        let t = target_port(p);
+        t.as_u64() == Some(port.into()) || t.as_str() == Some(&port.to_string())
+    };
+    if !list(&s["spec"]["ports"]).any(|p| p["port"] == port && target(p)) {
         problems.push(format!(
             "Service {name}: no port {port} -> targetPort {port}"
         ));
@@ -1078,238 +760,56 @@ mod tests {
     const BLOG_C: Contract = Contract { app: &BLOG };
     const TICKETING_C: Contract = Contract { app: &TICKETING };
 
-    const GOOD: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: ingress-srv
-  annotations: {nginx.ingress.kubernetes.io/use-regex: "true"}
-spec:
-  ingressClassName: nginx
-  rules:
-    - host: posts.com
-      http:
-        paths:
-          - {path: /posts/create, pathType: Prefix, backend: {service: {name: posts-clusterip-srv, port: {number: 4000}}}}
-          - {path: /posts, pathType: Prefix, backend: {service: {name: query-srv, port: {number: 4002}}}}
-          - {path: "/posts/?(.*)/comments", pathType: ImplementationSpecific, backend: {service: {name: comments-srv, port: {number: 4001}}}}
-          - {path: "/?(.*)", pathType: ImplementationSpecific, backend: {service: {name: client-srv, port: {number: 3000}}}}
-"#;
-
-    fn parse(text: &str) -> Value {
-        crate::parse_yaml_documents(text).unwrap().remove(0)
-    }
-
     #[test]
-    fn every_app_has_a_contract() {
+    fn every_app_has_its_images_profiles_and_services() {
         let names: Vec<&str> = contracts().iter().map(Contract::name).collect();
         assert_eq!(names, switchyard_registry::app_names());
-    }
-
-    #[test]
-    fn images_and_profiles_are_per_app() {
         assert_eq!(BLOG_C.image("client"), "switchyard/client");
         assert_eq!(TICKETING_C.image("client"), "switchyard/ticketing-client");
         assert_eq!(BLOG_C.skaffold_profile(Overlay::Prod), "prod");
         assert_eq!(TICKETING_C.skaffold_profile(Overlay::Dev), "ticketing-dev");
-        assert_eq!(secret_name("JWT_KEY"), "jwt-secret");
         assert_eq!(secret_name("STRIPE_KEY"), "stripe-secret");
-    }
-
-    #[test]
-    fn prod_runs_no_event_bus_and_expiration_has_a_service_in_dev_only() {
-        let dev: Vec<&str> = TICKETING_C
-            .services(Overlay::Dev)
-            .iter()
-            .map(|s| s.name)
-            .collect();
-        assert!(dev.contains(&"event-bus"));
-        assert!(
-            !TICKETING_C
-                .services(Overlay::Prod)
-                .iter()
-                .any(|s| s.name == "event-bus")
-        );
-        let dev_expiration = TICKETING_C.service(Overlay::Dev, "expiration").unwrap();
-        assert_eq!(dev_expiration.service.as_deref(), Some("expiration-srv"));
-        let prod_expiration = TICKETING_C.service(Overlay::Prod, "expiration").unwrap();
-        assert_eq!(prod_expiration.service, None);
-        assert_eq!(prod_expiration.image, "switchyard/ticketing-expiration");
-        let subscribers = TICKETING_C.expected_subscribers();
-        assert!(
-            subscribers
-                .contains(&"expiration=http://expiration-srv:3000;types=order:created".into()),
-            "{subscribers:?}"
-        );
-    }
-
-    #[test]
-    fn accepts_the_contract_ingress() {
-        let ingress = parse(GOOD);
-        assert_eq!(BLOG_C.check_ingress(&ingress), Vec::<String>::new());
-        let router = Router::new([&ingress], BLOG.ingress.host).unwrap();
-        assert_eq!(BLOG_C.check_routes(&router), Vec::<String>::new());
-        // the other app's contract refuses it
-        assert!(!TICKETING_C.check_ingress(&ingress).is_empty());
-    }
-
-    #[test]
-    fn rejects_reordered_paths_and_missing_annotation() {
-        let swapped = GOOD
-            .replace("- {path: /posts/create", "- {path: /TMP")
-            .replace(
-                "- {path: /posts, pathType: Prefix",
-                "- {path: /posts/create, pathType: Prefix",
-            )
-            .replace("- {path: /TMP", "- {path: /posts");
-        let problems = BLOG_C.check_ingress(&parse(&swapped));
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        let plain = GOOD.replace("\"true\"", "\"false\"");
-        let ingress = parse(&plain);
-        assert_eq!(BLOG_C.check_ingress(&ingress).len(), 1);
-        // without regexes "/posts/abc123/comments" goes to query and "/app.js" nowhere
-        let router = Router::new([&ingress], BLOG.ingress.host).unwrap();
-        let problems = BLOG_C.check_routes(&router);
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("/posts/abc123/comments")),
-            "{problems:?}"
-        );
-        assert!(
-            problems.iter().any(|p| p.contains("/app.js")),
-            "{problems:?}"
-        );
-    }
-
-    const QUERY: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: query-depl, labels: {app: query}}
-spec:
-  selector: {matchLabels: {app: query}}
-  template:
-    metadata:
-      labels: {app: query}
-      annotations: {prometheus.io/scrape: "true", prometheus.io/port: "9090", prometheus.io/path: /metrics}
-    spec:
-      containers:
-        - name: query
-          image: switchyard/query
-          ports: [{name: http, containerPort: 4002}, {name: ops, containerPort: 9090}]
-          env: [{name: PORT, value: "4002"}, {name: OPS_PORT, value: "9090"}, {name: SWITCHYARD_SERVICE, value: blog/query}]
-          livenessProbe: {httpGet: {path: /healthz, port: ops}}
-          readinessProbe: {httpGet: {path: /readyz, port: ops}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: query-srv}
-spec:
-  selector: {app: query}
-  ports: [{port: 4002, targetPort: 4002}]
-"#;
-
-    #[test]
-    fn checks_service_names_labels_and_ports() {
-        let m = Manifests::parse(QUERY).unwrap();
-        let query = BLOG_C.service(Overlay::Dev, "query").unwrap();
-        assert_eq!(BLOG_C.check_service(&m, &query), Vec::<String>::new());
-        assert_eq!(BLOG_C.check_absent(&m, Overlay::Prod), Vec::<String>::new());
-        let wrong = Manifests::parse(
-            &QUERY
-                .replace("value: \"4002\"", "value: \"4000\"")
-                .replace("name: query\n", "name: q\n"),
-        )
-        .unwrap();
-        let problems = BLOG_C.check_service(&wrong, &query);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("no container named"));
-        assert!(BLOG_C.check_extra_services(&m)[0].contains("posts-srv is missing"));
-        let other_app = Manifests::parse(&QUERY.replace("blog/query", "ticketing/auth")).unwrap();
-        assert!(BLOG_C.check_service(&other_app, &query)[0].contains("SWITCHYARD_SERVICE"));
-        let exposed = Manifests::parse(&format!("{QUERY}  type: LoadBalancer\n")).unwrap();
-        assert!(
-            BLOG_C
-                .check_extra_services(&exposed)
-                .iter()
-                .any(|p| p.contains("query-srv is a LoadBalancer")),
-        );
-    }
-
-    #[test]
-    fn dev_only_services_must_not_reach_prod() {
-        let m = Manifests::parse(
-            "apiVersion: v1\nkind: Service\nmetadata: {name: expiration-srv}\n\
-             spec: {selector: {app: expiration}, ports: [{port: 3000}]}\n",
-        )
-        .unwrap();
+        // prod runs no event bus, and expiration has a Service in dev only
+        assert!(TICKETING_C.service(Overlay::Dev, "event-bus").is_some());
+        assert!(TICKETING_C.service(Overlay::Prod, "event-bus").is_none());
+        let expiration = |o| TICKETING_C.service(o, "expiration").unwrap();
         assert_eq!(
-            TICKETING_C.check_absent(&m, Overlay::Dev),
-            Vec::<String>::new()
+            expiration(Overlay::Dev).service.as_deref(),
+            Some("expiration-srv")
         );
-        assert_eq!(TICKETING_C.check_absent(&m, Overlay::Prod).len(), 1);
+        assert_eq!(expiration(Overlay::Prod).service, None);
+        assert_eq!(
+            expiration(Overlay::Prod).image,
+            "switchyard/ticketing-expiration"
+        );
+        let subscribers = TICKETING_C.expected_subscribers();
+        let expiration = "expiration=http://expiration-srv:3000;types=order:created";
+        assert!(subscribers.contains(&expiration.into()), "{subscribers:?}");
     }
 
     #[test]
-    fn ops_endpoints_must_be_on_their_own_port_and_never_routed() {
-        let good = QUERY.replace("targetPort: 4002", "targetPort: http");
-        let m = Manifests::parse(&good).unwrap();
-        assert_eq!(BLOG_C.check_ops(&m, Overlay::Dev), Vec::<String>::new());
-        let routed =
-            Manifests::parse(&good.replace("targetPort: http", "targetPort: ops")).unwrap();
-        assert!(BLOG_C.check_ops(&routed, Overlay::Dev)[0].contains("routes to query's ops port"));
-        let probed =
-            Manifests::parse(&good.replace("/readyz, port: ops", "/readyz, port: http")).unwrap();
-        assert!(BLOG_C.check_ops(&probed, Overlay::Dev)[0].contains("readinessProbe"));
-        let unannotated = Manifests::parse(&good.replace(
-            "prometheus.io/port: \"9090\"",
-            "prometheus.io/port: \"4002\"",
-        ))
-        .unwrap();
-        assert!(BLOG_C.check_ops(&unannotated, Overlay::Dev)[0].contains("prometheus.io/port"));
-    }
-
-    #[test]
-    fn secrets_come_from_their_secret() {
-        let auth = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: auth-depl}
-spec:
-  selector: {matchLabels: {app: auth}}
-  template:
-    metadata: {labels: {app: auth}}
-    spec:
-      containers:
-        - name: auth
-          image: switchyard/ticketing-auth
-          env: [{name: JWT_KEY, valueFrom: {secretKeyRef: {name: jwt-secret, key: JWT_KEY}}}]
-"#;
-        let m = Manifests::parse(auth).unwrap();
-        let problems = TICKETING_C.check_secrets(&m, Overlay::Prod);
-        // only auth is in these manifests; the other services are not checked here
+    fn checks_the_order_of_the_ingress_paths_and_the_regexes() {
+        let ingress = crate::parse_yaml_documents(BLOG.ingress.yaml)
+            .unwrap()
+            .remove(0);
+        assert_eq!(BLOG_C.check_ingress(&ingress), Vec::<String>::new());
+        let other = TICKETING_C.check_ingress(&ingress).join("\n");
         assert!(
-            !problems.iter().any(|p| p.contains("auth-depl")),
-            "{problems:?}"
+            other.contains("expected Ingress ingress-service"),
+            "{other}"
         );
-        let literal = Manifests::parse(&auth.replace(
-            "valueFrom: {secretKeyRef: {name: jwt-secret, key: JWT_KEY}}",
-            "value: hunter2hunter2",
-        ))
-        .unwrap();
-        let problems = TICKETING_C.check_secrets(&literal, Overlay::Prod);
-        assert!(
-            problems.iter().any(|p| p.contains("literal")),
-            "{problems:?}"
-        );
-        let optional =
-            Manifests::parse(&auth.replace("key: JWT_KEY}", "key: JWT_KEY, optional: true}"))
-                .unwrap();
-        assert!(
-            TICKETING_C
-                .check_secrets(&optional, Overlay::Prod)
-                .iter()
-                .any(|p| p.contains("auth-depl"))
-        );
+        let mut swapped = ingress.clone();
+        let paths = swapped["spec"]["rules"][0]["http"]["paths"]
+            .as_array_mut()
+            .unwrap();
+        paths.swap(0, 1);
+        assert_eq!(BLOG_C.check_ingress(&swapped).len(), 1);
+        let mut plain = ingress;
+        plain["metadata"]["annotations"][USE_REGEX_ANNOTATION] = "false".into();
+        // without regexes "/posts/abc123/comments" goes to query and "/app.js" nowhere
+        let router = Router::new([&plain], BLOG.ingress.host).unwrap();
+        let problems = BLOG_C.check_routes(&router).join("\n");
+        assert!(problems.contains("/posts/abc123/comments"), "{problems}");
+        assert!(problems.contains("/app.js"), "{problems}");
     }
 }

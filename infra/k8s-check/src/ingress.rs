@@ -1,4 +1,4 @@
-//! Ingress routing as ingress-nginx evaluates it: the shared implementation in
-//! `switchyard-ingress`, also used by the local gateway.
+//! Ingress paths as ingress-nginx evaluates them, and HTTPRoutes as Envoy Gateway does: the
+//! implementation shared with the local gateway (`switchyard-ingress`).
 
 pub use switchyard_ingress::*;

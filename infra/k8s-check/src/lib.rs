@@ -1,15 +1,9 @@
 //! Offline checks of Switchyard's Kubernetes manifests and `skaffold.yaml`, for every app
-//! of the registry.
-//!
-//! The overlays under `infra/k8s/<app>/overlays/` are rendered with
-//! `kubectl kustomize` (see [`render`]), parsed into JSON values
-//! ([`Manifests`]) and cross-checked ([`checks`]): Service selectors and target
-//! ports, Ingress backends, service URLs in the configuration, images against
-//! the skaffold artifacts ([`skaffold`]), probes, the Kubernetes names of
-//! each app's wire contract ([`contract`]), the NetworkPolicies ([`netpol`]) and the
-//! Secrets, which are never committed ([`secrets`]). [`ingress::Router`] evaluates
-//! Ingress paths the way ingress-nginx does, and HTTPRoutes the way Envoy Gateway does;
-//! [`gateway`] checks the Gateway API overlay `prod-gateway`.
+//! of the registry: the overlays under `infra/k8s/<app>/overlays/` are rendered with
+//! `kubectl kustomize` ([`render`]), parsed ([`Manifests`]) and cross-checked: generic
+//! cross-references ([`checks`]), each app's wire contract ([`contract`]), the
+//! NetworkPolicies ([`netpol`]), the Secrets, which are never committed ([`secrets`]), the
+//! skaffold artifacts ([`skaffold`]) and the Gateway API overlay ([`gateway`]).
 
 pub mod checks;
 pub mod contract;
@@ -26,35 +20,22 @@ pub use manifest::Manifests;
 /// Errors of parsing, rendering and routing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A YAML document could not be parsed.
     #[error("YAML: {0}")]
     Yaml(String),
-    /// A file or a process could not be read or run.
     #[error("{context}: {source}")]
     Io {
-        /// What was being done.
         context: String,
-        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
-    /// An Ingress path is not a valid regular expression.
     #[error("Ingress path {path:?} is not a valid regex: {source}")]
     Regex {
-        /// The Ingress path.
         path: String,
-        /// The regex error.
         #[source]
         source: regex::Error,
     },
-    /// `kubectl kustomize` failed.
     #[error("kubectl kustomize {overlay} failed: {message}")]
-    Kustomize {
-        /// The overlay directory.
-        overlay: String,
-        /// What kubectl printed.
-        message: String,
-    },
+    Kustomize { overlay: String, message: String },
     /// The input does not have the expected shape.
     #[error("{0}")]
     Invalid(String),
@@ -71,11 +52,9 @@ impl From<switchyard_ingress::Error> for Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+    pub(crate) fn io(context: impl std::fmt::Display, source: std::io::Error) -> Self {
+        let context = context.to_string();
+        Error::Io { context, source }
     }
 }
 
@@ -89,19 +68,15 @@ pub fn parse_yaml_documents(text: &str) -> Result<Vec<serde_json::Value>, Error>
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn parses_multiple_documents_and_skips_empty_ones() {
-        let docs = parse_yaml_documents("---\na: 1\n---\n---\nb: \"true\"\nc: [x, 2]\n").unwrap();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0]["a"], 1);
-        assert_eq!(docs[1]["b"], "true");
+    fn parses_multiple_documents_skips_empty_ones_and_reports_errors() {
+        let docs = super::parse_yaml_documents("---\na: 1\n---\n---\nb: \"true\"\nc: [x, 2]\n");
+        let docs = docs.unwrap();
+        assert_eq!(
+            (docs.len(), &docs[0]["a"], &docs[1]["b"]),
+            (2, &1.into(), &"true".into())
+        );
         assert_eq!(docs[1]["c"][1], 2);
-    }
-
-    #[test]
-    fn reports_yaml_errors() {
-        assert!(parse_yaml_documents("a: [unclosed\n").is_err());
+        assert!(super::parse_yaml_documents("a: [unclosed\n").is_err());
     }
 }

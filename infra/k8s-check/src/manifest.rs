@@ -1,7 +1,8 @@
-//! A rendered set of Kubernetes objects, with lookups for workloads,
-//! containers, ports and the effective environment of a container.
+//! A rendered set of Kubernetes objects, with lookups for workloads, containers, ports,
+//! volumes and the effective environment of a container.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use regex::Regex;
@@ -9,51 +10,51 @@ use serde_json::Value;
 
 use crate::Error;
 
-/// Kinds whose `spec.template` is a pod template.
-pub const POD_TEMPLATE_KINDS: [&str; 5] = [
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-];
+/// Labels, selectors, ConfigMap data.
+pub type Map = BTreeMap<String, String>;
 
-/// The images built by this project start with this prefix.
-pub const PROJECT_IMAGE_PREFIX: &str = "switchyard/";
+/// The items of a JSON array (none if the value is not one).
+pub fn list(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
 
-/// `kind` of an object ("" if absent).
+/// A string value ("" if absent).
+pub fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
 pub fn kind(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or("")
+    text(&object["kind"])
 }
 
-/// `metadata.name` of an object ("" if absent).
 pub fn name(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or("")
+    text(&object["metadata"]["name"])
 }
 
-/// `Kind/name` of an object, for messages.
+/// `Kind/name`, for messages.
 pub fn id(object: &Value) -> String {
     format!("{}/{}", kind(object), name(object))
 }
 
-/// A JSON object of strings (labels, selectors) as a map; other values are skipped.
-pub fn string_map(value: &Value) -> BTreeMap<String, String> {
-    value
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A JSON object of strings as a map; other values are skipped.
+pub fn string_map(value: &Value) -> Map {
+    let entries = value.as_object().into_iter().flatten();
+    entries
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+        .collect()
 }
 
 /// True if every `selector` entry is among `labels`; an empty selector matches nothing.
-pub fn selector_matches(
-    selector: &BTreeMap<String, String>,
-    labels: &BTreeMap<String, String>,
-) -> bool {
+pub fn selector_matches(selector: &Map, labels: &Map) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The `targetPort` of a Service port (its `port` when absent).
+pub fn target_port(port: &Value) -> &Value {
+    match &port["targetPort"] {
+        Value::Null => &port["port"],
+        target => target,
+    }
 }
 
 /// The repository part of an image reference: no tag, no digest.
@@ -75,130 +76,118 @@ pub struct Manifests {
 /// An object with a pod template.
 #[derive(Debug, Clone)]
 pub struct Workload<'a> {
-    /// The whole object.
     pub object: &'a Value,
     /// `spec.template.spec`.
     pub pod_spec: &'a Value,
-    /// `spec.template.metadata.labels`.
-    pub pod_labels: BTreeMap<String, String>,
+    pub pod_labels: Map,
 }
 
 impl<'a> Workload<'a> {
-    /// `Kind/name`.
     pub fn id(&self) -> String {
         id(self.object)
     }
 
-    /// The object's kind.
-    pub fn kind(&self) -> &'a str {
-        kind(self.object)
-    }
-
-    /// The object's name.
-    pub fn name(&self) -> &'a str {
-        name(self.object)
-    }
-
-    /// `spec.replicas` (None when absent).
-    pub fn replicas(&self) -> Option<u64> {
-        self.object["spec"]["replicas"].as_u64()
-    }
-
     /// Application containers, then init containers.
     pub fn containers(&self) -> Vec<Container<'a>> {
-        let mut out = Vec::new();
-        for (field, init) in [("containers", false), ("initContainers", true)] {
-            if let Some(list) = self.pod_spec[field].as_array() {
-                out.extend(list.iter().map(|spec| Container { spec, init }));
-            }
-        }
-        out
+        let app = list(&self.pod_spec["containers"]).map(|spec| Container { spec, init: false });
+        let init =
+            list(&self.pod_spec["initContainers"]).map(|spec| Container { spec, init: true });
+        app.chain(init).collect()
     }
 
-    /// Application containers only.
     pub fn app_containers(&self) -> Vec<Container<'a>> {
         self.containers().into_iter().filter(|c| !c.init).collect()
     }
 
-    /// The container with this name (application or init).
     pub fn container(&self, name: &str) -> Option<Container<'a>> {
         self.containers().into_iter().find(|c| c.name() == name)
+    }
+
+    /// The pod volume mounted at `path` in container `c`.
+    pub fn volume_at(&self, c: &Container<'_>, path: &str) -> Option<&'a Value> {
+        let mount = list(&c.spec["volumeMounts"]).find(|v| v["mountPath"] == path)?;
+        list(&self.pod_spec["volumes"]).find(|v| v["name"] == mount["name"])
     }
 }
 
 /// One container of a pod template.
 #[derive(Debug, Clone, Copy)]
 pub struct Container<'a> {
-    /// The container spec.
     pub spec: &'a Value,
-    /// True for an init container.
     pub init: bool,
 }
 
 impl<'a> Container<'a> {
-    /// `name`.
     pub fn name(&self) -> &'a str {
-        self.spec["name"].as_str().unwrap_or("")
+        text(&self.spec["name"])
     }
 
-    /// `image`.
     pub fn image(&self) -> &'a str {
-        self.spec["image"].as_str().unwrap_or("")
+        text(&self.spec["image"])
     }
 
     /// True for images built by this project (`switchyard/...`).
     pub fn is_project_image(&self) -> bool {
-        self.image().starts_with(PROJECT_IMAGE_PREFIX)
+        self.image().starts_with("switchyard/")
     }
 
     /// Declared ports as (name, containerPort).
     pub fn ports(&self) -> Vec<(Option<&'a str>, u64)> {
-        self.spec["ports"]
-            .as_array()
-            .map(|ports| {
-                ports
-                    .iter()
-                    .filter_map(|p| p["containerPort"].as_u64().map(|n| (p["name"].as_str(), n)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        list(&self.spec["ports"])
+            .filter_map(|p| Some((p["name"].as_str(), p["containerPort"].as_u64()?)))
+            .collect()
     }
 
     /// Resolves a port reference (number or port name) to a declared container port.
     pub fn resolve_port(&self, port: &Value) -> Option<u64> {
         let ports = self.ports();
-        match port {
-            Value::Number(n) => n.as_u64().filter(|n| ports.iter().any(|(_, p)| p == n)),
-            Value::String(s) => match s.parse::<u64>() {
-                Ok(n) => ports.iter().any(|(_, p)| *p == n).then_some(n),
-                Err(_) => ports
-                    .iter()
-                    .find(|(name, _)| *name == Some(s.as_str()))
-                    .map(|(_, p)| *p),
-            },
+        let number = match port {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
             _ => None,
+        };
+        match number {
+            Some(n) => ports.iter().any(|(_, p)| *p == n).then_some(n),
+            None => ports
+                .iter()
+                .find(|(n, _)| *n == port.as_str())
+                .map(|(_, p)| *p),
         }
     }
 
-    /// `args` and `command` entries.
+    /// `command` and `args` entries.
     pub fn command_line(&self) -> Vec<&'a str> {
-        ["command", "args"]
-            .iter()
-            .filter_map(|f| self.spec[*f].as_array())
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect()
+        let words = list(&self.spec["command"]).chain(list(&self.spec["args"]));
+        words.filter_map(Value::as_str).collect()
+    }
+
+    /// The first `env` entry named `var`.
+    pub fn env_entry(&self, var: &str) -> Option<&'a Value> {
+        list(&self.spec["env"]).find(|e| e["name"] == var)
+    }
+
+    /// Whether `env` sets `var` to a literal value.
+    pub fn literal(&self, var: &str) -> bool {
+        list(&self.spec["env"]).any(|e| e["name"] == var && !e["value"].is_null())
+    }
+
+    /// Whether `var` is read from `key` of Secret `secret`, optionally or not as `optional`.
+    pub fn reads_secret(&self, var: &str, secret: &str, key: &str, optional: bool) -> bool {
+        self.env_entry(var).is_some_and(|e| {
+            let r = &e["valueFrom"]["secretKeyRef"];
+            let is_optional = r["optional"].as_bool().unwrap_or(false);
+            r["name"] == secret && r["key"] == key && is_optional == optional
+        })
     }
 }
 
 /// The environment of a container as Kubernetes would give it.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
-    /// Variable values. Values that cannot be known offline (fieldRef,
-    /// resourceFieldRef) are absent.
-    pub vars: BTreeMap<String, String>,
-    /// How each variable was set: `value`, `configMap <name>`, `secret <name>`.
-    pub sources: BTreeMap<String, String>,
+    /// Values; those only known at run time (fieldRef, resourceFieldRef) are absent.
+    pub vars: Map,
+    /// How each variable was set: `value`, `configMap <name>`, `secret <name>`, `runtime`.
+    pub sources: Map,
     /// References to missing ConfigMaps, Secrets or keys.
     pub problems: Vec<String>,
 }
@@ -207,209 +196,202 @@ impl Manifests {
     /// Parses the multi-document output of `kubectl kustomize`.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let objects = crate::parse_yaml_documents(text)?;
-        for (i, o) in objects.iter().enumerate() {
-            if kind(o).is_empty() || name(o).is_empty() {
-                return Err(Error::Invalid(format!(
-                    "document {i} has no kind or metadata.name"
-                )));
-            }
+        if let Some(i) = objects
+            .iter()
+            .position(|o| kind(o).is_empty() || name(o).is_empty())
+        {
+            return Err(Error::Invalid(format!(
+                "document {i} has no kind or metadata.name"
+            )));
         }
         Ok(Manifests { objects })
     }
 
-    /// Wraps already parsed objects.
     pub fn from_values(objects: Vec<Value>) -> Self {
         Manifests { objects }
     }
 
-    /// All objects, in input order.
     pub fn objects(&self) -> &[Value] {
         &self.objects
     }
 
-    /// Objects of one kind.
     pub fn of_kind<'a>(&'a self, wanted: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.objects.iter().filter(move |o| kind(o) == wanted)
     }
 
-    /// The object of this kind and name.
     pub fn get(&self, wanted_kind: &str, wanted_name: &str) -> Option<&Value> {
-        self.objects
-            .iter()
-            .find(|o| kind(o) == wanted_kind && name(o) == wanted_name)
+        let mut all = self.objects.iter();
+        all.find(|o| kind(o) == wanted_kind && name(o) == wanted_name)
     }
 
-    /// Every object with a pod template (Deployment, StatefulSet, DaemonSet,
-    /// ReplicaSet, Job, and the jobs of CronJobs).
+    /// Every object with a pod template (the jobs of CronJobs too).
     pub fn workloads(&self) -> Vec<Workload<'_>> {
-        self.objects
+        let workloads = self
+            .objects
             .iter()
-            .filter_map(|o| {
-                let template = if POD_TEMPLATE_KINDS.contains(&kind(o)) {
-                    &o["spec"]["template"]
-                } else if kind(o) == "CronJob" {
-                    &o["spec"]["jobTemplate"]["spec"]["template"]
-                } else {
-                    return None;
-                };
-                Some(Workload {
-                    object: o,
-                    pod_spec: &template["spec"],
-                    pod_labels: string_map(&template["metadata"]["labels"]),
-                })
+            .filter_map(|o| Some((o, pod_template(o)?)));
+        workloads
+            .map(|(object, t)| Workload {
+                object,
+                pod_spec: &t["spec"],
+                pod_labels: string_map(&t["metadata"]["labels"]),
             })
             .collect()
     }
 
-    /// The workload of this kind and name.
+    /// Every container (then init container) of every workload, with `Kind/name container
+    /// name` for messages.
+    pub fn containers(&self) -> Vec<(String, Workload<'_>, Container<'_>)> {
+        let mut out = Vec::new();
+        for w in self.workloads() {
+            for c in w.containers() {
+                out.push((format!("{} container {}", w.id(), c.name()), w.clone(), c));
+            }
+        }
+        out
+    }
+
     pub fn workload(&self, wanted_kind: &str, wanted_name: &str) -> Option<Workload<'_>> {
-        self.workloads()
-            .into_iter()
-            .find(|w| w.kind() == wanted_kind && w.name() == wanted_name)
+        let mut all = self.workloads().into_iter();
+        all.find(|w| kind(w.object) == wanted_kind && name(w.object) == wanted_name)
+    }
+
+    /// Container `container` of Deployment `deployment`.
+    pub fn deployment_container(
+        &self,
+        deployment: &str,
+        container: &str,
+    ) -> Option<(Workload<'_>, Container<'_>)> {
+        let w = self.workload("Deployment", deployment)?;
+        let c = w.container(container)?;
+        Some((w, c))
     }
 
     /// Workloads whose pod labels match a selector.
-    pub fn selected_workloads(&self, selector: &BTreeMap<String, String>) -> Vec<Workload<'_>> {
-        self.workloads()
-            .into_iter()
-            .filter(|w| selector_matches(selector, &w.pod_labels))
-            .collect()
+    pub fn selected_workloads(&self, selector: &Map) -> Vec<Workload<'_>> {
+        let mut all = self.workloads();
+        all.retain(|w| selector_matches(selector, &w.pod_labels));
+        all
     }
 
-    /// `data` of a ConfigMap.
-    pub fn config_map_data(&self, wanted: &str) -> Option<BTreeMap<String, String>> {
+    pub fn config_map_data(&self, wanted: &str) -> Option<Map> {
         self.get("ConfigMap", wanted)
             .map(|cm| string_map(&cm["data"]))
     }
 
-    /// `data` (base64-decoded) and `stringData` of a Secret. Values that are
-    /// not valid base64 UTF-8 are left out.
-    pub fn secret_data(&self, wanted: &str) -> Option<BTreeMap<String, String>> {
+    /// `data` (base64-decoded; values that are not base64 UTF-8 are left out) and
+    /// `stringData` of a Secret.
+    pub fn secret_data(&self, wanted: &str) -> Option<Map> {
         let secret = self.get("Secret", wanted)?;
-        let mut out: BTreeMap<String, String> = string_map(&secret["data"])
-            .into_iter()
-            .filter_map(|(k, v)| {
-                // like Go's decoder, ignore line breaks (kustomize wraps long values)
-                let compact: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(compact)
-                    .ok()?;
-                String::from_utf8(bytes).ok().map(|s| (k, s))
-            })
-            .collect();
+        let decode = |v: String| {
+            // like Go's decoder, ignore line breaks (kustomize wraps long values)
+            let compact: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .ok()?;
+            String::from_utf8(bytes).ok()
+        };
+        let data = string_map(&secret["data"]).into_iter();
+        let mut out: Map = data.filter_map(|(k, v)| Some((k, decode(v)?))).collect();
         out.extend(string_map(&secret["stringData"]));
         Some(out)
     }
 
-    /// The environment of a container: `envFrom` first, then `env` (which
-    /// wins), with `$(VAR)` references to earlier variables expanded.
+    /// The ConfigMap or Secret a `configMapRef`/`secretRef`/`...KeyRef` holder names.
+    fn source<'v>(&self, holder: &'v Value) -> Option<(String, Option<Map>, &'v Value)> {
+        if let Some(r) = holder.get("configMapRef").or(holder.get("configMapKeyRef")) {
+            let n = text(&r["name"]);
+            Some((format!("configMap {n}"), self.config_map_data(n), r))
+        } else if let Some(r) = holder.get("secretRef").or(holder.get("secretKeyRef")) {
+            let n = text(&r["name"]);
+            Some((format!("secret {n}"), self.secret_data(n), r))
+        } else {
+            None
+        }
+    }
+
+    /// The environment of a container: `envFrom` first, then `env` (which wins), with
+    /// `$(VAR)` references to earlier variables expanded.
     pub fn env(&self, container: &Container<'_>) -> Env {
         let mut env = Env::default();
-        if let Some(list) = container.spec["envFrom"].as_array() {
-            for from in list {
-                let prefix = from["prefix"].as_str().unwrap_or("");
-                let (source, data) = if let Some(n) = from["configMapRef"]["name"].as_str() {
-                    (format!("configMap {n}"), self.config_map_data(n))
-                } else if let Some(n) = from["secretRef"]["name"].as_str() {
-                    (format!("secret {n}"), self.secret_data(n))
-                } else {
-                    env.problems.push(format!(
-                        "envFrom entry without configMapRef/secretRef: {from}"
-                    ));
-                    continue;
-                };
-                match data {
-                    Some(data) => {
-                        for (k, v) in data {
-                            env.sources.insert(format!("{prefix}{k}"), source.clone());
-                            env.vars.insert(format!("{prefix}{k}"), v);
-                        }
+        for from in list(&container.spec["envFrom"]) {
+            let prefix = text(&from["prefix"]);
+            match self.source(from) {
+                Some((source, Some(data), _)) => {
+                    for (k, v) in data {
+                        env.sources.insert(format!("{prefix}{k}"), source.clone());
+                        env.vars.insert(format!("{prefix}{k}"), v);
                     }
-                    None if optional(from) => {}
-                    None => env
-                        .problems
-                        .push(format!("envFrom references missing {source}")),
                 }
+                Some((_, None, r)) if r["optional"] == true => {}
+                Some((source, None, _)) => env
+                    .problems
+                    .push(format!("envFrom references missing {source}")),
+                None => env.problems.push(format!(
+                    "envFrom entry without configMapRef/secretRef: {from}"
+                )),
             }
         }
-        if let Some(list) = container.spec["env"].as_array() {
-            for var in list {
-                let Some(var_name) = var["name"].as_str() else {
-                    env.problems
-                        .push(format!("env entry without a name: {var}"));
-                    continue;
-                };
-                let from = &var["valueFrom"];
-                let resolved = if from.is_null() {
-                    let raw = var["value"].as_str().unwrap_or("");
-                    Some((expand(raw, &env.vars), "value".to_owned()))
-                } else if let Some(r) = from.get("configMapKeyRef") {
-                    self.key_ref(&mut env, var_name, r, "configMap", Self::config_map_data)
-                } else if let Some(r) = from.get("secretKeyRef") {
-                    self.key_ref(&mut env, var_name, r, "secret", Self::secret_data)
-                } else {
-                    // fieldRef / resourceFieldRef: only known at run time
-                    env.vars.remove(var_name);
-                    env.sources
-                        .insert(var_name.to_owned(), "runtime".to_owned());
-                    None
-                };
-                if let Some((value, source)) = resolved {
-                    env.vars.insert(var_name.to_owned(), value);
-                    env.sources.insert(var_name.to_owned(), source);
+        for var in list(&container.spec["env"]) {
+            let Some(var_name) = var["name"].as_str() else {
+                env.problems
+                    .push(format!("env entry without a name: {var}"));
+                continue;
+            };
+            let from = &var["valueFrom"];
+            let resolved = if from.is_null() {
+                Some((expand(text(&var["value"]), &env.vars), "value".to_owned()))
+            } else if let Some((source, data, r)) = self.source(from) {
+                let key = text(&r["key"]);
+                let value = data.and_then(|d| d.get(key).cloned());
+                if value.is_none() && r["optional"] != true {
+                    env.problems.push(format!(
+                        "env {var_name} references missing key {key:?} of {source}"
+                    ));
                 }
+                value.map(|v| (v, source))
+            } else {
+                // fieldRef / resourceFieldRef: only known at run time
+                env.vars.remove(var_name);
+                env.sources
+                    .insert(var_name.to_owned(), "runtime".to_owned());
+                None
+            };
+            if let Some((value, source)) = resolved {
+                env.vars.insert(var_name.to_owned(), value);
+                env.sources.insert(var_name.to_owned(), source);
             }
         }
         env
     }
+}
 
-    fn key_ref(
-        &self,
-        env: &mut Env,
-        var_name: &str,
-        reference: &Value,
-        what: &str,
-        lookup: fn(&Self, &str) -> Option<BTreeMap<String, String>>,
-    ) -> Option<(String, String)> {
-        let ref_name = reference["name"].as_str().unwrap_or("");
-        let key = reference["key"].as_str().unwrap_or("");
-        let value = lookup(self, ref_name).and_then(|data| data.get(key).cloned());
-        if value.is_none() && !optional(reference) {
-            env.problems.push(format!(
-                "env {var_name} references missing key {key:?} of {what} {ref_name:?}"
-            ));
+fn pod_template(o: &Value) -> Option<&Value> {
+    match kind(o) {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            Some(&o["spec"]["template"])
         }
-        value.map(|v| (v, format!("{what} {ref_name}")))
+        "CronJob" => Some(&o["spec"]["jobTemplate"]["spec"]["template"]),
+        _ => None,
     }
 }
 
-fn optional(reference: &Value) -> bool {
-    reference["optional"].as_bool().unwrap_or(false)
-        || reference["configMapRef"]["optional"]
-            .as_bool()
-            .unwrap_or(false)
-        || reference["secretRef"]["optional"]
-            .as_bool()
-            .unwrap_or(false)
-}
-
 /// Expands `$(VAR)` with already defined variables; `$$(VAR)` stays literal.
-fn expand(raw: &str, vars: &BTreeMap<String, String>) -> String {
-    static_regex()
-        .replace_all(raw, |caps: &regex::Captures<'_>| {
-            let whole = caps.get(0).map_or("", |m| m.as_str());
-            if whole.starts_with("$$") {
-                return whole[1..].to_owned();
-            }
-            let var = caps.get(1).map_or("", |m| m.as_str());
-            vars.get(var).cloned().unwrap_or_else(|| whole.to_owned())
-        })
-        .into_owned()
-}
-
-fn static_regex() -> &'static Regex {
-    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)").expect("a valid regex"))
+fn expand(raw: &str, vars: &Map) -> String {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE
+        .get_or_init(|| Regex::new(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)").expect("a valid regex"));
+    let replace = |caps: &regex::Captures<'_>| {
+        let whole = &caps[0];
+        match whole.strip_prefix("$$") {
+            Some(_) => whole[1..].to_owned(),
+            None => vars
+                .get(&caps[1])
+                .cloned()
+                .unwrap_or_else(|| whole.to_owned()),
+        }
+    };
+    re.replace_all(raw, replace).into_owned()
 }
 
 #[cfg(test)]
@@ -436,19 +418,16 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: posts-depl}
 spec:
-  replicas: 2
   selector: {matchLabels: {app: posts}}
   template:
     metadata: {labels: {app: posts, tier: api}}
     spec:
-      initContainers:
-        - name: migrate
-          image: switchyard/posts:abc
+      initContainers: [{name: migrate, image: "switchyard/posts:abc"}]
       containers:
         - name: posts
           image: switchyard/posts
           ports: [{name: http, containerPort: 4000}]
-          envFrom: [{configMapRef: {name: cfg}}]
+          envFrom: [{configMapRef: {name: cfg}}, {secretRef: {name: gone, optional: true}}]
           env:
             - {name: LOG_FORMAT, value: text}
             - {name: DATABASE_URL, valueFrom: {secretKeyRef: {name: db, key: posts}}}
@@ -456,33 +435,38 @@ spec:
             - {name: BUS, value: "$(EVENT_BUS_URL)/events and $$(KEEP)"}
             - {name: MISSING, valueFrom: {configMapKeyRef: {name: nope, key: x}}}
             - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+          volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, emptyDir: {}}]
 "#;
 
     #[test]
-    fn finds_workloads_containers_and_ports() {
+    fn finds_workloads_containers_ports_and_volumes() {
         let m = Manifests::parse(SAMPLE).unwrap();
-        assert_eq!(m.objects().len(), 3);
-        let w = m.workload("Deployment", "posts-depl").unwrap();
-        assert_eq!(w.replicas(), Some(2));
-        assert_eq!(w.containers().len(), 2);
-        assert_eq!(w.app_containers().len(), 1);
-        let c = w.container("posts").unwrap();
+        let (w, c) = m.deployment_container("posts-depl", "posts").unwrap();
+        assert_eq!((w.containers().len(), w.app_containers().len()), (2, 1));
         assert!(c.is_project_image());
-        assert_eq!(c.resolve_port(&Value::from("http")), Some(4000));
+        for (port, want) in [
+            ("http", Some(4000)),
+            ("4000", Some(4000)),
+            ("metrics", None),
+        ] {
+            assert_eq!(c.resolve_port(&Value::from(port)), want, "{port}");
+        }
         assert_eq!(c.resolve_port(&Value::from(4000)), Some(4000));
-        assert_eq!(c.resolve_port(&Value::from("4000")), Some(4000));
         assert_eq!(c.resolve_port(&Value::from(4001)), None);
-        assert_eq!(c.resolve_port(&Value::from("metrics")), None);
-        let selector = BTreeMap::from([("app".to_owned(), "posts".to_owned())]);
+        assert_eq!(w.volume_at(&c, "/data").unwrap()["name"], "data");
+        assert!(c.reads_secret("DATABASE_URL", "db", "posts", false));
+        assert!(!c.reads_secret("DATABASE_URL", "db", "posts", true));
+        let selector = Map::from([("app".to_owned(), "posts".to_owned())]);
         assert_eq!(m.selected_workloads(&selector).len(), 1);
-        assert!(m.selected_workloads(&BTreeMap::new()).is_empty());
+        assert!(m.selected_workloads(&Map::new()).is_empty());
+        assert!(Manifests::parse("metadata: {name: x}\n").is_err());
     }
 
     #[test]
     fn resolves_the_environment() {
         let m = Manifests::parse(SAMPLE).unwrap();
-        let w = m.workload("Deployment", "posts-depl").unwrap();
-        let env = m.env(&w.container("posts").unwrap());
+        let env = m.env(&m.deployment_container("posts-depl", "posts").unwrap().1);
         assert_eq!(env.vars["LOG_FORMAT"], "text");
         assert_eq!(env.vars["EVENT_BUS_URL"], "http://bus:4005");
         assert_eq!(env.vars["DATABASE_URL"], "postgres://u:p@pg:5432/posts");
@@ -496,20 +480,16 @@ spec:
 
     #[test]
     fn strips_tags_and_digests_from_images() {
-        assert_eq!(image_repository("switchyard/posts"), "switchyard/posts");
-        assert_eq!(image_repository("switchyard/posts:1.2"), "switchyard/posts");
-        assert_eq!(
-            image_repository("reg:5000/switchyard/posts"),
-            "reg:5000/switchyard/posts"
-        );
-        assert_eq!(
-            image_repository("reg:5000/switchyard/posts:v1@sha256:ab"),
-            "reg:5000/switchyard/posts"
-        );
-    }
-
-    #[test]
-    fn rejects_documents_without_kind() {
-        assert!(Manifests::parse("metadata: {name: x}\n").is_err());
+        for (image, repo) in [
+            ("switchyard/posts", "switchyard/posts"),
+            ("switchyard/posts:1.2", "switchyard/posts"),
+            ("reg:5000/switchyard/posts", "reg:5000/switchyard/posts"),
+            (
+                "reg:5000/switchyard/posts:v1@sha256:ab",
+                "reg:5000/switchyard/posts",
+            ),
+        ] {
+            assert_eq!(image_repository(image), repo);
+        }
     }
 }

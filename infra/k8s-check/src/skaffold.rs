@@ -1,20 +1,17 @@
-//! The parts of `skaffold.yaml` the checks need: artifacts and Kustomize
-//! paths, with a profile applied.
-//!
-//! Profiles are applied as skaffold does for the fields used here: a profile's
-//! mapping fields are merged into the config recursively (lists and scalars
-//! replace), then its JSON `patches` (add, remove, replace) are applied.
+//! The parts of `skaffold.yaml` the checks need, with a profile applied as skaffold does:
+//! its mapping fields merged into the config recursively (lists and scalars replace), then
+//! its JSON `patches` (add, remove, replace).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::Error;
+use crate::manifest::{list, text};
 
 /// One `build.artifacts` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
-    /// `image`.
     pub image: String,
     /// `context` (default ".").
     pub context: String,
@@ -27,70 +24,43 @@ pub struct Artifact {
 /// A parsed `skaffold.yaml`.
 #[derive(Debug, Clone)]
 pub struct Skaffold {
-    config: Value,
+    pub raw: Value,
 }
 
 impl Skaffold {
     /// Parses the (single-document) config.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let mut docs = crate::parse_yaml_documents(text)?;
-        if docs.len() != 1 {
-            return Err(Error::Invalid(format!(
+        match <[Value; 1]>::try_from(crate::parse_yaml_documents(text)?) {
+            Ok([raw]) => Ok(Skaffold { raw }),
+            Err(docs) => Err(Error::Invalid(format!(
                 "skaffold.yaml: expected one document, found {}",
                 docs.len()
-            )));
+            ))),
         }
-        Ok(Skaffold {
-            config: docs.remove(0),
-        })
     }
 
-    /// The raw config without any profile.
-    pub fn raw(&self) -> &Value {
-        &self.config
-    }
-
-    /// `apiVersion`.
-    pub fn api_version(&self) -> &str {
-        self.config["apiVersion"].as_str().unwrap_or("")
-    }
-
-    /// Profile names.
     pub fn profile_names(&self) -> Vec<&str> {
-        self.config["profiles"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["name"].as_str())
+        list(&self.raw["profiles"])
+            .map(|p| text(&p["name"]))
             .collect()
     }
 
     /// The config with a profile applied (None = no profile).
     pub fn effective(&self, profile: Option<&str>) -> Result<Value, Error> {
-        let mut config = self.config.clone();
-        let Some(profile_name) = profile else {
+        let mut config = self.raw.clone();
+        let Some(wanted) = profile else {
             return Ok(config);
         };
-        let profile = self.config["profiles"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"].as_str() == Some(profile_name))
-            .ok_or_else(|| {
-                Error::Invalid(format!("skaffold.yaml has no profile {profile_name:?}"))
-            })?
-            .clone();
-        if let Some(fields) = profile.as_object() {
-            for (key, value) in fields {
-                if !matches!(
-                    key.as_str(),
-                    "name" | "activation" | "patches" | "requiresAllActivations"
-                ) {
-                    merge(&mut config[key.as_str()], value);
-                }
+        let profile = list(&self.raw["profiles"]).find(|p| p["name"] == wanted);
+        let profile = profile
+            .ok_or_else(|| Error::Invalid(format!("skaffold.yaml has no profile {wanted:?}")))?;
+        for (key, value) in profile.as_object().into_iter().flatten() {
+            let special = ["name", "activation", "patches", "requiresAllActivations"];
+            if !special.contains(&key.as_str()) {
+                merge(&mut config[key.as_str()], value);
             }
         }
-        for patch in profile["patches"].as_array().into_iter().flatten() {
+        for patch in list(&profile["patches"]) {
             apply_patch(&mut config, patch)?;
         }
         if let Some(o) = config.as_object_mut() {
@@ -102,51 +72,31 @@ impl Skaffold {
     /// `build.artifacts` with a profile applied.
     pub fn artifacts(&self, profile: Option<&str>) -> Result<Vec<Artifact>, Error> {
         let config = self.effective(profile)?;
-        config["build"]["artifacts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                let image = a["image"]
+        let artifact = |a: &Value| {
+            let image = a["image"].as_str();
+            let image =
+                image.ok_or_else(|| Error::Invalid(format!("artifact without image: {a}")))?;
+            let args = a["docker"]["buildArgs"].as_object().into_iter().flatten();
+            let arg = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            Ok(Artifact {
+                image: image.to_owned(),
+                context: a["context"].as_str().unwrap_or(".").to_owned(),
+                dockerfile: a["docker"]["dockerfile"]
                     .as_str()
-                    .ok_or_else(|| Error::Invalid(format!("artifact without image: {a}")))?;
-                let build_args = a["docker"]["buildArgs"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.clone(),
-                                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(Artifact {
-                    image: image.to_owned(),
-                    context: a["context"].as_str().unwrap_or(".").to_owned(),
-                    dockerfile: a["docker"]["dockerfile"]
-                        .as_str()
-                        .unwrap_or("Dockerfile")
-                        .to_owned(),
-                    build_args,
-                })
+                    .unwrap_or("Dockerfile")
+                    .to_owned(),
+                build_args: args.map(|(k, v)| (k.clone(), arg(v))).collect(),
             })
-            .collect()
+        };
+        list(&config["build"]["artifacts"]).map(artifact).collect()
     }
 
     /// `manifests.kustomize.paths` with a profile applied.
     pub fn kustomize_paths(&self, profile: Option<&str>) -> Result<Vec<String>, Error> {
         let config = self.effective(profile)?;
-        Ok(config["manifests"]["kustomize"]["paths"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| {
-                p.as_str()
-                    .map(|s| s.trim_start_matches("./").trim_end_matches('/').to_owned())
-            })
+        let paths = list(&config["manifests"]["kustomize"]["paths"]).filter_map(Value::as_str);
+        Ok(paths
+            .map(|s| s.trim_start_matches("./").trim_end_matches('/').to_owned())
             .collect())
     }
 }
@@ -163,78 +113,52 @@ fn merge(target: &mut Value, overlay: &Value) {
     }
 }
 
-fn pointer_tokens(path: &str) -> Result<Vec<String>, Error> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| Error::Invalid(format!("patch path {path:?} does not start with /")))?;
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
-}
-
 /// Applies one JSON patch operation (add, remove, replace).
 pub fn apply_patch(config: &mut Value, patch: &Value) -> Result<(), Error> {
-    let op = patch["op"].as_str().unwrap_or("");
-    let path = patch["path"].as_str().unwrap_or("");
-    let mut tokens = pointer_tokens(path)?;
-    let last = tokens
-        .pop()
-        .ok_or_else(|| Error::Invalid(format!("patch path {path:?} is empty")))?;
-    let parent_path: String = tokens
-        .iter()
-        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
-        .collect();
+    let (op, path) = (text(&patch["op"]), text(&patch["path"]));
+    let invalid = |what: &str| Error::Invalid(format!("patch {op} {path:?}: {what}"));
+    let (parent_path, last) = path
+        .rsplit_once('/')
+        .ok_or_else(|| invalid("not a JSON pointer"))?;
+    let last = last.replace("~1", "/").replace("~0", "~");
     let parent = config
-        .pointer_mut(&parent_path)
-        .ok_or_else(|| Error::Invalid(format!("patch path {path:?}: parent does not exist")))?;
-    let missing = || Error::Invalid(format!("patch {op} {path:?}: no such element"));
+        .pointer_mut(parent_path)
+        .ok_or_else(|| invalid("no parent"))?;
+    let value = patch["value"].clone();
+    let missing = || invalid("no such element");
     match (op, parent) {
-        ("remove", Value::Array(items)) => {
-            let i: usize = last.parse().map_err(|_| missing())?;
-            if i >= items.len() {
-                return Err(missing());
-            }
-            items.remove(i);
-        }
-        ("remove", Value::Object(map)) => {
-            map.remove(&last).ok_or_else(missing)?;
-        }
-        ("replace", Value::Array(items)) => {
-            let i: usize = last.parse().map_err(|_| missing())?;
-            let slot = items.get_mut(i).ok_or_else(missing)?;
-            *slot = patch["value"].clone();
-        }
+        ("remove", Value::Object(map)) => map.remove(&last).map(drop).ok_or_else(missing),
         ("replace", Value::Object(map)) => {
-            let slot = map.get_mut(&last).ok_or_else(missing)?;
-            *slot = patch["value"].clone();
-        }
-        ("add", Value::Array(items)) => {
-            let i = if last == "-" {
-                items.len()
-            } else {
-                last.parse().map_err(|_| missing())?
-            };
-            if i > items.len() {
-                return Err(missing());
-            }
-            items.insert(i, patch["value"].clone());
+            *map.get_mut(&last).ok_or_else(missing)? = value;
+            Ok(())
         }
         ("add", Value::Object(map)) => {
-            map.insert(last, patch["value"].clone());
+            map.insert(last, value);
+            Ok(())
         }
-        _ => {
-            return Err(Error::Invalid(format!(
-                "unsupported patch {op:?} at {path:?} (supported: add, remove, replace)"
-            )));
+        (_, Value::Array(items)) if ["add", "remove", "replace"].contains(&op) => {
+            let len = items.len();
+            let i = match last.as_str() {
+                "-" if op == "add" => len,
+                _ => last.parse().map_err(|_| missing())?,
+            };
+            match op {
+                "add" if i <= len => items.insert(i, value),
+                "remove" if i < len => drop(items.remove(i)),
+                "replace" if i < len => items[i] = value,
+                _ => return Err(missing()),
+            }
+            Ok(())
         }
+        _ => Err(invalid("unsupported (supported: add, remove, replace)")),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const CONFIG: &str = r#"
@@ -263,25 +187,19 @@ profiles:
 "#;
 
     #[test]
-    fn reads_artifacts_and_paths() {
+    fn reads_artifacts_and_paths_and_applies_profiles() {
         let s = Skaffold::parse(CONFIG).unwrap();
-        assert_eq!(s.api_version(), "skaffold/v4beta13");
         assert_eq!(s.profile_names(), ["dev", "prod"]);
         let a = s.artifacts(None).unwrap();
-        assert_eq!(a.len(), 2);
-        assert_eq!(a[0].context, ".");
-        assert_eq!(a[0].dockerfile, "Dockerfile");
-        assert_eq!(a[0].build_args["SERVICE"], "event-bus");
-        assert_eq!(s.kustomize_paths(None).unwrap(), ["infra/k8s/overlays/dev"]);
         assert_eq!(
-            s.kustomize_paths(Some("dev")).unwrap(),
-            ["infra/k8s/overlays/dev"]
+            (a.len(), a[0].context.as_str(), a[0].dockerfile.as_str()),
+            (2, ".", "Dockerfile")
         );
-    }
-
-    #[test]
-    fn applies_profiles_and_patches() {
-        let s = Skaffold::parse(CONFIG).unwrap();
+        assert_eq!(a[0].build_args["SERVICE"], "event-bus");
+        for (profile, path) in [(None, "dev"), (Some("dev"), "dev"), (Some("prod"), "prod")] {
+            let want = format!("infra/k8s/overlays/{path}");
+            assert_eq!(s.kustomize_paths(profile).unwrap(), [want]);
+        }
         let images: Vec<String> = s
             .artifacts(Some("prod"))
             .unwrap()
@@ -289,28 +207,30 @@ profiles:
             .map(|a| a.image)
             .collect();
         assert_eq!(images, ["switchyard/posts", "switchyard/extra"]);
-        assert_eq!(
-            s.kustomize_paths(Some("prod")).unwrap(),
-            ["infra/k8s/overlays/prod"]
-        );
         let prod = s.effective(Some("prod")).unwrap();
-        assert_eq!(prod["build"]["local"]["push"], true);
-        assert_eq!(prod["build"]["local"]["concurrency"], 1);
+        assert_eq!(
+            prod["build"]["local"],
+            json!({"push": true, "concurrency": 1})
+        );
         assert!(s.effective(Some("staging")).is_err());
+        assert!(Skaffold::parse("a: 1\n---\nb: 2\n").is_err());
     }
 
     #[test]
     fn rejects_bad_patches() {
-        let mut v = serde_json::json!({"a": [1]});
-        assert!(apply_patch(&mut v, &serde_json::json!({"op": "remove", "path": "/a/3"})).is_err());
-        assert!(apply_patch(&mut v, &serde_json::json!({"op": "move", "path": "/a/0"})).is_err());
-        assert!(apply_patch(&mut v, &serde_json::json!({"op": "remove", "path": "/b/0"})).is_err());
-        assert!(apply_patch(&mut v, &serde_json::json!({"op": "remove", "path": "a"})).is_err());
-        apply_patch(
-            &mut v,
-            &serde_json::json!({"op": "add", "path": "/a/0", "value": 0}),
-        )
-        .unwrap();
-        assert_eq!(v, serde_json::json!({"a": [0, 1]}));
+        let mut v = json!({"a": [1]});
+        for (op, path) in [
+            ("remove", "/a/3"),
+            ("move", "/a/0"),
+            ("remove", "/b/0"),
+            ("remove", "a"),
+        ] {
+            assert!(
+                apply_patch(&mut v, &json!({"op": op, "path": path})).is_err(),
+                "{op} {path}"
+            );
+        }
+        apply_patch(&mut v, &json!({"op": "add", "path": "/a/0", "value": 0})).unwrap();
+        assert_eq!(v, json!({"a": [0, 1]}));
     }
 }

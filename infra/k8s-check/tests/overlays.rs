@@ -1,428 +1,752 @@
-//! Cross-reference checks of every app's rendered overlays
-//! (`target/k8s/<app>-<overlay>.yaml`, rendered here with `kubectl kustomize` when missing
-//! or stale) against each other, `skaffold.yaml`, `infra/README.md` and each app's
-//! contract in the registry (`switchyard_registry::APPS`).
+//! Cross-reference checks of every app's rendered overlays (`target/k8s/<app>-<overlay>.yaml`,
+//! rendered here with `kubectl kustomize` when missing or stale) against each other,
+//! `skaffold.yaml`, `infra/README.md` and each app's contract in the registry; and, for
+//! every check, an overlay broken so that it fails ([`BREAKAGES`]).
+//!
+//! `prod-gateway` is prod with the Ingress swapped for a Gateway and HTTPRoutes
+//! (`infra/k8s/<app>/gateway-api`): checked like prod, its routing table equal to the
+//! Ingress's, its NetworkPolicies admitting the gateway's proxies instead of ingress-nginx.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 
 use regex::Regex;
 use serde_json::Value;
-use switchyard_k8s_check::contract::{
-    self, Contract, DATABASE_SECRET, NATS_SERVICE, Overlay, POSTGRES_SERVICE, contracts,
-};
+use switchyard_k8s_check::contract::{self, Contract, DATABASE_SECRET, NATS_SERVICE, Overlay};
+use switchyard_k8s_check::gateway::{self, GATEWAY_OVERLAY};
 use switchyard_k8s_check::ingress::Router;
-use switchyard_k8s_check::manifest::{Env, Workload};
-use switchyard_k8s_check::secrets::{self, ReadmeSecrets};
+use switchyard_k8s_check::manifest::{Manifests, id, list, name};
+use switchyard_k8s_check::secrets::{self, Created};
 use switchyard_k8s_check::skaffold::Skaffold;
-use switchyard_k8s_check::{Manifests, checks, manifest, netpol, parse_yaml_documents, render};
+use switchyard_k8s_check::{checks, netpol, parse_yaml_documents, render};
 use switchyard_registry::Kind;
 
-/// Settings of one service that its app's contract requires in dev: (app, service,
-/// variable, value).
-const DEV_ENV: &[(&str, &str, &str, &str)] = &[("blog", "moderation", "BLOCKED_WORDS", "orange")];
+const OVERLAYS: [&str; 3] = ["dev", "prod", GATEWAY_OVERLAY];
 
-/// Secrets a service reads from a Secret by key: (app, service, variable, Secret, whether
-/// the prod overlay requires it). Every other overlay reads them optionally.
-const OPTIONAL_SECRETS: &[(&str, &str, &str, &str, bool)] = &[
-    // Prod charges with Stripe: payments refuses to start without its key.
-    ("ticketing", "payments", "STRIPE_KEY", "stripe-secret", true),
-    (
-        "ticketing",
-        "client",
-        "STRIPE_PUBLISHABLE_KEY",
-        "stripe-secret",
-        false,
-    ),
-];
+/// The environment of the services, a row each: overlay, services, variable, value. The
+/// services: `all`, `app` (the app services), `subscribers` (those the bus delivers to),
+/// `db` (those with a database), or `<app>/<service>`. The value: `{port}` (the service's),
+/// `{bus}` (the HTTP event bus's URL), `{stream}` and `{prefix}` (the app's NATS stream
+/// and subject prefix); `set`: any value; `!x`: unset or not `x`; `x*`: unset or `x...`.
+const ENV: &str = "
+    dev   all          LOG_FORMAT          json
+    dev   all          RUST_LOG            set
+    dev   all          PORT                {port}
+    dev   subscribers  EVENT_BUS_URL       {bus}
+    dev   db           DATABASE_URL        sqlite:*
+    dev   db           MIGRATE_ON_START    !false
+    prod  app          MIGRATE_ON_START    false
+    prod  subscribers  EVENT_BUS_URL       nats://nats:4222
+    prod  subscribers  BUS_STREAM          {stream}
+    prod  subscribers  BUS_SUBJECT_PREFIX  {prefix}
+    # Payments names its provider (it refuses to start otherwise): Stripe in prod, the test
+    # provider in dev. Prod refuses session tokens without `exp`. Auth sits behind a proxy.
+    prod  ticketing/payments  PAYMENT_PROVIDER    stripe
+    dev   ticketing/payments  PAYMENT_PROVIDER    test
+    prod  ticketing/auth      JWT_REQUIRE_EXP     true
+    prod  ticketing/tickets   JWT_REQUIRE_EXP     true
+    prod  ticketing/orders    JWT_REQUIRE_EXP     true
+    prod  ticketing/payments  JWT_REQUIRE_EXP     true
+    prod  ticketing/auth      TRUSTED_PROXY_HOPS  1
+    dev   ticketing/auth      TRUSTED_PROXY_HOPS  1
+    # The blog's contract has moderation block \"orange\".
+    dev   blog/moderation     BLOCKED_WORDS       orange
+";
 
-/// Settings a service must have in an overlay: (app, service, overlay, variable, value).
-/// Payments names its provider (it refuses to start otherwise): Stripe in prod, the test
-/// provider in dev. Prod refuses session tokens without `exp`. Auth sits behind one proxy.
-const REQUIRED_SETTINGS: &[(&str, &str, Overlay, &str, &str)] = &[
-    (
-        "ticketing",
-        "payments",
-        Overlay::Prod,
-        "PAYMENT_PROVIDER",
-        "stripe",
-    ),
-    (
-        "ticketing",
-        "payments",
-        Overlay::Dev,
-        "PAYMENT_PROVIDER",
-        "test",
-    ),
-    (
-        "ticketing",
-        "auth",
-        Overlay::Prod,
-        "JWT_REQUIRE_EXP",
-        "true",
-    ),
-    (
-        "ticketing",
-        "tickets",
-        Overlay::Prod,
-        "JWT_REQUIRE_EXP",
-        "true",
-    ),
-    (
-        "ticketing",
-        "orders",
-        Overlay::Prod,
-        "JWT_REQUIRE_EXP",
-        "true",
-    ),
-    (
-        "ticketing",
-        "payments",
-        Overlay::Prod,
-        "JWT_REQUIRE_EXP",
-        "true",
-    ),
-    (
-        "ticketing",
-        "auth",
-        Overlay::Prod,
-        "TRUSTED_PROXY_HOPS",
-        "1",
-    ),
-    ("ticketing", "auth", Overlay::Dev, "TRUSTED_PROXY_HOPS", "1"),
-];
+/// Secrets a service reads from a Secret by key: service, variable, Secret, and the overlay
+/// that requires it (every other reads it optionally). Prod charges with Stripe: payments
+/// refuses to start without its key.
+const KEYED_SECRETS: &str = "
+    ticketing/payments  STRIPE_KEY              stripe-secret  prod
+    ticketing/client    STRIPE_PUBLISHABLE_KEY  stripe-secret  none
+";
 
 /// Where the prod PostgreSQL's init script reads the services' DATABASE_URLs.
 const DATABASE_SECRET_MOUNT: &str = "/etc/switchyard-database";
 
-fn root() -> PathBuf {
-    render::repo_root()
+fn contract(app: &str) -> Contract {
+    let found = contract::contracts().into_iter().find(|c| c.name() == app);
+    found.unwrap_or_else(|| panic!("no app {app}"))
 }
 
-fn rendered(c: Contract, overlay: Overlay) -> &'static str {
-    static CACHE: LazyLock<Mutex<BTreeMap<(String, Overlay), &'static str>>> =
-        LazyLock::new(|| Mutex::new(BTreeMap::new()));
+fn read(path: &str) -> String {
+    let path = render::repo_root().join(path);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn rendered(app: &str, overlay: &str) -> &'static str {
+    static CACHE: LazyLock<Mutex<BTreeMap<String, &'static str>>> = LazyLock::new(Default::default);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (c.name().to_owned(), overlay);
-    if let Some(text) = cache.get(&key) {
-        return text;
-    }
-    let text = render::rendered_overlay(&root(), c.name(), overlay.name()).unwrap_or_else(|e| {
-        panic!(
-            "cannot render {}: {e}",
-            render::overlay_path(c.name(), overlay.name())
-        )
-    });
-    let text: &'static str = Box::leak(text.into_boxed_str());
-    cache.insert(key, text);
-    text
+    cache.entry(format!("{app}-{overlay}")).or_insert_with(|| {
+        let text = render::rendered_overlay(&render::repo_root(), app, overlay);
+        let path = render::overlay_path(app, overlay);
+        let text = text.unwrap_or_else(|e| panic!("cannot render {path}: {e}"));
+        Box::leak(text.into_boxed_str())
+    })
 }
 
-/// The rendered overlay as it is.
-fn manifests(c: Contract, overlay: Overlay) -> Manifests {
-    Manifests::parse(rendered(c, overlay))
-        .unwrap_or_else(|e| panic!("target/k8s/{}-{}.yaml: {e}", c.name(), overlay.name()))
+fn parse(app: &str, overlay: &str) -> Manifests {
+    Manifests::parse(rendered(app, overlay)).unwrap()
 }
 
-/// The Secrets infra/README.md creates, by namespace.
-fn readme_secrets() -> ReadmeSecrets {
-    let text = fs::read_to_string(root().join("infra/README.md")).unwrap();
-    secrets::readme_secrets(&text)
-}
-
-/// The Secrets the README creates in the app's namespace (`-n <app>`).
-fn app_readme_secrets(c: Contract) -> BTreeMap<String, BTreeMap<String, String>> {
-    readme_secrets().remove(c.name()).unwrap_or_default()
-}
-
-/// The rendered overlay as the cluster will see it: in prod, with the Secrets the README
-/// creates (every Secret of prod is created with kubectl).
-fn deployed(c: Contract, overlay: Overlay) -> Manifests {
-    let m = manifests(c, overlay);
-    if overlay != Overlay::Prod {
-        return m;
-    }
-    let mut objects = m.objects().to_vec();
-    for (name, data) in app_readme_secrets(c) {
-        objects.push(secrets::placeholder_secret(&name, &data));
-    }
-    Manifests::from_values(objects)
+/// The Secrets infra/README.md creates in the app's namespace (`-n <app>`).
+fn readme_secrets(c: Contract) -> Created {
+    let mut all = secrets::readme_secrets(&read("infra/README.md"));
+    all.remove(c.name()).unwrap_or_default()
 }
 
 fn skaffold() -> Skaffold {
-    let path = root().join("skaffold.yaml");
-    Skaffold::parse(&fs::read_to_string(&path).unwrap()).unwrap()
+    Skaffold::parse(&read("skaffold.yaml")).unwrap()
 }
 
-/// Runs `check` for every app and overlay, and fails with every problem found.
-fn for_every_overlay(what: &str, check: impl Fn(Contract, Overlay) -> Vec<String>) {
-    let mut problems = Vec::new();
-    for c in contracts() {
-        for overlay in Overlay::ALL {
-            problems.extend(
-                check(c, overlay)
-                    .into_iter()
-                    .map(|p| format!("{}/{}: {p}", c.name(), overlay.name())),
-            );
-        }
-    }
+/// The rows of a table, split into words (no comments, no blank lines).
+fn rows(table: &str) -> impl Iterator<Item = Vec<&str>> {
+    let lines = table.lines().map(str::trim);
+    let rows = lines.filter(|l| !l.is_empty() && !l.starts_with('#'));
+    rows.map(|l| l.split_whitespace().collect())
+}
+
+fn fail_on(what: &str, problems: &[String]) {
+    let list = problems.join("\n  - ");
     assert!(
         problems.is_empty(),
-        "{what}: {} problem(s):\n  - {}",
-        problems.len(),
-        problems.join("\n  - ")
+        "{what}: {} problem(s):\n  - {list}",
+        problems.len()
     );
 }
 
-fn deployment<'a>(m: &'a Manifests, c: Contract, overlay: Overlay, name: &str) -> Workload<'a> {
-    let svc = c
-        .service(overlay, name)
-        .unwrap_or_else(|| panic!("{}: {name} is not deployed in {}", c.name(), overlay.name()));
-    m.workload("Deployment", svc.deployment)
-        .unwrap_or_else(|| panic!("Deployment {} missing", svc.deployment))
+/// Every problem of `text`, overlay `name` of app `c` as rendered.
+fn problems(c: Contract, name: &str, text: &str) -> Vec<String> {
+    let overlay = if name == "dev" {
+        Overlay::Dev
+    } else {
+        Overlay::Prod
+    };
+    let rendered = Manifests::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut problems = Vec::new();
+    // as the cluster will see it: in prod, with the Secrets the README creates
+    let mut objects = rendered.objects().to_vec();
+    if overlay == Overlay::Prod {
+        for s in rendered.of_kind("Secret") {
+            problems.push(format!("prod renders {}: prod creates no Secret", id(s)));
+        }
+        let readme = readme_secrets(c);
+        let what = format!("-n {}", c.name());
+        problems.extend(secrets::check_documented(&rendered, &readme, &what));
+        let placeholders = readme
+            .iter()
+            .map(|(n, data)| secrets::placeholder_secret(n, data));
+        objects.extend(placeholders);
+    }
+    let m = &Manifests::from_values(objects);
+    problems.extend(checks::all(m));
+    let profile = c.skaffold_profile(overlay);
+    let artifacts = skaffold().artifacts(Some(&profile)).unwrap();
+    let images = artifacts.into_iter().map(|a| a.image).collect();
+    problems.extend(checks::images_built(m, &images));
+    problems.extend(c.check(m, overlay));
+    problems.extend(env(c, overlay, m));
+    problems.extend(match overlay {
+        Overlay::Dev => dev_setup(c, m),
+        Overlay::Prod => prod_setup(c, m, text),
+    });
+    problems.extend(edge(c, name, overlay, m));
+    problems
 }
 
-fn app_env(m: &Manifests, c: Contract, overlay: Overlay, name: &str) -> Env {
-    let d = deployment(m, c, overlay, name);
-    let container = d
-        .container(name)
-        .unwrap_or_else(|| panic!("{}: no container {name}", c.name()));
-    m.env(&container)
+/// [`ENV`] and [`KEYED_SECRETS`].
+fn env(c: Contract, overlay: Overlay, m: &Manifests) -> Vec<String> {
+    let mut problems = Vec::new();
+    let services = c.services(overlay);
+    let bus = services.iter().find(|s| s.kind == Kind::EventBus);
+    let bus = bus.map(|b| format!("http://{}:{}", b.service.as_deref().unwrap_or("?"), b.port));
+    for svc in &services {
+        let Some((_, container)) = m.deployment_container(svc.deployment, svc.name) else {
+            continue; // (reported by the contract's checks)
+        };
+        let env = m.env(&container);
+        let qualified = format!("{}/{}", c.name(), svc.name);
+        for row in rows(ENV).filter(|r| r[0] == overlay.name()) {
+            let [_, who, var, want] = row[..] else {
+                panic!("not an ENV row: {row:?}");
+            };
+            let applies = match who {
+                "all" => true,
+                "app" => svc.kind == Kind::App,
+                "subscribers" => svc.uses_bus,
+                "db" => svc.database,
+                _ => who == qualified,
+            };
+            let want = want
+                .replace("{port}", &svc.port.to_string())
+                .replace("{bus}", bus.as_deref().unwrap_or("?"))
+                .replace("{stream}", c.app.stream)
+                .replace("{prefix}", c.app.subject_prefix);
+            let actual = env.vars.get(var).map(String::as_str);
+            let ok = match (want.strip_prefix('!'), want.strip_suffix('*')) {
+                (Some(not), _) => actual != Some(not),
+                (_, Some(prefix)) => actual.is_none_or(|a| a.starts_with(prefix)),
+                _ if want == "set" => actual.is_some(),
+                _ => actual == Some(want.as_str()),
+            };
+            if applies && !ok {
+                problems.push(format!(
+                    "{}: {var} is {actual:?}, expected {want}",
+                    svc.name
+                ));
+            }
+        }
+        for row in rows(KEYED_SECRETS).filter(|r| r[0] == qualified) {
+            let [_, var, secret, required_in] = row[..] else {
+                panic!("not a KEYED_SECRETS row: {row:?}");
+            };
+            let optional = required_in != overlay.name();
+            if !container.reads_secret(var, secret, var, optional) {
+                let how = if optional { "optional" } else { "required" };
+                let at = svc.at();
+                problems.push(format!(
+                    "{at}: {var} is not read from key {var} of Secret {secret} ({how})"
+                ));
+            }
+        }
+    }
+    problems
 }
 
-fn cross_references(c: Contract, overlay: Overlay) -> Vec<String> {
-    let m = &deployed(c, overlay);
-    let mut problems = checks::all(m);
-
-    match skaffold().artifacts(Some(&c.skaffold_profile(overlay))) {
-        Ok(artifacts) => problems.extend(checks::images_built(
-            m,
-            &artifacts.into_iter().map(|a| a.image).collect(),
-        )),
-        Err(e) => problems.push(e.to_string()),
-    }
-    for svc in c.services(overlay) {
-        problems.extend(c.check_service(m, &svc));
-    }
-    problems.extend(c.check_absent(m, overlay));
-    problems.extend(c.check_extra_services(m));
-    problems.extend(c.check_ops(m, overlay));
-    problems.extend(c.check_secrets(m, overlay));
-    problems.extend(c.check_bus_credentials(m, overlay));
-    if overlay.http_bus() {
-        problems.extend(c.check_subscribers(m));
-    }
-    let ingress_name = c.app.ingress.name;
-    match m.get("Ingress", ingress_name) {
-        Some(ingress) => problems.extend(c.check_ingress(ingress)),
-        None => problems.push(format!("Ingress {ingress_name} is missing")),
-    }
-    let ingresses = m.of_kind("Ingress").count();
-    if ingresses != 1 {
-        problems.push(format!("{ingresses} Ingress objects, expected 1"));
-    }
-    match Router::new(m.of_kind("Ingress"), c.app.ingress.host) {
-        Ok(router) => problems.extend(c.check_routes(&router)),
-        Err(e) => problems.push(e.to_string()),
-    }
-    for (app, service, want_overlay, var, value) in REQUIRED_SETTINGS {
-        if *app != c.name() || *want_overlay != overlay {
-            continue;
+/// The edge: the Ingress or the Gateway API objects, and the NetworkPolicies that admit it.
+fn edge(c: Contract, name: &str, overlay: Overlay, m: &Manifests) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (proxy, backends, others) = if name == GATEWAY_OVERLAY {
+        problems.extend(gateway::check(&c, m));
+        let gateway = m
+            .of_kind("Gateway")
+            .next()
+            .map_or("", |gw| gw["metadata"]["name"].as_str().unwrap_or(""));
+        let others = gateway::other_edge_peers(gateway);
+        (
+            gateway::gateway_proxy(gateway),
+            gateway::http_route_backends(m),
+            others,
+        )
+    } else {
+        let ingress = c.app.ingress.name;
+        match m.get("Ingress", ingress) {
+            Some(ingress) => problems.extend(c.check_ingress(ingress)),
+            None => problems.push(format!("Ingress {ingress} is missing")),
         }
-        let env = app_env(m, c, overlay, service);
-        if env.vars.get(*var).map(String::as_str) != Some(*value) {
-            problems.push(format!(
-                "{service}: {var} is {:?} in {}, expected {value:?}",
-                env.vars.get(*var),
-                overlay.name()
-            ));
+        let ingresses = m.of_kind("Ingress").count();
+        if ingresses != 1 {
+            problems.push(format!("{ingresses} Ingress objects, expected 1"));
         }
+        let router = Router::new(m.of_kind("Ingress"), c.app.ingress.host).unwrap();
+        if !router.uses_regex() {
+            problems.push("the Ingress paths are not regexes".to_owned());
+        }
+        problems.extend(c.check_routes(&router));
+        (
+            Contract::ingress_controller(),
+            c.ingress_backends(m),
+            Vec::new(),
+        )
+    };
+    problems.extend(c.check_network_policies(m, overlay, &proxy, &backends, &others));
+    if overlay == Overlay::Dev {
+        if netpol::policies(m).next().is_some() {
+            let why = "infra/README.md says it has none (update both)";
+            problems.push(format!("dev has NetworkPolicies: {why}"));
+        }
+        return problems;
     }
-    for (app, service, var, secret, required_in_prod) in OPTIONAL_SECRETS {
-        if *app != c.name() {
-            continue;
-        }
-        let optional = !(*required_in_prod && overlay == Overlay::Prod);
-        let Some(svc) = c.service(overlay, service) else {
-            continue;
+    // The paths are derived from the registry, not from the policies: make sure the
+    // derivation found every kind of path, so that an empty list proves nothing.
+    let needed = c.needed_paths(m, overlay, &proxy.id, &backends);
+    let reached = needed.iter().filter(|p| p.from == proxy.id).count();
+    let routed: BTreeSet<&str> = c.app.ingress.paths.iter().map(|p| p.2).collect();
+    if reached < routed.len() {
+        let (proxy, routed) = (&proxy.id, routed.len());
+        problems.push(format!(
+            "{proxy} needs {reached} path(s) for {routed} backend(s)"
+        ));
+    }
+    for s in c.app_services(overlay) {
+        let from = format!("Deployment/{}", s.deployment);
+        let to = |to: &str, port| {
+            needed
+                .iter()
+                .any(|p| (&p.from, &*p.to, p.port) == (&from, to, port))
         };
-        let Some(w) = m.workload("Deployment", svc.deployment) else {
-            continue;
-        };
-        let ok = w.container(service).is_some_and(|container| {
-            container.spec["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|e| {
-                    let r = &e["valueFrom"]["secretKeyRef"];
-                    e["name"] == *var
-                        && r["name"] == *secret
-                        && r["key"] == *var
-                        && (r["optional"] == true) == optional
-                })
-        });
-        if !ok {
-            let how = if optional { "optional" } else { "required" };
+        let (nats, postgres) = (
+            to("StatefulSet/nats", 4222),
+            to("StatefulSet/postgres", 5432),
+        );
+        if nats != s.uses_bus || postgres != s.database {
             problems.push(format!(
-                "{}: {var} is not read from key {var} of Secret {secret} ({how})",
-                svc.deployment
+                "{}: needs NATS {nats} / PostgreSQL {postgres}, uses the bus {} / has a database {}",
+                s.name, s.uses_bus, s.database
             ));
         }
     }
     problems
 }
 
-#[test]
-fn every_overlay_cross_references() {
-    for_every_overlay("cross references", cross_references);
+/// Dev is the embedded setup: one replica, SQLite on a volume claim, and only the
+/// throwaway Secrets of the dev overlay's secretGenerator.
+fn dev_setup(c: Contract, m: &Manifests) -> Vec<String> {
+    let mut problems = Vec::new();
+    for svc in c.services(Overlay::Dev) {
+        let Some((d, main)) = m.deployment_container(svc.deployment, svc.name) else {
+            continue; // (reported by the contract's checks)
+        };
+        let (name, spec) = (svc.name, &d.object["spec"]);
+        if spec["replicas"] != 1 {
+            problems.push(format!("{}: not one replica", svc.deployment));
+        }
+        if !svc.database {
+            continue;
+        }
+        let data_dir = m
+            .env(&main)
+            .vars
+            .get("DATA_DIR")
+            .cloned()
+            .unwrap_or_default();
+        let claim = format!("{name}-data");
+        match d.volume_at(&main, &data_dir) {
+            _ if !data_dir.starts_with('/') => {
+                problems.push(format!("{name}: DATA_DIR {data_dir:?} is not absolute"))
+            }
+            None => problems.push(format!("{name}: nothing mounted at DATA_DIR")),
+            Some(v) if v["persistentVolumeClaim"]["claimName"] != claim => {
+                problems.push(format!("{name}: DATA_DIR is not on PVC {claim}"))
+            }
+            Some(v) if !v["emptyDir"].is_null() => {
+                problems.push(format!("{name}: data volume is both PVC and emptyDir"))
+            }
+            Some(_) => {}
+        }
+        if spec["strategy"]["type"] != "Recreate" {
+            problems.push(format!("{name}: not Recreate (one SQLite owner at a time)"));
+        }
+    }
+    let overlay = render::overlay_path(c.name(), "dev");
+    let kustomization = read(&format!("{overlay}/kustomization.yaml"));
+    let generated = secrets::generated_secrets(&kustomization).unwrap();
+    for s in m
+        .of_kind("Secret")
+        .map(name)
+        .filter(|s| !generated.iter().any(|g| g == s))
+    {
+        problems.push(format!(
+            "Secret {s} is not made by the dev overlay's secretGenerator"
+        ));
+    }
+    problems
 }
 
-#[test]
-fn prod_network_policies_open_exactly_the_needed_paths() {
-    for_every_overlay("network policies", |c, overlay| {
-        let m = manifests(c, overlay);
-        let mut problems = c.check_network_policies(&m, overlay);
-        if overlay == Overlay::Dev && netpol::policies(&m).count() > 0 {
-            problems.push(
-                "dev has NetworkPolicies: infra/README.md says it has none (update both)".into(),
-            );
+/// Prod runs PostgreSQL ([`postgres`]) and NATS JetStream, no HTTP event bus, and replicas
+/// of every service, rolled out without downtime.
+fn prod_setup(c: Contract, m: &Manifests, text: &str) -> Vec<String> {
+    let mut problems = postgres(c, m);
+    if text.contains("event-bus") {
+        problems.push("prod deploys or references the HTTP event bus".into());
+    }
+    for svc in c.app_services(Overlay::Prod) {
+        let Some(d) = m.workload("Deployment", svc.deployment) else {
+            continue; // (reported by the contract's checks)
+        };
+        let (name, spec) = (svc.name, &d.object["spec"]);
+        let replicas = spec["replicas"].as_u64().unwrap_or(1);
+        if replicas < 2 {
+            problems.push(format!("{}: {replicas} replica(s)", svc.deployment));
         }
-        if overlay == Overlay::Prod {
-            // The paths are derived from the registry, not from the policies: make sure the
-            // derivation found every kind of path, so that an empty list proves nothing.
-            let needed = c.needed_paths(&m, overlay);
-            let controller = Contract::ingress_controller().id;
-            let routed: BTreeSet<&str> = c.app.ingress.paths.iter().map(|p| p.2).collect();
-            let reached = needed.iter().filter(|p| p.from == controller).count();
-            if reached < routed.len() {
-                problems.push(format!(
-                    "the ingress controller needs {reached} path(s) for {} backend Service(s)",
-                    routed.len()
-                ));
+        let mut pdbs = m.of_kind("PodDisruptionBudget");
+        let pdb = pdbs.find(|p| p["spec"]["selector"]["matchLabels"]["app"] == name);
+        match pdb.map(|p| p["spec"]["minAvailable"].as_u64()) {
+            None => problems.push(format!("{name}: no PodDisruptionBudget")),
+            Some(Some(min)) if min >= replicas => {
+                problems.push(format!("{name}: minAvailable blocks every disruption"))
             }
-            for s in c.app_services(overlay) {
-                let from = format!("Deployment/{}", s.deployment);
-                let to_nats = needed
-                    .iter()
-                    .any(|p| p.from == from && p.to == "StatefulSet/nats" && p.port == 4222);
-                let to_postgres = needed
-                    .iter()
-                    .any(|p| p.from == from && p.to == "StatefulSet/postgres" && p.port == 5432);
-                if to_nats != s.uses_bus || to_postgres != s.database {
+            Some(_) => {}
+        }
+        if spec["strategy"]["rollingUpdate"]["maxUnavailable"] != 0 {
+            problems.push(format!("{name}: not a zero-downtime rolling update"));
+        }
+    }
+    let nats = m.workload("StatefulSet", NATS_SERVICE.0);
+    let container = nats.as_ref().and_then(|n| n.container("nats"));
+    if !container.is_some_and(|n| n.command_line().contains(&"-js")) {
+        problems.push("nats does not run with JetStream (-js)".into());
+    }
+    let storage = nats.map(|n| &n.object["spec"]["volumeClaimTemplates"]);
+    if storage.is_none_or(|s| list(s).next().is_none()) {
+        problems.push("nats: no persistent JetStream storage".into());
+    }
+    let port = u64::from(NATS_SERVICE.1);
+    if contract::service_endpoints(m, NATS_SERVICE.0, port).is_empty() {
+        problems.push("Service nats does not reach NATS on 4222".into());
+    }
+    problems
+}
+
+/// One PostgreSQL server, initialised with a database and a role per service from the
+/// Secret [`DATABASE_SECRET`]; each service migrates its own database from an init
+/// container, with its own credentials.
+fn postgres(c: Contract, m: &Manifests) -> Vec<String> {
+    let url_re = r"^postgres(?:ql)?://([a-z_][a-z0-9_]*):([A-Za-z0-9]{16,})@([^:/]+):(\d+)/([a-z_][a-z0-9_]*)$";
+    let url_re = Regex::new(url_re).unwrap();
+    let mut problems = Vec::new();
+    let pg = m.workload("StatefulSet", "postgres");
+    let Some((server, postgres)) = pg.and_then(|w| Some((w.container("postgres")?, w))) else {
+        return vec!["no StatefulSet postgres with a container postgres".into()];
+    };
+    let spec = &postgres.object["spec"];
+    if spec["serviceName"] != "postgres" {
+        problems.push("postgres: serviceName is not postgres".into());
+    }
+    let service = m.get("Service", "postgres");
+    if service.is_none_or(|s| s["spec"]["clusterIP"] != "None") {
+        problems.push("Service postgres is missing or not headless".into());
+    }
+    if list(&spec["volumeClaimTemplates"]).next().is_none() {
+        problems.push("postgres: no volumeClaimTemplates".into());
+    }
+    let pg_env = m.env(&server);
+    let password = pg_env.sources.get("POSTGRES_PASSWORD");
+    if !password.is_some_and(|s| s.starts_with("secret ")) {
+        problems.push("postgres: POSTGRES_PASSWORD is not from a Secret".into());
+    }
+    let admin = pg_env
+        .vars
+        .get("POSTGRES_USER")
+        .cloned()
+        .unwrap_or_default();
+    match postgres.volume_at(&server, "/docker-entrypoint-initdb.d") {
+        None => problems.push("postgres: no init scripts at /docker-entrypoint-initdb.d".into()),
+        Some(v) => {
+            // executable, so that the image runs the script instead of sourcing it
+            let mode = v["configMap"]["defaultMode"].as_u64();
+            if mode.is_none_or(|mode| mode & 0o111 == 0) {
+                problems.push("postgres: the init scripts are not executable".into());
+            }
+            let data = v["configMap"]["name"]
+                .as_str()
+                .and_then(|n| m.config_map_data(n));
+            let script: String = data.unwrap_or_default().into_values().collect();
+            let needles = ["CREATE ROLE", "CREATE DATABASE", "REVOKE ALL ON DATABASE"];
+            for needle in needles.into_iter().chain([DATABASE_SECRET_MOUNT]) {
+                if !script.contains(needle) {
+                    problems.push(format!("postgres init script: no {needle}"));
+                }
+            }
+        }
+    }
+    let secret = postgres.volume_at(&server, DATABASE_SECRET_MOUNT);
+    if !secret.is_some_and(|v| v["secret"]["secretName"] == DATABASE_SECRET) {
+        let (secret, at) = (DATABASE_SECRET, DATABASE_SECRET_MOUNT);
+        problems.push(format!("postgres: Secret {secret} is not mounted at {at}"));
+    }
+    let mut roles = BTreeSet::new();
+    let mut with_database = c.app_services(Overlay::Prod);
+    with_database.retain(|s| s.database);
+    if with_database.is_empty() {
+        problems.push("no service with a database".into());
+    }
+    for svc in with_database {
+        let Some((d, main)) = m.deployment_container(svc.deployment, svc.name) else {
+            continue;
+        };
+        let name = svc.name;
+        let url = m.env(&main).vars.get("DATABASE_URL").cloned();
+        if !main.reads_secret("DATABASE_URL", DATABASE_SECRET, name, false) {
+            let secret = DATABASE_SECRET;
+            problems.push(format!(
+                "{name}: DATABASE_URL is not key {name} of Secret {secret}"
+            ));
+        }
+        match url.as_deref().and_then(|u| url_re.captures(u)) {
+            None => problems.push(format!(
+                "{name}: the README's DATABASE_URL is not postgres://ROLE:PASSWORD@HOST:PORT/DB (a plain role and database name, a password of 16+ letters and digits)"
+            )),
+            Some(caps) => {
+                if (&caps[3], &caps[4]) != ("postgres", "5432") {
+                    problems.push(format!("{name}: database server is not postgres:5432"));
+                }
+                if &caps[5] != name {
+                    problems.push(format!("{name}: database {} is not its own", &caps[5]));
+                }
+                if caps[1] == admin || !roles.insert(caps[1].to_owned()) {
                     problems.push(format!(
-                        "{}: needs NATS {} / PostgreSQL {}, uses the bus {} / has a database {}",
-                        s.name, to_nats, to_postgres, s.uses_bus, s.database
+                        "{name}: role {} is the admin's or another service's: each service its own credentials",
+                        &caps[1]
                     ));
                 }
             }
         }
-        problems
-    });
-}
-
-/// The Ingress file of the app's base kustomization (the one deployed).
-fn deployed_ingress_file(c: Contract) -> String {
-    let base = render::base_dir(&root(), c.name());
-    let k = fs::read_to_string(base.join("kustomization.yaml")).unwrap();
-    let docs = parse_yaml_documents(&k).unwrap();
-    let resources: Vec<String> = docs[0]["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_str().map(str::to_owned))
-        .collect();
-    let files: Vec<String> = resources
-        .into_iter()
-        .filter(|r| {
-            let text = fs::read_to_string(base.join(r)).unwrap_or_default();
-            parse_yaml_documents(&text)
-                .unwrap_or_default()
-                .iter()
-                .any(|d| d["kind"] == "Ingress")
-        })
-        .collect();
-    assert_eq!(
-        files.len(),
-        1,
-        "{}: base lists {files:?} with an Ingress",
-        c.name()
-    );
-    format!("infra/k8s/{}/base/{}", c.name(), files[0])
-}
-
-#[test]
-fn the_registry_ingress_file_is_the_deployed_one() {
-    for c in contracts() {
-        let deployed_file = deployed_ingress_file(c);
-        let text = fs::read_to_string(root().join(&deployed_file)).unwrap();
-        let docs = parse_yaml_documents(&text).unwrap();
-        assert_eq!(
-            docs.len(),
-            1,
-            "{deployed_file} must hold exactly one document (the gateway reads it)"
-        );
-        let problems = c.check_ingress(&docs[0]);
-        assert!(problems.is_empty(), "{deployed_file}: {problems:?}");
-
-        // The registry compiles its Ingress file into the binary (the local gateway routes
-        // by it): it must be the deployed file.
-        assert_eq!(
-            c.app.ingress.file,
-            deployed_file,
-            "{}: the registry's Ingress file is not the deployed one",
-            c.name()
-        );
-        assert_eq!(
-            parse_yaml_documents(c.app.ingress.yaml).unwrap(),
-            docs,
-            "{}: the Ingress compiled into the registry differs from {deployed_file}",
-            c.name()
-        );
-
-        for overlay in Overlay::ALL {
-            let m = manifests(c, overlay);
-            let deployed = m.get("Ingress", c.app.ingress.name).unwrap();
-            assert_eq!(
-                deployed["spec"],
-                docs[0]["spec"],
-                "{}/{} changes the Ingress spec",
-                c.name(),
-                overlay.name()
-            );
-            assert_eq!(
-                deployed["metadata"]["annotations"],
-                docs[0]["metadata"]["annotations"],
-                "{}/{} changes the Ingress annotations",
-                c.name(),
-                overlay.name()
-            );
+        let containers = d.containers();
+        let mut inits = containers.iter().filter(|x| x.init);
+        let Some(migrate) = inits.find(|x| x.command_line().first() == Some(&"migrate")) else {
+            problems.push(format!("{name}: no init container running `migrate`"));
+            continue;
+        };
+        let args = migrate.command_line();
+        if args.len() != 2 || !c.names_service(args[1], name) {
+            problems.push(format!("{name}: init container runs {args:?}"));
+        }
+        if migrate.image() != main.image() {
+            problems.push(format!("{name}: migrate runs another image"));
+        }
+        let migrate = m.env(migrate).vars;
+        if migrate.get("DATABASE_URL") != url.as_ref() {
+            problems.push(format!("{name}: migrate has another DATABASE_URL"));
+        }
+        let service = migrate.get("SWITCHYARD_SERVICE");
+        if !service.is_some_and(|s| c.names_service(s, name)) {
+            problems.push(format!("{name}: migrate's SWITCHYARD_SERVICE"));
         }
     }
+    problems
 }
 
 #[test]
-fn ingress_routes_the_contract_requests() {
-    for c in contracts() {
-        let host = c.app.ingress.host;
-        let compiled = parse_yaml_documents(c.app.ingress.yaml).unwrap();
-        let mut tables: Vec<(String, Vec<Value>)> =
-            vec![("the registry's Ingress".into(), compiled)];
-        for overlay in Overlay::ALL {
-            tables.push((
-                format!("{}/{}", c.name(), overlay.name()),
-                manifests(c, overlay).of_kind("Ingress").cloned().collect(),
-            ));
+fn every_overlay_passes_every_check() {
+    let mut all = Vec::new();
+    for c in contract::contracts() {
+        for overlay in OVERLAYS {
+            let found = problems(c, overlay, rendered(c.name(), overlay));
+            all.extend(found.iter().map(|p| format!("{}/{overlay}: {p}", c.name())));
         }
+    }
+    fail_on("every overlay", &all);
+}
+
+/// Overlays broken so that checks fail, a row each: `app/overlay | anchor | from | to |
+/// problem && ...` (no field holds a `|`). The first `from` after the first `anchor` (from
+/// the start if none; every `from` if the anchor is `*`) is replaced by `to` (`\n`: a line
+/// break), and for each `problem`, one of the problems found must contain it.
+const BREAKAGES: &str = r#"
+blog/dev | | name: comments-srv | name: client-srv | Service/client-srv appears 2 times
+blog/dev | name: comments-srv | selector: | selectorX: | Service/comments-srv has no selector
+blog/dev | | name: posts-srv\nspec | name: posts-srvX\nspec | Service posts-srv is missing
+blog/dev | name: comments-depl | - configMapRef: | - configMapRefX: | envFrom entry without configMapRef/secretRef
+ticketing/prod | | name: postgres\nspec:\n  replicas | name: pg\nspec:\n  replicas | no StatefulSet postgres with a container postgres
+blog/dev | name: event-bus-srv | app: event-bus | app: bus | selects {"app": "bus"}: no workload has these pod labels && Service event-bus-srv: selector app is not "event-bus"
+blog/dev | name: event-bus-srv | targetPort: 4005 | targetPort: 4006 | port 4005 -> targetPort 4006: not a container port of Deployment/event-bus-depl && Service event-bus-srv: no port 4005 -> targetPort 4005
+blog/dev | kind: Ingress | number: 4000 | number: 4009 | backend posts-clusterip-srv:4009: Service posts-clusterip-srv has no port 4009
+blog/dev | kind: Ingress | name: posts-clusterip-srv | name: nothing-srv | Service nothing-srv does not exist
+blog/dev | | EVENT_BUS_URL: http://event-bus-srv:4005 | EVENT_BUS_URL: http://event-bus:4005 | key EVENT_BUS_URL: http://event-bus:4005: no Service named "event-bus"
+blog/dev | | http://console-srv:4318 | http://console.blog.svc.cluster.local:4318 | no Service named "console"
+blog/dev | | http://event-bus-srv:4005 | http://event-bus-srv:4000 | Service event-bus-srv has no port 4000
+ticketing/prod | | nats-0.nats-headless:6222 | nats-0.nats-headless:6223 | Service nats-headless has no port 6223
+blog/dev | name: comments-depl | key: EVENT_BUS_SECRET | key: BUS_SECRET | references missing key "BUS_SECRET" of secret event-bus-secret
+blog/dev | name: comments-depl | name: switchyard-config- | name: switchyard-configX- | envFrom references missing configMap switchyard-configX-
+blog/dev | name: comments-depl | name: tmp | name: temp | container comments: volumeMount temp has no volume
+blog/dev | name: comments-depl | claimName: comments-data | claimName: nope | PersistentVolumeClaim nope does not exist
+ticketing/prod | kind: StatefulSet | name: nats-users-config- | name: nats-users-configX- | volume users: ConfigMap nats-users-configX-
+ticketing/prod | kind: StatefulSet | secretName: switchyard-database | secretName: nope | volume service-databases: Secret nope does not exist
+blog/dev | name: comments-depl | image: switchyard/comments | image: switchyard/commentz | image switchyard/commentz is not built by any skaffold artifact && skaffold builds switchyard/comments, but nothing in these manifests runs it && runs image switchyard/commentz, not switchyard/comments
+blog/dev | name: comments-depl | path: /healthz | path: /health | livenessProbe: path /health is not one of ["/healthz"]
+blog/dev | name: comments-depl | port: ops | port: opz | livenessProbe: port "opz" is not a container port && livenessProbe is not on the ops port
+blog/dev | name: comments-depl | readinessProbe: | readinessProbX: | container comments: no readinessProbe
+blog/dev | name: comments-depl | httpGet: | tcpSocket: | livenessProbe: must be an httpGet probe
+ticketing/prod | kind: StatefulSet | port: monitor | port: monitoring | container nats livenessProbe: port "monitoring" is not a container port
+blog/dev | name: comments-depl | terminationGracePeriodSeconds: 20 | terminationGracePeriodSeconds: 5 | terminationGracePeriodSeconds 5 does not cover SHUTDOWN_GRACE_MS 10000
+ticketing/prod | name: auth-pdb | app: auth | app: nope | PodDisruptionBudget/auth-pdb selects no workload && auth: no PodDisruptionBudget
+blog/dev | kind: Deployment | app: client | app: clients | Deployment client-depl: label app is not "client"
+blog/dev | name: comments-depl | app: comments | app: commentz | Deployment comments-depl: selector app is not "comments"
+blog/dev | name: comments-depl | labels:\n        app: comments | labels:\n        app: commentz | Deployment comments-depl: pod label app is not "comments"
+blog/dev | name: comments-depl | name: comments\n | name: commentz\n | Deployment comments-depl: no container named "comments"
+blog/dev | name: comments-depl | containerPort: 4001 | containerPort: 4009 | container comments: no port http = 4001
+blog/dev | name: comments-depl | value: "4001" | value: "4002" | container comments: PORT=4002, not 4001 && comments: PORT is Some("4002"), expected 4001
+blog/dev | | value: blog/comments | value: blog/query | SWITCHYARD_SERVICE=Some("blog/query") is not blog/comments
+blog/dev | | name: comments-depl | name: comments-deployment | Deployment comments-depl is missing
+blog/dev | name: comments-srv | type: ClusterIP | type: LoadBalancer | Service comments-srv is LoadBalancer, not ClusterIP && Service comments-srv is a LoadBalancer: only the Ingress may expose blog
+blog/dev | name: posts-srv | type: NodePort | type: ClusterIP | Service posts-srv is ClusterIP, not NodePort
+ticketing/prod | | name: orders-srv | name: expiration-srv | Service expiration-srv should not be deployed in prod
+ticketing/prod | | name: orders-depl | name: event-bus-depl | Deployment event-bus-depl should not be deployed in prod && prod deploys or references the HTTP event bus
+blog/dev | name: comments-depl | containerPort: 9090 | containerPort: 9091 | container comments: no container port ops = 9090
+blog/dev | name: comments-depl | value: "9090" | value: "9091" | container comments: OPS_PORT is not 9090
+blog/dev | name: comments-depl | prometheus.io/port: "9090" | prometheus.io/port: "4001" | Deployment comments-depl: pod annotation prometheus.io/port is not "9090"
+blog/dev | name: comments-srv | targetPort: 4001 | targetPort: 9090 | container comments: Service comments-srv routes to its ops port
+blog/dev | name: comments-depl | port: ops | port: http | container comments: livenessProbe is not on the ops port
+blog/dev | | query=http://query-srv:4002 | query=http://query-srv:4009 | Deployment event-bus-depl: SUBSCRIBERS is
+ticketing/prod | name: payments-depl | name: jwt-secret | name: jwt-secrets | container payments: JWT_KEY is not read from its key of Secret jwt-secret
+ticketing/prod | name: payments-depl | name: jwt-secret\n | name: jwt-secret\n              optional: true\n | container payments: JWT_KEY is not read from its key of Secret jwt-secret
+ticketing/prod | name: payments-depl | name: JWT_KEY\n          valueFrom: | name: JWT_KEY\n          value: hunter2\n          valueFrom: | container payments: JWT_KEY is a literal value
+ticketing/prod | name: expiration-depl | name: NATS_PASSWORD | name: JWT_KEY | container expiration: JWT_KEY is given to a service that checks no session
+blog/dev | name: comments-depl | name: event-bus-secret | name: bus-secret | container comments: EVENT_BUS_SECRET is not read from key EVENT_BUS_SECRET of Secret event-bus-secret
+ticketing/prod | name: payments-depl | value: payments | value: orders | container payments: NATS_USER is Some("orders"), expected "payments"
+ticketing/prod | name: payments-depl | key: PAYMENTS_NATS_PASSWORD | key: ORDERS_NATS_PASSWORD | container payments: NATS_PASSWORD is not read from key PAYMENTS_NATS_PASSWORD of Secret nats-users
+ticketing/prod | name: payments-depl | name: NATS_USER | name: EVENT_BUS_SECRET | EVENT_BUS_SECRET is set, but this overlay's bus does not use it && container payments: EVENT_BUS_SECRET is a literal value
+blog/dev | name: client-depl | name: PORT | name: EVENT_BUS_SECRET | container client: EVENT_BUS_SECRET is set, but the service does not use the bus
+ticketing/prod | | user: "orders" | user: "order" | StatefulSet nats: /etc/nats/nats-users.conf differs from `switchyard nats-users ticketing`
+ticketing/prod | kind: StatefulSet | - /etc/nats/nats-users.conf | - /etc/natz/nats-users.conf | StatefulSet nats: /etc/natz/nats-users.conf is not mounted from a ConfigMap
+ticketing/prod | kind: StatefulSet | - -c | - -C | StatefulSet nats: no -c <users configuration> argument
+ticketing/prod | kind: StatefulSet | key: ORDERS_NATS_PASSWORD | key: ORDERS_PASSWORD | StatefulSet nats: ORDERS_NATS_PASSWORD is not read from key ORDERS_NATS_PASSWORD of Secret nats-users
+ticketing/prod | kind: StatefulSet |   name: nats\n | name: natz\n | StatefulSet nats or its container nats is missing && nats does not run with JetStream (-js)
+blog/dev | | ingressClassName: nginx | ingressClassName: traefik | Ingress ingress-srv: ingressClassName is "traefik", not "nginx"
+blog/dev | | use-regex: "true" | use-regex: "false" | use-regex is "false", not "true" && the Ingress paths are not regexes
+blog/dev | kind: Ingress | path: /posts/create | path: /posts/created | Ingress ingress-srv: paths of posts.com are
+blog/dev | | host: posts.com | host: post.com | Ingress ingress-srv: no rule for host posts.com && posts.com /posts routes to nothing
+blog/dev | | kind: Ingress | kind: IngressX | Ingress ingress-srv is missing && 0 Ingress objects, expected 1
+ticketing/prod | * | kind: NetworkPolicy | kind: NetworkPolicyX | ticketing prod has no NetworkPolicy: every pod is open to everything
+ticketing/prod | name: allow-ingress-controller | - namespaceSelector: | - ipBlock: {cidr: 0.0.0.0/0}\n      namespaceSelector: | NetworkPolicy/allow-ingress-controller admits an ipBlock
+ticketing/prod | name: default-deny-ingress | podSelector: {} | podSelector: {matchLabels: {app: x}} | no default-deny policy
+ticketing/prod | name: allow-ingress-controller | - port: http | - port: 3001 | needed but closed: the ingress controller (namespace ingress-nginx) -> Deployment/auth-depl:3000
+ticketing/prod | name: allow-metrics-scrape | - port: ops | - port: http | open but not needed: Prometheus (namespace monitoring) -> Deployment/auth-depl:3000
+blog/dev | | kind: PersistentVolumeClaim | kind: NetworkPolicy | dev has NetworkPolicies
+ticketing/prod | | name: tickets-srv | name: tickets-service | the ingress controller (namespace ingress-nginx) needs 4 path(s) for 5 backend(s)
+ticketing/prod |   name: postgres\nspec: | port: 5432 | port: 5433 | payments: needs NATS true / PostgreSQL false
+ticketing/prod-gateway | | kind: Gateway | kind: Ingress | the Gateway API overlay still deploys an Ingress && 0 Gateway objects, expected 1
+ticketing/prod-gateway | | gatewayClassName: eg | gatewayClassName: nginx | Gateway ticketing-gateway: gatewayClassName is not eg
+ticketing/prod-gateway | * | apiVersion: gateway.networking.k8s.io/v1 | apiVersion: gateway.networking.k8s.io/v1beta1 | Gateway ticketing-gateway: apiVersion is not && HTTPRoute ticketing-routes: apiVersion is not
+ticketing/prod-gateway | | hostname: ticketing.dev | hostname: other.dev | listener https: hostname is "other.dev", the registry's host is ticketing.dev
+ticketing/prod-gateway | | from: Same | from: All | listener https: routes of other namespaces may attach
+ticketing/prod-gateway | | mode: Terminate | mode: Passthrough | listener https: TLS mode is not Terminate
+ticketing/prod-gateway | | certificateRefs: | certificateRefz: | listener https: HTTPS without certificateRefs
+ticketing/prod-gateway | | listeners: | listenerz: | Gateway ticketing-gateway: no listener
+ticketing/prod-gateway | kind: HTTPRoute | type: PathPrefix | type: Prefix | unknown path match type "Prefix"
+ticketing/prod-gateway | | kind: Secret | kind: ConfigMap | is not a Secret of the namespace
+ticketing/prod-gateway | | protocol: HTTPS | protocol: HTTP | ticketing keeps its users signed in with a secure cookie, and there is no HTTPS listener
+ticketing/prod-gateway | | - name: ticketing-gateway | - name: other-gateway | HTTPRoute ticketing-routes: parentRef Gateway other-gateway does not exist
+ticketing/prod-gateway | | - name: ticketing-gateway | - name: ticketing-gateway\n    sectionName: nope | Gateway ticketing-gateway has no listener nope
+ticketing/prod-gateway | | - name: ticketing-gateway | - name: ticketing-gateway\n    kind: Service | is not a Gateway of the namespace
+ticketing/prod-gateway | | parentRefs: | parentRefz: | HTTPRoute ticketing-routes: no parentRefs
+ticketing/prod-gateway | hostnames: | - ticketing.dev | - other.dev | HTTPRoute ticketing-routes: hostnames are ["other.dev"], the registry's host is ticketing.dev
+ticketing/prod-gateway | kind: HTTPRoute | port: 3000 | port: 3001 | backendRef payments-srv:3001: Service payments-srv has no port 3001
+ticketing/prod-gateway | kind: HTTPRoute | name: payments-srv | name: nope-srv | Service nope-srv does not exist && backendRef nope-srv is not a public Service of ticketing
+ticketing/prod-gateway | kind: HTTPRoute | port: 3000 | portX: 3000 | backendRef payments-srv has no port
+ticketing/prod-gateway | kind: HTTPRoute | - name: payments-srv | - name: payments-srv\n      kind: Pod | is not a Service of the namespace
+ticketing/prod-gateway | kind: HTTPRoute | backendRefs: | backendRefz: | HTTPRoute ticketing-routes: a rule without backendRefs
+ticketing/prod-gateway | * | kind: HTTPRoute | kind: HTTPRoutX | no HTTPRoute
+ticketing/prod-gateway | kind: HTTPRoute | value: /api/payments | value: /api/paymentz | ticketing.dev /api/payments
+ticketing/prod-gateway | name: allow-ingress-controller | owning-gateway-name: ticketing-gateway | owning-gateway-name: other | needed but closed: the proxy of Gateway ticketing-gateway
+ticketing/prod-gateway | name: allow-ingress-controller | podSelector: | podSelectorX: | open but not needed: the Envoy Gateway controller
+ticketing/prod | | PAYMENT_PROVIDER: stripe | PAYMENT_PROVIDER: test | payments: PAYMENT_PROVIDER is Some("test"), expected stripe
+ticketing/prod | name: STRIPE_KEY | optional: false | optional: true | STRIPE_KEY is not read from key STRIPE_KEY of Secret stripe-secret (required)
+blog/dev | name: comments-depl | replicas: 1 | replicas: 2 | comments-depl: not one replica
+blog/dev | | LOG_FORMAT: json | LOG_FORMAT: text | LOG_FORMAT is Some("text"), expected json
+blog/dev | | RUST_LOG: info | RUST_LOGX: info | comments: RUST_LOG is None, expected set
+blog/dev | | EVENT_BUS_URL: http://event-bus-srv:4005 | EVENT_BUS_URL: http://console-srv:4318 | comments: EVENT_BUS_URL is Some("http://console-srv:4318"), expected http://event-bus-srv:4005
+blog/dev | | DATA_DIR: /data | DATA_DIR: data | comments: DATA_DIR "data" is not absolute
+blog/dev | | DATA_DIR: /data | DATA_DIR: /var/data | comments: nothing mounted at DATA_DIR
+blog/dev | name: comments-depl | claimName: comments-data | claimName: posts-data | comments: DATA_DIR is not on PVC comments-data
+blog/dev | name: comments-depl | - name: data\n        persistentVolumeClaim: | - name: data\n        emptyDir: {}\n        persistentVolumeClaim: | comments: data volume is both PVC and emptyDir
+blog/dev | name: comments-depl | type: Recreate | type: RollingUpdate | comments: not Recreate
+blog/dev | | DATA_DIR: /data | DATA_DIR: /data\n  DATABASE_URL: postgres://x | comments: DATABASE_URL is Some("postgres://x"), expected sqlite:*
+blog/dev | | MIGRATE_ON_START: "true" | MIGRATE_ON_START: "false" | comments: MIGRATE_ON_START is Some("false"), expected !false
+blog/dev | | name: event-bus-secret\ntype | name: other-secret\ntype | Secret other-secret is not made by the dev overlay's secretGenerator
+ticketing/prod | name: payments-depl | replicas: 2 | replicas: 1 | payments-depl: 1 replica(s) && payments: minAvailable blocks every disruption
+ticketing/prod | name: payments-depl | maxUnavailable: 0 | maxUnavailable: 1 | payments: not a zero-downtime rolling update
+ticketing/prod | | EVENT_BUS_URL: nats://nats:4222 | EVENT_BUS_URL: nats://nats-headless:4222 | payments: EVENT_BUS_URL is Some("nats://nats-headless:4222"), expected nats://nats:4222
+ticketing/prod | | BUS_STREAM: TICKETING | BUS_STREAM: BLOG | payments: BUS_STREAM is Some("BLOG"), expected TICKETING
+ticketing/prod | | BUS_SUBJECT_PREFIX: ticketing | BUS_SUBJECT_PREFIX: blog | payments: BUS_SUBJECT_PREFIX is Some("blog"), expected ticketing
+ticketing/prod | | MIGRATE_ON_START: "false" | MIGRATE_ON_START: "true" | payments: MIGRATE_ON_START is Some("true"), expected false
+ticketing/prod | kind: StatefulSet | serviceName: postgres | serviceName: pg | postgres: serviceName is not postgres
+ticketing/prod |   name: postgres\nspec: | clusterIP: None | clusterIP: 10.0.0.1 | Service postgres is missing or not headless
+ticketing/prod |   name: postgres\nspec:\n  replicas | volumeClaimTemplates: | volumeClaimTemplatez: | postgres: no volumeClaimTemplates
+ticketing/prod | | name: POSTGRES_PASSWORD\n          valueFrom: | name: POSTGRES_PASSWORD\n          value: x\n          valueFromX: | postgres: POSTGRES_PASSWORD is not from a Secret
+ticketing/prod | | mountPath: /docker-entrypoint-initdb.d | mountPath: /initdb | postgres: no init scripts at /docker-entrypoint-initdb.d
+ticketing/prod | | defaultMode: 365 | defaultMode: 292 | postgres: the init scripts are not executable
+ticketing/prod | * | CREATE ROLE | CREATE USER | postgres init script: no CREATE ROLE
+ticketing/prod | | mountPath: /etc/switchyard-database | mountPath: /etc/databases | postgres: Secret switchyard-database is not mounted at /etc/switchyard-database
+ticketing/prod | name: payments-depl | key: payments | key: orders | payments: DATABASE_URL is not key payments of Secret switchyard-database && payments: database orders is not its own && payments: role orders is the admin's or another service's
+ticketing/prod | | ---\n | ---\napiVersion: v1\nkind: Secret\nmetadata: {name: switchyard-database}\nstringData: {payments: "mysql://x"}\n---\n | prod renders Secret/switchyard-database: prod creates no Secret && payments: the README's DATABASE_URL is not postgres://ROLE:PASSWORD@HOST:PORT/DB
+ticketing/prod | | ---\n | ---\napiVersion: v1\nkind: Secret\nmetadata: {name: switchyard-database}\nstringData: {payments: "postgres://payments:0123456789abcdef@pg:5432/payments"}\n---\n | payments: database server is not postgres:5432
+ticketing/prod | name: payments-depl | - migrate | - migrated | payments: no init container running `migrate`
+ticketing/prod | name: payments-depl | - ticketing/payments | - ticketing/orders | payments: init container runs ["migrate", "ticketing/orders"]
+ticketing/prod | name: payments-depl | image: switchyard/ticketing-payments\n        name: migrate | image: switchyard/ticketing-orders\n        name: migrate | payments: migrate runs another image
+ticketing/prod | - ticketing/payments | key: payments | key: orders | payments: migrate has another DATABASE_URL
+ticketing/prod | - ticketing/payments | value: ticketing/payments | value: ticketing/orders | payments: migrate's SWITCHYARD_SERVICE
+ticketing/prod | kind: StatefulSet | - -js | - -jz | nats does not run with JetStream (-js)
+ticketing/prod | kind: StatefulSet | volumeClaimTemplates: | volumeClaimTemplatez: | nats: no persistent JetStream storage
+ticketing/prod |   name: nats\nspec:\n  ports: | targetPort: client | targetPort: clients | Service nats does not reach NATS on 4222
+ticketing/prod | name: payments-depl | name: stripe-secret | name: stripe-secrets | Secret stripe-secrets is neither in the manifests nor created in infra/README.md (-n ticketing)
+ticketing/prod | name: payments-depl | key: STRIPE_KEY | key: STRIPE_KEYS | key STRIPE_KEYS of Secret stripe-secret is not created in infra/README.md
+ticketing/prod | * | name: stripe-secret | name: stripe-secretz | infra/README.md creates Secret stripe-secret (-n ticketing), which nothing uses
+"#;
+
+#[test]
+fn every_check_fails_on_a_broken_overlay() {
+    let mut missed = Vec::new();
+    for row in BREAKAGES.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<String> = row
+            .split('|')
+            .map(|f| f.trim().replace("\\n", "\n"))
+            .collect();
+        let [target, anchor, from, to, wants] = &fields[..] else {
+            panic!("not a breakage: {row}");
+        };
+        let (app, overlay) = target.split_once('/').unwrap();
+        let text = rendered(app, overlay);
+        let broken = if anchor == "*" {
+            assert!(text.contains(from.as_str()), "{row}: no {from:?}");
+            text.replace(from.as_str(), to)
+        } else {
+            let start = text
+                .find(anchor.as_str())
+                .unwrap_or_else(|| panic!("{row}: no anchor"));
+            let at = text[start..]
+                .find(from.as_str())
+                .unwrap_or_else(|| panic!("{row}: no from"));
+            let at = start + at;
+            format!("{}{to}{}", &text[..at], &text[at + from.len()..])
+        };
+        let found = problems(contract(app), overlay, &broken);
+        for want in wants
+            .split(" && ")
+            .filter(|w| !found.iter().any(|p| p.contains(w)))
+        {
+            missed.push(format!("{row}\n  no {want:?} among {found:#?}"));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} missed:\n{}",
+        missed.len(),
+        missed.join("\n")
+    );
+}
+
+#[test]
+fn the_registry_ingress_is_the_deployed_one() {
+    for c in contract::contracts() {
+        let base = format!("infra/k8s/{}/base", c.name());
+        let kustomization = read(&format!("{base}/kustomization.yaml"));
+        let kustomization = parse_yaml_documents(&kustomization).unwrap();
+        let resources = list(&kustomization[0]["resources"]).filter_map(Value::as_str);
+        let with_ingress = |r: &&str| {
+            let docs = parse_yaml_documents(&read(&format!("{base}/{r}")));
+            docs.unwrap_or_default()
+                .iter()
+                .any(|d| d["kind"] == "Ingress")
+        };
+        let files: Vec<&str> = resources.filter(with_ingress).collect();
+        assert_eq!(files.len(), 1, "{base} lists {files:?} with an Ingress");
+        let file = format!("{base}/{}", files[0]);
+        let docs = parse_yaml_documents(&read(&file)).unwrap();
+        assert_eq!(docs.len(), 1, "{file}: one document (the gateway reads it)");
+        fail_on(&file, &c.check_ingress(&docs[0]));
+        // The registry compiles its Ingress file into the binary (the local gateway routes
+        // by it): it must be the deployed file.
+        assert_eq!(c.app.ingress.file, file, "the registry's Ingress file");
+        let compiled = parse_yaml_documents(c.app.ingress.yaml).unwrap();
+        assert_eq!(
+            compiled, docs,
+            "the Ingress compiled into the registry vs {file}"
+        );
         assert!(!c.app.routes.is_empty(), "{}: no routes", c.name());
-        for (source, ingresses) in tables {
-            let router = Router::new(ingresses.iter(), host).unwrap();
-            assert!(router.uses_regex(), "{source}: paths are not regexes");
-            let problems = c.check_routes(&router);
-            assert!(problems.is_empty(), "{source}: {problems:?}");
+        let router = Router::new(compiled.iter(), c.app.ingress.host).unwrap();
+        assert!(router.uses_regex(), "{file}: paths are not regexes");
+        fail_on(&file, &c.check_routes(&router));
+        for overlay in ["dev", "prod"] {
+            let m = parse(c.name(), overlay);
+            let deployed = m.get("Ingress", c.app.ingress.name).unwrap();
+            for field in ["/spec", "/metadata/annotations"] {
+                let (a, b) = (deployed.pointer(field), docs[0].pointer(field));
+                assert_eq!(a, b, "{}/{overlay} changes the Ingress {field}", c.name());
+            }
         }
     }
 }
@@ -430,544 +754,119 @@ fn ingress_routes_the_contract_requests() {
 #[test]
 fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
     let s = skaffold();
-    let version = s.api_version();
-    let beta: u32 = version
-        .strip_prefix("skaffold/v4beta")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("apiVersion {version} is not skaffold/v4betaN"));
+    let version = s.raw["apiVersion"].as_str().unwrap_or("");
+    let beta = version.strip_prefix("skaffold/v4beta");
+    let beta = beta.and_then(|n| n.parse::<u32>().ok());
     assert!(
-        beta >= 13,
-        "apiVersion {version} is older than skaffold/v4beta13"
+        beta.is_some_and(|b| b >= 13),
+        "apiVersion {version}: not skaffold/v4betaN, N >= 13"
     );
-    assert_eq!(
-        s.raw()["build"]["local"]["push"],
-        false,
-        "build.local.push must be false"
-    );
-    let expected_profiles: Vec<String> = contracts()
+    let contracts = contract::contracts();
+    let profiles = contracts
         .iter()
-        .flat_map(|c| Overlay::ALL.map(|o| c.skaffold_profile(o)))
-        .collect();
-    assert_eq!(s.profile_names(), expected_profiles);
-
-    let root = root();
-    let blog = contracts()[0];
-    assert_eq!(blog.name(), "blog");
+        .flat_map(|c| Overlay::ALL.map(|o| c.skaffold_profile(o)));
+    assert_eq!(s.profile_names(), profiles.collect::<Vec<_>>());
     // Without a profile: the blog's dev overlay, as before there were two apps.
+    let blog_dev = render::overlay_path("blog", "dev");
     assert_eq!(
         s.kustomize_paths(None).unwrap(),
-        [render::overlay_path("blog", "dev")],
+        [blog_dev],
         "default manifests"
     );
+    let dev = s.artifacts(Some("dev")).unwrap();
     assert_eq!(
         s.artifacts(None).unwrap(),
-        s.artifacts(Some("dev")).unwrap(),
+        dev,
         "the default build is the blog's dev"
     );
-    let mut all_images = BTreeSet::new();
-    for c in contracts() {
+    let root = render::repo_root();
+    let (mut all_images, mut per_app) = (BTreeSet::new(), 0);
+    for c in contracts {
+        per_app += c.services(Overlay::Dev).len();
         for overlay in Overlay::ALL {
             let profile = c.skaffold_profile(overlay);
-            let effective = s.effective(Some(&profile)).unwrap();
-            assert_eq!(
-                effective["build"]["local"]["push"], false,
-                "{profile}: build.local.push"
-            );
+            for config in [&s.raw, &s.effective(Some(&profile)).unwrap()] {
+                assert_eq!(config["build"]["local"]["push"], false, "{profile}: push");
+            }
             let artifacts = s.artifacts(Some(&profile)).unwrap();
-            let images: Vec<&str> = artifacts.iter().map(|a| a.image.as_str()).collect();
-            let expected: BTreeSet<String> = c
-                .services(overlay)
-                .into_iter()
-                .map(|svc| svc.image)
-                .collect();
+            let images: BTreeSet<&str> = artifacts.iter().map(|a| a.image.as_str()).collect();
+            let services = c.services(overlay);
+            let expected: BTreeSet<&str> = services.iter().map(|s| s.image.as_str()).collect();
+            assert_eq!(images, expected, "{profile}: the images");
             assert_eq!(
-                images
-                    .iter()
-                    .map(|i| (*i).to_owned())
-                    .collect::<BTreeSet<_>>(),
-                expected,
-                "{profile}: the images of {}",
-                render::overlay_path(c.name(), overlay.name())
-            );
-            assert_eq!(
-                images.len(),
+                artifacts.len(),
                 expected.len(),
                 "{profile}: one artifact per image"
             );
             for a in &artifacts {
                 assert_eq!(a.context, ".", "{profile} {}: context", a.image);
+                let dockerfile = root.join(&a.context).join(&a.dockerfile);
                 assert!(
-                    root.join(&a.context).join(&a.dockerfile).is_file(),
+                    dockerfile.is_file(),
                     "{profile} {}: no {}",
                     a.image,
                     a.dockerfile
                 );
-                let svc = c
-                    .services(overlay)
-                    .into_iter()
-                    .find(|svc| svc.image == a.image)
-                    .unwrap();
+                let svc = services.iter().find(|svc| svc.image == a.image).unwrap();
                 let want = format!("{}/{}", c.name(), svc.name);
-                assert_eq!(
-                    a.build_args.get("SERVICE").map(String::as_str),
-                    Some(want.as_str()),
-                    "{profile} {}: buildArgs.SERVICE",
-                    a.image
-                );
+                let arg = a.build_args.get("SERVICE");
+                assert_eq!(arg, Some(&want), "{profile} {}: buildArgs.SERVICE", a.image);
                 assert!(c.names_service(&want, svc.name));
             }
-            all_images.extend(expected);
+            all_images.extend(expected.into_iter().map(str::to_owned));
+            let path = render::overlay_path(c.name(), overlay.name());
             let paths = s.kustomize_paths(Some(&profile)).unwrap();
-            assert_eq!(
-                paths,
-                [render::overlay_path(c.name(), overlay.name())],
-                "profile {profile}"
-            );
-            assert!(root.join(&paths[0]).join("kustomization.yaml").is_file());
+            assert_eq!(paths, [path.as_str()], "{profile}");
+            assert!(root.join(&path).join("kustomization.yaml").is_file());
         }
     }
-    // no two apps share an image name
-    let per_app: usize = contracts()
-        .iter()
-        .map(|c| {
-            c.services(Overlay::Dev)
-                .into_iter()
-                .map(|s| s.image)
-                .collect::<BTreeSet<_>>()
-                .len()
-        })
-        .sum();
     assert_eq!(all_images.len(), per_app, "two apps share an image name");
 }
 
 #[test]
-fn dev_overlays_are_the_embedded_setup() {
-    for_every_overlay("dev overlay", |c, overlay| {
-        if overlay != Overlay::Dev {
-            return Vec::new();
-        }
-        let mut problems = Vec::new();
-        let m = manifests(c, overlay);
-        let bus = c
-            .services(overlay)
-            .into_iter()
-            .find(|s| s.kind == Kind::EventBus)
-            .expect("dev runs the HTTP event bus");
-        let bus_url = format!(
-            "http://{}:{}",
-            bus.service.as_deref().unwrap_or("?"),
-            bus.port
-        );
-        for svc in c.services(overlay) {
-            let d = deployment(&m, c, overlay, svc.name);
-            if d.replicas() != Some(1) {
-                problems.push(format!("{}: not one replica", svc.deployment));
-            }
-            let env = app_env(&m, c, overlay, svc.name);
-            if env.vars.get("LOG_FORMAT").map(String::as_str) != Some("json") {
-                problems.push(format!("{}: LOG_FORMAT is not json", svc.name));
-            }
-            if !env.vars.contains_key("RUST_LOG") {
-                problems.push(format!("{}: no RUST_LOG", svc.name));
-            }
-            if env.vars.get("PORT") != Some(&svc.port.to_string()) {
-                problems.push(format!("{}: PORT is not {}", svc.name, svc.port));
-            }
-            if svc.uses_bus && env.vars.get("EVENT_BUS_URL") != Some(&bus_url) {
-                problems.push(format!(
-                    "{}: EVENT_BUS_URL is {:?}, not {bus_url}",
-                    svc.name,
-                    env.vars.get("EVENT_BUS_URL")
-                ));
-            }
-            if !svc.database {
-                continue;
-            }
-            let data_dir = env.vars.get("DATA_DIR").cloned().unwrap_or_default();
-            if !data_dir.starts_with('/') {
-                problems.push(format!(
-                    "{}: DATA_DIR {data_dir:?} is not absolute",
-                    svc.name
-                ));
-                continue;
-            }
-            let c_spec = d.container(svc.name).unwrap();
-            let mount = c_spec.spec["volumeMounts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|v| v["mountPath"].as_str() == Some(data_dir.as_str()));
-            let volume = mount.and_then(|mount| {
-                d.pod_spec["volumes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|v| v["name"] == mount["name"])
-            });
-            match volume {
-                None => problems.push(format!("{}: nothing mounted at DATA_DIR", svc.name)),
-                Some(v) => {
-                    let claim = v["persistentVolumeClaim"]["claimName"].as_str();
-                    if claim != Some(format!("{}-data", svc.name).as_str()) {
-                        problems.push(format!(
-                            "{}: DATA_DIR is not on PVC {}-data",
-                            svc.name, svc.name
-                        ));
-                    }
-                    if !v["emptyDir"].is_null() {
-                        problems.push(format!(
-                            "{}: data volume is both PVC and emptyDir",
-                            svc.name
-                        ));
-                    }
-                }
-            }
-            if d.object["spec"]["strategy"]["type"] != "Recreate" {
-                problems.push(format!(
-                    "{}: not Recreate (one SQLite owner at a time)",
-                    svc.name
-                ));
-            }
-            if let Some(url) = env.vars.get("DATABASE_URL")
-                && !url.starts_with("sqlite:")
-            {
-                problems.push(format!("{}: DATABASE_URL {url} in dev", svc.name));
-            }
-            if env.vars.get("MIGRATE_ON_START").map(String::as_str) == Some("false") {
-                problems.push(format!("{}: MIGRATE_ON_START=false in dev", svc.name));
-            }
-        }
-        for (app, service, var, value) in DEV_ENV {
-            if *app == c.name() {
-                let env = app_env(&m, c, overlay, service);
-                if env.vars.get(*var).map(String::as_str) != Some(*value) {
-                    problems.push(format!("{service}: {var} is not {value:?}"));
-                }
-            }
-        }
-        // Secrets in dev: generated by the dev overlay's secretGenerator (throwaway), or
-        // none.
-        let kustomization = fs::read_to_string(
-            render::overlay_dir(&root(), c.name(), "dev").join("kustomization.yaml"),
-        )
-        .unwrap();
-        let generated = secrets::generated_secrets(&kustomization).unwrap();
-        for s in m.of_kind("Secret") {
-            let name = manifest::name(s);
-            if !generated.iter().any(|g| g == name) {
-                problems.push(format!(
-                    "Secret {name} is not made by the dev overlay's secretGenerator"
-                ));
-            }
-        }
-        if netpol::policies(&m).count() > 0 {
-            problems.push("dev has NetworkPolicies".into());
-        }
-        problems
-    });
-}
-
-#[test]
-fn prod_overlays_use_postgres_nats_and_replicas() {
-    let url_re = Regex::new(
-        r"^postgres(?:ql)?://([a-z_][a-z0-9_]*):([A-Za-z0-9]{16,})@([^:/]+):(\d+)/([a-z_][a-z0-9_]*)$",
-    )
-    .unwrap();
-    for_every_overlay("prod overlay", |c, overlay| {
-        if overlay != Overlay::Prod {
-            return Vec::new();
-        }
-        let mut problems = Vec::new();
-        let m = &deployed(c, overlay);
-        let text = rendered(c, overlay);
-        if text.contains("event-bus") {
-            problems.push("prod deploys or references the HTTP event bus".into());
-        }
-
-        for svc in c.app_services(overlay) {
-            let d = deployment(m, c, overlay, svc.name);
-            let replicas = d.replicas().unwrap_or(1);
-            if replicas < 2 {
-                problems.push(format!("{}: {replicas} replica(s)", svc.deployment));
-            }
-            match m
-                .of_kind("PodDisruptionBudget")
-                .find(|p| p["spec"]["selector"]["matchLabels"]["app"].as_str() == Some(svc.name))
-            {
-                None => problems.push(format!("{}: no PodDisruptionBudget", svc.name)),
-                Some(pdb) => {
-                    if pdb["spec"]["minAvailable"]
-                        .as_u64()
-                        .is_some_and(|min| min >= replicas)
-                    {
-                        problems.push(format!(
-                            "{}: minAvailable blocks every disruption",
-                            svc.name
-                        ));
-                    }
-                }
-            }
-            if d.object["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] != 0 {
-                problems.push(format!("{}: not a zero-downtime rolling update", svc.name));
-            }
-            let env = app_env(m, c, overlay, svc.name);
-            for (var, want) in [
-                (
-                    "EVENT_BUS_URL",
-                    format!("nats://{}:{}", NATS_SERVICE.0, NATS_SERVICE.1),
-                ),
-                ("BUS_STREAM", c.app.stream.to_owned()),
-                ("BUS_SUBJECT_PREFIX", c.app.subject_prefix.to_owned()),
-                ("MIGRATE_ON_START", "false".to_owned()),
-            ] {
-                if (svc.uses_bus || var == "MIGRATE_ON_START") && env.vars.get(var) != Some(&want) {
-                    problems.push(format!(
-                        "{}: {var} is {:?}, not {want}",
-                        svc.name,
-                        env.vars.get(var)
-                    ));
-                }
-            }
-        }
-
-        // PostgreSQL: one server, a database and a role per service, from the Secret.
-        let Some(postgres) = m.workload("StatefulSet", POSTGRES_SERVICE.0) else {
-            problems.push("no StatefulSet postgres".into());
-            return problems;
-        };
-        if postgres.object["spec"]["serviceName"] != POSTGRES_SERVICE.0 {
-            problems.push("postgres: serviceName is not postgres".into());
-        }
-        if m.get("Service", POSTGRES_SERVICE.0)
-            .is_none_or(|s| s["spec"]["clusterIP"] != "None")
-        {
-            problems.push("Service postgres is missing or not headless".into());
-        }
-        if postgres.object["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .is_none_or(|t| t.is_empty())
-        {
-            problems.push("postgres: no volumeClaimTemplates".into());
-        }
-        let pg = postgres.container("postgres").unwrap();
-        let pg_env = m.env(&pg);
-        if !pg_env
-            .sources
-            .get("POSTGRES_PASSWORD")
-            .is_some_and(|s| s.starts_with("secret "))
-        {
-            problems.push("postgres: POSTGRES_PASSWORD is not from a Secret".into());
-        }
-        let admin = pg_env
-            .vars
-            .get("POSTGRES_USER")
-            .cloned()
-            .unwrap_or_default();
-        let mounts: Vec<&Value> = pg.spec["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect();
-        let volume_at = |path: &str| {
-            let mount = mounts.iter().find(|v| v["mountPath"] == path)?;
-            postgres.pod_spec["volumes"]
-                .as_array()?
-                .iter()
-                .find(|v| v["name"] == mount["name"])
-        };
-        match volume_at("/docker-entrypoint-initdb.d") {
-            None => {
-                problems.push("postgres: no init scripts at /docker-entrypoint-initdb.d".into())
-            }
-            Some(v) => {
-                // executable, so that the image runs the script instead of sourcing it
-                if v["configMap"]["defaultMode"]
-                    .as_u64()
-                    .is_none_or(|mode| mode & 0o111 == 0)
-                {
-                    problems.push("postgres: the init scripts are not executable".into());
-                }
-                let script: String = v["configMap"]["name"]
-                    .as_str()
-                    .and_then(|n| m.config_map_data(n))
-                    .unwrap_or_default()
-                    .into_values()
-                    .collect();
-                for needle in [
-                    "CREATE ROLE",
-                    "CREATE DATABASE",
-                    "REVOKE ALL ON DATABASE",
-                    DATABASE_SECRET_MOUNT,
-                ] {
-                    if !script.contains(needle) {
-                        problems.push(format!("postgres init script: no {needle}"));
-                    }
-                }
-            }
-        }
-        match volume_at(DATABASE_SECRET_MOUNT) {
-            Some(v) if v["secret"]["secretName"] == DATABASE_SECRET => {}
-            _ => problems.push(format!(
-                "postgres: Secret {DATABASE_SECRET} is not mounted at {DATABASE_SECRET_MOUNT}"
-            )),
-        }
-
-        let mut roles = BTreeSet::new();
-        let with_database: Vec<_> = c
-            .app_services(overlay)
-            .into_iter()
-            .filter(|s| s.database)
-            .collect();
-        if with_database.is_empty() {
-            problems.push("no service with a database".into());
-        }
-        for svc in with_database {
-            let d = deployment(m, c, overlay, svc.name);
-            let main = d.container(svc.name).unwrap();
-            let env = m.env(&main);
-            let from_secret = main.spec["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| e["name"] == "DATABASE_URL")
-                .map(|e| &e["valueFrom"]["secretKeyRef"]);
-            if !from_secret.is_some_and(|r| r["name"] == DATABASE_SECRET && r["key"] == svc.name) {
-                problems.push(format!(
-                    "{}: DATABASE_URL is not key {} of Secret {DATABASE_SECRET}",
-                    svc.name, svc.name
-                ));
-            }
-            match env.vars.get("DATABASE_URL").and_then(|u| url_re.captures(u)) {
-                None => problems.push(format!(
-                    "{}: the README's DATABASE_URL is not postgres://ROLE:PASSWORD@HOST:PORT/DB (a plain role and database name, a password of 16+ letters and digits)",
-                    svc.name
-                )),
-                Some(caps) => {
-                    if &caps[3] != POSTGRES_SERVICE.0 || caps[4] != POSTGRES_SERVICE.1.to_string() {
-                        problems.push(format!("{}: database server is not postgres:5432", svc.name));
-                    }
-                    if &caps[5] != svc.name {
-                        problems.push(format!("{}: database {} is not its own", svc.name, &caps[5]));
-                    }
-                    if caps[1] == admin || !roles.insert(caps[1].to_owned()) {
-                        problems.push(format!(
-                            "{}: role {} is the admin's or another service's: each service its own credentials",
-                            svc.name, &caps[1]
-                        ));
-                    }
-                }
-            }
-            let migrate = d
-                .containers()
-                .into_iter()
-                .find(|x| x.init && x.command_line().first() == Some(&"migrate"));
-            match migrate {
-                None => problems.push(format!("{}: no init container running `migrate`", svc.name)),
-                Some(migrate) => {
-                    let args = migrate.command_line();
-                    if args.len() != 2 || !c.names_service(args[1], svc.name) {
-                        problems.push(format!("{}: init container runs {args:?}", svc.name));
-                    }
-                    if migrate.image() != main.image() {
-                        problems.push(format!("{}: migrate runs another image", svc.name));
-                    }
-                    let menv = m.env(&migrate);
-                    if menv.vars.get("DATABASE_URL") != env.vars.get("DATABASE_URL") {
-                        problems.push(format!("{}: migrate has another DATABASE_URL", svc.name));
-                    }
-                    if !menv
-                        .vars
-                        .get("SWITCHYARD_SERVICE")
-                        .is_some_and(|s| c.names_service(s, svc.name))
-                    {
-                        problems.push(format!("{}: migrate's SWITCHYARD_SERVICE", svc.name));
-                    }
-                }
-            }
-        }
-
-        match m.workload("StatefulSet", NATS_SERVICE.0) {
-            None => problems.push("no StatefulSet nats".into()),
-            Some(nats) => {
-                if !nats
-                    .container("nats")
-                    .is_some_and(|n| n.command_line().contains(&"-js"))
-                {
-                    problems.push("nats does not run with JetStream (-js)".into());
-                }
-                if nats.object["spec"]["volumeClaimTemplates"]
-                    .as_array()
-                    .is_none_or(|t| t.is_empty())
-                {
-                    problems.push("nats: no persistent JetStream storage".into());
-                }
-            }
-        }
-        if contract::service_endpoints(m, NATS_SERVICE.0, u64::from(NATS_SERVICE.1)).is_empty() {
-            problems.push("Service nats does not reach NATS on 4222".into());
-        }
-        problems
-    });
-}
-
-#[test]
 fn secrets_are_never_committed() {
-    let root = root();
-    let mut problems = Vec::new();
-    let components = root.join("infra/k8s/components");
-    if components.is_dir() {
-        problems.extend(secrets::committed_secrets(&components).unwrap());
-    }
-    let readme = readme_secrets();
-    for c in contracts() {
-        for dir in [
-            render::base_dir(&root, c.name()),
-            render::overlay_dir(&root, c.name(), "prod"),
-        ] {
-            problems.extend(secrets::committed_secrets(&dir).unwrap());
-        }
-        let m = manifests(c, Overlay::Prod);
-        for s in m.of_kind("Secret") {
-            problems.push(format!(
-                "{}/prod renders {}: prod creates no Secret",
-                c.name(),
-                manifest::id(s)
-            ));
-        }
-        let in_namespace = readme.get(c.name()).cloned().unwrap_or_default();
-        if in_namespace.is_empty() {
-            problems.push(format!(
-                "infra/README.md creates no Secret with `-n {}`",
-                c.name()
-            ));
-        }
-        problems.extend(
-            secrets::check_documented(&m, &in_namespace, &format!("-n {}", c.name()))
-                .into_iter()
-                .map(|p| format!("{}/prod: {p}", c.name())),
+    let root = render::repo_root();
+    let mut dirs = vec![root.join("infra/k8s/components")];
+    dirs.retain(|d| d.is_dir());
+    for c in contract::contracts() {
+        dirs.push(root.join(format!("infra/k8s/{}/base", c.name())));
+        dirs.push(root.join(render::overlay_path(c.name(), "prod")));
+        let none = readme_secrets(c).is_empty();
+        assert!(
+            !none,
+            "infra/README.md creates no Secret with `-n {}`",
+            c.name()
         );
     }
-    assert!(
-        problems.is_empty(),
-        "{} problem(s):\n  - {}",
-        problems.len(),
-        problems.join("\n  - ")
-    );
+    let committed = dirs
+        .iter()
+        .flat_map(|d| secrets::committed_secrets(d).unwrap());
+    fail_on("committed Secrets", &committed.collect::<Vec<_>>());
+    // a committed Secret and a secretGenerator, in a subdirectory
+    let broken = std::env::temp_dir().join(format!("k8s-check-{}", std::process::id()));
+    fs::create_dir_all(broken.join("sub")).unwrap();
+    let yaml = "kind: Secret\nmetadata: {name: s}\n---\nsecretGenerator: [{name: g}]\n";
+    fs::write(broken.join("sub/secret.yaml"), yaml).unwrap();
+    let problems = secrets::committed_secrets(&broken).unwrap();
+    fs::remove_dir_all(&broken).unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
 }
 
 #[test]
 fn the_app_directories_are_the_registrys_apps() {
     // infra/validate.sh renders every infra/k8s/<app>/overlays; the tests check the
     // registry's apps: they must be the same.
-    let mut dirs: Vec<String> = fs::read_dir(root().join("infra/k8s"))
-        .unwrap()
+    let entries = fs::read_dir(render::repo_root().join("infra/k8s")).unwrap();
+    let entries = entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("overlays").is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|e| e.path().join("overlays").is_dir());
+    let dirs: BTreeSet<String> = entries
+        .map(|e| e.file_name().to_string_lossy().into())
         .collect();
-    dirs.sort();
-    let mut apps: Vec<String> = contracts().iter().map(|c| c.name().to_owned()).collect();
-    apps.sort();
+    let apps: BTreeSet<String> = switchyard_registry::app_names()
+        .into_iter()
+        .map(Into::into)
+        .collect();
     assert_eq!(
         dirs, apps,
         "infra/k8s/<app>/overlays directories vs the registry's apps"
@@ -976,12 +875,13 @@ fn the_app_directories_are_the_registrys_apps() {
 
 #[test]
 fn the_readme_covers_every_app() {
-    let readme = fs::read_to_string(root().join("infra/README.md")).unwrap();
-    for c in contracts() {
+    let readme = read("infra/README.md");
+    let words: Vec<&str> = readme.split_whitespace().collect();
+    for c in contract::contracts() {
+        let host = c.app.ingress.host;
         assert!(
-            readme.contains(c.app.ingress.host),
-            "infra/README.md: no hosts entry for {}",
-            c.app.ingress.host
+            readme.contains(host),
+            "infra/README.md: no hosts entry for {host}"
         );
         for overlay in Overlay::ALL {
             let path = render::overlay_path(c.name(), overlay.name());
@@ -989,18 +889,84 @@ fn the_readme_covers_every_app() {
                 readme.contains(&path),
                 "infra/README.md does not mention {path}"
             );
-            let profile = c.skaffold_profile(overlay);
-            let command = if profile == "dev" {
-                "skaffold dev".to_owned()
-            } else {
-                format!("skaffold dev -p {profile}")
+            let command = match c.skaffold_profile(overlay) {
+                profile if profile == "dev" => "skaffold dev".to_owned(),
+                profile => format!("skaffold dev -p {profile}"),
             };
             assert!(readme.contains(&command), "infra/README.md: no `{command}`");
         }
+        // The TLS Secrets of the Gateways are created as the README says, never committed.
+        let m = parse(c.name(), GATEWAY_OVERLAY);
+        for secret in gateway::certificate_secrets(&m) {
+            let command = ["-n", c.name(), "create", "secret", "tls", &secret];
+            let command_line = command.join(" ");
+            let created = words.windows(6).any(|w| w == command);
+            assert!(
+                created,
+                "infra/README.md does not run kubectl {command_line} ..."
+            );
+            assert!(
+                m.get("Secret", &secret).is_none(),
+                "the TLS Secret {secret} is committed"
+            );
+        }
     }
+    let namespace = contract::INGRESS_CONTROLLER_NAMESPACE;
     assert!(
-        readme.contains(contract::INGRESS_CONTROLLER_NAMESPACE)
-            && readme.contains(netpol::NAMESPACE_NAME_LABEL),
+        readme.contains(namespace) && readme.contains(netpol::NAMESPACE_NAME_LABEL),
         "infra/README.md must say which ingress controller namespace the policies admit"
     );
+}
+
+#[test]
+fn http_routes_give_the_ingress_routing_table() {
+    for c in contract::contracts() {
+        let host = c.app.ingress.host;
+        let m = parse(c.name(), GATEWAY_OVERLAY);
+        let routes = gateway::router(&m, host).unwrap();
+        let ingress = Router::new(parse(c.name(), "prod").of_kind("Ingress"), host).unwrap();
+        for (uri, ..) in c.app.routes {
+            for uri in [uri.to_string(), format!("{uri}/"), format!("{uri}?q=1")] {
+                let backend = |r: &Router| r.route(&uri).map(|l| l.backend.to_string());
+                assert_eq!(backend(&routes), backend(&ingress), "{}: {uri}", c.name());
+            }
+        }
+        // the file the local gateway reads is the deployed HTTPRoute
+        let path = format!("infra/k8s/{}/gateway-api/httproutes.yaml", c.name());
+        let docs = parse_yaml_documents(&read(&path)).unwrap();
+        assert_eq!(docs.len(), 1, "{path}: one document (the gateway reads it)");
+        let deployed = m.get("HTTPRoute", name(&docs[0])).unwrap();
+        assert_eq!(deployed["spec"], docs[0]["spec"], "{path}");
+    }
+}
+
+/// prod-gateway is prod with the Ingress swapped for the Gateway API objects and the
+/// controller's NetworkPolicy rules changed: nothing else differs.
+#[test]
+fn the_gateway_overlay_is_prod_with_the_edge_swapped() {
+    let by_id = |m: Manifests| -> BTreeMap<String, Value> {
+        m.objects().iter().map(|o| (id(o), o.clone())).collect()
+    };
+    for c in contract::contracts() {
+        let mut prod = by_id(parse(c.name(), "prod"));
+        let mut gw = by_id(parse(c.name(), GATEWAY_OVERLAY));
+        let ingress = format!("Ingress/{}", c.app.ingress.name);
+        assert!(
+            prod.remove(&ingress).is_some(),
+            "{}: prod has {ingress}",
+            c.name()
+        );
+        let kinds = gateway::GATEWAY_API_KINDS.map(|k| format!("{k}/"));
+        gw.retain(|id, _| !kinds.iter().any(|k| id.starts_with(k)));
+        let policy = "NetworkPolicy/allow-ingress-controller";
+        let (a, b) = (prod.remove(policy).unwrap(), gw.remove(policy).unwrap());
+        let (a, b) = (&a["spec"], &b["spec"]);
+        assert_eq!(a["podSelector"], b["podSelector"], "{}: {policy}", c.name());
+        assert_ne!(a["ingress"], b["ingress"], "{}: {policy}", c.name());
+        let ids = |m: &BTreeMap<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(ids(&prod), ids(&gw), "{}: objects", c.name());
+        for (id, object) in &prod {
+            assert_eq!(object, &gw[id], "{}: {id} differs from prod", c.name());
+        }
+    }
 }
