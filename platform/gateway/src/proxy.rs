@@ -304,6 +304,10 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         }
         Err(e) => return ApiError::bad_request(format!("reading the body: {e}")).into_response(),
     };
+    let idempotent = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
     let mut refused = None;
     for replica in replicas.order() {
         let mut request = Request::new(Body::from(body.clone()));
@@ -315,9 +319,11 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
         match proxy.client.request(request).await {
-            // Nothing was sent: the next replica gets it.
-            Err(e) if e.is_connect() => {
-                tracing::warn!(%backend, replica = %replicas.urls[replica], error = %e, "replica refused the connection; passed over for now");
+            // Nothing was sent, or a read that got no answer (its connection went down with
+            // the replica): the next replica gets it. A write that got no answer may have
+            // been applied, so it is not sent twice.
+            Err(e) if e.is_connect() || idempotent => {
+                tracing::warn!(%backend, replica = %replicas.urls[replica], error = %e, "replica unreachable; passed over for now");
                 replicas.pass_over(replica);
                 refused = Some(e);
             }
