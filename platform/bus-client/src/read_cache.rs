@@ -10,7 +10,8 @@
 //!   commit returns: a replica's next read after its own write is never served from before
 //!   that write;
 //! - on PostgreSQL, where other replicas of the service write the same database, their
-//!   changes: a trigger on each table the kept reads depend on sends a `NOTIFY` at the end
+//!   changes: a trigger on each table the kept reads depend on (created by the service's
+//!   migrations, [`change_notices!`]) sends a `NOTIFY` at the end
 //!   of every statement that changes it, which PostgreSQL delivers to every listening
 //!   connection when (and only if) the transaction commits; each notice moves the version.
 //!   While this process is not listening (before its `LISTEN` is in place, while its
@@ -29,6 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sqlx::Row;
 use switchyard_kit::{ApiError, Backoff, Db, Dialect, Shutdown};
 
 use crate::Outbox;
@@ -45,8 +47,35 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 /// service has a database of its own).
 const CHANNEL: &str = "switchyard_changes";
 
-/// Serializes the triggers' creation among replicas starting together.
-const TRIGGER_LOCK_KEY: i64 = 0x5359_4e4f_5446; // "SYNOTF"
+/// The PostgreSQL statements that make each of the given tables (literals) notify its
+/// changes to the read caches of every process of the service: a statement trigger on each
+/// table that sends a `NOTIFY` on the cache's channel. PostgreSQL folds a transaction's
+/// identical notices into one and delivers it at commit (only then), so a change costs one
+/// notice however many rows it touched. For a service's migrations (PostgreSQL only: on
+/// SQLite the service is its database's only writer):
+///
+/// ```
+/// use switchyard_kit::Migration;
+/// const NOTICES: Migration =
+///     Migration::postgres_only(5, "change notices", switchyard_bus_client::change_notices!("tickets"));
+/// assert!(NOTICES.postgres.contains("ON tickets FOR EACH STATEMENT"));
+/// ```
+///
+/// [`ReadCache::for_database`] refuses to start if a table its reads depend on lacks it.
+#[macro_export]
+macro_rules! change_notices {
+    ($($table:literal),+ $(,)?) => {
+        concat!(
+            "CREATE OR REPLACE FUNCTION switchyard_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$ ",
+            "BEGIN PERFORM pg_notify('switchyard_changes', ''); RETURN NULL; END $$;\n",
+            $(
+                "CREATE OR REPLACE TRIGGER switchyard_notify_change ",
+                "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ", $table,
+                " FOR EACH STATEMENT EXECUTE FUNCTION switchyard_notify_change();\n",
+            )+
+        )
+    };
+}
 
 /// Kept answers by key, each with the version it was read at and when.
 pub struct ReadCache<K> {
@@ -59,6 +88,13 @@ struct Kept {
     version: u64,
     at: Instant,
     body: Bytes,
+}
+
+impl Kept {
+    /// Whether it may be served at database version `now`.
+    fn fresh(&self, now: u64) -> bool {
+        self.version == now && self.at.elapsed() < MAX_AGE
+    }
 }
 
 /// What this process has heard of other processes' changes.
@@ -79,9 +115,10 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
         }
     }
 
-    /// A cache whose reads depend on `tables` of `db`: on PostgreSQL, makes sure each
-    /// table notifies its changes and listens for them until `shutdown` (a task of its
-    /// own, reconnecting when its connection is lost).
+    /// A cache whose reads depend on `tables` of `db`: on PostgreSQL, checks that each
+    /// table notifies its changes ([`change_notices!`], in the service's migrations) and
+    /// listens for them until `shutdown` (a task of its own, reconnecting when its
+    /// connection is lost).
     pub async fn for_database(
         db: &Db,
         tables: &[&str],
@@ -90,7 +127,7 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
         if db.dialect() == Dialect::Sqlite {
             return Ok(Self::sole_writer());
         }
-        notify_changes(db, tables).await?;
+        check_notices(db, tables).await?;
         let others = Arc::new(OtherWriters::default());
         let stop = shutdown.background_token();
         shutdown.spawn(
@@ -154,7 +191,7 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
     pub fn get(&self, key: &K, now: u64) -> Option<Bytes> {
         let kept = self.kept.read().unwrap_or_else(PoisonError::into_inner);
         match kept.get(key) {
-            Some(k) if k.version == now && k.at.elapsed() < MAX_AGE => Some(k.body.clone()),
+            Some(k) if k.fresh(now) => Some(k.body.clone()),
             _ => None,
         }
     }
@@ -167,7 +204,7 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
         }
         let mut kept = self.kept.write().unwrap_or_else(PoisonError::into_inner);
         if kept.len() >= MAX_ENTRIES {
-            kept.retain(|_, k| k.version == now && k.at.elapsed() < MAX_AGE);
+            kept.retain(|_, k| k.fresh(now));
             if kept.len() >= MAX_ENTRIES {
                 kept.clear();
             }
@@ -183,38 +220,30 @@ impl<K: Eq + Hash + Clone> ReadCache<K> {
     }
 }
 
-/// Creates (or replaces) on each of `tables` a statement trigger that notifies
-/// [`CHANNEL`]: PostgreSQL folds a transaction's identical notices into one and delivers it
-/// at commit, so a change costs one notice however many rows it touched.
-async fn notify_changes(db: &Db, tables: &[&str]) -> anyhow::Result<()> {
-    let mut tx = db.pool().begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(TRIGGER_LOCK_KEY)
-        .execute(&mut *tx)
-        .await?;
-    // Both statements are made of constants and a checked table name.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE OR REPLACE FUNCTION switchyard_notify_change() RETURNS trigger \
-         LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$"
-    )))
-    .execute(&mut *tx)
+/// Checks that each of `tables` has the change trigger of [`change_notices!`] (a service's
+/// migrations create it): a table without it would change unheard, and other replicas'
+/// changes would show only after [`MAX_AGE`].
+async fn check_notices(db: &Db, tables: &[&str]) -> anyhow::Result<()> {
+    let rows = sqlx::query(
+        "SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+         WHERE t.tgname = 'switchyard_notify_change' AND c.relnamespace = current_schema()::regnamespace",
+    )
+    .fetch_all(db.pool())
     .await?;
-    for table in tables {
-        anyhow::ensure!(
-            !table.is_empty()
-                && table
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
-            "a table name of lowercase letters, digits and underscores, not {table:?}"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE OR REPLACE TRIGGER switchyard_notify_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE \
-             ON {table} FOR EACH STATEMENT EXECUTE FUNCTION switchyard_notify_change()"
-        )))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
+    let notifying = rows
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let silent: Vec<&str> = tables
+        .iter()
+        .copied()
+        .filter(|t| !notifying.iter().any(|n| n == t))
+        .collect();
+    anyhow::ensure!(
+        silent.is_empty(),
+        "the read cache depends on table(s) {silent:?}, which do not notify their changes: \
+         add a migration with switchyard_bus_client::change_notices!({silent:?}) to the service"
+    );
     Ok(())
 }
 
@@ -270,6 +299,19 @@ async fn listen(db: Db, others: Arc<OtherWriters>, stop: tokio_util::sync::Cance
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_triggers_notify_the_channel_the_cache_listens_on() {
+        let sql = change_notices!("a", "b_2");
+        assert!(
+            sql.contains(&format!("pg_notify('{CHANNEL}', '')")),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(" ON a FOR EACH STATEMENT") && sql.contains(" ON b_2 FOR EACH STATEMENT"),
+            "{sql}"
+        );
+    }
 
     #[test]
     fn serves_what_was_read_until_a_commit() {

@@ -53,6 +53,17 @@ impl Migration {
             postgres: sql,
         }
     }
+
+    /// A migration that only PostgreSQL needs (on SQLite it is recorded and does nothing):
+    /// what exists because several processes share a PostgreSQL database.
+    pub const fn postgres_only(version: i64, description: &'static str, sql: &'static str) -> Self {
+        Migration {
+            version,
+            description,
+            sqlite: "",
+            postgres: sql,
+        }
+    }
 }
 
 /// A set of migrations: a service's own, or the platform's (outbox and inbox tables).

@@ -97,11 +97,42 @@ impl Replica {
     }
 }
 
-static ITEMS: Migrations = Migrations(&[Migration::both(
-    2,
-    "items",
-    "CREATE TABLE items (n INTEGER NOT NULL)",
-)]);
+static ITEMS: Migrations = Migrations(&[
+    Migration::both(
+        2,
+        "items",
+        "CREATE TABLE items (n INTEGER NOT NULL); CREATE TABLE unheard (n INTEGER NOT NULL)",
+    ),
+    Migration::postgres_only(
+        3,
+        "items notify their changes",
+        switchyard_bus_client::change_notices!("items"),
+    ),
+]);
+
+/// A cache whose reads depend on a table that does not notify its changes would serve
+/// other replicas' changes late: it refuses to start, naming the table.
+#[tokio::test]
+async fn a_cache_over_a_table_that_does_not_notify_its_changes_is_refused() {
+    let Some(database) = database_or_skip("read_cache_unheard").await else {
+        return;
+    };
+    let shutdown = Shutdown::new();
+    let db = Db::connect(&database.url).await.expect("connect");
+    db.migrate("items", &[&MESSAGING, &ITEMS])
+        .await
+        .expect("migrate");
+    let refused = ReadCache::<()>::for_database(&db, &["items", "unheard"], &shutdown)
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("\"unheard\""), "{refused}");
+    assert!(!refused.to_string().contains("\"items\""), "{refused}");
+    ReadCache::<()>::for_database(&db, &["items"], &shutdown)
+        .await
+        .expect("items notify");
+    shutdown.trigger();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_read_their_own_writes_at_once_and_each_others_within_milliseconds() {

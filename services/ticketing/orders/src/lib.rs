@@ -48,6 +48,13 @@ pub static MIGRATIONS: Migrations = Migrations(&[
         sqlite: "ALTER TABLE orders ADD COLUMN ticket_title TEXT; ALTER TABLE orders ADD COLUMN ticket_price REAL;",
         postgres: "ALTER TABLE orders ADD COLUMN ticket_title TEXT; ALTER TABLE orders ADD COLUMN ticket_price DOUBLE PRECISION;",
     },
+    // A user's orders are kept between changes (ReadCache); on PostgreSQL every replica's
+    // cache hears of the others' changes.
+    Migration::postgres_only(
+        5,
+        "orders and tickets notify their changes",
+        switchyard_bus_client::change_notices!("orders", "tickets"),
+    ),
 ]);
 
 const LIVE_BY_EXPIRY: &str = "CREATE INDEX orders_live_by_expiry ON orders (expires_at) WHERE status IN ('created', 'awaiting:payment');";

@@ -41,6 +41,13 @@ pub static MIGRATIONS: Migrations = Migrations(&[
         "cancelled orders",
         include_str!("../migrations/cancelled_orders.sql"),
     ),
+    // The list of tickets is kept between changes (ReadCache); on PostgreSQL every
+    // replica's cache hears of the others' changes.
+    Migration::postgres_only(
+        4,
+        "tickets notify their changes",
+        switchyard_bus_client::change_notices!("tickets"),
+    ),
 ]);
 
 /// The service's settings: the bus and consumer settings, and the session keys.
