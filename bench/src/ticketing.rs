@@ -99,8 +99,10 @@ async fn reads_on_two_replicas(
         .prefix("switchyard-bench-replicas")
         .tempdir()?;
     let up = ticketing_up(ctx, Some(res), dir.path(), 2).await?;
-    let url = |name: &str, replica: u16| {
-        port_of(name).map(|p| up.url(p + crate::up::REPLICA_STRIDE * (replica - 1)))
+    let url = |name: &str, replica: u8| -> anyhow::Result<_> {
+        let port = switchyard_registry::replica_port(port_of(name)?, replica)
+            .with_context(|| format!("replica {replica} of {name} has no port"))?;
+        Ok(up.url(port))
     };
     let (auth, tickets, orders) = (url("auth", 1)?, url("tickets", 1)?, url("orders", 1)?);
     let first = Replica {

@@ -24,17 +24,17 @@ fn ports(app: &switchyard_registry::App) -> Vec<u16> {
         .flat_map(|s| {
             let api = (s.kind != switchyard_registry::Kind::Gateway).then_some(s.local_port);
             let ports: Vec<u16> = api.into_iter().chain([s.local_ops_port]).collect();
-            // A second replica (`up --replicas 2`) 20 above.
+            // A second replica's (`up --replicas 2`).
             let second = (s.kind == switchyard_registry::Kind::App).then(|| ports.clone());
-            ports
-                .into_iter()
-                .chain(second.into_iter().flatten().map(|p| p + REPLICA_STRIDE))
+            ports.into_iter().chain(
+                second
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| switchyard_registry::replica_port(p, 2)),
+            )
         })
         .collect()
 }
-
-/// How far above a service's ports `up` puts its second replica.
-pub const REPLICA_STRIDE: u16 = 20;
 
 pub async fn run(ctx: &Ctx) -> Section {
     let mut section = Section::new(

@@ -27,6 +27,20 @@ pub use ticketing::TICKETING;
 /// cluster, the Secret `event-bus-secret`.
 pub const BUS_SECRET: &str = "EVENT_BUS_SECRET";
 
+/// The most processes of one service `switchyard up` runs (`--replicas`).
+pub const MAX_REPLICAS: u8 = 4;
+
+/// Replica k of a service under `switchyard up` listens on its local ports plus
+/// `REPLICA_STRIDE × (k − 1)`: every app's local ports, with all their replicas', are
+/// distinct (tested below).
+pub const REPLICA_STRIDE: u16 = 20;
+
+/// The local port of replica `k` (from 1) of a service whose first replica listens on
+/// `port`, if it is a port.
+pub fn replica_port(port: u16, k: u8) -> Option<u16> {
+    port.checked_add(REPLICA_STRIDE.checked_mul(u16::from(k.checked_sub(1)?))?)
+}
+
 /// Every app, in the order `switchyard --help` lists them.
 pub static APPS: &[&App] = &[&BLOG, &TICKETING];
 
@@ -494,6 +508,31 @@ mod tests {
         let before = ports.len();
         ports.dedup();
         assert_eq!(before, ports.len(), "two apps share a local port");
+    }
+
+    #[test]
+    fn no_two_replicas_of_any_apps_share_a_local_port() {
+        let mut ports: Vec<u16> = all()
+            .flat_map(|r| {
+                let replicas = if r.service.kind == Kind::App {
+                    MAX_REPLICAS
+                } else {
+                    1
+                };
+                (1..=replicas).flat_map(move |k| {
+                    [r.service.local_port, r.service.local_ops_port]
+                        .map(|p| replica_port(p, k).expect("a port"))
+                })
+            })
+            .collect();
+        ports.sort_unstable();
+        let before = ports.len();
+        ports.dedup();
+        assert_eq!(before, ports.len(), "two replicas share a local port");
+        assert_eq!(replica_port(4000, 1), Some(4000));
+        assert_eq!(replica_port(4000, 3), Some(4040));
+        assert_eq!(replica_port(65_530, 2), None);
+        assert_eq!(replica_port(4000, 0), None);
     }
 
     #[test]

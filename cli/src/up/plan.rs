@@ -8,12 +8,7 @@ use switchyard_registry::{App, Kind, Resolved};
 use super::UpArgs;
 use crate::services::default_subscribers;
 
-/// The most processes of one service `up` runs.
-pub const MAX_REPLICAS: u8 = 4;
-
-/// Replica k of a service listens on its ports plus `REPLICA_STRIDE × (k − 1)`: the apps'
-/// local ports are spread less than this apart from their neighbours' ranges.
-const REPLICA_STRIDE: u16 = 20;
+pub use switchyard_registry::MAX_REPLICAS;
 
 /// One process to supervise.
 #[derive(Debug, Clone)]
@@ -161,7 +156,7 @@ fn offset(base: u16, by: u16) -> anyhow::Result<u16> {
 
 /// The port of replica `k` (from 1) of a service whose first listens on `port`.
 fn replica_port(port: u16, k: u8) -> anyhow::Result<u16> {
-    port.checked_add(REPLICA_STRIDE * u16::from(k.saturating_sub(1)))
+    switchyard_registry::replica_port(port, k.max(1))
         .ok_or_else(|| anyhow::anyhow!("replica {k} would listen past port 65535"))
 }
 

@@ -181,9 +181,10 @@ async fn up_runs_two_replicas_of_each_service_behind_the_gateway() {
         .iter()
         .find(|s| s.name == "query")
         .expect("query");
-    let served = |k: u16| {
+    let served = |k: u8| {
         let c = &c;
-        let ops = query.local_ops_port + offset + 20 * (k - 1);
+        let ops =
+            switchyard_registry::replica_port(query.local_ops_port + offset, k).expect("port");
         async move {
             let text = c.get(&format!("http://127.0.0.1:{ops}/metrics")).await.body;
             String::from_utf8_lossy(&text)

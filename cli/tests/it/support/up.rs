@@ -11,7 +11,7 @@ use super::process::BIN;
 /// Every local port of every app (API and ops), which `--port-offset` shifts: read from
 /// the app registry.
 pub fn ports() -> Vec<u16> {
-    // With their second replica's (`up --replicas 2`: 20 above).
+    // With their second replica's (`up --replicas 2`).
     switchyard_registry::all()
         .flat_map(|r| {
             let (port, ops) = (r.service.local_port, r.service.local_ops_port);
@@ -19,8 +19,10 @@ pub fn ports() -> Vec<u16> {
             [
                 Some(port),
                 Some(ops),
-                app.then_some(port + 20),
-                app.then_some(ops + 20),
+                app.then(|| switchyard_registry::replica_port(port, 2))
+                    .flatten(),
+                app.then(|| switchyard_registry::replica_port(ops, 2))
+                    .flatten(),
             ]
         })
         .flatten()
