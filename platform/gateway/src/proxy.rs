@@ -1,8 +1,11 @@
 //! Forwarding a request to the backend its path routes to.
 
 use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use axum::Router;
 use axum::body::Body;
@@ -11,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,6 +29,8 @@ pub(crate) struct Proxy {
     /// Each routed backend with its replicas' base URLs, worked out once.
     bases: Vec<(Backend, Replicas)>,
     client: Client<HttpConnector, Body>,
+    /// Permits of one byte each for the request bodies held ([`MAX_HELD_BODIES`]).
+    held_bodies: Semaphore,
 }
 
 /// How long a replica that refused a connection is passed over: long enough not to try
@@ -36,6 +41,11 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 /// whole before it is sent, so that a replica refusing the connection can be passed over
 /// and the request sent to the next (the services take smaller bodies than this).
 const MAX_REPLAYED_BODY: usize = 2 * 1024 * 1024;
+
+/// The most request-body bytes held at once by requests to backends run as replicas: past
+/// it a request is answered 503 with `Retry-After`, rather than the gateway's memory
+/// growing with what its clients send (32 bodies of the largest size).
+const MAX_HELD_BODIES: usize = 32 * MAX_REPLAYED_BODY;
 
 /// A backend's replicas: requests go to each in turn, and one that refused a connection is
 /// passed over for [`DOWN_FOR`] (tried last meanwhile, in case every one is down).
@@ -103,21 +113,21 @@ impl Replicas {
     }
 
     /// The order to try the replicas in for one request: from the next in turn, the ones
-    /// passed over last.
-    fn order(&self) -> Vec<usize> {
+    /// passed over last (as they were when the request came: each is tried once).
+    fn order(&self) -> impl Iterator<Item = usize> + use<'_> {
         let n = self.urls.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
         let now = self.now();
-        let (mut up, mut down) = (Vec::with_capacity(n), Vec::new());
-        for r in (0..n).map(|i| (start + i) % n) {
-            if self.down_until[r].load(Ordering::Relaxed) > now {
-                down.push(r);
-            } else {
-                up.push(r);
-            }
-        }
-        up.extend(down);
-        up
+        // At most MAX_REPLICAS (16) replicas: one bit each.
+        let down = (0..n).fold(0u32, |mask, r| {
+            let passed_over = self.down_until[r].load(Ordering::Relaxed) > now;
+            mask | (u32::from(passed_over) << r)
+        });
+        let turns = move || (0..n).map(move |i| (start + i) % n);
+        let is_down = move |r: &usize| down & (1 << r) != 0;
+        turns()
+            .filter(move |r| !is_down(r))
+            .chain(turns().filter(is_down))
     }
 
     fn pass_over(&self, replica: usize) {
@@ -150,6 +160,7 @@ impl Proxy {
             routes,
             bases,
             client,
+            held_bodies: Semaphore::new(MAX_HELD_BODIES),
         }
     }
 }
@@ -293,16 +304,9 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         return relay(sent, backend).await;
     }
     // Several replicas: the body is read first, so that it can be sent again.
-    let body = match Limited::new(body, MAX_REPLAYED_BODY).collect().await {
-        Ok(whole) => whole.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return ApiError::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a request body is at most {MAX_REPLAYED_BODY} bytes"),
-            )
-            .into_response();
-        }
-        Err(e) => return ApiError::bad_request(format!("reading the body: {e}")).into_response(),
+    let (body, _held) = match hold_body(body, &proxy.held_bodies).await {
+        Ok(held) => held,
+        Err(refused) => return refused,
     };
     let idempotent = matches!(
         parts.method,
@@ -334,6 +338,49 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
         Some(e) => unavailable(backend, &e),
         None => unavailable(backend, &"no replica"),
     }
+}
+
+/// Reads a request body whole, holding a permit per byte from `budget` until the request
+/// is done: 413 past [`MAX_REPLAYED_BODY`], 503 (`Retry-After: 1`) when the budget is
+/// spent, 400 if the client's body failed.
+async fn hold_body(
+    mut body: Body,
+    budget: &Semaphore,
+) -> Result<(Bytes, Option<SemaphorePermit<'_>>), Response> {
+    let mut whole = BytesMut::new();
+    let mut held: Option<SemaphorePermit<'_>> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")).into_response())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if whole.len() + data.len() > MAX_REPLAYED_BODY {
+            return Err(ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a request body is at most {MAX_REPLAYED_BODY} bytes"),
+            )
+            .into_response());
+        }
+        // Below MAX_REPLAYED_BODY, so it fits.
+        let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let Ok(permit) = budget.try_acquire_many(n) else {
+            let mut busy = ApiError::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway holds too many request bodies; try again shortly",
+            )
+            .into_response();
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(busy);
+        };
+        match &mut held {
+            Some(held) => held.merge(permit),
+            None => held = Some(permit),
+        }
+        whole.extend_from_slice(&data);
+    }
+    Ok((whole.freeze(), held))
 }
 
 /// The backend's answer, sent on; 502 if it gave none.
@@ -398,14 +445,46 @@ mod tests {
     #[test]
     fn replicas_take_turns_and_one_passed_over_comes_last() {
         let r = Replicas::new(vec!["a".into(), "b".into(), "c".into()]);
-        assert_eq!(r.order(), [0, 1, 2]);
-        assert_eq!(r.order(), [1, 2, 0]);
+        let order = || r.order().collect::<Vec<_>>();
+        assert_eq!(order(), [0, 1, 2]);
+        assert_eq!(order(), [1, 2, 0]);
         r.pass_over(2);
-        assert_eq!(r.order(), [0, 1, 2]);
-        assert_eq!(r.order(), [0, 1, 2]);
-        assert_eq!(r.order(), [1, 0, 2]);
+        assert_eq!(order(), [0, 1, 2]);
+        assert_eq!(order(), [0, 1, 2]);
+        assert_eq!(order(), [1, 0, 2]);
         // Its time over, it takes its turn again.
         r.down_until[2].store(0, Ordering::Relaxed);
-        assert_eq!(r.order(), [2, 0, 1]);
+        assert_eq!(order(), [2, 0, 1]);
+        // Every one passed over: all are still tried, in turn.
+        (0..3).for_each(|k| r.pass_over(k));
+        assert_eq!(order(), [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_held_at_once_are_bounded() {
+        let budget = Semaphore::new(10);
+        let (first, held) = hold_body(Body::from("12345678"), &budget)
+            .await
+            .expect("held");
+        assert_eq!(
+            (first.as_ref(), budget.available_permits()),
+            (&b"12345678"[..], 2)
+        );
+        let refused = hold_body(Body::from("12345"), &budget)
+            .await
+            .expect_err("busy");
+        assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+        // The refused body's bytes are given back, and so are the first's when it is done.
+        assert_eq!(budget.available_permits(), 2);
+        drop(held);
+        let (again, _held) = hold_body(Body::from("12345"), &budget).await.expect("held");
+        assert_eq!(again.as_ref(), b"12345");
+        let big = vec![b'x'; MAX_REPLAYED_BODY + 1];
+        let budget = Semaphore::new(MAX_HELD_BODIES);
+        let refused = hold_body(Body::from(big), &budget)
+            .await
+            .expect_err("too large");
+        assert_eq!(refused.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
