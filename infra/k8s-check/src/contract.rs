@@ -11,9 +11,10 @@ use serde_json::Value;
 use switchyard_bus_client::nats_users::{self, ServiceUser};
 use switchyard_registry::{APPS, App, Consumes, Kind, Service};
 
+use crate::Report;
 use crate::ingress::{Backend, BackendPort, Router, USE_REGEX_ANNOTATION};
-use crate::manifest::{Container, Manifests, image_repository, list, name, text};
-use crate::manifest::{string_map, target_port};
+use crate::manifest::{Container, Manifests, image_repository, list, name, string_map};
+use crate::manifest::{target_port, text};
 use crate::netpol::{self, Path, Peer};
 
 /// The container port (named `ops`) of every service's `/healthz`, `/readyz` and
@@ -52,15 +53,12 @@ impl Overlay {
 
     /// The directory under `infra/k8s/<app>/overlays/`.
     pub fn name(self) -> &'static str {
-        match self {
-            Overlay::Dev => "dev",
-            Overlay::Prod => "prod",
-        }
+        ["dev", "prod"][self as usize]
     }
 
-    /// Whether the services talk through the HTTP event bus (else NATS).
-    pub fn http_bus(self) -> bool {
-        self == Overlay::Dev
+    /// The overlay of directory `name`: `dev`, or a form of prod (`prod-gateway`).
+    pub fn of(name: &str) -> Self {
+        [Overlay::Prod, Overlay::Dev][usize::from(name == "dev")]
     }
 }
 
@@ -81,26 +79,55 @@ pub fn contracts() -> Vec<Contract> {
     APPS.iter().map(|app| Contract { app }).collect()
 }
 
-/// One deployed service of an overlay: `name` is its label `app`, its container's name and
-/// the service part of `SWITCHYARD_SERVICE`; `port` its container port `http`, its
-/// Service's port and targetPort; `service` its ClusterIP Service in this overlay; `image`
-/// its image repository; `uses_bus` whether it consumes events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceContract {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub port: u16,
+/// A service deployed by an overlay (the registry's [`Service`], which it derefs to):
+/// `name` is its label `app`, its container's name and the service part of
+/// `SWITCHYARD_SERVICE`; `contract_port` its container port `http`, its Service's port and
+/// targetPort; `service` its ClusterIP Service in this overlay; `image` its image
+/// repository; `subscriber` whether the bus delivers events to it.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub spec: &'static Service,
     pub deployment: &'static str,
     pub service: Option<String>,
     pub image: String,
-    pub database: bool,
-    pub uses_bus: bool,
+    pub subscriber: bool,
 }
 
-impl ServiceContract {
-    /// `Deployment <name> container <name>`, for messages.
+impl std::ops::Deref for Deployed {
+    type Target = Service;
+
+    fn deref(&self) -> &Service {
+        self.spec
+    }
+}
+
+impl Deployed {
+    /// `Deployment <name> container <name>:`, for messages.
     pub fn at(&self) -> String {
-        format!("Deployment {} container {}", self.deployment, self.name)
+        format!("Deployment {} container {}:", self.deployment, self.name)
+    }
+}
+
+fn subscriber(s: &Service) -> bool {
+    s.kind == Kind::App && s.consumes != Consumes::Nothing
+}
+
+/// The edge of an overlay: the proxy that reaches its `backends` (the ingress controller,
+/// or the Gateway API overlay's proxy), and peers that must not (`others`).
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub proxy: Peer,
+    pub backends: Vec<Backend>,
+    pub others: Vec<Peer>,
+}
+
+impl Edge {
+    pub fn new(proxy: Peer, backends: Vec<Backend>, others: Vec<Peer>) -> Self {
+        Edge {
+            proxy,
+            backends,
+            others,
+        }
     }
 }
 
@@ -132,47 +159,32 @@ impl Contract {
         s.deployment.is_some() && !(overlay == Overlay::Prod && s.kind == Kind::EventBus)
     }
 
-    fn is_subscriber(s: &Service) -> bool {
-        s.kind == Kind::App && s.consumes != Consumes::Nothing
-    }
-
     /// The ClusterIP Service of `s` in `overlay`: the registry's; with the HTTP event bus, a
     /// subscriber without one gets `<name>-srv` (the bus must reach it: ticketing's
     /// expiration, which has no Service in the original).
     pub fn cluster_service(&self, overlay: Overlay, s: &Service) -> Option<String> {
-        let needs_one = overlay.http_bus() && Self::is_subscriber(s);
+        let needs_one = overlay == Overlay::Dev && subscriber(s);
         let own = needs_one.then(|| format!("{}-srv", s.name));
         s.k8s_service.map(str::to_owned).or(own)
     }
 
-    /// The services deployed in `overlay`.
-    pub fn services(&self, overlay: Overlay) -> Vec<ServiceContract> {
-        let deployed = self
-            .app
-            .services
-            .iter()
-            .filter(|s| self.deploys(overlay, s));
-        let contract = |s: &'static Service| {
-            Some(ServiceContract {
-                name: s.name,
-                kind: s.kind,
-                port: s.contract_port,
-                deployment: s.deployment?,
-                service: self.cluster_service(overlay, s),
-                image: self.image(s.name),
-                database: s.database,
-                uses_bus: Self::is_subscriber(s),
+    pub fn services(&self, overlay: Overlay) -> Vec<Deployed> {
+        let deployed = self.app.services.iter();
+        let deployed = deployed.filter(|s| self.deploys(overlay, s));
+        let deployed = deployed.filter_map(|spec| {
+            Some(Deployed {
+                spec,
+                deployment: spec.deployment?,
+                service: self.cluster_service(overlay, spec),
+                image: self.image(spec.name),
+                subscriber: subscriber(spec),
             })
-        };
-        deployed.filter_map(contract).collect()
-    }
-
-    pub fn service(&self, overlay: Overlay, name: &str) -> Option<ServiceContract> {
-        self.services(overlay).into_iter().find(|s| s.name == name)
+        });
+        deployed.collect()
     }
 
     /// The app services (not the event bus, not the console) deployed in `overlay`.
-    pub fn app_services(&self, overlay: Overlay) -> Vec<ServiceContract> {
+    pub fn app_services(&self, overlay: Overlay) -> Vec<Deployed> {
         let mut services = self.services(overlay);
         services.retain(|s| s.kind == Kind::App);
         services
@@ -186,138 +198,116 @@ impl Contract {
 
     /// Every check of this module for `overlay` but the Ingress's and the policies'.
     pub fn check(&self, m: &Manifests, overlay: Overlay) -> Vec<String> {
-        let mut problems = self.check_extra_services(m);
-        self.check_absent(m, overlay, &mut problems);
-        self.check_literal_secrets(m, &mut problems);
+        let mut r = Report::default();
+        self.check_services(m, overlay, &mut r);
+        for (at, _, c) in m.containers() {
+            r.at = format!("{at}:");
+            for var in self.app.secrets.iter().filter(|v| c.literal(v)) {
+                r.check(true, format!("{var} is a literal, not from its Secret"));
+            }
+        }
         match overlay {
-            Overlay::Dev => self.check_subscribers(m, &mut problems),
-            Overlay::Prod => self.check_nats_server(m, &mut problems),
+            Overlay::Dev => self.check_subscribers(m, &mut r),
+            Overlay::Prod => self.check_nats_server(m, &mut r),
         }
         for svc in self.services(overlay) {
-            if let Some(service) = &svc.service {
-                problems.extend(check_svc(m, service, svc.name, svc.port, "ClusterIP"));
-            }
-            let at = format!("Deployment {}", svc.deployment);
-            let Some(w) = m.workload("Deployment", svc.deployment) else {
-                problems.push(format!("{at} is missing"));
-                continue;
-            };
-            let template = &w.object["spec"]["template"];
-            let labels = [
-                ("label", &w.object["metadata"]["labels"]),
-                ("selector", &w.object["spec"]["selector"]["matchLabels"]),
-                ("pod label", &template["metadata"]["labels"]),
-            ];
-            for (what, _) in labels.iter().filter(|(_, l)| l["app"] != svc.name) {
-                problems.push(format!("{at}: {what} app is not {:?}", svc.name));
-            }
-            // Prometheus scrapes the ops port
-            let port = OPS_PORT.to_string();
-            for (key, want) in [("scrape", "true"), ("port", &port), ("path", "/metrics")] {
-                let key = format!("prometheus.io/{key}");
-                if template["metadata"]["annotations"][&key] != want {
-                    problems.push(format!("{at}: pod annotation {key} is not {want:?}"));
-                }
-            }
-            let mut containers = w.app_containers().into_iter();
-            let Some(c) = containers.find(|c| c.name() == svc.name) else {
-                problems.push(format!("{at}: no container named {:?}", svc.name));
-                continue;
-            };
-            let mut found = self.check_container(m, &svc, &c);
-            found.extend(self.check_bus_credentials(overlay, &svc, &c));
-            problems.extend(found.into_iter().map(|p| format!("{}: {p}", svc.at())));
+            self.check_deployment(m, overlay, &svc, &mut r);
         }
-        problems
+        r.problems
+    }
+
+    /// A service's Deployment: its labels `app`, Prometheus's annotations (on the ops
+    /// port), and its container.
+    fn check_deployment(&self, m: &Manifests, overlay: Overlay, svc: &Deployed, r: &mut Report) {
+        r.at = format!("Deployment {}:", svc.deployment);
+        let Some(w) = m.workload("Deployment", svc.deployment) else {
+            return r.check(true, "is missing");
+        };
+        let (spec, template) = (&w.object["spec"], &w.object["spec"]["template"]);
+        let labels = [
+            ("label", &w.object["metadata"]["labels"]),
+            ("selector", &spec["selector"]["matchLabels"]),
+            ("pod label", &template["metadata"]["labels"]),
+        ];
+        for (what, labels) in labels {
+            r.expect(&format!("{what} app"), &labels["app"], svc.name);
+        }
+        let (annotations, ops) = (&template["metadata"]["annotations"], OPS_PORT.to_string());
+        for (key, want) in [("scrape", "true"), ("port", &ops), ("path", "/metrics")] {
+            let key = format!("prometheus.io/{key}");
+            r.check(annotations[&key] != want, format!("{key} is not {want}"));
+        }
+        let mut containers = w.app_containers().into_iter();
+        let Some(c) = containers.find(|c| c.name() == svc.name) else {
+            return r.check(true, format!("no container named {}", svc.name));
+        };
+        r.at = svc.at();
+        self.check_container(m, svc, &c, r);
+        self.check_bus(overlay, svc, &c, r);
     }
 
     /// A service's container: its port `http`, image, `PORT`, `SWITCHYARD_SERVICE`, the
-    /// app's secrets; and its operational endpoints, on their own port `ops` =
-    /// [`OPS_PORT`]: `OPS_PORT`, the probes, and no Service routing to it (so no Ingress
-    /// can make it public).
-    fn check_container(&self, m: &Manifests, svc: &ServiceContract, c: &Container) -> Vec<String> {
-        let (env, mut found) = (m.env(c), Vec::new());
-        let (port, ops) = (svc.port.to_string(), u64::from(OPS_PORT));
-        if !c.ports().contains(&(Some("http"), svc.port.into())) {
-            found.push(format!("no port http = {port}"));
-        }
+    /// app's secrets; and its operational endpoints, on their own port `ops` ([`OPS_PORT`],
+    /// the env `OPS_PORT`), where no Service routes (so no Ingress can make it public).
+    fn check_container(&self, m: &Manifests, svc: &Deployed, c: &Container, r: &mut Report) {
+        let (env, ports, port) = (m.env(c).vars, c.ports(), svc.contract_port);
+        let (http, ops) = ((Some("http"), port.into()), (Some("ops"), OPS_PORT.into()));
+        r.check(!ports.contains(&http), format!("no port http = {port}"));
+        r.check(!ports.contains(&ops), format!("no port ops = {OPS_PORT}"));
         let image = image_repository(c.image());
-        if image != svc.image {
-            found.push(format!("runs image {image}, not {}", svc.image));
-        }
-        if let Some(actual) = env.vars.get("PORT").filter(|p| **p != port) {
-            found.push(format!("PORT={actual}, not {port}"));
-        }
-        let service = env.vars.get("SWITCHYARD_SERVICE");
-        if !service.is_some_and(|s| self.names_service(s, svc.name)) {
-            let want = format!("{}/{}", self.app.name, svc.name);
-            found.push(format!("SWITCHYARD_SERVICE={service:?} is not {want}"));
-        }
+        r.check(image != svc.image, format!("runs image {image}"));
+        let actual = env.get("PORT").map_or("", String::as_str);
+        let wrong = !actual.is_empty() && actual != port.to_string();
+        r.check(wrong, format!("PORT={actual}, not {port}"));
+        let service = env.get("SWITCHYARD_SERVICE").map_or("", String::as_str);
+        let named = self.names_service(service, svc.name);
+        r.check(!named, format!("SWITCHYARD_SERVICE={service}"));
+        let wrong = env.get("OPS_PORT") != Some(&OPS_PORT.to_string());
+        r.check(wrong, format!("OPS_PORT is not {OPS_PORT}"));
         // Every app service that checks sessions reads each of the app's secrets from its
         // key of its Secret (`JWT_KEY` -> `jwt-secret`), not optionally; no other gets them.
-        let sessions = self.app.service(svc.name).is_some_and(|s| s.sessions);
         for var in self.app.secrets.iter().filter(|_| svc.kind == Kind::App) {
             let secret = secret_name(var);
-            if !sessions && c.env_entry(var).is_some() {
-                found.push(format!(
-                    "{var} is given to a service that checks no session"
-                ));
-            } else if sessions && !c.reads_secret(var, &secret, var, false) {
-                found.push(format!("{var} is not read from its key of Secret {secret}"));
-            }
+            let read = c.reads_secret(var, &secret, var, false);
+            let given = c.env_entry(var).is_some();
+            let (unread, ungiven) = (svc.sessions && !read, !svc.sessions && given);
+            r.check(unread, format!("{var} is not read from {secret}"));
+            r.check(ungiven, format!("{var} given without sessions"));
         }
-        if !c.ports().contains(&(Some("ops"), ops)) {
-            found.push(format!("no container port ops = {OPS_PORT}"));
-        }
-        if env.vars.get("OPS_PORT") != Some(&OPS_PORT.to_string()) {
-            found.push(format!("OPS_PORT is not {OPS_PORT}"));
-        }
-        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
-            let port = &c.spec[probe]["httpGet"]["port"];
-            if !c.spec[probe].is_null() && c.resolve_port(port) != Some(ops) {
-                found.push(format!("{probe} is not on the ops port"));
-            }
-        }
+        let ops = |p: &Value| c.resolve_port(target_port(p)) == Some(OPS_PORT.into());
         let services = m.of_kind("Service");
-        for s in services.filter(|s| s["spec"]["selector"]["app"] == svc.name) {
-            let mut ports = list(&s["spec"]["ports"]);
-            if ports.any(|p| c.resolve_port(target_port(p)) == Some(ops)) {
-                found.push(format!("Service {} routes to its ops port", name(s)));
-            }
+        let services = services.filter(|s| s["spec"]["selector"]["app"] == svc.name);
+        for s in services.filter(|s| list(&s["spec"]["ports"]).any(ops)) {
+            r.check(true, format!("Service {} routes to its ops port", name(s)));
         }
-        found
     }
 
-    /// Checks the extra Services the registry declares (the blog's NodePort `posts-srv`),
-    /// and that no other Service is exposed outside the cluster (NodePort, LoadBalancer).
-    fn check_extra_services(&self, m: &Manifests) -> Vec<String> {
-        let mut problems = Vec::new();
+    /// The Services of `overlay`: each service's ClusterIP Service and the registry's extra
+    /// ones (the blog's NodePort `posts-srv`), with their type, selector and port; no other
+    /// Service exposed outside the cluster (NodePort, LoadBalancer); and none of the objects
+    /// `overlay` must not deploy: the Deployment and Services of a service it does not run
+    /// (prod: the event bus), a dev-only Service (`expiration-srv`) outside dev.
+    fn check_services(&self, m: &Manifests, overlay: Overlay, r: &mut Report) {
         let extras = self.app.services.iter().flat_map(|s| {
             let extras = s.extra_k8s_services.iter();
-            extras.map(move |e| (s, e))
+            extras.map(move |e| (s, e.name, e.kind))
         });
-        for (s, e) in extras.clone() {
-            problems.extend(check_svc(m, e.name, s.name, s.contract_port, e.kind));
+        let extras: Vec<(&Service, &str, &str)> = extras.collect();
+        let services = self.services(overlay);
+        let cluster = services.iter().map(|s| (s.spec, s.service.as_deref()));
+        let cluster = cluster.filter_map(|(s, name)| Some((s, name?, "ClusterIP")));
+        for (s, name, kind) in extras.iter().copied().chain(cluster) {
+            check_svc(m, name, s, kind, r);
         }
         for service in m.of_kind("Service") {
-            let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
-            let name = name(service);
-            let mut extras = extras.clone();
-            let declared = extras.any(|(_, e)| e.name == name && e.kind == kind);
-            if (kind == "NodePort" || kind == "LoadBalancer") && !declared {
-                problems.push(format!(
-                    "Service {name} is a {kind}: only the Ingress may expose {} (and the registry's extra Services)",
-                    self.app.name
-                ));
-            }
+            let (spec, n) = (&service["spec"], name(service));
+            let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+            let declared = extras.iter().any(|e| (e.1, e.2) == (n, kind));
+            let exposed = matches!(kind, "NodePort" | "LoadBalancer") && !declared;
+            r.at = format!("Service {n}:");
+            r.check(exposed, format!("is a {kind}: only the Ingress exposes"));
         }
-        problems
-    }
-
-    /// Checks that `overlay` deploys none of the objects it must not: the Deployment and
-    /// Services of a service it does not run (prod: the event bus), and a dev-only Service
-    /// (`expiration-srv`) outside dev.
-    fn check_absent(&self, m: &Manifests, overlay: Overlay, problems: &mut Vec<String>) {
+        r.at = format!("{}:", overlay.name());
         for s in self.app.services {
             let Some(deployment) = s.deployment else {
                 continue;
@@ -332,57 +322,46 @@ impl Contract {
                 unwanted.retain(|(_, n)| *n != own);
             }
             for (kind, name) in unwanted.iter().filter(|(k, n)| m.get(k, n).is_some()) {
-                let overlay = overlay.name();
-                problems.push(format!("{kind} {name} should not be deployed in {overlay}"));
+                r.check(true, format!("deploys {kind} {name}, which it must not"));
             }
         }
     }
 
-    /// Checks the Ingress object: name, class, annotation, host, paths in order with their
-    /// pathTypes and backends.
+    /// Checks the Ingress object: name, class, regexes, and its paths (of every rule, in
+    /// order, with their host, pathType and backend; no default backend): the contract's.
     pub fn check_ingress(&self, ingress: &Value) -> Vec<String> {
         let spec = &self.app.ingress;
-        let at = format!("Ingress {}", name(ingress));
-        let mut problems = Vec::new();
-        if ingress["kind"] != "Ingress" || name(ingress) != spec.name {
-            problems.push(format!("{at}: expected Ingress {}", spec.name));
-        }
-        let fields = [
-            ("apiVersion", &ingress["apiVersion"], "networking.k8s.io/v1"),
-            (
-                "ingressClassName",
-                &ingress["spec"]["ingressClassName"],
-                spec.class,
-            ),
-            (
-                "use-regex",
-                &ingress["metadata"]["annotations"][USE_REGEX_ANNOTATION],
-                "true",
-            ),
-        ];
-        for (what, value, want) in fields.iter().filter(|(_, v, want)| v != want) {
-            problems.push(format!("{at}: {what} is {value}, not {want:?}"));
-        }
-        let Some(rule) = list(&ingress["spec"]["rules"]).find(|r| r["host"] == spec.host) else {
-            problems.push(format!("{at}: no rule for host {}", spec.host));
-            return problems;
+        let mut r = Report::new(format!("Ingress {}:", name(ingress)));
+        let other = ingress["kind"] != "Ingress" || name(ingress) != spec.name;
+        r.check(other, format!("expected Ingress {}", spec.name));
+        // (kubernetes-validate only warns about an apiVersion it does not know)
+        r.expect("apiVersion", &ingress["apiVersion"], "networking.k8s.io/v1");
+        let class = &ingress["spec"]["ingressClassName"];
+        r.check(class != spec.class, format!("ingressClassName is {class}"));
+        let regex = &ingress["metadata"]["annotations"][USE_REGEX_ANNOTATION];
+        r.expect("use-regex", regex, "true");
+        let backend = |b: &Value| {
+            let backend = Backend::from_value(b);
+            backend.map_or_else(|e| e.to_string(), |b| b.to_string())
         };
-        let path = |p: &Value| {
-            let backend = Backend::from_value(&p["backend"]);
-            let backend = backend.map_or_else(|e| e.to_string(), |b| b.to_string());
-            format!("{} {} {backend}", text(&p["path"]), text(&p["pathType"]))
-        };
-        let actual: Vec<String> = list(&rule["http"]["paths"]).map(path).collect();
-        let expected: Vec<String> = (spec.paths.iter())
-            .map(|(path, path_type, service, port)| format!("{path} {path_type} {service}:{port}"))
-            .collect();
-        if actual != expected {
-            problems.push(format!(
-                "{at}: paths of {} are {actual:?}, the contract says {expected:?}",
-                spec.host
-            ));
+        let mut actual = Vec::new();
+        for rule in list(&ingress["spec"]["rules"]) {
+            for p in list(&rule["http"]["paths"]) {
+                let (path, path_type) = (text(&p["path"]), text(&p["pathType"]));
+                let (host, backend) = (text(&rule["host"]), backend(&p["backend"]));
+                actual.push(format!("{host} {path} {path_type} {backend}"));
+            }
         }
-        problems
+        let default = Some(&ingress["spec"]["defaultBackend"]).filter(|b| !b.is_null());
+        actual.extend(default.map(|b| format!("default backend {}", backend(b))));
+        let host = spec.host;
+        let expected = spec.paths.iter().map(|(path, path_type, service, port)| {
+            format!("{host} {path} {path_type} {service}:{port}")
+        });
+        let expected: Vec<String> = expected.collect();
+        let what = format!("paths are {actual:?}, not {expected:?}");
+        r.check(actual != expected, what);
+        r.problems
     }
 
     /// Checks that the contract's requests reach the contract's Services.
@@ -397,77 +376,41 @@ impl Contract {
         self.app.routes.iter().filter_map(wrong).collect()
     }
 
-    /// No container of any workload sets one of the app's secrets (`JWT_KEY`) to a literal.
-    fn check_literal_secrets(&self, m: &Manifests, problems: &mut Vec<String>) {
-        for w in m.workloads() {
-            for c in w.containers() {
-                for var in self.app.secrets.iter().filter(|v| c.literal(v)) {
-                    let at = format!("{} container {}", w.id(), c.name());
-                    problems.push(format!(
-                        "{at}: {var} is a literal value, not from its Secret"
-                    ));
-                }
-            }
-        }
-    }
-
     /// How a service proves to the bus that it is the app's. With the HTTP bus (dev), the
     /// bus and every service that publishes or consumes read `EVENT_BUS_SECRET` from its
     /// key of Secret `event-bus-secret`; with NATS (prod), each such service (and the
     /// console, which reads the bus) connects as its own user: `NATS_USER` = its name,
     /// `NATS_PASSWORD` from Secret `nats-users`. A service that does not use the bus gets
     /// neither, and neither is ever a literal value.
-    fn check_bus_credentials(
-        &self,
-        overlay: Overlay,
-        svc: &ServiceContract,
-        c: &Container,
-    ) -> Vec<String> {
-        let mut found = Vec::new();
-        let Some(spec) = self.app.service(svc.name) else {
-            return found;
-        };
+    fn check_bus(&self, overlay: Overlay, svc: &Deployed, c: &Container, r: &mut Report) {
+        let prod = overlay == Overlay::Prod;
         let (held, not_held, secret, key) = match overlay {
-            Overlay::Dev => (
-                BUS_SECRET.0,
-                "NATS_PASSWORD",
-                BUS_SECRET.1,
-                BUS_SECRET.0.into(),
-            ),
+            Overlay::Dev => {
+                let (var, secret) = BUS_SECRET;
+                (var, "NATS_PASSWORD", secret, var.to_owned())
+            }
             Overlay::Prod => {
                 let key = nats_users::password_variable(svc.name);
                 ("NATS_PASSWORD", BUS_SECRET.0, NATS_USERS_SECRET, key)
             }
         };
-        for var in [held, not_held].into_iter().filter(|v| c.literal(v)) {
-            found.push(format!("{var} is a literal value, not from its Secret"));
+        for var in [held, not_held] {
+            r.check(c.literal(var), format!("{var} is a literal value"));
         }
-        if c.env_entry(not_held).is_some() {
-            found.push(format!(
-                "{not_held} is set, but this overlay's bus does not use it"
-            ));
-        }
-        let uses = spec.uses_the_bus() || spec.kind == Kind::Console;
-        if !uses && c.env_entry(held).is_some() {
-            found.push(format!(
-                "{held} is set, but the service does not use the bus"
-            ));
-        }
+        let set = c.env_entry(not_held).is_some();
+        r.check(set, format!("{not_held} is set, but this bus needs none"));
+        let uses = svc.uses_the_bus() || svc.kind == Kind::Console;
+        let set = !uses && c.env_entry(held).is_some();
+        r.check(set, format!("{held} is set, but it uses no bus"));
         // (with NATS, only the app services and the console have a user)
-        let app_or_console = matches!(spec.kind, Kind::App | Kind::Console);
-        if !uses || (overlay == Overlay::Prod && !app_or_console) {
-            return found;
+        if !uses || (prod && !matches!(svc.kind, Kind::App | Kind::Console)) {
+            return;
         }
-        if !c.reads_secret(held, secret, &key, false) {
-            found.push(format!(
-                "{held} is not read from key {key} of Secret {secret} (not optional)"
-            ));
-        }
+        let read = c.reads_secret(held, secret, &key, false);
+        r.check(!read, format!("{held} is not key {key} of Secret {secret}"));
         let user = c.env_entry("NATS_USER").and_then(|e| e["value"].as_str());
-        if overlay == Overlay::Prod && user != Some(svc.name) {
-            found.push(format!("NATS_USER is {user:?}, expected {:?}", svc.name));
-        }
-        found
+        let user = user.unwrap_or("");
+        r.check(prod && user != svc.name, format!("NATS_USER is {user:?}"));
     }
 
     /// The event bus's `SUBSCRIBERS` in the cluster: every consuming service by name, at its
@@ -488,36 +431,30 @@ impl Contract {
     }
 
     /// The event bus's `SUBSCRIBERS` is the registry's.
-    fn check_subscribers(&self, m: &Manifests, problems: &mut Vec<String>) {
+    fn check_subscribers(&self, m: &Manifests, r: &mut Report) {
         let bus = self.app.of_kind(Kind::EventBus).next();
-        let Some((bus, deployment)) = bus.and_then(|b| Some((b.name, b.deployment?))) else {
-            return;
-        };
-        let Some((_, c)) = m.deployment_container(deployment, bus) else {
+        let bus = bus.and_then(|b| m.deployment_container(b.deployment?, b.name));
+        let Some((w, c)) = bus else {
             return; // (reported with the service)
         };
-        let env = m.env(&c);
-        let actual = env
-            .vars
-            .get("SUBSCRIBERS")
-            .map(|v| v.split(',').map(str::trim));
-        let actual: Vec<&str> = actual.into_iter().flatten().collect();
+        let env = m.env(&c).vars;
+        let subscribers = env.get("SUBSCRIBERS").map_or("", String::as_str).split(',');
+        let actual = subscribers.map(str::trim).filter(|s| !s.is_empty());
+        let actual: Vec<&str> = actual.collect();
         let expected = self.expected_subscribers();
-        if actual != expected {
-            problems.push(format!(
-                "Deployment {deployment}: SUBSCRIBERS is {actual:?}, the registry says {expected:?}"
-            ));
-        }
+        r.at = format!("{}:", w.id());
+        let what = format!("SUBSCRIBERS is not {expected:?}");
+        r.check(actual != expected, what);
     }
 
     /// The NATS server of a prod overlay: loads the users ConfigMap (exactly what
     /// `switchyard nats-users <app>` writes) and reads each password from Secret
     /// `nats-users`.
-    fn check_nats_server(&self, m: &Manifests, problems: &mut Vec<String>) {
-        let at = "StatefulSet nats";
+    fn check_nats_server(&self, m: &Manifests, r: &mut Report) {
+        r.at = "StatefulSet nats:".into();
         let nats = m.workload("StatefulSet", "nats");
         let Some((c, nats)) = nats.and_then(|w| Some((w.container("nats")?, w))) else {
-            return problems.push(format!("{at} or its container nats is missing"));
+            return r.check(true, "is missing, or its container nats");
         };
         let user = |s: &Service| ServiceUser {
             user: s.name.to_owned(),
@@ -528,102 +465,81 @@ impl Contract {
         let users: Vec<ServiceUser> = self.app.bus_users().map(user).collect();
         let (stream, prefix) = (self.app.stream, self.app.subject_prefix);
         let expected = nats_users::server_config(stream, prefix, &users);
-        let args: Vec<&str> = list(&c.spec["args"]).filter_map(Value::as_str).collect();
-        let config = args
-            .iter()
-            .position(|a| *a == "-c")
-            .and_then(|i| args.get(i + 1));
+        let args = c.command_line();
+        let config = args.iter().position(|a| *a == "-c");
+        let config = config.and_then(|i| args.get(i + 1));
         let Some(config) = config else {
-            return problems.push(format!("{at}: no -c <users configuration> argument"));
+            return r.check(true, "no -c <users configuration> argument");
         };
         let (dir, file) = config.rsplit_once('/').unwrap_or(("", config));
         let volume = nats.volume_at(&c, dir);
-        let config_map = volume.and_then(|v| m.config_map_data(text(&v["configMap"]["name"])));
-        match config_map.map(|data| data.get(file) == Some(&expected)) {
-            Some(true) => {}
-            Some(false) => problems.push(format!(
-                "{at}: {config} differs from `switchyard nats-users {}` (write it again)",
-                self.app.name
-            )),
-            None => problems.push(format!("{at}: {config} is not mounted from a ConfigMap")),
-        }
+        let data = volume.and_then(|v| m.config_map_data(text(&v["configMap"]["name"])));
+        r.check(data.is_none(), format!("{config} is not from a ConfigMap"));
+        let differs = data.is_some_and(|d| d.get(file) != Some(&expected));
+        let what = format!("{config} is not `switchyard nats-users`'s");
+        r.check(differs, what);
         let users = users.iter().map(|u| u.user.as_str());
         let all = std::iter::once(nats_users::OPERATOR).chain(users);
         for var in all.map(nats_users::password_variable) {
-            if !c.reads_secret(&var, NATS_USERS_SECRET, &var, false) {
-                let secret = NATS_USERS_SECRET;
-                problems.push(format!(
-                    "{at}: {var} is not read from key {var} of Secret {secret}"
-                ));
-            }
+            let read = c.reads_secret(&var, NATS_USERS_SECRET, &var, false);
+            r.check(!read, format!("{var} is not its key of nats-users"));
         }
     }
 
     /// The ingress controller, as the NetworkPolicy checks see it: a pod of
     /// [`INGRESS_CONTROLLER_NAMESPACE`] with ingress-nginx's labels.
     pub fn ingress_controller() -> Peer {
-        Peer::in_namespace(
-            format!("the ingress controller (namespace {INGRESS_CONTROLLER_NAMESPACE})"),
-            INGRESS_CONTROLLER_NAMESPACE,
-            netpol::labels(&[
-                ("app.kubernetes.io/name", "ingress-nginx"),
-                ("app.kubernetes.io/component", "controller"),
-            ]),
-        )
+        let id = format!("the ingress controller (namespace {INGRESS_CONTROLLER_NAMESPACE})");
+        let pod = netpol::labels(&[
+            ("app.kubernetes.io/name", "ingress-nginx"),
+            ("app.kubernetes.io/component", "controller"),
+        ]);
+        Peer::in_namespace(id, INGRESS_CONTROLLER_NAMESPACE, pod)
     }
 
     /// Prometheus, as the NetworkPolicy checks see it.
     pub fn monitoring() -> Peer {
-        Peer::in_namespace(
-            format!("Prometheus (namespace {MONITORING_NAMESPACE})"),
-            MONITORING_NAMESPACE,
-            netpol::labels(&[("app.kubernetes.io/name", "prometheus")]),
-        )
+        let id = format!("Prometheus (namespace {MONITORING_NAMESPACE})");
+        let pod = netpol::labels(&[("app.kubernetes.io/name", "prometheus")]);
+        Peer::in_namespace(id, MONITORING_NAMESPACE, pod)
     }
 
-    /// The backends of the app's Ingress in `m`.
-    pub fn ingress_backends(&self, m: &Manifests) -> Vec<Backend> {
+    /// The edge of the Ingress overlays: the ingress controller to the Ingress's backends.
+    pub fn ingress_edge(&self, m: &Manifests) -> Edge {
         let ingress = m.get("Ingress", self.app.ingress.name).into_iter();
         let rules = ingress.flat_map(|i| list(&i["spec"]["rules"]));
         let paths = rules.flat_map(|r| list(&r["http"]["paths"]));
-        paths
-            .filter_map(|p| Backend::from_value(&p["backend"]).ok())
-            .collect()
+        let backends = paths.filter_map(|p| Backend::from_value(&p["backend"]).ok());
+        let (proxy, backends) = (Self::ingress_controller(), backends.collect());
+        Edge::new(proxy, backends, Vec::new())
     }
 
-    /// The connections `overlay` needs: the edge proxy (`edge`, a peer id: the ingress
-    /// controller, or the Gateway API overlay's proxy) to every one of its `backends`;
+    /// The connections `overlay` needs: the edge proxy to every one of its backends;
     /// Prometheus to every service's ops port; every service that uses the bus to the bus
     /// (NATS, or the HTTP event bus) and, with the HTTP bus, the bus to every subscriber;
     /// every service but the console to the console (its spans); in prod, every service
     /// with a database to PostgreSQL, and the NATS servers to each other.
-    pub fn needed_paths(
-        &self,
-        m: &Manifests,
-        overlay: Overlay,
-        edge: &str,
-        backends: &[Backend],
-    ) -> Vec<Path> {
+    pub fn needed_paths(&self, m: &Manifests, overlay: Overlay, edge: &Edge) -> Vec<Path> {
         let mut paths = Vec::new();
         let mut add = |from: &str, service: &str, port: u64| {
             for (to, port) in service_endpoints(m, service, port) {
                 paths.push(Path::new(from, &to, port));
             }
         };
-        for b in backends {
+        for b in &edge.backends {
             if let BackendPort::Number(port) = b.port {
-                add(edge, &b.service, port);
+                add(&edge.proxy.id, &b.service, port);
             }
         }
-        let services = self.services(overlay);
+        let (services, prod) = (self.services(overlay), overlay == Overlay::Prod);
         let bus = services.iter().find(|s| s.kind == Kind::EventBus);
         let nats = (NATS_SERVICE.0.to_owned(), NATS_SERVICE.1);
-        let bus_service = bus.map_or(Some(nats), |b| Some((b.service.clone()?, b.port)));
+        let bus_service = bus.map_or(Some(nats), |b| Some((b.service.clone()?, b.contract_port)));
         let console = services.iter().find(|s| s.kind == Kind::Console);
         for s in &services {
             let from = format!("Deployment/{}", s.deployment);
             if let Some((service, port)) = &bus_service
-                && (s.uses_bus || s.kind == Kind::Console)
+                && (s.subscriber || s.kind == Kind::Console)
             {
                 add(&from, service, u64::from(*port));
             }
@@ -631,22 +547,19 @@ impl Contract {
             if let Some(c) = console.filter(|_| s.kind != Kind::Console)
                 && let Some(service) = &c.service
             {
-                add(&from, service, c.port.into());
+                add(&from, service, c.contract_port.into());
             }
-            if s.database && !overlay.http_bus() {
+            if s.database && prod {
                 add(&from, POSTGRES_SERVICE.0, POSTGRES_SERVICE.1.into());
             }
             if let (Some(b), Some(service)) = (bus, &s.service)
-                && s.uses_bus
+                && s.subscriber
             {
-                add(
-                    &format!("Deployment/{}", b.deployment),
-                    service,
-                    s.port.into(),
-                );
+                let bus = format!("Deployment/{}", b.deployment);
+                add(&bus, service, s.contract_port.into());
             }
         }
-        if !overlay.http_bus() {
+        if prod {
             add("StatefulSet/nats", NATS_ROUTES.0, NATS_ROUTES.1.into());
         }
         let prometheus = Self::monitoring().id;
@@ -662,45 +575,34 @@ impl Contract {
     /// Checks the NetworkPolicies of `overlay`: prod must have them; where there are any, a
     /// default deny, no `ipBlock`, and every needed connection ([`Self::needed_paths`])
     /// open and nothing else, probed from every workload, strangers in the namespace,
-    /// look-alikes in another namespace, the `edge` proxy reaching `backends` (the ingress
-    /// controller, or the Gateway API overlay's proxy), Prometheus, the outside
-    /// ([`netpol::probe_peers`]), and `extra_peers`.
+    /// look-alikes in another namespace, the edge's proxy and others, Prometheus, and the
+    /// outside ([`netpol::probe_peers`]).
     pub fn check_network_policies(
         &self,
         m: &Manifests,
         overlay: Overlay,
-        edge: &Peer,
-        backends: &[Backend],
-        extra_peers: &[Peer],
+        edge: &Edge,
     ) -> Vec<String> {
+        let mut r = Report::new(format!("{} {}:", self.app.name, overlay.name()));
         if netpol::policies(m).next().is_none() {
-            let app = self.app.name;
-            let problem =
-                format!("{app} prod has no NetworkPolicy: every pod is open to everything");
-            return if overlay == Overlay::Prod {
-                vec![problem]
-            } else {
-                Vec::new()
-            };
+            let prod = overlay == Overlay::Prod;
+            r.check(prod, "no NetworkPolicy: every pod is open to everything");
+            return r.problems;
         }
-        let mut problems = netpol::ip_block_peers(m);
-        if !netpol::denies_ingress_by_default(m) {
-            problems.push(
-                "no default-deny policy (podSelector {}, Ingress, no rules): a pod no policy selects is open to everything"
-                    .to_owned(),
-            );
-        }
-        let mut edges = vec![edge.clone(), Self::monitoring()];
-        edges.extend(extra_peers.iter().cloned());
+        r.problems = netpol::ip_block_peers(m);
+        let deny = netpol::denies_ingress_by_default(m);
+        r.check(!deny, "no default-deny policy (podSelector {}, Ingress)");
+        let mut edges = vec![edge.proxy.clone(), Self::monitoring()];
+        edges.extend(edge.others.iter().cloned());
         let open = netpol::open_paths(m, &netpol::probe_peers(m, &edges));
-        let needed = self.needed_paths(m, overlay, &edge.id, backends);
+        let needed = self.needed_paths(m, overlay, edge);
         for p in needed.iter().filter(|p| !open.contains(p)) {
-            problems.push(format!("needed but closed: {p}"));
+            r.check(true, format!("needed but closed: {p}"));
         }
         for p in open.iter().filter(|p| !needed.contains(p)) {
-            problems.push(format!("open but not needed: {p}"));
+            r.check(true, format!("open but not needed: {p}"));
         }
-        problems
+        r.problems
     }
 }
 
@@ -713,103 +615,31 @@ pub fn service_endpoints(m: &Manifests, service: &str, port: u64) -> Vec<(String
     let mut out = Vec::new();
     for p in list(&s["spec"]["ports"]).filter(|p| p["port"] == port) {
         for w in &workloads {
-            let containers = w.app_containers();
-            if let Some(n) = containers
-                .iter()
-                .find_map(|c| c.resolve_port(target_port(p)))
-            {
-                out.push((w.id(), n));
-            }
+            let (containers, port) = (w.app_containers(), target_port(p));
+            let target = containers.iter().find_map(|c| c.resolve_port(port));
+            out.extend(target.map(|n| (w.id(), n)));
         }
     }
     out
 }
 
-/// Checks a Service: type, selector `app`, and port -> targetPort.
-fn check_svc(m: &Manifests, name: &str, app: &str, port: u16, kind: &str) -> Vec<String> {
-    let Some(s) = m.get("Service", name) else {
-        return vec![format!("Service {name} is missing")];
+/// Checks Service `name` of `s`: its type, its selector `app`, and its port -> targetPort,
+/// the contract port.
+fn check_svc(m: &Manifests, name: &str, s: &Service, kind: &str, r: &mut Report) {
+    r.at = format!("Service {name}");
+    let Some(service) = m.get("Service", name) else {
+        return r.check(true, "is missing");
     };
-    let mut problems = Vec::new();
-    let actual = s["spec"]["type"].as_str().unwrap_or("ClusterIP");
-    if actual != kind {
-        problems.push(format!("Service {name} is {actual}, not {kind}"));
-    }
-    if s["spec"]["selector"]["app"] != app {
-        problems.push(format!("Service {name}: selector app is not {app:?}"));
-    }
+    r.at.push(':');
+    let (spec, port) = (&service["spec"], s.contract_port);
+    let actual = spec["type"].as_str().unwrap_or("ClusterIP");
+    r.check(actual != kind, format!("is {actual}, not {kind}"));
+    let app = &spec["selector"]["app"];
+    r.check(app != s.name, format!("selector app is not {}", s.name));
     let target = |p: &Value| {
         let t = target_port(p);
         t.as_u64() == Some(port.into()) || t.as_str() == Some(&port.to_string())
     };
-    if !list(&s["spec"]["ports"]).any(|p| p["port"] == port && target(p)) {
-        problems.push(format!(
-            "Service {name}: no port {port} -> targetPort {port}"
-        ));
-    }
-    problems
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use switchyard_registry::{BLOG, TICKETING};
-
-    use super::*;
-
-    const BLOG_C: Contract = Contract { app: &BLOG };
-    const TICKETING_C: Contract = Contract { app: &TICKETING };
-
-    #[test]
-    fn every_app_has_its_images_profiles_and_services() {
-        let names: Vec<&str> = contracts().iter().map(Contract::name).collect();
-        assert_eq!(names, switchyard_registry::app_names());
-        assert_eq!(BLOG_C.image("client"), "switchyard/client");
-        assert_eq!(TICKETING_C.image("client"), "switchyard/ticketing-client");
-        assert_eq!(BLOG_C.skaffold_profile(Overlay::Prod), "prod");
-        assert_eq!(TICKETING_C.skaffold_profile(Overlay::Dev), "ticketing-dev");
-        assert_eq!(secret_name("STRIPE_KEY"), "stripe-secret");
-        // prod runs no event bus, and expiration has a Service in dev only
-        assert!(TICKETING_C.service(Overlay::Dev, "event-bus").is_some());
-        assert!(TICKETING_C.service(Overlay::Prod, "event-bus").is_none());
-        let expiration = |o| TICKETING_C.service(o, "expiration").unwrap();
-        assert_eq!(
-            expiration(Overlay::Dev).service.as_deref(),
-            Some("expiration-srv")
-        );
-        assert_eq!(expiration(Overlay::Prod).service, None);
-        assert_eq!(
-            expiration(Overlay::Prod).image,
-            "switchyard/ticketing-expiration"
-        );
-        let subscribers = TICKETING_C.expected_subscribers();
-        let expiration = "expiration=http://expiration-srv:3000;types=order:created";
-        assert!(subscribers.contains(&expiration.into()), "{subscribers:?}");
-    }
-
-    #[test]
-    fn checks_the_order_of_the_ingress_paths_and_the_regexes() {
-        let ingress = crate::parse_yaml_documents(BLOG.ingress.yaml)
-            .unwrap()
-            .remove(0);
-        assert_eq!(BLOG_C.check_ingress(&ingress), Vec::<String>::new());
-        let other = TICKETING_C.check_ingress(&ingress).join("\n");
-        assert!(
-            other.contains("expected Ingress ingress-service"),
-            "{other}"
-        );
-        let mut swapped = ingress.clone();
-        let paths = swapped["spec"]["rules"][0]["http"]["paths"]
-            .as_array_mut()
-            .unwrap();
-        paths.swap(0, 1);
-        assert_eq!(BLOG_C.check_ingress(&swapped).len(), 1);
-        let mut plain = ingress;
-        plain["metadata"]["annotations"][USE_REGEX_ANNOTATION] = "false".into();
-        // without regexes "/posts/abc123/comments" goes to query and "/app.js" nowhere
-        let router = Router::new([&plain], BLOG.ingress.host).unwrap();
-        let problems = BLOG_C.check_routes(&router).join("\n");
-        assert!(problems.contains("/posts/abc123/comments"), "{problems}");
-        assert!(problems.contains("/app.js"), "{problems}");
-    }
+    let ok = list(&spec["ports"]).any(|p| p["port"] == port && target(p));
+    r.check(!ok, format!("no port {port} -> targetPort {port}"));
 }

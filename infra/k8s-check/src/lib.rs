@@ -1,61 +1,54 @@
 //! Offline checks of Switchyard's Kubernetes manifests and `skaffold.yaml`, for every app
 //! of the registry: the overlays under `infra/k8s/<app>/overlays/` are rendered with
-//! `kubectl kustomize` ([`render`]), parsed ([`Manifests`]) and cross-checked: generic
-//! cross-references ([`checks`]), each app's wire contract ([`contract`]), the
+//! `kubectl kustomize` ([`render`]), parsed ([`Manifests`]) and cross-checked: references
+//! between objects ([`checks`]), each app's wire contract ([`contract`]), the
 //! NetworkPolicies ([`netpol`]), the Secrets, which are never committed ([`secrets`]), the
 //! skaffold artifacts ([`skaffold`]) and the Gateway API overlay ([`gateway`]).
+//!
+//! Generic checks are left to the tools `infra/validate.sh` runs first. Dropped from here:
+//! - duplicate objects (same kind and name), objects without kind or name: kustomize;
+//! - a misspelt field (an `envFrom` entry with `configMapRefX`), an env entry without name:
+//!   kubernetes-validate --strict;
+//! - a Gateway or HTTPRoute that is not `gateway.networking.k8s.io/v1`, a Gateway without
+//!   listeners: the Gateway API CRDs' schemas (validate.sh, step c2);
+//! - a container without liveness or readiness probe: checkov CKV_K8S_8, CKV_K8S_9.
+//!
+//! Merged into the contract's checks: every Service's selector and targetPort (the
+//! registry's Services, [`contract`]; the others through the NetworkPolicy paths), every
+//! Ingress backend (its paths are the contract's) and HTTPRoute backend ([`gateway`]).
 
 pub mod checks;
 pub mod contract;
 pub mod gateway;
-pub mod ingress;
 pub mod manifest;
 pub mod netpol;
 pub mod render;
 pub mod secrets;
 pub mod skaffold;
 
+/// Ingress paths as ingress-nginx evaluates them, and HTTPRoutes as Envoy Gateway does: the
+/// implementation shared with the local gateway.
+pub use switchyard_ingress as ingress;
+
 pub use manifest::Manifests;
 
-/// Errors of parsing, rendering and routing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("YAML: {0}")]
     Yaml(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Ingress path {path:?} is not a valid regex: {source}")]
-    Regex {
-        path: String,
-        #[source]
-        source: regex::Error,
-    },
-    #[error("kubectl kustomize {overlay} failed: {message}")]
-    Kustomize { overlay: String, message: String },
-    /// The input does not have the expected shape.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Routing(#[from] switchyard_ingress::Error),
+    /// The input does not have the expected shape, or kubectl failed.
     #[error("{0}")]
     Invalid(String),
 }
 
-impl From<switchyard_ingress::Error> for Error {
-    fn from(err: switchyard_ingress::Error) -> Self {
-        match err {
-            switchyard_ingress::Error::Yaml(m) => Error::Yaml(m),
-            switchyard_ingress::Error::Regex { path, source } => Error::Regex { path, source },
-            switchyard_ingress::Error::Invalid(m) => Error::Invalid(m),
-        }
-    }
-}
-
-impl Error {
-    pub(crate) fn io(context: impl std::fmt::Display, source: std::io::Error) -> Self {
-        let context = context.to_string();
-        Error::Io { context, source }
-    }
+/// The error of `what` (`reading`, `writing`...) on `path`.
+pub(crate) fn io(what: &str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+    let context = format!("{what} {}", path.display());
+    move |e| Error::Io(context, e)
 }
 
 /// Parses a (multi-document) YAML text into JSON values, skipping empty documents.
@@ -65,18 +58,34 @@ pub fn parse_yaml_documents(text: &str) -> Result<Vec<serde_json::Value>, Error>
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    #[test]
-    fn parses_multiple_documents_skips_empty_ones_and_reports_errors() {
-        let docs = super::parse_yaml_documents("---\na: 1\n---\n---\nb: \"true\"\nc: [x, 2]\n");
-        let docs = docs.unwrap();
-        assert_eq!(
-            (docs.len(), &docs[0]["a"], &docs[1]["b"]),
-            (2, &1.into(), &"true".into())
-        );
-        assert_eq!(docs[1]["c"][1], 2);
-        assert!(super::parse_yaml_documents("a: [unclosed\n").is_err());
+/// Problems found, as messages `<at> <what>`.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    /// Where the next problems are, the start of their messages (`Service posts-srv:`).
+    pub at: String,
+}
+
+impl Report {
+    pub fn new(at: impl Into<String>) -> Self {
+        let at = at.into();
+        Report {
+            at,
+            ..Report::default()
+        }
+    }
+
+    /// Reports `what` if `failed`.
+    pub fn check(&mut self, failed: bool, what: impl std::fmt::Display) {
+        if failed {
+            self.problems.push(format!("{} {what}", self.at));
+        }
+    }
+
+    /// Reports `field` if its value, `actual` (a string, or other JSON as JSON), is not `want`.
+    pub fn expect(&mut self, field: &str, actual: &serde_json::Value, want: &str) {
+        let text = actual.as_str().map(str::to_owned);
+        let same = text.unwrap_or_else(|| actual.to_string()) == want;
+        self.check(!same, format!("{field} is {actual}, not {want}"));
     }
 }

@@ -2,7 +2,7 @@
 //! volumes and the effective environment of a container.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 
 use base64::Engine as _;
 use regex::Regex;
@@ -39,45 +39,39 @@ pub fn id(object: &Value) -> String {
 /// A JSON object of strings as a map; other values are skipped.
 pub fn string_map(value: &Value) -> Map {
     let entries = value.as_object().into_iter().flatten();
-    entries
-        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-        .collect()
-}
-
-/// True if every `selector` entry is among `labels`; an empty selector matches nothing.
-pub fn selector_matches(selector: &Map, labels: &Map) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    let entry = |(k, v): (&String, &Value)| Some((k.clone(), v.as_str()?.to_owned()));
+    entries.filter_map(entry).collect()
 }
 
 /// The `targetPort` of a Service port (its `port` when absent).
 pub fn target_port(port: &Value) -> &Value {
-    match &port["targetPort"] {
-        Value::Null => &port["port"],
-        target => target,
+    let target = &port["targetPort"];
+    if target.is_null() {
+        &port["port"]
+    } else {
+        target
     }
 }
 
 /// The repository part of an image reference: no tag, no digest.
 pub fn image_repository(image: &str) -> &str {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    match without_digest.rfind(':') {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
         // a colon after the last slash starts the tag; before it, a registry port
-        Some(colon) if !without_digest[colon..].contains('/') => &without_digest[..colon],
-        _ => without_digest,
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
     }
 }
 
-/// Rendered Kubernetes objects.
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
     objects: Vec<Value>,
 }
 
-/// An object with a pod template.
+/// An object with a pod template: `pod_spec` is the template's `spec`.
 #[derive(Debug, Clone)]
 pub struct Workload<'a> {
     pub object: &'a Value,
-    /// `spec.template.spec`.
     pub pod_spec: &'a Value,
     pub pod_labels: Map,
 }
@@ -90,8 +84,8 @@ impl<'a> Workload<'a> {
     /// Application containers, then init containers.
     pub fn containers(&self) -> Vec<Container<'a>> {
         let app = list(&self.pod_spec["containers"]).map(|spec| Container { spec, init: false });
-        let init =
-            list(&self.pod_spec["initContainers"]).map(|spec| Container { spec, init: true });
+        let init = list(&self.pod_spec["initContainers"]);
+        let init = init.map(|spec| Container { spec, init: true });
         app.chain(init).collect()
     }
 
@@ -110,7 +104,6 @@ impl<'a> Workload<'a> {
     }
 }
 
-/// One container of a pod template.
 #[derive(Debug, Clone, Copy)]
 pub struct Container<'a> {
     pub spec: &'a Value,
@@ -133,25 +126,16 @@ impl<'a> Container<'a> {
 
     /// Declared ports as (name, containerPort).
     pub fn ports(&self) -> Vec<(Option<&'a str>, u64)> {
-        list(&self.spec["ports"])
-            .filter_map(|p| Some((p["name"].as_str(), p["containerPort"].as_u64()?)))
-            .collect()
+        let port = |p: &'a Value| Some((p["name"].as_str(), p["containerPort"].as_u64()?));
+        list(&self.spec["ports"]).filter_map(port).collect()
     }
 
     /// Resolves a port reference (number or port name) to a declared container port.
     pub fn resolve_port(&self, port: &Value) -> Option<u64> {
         let ports = self.ports();
-        let number = match port {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        };
-        match number {
+        match port.as_u64().or_else(|| port.as_str()?.parse().ok()) {
             Some(n) => ports.iter().any(|(_, p)| *p == n).then_some(n),
-            None => ports
-                .iter()
-                .find(|(n, _)| *n == port.as_str())
-                .map(|(_, p)| *p),
+            None => ports.iter().find(|p| p.0 == port.as_str()).map(|p| p.1),
         }
     }
 
@@ -168,43 +152,34 @@ impl<'a> Container<'a> {
 
     /// Whether `env` sets `var` to a literal value.
     pub fn literal(&self, var: &str) -> bool {
-        list(&self.spec["env"]).any(|e| e["name"] == var && !e["value"].is_null())
+        self.env_entry(var).is_some_and(|e| !e["value"].is_null())
     }
 
     /// Whether `var` is read from `key` of Secret `secret`, optionally or not as `optional`.
     pub fn reads_secret(&self, var: &str, secret: &str, key: &str, optional: bool) -> bool {
-        self.env_entry(var).is_some_and(|e| {
-            let r = &e["valueFrom"]["secretKeyRef"];
+        let from = self.env_entry(var).map(|e| &e["valueFrom"]["secretKeyRef"]);
+        from.is_some_and(|r| {
             let is_optional = r["optional"].as_bool().unwrap_or(false);
             r["name"] == secret && r["key"] == key && is_optional == optional
         })
     }
 }
 
-/// The environment of a container as Kubernetes would give it.
+/// The environment of a container as Kubernetes would give it: its values (those only
+/// known at run time, fieldRef and resourceFieldRef, left out), and its references to
+/// missing ConfigMaps, Secrets or keys.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
-    /// Values; those only known at run time (fieldRef, resourceFieldRef) are absent.
     pub vars: Map,
-    /// How each variable was set: `value`, `configMap <name>`, `secret <name>`, `runtime`.
-    pub sources: Map,
-    /// References to missing ConfigMaps, Secrets or keys.
     pub problems: Vec<String>,
 }
 
 impl Manifests {
     /// Parses the multi-document output of `kubectl kustomize`.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let objects = crate::parse_yaml_documents(text)?;
-        if let Some(i) = objects
-            .iter()
-            .position(|o| kind(o).is_empty() || name(o).is_empty())
-        {
-            return Err(Error::Invalid(format!(
-                "document {i} has no kind or metadata.name"
-            )));
-        }
-        Ok(Manifests { objects })
+        Ok(Manifests {
+            objects: crate::parse_yaml_documents(text)?,
+        })
     }
 
     pub fn from_values(objects: Vec<Value>) -> Self {
@@ -215,28 +190,34 @@ impl Manifests {
         &self.objects
     }
 
-    pub fn of_kind<'a>(&'a self, wanted: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn of_kind<'a>(&'a self, wanted: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
+        let wanted = wanted.to_owned();
         self.objects.iter().filter(move |o| kind(o) == wanted)
     }
 
     pub fn get(&self, wanted_kind: &str, wanted_name: &str) -> Option<&Value> {
-        let mut all = self.objects.iter();
-        all.find(|o| kind(o) == wanted_kind && name(o) == wanted_name)
+        self.of_kind(wanted_kind).find(|o| name(o) == wanted_name)
     }
 
     /// Every object with a pod template (the jobs of CronJobs too).
     pub fn workloads(&self) -> Vec<Workload<'_>> {
-        let workloads = self
-            .objects
-            .iter()
-            .filter_map(|o| Some((o, pod_template(o)?)));
-        workloads
-            .map(|(object, t)| Workload {
+        fn template(o: &Value) -> Option<&Value> {
+            match kind(o) {
+                "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => Some(&o["spec"]["template"]),
+                "CronJob" => Some(&o["spec"]["jobTemplate"]["spec"]["template"]),
+                _ => None,
+            }
+        }
+        let workload = |object| {
+            let t = template(object)?;
+            let pod_labels = string_map(&t["metadata"]["labels"]);
+            Some(Workload {
                 object,
                 pod_spec: &t["spec"],
-                pod_labels: string_map(&t["metadata"]["labels"]),
+                pod_labels,
             })
-            .collect()
+        };
+        self.objects.iter().filter_map(workload).collect()
     }
 
     /// Every container (then init container) of every workload, with `Kind/name container
@@ -263,20 +244,19 @@ impl Manifests {
         container: &str,
     ) -> Option<(Workload<'_>, Container<'_>)> {
         let w = self.workload("Deployment", deployment)?;
-        let c = w.container(container)?;
-        Some((w, c))
+        Some((w.clone(), w.container(container)?))
     }
 
-    /// Workloads whose pod labels match a selector.
+    /// Workloads whose pod labels have every entry of `selector` (an empty one selects none).
     pub fn selected_workloads(&self, selector: &Map) -> Vec<Workload<'_>> {
+        let selects = |w: &Workload| selector.iter().all(|(k, v)| w.pod_labels.get(k) == Some(v));
         let mut all = self.workloads();
-        all.retain(|w| selector_matches(selector, &w.pod_labels));
+        all.retain(|w| !selector.is_empty() && selects(w));
         all
     }
 
     pub fn config_map_data(&self, wanted: &str) -> Option<Map> {
-        self.get("ConfigMap", wanted)
-            .map(|cm| string_map(&cm["data"]))
+        Some(string_map(&self.get("ConfigMap", wanted)?["data"]))
     }
 
     /// `data` (base64-decoded; values that are not base64 UTF-8 are left out) and
@@ -286,9 +266,8 @@ impl Manifests {
         let decode = |v: String| {
             // like Go's decoder, ignore line breaks (kustomize wraps long values)
             let compact: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .ok()?;
+            let base64 = base64::engine::general_purpose::STANDARD;
+            let bytes = base64.decode(compact).ok()?;
             String::from_utf8(bytes).ok()
         };
         let data = string_map(&secret["data"]).into_iter();
@@ -297,17 +276,16 @@ impl Manifests {
         Some(out)
     }
 
-    /// The ConfigMap or Secret a `configMapRef`/`secretRef`/`...KeyRef` holder names.
+    /// The ConfigMap or Secret a `configMapRef`/`secretRef`/`...KeyRef` holder names: its
+    /// description, its data if it exists, and the reference.
     fn source<'v>(&self, holder: &'v Value) -> Option<(String, Option<Map>, &'v Value)> {
         if let Some(r) = holder.get("configMapRef").or(holder.get("configMapKeyRef")) {
             let n = text(&r["name"]);
-            Some((format!("configMap {n}"), self.config_map_data(n), r))
-        } else if let Some(r) = holder.get("secretRef").or(holder.get("secretKeyRef")) {
-            let n = text(&r["name"]);
-            Some((format!("secret {n}"), self.secret_data(n), r))
-        } else {
-            None
+            return Some((format!("configMap {n}"), self.config_map_data(n), r));
         }
+        let r = holder.get("secretRef").or(holder.get("secretKeyRef"))?;
+        let n = text(&r["name"]);
+        Some((format!("secret {n}"), self.secret_data(n), r))
     }
 
     /// The environment of a container: `envFrom` first, then `env` (which wins), with
@@ -317,81 +295,51 @@ impl Manifests {
         for from in list(&container.spec["envFrom"]) {
             let prefix = text(&from["prefix"]);
             match self.source(from) {
-                Some((source, Some(data), _)) => {
-                    for (k, v) in data {
-                        env.sources.insert(format!("{prefix}{k}"), source.clone());
-                        env.vars.insert(format!("{prefix}{k}"), v);
-                    }
+                Some((_, Some(data), _)) => {
+                    let data = data.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v));
+                    env.vars.extend(data);
                 }
-                Some((_, None, r)) if r["optional"] == true => {}
-                Some((source, None, _)) => env
-                    .problems
-                    .push(format!("envFrom references missing {source}")),
-                None => env.problems.push(format!(
-                    "envFrom entry without configMapRef/secretRef: {from}"
-                )),
+                Some((source, None, r)) if r["optional"] != true => {
+                    let problem = format!("envFrom references missing {source}");
+                    env.problems.push(problem);
+                }
+                _ => {}
             }
         }
         for var in list(&container.spec["env"]) {
-            let Some(var_name) = var["name"].as_str() else {
-                env.problems
-                    .push(format!("env entry without a name: {var}"));
-                continue;
-            };
-            let from = &var["valueFrom"];
-            let resolved = if from.is_null() {
-                Some((expand(text(&var["value"]), &env.vars), "value".to_owned()))
-            } else if let Some((source, data, r)) = self.source(from) {
-                let key = text(&r["key"]);
-                let value = data.and_then(|d| d.get(key).cloned());
-                if value.is_none() && r["optional"] != true {
-                    env.problems.push(format!(
-                        "env {var_name} references missing key {key:?} of {source}"
-                    ));
+            let var_name = text(&var["name"]).to_owned();
+            let value = match self.source(&var["valueFrom"]) {
+                _ if var["valueFrom"].is_null() => Some(expand(text(&var["value"]), &env.vars)),
+                Some((source, data, r)) => {
+                    let key = text(&r["key"]);
+                    let value = data.and_then(|mut d| d.remove(key));
+                    let missing = format!("env {var_name} references missing key {key:?}");
+                    if value.is_none() && r["optional"] != true {
+                        env.problems.push(format!("{missing} of {source}"));
+                    }
+                    value.or_else(|| env.vars.get(&var_name).cloned())
                 }
-                value.map(|v| (v, source))
-            } else {
-                // fieldRef / resourceFieldRef: only known at run time
-                env.vars.remove(var_name);
-                env.sources
-                    .insert(var_name.to_owned(), "runtime".to_owned());
-                None
+                None => None, // fieldRef, resourceFieldRef
             };
-            if let Some((value, source)) = resolved {
-                env.vars.insert(var_name.to_owned(), value);
-                env.sources.insert(var_name.to_owned(), source);
-            }
+            match value {
+                Some(value) => env.vars.insert(var_name, value),
+                None => env.vars.remove(&var_name),
+            };
         }
         env
     }
 }
 
-fn pod_template(o: &Value) -> Option<&Value> {
-    match kind(o) {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
-            Some(&o["spec"]["template"])
-        }
-        "CronJob" => Some(&o["spec"]["jobTemplate"]["spec"]["template"]),
-        _ => None,
-    }
-}
-
 /// Expands `$(VAR)` with already defined variables; `$$(VAR)` stays literal.
 fn expand(raw: &str, vars: &Map) -> String {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE
-        .get_or_init(|| Regex::new(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)").expect("a valid regex"));
-    let replace = |caps: &regex::Captures<'_>| {
-        let whole = &caps[0];
-        match whole.strip_prefix("$$") {
-            Some(_) => whole[1..].to_owned(),
-            None => vars
-                .get(&caps[1])
-                .cloned()
-                .unwrap_or_else(|| whole.to_owned()),
-        }
+    static RE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)").expect("a valid regex")
+    });
+    let replace = |caps: &regex::Captures<'_>| match caps[0].strip_prefix("$$") {
+        Some(escaped) => format!("${escaped}"),
+        None => vars.get(&caps[1]).map_or(&caps[0], |v| v).to_owned(),
     };
-    re.replace_all(raw, replace).into_owned()
+    RE.replace_all(raw, replace).into_owned()
 }
 
 #[cfg(test)]
@@ -399,13 +347,14 @@ fn expand(raw: &str, vars: &Map) -> String {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = r#"
-apiVersion: v1
+    #[test]
+    fn resolves_the_environment_and_image_repositories() {
+        let m = Manifests::parse(
+            r#"
 kind: ConfigMap
 metadata: {name: cfg}
 data: {LOG_FORMAT: json, EVENT_BUS_URL: "http://bus:4005"}
 ---
-apiVersion: v1
 kind: Secret
 metadata: {name: db}
 data:
@@ -414,19 +363,13 @@ data:
     cGc6NTQzMi9wb3N0cw==
 stringData: {plain: hello}
 ---
-apiVersion: apps/v1
 kind: Deployment
 metadata: {name: posts-depl}
 spec:
-  selector: {matchLabels: {app: posts}}
   template:
-    metadata: {labels: {app: posts, tier: api}}
     spec:
-      initContainers: [{name: migrate, image: "switchyard/posts:abc"}]
       containers:
         - name: posts
-          image: switchyard/posts
-          ports: [{name: http, containerPort: 4000}]
           envFrom: [{configMapRef: {name: cfg}}, {secretRef: {name: gone, optional: true}}]
           env:
             - {name: LOG_FORMAT, value: text}
@@ -435,61 +378,25 @@ spec:
             - {name: BUS, value: "$(EVENT_BUS_URL)/events and $$(KEEP)"}
             - {name: MISSING, valueFrom: {configMapKeyRef: {name: nope, key: x}}}
             - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-          volumeMounts: [{name: data, mountPath: /data}]
-      volumes: [{name: data, emptyDir: {}}]
-"#;
-
-    #[test]
-    fn finds_workloads_containers_ports_and_volumes() {
-        let m = Manifests::parse(SAMPLE).unwrap();
-        let (w, c) = m.deployment_container("posts-depl", "posts").unwrap();
-        assert_eq!((w.containers().len(), w.app_containers().len()), (2, 1));
-        assert!(c.is_project_image());
-        for (port, want) in [
-            ("http", Some(4000)),
-            ("4000", Some(4000)),
-            ("metrics", None),
-        ] {
-            assert_eq!(c.resolve_port(&Value::from(port)), want, "{port}");
-        }
-        assert_eq!(c.resolve_port(&Value::from(4000)), Some(4000));
-        assert_eq!(c.resolve_port(&Value::from(4001)), None);
-        assert_eq!(w.volume_at(&c, "/data").unwrap()["name"], "data");
-        assert!(c.reads_secret("DATABASE_URL", "db", "posts", false));
-        assert!(!c.reads_secret("DATABASE_URL", "db", "posts", true));
-        let selector = Map::from([("app".to_owned(), "posts".to_owned())]);
-        assert_eq!(m.selected_workloads(&selector).len(), 1);
-        assert!(m.selected_workloads(&Map::new()).is_empty());
-        assert!(Manifests::parse("metadata: {name: x}\n").is_err());
-    }
-
-    #[test]
-    fn resolves_the_environment() {
-        let m = Manifests::parse(SAMPLE).unwrap();
+"#,
+        )
+        .unwrap();
         let env = m.env(&m.deployment_container("posts-depl", "posts").unwrap().1);
-        assert_eq!(env.vars["LOG_FORMAT"], "text");
-        assert_eq!(env.vars["EVENT_BUS_URL"], "http://bus:4005");
-        assert_eq!(env.vars["DATABASE_URL"], "postgres://u:p@pg:5432/posts");
-        assert_eq!(env.sources["DATABASE_URL"], "secret db");
-        assert_eq!(env.vars["GREETING"], "hello");
-        assert_eq!(env.vars["BUS"], "http://bus:4005/events and $(KEEP)");
-        assert!(!env.vars.contains_key("POD"));
-        assert_eq!(env.problems.len(), 1, "{:?}", env.problems);
-        assert!(env.problems[0].contains("nope"));
-    }
-
-    #[test]
-    fn strips_tags_and_digests_from_images() {
-        for (image, repo) in [
-            ("switchyard/posts", "switchyard/posts"),
-            ("switchyard/posts:1.2", "switchyard/posts"),
-            ("reg:5000/switchyard/posts", "reg:5000/switchyard/posts"),
-            (
-                "reg:5000/switchyard/posts:v1@sha256:ab",
-                "reg:5000/switchyard/posts",
-            ),
+        for (var, want) in [
+            ("LOG_FORMAT", Some("text")),
+            ("EVENT_BUS_URL", Some("http://bus:4005")),
+            ("DATABASE_URL", Some("postgres://u:p@pg:5432/posts")),
+            ("GREETING", Some("hello")),
+            ("BUS", Some("http://bus:4005/events and $(KEEP)")),
+            ("POD", None),
         ] {
-            assert_eq!(image_repository(image), repo);
+            assert_eq!(env.vars.get(var).map(String::as_str), want, "{var}");
         }
+        let missing = "env MISSING references missing key \"x\" of configMap nope";
+        assert_eq!(env.problems, [missing]);
+        let repo = "reg:5000/switchyard/posts";
+        assert_eq!(image_repository("switchyard/posts:1.2"), "switchyard/posts");
+        assert_eq!(image_repository(repo), repo);
+        assert_eq!(image_repository(&format!("{repo}:v1@sha256:ab")), repo);
     }
 }

@@ -38,32 +38,30 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A pod of the manifests' own namespace.
-    pub fn own(id: impl Into<String>, pod: Map) -> Self {
+    fn new(id: impl Into<String>, namespace: Option<Map>, pod: Option<Map>) -> Self {
         Peer {
             id: id.into(),
-            namespace: None,
-            pod: Some(pod),
+            namespace,
+            pod,
         }
+    }
+
+    /// A pod of the manifests' own namespace.
+    pub fn own(id: impl Into<String>, pod: Map) -> Self {
+        Peer::new(id, None, Some(pod))
     }
 
     /// A pod of the namespace named `namespace`.
     pub fn in_namespace(id: impl Into<String>, namespace: &str, pod: Map) -> Self {
-        let namespace = Some(labels(&[(NAMESPACE_NAME_LABEL, namespace)]));
-        Peer {
-            id: id.into(),
-            namespace,
-            pod: Some(pod),
-        }
+        let namespace = labels(&[(NAMESPACE_NAME_LABEL, namespace)]);
+        Peer::new(id, Some(namespace), Some(pod))
     }
 }
 
 /// A label map from pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Map {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    let pair = |(k, v): &(&str, &str)| ((*k).to_owned(), (*v).to_owned());
+    pairs.iter().map(pair).collect()
 }
 
 /// Whether a `LabelSelector` (`matchLabels`, `matchExpressions`) matches `labels`. An empty
@@ -80,52 +78,52 @@ pub fn label_selector_matches(selector: &Value, labels: &Map) -> bool {
             _ => false, // refused by the API server
         }
     };
+    let match_labels = string_map(&selector["matchLabels"]);
     !selector.is_null()
-        && string_map(&selector["matchLabels"])
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        && match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
         && list(&selector["matchExpressions"]).all(expression)
 }
 
-/// Which directions a policy governs: (ingress, egress).
-fn policy_types(policy: &Value) -> (bool, bool) {
+/// Whether a policy governs `rules` (`ingress`, `egress`).
+fn governs(policy: &Value, rules: &str) -> bool {
     match policy["spec"]["policyTypes"].as_array() {
-        Some(types) => (
-            types.contains(&"Ingress".into()),
-            types.contains(&"Egress".into()),
-        ),
-        None => (true, !policy["spec"]["egress"].is_null()),
+        Some(types) => types.iter().any(|t| text(t).eq_ignore_ascii_case(rules)),
+        None => rules == "ingress" || !policy["spec"]["egress"].is_null(),
     }
+}
+
+/// Whether a rule's list (`from`, `to`, `ports`) lets everything through (absent, empty)
+/// or has an item that `matches`.
+fn any_or_all(items: &Value, matches: impl Fn(&Value) -> bool) -> bool {
+    let all = items.as_array().is_none_or(Vec::is_empty);
+    all || list(items).any(matches)
 }
 
 /// Whether a rule's peer list matches `peer` (seen from the policy's namespace).
 fn peers_match(peers: &Value, peer: &Peer) -> bool {
     let own = labels(&[(NAMESPACE_NAME_LABEL, OWN_NAMESPACE)]);
     let namespace = peer.namespace.as_ref().unwrap_or(&own);
-    let matches = |p: &Value| {
+    let matches = label_selector_matches;
+    any_or_all(peers, |p| {
         let (pods, namespaces) = (&p["podSelector"], &p["namespaceSelector"]);
-        match (&peer.pod, pods.is_null(), namespaces.is_null()) {
-            _ if !p["ipBlock"].is_null() => true,
-            (None, ..) => false, // outside the cluster: only an ipBlock matches
+        let (in_pods, in_namespaces) = match &peer.pod {
+            _ if !p["ipBlock"].is_null() => return true,
+            None => return false, // outside the cluster: only an ipBlock matches
+            Some(pod) => (matches(pods, pod), matches(namespaces, namespace)),
+        };
+        match (pods.is_null(), namespaces.is_null()) {
             // podSelector alone: pods of the policy's namespace
-            (Some(pod), false, true) => {
-                peer.namespace.is_none() && label_selector_matches(pods, pod)
-            }
-            (Some(_), true, false) => label_selector_matches(namespaces, namespace),
-            (Some(pod), false, false) => {
-                label_selector_matches(namespaces, namespace) && label_selector_matches(pods, pod)
-            }
-            (Some(_), true, true) => false, // refused by the API server
+            (false, true) => peer.namespace.is_none() && in_pods,
+            (true, false) => in_namespaces,
+            (false, false) => in_namespaces && in_pods,
+            (true, true) => false, // refused by the API server
         }
-    };
-    peers
-        .as_array()
-        .is_none_or(|l| l.is_empty() || l.iter().any(matches))
+    })
 }
 
 /// Whether a rule's port list matches TCP `port` of a pod with `container_ports`.
 fn ports_match(ports: &Value, port: u64, container_ports: &[(Option<&str>, u64)]) -> bool {
-    let matches = |p: &Value| match &p["port"] {
+    any_or_all(ports, |p| match &p["port"] {
         _ if p["protocol"].as_str().unwrap_or("TCP") != "TCP" => false,
         Value::Null => true,
         Value::Number(n) => {
@@ -137,10 +135,7 @@ fn ports_match(ports: &Value, port: u64, container_ports: &[(Option<&str>, u64)]
             Err(_) => container_ports.contains(&(Some(name.as_str()), port)),
         },
         _ => false,
-    };
-    ports
-        .as_array()
-        .is_none_or(|l| l.is_empty() || l.iter().any(matches))
+    })
 }
 
 /// The container ports (name, number) of a workload's application containers.
@@ -152,42 +147,26 @@ pub fn policies(m: &Manifests) -> impl Iterator<Item = &Value> {
     m.of_kind("NetworkPolicy")
 }
 
-/// Whether the policies that select `pod` for ingress (else egress) let `peer` through.
-fn side_allows(
-    m: &Manifests,
-    ingress: bool,
-    pod: &Map,
-    peer: &Peer,
-    port: u64,
-    to: &[(Option<&str>, u64)],
-) -> bool {
-    let (rules, field) = if ingress {
-        ("ingress", "from")
-    } else {
-        ("egress", "to")
-    };
-    let governs = |p: &&Value| {
-        let (i, e) = policy_types(p);
-        (if ingress { i } else { e }) && label_selector_matches(&p["spec"]["podSelector"], pod)
-    };
-    let mut selecting = policies(m).filter(governs).peekable();
-    let isolated = selecting.peek().is_some();
-    let rule = |r: &Value| peers_match(&r[field], peer) && ports_match(&r["ports"], port, to);
-    !isolated || selecting.any(|p| list(&p["spec"][rules]).any(rule))
-}
-
 /// Whether `from` may connect to `to` on `port`: the destination's ingress and, for a pod
 /// of the namespace, the source's egress (other namespaces' policies are not known here).
 pub fn allowed(m: &Manifests, from: &Peer, to: &Workload<'_>, port: u64) -> bool {
     let ports = workload_ports(to);
+    // whether the policies that select `pod` for `rules` let `peer` through
+    let side = |rules: &str, pod: &Map, peer: &Peer| {
+        let field = if rules == "ingress" { "from" } else { "to" };
+        let selects = |p: &&Value| label_selector_matches(&p["spec"]["podSelector"], pod);
+        let selecting = policies(m).filter(|p| governs(p, rules));
+        let mut selecting = selecting.filter(selects).peekable();
+        let isolated = selecting.peek().is_some();
+        let to_port = |r: &Value| ports_match(&r["ports"], port, &ports);
+        let rule = |r: &Value| peers_match(&r[field], peer) && to_port(r);
+        !isolated || selecting.any(|p| list(&p["spec"][rules]).any(rule))
+    };
     let egress = match (&from.pod, &from.namespace) {
-        (Some(pod), None) => {
-            let destination = Peer::own(to.id(), to.pod_labels.clone());
-            side_allows(m, false, pod, &destination, port, &ports)
-        }
+        (Some(pod), None) => side("egress", pod, &Peer::own(to.id(), to.pod_labels.clone())),
         _ => true,
     };
-    egress && side_allows(m, true, &to.pod_labels, from, port, &ports)
+    egress && side("ingress", &to.pod_labels, from)
 }
 
 /// One connection: a peer's id, the destination workload's `Kind/name`, its port.
@@ -200,11 +179,8 @@ pub struct Path {
 
 impl Path {
     pub fn new(from: &str, to: &str, port: u64) -> Self {
-        Path {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            port,
-        }
+        let (from, to) = (from.to_owned(), to.to_owned());
+        Path { from, to, port }
     }
 }
 
@@ -237,30 +213,20 @@ pub fn open_paths(m: &Manifests, peers: &[Peer]) -> Vec<Path> {
 /// the cluster.
 pub fn probe_peers(m: &Manifests, edges: &[Peer]) -> Vec<Peer> {
     let workloads = m.workloads();
-    let own = workloads
-        .iter()
-        .map(|w| Peer::own(w.id(), w.pod_labels.clone()));
+    let own = |w: &Workload| Peer::own(w.id(), w.pod_labels.clone());
+    let own = workloads.iter().map(own);
     let elsewhere = workloads.iter().map(|w| {
         let id = format!("a pod of namespace elsewhere labelled like {}", w.id());
         Peer::in_namespace(id, "elsewhere", w.pod_labels.clone())
     });
+    let stranger = labels(&[("app", "stranger")]);
     let strangers = [
-        Peer::own(
-            "a pod labelled app=stranger in the namespace",
-            labels(&[("app", "stranger")]),
-        ),
+        Peer::own("a pod labelled app=stranger in the namespace", stranger),
         Peer::own("an unlabelled pod in the namespace", Map::new()),
+        Peer::new("an address outside the cluster", None, None),
     ];
-    let outside = Peer {
-        id: "an address outside the cluster".into(),
-        namespace: None,
-        pod: None,
-    };
-    let peers = own
-        .chain(strangers)
-        .chain(elsewhere)
-        .chain(edges.iter().cloned());
-    peers.chain([outside]).collect()
+    let peers = own.chain(elsewhere).chain(edges.iter().cloned());
+    peers.chain(strangers).collect()
 }
 
 /// Whether a policy denies all incoming connections to every pod of the namespace
@@ -273,7 +239,7 @@ pub fn denies_ingress_by_default(m: &Manifests) -> bool {
         selector.is_object()
             && empty(&selector["matchLabels"])
             && list(&selector["matchExpressions"]).next().is_none()
-            && policy_types(p).0
+            && governs(p, "ingress")
             && list(&spec["ingress"]).next().is_none()
     })
 }
@@ -285,10 +251,9 @@ pub fn ip_block_peers(m: &Manifests) -> Vec<String> {
         let mut peers = list(&p["spec"]["ingress"]).flat_map(|r| list(&r["from"]));
         peers.any(|peer| !peer["ipBlock"].is_null())
     };
-    policies(m)
-        .filter(admits_ip_block)
-        .map(|p| format!("{} admits an ipBlock", manifest::id(p)))
-        .collect()
+    let blocked = policies(m).filter(admits_ip_block);
+    let problem = |p: &Value| format!("{} admits an ipBlock", manifest::id(p));
+    blocked.map(problem).collect()
 }
 
 #[cfg(test)]
@@ -296,35 +261,28 @@ pub fn ip_block_peers(m: &Manifests) -> Vec<String> {
 mod tests {
     use super::*;
 
-    const PODS: &str = r#"
-apiVersion: apps/v1
+    const PODS: &str = "
 kind: Deployment
 metadata: {name: api}
 spec:
   template:
     metadata: {labels: {app: api}}
-    spec:
-      containers:
-        - {name: api, ports: [{name: http, containerPort: 3000}, {name: ops, containerPort: 9090}]}
+    spec: {containers: [{ports: [{name: http, containerPort: 3000}, {name: ops, containerPort: 9090}]}]}
 ---
-apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: db}
 spec:
   template:
     metadata: {labels: {app: db}}
-    spec:
-      containers: [{name: db, ports: [{name: postgres, containerPort: 5432}]}]
-"#;
+    spec: {containers: [{ports: [{name: postgres, containerPort: 5432}]}]}
+";
 
-    const POLICIES: &str = r#"
+    const POLICIES: &str = "
 ---
-apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: deny}
 spec: {podSelector: {}, policyTypes: [Ingress]}
 ---
-apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: web}
 spec:
@@ -333,16 +291,13 @@ spec:
     - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}]
       ports: [{port: http}]
 ---
-apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: db}
 spec:
   podSelector: {matchLabels: {app: db}}
   policyTypes: [Ingress]
-  ingress:
-    - from: [{podSelector: {matchLabels: {app: api}}}]
-      ports: [{protocol: TCP, port: 5432}]
-"#;
+  ingress: [{from: [{podSelector: {matchLabels: {app: api}}}], ports: [{protocol: TCP, port: 5432}]}]
+";
 
     fn yaml(text: &str) -> Value {
         crate::parse_yaml_documents(text).unwrap().remove(0)
@@ -358,43 +313,35 @@ spec:
         paths.iter().map(ToString::to_string).collect()
     }
 
+    /// Selectors and whether they match `app: api, tier: web`, rules and whether they match
+    /// TCP port 3000 or 9090 of a pod with ports `http` (3000) and `ops` (9090).
+    const MATCHES: &str = "
+        {}                                                      | true
+        matchLabels: {app: api}                                 | true
+        matchLabels: {app: db}                                  | false
+        matchExpressions: [{key: app, operator: NotIn, values: [db]}, {key: tier, operator: Exists}] | true
+        matchExpressions: [{key: tier, operator: DoesNotExist}] | false
+        [{port: http}]                                          | 3000 | true
+        [{port: http}]                                          | 9090 | false
+        [{port: 9000, endPort: 9100}]                           | 9090 | true
+        [{port: 9090, protocol: UDP}]                           | 9090 | false
+    ";
+
     #[test]
     fn selectors_and_ports_follow_the_api_rules() {
         let l = labels(&[("app", "api"), ("tier", "web")]);
-        for (selector, matches) in [
-            ("{}", true),
-            ("matchLabels: {app: api}", true),
-            ("matchLabels: {app: db}", false),
-            (
-                "matchExpressions: [{key: app, operator: NotIn, values: [db]}, {key: tier, operator: Exists}]",
-                true,
-            ),
-            (
-                "matchExpressions: [{key: tier, operator: DoesNotExist}]",
-                false,
-            ),
-        ] {
-            assert_eq!(
-                label_selector_matches(&yaml(selector), &l),
-                matches,
-                "{selector}"
-            );
+        let ports = [(Some("http"), 3000), (Some("ops"), 9090)];
+        for row in MATCHES.lines().filter(|l| !l.trim().is_empty()) {
+            let fields: Vec<&str> = row.split('|').map(str::trim).collect();
+            let found = match fields[..] {
+                [selector, _] => label_selector_matches(&yaml(selector), &l),
+                [rule, port, _] => ports_match(&yaml(rule), port.parse().unwrap(), &ports),
+                _ => panic!("{row}"),
+            };
+            assert_eq!(found.to_string(), fields[fields.len() - 1], "{row}");
         }
         assert!(!label_selector_matches(&Value::Null, &l));
-        let ports = [(Some("http"), 3000), (Some("ops"), 9090)];
         assert!(ports_match(&Value::Null, 1, &ports));
-        for (rule, port, matches) in [
-            ("[{port: http}]", 3000, true),
-            ("[{port: http}]", 9090, false),
-            ("[{port: 9000, endPort: 9100}]", 9090, true),
-            ("[{port: 9090, protocol: UDP}]", 9090, false),
-        ] {
-            assert_eq!(
-                ports_match(&yaml(rule), port, &ports),
-                matches,
-                "{rule} {port}"
-            );
-        }
     }
 
     #[test]
@@ -408,19 +355,15 @@ spec:
         ];
         assert_eq!(open(&format!("{PODS}{POLICIES}")), want);
         // a namespaceSelector beside a podSelector opens other namespaces
-        let loose = POLICIES.replace(
-            "- from: [{podSelector:",
-            "- from: [{namespaceSelector: {}, podSelector:",
-        );
+        let pods = "from: [{podSelector:";
+        let loose = POLICIES.replace(pods, "from: [{namespaceSelector: {}, podSelector:");
         let paths = open(&format!("{PODS}{loose}"));
         let elsewhere = "a pod of namespace elsewhere labelled like Deployment/api";
-        assert!(
-            paths.contains(&format!("{elsewhere} -> StatefulSet/db:5432")),
-            "{paths:?}"
-        );
+        let path = format!("{elsewhere} -> StatefulSet/db:5432");
+        assert!(paths.contains(&path), "{paths:?}");
         // egress policies close the source side
-        let egress = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
-             metadata: {name: out}\nspec: {podSelector: {matchLabels: {app: api}}, policyTypes: [Egress]}\n";
+        let egress = "---\nkind: NetworkPolicy\nmetadata: {name: out}\n\
+             spec: {podSelector: {matchLabels: {app: api}}, policyTypes: [Egress]}\n";
         assert_eq!(open(&format!("{PODS}{POLICIES}{egress}")), [want[1]]);
     }
 
@@ -429,19 +372,12 @@ spec:
         let m = |policies: &str| Manifests::parse(&format!("{PODS}{policies}")).unwrap();
         assert!(ip_block_peers(&m(POLICIES)).is_empty());
         assert!(denies_ingress_by_default(&m(POLICIES)));
-        let partial = POLICIES.replacen(
-            "podSelector: {}",
-            "podSelector: {matchLabels: {app: api}}",
-            1,
-        );
-        assert!(!denies_ingress_by_default(&m(&partial)));
-        let blocked = POLICIES.replace(
-            "{podSelector: {matchLabels: {app: api}}}",
-            "{ipBlock: {cidr: 0.0.0.0/0}}",
-        );
-        assert_eq!(
-            ip_block_peers(&m(&blocked)),
-            ["NetworkPolicy/db admits an ipBlock"]
-        );
+        let (all, api) = ("podSelector: {}", "podSelector: {matchLabels: {app: api}}");
+        assert!(!denies_ingress_by_default(&m(
+            &POLICIES.replacen(all, api, 1)
+        )));
+        let (from_api, anywhere) = ("{podSelector: {matchLabels: {app: api}}}", "{ipBlock: {}}");
+        let blocked = ip_block_peers(&m(&POLICIES.replace(from_api, anywhere)));
+        assert_eq!(blocked, ["NetworkPolicy/db admits an ipBlock"]);
     }
 }

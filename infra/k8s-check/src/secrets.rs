@@ -13,46 +13,37 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::manifest::{self, Manifests, list, text};
-use crate::render::reading;
-use crate::{Error, parse_yaml_documents};
+use crate::{Error, io, parse_yaml_documents};
 
 /// What stands in for a `$(...)` command substitution of the README (`$(openssl rand -hex
 /// 24)`): 48 hexadecimal digits.
 pub const SUBSTITUTION: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// Every `*.yaml` file under `dir`, recursively.
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    for entry in fs::read_dir(dir).map_err(reading(dir))? {
-        let path = entry.map_err(reading(dir))?.path();
-        if path.is_dir() {
-            yaml_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Secret objects and `secretGenerator`s committed under `dir`, as messages.
+/// Secret objects and `secretGenerator`s committed in the YAML files under `dir`, as
+/// messages.
 pub fn committed_secrets(dir: &Path) -> Result<Vec<String>, Error> {
-    let mut files = Vec::new();
-    yaml_files(dir, &mut files)?;
-    files.sort();
+    let entries = fs::read_dir(dir).map_err(io("reading", dir))?;
+    let paths: Result<Vec<PathBuf>, _> = entries.map(|e| e.map(|e| e.path())).collect();
+    let mut paths = paths.map_err(io("reading", dir))?;
+    paths.sort();
     let mut problems = Vec::new();
-    for file in files {
-        let yaml = fs::read_to_string(&file).map_err(reading(&file))?;
+    for path in paths {
+        if path.is_dir() {
+            problems.extend(committed_secrets(&path)?);
+            continue;
+        } else if !path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            continue;
+        }
+        let yaml = fs::read_to_string(&path).map_err(io("reading", &path))?;
         for doc in parse_yaml_documents(&yaml)? {
-            let f = file.display();
+            let f = path.display();
             if manifest::kind(&doc) == "Secret" {
-                let what = manifest::id(&doc);
-                problems.push(format!(
-                    "{f} defines {what}: Secrets are created with kubectl, never committed"
-                ));
+                let what = "Secrets are created with kubectl, never committed";
+                problems.push(format!("{f} defines {}: {what}", manifest::id(&doc)));
             }
             if !doc["secretGenerator"].is_null() {
-                problems.push(format!(
-                    "{f} has a secretGenerator: only a dev overlay may generate Secrets"
-                ));
+                let what = "only a dev overlay may generate Secrets";
+                problems.push(format!("{f} has a secretGenerator: {what}"));
             }
         }
     }
@@ -63,48 +54,32 @@ pub fn committed_secrets(dir: &Path) -> Result<Vec<String>, Error> {
 pub fn generated_secrets(kustomization: &str) -> Result<Vec<String>, Error> {
     let docs = parse_yaml_documents(kustomization)?;
     let generators = docs.iter().flat_map(|d| list(&d["secretGenerator"]));
-    Ok(generators
-        .filter_map(|g| g["name"].as_str().map(str::to_owned))
-        .collect())
+    Ok(generators.map(|g| text(&g["name"]).to_owned()).collect())
 }
 
-/// One reference to a Secret: the Secret, the key (`None`: the whole Secret, for `envFrom`
-/// and volumes), and where, for messages.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SecretRef {
-    pub name: String,
-    pub key: Option<String>,
-    pub at: String,
-}
-
-/// Every reference to a Secret in the workloads: `env` `secretKeyRef`s, `envFrom`
-/// `secretRef`s and `secret` volumes.
-pub fn references(m: &Manifests) -> Vec<SecretRef> {
+/// Every reference to a Secret in the workloads (`env` `secretKeyRef`s, `envFrom`
+/// `secretRef`s, `secret` volumes), as (Secret, key (`None`: the whole Secret), where).
+pub fn references(m: &Manifests) -> Vec<(String, Option<String>, String)> {
     let mut out = Vec::new();
-    let mut add = |r: &Value, name: &Value, at: String| {
+    let mut add = |r: &Value, name: &Value, at: &str| {
+        let key = r["key"].as_str().map(str::to_owned);
         if let Some(name) = name.as_str() {
-            let key = r["key"].as_str().map(str::to_owned);
-            out.push(SecretRef {
-                name: name.to_owned(),
-                key,
-                at,
-            });
+            out.push((name.to_owned(), key, at.to_owned()));
         }
     };
     for w in m.workloads() {
         for c in w.containers() {
             let at = format!("{} container {}", w.id(), c.name());
-            for var in list(&c.spec["env"]) {
-                let r = &var["valueFrom"]["secretKeyRef"];
-                add(r, &r["name"], at.clone());
+            for r in list(&c.spec["env"]).map(|var| &var["valueFrom"]["secretKeyRef"]) {
+                add(r, &r["name"], &at);
             }
             for from in list(&c.spec["envFrom"]) {
-                add(&Value::Null, &from["secretRef"]["name"], at.clone());
+                add(&Value::Null, &from["secretRef"]["name"], &at);
             }
         }
         for v in list(&w.pod_spec["volumes"]) {
             let at = format!("{} volume {}", w.id(), text(&v["name"]));
-            add(&Value::Null, &v["secret"]["secretName"], at);
+            add(&Value::Null, &v["secret"]["secretName"], &at);
         }
     }
     out.sort();
@@ -119,50 +94,35 @@ pub type Created = BTreeMap<String, BTreeMap<String, String>>;
 /// for a command without one), with every `$(...)` replaced by [`SUBSTITUTION`].
 pub fn readme_secrets(markdown: &str) -> BTreeMap<String, Created> {
     let mut out: BTreeMap<String, Created> = BTreeMap::new();
-    let joined: String = markdown
-        .lines()
-        .map(|l| match l.trim_end().strip_suffix('\\') {
-            Some(head) => format!("{head} "),
-            None => format!("{l}\n"),
-        })
-        .collect();
-    for line in joined.lines() {
+    let line = |l: &str| match l.trim_end().strip_suffix('\\') {
+        Some(head) => format!("{head} "),
+        None => format!("{l}\n"),
+    };
+    let joined = markdown.lines().map(line);
+    for line in joined.collect::<String>().lines() {
         let words = shell_words(line);
         let Some(start) = words.iter().position(|w| w == "kubectl") else {
             continue;
         };
         let words = &words[start..];
-        let Some(generic) = words
-            .windows(3)
-            .position(|w| w == ["create", "secret", "generic"])
-        else {
+        let create = ["create", "secret", "generic"];
+        let create = words.windows(3).position(|w| w == create);
+        let Some(name) = create.and_then(|i| words.get(i + 3)) else {
             continue;
         };
-        let (mut namespace, mut name, mut literals) = (String::new(), None, BTreeMap::new());
-        let mut i = 1;
-        while i < words.len() {
-            let w = words[i].as_str();
+        let (mut namespace, mut literals) = (String::new(), BTreeMap::new());
+        for (i, w) in words.iter().enumerate() {
             if w == "-n" || w == "--namespace" {
                 namespace = words.get(i + 1).cloned().unwrap_or_default();
-                i += 1;
             } else if let Some(ns) = w.strip_prefix("--namespace=") {
                 namespace = ns.to_owned();
             } else if let Some(literal) = w.strip_prefix("--from-literal=") {
-                if let Some((k, v)) = literal.split_once('=') {
-                    literals.insert(k.to_owned(), v.to_owned());
-                }
-            } else if i == generic + 3 {
-                name = Some(w.to_owned());
+                let (k, v) = literal.split_once('=').unwrap_or((literal, ""));
+                literals.insert(k.to_owned(), v.to_owned());
             }
-            i += 1;
         }
-        if let Some(name) = name {
-            out.entry(namespace)
-                .or_default()
-                .entry(name)
-                .or_default()
-                .extend(literals);
-        }
+        let created = out.entry(namespace).or_default();
+        created.entry(name.clone()).or_default().extend(literals);
     }
     out
 }
@@ -170,10 +130,8 @@ pub fn readme_secrets(markdown: &str) -> BTreeMap<String, Created> {
 /// Splits a shell command line into words: quotes removed, `$(...)` replaced by
 /// [`SUBSTITUTION`], `#` comments dropped. Enough for the README's commands, not a shell.
 fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
+    let (mut words, mut word, mut quote) = (Vec::new(), None::<String>, None);
     let mut chars = line.chars().peekable();
-    let mut quote: Option<char> = None;
     while let Some(c) = chars.next() {
         match (quote, c) {
             (None, '#') if word.is_none() => break,
@@ -202,13 +160,8 @@ fn shell_words(line: &str) -> Vec<String> {
 
 /// A Secret object with `data` as its `stringData`, standing in for one the cluster has.
 pub fn placeholder_secret(name: &str, data: &BTreeMap<String, String>) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "type": "Opaque",
-        "stringData": data,
-    })
+    let metadata = json!({"name": name});
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": data})
 }
 
 /// Checks the references of a rendered overlay against the Secrets the README creates in
@@ -218,26 +171,24 @@ pub fn placeholder_secret(name: &str, data: &BTreeMap<String, String>) -> Value 
 pub fn check_documented(m: &Manifests, readme: &Created, what: &str) -> Vec<String> {
     let mut problems = BTreeSet::new();
     let mut used = BTreeSet::new();
-    for r in references(m)
-        .into_iter()
-        .filter(|r| m.get("Secret", &r.name).is_none())
-    {
-        let (at, name) = (&r.at, &r.name);
-        match (readme.get(name), &r.key) {
-            (None, _) => problems.insert(format!(
-                "{at}: Secret {name} is neither in the manifests nor created in infra/README.md ({what})"
-            )),
-            (Some(keys), Some(key)) if !keys.contains_key(key) => problems.insert(format!(
-                "{at}: key {key} of Secret {name} is not created in infra/README.md ({what})"
-            )),
-            _ => false,
+    let readme_md = format!("infra/README.md ({what})");
+    let references = references(m).into_iter();
+    for (name, key, at) in references.filter(|r| m.get("Secret", &r.0).is_none()) {
+        let created = readme.get(&name);
+        let what = match (created, key) {
+            (None, _) => format!("Secret {name} is neither in the manifests nor in"),
+            (Some(keys), Some(key)) if !keys.contains_key(&key) => {
+                format!("key {key} of Secret {name} is not created in")
+            }
+            _ => String::new(),
         };
-        used.insert(r.name);
+        if !what.is_empty() {
+            problems.insert(format!("{at}: {what} {readme_md}"));
+        }
+        used.insert(name);
     }
     for name in readme.keys().filter(|n| !used.contains(*n)) {
-        problems.insert(format!(
-            "infra/README.md creates Secret {name} ({what}), which nothing uses"
-        ));
+        problems.insert(format!("{readme_md} creates Secret {name}, unused"));
     }
     problems.into_iter().collect()
 }
@@ -268,46 +219,7 @@ kubectl create secret generic plain --from-literal=A=1
         assert_eq!((s.len(), s[""]["plain"]["A"].as_str()), (2, "1"));
         let k = "secretGenerator:\n  - name: jwt-secret\n    literals: [A=b]\n";
         assert_eq!(generated_secrets(k).unwrap(), ["jwt-secret"]);
-        assert!(
-            generated_secrets("resources: [a.yaml]\n")
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn finds_references_and_undocumented_ones() {
-        let m = Manifests::parse(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: a}
-spec:
-  template:
-    spec:
-      containers:
-        - name: a
-          env:
-            - {name: K, valueFrom: {secretKeyRef: {name: s1, key: K}}}
-            - {name: O, valueFrom: {secretKeyRef: {name: s2, key: O, optional: true}}}
-          envFrom: [{secretRef: {name: s3}}]
-      volumes: [{name: v, secret: {secretName: s4}}]
-"#,
-        )
-        .unwrap();
-        assert_eq!(references(&m).len(), 4);
-        let keys = |k: &[&str]| k.iter().map(|k| (k.to_string(), "v".to_owned())).collect();
-        let mut readme = Created::from([
-            ("s1".into(), keys(&["K"])),
-            ("s2".into(), keys(&["O"])),
-            ("s3".into(), keys(&[])),
-            ("s4".into(), keys(&[])),
-        ]);
-        assert_eq!(check_documented(&m, &readme, "t"), Vec::<String>::new());
-        readme.insert("s2".into(), keys(&[]));
-        readme.insert("unused".into(), keys(&[]));
-        readme.remove("s4");
-        let problems = check_documented(&m, &readme, "t");
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        let none = generated_secrets("resources: [a.yaml]\n").unwrap();
+        assert!(none.is_empty());
     }
 }

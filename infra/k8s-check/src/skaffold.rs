@@ -2,47 +2,32 @@
 //! its mapping fields merged into the config recursively (lists and scalars replace), then
 //! its JSON `patches` (add, remove, replace).
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use crate::Error;
 use crate::manifest::{list, text};
 
-/// One `build.artifacts` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
-    pub image: String,
-    /// `context` (default ".").
-    pub context: String,
-    /// `docker.dockerfile` (default "Dockerfile").
-    pub dockerfile: String,
-    /// `docker.buildArgs`.
-    pub build_args: BTreeMap<String, String>,
-}
-
-/// A parsed `skaffold.yaml`.
+/// A parsed (single-document) `skaffold.yaml`.
 #[derive(Debug, Clone)]
 pub struct Skaffold {
     pub raw: Value,
 }
 
+fn invalid(what: String) -> Error {
+    Error::Invalid(format!("skaffold.yaml: {what}"))
+}
+
 impl Skaffold {
-    /// Parses the (single-document) config.
     pub fn parse(text: &str) -> Result<Self, Error> {
         match <[Value; 1]>::try_from(crate::parse_yaml_documents(text)?) {
             Ok([raw]) => Ok(Skaffold { raw }),
-            Err(docs) => Err(Error::Invalid(format!(
-                "skaffold.yaml: expected one document, found {}",
-                docs.len()
-            ))),
+            Err(docs) => Err(invalid(format!("{} documents, not one", docs.len()))),
         }
     }
 
     pub fn profile_names(&self) -> Vec<&str> {
-        list(&self.raw["profiles"])
-            .map(|p| text(&p["name"]))
-            .collect()
+        let profiles = list(&self.raw["profiles"]);
+        profiles.map(|p| text(&p["name"])).collect()
     }
 
     /// The config with a profile applied (None = no profile).
@@ -52,10 +37,9 @@ impl Skaffold {
             return Ok(config);
         };
         let profile = list(&self.raw["profiles"]).find(|p| p["name"] == wanted);
-        let profile = profile
-            .ok_or_else(|| Error::Invalid(format!("skaffold.yaml has no profile {wanted:?}")))?;
+        let profile = profile.ok_or_else(|| invalid(format!("no profile {wanted:?}")))?;
+        let special = ["name", "activation", "patches", "requiresAllActivations"];
         for (key, value) in profile.as_object().into_iter().flatten() {
-            let special = ["name", "activation", "patches", "requiresAllActivations"];
             if !special.contains(&key.as_str()) {
                 merge(&mut config[key.as_str()], value);
             }
@@ -63,41 +47,22 @@ impl Skaffold {
         for patch in list(&profile["patches"]) {
             apply_patch(&mut config, patch)?;
         }
-        if let Some(o) = config.as_object_mut() {
-            o.remove("profiles");
-        }
+        config.as_object_mut().map(|o| o.remove("profiles"));
         Ok(config)
     }
 
     /// `build.artifacts` with a profile applied.
-    pub fn artifacts(&self, profile: Option<&str>) -> Result<Vec<Artifact>, Error> {
+    pub fn artifacts(&self, profile: Option<&str>) -> Result<Vec<Value>, Error> {
         let config = self.effective(profile)?;
-        let artifact = |a: &Value| {
-            let image = a["image"].as_str();
-            let image =
-                image.ok_or_else(|| Error::Invalid(format!("artifact without image: {a}")))?;
-            let args = a["docker"]["buildArgs"].as_object().into_iter().flatten();
-            let arg = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-            Ok(Artifact {
-                image: image.to_owned(),
-                context: a["context"].as_str().unwrap_or(".").to_owned(),
-                dockerfile: a["docker"]["dockerfile"]
-                    .as_str()
-                    .unwrap_or("Dockerfile")
-                    .to_owned(),
-                build_args: args.map(|(k, v)| (k.clone(), arg(v))).collect(),
-            })
-        };
-        list(&config["build"]["artifacts"]).map(artifact).collect()
+        Ok(list(&config["build"]["artifacts"]).cloned().collect())
     }
 
     /// `manifests.kustomize.paths` with a profile applied.
     pub fn kustomize_paths(&self, profile: Option<&str>) -> Result<Vec<String>, Error> {
         let config = self.effective(profile)?;
-        let paths = list(&config["manifests"]["kustomize"]["paths"]).filter_map(Value::as_str);
-        Ok(paths
-            .map(|s| s.trim_start_matches("./").trim_end_matches('/').to_owned())
-            .collect())
+        let paths = list(&config["manifests"]["kustomize"]["paths"]).map(text);
+        let path = |s: &str| s.trim_start_matches("./").trim_end_matches('/').to_owned();
+        Ok(paths.map(path).collect())
     }
 }
 
@@ -106,7 +71,7 @@ fn merge(target: &mut Value, overlay: &Value) {
     match (target.as_object_mut(), overlay.as_object()) {
         (Some(t), Some(o)) => {
             for (k, v) in o {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                merge(t.entry(k).or_insert(Value::Null), v);
             }
         }
         _ => *target = overlay.clone(),
@@ -116,41 +81,40 @@ fn merge(target: &mut Value, overlay: &Value) {
 /// Applies one JSON patch operation (add, remove, replace).
 pub fn apply_patch(config: &mut Value, patch: &Value) -> Result<(), Error> {
     let (op, path) = (text(&patch["op"]), text(&patch["path"]));
-    let invalid = |what: &str| Error::Invalid(format!("patch {op} {path:?}: {what}"));
-    let (parent_path, last) = path
-        .rsplit_once('/')
-        .ok_or_else(|| invalid("not a JSON pointer"))?;
+    let fail = |what: &str| invalid(format!("patch {op} {path:?}: {what}"));
+    let split = path.rsplit_once('/');
+    let (parent, last) = split.ok_or_else(|| fail("no JSON pointer"))?;
     let last = last.replace("~1", "/").replace("~0", "~");
-    let parent = config
-        .pointer_mut(parent_path)
-        .ok_or_else(|| invalid("no parent"))?;
-    let value = patch["value"].clone();
-    let missing = || invalid("no such element");
+    let parent = config.pointer_mut(parent);
+    let parent = parent.ok_or_else(|| fail("no parent"))?;
+    let (value, missing) = (patch["value"].clone(), || fail("no such element"));
     match (op, parent) {
         ("remove", Value::Object(map)) => map.remove(&last).map(drop).ok_or_else(missing),
         ("replace", Value::Object(map)) => {
-            *map.get_mut(&last).ok_or_else(missing)? = value;
-            Ok(())
+            map.get_mut(&last).map(|v| *v = value).ok_or_else(missing)
         }
         ("add", Value::Object(map)) => {
             map.insert(last, value);
             Ok(())
         }
-        (_, Value::Array(items)) if ["add", "remove", "replace"].contains(&op) => {
+        (_, Value::Array(items)) => {
             let len = items.len();
-            let i = match last.as_str() {
-                "-" if op == "add" => len,
-                _ => last.parse().map_err(|_| missing())?,
-            };
-            match op {
-                "add" if i <= len => items.insert(i, value),
-                "remove" if i < len => drop(items.remove(i)),
-                "replace" if i < len => items[i] = value,
+            match (
+                op,
+                if last == "-" {
+                    Some(len)
+                } else {
+                    last.parse().ok()
+                },
+            ) {
+                ("add", Some(i)) if i <= len => items.insert(i, value),
+                ("remove", Some(i)) if i < len => drop(items.remove(i)),
+                ("replace", Some(i)) if i < len => items[i] = value,
                 _ => return Err(missing()),
             }
             Ok(())
         }
-        _ => Err(invalid("unsupported (supported: add, remove, replace)")),
+        _ => Err(fail("unsupported (supported: add, remove, replace)")),
     }
 }
 
@@ -162,16 +126,9 @@ mod tests {
     use super::*;
 
     const CONFIG: &str = r#"
-apiVersion: skaffold/v4beta13
-kind: Config
 build:
   local: {push: false}
-  artifacts:
-    - image: switchyard/event-bus
-      docker: {buildArgs: {SERVICE: event-bus}}
-    - image: switchyard/posts
-      context: .
-      docker: {dockerfile: Dockerfile, buildArgs: {SERVICE: posts}}
+  artifacts: [{image: switchyard/event-bus}, {image: switchyard/posts}]
 manifests:
   kustomize: {paths: [./infra/k8s/overlays/dev/]}
 profiles:
@@ -187,37 +144,20 @@ profiles:
 "#;
 
     #[test]
-    fn reads_artifacts_and_paths_and_applies_profiles() {
+    fn applies_profiles_and_rejects_bad_patches() {
         let s = Skaffold::parse(CONFIG).unwrap();
         assert_eq!(s.profile_names(), ["dev", "prod"]);
-        let a = s.artifacts(None).unwrap();
-        assert_eq!(
-            (a.len(), a[0].context.as_str(), a[0].dockerfile.as_str()),
-            (2, ".", "Dockerfile")
-        );
-        assert_eq!(a[0].build_args["SERVICE"], "event-bus");
         for (profile, path) in [(None, "dev"), (Some("dev"), "dev"), (Some("prod"), "prod")] {
             let want = format!("infra/k8s/overlays/{path}");
             assert_eq!(s.kustomize_paths(profile).unwrap(), [want]);
         }
-        let images: Vec<String> = s
-            .artifacts(Some("prod"))
-            .unwrap()
-            .into_iter()
-            .map(|a| a.image)
-            .collect();
-        assert_eq!(images, ["switchyard/posts", "switchyard/extra"]);
+        let images = json!([{"image": "switchyard/posts"}, {"image": "switchyard/extra"}]);
+        assert_eq!(json!(s.artifacts(Some("prod")).unwrap()), images);
         let prod = s.effective(Some("prod")).unwrap();
-        assert_eq!(
-            prod["build"]["local"],
-            json!({"push": true, "concurrency": 1})
-        );
+        let local = json!({"push": true, "concurrency": 1});
+        assert_eq!(prod["build"]["local"], local);
         assert!(s.effective(Some("staging")).is_err());
         assert!(Skaffold::parse("a: 1\n---\nb: 2\n").is_err());
-    }
-
-    #[test]
-    fn rejects_bad_patches() {
         let mut v = json!({"a": [1]});
         for (op, path) in [
             ("remove", "/a/3"),
@@ -225,12 +165,12 @@ profiles:
             ("remove", "/b/0"),
             ("remove", "a"),
         ] {
-            assert!(
-                apply_patch(&mut v, &json!({"op": op, "path": path})).is_err(),
-                "{op} {path}"
-            );
+            let patch = json!({"op": op, "path": path});
+            assert!(apply_patch(&mut v, &patch).is_err(), "{op} {path}");
         }
         apply_patch(&mut v, &json!({"op": "add", "path": "/a/0", "value": 0})).unwrap();
         assert_eq!(v, json!({"a": [0, 1]}));
+        apply_patch(&mut v, &json!({"op": "remove", "path": "/a"})).unwrap();
+        assert_eq!(v, json!({}));
     }
 }
