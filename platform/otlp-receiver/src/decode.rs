@@ -99,7 +99,13 @@ fn hex_id(bytes: &[u8], len: usize) -> Option<String> {
     if bytes.len() != len || bytes.iter().all(|b| *b == 0) {
         return None;
     }
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * len);
+    for b in bytes {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    Some(hex)
 }
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, serde_json::Value> {
@@ -209,6 +215,14 @@ mod tests {
         assert_eq!(span.service, "orders");
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.parent_span_id, None);
+        assert_eq!(
+            (span.trace_id.as_str(), span.span_id.as_str()),
+            (&*"ab".repeat(16), "0101010101010101")
+        );
+        assert_eq!(
+            hex_id(&[0x00, 0x1f, 0xa0, 0xff], 4).as_deref(),
+            Some("001fa0ff")
+        );
         assert_eq!(span.attributes["http.response.status_code"], 201);
         assert_eq!(span.error.as_deref(), Some("boom"));
         assert!(decode(b"{not json", Encoding::Json).is_err());

@@ -82,7 +82,8 @@ pub struct SpanStore {
     spans: Mutex<VecDeque<SpanRecord>>,
     /// The text the kept spans hold ([`SpanRecord::bytes`]).
     kept_bytes: std::sync::atomic::AtomicUsize,
-    names: Mutex<HashMap<(String, String), u64>>,
+    /// Spans counted by service, then by name.
+    names: Mutex<HashMap<String, HashMap<String, u64>>>,
     received: AtomicU64,
     dropped: AtomicU64,
 }
@@ -106,12 +107,18 @@ impl SpanStore {
         let n = spans.len() as u64;
         {
             let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+            // Looked up by reference: a span of a name already counted allocates nothing.
+            let mut distinct: usize = names.values().map(HashMap::len).sum();
             for span in &spans {
-                let key = (span.service.clone(), span.name.clone());
-                if let Some(count) = names.get_mut(&key) {
+                if let Some(count) = names
+                    .get_mut(&span.service)
+                    .and_then(|by_name| by_name.get_mut(&span.name))
+                {
                     *count += 1;
-                } else if names.len() < MAX_NAMES {
-                    names.insert(key, 1);
+                } else if distinct < MAX_NAMES {
+                    let by_name = names.entry(span.service.clone()).or_default();
+                    by_name.insert(span.name.clone(), 1);
+                    distinct += 1;
                 }
             }
         }
@@ -152,7 +159,11 @@ impl SpanStore {
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         names
             .iter()
-            .map(|((service, name), n)| (service.clone(), name.clone(), *n))
+            .flat_map(|(service, by_name)| {
+                by_name
+                    .iter()
+                    .map(|(name, n)| (service.clone(), name.clone(), *n))
+            })
             .collect()
     }
 
