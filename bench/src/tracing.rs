@@ -49,27 +49,33 @@ async fn measure(
     res: Option<&Resources>,
 ) -> anyhow::Result<()> {
     let n = ctx.params.e2e_comments.clamp(30, 200);
-    let mut purchase = [Vec::new(), Vec::new()];
-    let mut approval = [Vec::new(), Vec::new()];
+    let mut purchase: [Samples; 2] = Default::default();
+    let mut approval: [Samples; 2] = Default::default();
     // Rounds of each mode (off, exported, off, exported, ...): a p99 moves by as much from
     // one fresh `up` to the next as export costs, so it takes many of them.
     let rounds = ctx.params.tracing_rounds;
     for _ in 0..rounds {
         for (i, mode) in [Mode::Off, Mode::Exported].into_iter().enumerate() {
-            purchase[i].extend(purchases(ctx, res, mode, n).await?);
-            approval[i].extend(approvals(ctx, res, mode, n).await?);
+            purchase[i].add(purchases(ctx, res, mode, n).await?);
+            approval[i].add(approvals(ctx, res, mode, n).await?);
         }
     }
-    for (what, samples) in [
+    for (what, [off, exported]) in [
         ("whole purchase", purchase),
         ("comment → approved", approval),
     ] {
-        let [off, exported] = samples.map(Dist::new);
+        let (off_cpu, exported_cpu) = (off.cpu_ms_per_op(), exported.cpu_ms_per_op());
+        let (off_rounds, exported_rounds) = (off.median_round_p99(), exported.median_round_p99());
+        let (off, exported) = (Dist::new(off.took), Dist::new(exported.took));
         let note = format!(
-            "{} runs of each mode alternating, {n} sequential each; p50 off {} ms, exported {} ms",
+            "{} runs of each mode alternating, {n} sequential each; p50 off {} ms, exported {} ms; \
+             the median of the runs' own p99s: off {} ms, exported {} ms ({}%)",
             rounds,
             fmt_num(off.pct(50.0), 2),
-            fmt_num(exported.pct(50.0), 2)
+            fmt_num(exported.pct(50.0), 2),
+            fmt_num(off_rounds, 2),
+            fmt_num(exported_rounds, 2),
+            fmt_num(100.0 * exported_rounds / off_rounds.max(f64::EPSILON), 1),
         );
         section.push_on(
             on,
@@ -95,8 +101,57 @@ async fn measure(
             )
             .note(note),
         );
+        section.push_on(
+            on,
+            Figure::info(
+                S,
+                &format!("{what}: CPU per operation, exported / off"),
+                100.0 * exported_cpu / off_cpu.max(f64::EPSILON),
+                "%",
+            )
+            .note(format!(
+                "CPU time of all of up's processes (services, bus, gateway, console; not \
+                 PostgreSQL or NATS) while the operations ran, per operation: off {} ms, \
+                 exported {} ms",
+                fmt_num(off_cpu, 3),
+                fmt_num(exported_cpu, 3)
+            )),
+        );
     }
     Ok(())
+}
+
+/// One mode's measurements over its runs.
+#[derive(Default)]
+struct Samples {
+    /// Every operation's time, in ms.
+    took: Vec<f64>,
+    /// Each run's own p99, in ms.
+    round_p99: Vec<f64>,
+    /// CPU time of up's processes during the runs' operations.
+    cpu: Duration,
+}
+
+/// One run: each operation's time (ms) and the CPU time up's processes used meanwhile.
+struct Run {
+    took: Vec<f64>,
+    cpu: Duration,
+}
+
+impl Samples {
+    fn add(&mut self, run: Run) {
+        self.round_p99.push(Dist::new(run.took.clone()).pct(99.0));
+        self.took.extend(run.took);
+        self.cpu += run.cpu;
+    }
+
+    fn cpu_ms_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1000.0 / (self.took.len().max(1) as f64)
+    }
+
+    fn median_round_p99(&self) -> f64 {
+        Dist::new(self.round_p99.clone()).pct(50.0)
+    }
 }
 
 /// `up <app>` on `res`'s backend with `env`, its data in a directory of its own (kept as
@@ -129,7 +184,7 @@ async fn purchases(
     res: Option<&Resources>,
     mode: Mode,
     n: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Run> {
     let mut env = vec![
         ("JWT_KEY", JWT_KEY),
         ("PAYMENT_PROVIDER", "test"),
@@ -157,11 +212,13 @@ async fn purchases(
         .await?
         .context("probe order refused")?;
     let mut took = Vec::with_capacity(n);
+    let cpu = crate::procs::tree_cpu_time(up.pid);
     for ticket in &fresh {
         took.push(buyer.purchase(&orders, &payments, ticket).await?);
     }
+    let cpu = crate::procs::tree_cpu_time(up.pid).saturating_sub(cpu);
     up.stop().await;
-    Ok(took)
+    Ok(Run { took, cpu })
 }
 
 /// `n` comments, one after the other, each until query's stream shows it approved, under a
@@ -171,7 +228,7 @@ async fn approvals(
     res: Option<&Resources>,
     mode: Mode,
     n: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Run> {
     let blog = &switchyard_registry::BLOG;
     let (_dir, up) = fresh_up(ctx, blog, res, mode.env()).await?;
     let port = |name: &str| {
@@ -208,6 +265,7 @@ async fn approvals(
         }
     }
     let mut took = Vec::with_capacity(n);
+    let cpu = crate::procs::tree_cpu_time(up.pid);
     for i in 0..n {
         let t = Instant::now();
         let id = create_comment(&ctx.http, &comments, &post, &format!("comment {i}: fine")).await?;
@@ -217,7 +275,8 @@ async fn approvals(
             .with_context(|| format!("comment {id} not approved within 5 s"))?;
         took.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
     }
+    let cpu = crate::procs::tree_cpu_time(up.pid).saturating_sub(cpu);
     drop(watch);
     up.stop().await;
-    Ok(took)
+    Ok(Run { took, cpu })
 }
