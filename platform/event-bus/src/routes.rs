@@ -179,7 +179,12 @@ fn join(page: &[(i64, String)]) -> Bytes {
     Bytes::from(out)
 }
 
-/// The whole log as one JSON array, streamed page by page.
+/// The rows read for each page of [`whole_log`].
+const LOG_PAGE: usize = 1000;
+
+/// The whole log as one JSON array, streamed page by page. A page shorter than
+/// [`LOG_PAGE`] is the last: the array is closed without reading again (a reader polling
+/// the log's end costs one read, not two).
 fn whole_log(
     log: EventLog,
     after: i64,
@@ -187,6 +192,7 @@ fn whole_log(
     enum Step {
         Start(i64),
         Next(i64),
+        Close,
         Done,
     }
     futures_util::stream::unfold(Step::Start(after), move |step| {
@@ -195,22 +201,28 @@ fn whole_log(
             let (after, first) = match step {
                 Step::Start(a) => (a, true),
                 Step::Next(a) => (a, false),
+                Step::Close => return Some((Ok(Bytes::from_static(b"]")), Step::Done)),
                 Step::Done => return None,
             };
-            match log.bodies_after(after, 1000).await {
+            match log.bodies_after(after, LOG_PAGE as i64).await {
                 Ok(page) if page.is_empty() => {
                     let end = if first { "[]" } else { "]" };
                     Some((Ok(Bytes::from_static(end.as_bytes())), Step::Done))
                 }
                 Ok(page) => {
                     let last = page.last().map(|(s, _)| *s).unwrap_or(after);
+                    let then = if page.len() < LOG_PAGE {
+                        Step::Close
+                    } else {
+                        Step::Next(last)
+                    };
                     let joined = join(&page);
                     // `join` gives "[a,b]": keep "[" only on the first page, never "]".
                     let inner = &joined[1..joined.len() - 1];
                     let mut chunk = Vec::with_capacity(inner.len() + 1);
                     chunk.push(if first { b'[' } else { b',' });
                     chunk.extend_from_slice(inner);
-                    Some((Ok(Bytes::from(chunk)), Step::Next(last)))
+                    Some((Ok(Bytes::from(chunk)), then))
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reading the log failed mid-stream");
@@ -219,4 +231,47 @@ fn whole_log(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use switchyard_events::Envelope;
+    use switchyard_kit::{Db, Shutdown};
+
+    use super::*;
+
+    /// The whole log, as `GET /events` streams it, parsed.
+    async fn streamed(log: &EventLog, after: i64) -> Vec<serde_json::Value> {
+        let chunks: Vec<Bytes> = whole_log(log.clone(), after)
+            .map(|chunk| chunk.expect("chunk"))
+            .collect()
+            .await;
+        serde_json::from_slice(&chunks.concat()).expect("one JSON array")
+    }
+
+    #[tokio::test]
+    async fn the_whole_log_is_one_array_whatever_its_pages() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::connect(&format!("sqlite://{}/bus.db", dir.path().display()))
+            .await
+            .expect("db");
+        db.migrate("event-bus", &[&crate::MIGRATIONS])
+            .await
+            .expect("migrate");
+        let shutdown = Shutdown::new();
+        let log = EventLog::open(db, &shutdown).await.expect("log");
+        assert!(streamed(&log, 0).await.is_empty());
+        // One short page, exactly one full page, a full page and a short one.
+        for (total, after) in [(1, 0), (LOG_PAGE, 0), (LOG_PAGE + 7, 0), (LOG_PAGE + 7, 5)] {
+            while usize::try_from(log.head()).expect("seq") < total {
+                log.append(Envelope::new("T", serde_json::json!({})))
+                    .await
+                    .expect("append");
+            }
+            let events = streamed(&log, after).await;
+            assert_eq!(events.len(), total - usize::try_from(after).expect("after"));
+        }
+        shutdown.trigger();
+    }
 }
