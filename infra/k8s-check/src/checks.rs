@@ -8,7 +8,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::contract::OPS_PORT;
-use crate::manifest::{Manifests, id, image_repository, list, name, string_map, text};
+use crate::manifest::{Manifests, id, image_repository, kind, list, name, string_map, text};
 
 /// A URL found in a configuration value: the text up to the port, host, explicit port or
 /// the scheme's default.
@@ -35,12 +35,9 @@ pub fn find_urls(text: &str) -> Vec<FoundUrl> {
             _ => 5432,
         };
         let port = c.get(3).and_then(|p| p.as_str().parse().ok());
-        let (text, host) = (c[0].to_owned(), c[2].to_ascii_lowercase());
-        FoundUrl {
-            text,
-            host,
-            port: port.unwrap_or(default_port),
-        }
+        let (text, host, port) = (c[0].to_owned(), c[2].to_ascii_lowercase(), port);
+        let port = port.unwrap_or(default_port);
+        FoundUrl { text, host, port }
     };
     RE.captures_iter(text).map(url).collect()
 }
@@ -73,17 +70,13 @@ fn url_problem(m: &Manifests, url: &FoundUrl) -> Option<String> {
 pub fn service_urls(m: &Manifests) -> Vec<String> {
     let mut values: Vec<(String, String)> = Vec::new();
     for (at, _, c) in m.containers() {
-        let env = m.env(&c).vars.into_iter();
+        let env = m.env(&c).into_iter();
         values.extend(env.map(|(k, v)| (format!("{at} env {k}"), v)));
         let args = c.command_line().into_iter().map(str::to_owned);
         values.extend(args.map(|a| (format!("{at} args"), a)));
     }
     for o in m.of_kind("ConfigMap").chain(m.of_kind("Secret")) {
-        let data = match m.secret_data(name(o)) {
-            Some(data) if o["kind"] == "Secret" => data,
-            _ => string_map(&o["data"]),
-        };
-        let at = id(o);
+        let (at, data) = (id(o), m.data(kind(o), name(o)).unwrap_or_default());
         values.extend(data.into_iter().map(|(k, v)| (format!("{at} key {k}"), v)));
     }
     let mut problems = BTreeSet::new();
@@ -96,37 +89,30 @@ pub fn service_urls(m: &Manifests) -> Vec<String> {
     problems.into_iter().collect()
 }
 
-/// The ConfigMaps, Secrets and keys of env and envFrom, and the ConfigMaps, Secrets and
-/// PersistentVolumeClaims of volumes, exist; every volumeMount names a volume (or a
+/// The ConfigMaps, Secrets, their keys and the PersistentVolumeClaims the workloads
+/// reference exist (unless optional); every volumeMount names a volume (or a
 /// volumeClaimTemplate).
 pub fn references(m: &Manifests) -> Vec<String> {
     let mut problems = Vec::new();
-    let sources = [
-        ("configMap", "name"),
-        ("secret", "secretName"),
-        ("persistentVolumeClaim", "claimName"),
-    ];
-    for w in m.workloads() {
+    for (at, r) in m.references().into_iter().filter(|(_, r)| !r.optional) {
+        let data = m.data(r.kind, r.name).unwrap_or_default();
+        let missing = match (m.get(r.kind, r.name), r.key) {
+            (None, _) => String::new(),
+            (Some(_), Some(key)) if !data.contains_key(key) => format!("key {key} of "),
+            _ => continue,
+        };
+        problems.push(format!(
+            "{at}: {missing}{} {} does not exist",
+            r.kind, r.name
+        ));
+    }
+    for (at, w, c) in m.containers() {
         let templates = list(&w.object["spec"]["volumeClaimTemplates"]).map(name);
-        let volumes = list(&w.pod_spec["volumes"]);
-        for (v, (field, key)) in volumes.flat_map(|v| sources.map(|s| (v, s))) {
-            let (source, at) = (&v[field], format!("{} volume {}", w.id(), text(&v["name"])));
-            // the kind: the field, capitalised
-            let kind = format!("{}{}", field[..1].to_uppercase(), &field[1..]);
-            let missing = |n: &&str| m.get(&kind, n).is_none() && source["optional"] != true;
-            if let Some(n) = source[key].as_str().filter(missing) {
-                problems.push(format!("{at}: {kind} {n} does not exist"));
-            }
-        }
         let volumes = list(&w.pod_spec["volumes"]).map(|v| text(&v["name"]));
         let volumes: BTreeSet<&str> = volumes.chain(templates).collect();
-        for c in w.containers() {
-            let at = format!("{} container {}", w.id(), c.name());
-            problems.extend(m.env(&c).problems.into_iter().map(|p| format!("{at}: {p}")));
-            let mounts = list(&c.spec["volumeMounts"]).map(|v| text(&v["name"]));
-            for mount in mounts.filter(|v| !volumes.contains(v)) {
-                problems.push(format!("{at}: volumeMount {mount} has no volume"));
-            }
+        let mounts = list(&c.spec["volumeMounts"]).map(|v| text(&v["name"]));
+        for mount in mounts.filter(|v| !volumes.contains(v)) {
+            problems.push(format!("{at}: volumeMount {mount} has no volume"));
         }
     }
     problems
@@ -187,7 +173,7 @@ pub fn drain_time(m: &Manifests) -> Vec<String> {
     for (at, w, c) in m.containers().into_iter().filter(|(_, _, c)| !c.init) {
         let grace = &w.pod_spec["terminationGracePeriodSeconds"];
         let grace = grace.as_u64().unwrap_or(30);
-        let drain = m.env(&c).vars.remove("SHUTDOWN_GRACE_MS");
+        let drain = m.env(&c).remove("SHUTDOWN_GRACE_MS");
         let drain: u64 = drain.and_then(|d| d.parse().ok()).unwrap_or(10_000);
         if c.is_project_image() && grace * 1000 <= drain {
             let what = format!("terminationGracePeriodSeconds {grace}");
@@ -208,10 +194,14 @@ pub fn disruption_budgets(m: &Manifests) -> Vec<String> {
 
 /// All of the above but [`images_built`], which needs the skaffold artifacts.
 pub fn all(m: &Manifests) -> Vec<String> {
-    let checks = [service_urls, references, probes, drain_time];
-    let mut problems: Vec<String> = checks.iter().flat_map(|check| check(m)).collect();
-    problems.extend(disruption_budgets(m));
-    problems
+    let checks = [
+        service_urls,
+        references,
+        probes,
+        drain_time,
+        disruption_budgets,
+    ];
+    checks.iter().flat_map(|check| check(m)).collect()
 }
 
 #[cfg(test)]

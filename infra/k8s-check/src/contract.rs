@@ -13,8 +13,8 @@ use switchyard_registry::{APPS, App, Consumes, Kind, Service};
 
 use crate::Report;
 use crate::ingress::{Backend, BackendPort, Router, USE_REGEX_ANNOTATION};
-use crate::manifest::{Container, Manifests, image_repository, list, name, string_map};
-use crate::manifest::{target_port, text};
+use crate::manifest::{Container, Manifests, as_text, image_repository, list, name};
+use crate::manifest::{string_map, target_port, text};
 use crate::netpol::{self, Path, Peer};
 
 /// The container port (named `ops`) of every service's `/healthz`, `/readyz` and
@@ -250,7 +250,7 @@ impl Contract {
     /// app's secrets; and its operational endpoints, on their own port `ops` ([`OPS_PORT`],
     /// the env `OPS_PORT`), where no Service routes (so no Ingress can make it public).
     fn check_container(&self, m: &Manifests, svc: &Deployed, c: &Container, r: &mut Report) {
-        let (env, ports, port) = (m.env(c).vars, c.ports(), svc.contract_port);
+        let (env, ports, port) = (m.env(c), c.ports(), svc.contract_port);
         let (http, ops) = ((Some("http"), port.into()), (Some("ops"), OPS_PORT.into()));
         r.check(!ports.contains(&http), format!("no port http = {port}"));
         r.check(!ports.contains(&ops), format!("no port ops = {OPS_PORT}"));
@@ -290,36 +290,43 @@ impl Contract {
     fn check_services(&self, m: &Manifests, overlay: Overlay, r: &mut Report) {
         let extras = self.app.services.iter().flat_map(|s| {
             let extras = s.extra_k8s_services.iter();
-            extras.map(move |e| (s, e.name, e.kind))
+            extras.map(move |e| (s, e.name.to_owned(), e.kind))
         });
-        let extras: Vec<(&Service, &str, &str)> = extras.collect();
-        let services = self.services(overlay);
-        let cluster = services.iter().map(|s| (s.spec, s.service.as_deref()));
-        let cluster = cluster.filter_map(|(s, name)| Some((s, name?, "ClusterIP")));
-        for (s, name, kind) in extras.iter().copied().chain(cluster) {
-            check_svc(m, name, s, kind, r);
+        let cluster = self.services(overlay).into_iter();
+        let cluster = cluster.filter_map(|s| Some((s.spec, s.service?, "ClusterIP")));
+        let expected: Vec<(&Service, String, &str)> = extras.chain(cluster).collect();
+        for (s, name, kind) in &expected {
+            r.at = format!("Service {name}");
+            let Some(service) = m.get("Service", name) else {
+                r.check(true, "is missing");
+                continue;
+            };
+            r.at.push(':');
+            let (spec, port) = (&service["spec"], s.contract_port);
+            let actual = spec["type"].as_str().unwrap_or("ClusterIP");
+            r.check(actual != *kind, format!("is {actual}, not {kind}"));
+            let app = &spec["selector"]["app"];
+            r.check(app != s.name, format!("selector app is not {}", s.name));
+            let target = |p: &Value| as_text(target_port(p)) == port.to_string();
+            let ok = list(&spec["ports"]).any(|p| p["port"] == port && target(p));
+            r.check(!ok, format!("no port {port} -> targetPort {port}"));
         }
         for service in m.of_kind("Service") {
-            let (spec, n) = (&service["spec"], name(service));
-            let kind = spec["type"].as_str().unwrap_or("ClusterIP");
-            let declared = extras.iter().any(|e| (e.1, e.2) == (n, kind));
+            let n = name(service);
+            let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            let declared = expected.iter().any(|e| (e.1.as_str(), e.2) == (n, kind));
             let exposed = matches!(kind, "NodePort" | "LoadBalancer") && !declared;
             r.at = format!("Service {n}:");
             r.check(exposed, format!("is a {kind}: only the Ingress exposes"));
         }
         r.at = format!("{}:", overlay.name());
-        for s in self.app.services {
-            let Some(deployment) = s.deployment else {
-                continue;
-            };
+        for s in self.app.services.iter().filter(|s| s.deployment.is_some()) {
             let mut unwanted = vec![("Service", format!("{}-srv", s.name))];
             unwanted.extend(s.k8s_service.map(|n| ("Service", n.to_owned())));
-            // the extra Services (posts-srv) are the registry's, in every overlay
-            unwanted.retain(|(_, n)| !s.extra_k8s_services.iter().any(|e| e.name == n));
+            // (its own Service, and the registry's extra ones, posts-srv, are wanted)
+            unwanted.retain(|(_, n)| !expected.iter().any(|e| e.1 == *n));
             if !self.deploys(overlay, s) {
-                unwanted.push(("Deployment", deployment.to_owned()));
-            } else if let Some(own) = self.cluster_service(overlay, s) {
-                unwanted.retain(|(_, n)| *n != own);
+                unwanted.extend(s.deployment.map(|d| ("Deployment", d.to_owned())));
             }
             for (kind, name) in unwanted.iter().filter(|(k, n)| m.get(k, n).is_some()) {
                 r.check(true, format!("deploys {kind} {name}, which it must not"));
@@ -327,13 +334,18 @@ impl Contract {
         }
     }
 
-    /// Checks the Ingress object: name, class, regexes, and its paths (of every rule, in
-    /// order, with their host, pathType and backend; no default backend): the contract's.
-    pub fn check_ingress(&self, ingress: &Value) -> Vec<String> {
-        let spec = &self.app.ingress;
-        let mut r = Report::new(format!("Ingress {}:", name(ingress)));
-        let other = ingress["kind"] != "Ingress" || name(ingress) != spec.name;
-        r.check(other, format!("expected Ingress {}", spec.name));
+    /// Checks the Ingress of `overlay`: the only one, the contract's, with its class, regexes,
+    /// and paths (of every rule, in order, with their host, pathType and backend; no default
+    /// backend); and the contract's requests routed by it.
+    pub fn check_ingress(&self, m: &Manifests, overlay: &str) -> Vec<String> {
+        let (spec, ingresses) = (&self.app.ingress, m.of_kind("Ingress").count());
+        let mut r = Report::new(format!("{overlay}:"));
+        r.check(ingresses != 1, format!("{ingresses} Ingresses, not 1"));
+        let Some(ingress) = m.get("Ingress", spec.name) else {
+            r.check(true, format!("Ingress {} is missing", spec.name));
+            return r.problems;
+        };
+        r.at = format!("Ingress {}:", spec.name);
         // (kubernetes-validate only warns about an apiVersion it does not know)
         r.expect("apiVersion", &ingress["apiVersion"], "networking.k8s.io/v1");
         let class = &ingress["spec"]["ingressClassName"];
@@ -354,13 +366,19 @@ impl Contract {
         }
         let default = Some(&ingress["spec"]["defaultBackend"]).filter(|b| !b.is_null());
         actual.extend(default.map(|b| format!("default backend {}", backend(b))));
-        let host = spec.host;
         let expected = spec.paths.iter().map(|(path, path_type, service, port)| {
-            format!("{host} {path} {path_type} {service}:{port}")
+            format!("{} {path} {path_type} {service}:{port}", spec.host)
         });
         let expected: Vec<String> = expected.collect();
         let what = format!("paths are {actual:?}, not {expected:?}");
         r.check(actual != expected, what);
+        match Router::new(m.of_kind("Ingress"), spec.host) {
+            Ok(router) => {
+                r.check(!router.uses_regex(), "the Ingress paths are not regexes");
+                r.problems.extend(self.check_routes(&router));
+            }
+            Err(e) => r.problems.push(e.to_string()),
+        }
         r.problems
     }
 
@@ -383,16 +401,11 @@ impl Contract {
     /// `NATS_PASSWORD` from Secret `nats-users`. A service that does not use the bus gets
     /// neither, and neither is ever a literal value.
     fn check_bus(&self, overlay: Overlay, svc: &Deployed, c: &Container, r: &mut Report) {
-        let prod = overlay == Overlay::Prod;
-        let (held, not_held, secret, key) = match overlay {
-            Overlay::Dev => {
-                let (var, secret) = BUS_SECRET;
-                (var, "NATS_PASSWORD", secret, var.to_owned())
-            }
-            Overlay::Prod => {
-                let key = nats_users::password_variable(svc.name);
-                ("NATS_PASSWORD", BUS_SECRET.0, NATS_USERS_SECRET, key)
-            }
+        let (prod, http, nats) = (overlay == Overlay::Prod, BUS_SECRET.0, "NATS_PASSWORD");
+        let (held, not_held) = if prod { (nats, http) } else { (http, nats) };
+        let (secret, key) = match prod {
+            true => (NATS_USERS_SECRET, nats_users::password_variable(svc.name)),
+            false => (BUS_SECRET.1, http.to_owned()),
         };
         for var in [held, not_held] {
             r.check(c.literal(var), format!("{var} is a literal value"));
@@ -408,8 +421,7 @@ impl Contract {
         }
         let read = c.reads_secret(held, secret, &key, false);
         r.check(!read, format!("{held} is not key {key} of Secret {secret}"));
-        let user = c.env_entry("NATS_USER").and_then(|e| e["value"].as_str());
-        let user = user.unwrap_or("");
+        let user = c.env_entry("NATS_USER").map_or("", |e| text(&e["value"]));
         r.check(prod && user != svc.name, format!("NATS_USER is {user:?}"));
     }
 
@@ -422,10 +434,8 @@ impl Contract {
                 Consumes::Only(types) => format!(";types={}", types.join("|")),
                 _ => String::new(),
             };
-            Some(format!(
-                "{}=http://{host}:{}{types}",
-                s.name, s.contract_port
-            ))
+            let (name, port) = (s.name, s.contract_port);
+            Some(format!("{name}=http://{host}:{port}{types}"))
         };
         self.app.subscribers().filter_map(spec).collect()
     }
@@ -433,18 +443,22 @@ impl Contract {
     /// The event bus's `SUBSCRIBERS` is the registry's.
     fn check_subscribers(&self, m: &Manifests, r: &mut Report) {
         let bus = self.app.of_kind(Kind::EventBus).next();
-        let bus = bus.and_then(|b| m.deployment_container(b.deployment?, b.name));
+        let bus = bus.and_then(|b| m.container("Deployment", b.deployment?, b.name));
         let Some((w, c)) = bus else {
             return; // (reported with the service)
         };
-        let env = m.env(&c).vars;
+        let env = m.env(&c);
         let subscribers = env.get("SUBSCRIBERS").map_or("", String::as_str).split(',');
-        let actual = subscribers.map(str::trim).filter(|s| !s.is_empty());
-        let actual: Vec<&str> = actual.collect();
+        let actual: Vec<&str> = subscribers
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         let expected = self.expected_subscribers();
         r.at = format!("{}:", w.id());
-        let what = format!("SUBSCRIBERS is not {expected:?}");
-        r.check(actual != expected, what);
+        r.check(
+            actual != expected,
+            format!("SUBSCRIBERS is not {expected:?}"),
+        );
     }
 
     /// The NATS server of a prod overlay: loads the users ConfigMap (exactly what
@@ -452,8 +466,7 @@ impl Contract {
     /// `nats-users`.
     fn check_nats_server(&self, m: &Manifests, r: &mut Report) {
         r.at = "StatefulSet nats:".into();
-        let nats = m.workload("StatefulSet", "nats");
-        let Some((c, nats)) = nats.and_then(|w| Some((w.container("nats")?, w))) else {
+        let Some((nats, c)) = m.container("StatefulSet", "nats", "nats") else {
             return r.check(true, "is missing, or its container nats");
         };
         let user = |s: &Service| ServiceUser {
@@ -466,18 +479,22 @@ impl Contract {
         let (stream, prefix) = (self.app.stream, self.app.subject_prefix);
         let expected = nats_users::server_config(stream, prefix, &users);
         let args = c.command_line();
-        let config = args.iter().position(|a| *a == "-c");
-        let config = config.and_then(|i| args.get(i + 1));
+        let config = args
+            .iter()
+            .position(|a| *a == "-c")
+            .and_then(|i| args.get(i + 1));
         let Some(config) = config else {
             return r.check(true, "no -c <users configuration> argument");
         };
         let (dir, file) = config.rsplit_once('/').unwrap_or(("", config));
         let volume = nats.volume_at(&c, dir);
-        let data = volume.and_then(|v| m.config_map_data(text(&v["configMap"]["name"])));
+        let data = volume.and_then(|v| m.data("ConfigMap", text(&v["configMap"]["name"])));
         r.check(data.is_none(), format!("{config} is not from a ConfigMap"));
         let differs = data.is_some_and(|d| d.get(file) != Some(&expected));
-        let what = format!("{config} is not `switchyard nats-users`'s");
-        r.check(differs, what);
+        r.check(
+            differs,
+            format!("{config} is not `switchyard nats-users`'s"),
+        );
         let users = users.iter().map(|u| u.user.as_str());
         let all = std::iter::once(nats_users::OPERATOR).chain(users);
         for var in all.map(nats_users::password_variable) {
@@ -522,9 +539,8 @@ impl Contract {
     pub fn needed_paths(&self, m: &Manifests, overlay: Overlay, edge: &Edge) -> Vec<Path> {
         let mut paths = Vec::new();
         let mut add = |from: &str, service: &str, port: u64| {
-            for (to, port) in service_endpoints(m, service, port) {
-                paths.push(Path::new(from, &to, port));
-            }
+            let ends = service_endpoints(m, service, port).into_iter();
+            paths.extend(ends.map(|(to, port)| Path::new(from, &to, port)));
         };
         for b in &edge.backends {
             if let BackendPort::Number(port) = b.port {
@@ -572,11 +588,11 @@ impl Contract {
         paths
     }
 
-    /// Checks the NetworkPolicies of `overlay`: prod must have them; where there are any, a
-    /// default deny, no `ipBlock`, and every needed connection ([`Self::needed_paths`])
-    /// open and nothing else, probed from every workload, strangers in the namespace,
-    /// look-alikes in another namespace, the edge's proxy and others, Prometheus, and the
-    /// outside ([`netpol::probe_peers`]).
+    /// Checks the NetworkPolicies of `overlay`: prod must have them, dev none (as
+    /// infra/README.md says); where there are any, a default deny, no `ipBlock`, and every
+    /// needed connection ([`Self::needed_paths`]) open and nothing else, probed from every
+    /// workload, strangers in the namespace, look-alikes in another namespace, the edge's
+    /// proxy and others, Prometheus, and the outside ([`netpol::probe_peers`]).
     pub fn check_network_policies(
         &self,
         m: &Manifests,
@@ -584,12 +600,20 @@ impl Contract {
         edge: &Edge,
     ) -> Vec<String> {
         let mut r = Report::new(format!("{} {}:", self.app.name, overlay.name()));
-        if netpol::policies(m).next().is_none() {
-            let prod = overlay == Overlay::Prod;
-            r.check(prod, "no NetworkPolicy: every pod is open to everything");
+        let (none, prod) = (
+            netpol::policies(m).next().is_none(),
+            overlay == Overlay::Prod,
+        );
+        r.check(
+            none && prod,
+            "no NetworkPolicy: every pod is open to everything",
+        );
+        let readme = "has NetworkPolicies: infra/README.md says it has none";
+        r.check(!none && !prod, readme);
+        if none {
             return r.problems;
         }
-        r.problems = netpol::ip_block_peers(m);
+        r.problems.extend(netpol::ip_block_peers(m));
         let deny = netpol::denies_ingress_by_default(m);
         r.check(!deny, "no default-deny policy (podSelector {}, Ingress)");
         let mut edges = vec![edge.proxy.clone(), Self::monitoring()];
@@ -621,25 +645,4 @@ pub fn service_endpoints(m: &Manifests, service: &str, port: u64) -> Vec<(String
         }
     }
     out
-}
-
-/// Checks Service `name` of `s`: its type, its selector `app`, and its port -> targetPort,
-/// the contract port.
-fn check_svc(m: &Manifests, name: &str, s: &Service, kind: &str, r: &mut Report) {
-    r.at = format!("Service {name}");
-    let Some(service) = m.get("Service", name) else {
-        return r.check(true, "is missing");
-    };
-    r.at.push(':');
-    let (spec, port) = (&service["spec"], s.contract_port);
-    let actual = spec["type"].as_str().unwrap_or("ClusterIP");
-    r.check(actual != kind, format!("is {actual}, not {kind}"));
-    let app = &spec["selector"]["app"];
-    r.check(app != s.name, format!("selector app is not {}", s.name));
-    let target = |p: &Value| {
-        let t = target_port(p);
-        t.as_u64() == Some(port.into()) || t.as_str() == Some(&port.to_string())
-    };
-    let ok = list(&spec["ports"]).any(|p| p["port"] == port && target(p));
-    r.check(!ok, format!("no port {port} -> targetPort {port}"));
 }

@@ -84,8 +84,7 @@ impl Report {
 
     /// Reports `field` if its value, `actual` (a string, or other JSON as JSON), is not `want`.
     pub fn expect(&mut self, field: &str, actual: &serde_json::Value, want: &str) {
-        let text = actual.as_str().map(str::to_owned);
-        let same = text.unwrap_or_else(|| actual.to_string()) == want;
+        let same = manifest::as_text(actual) == want;
         self.check(!same, format!("{field} is {actual}, not {want}"));
     }
 }

@@ -23,6 +23,11 @@ pub fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
+/// A string as it is, other JSON as JSON text.
+pub fn as_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
 pub fn kind(object: &Value) -> &str {
     text(&object["kind"])
 }
@@ -165,13 +170,42 @@ impl<'a> Container<'a> {
     }
 }
 
-/// The environment of a container as Kubernetes would give it: its values (those only
-/// known at run time, fieldRef and resourceFieldRef, left out), and its references to
-/// missing ConfigMaps, Secrets or keys.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    pub vars: Map,
-    pub problems: Vec<String>,
+/// The fields that reference a ConfigMap, Secret or PersistentVolumeClaim from an `env`
+/// entry's `valueFrom`, an `envFrom` entry or a volume: field, kind, the field of the name.
+const REFERENCES: [(&str, &str, &str); 7] = [
+    ("configMapKeyRef", "ConfigMap", "name"),
+    ("configMapRef", "ConfigMap", "name"),
+    ("secretKeyRef", "Secret", "name"),
+    ("secretRef", "Secret", "name"),
+    ("configMap", "ConfigMap", "name"),
+    ("secret", "Secret", "secretName"),
+    (
+        "persistentVolumeClaim",
+        "PersistentVolumeClaim",
+        "claimName",
+    ),
+];
+
+/// A reference to an object of kind `kind` (`key`: one of its keys, `None`: all of it).
+#[derive(Debug, Clone)]
+pub struct Ref<'a> {
+    pub kind: &'static str,
+    pub name: &'a str,
+    pub key: Option<&'a str>,
+    pub optional: bool,
+}
+
+/// The reference a `valueFrom`, `envFrom` entry or volume makes, if any.
+fn reference(holder: &Value) -> Option<Ref<'_>> {
+    REFERENCES.iter().find_map(|(field, kind, name)| {
+        let r = &holder[field];
+        Some(Ref {
+            kind,
+            name: r[*name].as_str()?,
+            key: r["key"].as_str(),
+            optional: r["optional"] == true,
+        })
+    })
 }
 
 impl Manifests {
@@ -237,13 +271,14 @@ impl Manifests {
         all.find(|w| kind(w.object) == wanted_kind && name(w.object) == wanted_name)
     }
 
-    /// Container `container` of Deployment `deployment`.
-    pub fn deployment_container(
+    /// Container `container` of workload `kind`/`name`.
+    pub fn container(
         &self,
-        deployment: &str,
+        kind: &str,
+        name: &str,
         container: &str,
     ) -> Option<(Workload<'_>, Container<'_>)> {
-        let w = self.workload("Deployment", deployment)?;
+        let w = self.workload(kind, name)?;
         Some((w.clone(), w.container(container)?))
     }
 
@@ -255,14 +290,13 @@ impl Manifests {
         all
     }
 
-    pub fn config_map_data(&self, wanted: &str) -> Option<Map> {
-        Some(string_map(&self.get("ConfigMap", wanted)?["data"]))
-    }
-
-    /// `data` (base64-decoded; values that are not base64 UTF-8 are left out) and
-    /// `stringData` of a Secret.
-    pub fn secret_data(&self, wanted: &str) -> Option<Map> {
-        let secret = self.get("Secret", wanted)?;
+    /// The data of ConfigMap or Secret (`kind`) `name`: a ConfigMap's `data`, a Secret's
+    /// `data` (base64-decoded; values that are not base64 UTF-8 are left out) and `stringData`.
+    pub fn data(&self, kind: &str, name: &str) -> Option<Map> {
+        let object = self.get(kind, name)?;
+        if kind != "Secret" {
+            return Some(string_map(&object["data"]));
+        }
         let decode = |v: String| {
             // like Go's decoder, ignore line breaks (kustomize wraps long values)
             let compact: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
@@ -270,60 +304,58 @@ impl Manifests {
             let bytes = base64.decode(compact).ok()?;
             String::from_utf8(bytes).ok()
         };
-        let data = string_map(&secret["data"]).into_iter();
+        let data = string_map(&object["data"]).into_iter();
         let mut out: Map = data.filter_map(|(k, v)| Some((k, decode(v)?))).collect();
-        out.extend(string_map(&secret["stringData"]));
+        out.extend(string_map(&object["stringData"]));
         Some(out)
     }
 
-    /// The ConfigMap or Secret a `configMapRef`/`secretRef`/`...KeyRef` holder names: its
-    /// description, its data if it exists, and the reference.
-    fn source<'v>(&self, holder: &'v Value) -> Option<(String, Option<Map>, &'v Value)> {
-        if let Some(r) = holder.get("configMapRef").or(holder.get("configMapKeyRef")) {
-            let n = text(&r["name"]);
-            return Some((format!("configMap {n}"), self.config_map_data(n), r));
+    /// Every reference of a workload to a ConfigMap, Secret or PersistentVolumeClaim, with
+    /// where it is (`Kind/name container c`, `Kind/name volume v`).
+    pub fn references(&self) -> Vec<(String, Ref<'_>)> {
+        let mut out = Vec::new();
+        for (at, _, c) in self.containers() {
+            let env = list(&c.spec["env"]).map(|var| &var["valueFrom"]);
+            let refs = env.chain(list(&c.spec["envFrom"])).filter_map(reference);
+            out.extend(refs.map(|r| (at.clone(), r)));
         }
-        let r = holder.get("secretRef").or(holder.get("secretKeyRef"))?;
-        let n = text(&r["name"]);
-        Some((format!("secret {n}"), self.secret_data(n), r))
+        for w in self.workloads() {
+            for v in list(&w.pod_spec["volumes"]) {
+                let at = format!("{} volume {}", w.id(), text(&v["name"]));
+                out.extend(reference(v).map(|r| (at, r)));
+            }
+        }
+        out
     }
 
-    /// The environment of a container: `envFrom` first, then `env` (which wins), with
-    /// `$(VAR)` references to earlier variables expanded.
-    pub fn env(&self, container: &Container<'_>) -> Env {
-        let mut env = Env::default();
+    /// The environment of a container as Kubernetes would give it: `envFrom` first, then
+    /// `env` (which wins), with `$(VAR)` references to earlier variables expanded. Values
+    /// only known at run time (fieldRef, resourceFieldRef) are left out, and so are those
+    /// of missing objects or keys (which [`Manifests::references`] finds).
+    pub fn env(&self, container: &Container<'_>) -> Map {
+        let mut env = Map::new();
         for from in list(&container.spec["envFrom"]) {
+            let data = reference(from).and_then(|r| self.data(r.kind, r.name));
             let prefix = text(&from["prefix"]);
-            match self.source(from) {
-                Some((_, Some(data), _)) => {
-                    let data = data.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v));
-                    env.vars.extend(data);
-                }
-                Some((source, None, r)) if r["optional"] != true => {
-                    let problem = format!("envFrom references missing {source}");
-                    env.problems.push(problem);
-                }
-                _ => {}
-            }
+            env.extend(
+                data.into_iter()
+                    .flatten()
+                    .map(|(k, v)| (format!("{prefix}{k}"), v)),
+            );
         }
         for var in list(&container.spec["env"]) {
             let var_name = text(&var["name"]).to_owned();
-            let value = match self.source(&var["valueFrom"]) {
-                _ if var["valueFrom"].is_null() => Some(expand(text(&var["value"]), &env.vars)),
-                Some((source, data, r)) => {
-                    let key = text(&r["key"]);
-                    let value = data.and_then(|mut d| d.remove(key));
-                    let missing = format!("env {var_name} references missing key {key:?}");
-                    if value.is_none() && r["optional"] != true {
-                        env.problems.push(format!("{missing} of {source}"));
-                    }
-                    value.or_else(|| env.vars.get(&var_name).cloned())
+            let value = match reference(&var["valueFrom"]) {
+                _ if var["valueFrom"].is_null() => Some(expand(text(&var["value"]), &env)),
+                Some(r) => {
+                    let value = self.data(r.kind, r.name).and_then(|mut d| d.remove(r.key?));
+                    value.or_else(|| env.get(&var_name).cloned())
                 }
                 None => None, // fieldRef, resourceFieldRef
             };
             match value {
-                Some(value) => env.vars.insert(var_name, value),
-                None => env.vars.remove(&var_name),
+                Some(value) => env.insert(var_name, value),
+                None => env.remove(&var_name),
             };
         }
         env
@@ -381,7 +413,7 @@ spec:
 "#,
         )
         .unwrap();
-        let env = m.env(&m.deployment_container("posts-depl", "posts").unwrap().1);
+        let env = m.env(&m.container("Deployment", "posts-depl", "posts").unwrap().1);
         for (var, want) in [
             ("LOG_FORMAT", Some("text")),
             ("EVENT_BUS_URL", Some("http://bus:4005")),
@@ -390,10 +422,11 @@ spec:
             ("BUS", Some("http://bus:4005/events and $(KEEP)")),
             ("POD", None),
         ] {
-            assert_eq!(env.vars.get(var).map(String::as_str), want, "{var}");
+            assert_eq!(env.get(var).map(String::as_str), want, "{var}");
         }
-        let missing = "env MISSING references missing key \"x\" of configMap nope";
-        assert_eq!(env.problems, [missing]);
+        // (the optional Secret `gone` is no problem)
+        let missing = "Deployment/posts-depl container posts: ConfigMap nope does not exist";
+        assert_eq!(crate::checks::references(&m), [missing]);
         let repo = "reg:5000/switchyard/posts";
         assert_eq!(image_repository("switchyard/posts:1.2"), "switchyard/posts");
         assert_eq!(image_repository(repo), repo);

@@ -366,18 +366,4 @@ spec:
              spec: {podSelector: {matchLabels: {app: api}}, policyTypes: [Egress]}\n";
         assert_eq!(open(&format!("{PODS}{POLICIES}{egress}")), [want[1]]);
     }
-
-    #[test]
-    fn finds_default_deny_and_ip_blocks() {
-        let m = |policies: &str| Manifests::parse(&format!("{PODS}{policies}")).unwrap();
-        assert!(ip_block_peers(&m(POLICIES)).is_empty());
-        assert!(denies_ingress_by_default(&m(POLICIES)));
-        let (all, api) = ("podSelector: {}", "podSelector: {matchLabels: {app: api}}");
-        assert!(!denies_ingress_by_default(&m(
-            &POLICIES.replacen(all, api, 1)
-        )));
-        let (from_api, anywhere) = ("{podSelector: {matchLabels: {app: api}}}", "{ipBlock: {}}");
-        let blocked = ip_block_peers(&m(&POLICIES.replace(from_api, anywhere)));
-        assert_eq!(blocked, ["NetworkPolicy/db admits an ipBlock"]);
-    }
 }

@@ -31,12 +31,13 @@ pub fn kustomize(dir: &Path) -> Result<String, Error> {
     let what = format!("running {kubectl} kustomize (set KUBECTL, or run infra/validate.sh) on");
     let output = output.map_err(io(&what, dir))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
+    let failed = format!(
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        stderr.trim()
+    );
     if !output.status.success() {
-        let dir = dir.display();
-        return Err(Error::Invalid(format!(
-            "kubectl kustomize {dir} failed: {}",
-            stderr.trim()
-        )));
+        return Err(Error::Invalid(failed));
     }
     String::from_utf8(output.stdout).map_err(|e| Error::Invalid(format!("kustomize output: {e}")))
 }
@@ -45,16 +46,25 @@ fn modified(path: &Path) -> std::io::Result<SystemTime> {
     fs::metadata(path)?.modified()
 }
 
+/// Every file under `dir` (recursively), sorted.
+pub fn files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io("reading", dir))? {
+        let path = entry.map_err(io("reading", dir))?.path();
+        match path.is_dir() {
+            true => out.extend(files(&path)?),
+            false => out.push(path),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The newest modification time of the files under `dir` (recursively).
 pub fn newest_mtime(dir: &Path) -> Result<SystemTime, Error> {
     let mut newest = SystemTime::UNIX_EPOCH;
-    for entry in fs::read_dir(dir).map_err(io("reading", dir))? {
-        let path = entry.map_err(io("reading", dir))?.path();
-        let mtime = match path.is_dir() {
-            true => newest_mtime(&path)?,
-            false => modified(&path).map_err(io("reading", &path))?,
-        };
-        newest = newest.max(mtime);
+    for path in files(dir)? {
+        newest = newest.max(modified(&path).map_err(io("reading", &path))?);
     }
     Ok(newest)
 }

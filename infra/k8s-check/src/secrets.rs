@@ -22,18 +22,9 @@ pub const SUBSTITUTION: &str = "0123456789abcdef0123456789abcdef0123456789abcdef
 /// Secret objects and `secretGenerator`s committed in the YAML files under `dir`, as
 /// messages.
 pub fn committed_secrets(dir: &Path) -> Result<Vec<String>, Error> {
-    let entries = fs::read_dir(dir).map_err(io("reading", dir))?;
-    let paths: Result<Vec<PathBuf>, _> = entries.map(|e| e.map(|e| e.path())).collect();
-    let mut paths = paths.map_err(io("reading", dir))?;
-    paths.sort();
     let mut problems = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            problems.extend(committed_secrets(&path)?);
-            continue;
-        } else if !path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            continue;
-        }
+    let is_yaml = |p: &PathBuf| p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    for path in crate::render::files(dir)?.into_iter().filter(is_yaml) {
         let yaml = fs::read_to_string(&path).map_err(io("reading", &path))?;
         for doc in parse_yaml_documents(&yaml)? {
             let f = path.display();
@@ -55,35 +46,6 @@ pub fn generated_secrets(kustomization: &str) -> Result<Vec<String>, Error> {
     let docs = parse_yaml_documents(kustomization)?;
     let generators = docs.iter().flat_map(|d| list(&d["secretGenerator"]));
     Ok(generators.map(|g| text(&g["name"]).to_owned()).collect())
-}
-
-/// Every reference to a Secret in the workloads (`env` `secretKeyRef`s, `envFrom`
-/// `secretRef`s, `secret` volumes), as (Secret, key (`None`: the whole Secret), where).
-pub fn references(m: &Manifests) -> Vec<(String, Option<String>, String)> {
-    let mut out = Vec::new();
-    let mut add = |r: &Value, name: &Value, at: &str| {
-        let key = r["key"].as_str().map(str::to_owned);
-        if let Some(name) = name.as_str() {
-            out.push((name.to_owned(), key, at.to_owned()));
-        }
-    };
-    for w in m.workloads() {
-        for c in w.containers() {
-            let at = format!("{} container {}", w.id(), c.name());
-            for r in list(&c.spec["env"]).map(|var| &var["valueFrom"]["secretKeyRef"]) {
-                add(r, &r["name"], &at);
-            }
-            for from in list(&c.spec["envFrom"]) {
-                add(&Value::Null, &from["secretRef"]["name"], &at);
-            }
-        }
-        for v in list(&w.pod_spec["volumes"]) {
-            let at = format!("{} volume {}", w.id(), text(&v["name"]));
-            add(&Value::Null, &v["secret"]["secretName"], &at);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The Secrets of one namespace the README creates: Secret -> key -> value.
@@ -172,12 +134,15 @@ pub fn check_documented(m: &Manifests, readme: &Created, what: &str) -> Vec<Stri
     let mut problems = BTreeSet::new();
     let mut used = BTreeSet::new();
     let readme_md = format!("infra/README.md ({what})");
-    let references = references(m).into_iter();
-    for (name, key, at) in references.filter(|r| m.get("Secret", &r.0).is_none()) {
-        let created = readme.get(&name);
-        let what = match (created, key) {
+    let secrets = m
+        .references()
+        .into_iter()
+        .filter(|(_, r)| r.kind == "Secret");
+    for (at, r) in secrets.filter(|(_, r)| m.get("Secret", r.name).is_none()) {
+        let (name, created) = (r.name, readme.get(r.name));
+        let what = match (created, r.key) {
             (None, _) => format!("Secret {name} is neither in the manifests nor in"),
-            (Some(keys), Some(key)) if !keys.contains_key(&key) => {
+            (Some(keys), Some(key)) if !keys.contains_key(key) => {
                 format!("key {key} of Secret {name} is not created in")
             }
             _ => String::new(),
@@ -187,7 +152,7 @@ pub fn check_documented(m: &Manifests, readme: &Created, what: &str) -> Vec<Stri
         }
         used.insert(name);
     }
-    for name in readme.keys().filter(|n| !used.contains(*n)) {
+    for name in readme.keys().filter(|n| !used.contains(n.as_str())) {
         problems.insert(format!("{readme_md} creates Secret {name}, unused"));
     }
     problems.into_iter().collect()

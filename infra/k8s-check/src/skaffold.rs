@@ -99,14 +99,8 @@ pub fn apply_patch(config: &mut Value, patch: &Value) -> Result<(), Error> {
         }
         (_, Value::Array(items)) => {
             let len = items.len();
-            match (
-                op,
-                if last == "-" {
-                    Some(len)
-                } else {
-                    last.parse().ok()
-                },
-            ) {
+            let index = last.parse().ok().or((last == "-").then_some(len));
+            match (op, index) {
                 ("add", Some(i)) if i <= len => items.insert(i, value),
                 ("remove", Some(i)) if i < len => drop(items.remove(i)),
                 ("replace", Some(i)) if i < len => items[i] = value,

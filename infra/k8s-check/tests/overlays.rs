@@ -17,7 +17,8 @@ use serde_json::Value;
 use switchyard_k8s_check::contract::{self, Contract, DATABASE_SECRET, NATS_SERVICE, Overlay};
 use switchyard_k8s_check::gateway::{self, GATEWAY_OVERLAY};
 use switchyard_k8s_check::ingress::Router;
-use switchyard_k8s_check::manifest::{Manifests, id, list, name, text};
+use switchyard_k8s_check::manifest::{Container, Manifests, Map, Workload, id, kind, list, name};
+use switchyard_k8s_check::manifest::{as_text, text};
 use switchyard_k8s_check::netpol::{self, Path};
 use switchyard_k8s_check::secrets::{self, Created};
 use switchyard_k8s_check::skaffold::Skaffold;
@@ -26,12 +27,17 @@ use switchyard_registry::Kind;
 
 const OVERLAYS: [&str; 3] = ["dev", "prod", GATEWAY_OVERLAY];
 
-/// The environment of the services, a row each: overlay, services, variable, value. The
-/// services: `all`, `app` (the app services), `subscribers` (those the bus delivers to),
-/// `db` (those with a database), or `<app>/<service>`. The value: `{port}` (the service's),
-/// `{bus}` (the HTTP event bus's URL), `{stream}` and `{prefix}` (the app's NATS stream
-/// and subject prefix); `set`: any value; `!x`: unset or not `x`; `x*`: unset or `x...`.
-const ENV: &str = "
+/// The environment and Deployment of the services, a row each: overlay, services, variable
+/// (or `/field` of the Deployment, a JSON pointer), value. The services: `all`, `app` (the
+/// app services), `subscribers` (those the bus delivers to), `db` (those with a database),
+/// or `<app>/<service>`. The value: `{port}` (the service's), `{bus}` (the HTTP event bus's
+/// URL), `{stream}` and `{prefix}` (the app's NATS stream and subject prefix); `set`: any
+/// value; `!x`: unset or not `x`; `x*`: unset or `x...`.
+const SERVICES: &str = "
+    dev   all          /spec/replicas      1
+    # one SQLite owner at a time; zero-downtime rollouts in prod
+    dev   db           /spec/strategy/type  Recreate
+    prod  app          /spec/strategy/rollingUpdate/maxUnavailable  0
     dev   all          LOG_FORMAT          json
     dev   all          RUST_LOG            set
     dev   all          PORT                {port}
@@ -134,7 +140,7 @@ fn problems(c: Contract, name: &str, yaml: &str) -> Vec<String> {
     let images = images.collect();
     r.problems.extend(checks::images_built(m, &images));
     r.problems.extend(c.check(m, overlay));
-    env(c, overlay, m, &mut r);
+    services(c, overlay, m, &mut r);
     match overlay {
         Overlay::Dev => dev_setup(c, m, &mut r),
         Overlay::Prod => prod_setup(c, m, yaml, &mut r),
@@ -143,19 +149,20 @@ fn problems(c: Contract, name: &str, yaml: &str) -> Vec<String> {
     r.problems
 }
 
-/// [`ENV`] and [`KEYED_SECRETS`].
-fn env(c: Contract, overlay: Overlay, m: &Manifests, r: &mut Report) {
+/// Each service of the overlay: [`SERVICES`], [`KEYED_SECRETS`]; in dev, SQLite on a volume
+/// claim; in prod, replicas that a PodDisruptionBudget keeps some of.
+fn services(c: Contract, overlay: Overlay, m: &Manifests, r: &mut Report) {
     let services = c.services(overlay);
     let bus = services.iter().find(|s| s.kind == Kind::EventBus);
-    let bus = bus.and_then(|b| Some((b.service.clone()?, b.contract_port)));
+    let bus = bus.and_then(|b| Some((b.service.as_ref()?, b.contract_port)));
     let bus = bus.map_or(String::new(), |(host, port)| {
         format!("http://{host}:{port}")
     });
     for svc in &services {
-        let Some((_, container)) = m.deployment_container(svc.deployment, svc.name) else {
+        let Some((d, container)) = m.container("Deployment", svc.deployment, svc.name) else {
             continue; // (reported by the contract's checks)
         };
-        let (env, qualified) = (m.env(&container).vars, format!("{}/{}", c.name(), svc.name));
+        let (env, qualified) = (m.env(&container), format!("{}/{}", c.name(), svc.name));
         let values = [
             ("{port}", svc.contract_port.to_string()),
             ("{bus}", bus.clone()),
@@ -163,9 +170,9 @@ fn env(c: Contract, overlay: Overlay, m: &Manifests, r: &mut Report) {
             ("{prefix}", c.app.subject_prefix.to_owned()),
         ];
         r.at = format!("{}:", svc.name);
-        for row in rows(ENV).filter(|row| row[0] == overlay.name()) {
+        for row in rows(SERVICES).filter(|row| row[0] == overlay.name()) {
             let [_, who, var, want] = row[..] else {
-                panic!("not an ENV row: {row:?}");
+                panic!("not a SERVICES row: {row:?}");
             };
             let applies = match who {
                 "all" => true,
@@ -176,15 +183,33 @@ fn env(c: Contract, overlay: Overlay, m: &Manifests, r: &mut Report) {
             };
             let fill = |w: String, (k, v): &(&str, String)| w.replace(k, v);
             let want = values.iter().fold(want.to_owned(), fill);
-            let actual = env.get(var).map(String::as_str);
+            let field = d.object.pointer(var).map(as_text);
+            let actual = field.or_else(|| env.get(var).cloned());
+            let actual = actual.as_deref();
             let ok = match (want.strip_prefix('!'), want.strip_suffix('*')) {
                 (Some(not), _) => actual != Some(not),
                 (_, Some(prefix)) => actual.is_none_or(|a| a.starts_with(prefix)),
                 _ if want == "set" => actual.is_some(),
                 _ => actual == Some(want.as_str()),
             };
-            let what = format!("{var} is {actual:?}, expected {want}");
-            r.check(applies && !ok, what);
+            r.check(
+                applies && !ok,
+                format!("{var} is {actual:?}, expected {want}"),
+            );
+        }
+        match overlay {
+            Overlay::Dev if svc.database => data_dir(svc.name, &d, &container, &env, r),
+            Overlay::Prod if svc.kind == Kind::App => {
+                let replicas = d.object["spec"]["replicas"].as_u64().unwrap_or(1);
+                let selects = |p: &&Value| p["spec"]["selector"]["matchLabels"]["app"] == svc.name;
+                let pdb = m.of_kind("PodDisruptionBudget").find(selects);
+                let min = pdb.and_then(|p| p["spec"]["minAvailable"].as_u64());
+                r.check(replicas < 2, format!("{replicas} replica(s)"));
+                r.check(pdb.is_none(), "no PodDisruptionBudget");
+                let blocks = min.is_some_and(|min| min >= replicas);
+                r.check(blocks, "minAvailable blocks every disruption");
+            }
+            _ => {}
         }
         r.at = svc.at();
         for row in rows(KEYED_SECRETS).filter(|row| row[0] == qualified) {
@@ -199,6 +224,20 @@ fn env(c: Contract, overlay: Overlay, m: &Manifests, r: &mut Report) {
     }
 }
 
+/// SQLite in `DATA_DIR`, on the service's volume claim.
+fn data_dir(name: &str, d: &Workload, main: &Container, env: &Map, r: &mut Report) {
+    let data_dir = env.get("DATA_DIR").map_or("", String::as_str);
+    let relative = !data_dir.starts_with('/');
+    r.check(relative, format!("DATA_DIR {data_dir:?} is not absolute"));
+    let Some(volume) = d.volume_at(main, data_dir) else {
+        return r.check(true, "nothing mounted at DATA_DIR");
+    };
+    let on = &volume["persistentVolumeClaim"]["claimName"];
+    r.expect("the claim of DATA_DIR", on, &format!("{name}-data"));
+    let both = !volume["emptyDir"].is_null();
+    r.check(both, "data volume is both PVC and emptyDir");
+}
+
 /// The edge: the Ingress or the Gateway API objects, and the NetworkPolicies that admit it.
 fn edge(c: Contract, name: &str, m: &Manifests, r: &mut Report) {
     let overlay = Overlay::of(name);
@@ -206,24 +245,12 @@ fn edge(c: Contract, name: &str, m: &Manifests, r: &mut Report) {
         r.problems.extend(gateway::check(&c, m));
         gateway::edge(&c, m)
     } else {
-        let (ingress, ingresses) = (c.app.ingress.name, m.of_kind("Ingress").count());
-        r.at = format!("{name}:");
-        r.check(ingresses != 1, format!("{ingresses} Ingresses, not 1"));
-        match m.get("Ingress", ingress) {
-            Some(ingress) => r.problems.extend(c.check_ingress(ingress)),
-            None => r.check(true, format!("Ingress {ingress} is missing")),
-        }
-        let router = Router::new(m.of_kind("Ingress"), c.app.ingress.host).unwrap();
-        r.check(!router.uses_regex(), "the Ingress paths are not regexes");
-        r.problems.extend(c.check_routes(&router));
+        r.problems.extend(c.check_ingress(m, name));
         c.ingress_edge(m)
     };
-    let policies = c.check_network_policies(m, overlay, &edge);
-    r.problems.extend(policies);
+    r.problems
+        .extend(c.check_network_policies(m, overlay, &edge));
     if overlay == Overlay::Dev {
-        let has = netpol::policies(m).next().is_some();
-        r.at = "dev:".into();
-        r.check(has, "has NetworkPolicies: infra/README.md says it has none");
         return;
     }
     // The paths are derived from the registry, not from the policies: make sure the
@@ -232,8 +259,10 @@ fn edge(c: Contract, name: &str, m: &Manifests, r: &mut Report) {
     let reached = needed.iter().filter(|p| p.from == edge.proxy.id).count();
     let routed: BTreeSet<&str> = c.app.ingress.paths.iter().map(|p| p.2).collect();
     r.at = edge.proxy.id.clone();
-    let backends = routed.len();
-    r.check(reached < backends, format!("reaches {reached} backends"));
+    r.check(
+        reached < routed.len(),
+        format!("reaches {reached} backends"),
+    );
     for s in c.app_services(overlay) {
         let from = format!("Deployment/{}", s.deployment);
         let to = |to: &str, port| needed.contains(&Path::new(&from, to, port));
@@ -245,35 +274,8 @@ fn edge(c: Contract, name: &str, m: &Manifests, r: &mut Report) {
     }
 }
 
-/// Dev is the embedded setup: one replica, SQLite on a volume claim, and only the
-/// throwaway Secrets of the dev overlay's secretGenerator.
+/// Dev has only the throwaway Secrets of the dev overlay's secretGenerator.
 fn dev_setup(c: Contract, m: &Manifests, r: &mut Report) {
-    for svc in c.services(Overlay::Dev) {
-        let Some((d, main)) = m.deployment_container(svc.deployment, svc.name) else {
-            continue; // (reported by the contract's checks)
-        };
-        let spec = &d.object["spec"];
-        r.at = format!("{}:", svc.name);
-        r.expect("replicas", &spec["replicas"], "1");
-        if !svc.database {
-            continue;
-        }
-        // one SQLite owner at a time
-        r.expect("strategy", &spec["strategy"]["type"], "Recreate");
-        let env = m.env(&main).vars;
-        let data_dir = env.get("DATA_DIR").map_or("", String::as_str);
-        let relative = !data_dir.starts_with('/');
-        r.check(relative, format!("DATA_DIR {data_dir:?} is not absolute"));
-        let Some(volume) = d.volume_at(&main, data_dir) else {
-            r.check(true, "nothing mounted at DATA_DIR");
-            continue;
-        };
-        let claim = format!("{}-data", svc.name);
-        let on = &volume["persistentVolumeClaim"]["claimName"];
-        r.expect("the claim of DATA_DIR", on, &claim);
-        let both = !volume["emptyDir"].is_null();
-        r.check(both, "data volume is both PVC and emptyDir");
-    }
     let overlay = render::overlay_path(c.name(), "dev");
     let kustomization = read(&format!("{overlay}/kustomization.yaml"));
     let generated = secrets::generated_secrets(&kustomization).unwrap();
@@ -284,34 +286,17 @@ fn dev_setup(c: Contract, m: &Manifests, r: &mut Report) {
     }
 }
 
-/// Prod runs PostgreSQL ([`postgres`]) and NATS JetStream, no HTTP event bus, and replicas
-/// of every service, rolled out without downtime.
+/// Prod runs PostgreSQL ([`postgres`]) and NATS JetStream, no HTTP event bus.
 fn prod_setup(c: Contract, m: &Manifests, text: &str, r: &mut Report) {
     postgres(c, m, r);
     r.at = "prod:".into();
     let bus = text.contains("event-bus");
     r.check(bus, "deploys or references the HTTP event bus");
-    for svc in c.app_services(Overlay::Prod) {
-        let Some(d) = m.workload("Deployment", svc.deployment) else {
-            continue; // (reported by the contract's checks)
-        };
-        let spec = &d.object["spec"];
-        let replicas = spec["replicas"].as_u64().unwrap_or(1);
-        let selects = |p: &&Value| p["spec"]["selector"]["matchLabels"]["app"] == svc.name;
-        let pdb = m.of_kind("PodDisruptionBudget").find(selects);
-        let min = pdb.and_then(|p| p["spec"]["minAvailable"].as_u64());
-        let blocks = min.is_some_and(|min| min >= replicas);
-        let unavailable = &spec["strategy"]["rollingUpdate"]["maxUnavailable"];
-        r.at = format!("{}:", svc.name);
-        r.check(replicas < 2, format!("{replicas} replica(s)"));
-        r.check(pdb.is_none(), "no PodDisruptionBudget");
-        r.check(blocks, "minAvailable blocks every disruption");
-        r.expect("maxUnavailable", unavailable, "0"); // zero-downtime rollouts
-    }
-    let nats = m.workload("StatefulSet", NATS_SERVICE.0);
-    let container = nats.as_ref().and_then(|n| n.container("nats"));
-    let jetstream = container.is_some_and(|n| n.command_line().contains(&"-js"));
-    let storage = nats.map(|n| &n.object["spec"]["volumeClaimTemplates"]);
+    let nats = m.container("StatefulSet", NATS_SERVICE.0, "nats");
+    let jetstream = nats
+        .as_ref()
+        .is_some_and(|n| n.1.command_line().contains(&"-js"));
+    let storage = nats.map(|n| &n.0.object["spec"]["volumeClaimTemplates"]);
     let port = u64::from(NATS_SERVICE.1);
     let reached = contract::service_endpoints(m, NATS_SERVICE.0, port);
     r.at = "nats:".into();
@@ -331,18 +316,14 @@ fn postgres(c: Contract, m: &Manifests, r: &mut Report) {
         Regex::new(&url).unwrap()
     });
     r.at = "postgres:".into();
-    let pg = m.workload("StatefulSet", "postgres");
-    let Some((server, postgres)) = pg.and_then(|w| Some((w.container("postgres")?, w))) else {
+    let Some((postgres, server)) = m.container("StatefulSet", "postgres", "postgres") else {
         return r.check(true, "no StatefulSet postgres with a container postgres");
     };
-    let (spec, env) = (&postgres.object["spec"], m.env(&server).vars);
+    let (spec, env) = (&postgres.object["spec"], m.env(&server));
     let service = m.get("Service", "postgres").unwrap_or(&Value::Null);
     r.expect("serviceName", &spec["serviceName"], "postgres");
-    r.expect(
-        "Service postgres clusterIP",
-        &service["spec"]["clusterIP"],
-        "None",
-    );
+    let cluster_ip = &service["spec"]["clusterIP"];
+    r.expect("Service postgres clusterIP", cluster_ip, "None");
     let stored = list(&spec["volumeClaimTemplates"]).next().is_some();
     r.check(!stored, "no volumeClaimTemplates");
     let password = server.env_entry("POSTGRES_PASSWORD");
@@ -355,7 +336,7 @@ fn postgres(c: Contract, m: &Manifests, r: &mut Report) {
         // executable, so that the image runs the script instead of sourcing it
         let mode = init["defaultMode"].as_u64().unwrap_or(0o644);
         r.check(mode & 0o111 == 0, "the init scripts are not executable");
-        let data = m.config_map_data(text(&init["name"])).unwrap_or_default();
+        let data = m.data("ConfigMap", text(&init["name"])).unwrap_or_default();
         let script: String = data.into_values().collect();
         let needles = ["CREATE ROLE", "CREATE DATABASE", "REVOKE ALL ON DATABASE"];
         for needle in needles.into_iter().chain([DATABASE_SECRET_MOUNT]) {
@@ -371,11 +352,11 @@ fn postgres(c: Contract, m: &Manifests, r: &mut Report) {
     with_database.retain(|s| s.database);
     r.check(with_database.is_empty(), "no service with a database");
     for svc in with_database {
-        let Some((d, main)) = m.deployment_container(svc.deployment, svc.name) else {
+        let Some((d, main)) = m.container("Deployment", svc.deployment, svc.name) else {
             continue;
         };
         let name = svc.name;
-        let url = m.env(&main).vars.remove("DATABASE_URL");
+        let url = m.env(&main).remove("DATABASE_URL");
         r.at = format!("{name}:");
         let read = main.reads_secret("DATABASE_URL", DATABASE_SECRET, name, false);
         let what = format!("DATABASE_URL is not {DATABASE_SECRET}'s {name}");
@@ -392,8 +373,7 @@ fn postgres(c: Contract, m: &Manifests, r: &mut Report) {
             r.check(other, format!("database {database} is not its own"));
             r.check(shared, format!("role {role} is the admin's or another's"));
         }
-        let containers = d.containers();
-        let mut inits = containers.iter().filter(|x| x.init);
+        let mut inits = d.containers().into_iter().filter(|x| x.init);
         let Some(migrate) = inits.find(|x| x.command_line().first() == Some(&"migrate")) else {
             r.check(true, "no init container running `migrate`");
             continue;
@@ -403,7 +383,7 @@ fn postgres(c: Contract, m: &Manifests, r: &mut Report) {
         r.check(!runs, format!("init container runs {args:?}"));
         let image = migrate.image() != main.image();
         r.check(image, "migrate runs another image");
-        let migrate = m.env(migrate).vars;
+        let migrate = m.env(&migrate);
         let same_url = migrate.get("DATABASE_URL") == url.as_ref();
         r.check(!same_url, "migrate has another DATABASE_URL");
         let service = migrate.get("SWITCHYARD_SERVICE");
@@ -444,8 +424,8 @@ ticketing/prod | | nats-0.nats-headless:6222 | nats-0.nats-headless:6223 | Servi
 ticketing/prod | name: nats-headless | selector:\n    app: nats | selector:\n    app: natz | open but not needed: StatefulSet/nats -> StatefulSet/nats:6222
 ticketing/prod | name: nats-headless | targetPort: cluster | targetPort: clusterX | open but not needed: StatefulSet/nats -> StatefulSet/nats:6222
 ticketing/prod | kind: Service\nmetadata:\n  labels:\n    app: postgres | selector:\n    app: postgres | selector:\n    app: pg | payments: needs PostgreSQL: false
-blog/dev | name: comments-depl | key: EVENT_BUS_SECRET | key: BUS_SECRET | references missing key "BUS_SECRET" of secret event-bus-secret
-blog/dev | name: comments-depl | name: switchyard-config- | name: switchyard-configX- | envFrom references missing configMap switchyard-configX-
+blog/dev | name: comments-depl | key: EVENT_BUS_SECRET | key: BUS_SECRET | container comments: key BUS_SECRET of Secret event-bus-secret does not exist
+blog/dev | name: comments-depl | name: switchyard-config- | name: switchyard-configX- | container comments: ConfigMap switchyard-configX-
 blog/dev | name: comments-depl | name: tmp | name: temp | container comments: volumeMount temp has no volume
 blog/dev | name: comments-depl | claimName: comments-data | claimName: nope | PersistentVolumeClaim nope does not exist
 ticketing/prod | kind: StatefulSet | name: nats-users-config- | name: nats-users-configX- | volume users: ConfigMap nats-users-configX-
@@ -529,7 +509,7 @@ ticketing/prod-gateway | name: allow-ingress-controller | owning-gateway-name: t
 ticketing/prod-gateway | name: allow-ingress-controller | podSelector: | podSelectorX: | open but not needed: the Envoy Gateway controller
 ticketing/prod | | PAYMENT_PROVIDER: stripe | PAYMENT_PROVIDER: test | payments: PAYMENT_PROVIDER is Some("test"), expected stripe
 ticketing/prod | name: STRIPE_KEY | optional: false | optional: true | container payments: STRIPE_KEY is not key STRIPE_KEY of stripe-secret (required)
-blog/dev | name: comments-depl | replicas: 1 | replicas: 2 | comments: replicas is 2, not 1
+blog/dev | name: comments-depl | replicas: 1 | replicas: 2 | comments: /spec/replicas is Some("2"), expected 1
 blog/dev | | LOG_FORMAT: json | LOG_FORMAT: text | LOG_FORMAT is Some("text"), expected json
 blog/dev | | RUST_LOG: info | RUST_LOGX: info | comments: RUST_LOG is None, expected set
 blog/dev | | EVENT_BUS_URL: http://event-bus-srv:4005 | EVENT_BUS_URL: http://console-srv:4318 | comments: EVENT_BUS_URL is Some("http://console-srv:4318"), expected http://event-bus-srv:4005
@@ -537,12 +517,12 @@ blog/dev | | DATA_DIR: /data | DATA_DIR: data | comments: DATA_DIR "data" is not
 blog/dev | | DATA_DIR: /data | DATA_DIR: /var/data | comments: nothing mounted at DATA_DIR
 blog/dev | name: comments-depl | claimName: comments-data | claimName: posts-data | comments: the claim of DATA_DIR is "posts-data", not comments-data
 blog/dev | name: comments-depl | - name: data\n        persistentVolumeClaim: | - name: data\n        emptyDir: {}\n        persistentVolumeClaim: | comments: data volume is both PVC and emptyDir
-blog/dev | name: comments-depl | type: Recreate | type: RollingUpdate | comments: strategy is "RollingUpdate", not Recreate
+blog/dev | name: comments-depl | type: Recreate | type: RollingUpdate | comments: /spec/strategy/type is Some("RollingUpdate"), expected Recreate
 blog/dev | | DATA_DIR: /data | DATA_DIR: /data\n  DATABASE_URL: postgres://x | comments: DATABASE_URL is Some("postgres://x"), expected sqlite:*
 blog/dev | | MIGRATE_ON_START: "true" | MIGRATE_ON_START: "false" | comments: MIGRATE_ON_START is Some("false"), expected !false
 blog/dev | | name: event-bus-secret\ntype | name: other-secret\ntype | dev: Secret other-secret is not from its secretGenerator
 ticketing/prod | name: payments-depl | replicas: 2 | replicas: 1 | payments: 1 replica(s) && payments: minAvailable blocks every disruption
-ticketing/prod | name: payments-depl | maxUnavailable: 0 | maxUnavailable: 1 | payments: maxUnavailable is 1, not 0
+ticketing/prod | name: payments-depl | maxUnavailable: 0 | maxUnavailable: 1 | payments: /spec/strategy/rollingUpdate/maxUnavailable is Some("1"), expected 0
 ticketing/prod | | EVENT_BUS_URL: nats://nats:4222 | EVENT_BUS_URL: nats://nats-headless:4222 | payments: EVENT_BUS_URL is Some("nats://nats-headless:4222"), expected nats://nats:4222
 ticketing/prod | | BUS_STREAM: TICKETING | BUS_STREAM: BLOG | payments: BUS_STREAM is Some("BLOG"), expected TICKETING
 ticketing/prod | | BUS_SUBJECT_PREFIX: ticketing | BUS_SUBJECT_PREFIX: blog | payments: BUS_SUBJECT_PREFIX is Some("blog"), expected ticketing
@@ -601,10 +581,11 @@ fn every_check_fails_on_a_broken_overlay() {
     assert!(missed.is_empty(), "missed:\n{}", missed.join("\n"));
 }
 
-/// The registry compiles each app's Ingress file into the binary (the local gateway routes
-/// by it): it is the one the base deploys, unchanged by the overlays.
+/// The files the local gateway routes by are one document each, deployed unchanged: each
+/// app's Ingress (compiled into the registry; the base's only file with an Ingress) in dev
+/// and prod, its HTTPRoutes in prod-gateway.
 #[test]
-fn the_registry_ingress_is_the_deployed_one() {
+fn the_gateway_files_are_the_deployed_ones() {
     for c in contract::contracts() {
         let (base, file) = (format!("infra/k8s/{}/base", c.name()), c.app.ingress.file);
         let kustomization = read(&format!("{base}/kustomization.yaml"));
@@ -614,20 +595,30 @@ fn the_registry_ingress_is_the_deployed_one() {
         let with_ingress = resources.filter(|r| read(r).contains("\nkind: Ingress"));
         let with_ingress: Vec<String> = with_ingress.collect();
         assert_eq!(with_ingress, [file], "{base}: the files with an Ingress");
-        let docs = parse_yaml_documents(&read(file)).unwrap();
-        assert_eq!(docs.len(), 1, "{file}: one document (the gateway reads it)");
         let compiled = parse_yaml_documents(c.app.ingress.yaml).unwrap();
-        assert_eq!(compiled, docs, "the Ingress compiled into the registry");
-        assert!(!c.app.routes.is_empty(), "{}: no routes", c.name());
         for overlay in ["dev", "prod"] {
-            let m = parse(c.name(), overlay);
-            let deployed = m.get("Ingress", c.app.ingress.name).unwrap();
-            for field in ["/spec", "/metadata/annotations"] {
-                let (a, b) = (deployed.pointer(field), docs[0].pointer(field));
-                assert_eq!(a, b, "{}/{overlay} changes the Ingress {field}", c.name());
-            }
+            let deployed = [deployed(file, &parse(c.name(), overlay))];
+            assert_eq!(compiled, deployed, "the Ingress compiled into the registry");
         }
+        let routes = format!("infra/k8s/{}/gateway-api/httproutes.yaml", c.name());
+        deployed(&routes, &parse(c.name(), GATEWAY_OVERLAY));
+        assert!(!c.app.routes.is_empty(), "{}: no routes", c.name());
     }
+}
+
+/// The one document of `file`, which `m` deploys with the same spec and annotations.
+fn deployed(file: &str, m: &Manifests) -> Value {
+    let mut docs = parse_yaml_documents(&read(file)).unwrap();
+    assert_eq!(docs.len(), 1, "{file}: one document (the gateway reads it)");
+    let deployed = m.get(kind(&docs[0]), name(&docs[0]));
+    for field in ["/spec", "/metadata/annotations"] {
+        let (a, b) = (
+            deployed.and_then(|d| d.pointer(field)),
+            docs[0].pointer(field),
+        );
+        assert_eq!(a, b, "{file}: {field} is not the deployed one");
+    }
+    docs.remove(0)
 }
 
 #[test]
@@ -636,18 +627,21 @@ fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
     let version = s.raw["apiVersion"].as_str().unwrap_or("");
     let beta = version
         .strip_prefix("skaffold/v4beta")
-        .map(str::parse::<u32>);
-    let beta = beta.and_then(Result::ok);
+        .and_then(|b| b.parse::<u32>().ok());
     assert!(beta.is_some_and(|b| b >= 13), "{version}: not v4beta13+");
     let contracts = contract::contracts();
     let profiles = |c: &Contract| Overlay::ALL.map(|o| c.skaffold_profile(o));
     let profiles = contracts.iter().flat_map(profiles);
     assert_eq!(s.profile_names(), profiles.collect::<Vec<_>>());
     // Without a profile: the blog's dev overlay, as before there were two apps.
-    let blog_dev = render::overlay_path("blog", "dev");
-    assert_eq!(s.kustomize_paths(None).unwrap(), [blog_dev]);
-    let default = s.artifacts(None).unwrap();
-    assert_eq!(default, s.artifacts(Some("dev")).unwrap());
+    assert_eq!(
+        s.kustomize_paths(None).unwrap(),
+        [render::overlay_path("blog", "dev")]
+    );
+    assert_eq!(
+        s.artifacts(None).unwrap(),
+        s.artifacts(Some("dev")).unwrap()
+    );
     let root = render::repo_root();
     let (mut all_images, mut per_app) = (BTreeSet::new(), 0);
     for c in contracts {
@@ -658,11 +652,14 @@ fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
             assert_eq!(config["build"]["local"]["push"], false, "{profile}: push");
             let artifacts = s.artifacts(Some(&profile)).unwrap();
             let services = c.services(overlay);
-            let images: Vec<&str> = artifacts.iter().map(|a| text(&a["image"])).collect();
-            let expected = services.iter().map(|s| s.image.as_str());
-            let expected: BTreeSet<&str> = expected.collect();
-            assert_eq!(images.len(), expected.len(), "{profile}: artifacts");
-            assert_eq!(BTreeSet::from_iter(images), expected, "{profile}: images");
+            let mut images: Vec<&str> = artifacts.iter().map(|a| text(&a["image"])).collect();
+            images.sort_unstable();
+            let expected: BTreeSet<&str> = services.iter().map(|s| s.image.as_str()).collect();
+            assert_eq!(
+                images,
+                Vec::from_iter(expected.clone()),
+                "{profile}: images"
+            );
             for a in &artifacts {
                 let at = format!("{profile} {}", a["image"]);
                 assert_eq!(a["context"].as_str().unwrap_or("."), ".", "{at}: context");
@@ -675,8 +672,11 @@ fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
             }
             all_images.extend(expected.into_iter().map(str::to_owned));
             let path = render::overlay_path(c.name(), overlay.name());
-            let paths = s.kustomize_paths(Some(&profile)).unwrap();
-            assert_eq!(paths, [path], "{profile}");
+            assert_eq!(
+                s.kustomize_paths(Some(&profile)).unwrap(),
+                [path],
+                "{profile}"
+            );
         }
     }
     assert_eq!(all_images.len(), per_app, "two apps share an image name");
@@ -692,8 +692,9 @@ fn secrets_are_never_committed() {
         let none = readme_secrets(c).is_empty();
         assert!(!none, "infra/README.md: no Secret `-n {}`", c.name());
     }
-    let committed = dirs.iter().map(|d| secrets::committed_secrets(d).unwrap());
-    let committed = committed.flatten();
+    let committed = dirs
+        .iter()
+        .flat_map(|d| secrets::committed_secrets(d).unwrap());
     let committed: Vec<String> = committed.collect();
     assert!(committed.is_empty(), "committed:\n{}", committed.join("\n"));
     // a committed Secret and a secretGenerator, in a subdirectory
@@ -714,12 +715,8 @@ fn the_app_directories_are_the_registrys_apps() {
     let dirs = entries.map(|e| e.unwrap().path());
     let dirs = dirs.filter(|p| p.join("overlays").is_dir());
     let dirs = dirs.map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
-    let dirs: BTreeSet<String> = dirs.collect();
-    assert_eq!(
-        Vec::from_iter(dirs),
-        switchyard_registry::app_names(),
-        "infra/k8s/<app>"
-    );
+    let (dirs, apps) = (BTreeSet::from_iter(dirs), switchyard_registry::app_names());
+    assert_eq!(Vec::from_iter(dirs), apps, "infra/k8s/<app>");
 }
 
 #[test]
@@ -753,12 +750,18 @@ fn the_readme_covers_every_app() {
     assert!(said, "infra/README.md: no {namespace}");
 }
 
+/// prod-gateway is prod with the Ingress swapped for the Gateway API objects, which route
+/// as the Ingress does, and the controller's NetworkPolicy rules changed: nothing else
+/// differs.
 #[test]
-fn http_routes_give_the_ingress_routing_table() {
+fn the_gateway_overlay_is_prod_with_the_edge_swapped() {
+    let by_id = |m: &Manifests| -> BTreeMap<String, Value> {
+        m.objects().iter().map(|o| (id(o), o.clone())).collect()
+    };
     for c in contract::contracts() {
-        let (host, m) = (c.app.ingress.host, parse(c.name(), GATEWAY_OVERLAY));
-        let routes = gateway::router(&m, host).unwrap();
-        let prod = parse(c.name(), "prod");
+        let (prod, gw) = (parse(c.name(), "prod"), parse(c.name(), GATEWAY_OVERLAY));
+        let host = c.app.ingress.host;
+        let routes = gateway::router(&gw, host).unwrap();
         let ingress = Router::new(prod.of_kind("Ingress"), host).unwrap();
         for (uri, ..) in c.app.routes {
             for uri in [uri.to_string(), format!("{uri}/"), format!("{uri}?q=1")] {
@@ -766,25 +769,7 @@ fn http_routes_give_the_ingress_routing_table() {
                 assert_eq!(backend(&routes), backend(&ingress), "{}: {uri}", c.name());
             }
         }
-        // the file the local gateway reads is the deployed HTTPRoute
-        let path = format!("infra/k8s/{}/gateway-api/httproutes.yaml", c.name());
-        let docs = parse_yaml_documents(&read(&path)).unwrap();
-        assert_eq!(docs.len(), 1, "{path}: one document (the gateway reads it)");
-        let deployed = m.get("HTTPRoute", name(&docs[0])).unwrap();
-        assert_eq!(deployed["spec"], docs[0]["spec"], "{path}");
-    }
-}
-
-/// prod-gateway is prod with the Ingress swapped for the Gateway API objects and the
-/// controller's NetworkPolicy rules changed: nothing else differs.
-#[test]
-fn the_gateway_overlay_is_prod_with_the_edge_swapped() {
-    let by_id = |m: Manifests| -> BTreeMap<String, Value> {
-        m.objects().iter().map(|o| (id(o), o.clone())).collect()
-    };
-    for c in contract::contracts() {
-        let mut prod = by_id(parse(c.name(), "prod"));
-        let mut gw = by_id(parse(c.name(), GATEWAY_OVERLAY));
+        let (mut prod, mut gw) = (by_id(&prod), by_id(&gw));
         let ingress = format!("Ingress/{}", c.app.ingress.name);
         let removed = prod.remove(&ingress).is_some();
         assert!(removed, "{}: no {ingress}", c.name());
