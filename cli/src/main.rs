@@ -117,6 +117,19 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether this runs a console: work about an app, which yields the CPU to the app's
+    /// own processes on a busy machine (see `switchyard_kit::priority`).
+    fn watches_an_app(&self) -> bool {
+        match self {
+            Command::Console { .. } => true,
+            Command::Serve { service } => switchyard_registry::resolve(service)
+                .is_ok_and(|r| r.service.kind == switchyard_registry::Kind::Console),
+            _ => false,
+        }
+    }
+}
+
 /// `OPS_PORT`, or the registry's ops port of `SWITCHYARD_SERVICE`.
 fn ops_port_for_healthcheck(env: &switchyard_kit::Env) -> anyhow::Result<u16> {
     if env.raw("OPS_PORT").is_some() {
@@ -133,6 +146,12 @@ fn ops_port_for_healthcheck(env: &switchyard_kit::Env) -> anyhow::Result<u16> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.watches_an_app() {
+        // Before the runtime starts its threads, so that every one of them inherits it.
+        if let Err(e) = switchyard_kit::priority::lower_this_thread() {
+            eprintln!("switchyard: the console keeps the default priority: {e}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

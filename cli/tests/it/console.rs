@@ -21,6 +21,34 @@ fn console_url(offset: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// The console and the services' span exporters run below the services' priority (a busy
+/// machine gives the services the CPU first); the services' own threads keep theirs.
+fn observers_yield_to_the_services(up: &Up) {
+    let base = support::process::thread_nices("self")
+        .first()
+        .map_or(0, |(_, nice)| *nice);
+    let lowered = switchyard_kit::priority::OBSERVER_NICE.max(base);
+    let console = up.service_pid("console").expect("the console's pid");
+    let threads = support::process::thread_nices(&console.to_string());
+    assert!(
+        !threads.is_empty() && threads.iter().all(|(_, nice)| *nice == lowered),
+        "every thread of the console at nice {lowered}: {threads:?}"
+    );
+    let orders = up.service_pid("orders").expect("orders' pid");
+    let threads = support::process::thread_nices(&orders.to_string());
+    let (exporter, own): (Vec<_>, Vec<_>) = threads.iter().partition(|(name, _)| {
+        name.starts_with("OpenTelemetry") || name.starts_with("reqwest-intern")
+    });
+    assert!(
+        !exporter.is_empty() && exporter.iter().all(|(_, nice)| *nice == lowered),
+        "orders' exporter threads at nice {lowered}: {threads:?}"
+    );
+    assert!(
+        own.iter().all(|(_, nice)| *nice == base),
+        "orders' own threads at nice {base}: {threads:?}"
+    );
+}
+
 /// How long after its order is answered a purchase's journey may take to show, whole.
 const JOURNEY_WITHIN: Duration = Duration::from_secs(1);
 
@@ -57,6 +85,7 @@ async fn the_console_shows_a_purchase_s_journey_live() {
     let base = up.url();
     let cookie = shop::signed_up(&c, &base, "console@test.com").await;
     let ticket_id = shop::ticket_for_sale(&c, &base, &cookie, "watched").await;
+    observers_yield_to_the_services(&up);
     // Orders knows the ticket once its replica has it.
     eventually("the ticket at orders", || async {
         let events = c

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod otel;
 pub mod page;
+pub mod priority;
 pub mod request_id;
 pub mod request_stack;
 pub mod server;

@@ -14,7 +14,9 @@
 //!
 //! Off, no tracer exists: a span is an id and nothing else, so tracing costs nothing a
 //! benchmark can see. On, spans go to a batch processor on its own thread, which sends
-//! them over HTTP; a collector that is away loses spans, never requests.
+//! them over HTTP; a collector that is away loses spans, never requests. The exporter's
+//! threads run at a lower CPU priority than the service's ([`crate::priority`]): on a
+//! busy machine the export waits for the service's work, not the other way round.
 
 use std::sync::OnceLock;
 
@@ -135,6 +137,42 @@ impl Export {
     }
 }
 
+/// The exporter and its batch processor, whose threads (the processor's and the HTTP
+/// client's) start on a thread lowered to [`crate::priority::OBSERVER_NICE`] and inherit
+/// it: exporting yields the CPU to the service's own work.
+fn build_provider(
+    endpoint: &str,
+    protocol: ExportProtocol,
+    resource: Resource,
+) -> Result<SdkTracerProvider, ConfigError> {
+    let url = endpoint.to_string();
+    let build = move || {
+        if let Err(e) = crate::priority::lower_this_thread() {
+            tracing::debug!(error = %e, "span export keeps the service's priority");
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url.clone())
+            .with_protocol(match protocol {
+                ExportProtocol::Protobuf => Protocol::HttpBinary,
+                ExportProtocol::Json => Protocol::HttpJson,
+            })
+            .build()
+            .map_err(|e| malformed("OTEL_EXPORTER_OTLP_ENDPOINT", &url, &e.to_string()))?;
+        Ok(SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build())
+    };
+    let failed = |reason: String| malformed("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, &reason);
+    std::thread::Builder::new()
+        .name("span-export-setup".into())
+        .spawn(build)
+        .map_err(|e| failed(format!("the exporter could not start: {e}")))?
+        .join()
+        .unwrap_or_else(|_| Err(failed("the exporter's setup panicked".into())))
+}
+
 /// Starts export for `service` (of `app`) as `env` asks: `None` when it is off. Export is
 /// per process: a second call (tests running several services in one) keeps the first.
 pub fn init(env: &Env, app: &str, service: &str) -> Result<Option<Export>, ConfigError> {
@@ -149,15 +187,6 @@ pub fn init(env: &Env, app: &str, service: &str) -> Result<Option<Export>, Confi
     if TRACER.get().is_some() {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(endpoint.clone())
-        .with_protocol(match protocol {
-            ExportProtocol::Protobuf => Protocol::HttpBinary,
-            ExportProtocol::Json => Protocol::HttpJson,
-        })
-        .build()
-        .map_err(|e| malformed("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint, &e.to_string()))?;
     let resource = Resource::builder()
         .with_service_name(service_name.unwrap_or_else(|| service.to_string()))
         .with_attribute(opentelemetry::KeyValue::new(
@@ -165,10 +194,7 @@ pub fn init(env: &Env, app: &str, service: &str) -> Result<Option<Export>, Confi
             app.to_string(),
         ))
         .build();
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build();
+    let provider = build_provider(&endpoint, protocol, resource)?;
     let tracer = provider.tracer("switchyard");
     if TRACER.set(tracer).is_err() {
         // Another service of this process got there first.
@@ -239,5 +265,58 @@ mod tests {
             let e = ExportSettings::from_env(&vars).expect_err(name).to_string();
             assert!(e.contains(name), "{e}");
         }
+    }
+
+    /// The nice value of each of this process's threads whose name starts with `prefix`.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(prefix: &str) -> Vec<(String, i32)> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+        {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the name in parentheses: state is field 3, nice field 19.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let nice = after
+                .split_whitespace()
+                .nth(16)
+                .and_then(|n| n.parse().ok());
+            found.push((name.trim().to_string(), nice.expect("nice in stat")));
+        }
+        found
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_exporter_s_threads_yield_to_the_service_s() {
+        let before = crate::priority::this_thread_nice().expect("nice");
+        let resource = Resource::builder().with_service_name("t").build();
+        let provider = build_provider(
+            "http://127.0.0.1:9/v1/traces",
+            ExportProtocol::Protobuf,
+            resource,
+        )
+        .expect("provider");
+        let lowered = crate::priority::OBSERVER_NICE.max(before);
+        let threads = [
+            nice_of_threads("OpenTelemetry"),
+            nice_of_threads("reqwest-intern"),
+        ];
+        for (what, found) in ["the batch processor", "the HTTP client"]
+            .iter()
+            .zip(&threads)
+        {
+            assert!(!found.is_empty(), "{what}'s thread not found");
+            for (name, nice) in found {
+                assert_eq!(*nice, lowered, "{name}");
+            }
+        }
+        assert_eq!(crate::priority::this_thread_nice().expect("nice"), before);
+        drop(provider.shutdown());
     }
 }
