@@ -1,8 +1,10 @@
 //! Scenario 9: what tracing costs. A whole purchase (order → pay → complete) and a comment
 //! → approved, sequentially under `up`, with every service's spans exported by OTLP to
 //! the console (up's default: a local receiver) and with export off
-//! (`OTEL_SDK_DISABLED=true`). The two modes alternate, round after round, in one run, and
-//! their p99s are compared: exported at most 5 % above off.
+//! (`OTEL_SDK_DISABLED=true`). Each round starts one fresh `up` of each mode side by side
+//! and alternates the operations between them (off, exported, exported, off, ...), so
+//! both modes meet the same moments of the machine; their p99s over all rounds are
+//! compared: exported at most 5 % above off.
 
 use std::time::{Duration, Instant};
 
@@ -51,14 +53,20 @@ async fn measure(
     let n = ctx.params.e2e_comments.clamp(30, 200);
     let mut purchase: [Samples; 2] = Default::default();
     let mut approval: [Samples; 2] = Default::default();
-    // Rounds of each mode (off, exported, off, exported, ...): a p99 moves by as much from
-    // one fresh `up` to the next as export costs, so it takes many of them.
+    // A p99 moves by as much from one fresh `up` to the next as export costs, so each
+    // round runs both modes at once, operation by operation, and there are many rounds.
     let rounds = ctx.params.tracing_rounds;
     for _ in 0..rounds {
-        for (i, mode) in [Mode::Off, Mode::Exported].into_iter().enumerate() {
-            purchase[i].add(purchases(ctx, res, mode, n).await?);
-            approval[i].add(approvals(ctx, res, mode, n).await?);
-        }
+        let stacks = [
+            Shop::start(ctx, res, Mode::Off, n).await?,
+            Shop::start(ctx, res, Mode::Exported, n).await?,
+        ];
+        interleave(stacks, n, &mut purchase).await?;
+        let stacks = [
+            Blog::start(ctx, res, Mode::Off).await?,
+            Blog::start(ctx, res, Mode::Exported).await?,
+        ];
+        interleave(stacks, n, &mut approval).await?;
     }
     for (what, [off, exported]) in [
         ("whole purchase", purchase),
@@ -68,8 +76,9 @@ async fn measure(
         let (off_rounds, exported_rounds) = (off.median_round_p99(), exported.median_round_p99());
         let (off, exported) = (Dist::new(off.took), Dist::new(exported.took));
         let note = format!(
-            "{} runs of each mode alternating, {n} sequential each; p50 off {} ms, exported {} ms; \
-             the median of the runs' own p99s: off {} ms, exported {} ms ({}%)",
+            "{} rounds, each a fresh `up` of each mode side by side with {n} operations on \
+             each, one after the other, alternating between them; p50 off {} ms, exported \
+             {} ms; the median of the rounds' own p99s: off {} ms, exported {} ms ({}%)",
             rounds,
             fmt_num(off.pct(50.0), 2),
             fmt_num(exported.pct(50.0), 2),
@@ -110,8 +119,9 @@ async fn measure(
                 "%",
             )
             .note(format!(
-                "CPU time of all of up's processes (services, bus, gateway, console; not \
-                 PostgreSQL or NATS) while the operations ran, per operation: off {} ms, \
+                "CPU time of all of each up's processes (services, bus, gateway, console; not \
+                 PostgreSQL or NATS) while the round's operations ran, both ups' included \
+                 (each also idles while the other works), per operation: off {} ms, \
                  exported {} ms",
                 fmt_num(off_cpu, 3),
                 fmt_num(exported_cpu, 3)
@@ -178,105 +188,191 @@ async fn fresh_up(
     Ok((dir, up))
 }
 
-/// `n` whole purchases, one after the other, under a fresh `up ticketing` in `mode`.
-async fn purchases(
-    ctx: &Ctx,
-    res: Option<&Resources>,
-    mode: Mode,
+/// Runs `n` operations on each of `stacks` (off, exported), one after the other,
+/// alternating between them and which goes first, into `samples`.
+async fn interleave<S: Stack>(
+    mut stacks: [S; 2],
     n: usize,
-) -> anyhow::Result<Run> {
-    let mut env = vec![
-        ("JWT_KEY", JWT_KEY),
-        ("PAYMENT_PROVIDER", "test"),
-        ("SIGNIN_MAX_PER_CLIENT", "1000000000"),
-        ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
-    ];
-    env.extend_from_slice(mode.env());
-    let (_dir, up) = fresh_up(ctx, &switchyard_registry::TICKETING, res, &env).await?;
-    let (auth, tickets, orders, payments) = (
-        up.url(port_of("auth")?),
-        up.url(port_of("tickets")?),
-        up.url(port_of("orders")?),
-        up.url(port_of("payments")?),
-    );
-    let seller = User::sign_up(ctx, &auth, "seller@bench.test").await?;
-    let buyer = User::sign_up(ctx, &auth, "buyer@bench.test").await?;
-    let mut fresh = Vec::with_capacity(n + 1);
-    for i in 0..=n {
-        fresh.push(seller.sell(&tickets, i).await?);
-    }
-    // Orders knows every ticket before the clock starts (the last one sold is known).
-    let last = fresh.pop().context("no tickets")?;
-    buyer
-        .order(&orders, &last)
-        .await?
-        .context("probe order refused")?;
-    let mut took = Vec::with_capacity(n);
-    let cpu = crate::procs::tree_cpu_time(up.pid);
-    for ticket in &fresh {
-        took.push(buyer.purchase(&orders, &payments, ticket).await?);
-    }
-    let cpu = crate::procs::tree_cpu_time(up.pid).saturating_sub(cpu);
-    up.stop().await;
-    Ok(Run { took, cpu })
-}
-
-/// `n` comments, one after the other, each until query's stream shows it approved, under a
-/// fresh `up blog` in `mode`.
-async fn approvals(
-    ctx: &Ctx,
-    res: Option<&Resources>,
-    mode: Mode,
-    n: usize,
-) -> anyhow::Result<Run> {
-    let blog = &switchyard_registry::BLOG;
-    let (_dir, up) = fresh_up(ctx, blog, res, mode.env()).await?;
-    let port = |name: &str| {
-        blog.service(name)
-            .map(|s| s.local_port)
-            .with_context(|| format!("{name} is not a blog service"))
-    };
-    let (posts, comments, query) = (
-        up.url(port("posts")?),
-        up.url(port("comments")?),
-        up.url(port("query")?),
-    );
-    let post: serde_json::Value = ctx
-        .http
-        .post(format!("{posts}/posts/create"))
-        .json(&serde_json::json!({"title": "traced or not"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let post = post["id"].as_str().context("post id")?.to_string();
-    let watch = ApprovalWatch::start(&ctx.http, &query).await?;
-    // The post reaches comments before the clock starts.
-    let warm = create_comment(&ctx.http, &comments, &post, "warming up").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while warm.is_err() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if create_comment(&ctx.http, &comments, &post, "warming up")
-            .await
-            .is_ok()
-        {
-            break;
+    samples: &mut [Samples; 2],
+) -> anyhow::Result<()> {
+    let mut took: [Vec<f64>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let cpu = stacks
+        .each_ref()
+        .map(|s| crate::procs::tree_cpu_time(s.up().pid));
+    for i in 0..n {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            took[k].push(stacks[k].operation(i).await?);
         }
     }
-    let mut took = Vec::with_capacity(n);
-    let cpu = crate::procs::tree_cpu_time(up.pid);
-    for i in 0..n {
+    let after = stacks
+        .each_ref()
+        .map(|s| crate::procs::tree_cpu_time(s.up().pid));
+    let used = after.into_iter().zip(cpu).map(|(a, b)| a.saturating_sub(b));
+    for stack in stacks {
+        stack.stop().await;
+    }
+    for ((samples, took), cpu) in samples.iter_mut().zip(took).zip(used) {
+        samples.add(Run { took, cpu });
+    }
+    Ok(())
+}
+
+/// A fresh `up` of one mode, ready for timed operations.
+trait Stack {
+    fn up(&self) -> &Up;
+    /// The `i`th operation: how long it took, in ms.
+    async fn operation(&mut self, i: usize) -> anyhow::Result<f64>;
+    async fn stop(self);
+}
+
+/// `up ticketing` with a buyer, and `n` fresh tickets each to be bought whole (ordered,
+/// paid, until the order is complete).
+struct Shop {
+    _dir: tempfile::TempDir,
+    up: Up,
+    buyer: User,
+    orders: String,
+    payments: String,
+    fresh: Vec<String>,
+}
+
+impl Shop {
+    async fn start(
+        ctx: &Ctx,
+        res: Option<&Resources>,
+        mode: Mode,
+        n: usize,
+    ) -> anyhow::Result<Shop> {
+        let mut env = vec![
+            ("JWT_KEY", JWT_KEY),
+            ("PAYMENT_PROVIDER", "test"),
+            ("SIGNIN_MAX_PER_CLIENT", "1000000000"),
+            ("SIGNUP_MAX_PER_CLIENT", "1000000000"),
+        ];
+        env.extend_from_slice(mode.env());
+        let (dir, up) = fresh_up(ctx, &switchyard_registry::TICKETING, res, &env).await?;
+        let (auth, tickets, orders, payments) = (
+            up.url(port_of("auth")?),
+            up.url(port_of("tickets")?),
+            up.url(port_of("orders")?),
+            up.url(port_of("payments")?),
+        );
+        let seller = User::sign_up(ctx, &auth, "seller@bench.test").await?;
+        let buyer = User::sign_up(ctx, &auth, "buyer@bench.test").await?;
+        let mut fresh = Vec::with_capacity(n + 1);
+        for i in 0..=n {
+            fresh.push(seller.sell(&tickets, i).await?);
+        }
+        // Orders knows every ticket before the clock starts (the last one sold is known).
+        let last = fresh.pop().context("no tickets")?;
+        buyer
+            .order(&orders, &last)
+            .await?
+            .context("probe order refused")?;
+        Ok(Shop {
+            _dir: dir,
+            up,
+            buyer,
+            orders,
+            payments,
+            fresh,
+        })
+    }
+}
+
+impl Stack for Shop {
+    fn up(&self) -> &Up {
+        &self.up
+    }
+
+    async fn operation(&mut self, i: usize) -> anyhow::Result<f64> {
+        let ticket = self.fresh.get(i).context("no ticket left")?;
+        self.buyer
+            .purchase(&self.orders, &self.payments, ticket)
+            .await
+    }
+
+    async fn stop(self) {
+        self.up.stop().await;
+    }
+}
+
+/// `up blog` with a post that comments has, and query's stream followed: each operation
+/// is a comment, until the stream shows it approved.
+struct Blog {
+    _dir: tempfile::TempDir,
+    up: Up,
+    http: reqwest::Client,
+    comments: String,
+    post: String,
+    watch: ApprovalWatch,
+}
+
+impl Blog {
+    async fn start(ctx: &Ctx, res: Option<&Resources>, mode: Mode) -> anyhow::Result<Blog> {
+        let blog = &switchyard_registry::BLOG;
+        let (dir, up) = fresh_up(ctx, blog, res, mode.env()).await?;
+        let port = |name: &str| {
+            blog.service(name)
+                .map(|s| s.local_port)
+                .with_context(|| format!("{name} is not a blog service"))
+        };
+        let (posts, comments, query) = (
+            up.url(port("posts")?),
+            up.url(port("comments")?),
+            up.url(port("query")?),
+        );
+        let post: serde_json::Value = ctx
+            .http
+            .post(format!("{posts}/posts/create"))
+            .json(&serde_json::json!({"title": "traced or not"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let post = post["id"].as_str().context("post id")?.to_string();
+        let watch = ApprovalWatch::start(&ctx.http, &query).await?;
+        // The post reaches comments before the clock starts.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while create_comment(&ctx.http, &comments, &post, "warming up")
+            .await
+            .is_err()
+        {
+            anyhow::ensure!(Instant::now() < deadline, "comments never knew the post");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Blog {
+            _dir: dir,
+            up,
+            http: ctx.http.clone(),
+            comments,
+            post,
+            watch,
+        })
+    }
+}
+
+impl Stack for Blog {
+    fn up(&self) -> &Up {
+        &self.up
+    }
+
+    async fn operation(&mut self, i: usize) -> anyhow::Result<f64> {
         let t = Instant::now();
-        let id = create_comment(&ctx.http, &comments, &post, &format!("comment {i}: fine")).await?;
-        let at = watch
+        let content = format!("comment {i}: fine");
+        let id = create_comment(&self.http, &self.comments, &self.post, &content).await?;
+        let at = self
+            .watch
             .approved_at(&id, Duration::from_secs(5))
             .await
             .with_context(|| format!("comment {id} not approved within 5 s"))?;
-        took.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
+        Ok(at.saturating_duration_since(t).as_secs_f64() * 1000.0)
     }
-    let cpu = crate::procs::tree_cpu_time(up.pid).saturating_sub(cpu);
-    drop(watch);
-    up.stop().await;
-    Ok(Run { took, cpu })
+
+    async fn stop(self) {
+        drop(self.watch);
+        self.up.stop().await;
+    }
 }
