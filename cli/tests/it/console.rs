@@ -24,18 +24,17 @@ fn console_url(offset: u16) -> String {
 /// The console and the services' span exporters run below the services' priority (a busy
 /// machine gives the services the CPU first); the services' own threads keep theirs.
 fn observers_yield_to_the_services(up: &Up) {
-    let base = support::process::thread_nices("self")
-        .first()
-        .map_or(0, |(_, nice)| *nice);
+    use switchyard_kit::priority::nice_of_threads;
+    let base = nice_of_threads(None).first().map_or(0, |(_, nice)| *nice);
     let lowered = switchyard_kit::priority::OBSERVER_NICE.max(base);
     let console = up.service_pid("console").expect("the console's pid");
-    let threads = support::process::thread_nices(&console.to_string());
+    let threads = nice_of_threads(Some(console));
     assert!(
         !threads.is_empty() && threads.iter().all(|(_, nice)| *nice == lowered),
         "every thread of the console at nice {lowered}: {threads:?}"
     );
     let orders = up.service_pid("orders").expect("orders' pid");
-    let threads = support::process::thread_nices(&orders.to_string());
+    let threads = nice_of_threads(Some(orders));
     let (exporter, own): (Vec<_>, Vec<_>) = threads.iter().partition(|(name, _)| {
         name.starts_with("OpenTelemetry") || name.starts_with("reqwest-intern")
     });

@@ -270,25 +270,10 @@ mod tests {
     /// The nice value of each of this process's threads whose name starts with `prefix`.
     #[cfg(target_os = "linux")]
     fn nice_of_threads(prefix: &str) -> Vec<(String, i32)> {
-        let mut found = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .flatten()
-        {
-            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if !name.starts_with(prefix) {
-                continue;
-            }
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // After the name in parentheses: state is field 3, nice field 19.
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let nice = after
-                .split_whitespace()
-                .nth(16)
-                .and_then(|n| n.parse().ok());
-            found.push((name.trim().to_string(), nice.expect("nice in stat")));
-        }
-        found
+        let threads = crate::priority::nice_of_threads(None).into_iter();
+        threads
+            .filter(|(name, _)| name.starts_with(prefix))
+            .collect()
     }
 
     #[cfg(target_os = "linux")]

@@ -46,6 +46,30 @@ pub fn this_thread_nice() -> io::Result<i32> {
     }
 }
 
+/// The name and nice value of each thread of process `pid` (this process for `None`), read
+/// from `/proc` (empty where there is none): how the tests see who yields.
+pub fn nice_of_threads(pid: Option<u32>) -> Vec<(String, i32)> {
+    let process = pid.map_or_else(|| "self".to_string(), |p| p.to_string());
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{process}/task")) else {
+        return Vec::new();
+    };
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the name in parentheses: state is field 3, nice field 19.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(nice) = after
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+        {
+            threads.push((name.trim().to_string(), nice));
+        }
+    }
+    threads
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;

@@ -171,25 +171,3 @@ pub fn run_output(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String, 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
-
-/// The name and nice value of each thread of process `pid` (`self` for this one).
-pub fn thread_nices(pid: &str) -> Vec<(String, i32)> {
-    let mut threads = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return threads;
-    };
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After the name in parentheses: state is field 3, nice field 19.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        if let Some(nice) = after
-            .split_whitespace()
-            .nth(16)
-            .and_then(|n| n.parse().ok())
-        {
-            threads.push((name.trim().to_string(), nice));
-        }
-    }
-    threads
-}
