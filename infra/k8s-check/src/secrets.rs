@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
+use regex::Regex;
 use serde_json::{Value, json};
 
 use crate::manifest::{self, Manifests, list, text};
@@ -89,35 +91,15 @@ pub fn readme_secrets(markdown: &str) -> BTreeMap<String, Created> {
     out
 }
 
-/// Splits a shell command line into words: quotes removed, `$(...)` replaced by
-/// [`SUBSTITUTION`], `#` comments dropped. Enough for the README's commands, not a shell.
+/// Splits a command line into words as a shell does (quotes, `#` comments), every `$(...)`
+/// replaced by [`SUBSTITUTION`] (the README quotes each one). Unbalanced quotes: no words.
 fn shell_words(line: &str) -> Vec<String> {
-    let (mut words, mut word, mut quote) = (Vec::new(), None::<String>, None);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '#') if word.is_none() => break,
-            (None, c) if c.is_whitespace() => words.extend(word.take()),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                word.get_or_insert_default();
-            }
-            (Some(q), c) if c == q => quote = None,
-            (q, '$') if q != Some('\'') && chars.peek() == Some(&'(') => {
-                let mut depth = 0;
-                for d in chars.by_ref() {
-                    depth += i32::from(d == '(') - i32::from(d == ')');
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                word.get_or_insert_default().push_str(SUBSTITUTION);
-            }
-            (_, c) => word.get_or_insert_default().push(c),
-        }
-    }
-    words.extend(word);
+    static COMMAND: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\$\([^()]*\)").expect("a valid regex"));
+    let words = shlex::split(line).unwrap_or_default().into_iter();
     words
+        .map(|w| COMMAND.replace_all(&w, SUBSTITUTION).into_owned())
+        .collect()
 }
 
 /// A Secret object with `data` as its `stringData`, standing in for one the cluster has.

@@ -1,6 +1,6 @@
 //! The parts of `skaffold.yaml` the checks need, with a profile applied as skaffold does:
 //! its mapping fields merged into the config recursively (lists and scalars replace), then
-//! its JSON `patches` (add, remove, replace).
+//! its `patches` (RFC 6902 JSON Patch).
 
 use serde_json::Value;
 
@@ -15,6 +15,10 @@ pub struct Skaffold {
 
 fn invalid(what: String) -> Error {
     Error::Invalid(format!("skaffold.yaml: {what}"))
+}
+
+fn bad_patch(e: impl std::fmt::Display) -> Error {
+    invalid(format!("patches: {e}"))
 }
 
 impl Skaffold {
@@ -44,9 +48,10 @@ impl Skaffold {
                 merge(&mut config[key.as_str()], value);
             }
         }
-        for patch in list(&profile["patches"]) {
-            apply_patch(&mut config, patch)?;
-        }
+        let patches = Some(&profile["patches"]).filter(|p| !p.is_null()).cloned();
+        let patches = patches.unwrap_or_else(|| Value::Array(Vec::new()));
+        let patches: json_patch::Patch = serde_json::from_value(patches).map_err(bad_patch)?;
+        json_patch::patch(&mut config, &patches).map_err(bad_patch)?;
         config.as_object_mut().map(|o| o.remove("profiles"));
         Ok(config)
     }
@@ -75,40 +80,6 @@ fn merge(target: &mut Value, overlay: &Value) {
             }
         }
         _ => *target = overlay.clone(),
-    }
-}
-
-/// Applies one JSON patch operation (add, remove, replace).
-pub fn apply_patch(config: &mut Value, patch: &Value) -> Result<(), Error> {
-    let (op, path) = (text(&patch["op"]), text(&patch["path"]));
-    let fail = |what: &str| invalid(format!("patch {op} {path:?}: {what}"));
-    let split = path.rsplit_once('/');
-    let (parent, last) = split.ok_or_else(|| fail("no JSON pointer"))?;
-    let last = last.replace("~1", "/").replace("~0", "~");
-    let parent = config.pointer_mut(parent);
-    let parent = parent.ok_or_else(|| fail("no parent"))?;
-    let (value, missing) = (patch["value"].clone(), || fail("no such element"));
-    match (op, parent) {
-        ("remove", Value::Object(map)) => map.remove(&last).map(drop).ok_or_else(missing),
-        ("replace", Value::Object(map)) => {
-            map.get_mut(&last).map(|v| *v = value).ok_or_else(missing)
-        }
-        ("add", Value::Object(map)) => {
-            map.insert(last, value);
-            Ok(())
-        }
-        (_, Value::Array(items)) => {
-            let len = items.len();
-            let index = last.parse().ok().or((last == "-").then_some(len));
-            match (op, index) {
-                ("add", Some(i)) if i <= len => items.insert(i, value),
-                ("remove", Some(i)) if i < len => drop(items.remove(i)),
-                ("replace", Some(i)) if i < len => items[i] = value,
-                _ => return Err(missing()),
-            }
-            Ok(())
-        }
-        _ => Err(fail("unsupported (supported: add, remove, replace)")),
     }
 }
 
@@ -152,19 +123,9 @@ profiles:
         assert_eq!(prod["build"]["local"], local);
         assert!(s.effective(Some("staging")).is_err());
         assert!(Skaffold::parse("a: 1\n---\nb: 2\n").is_err());
-        let mut v = json!({"a": [1]});
-        for (op, path) in [
-            ("remove", "/a/3"),
-            ("move", "/a/0"),
-            ("remove", "/b/0"),
-            ("remove", "a"),
-        ] {
-            let patch = json!({"op": op, "path": path});
-            assert!(apply_patch(&mut v, &patch).is_err(), "{op} {path}");
+        for (from, to) in [("artifacts/0", "artifacts/9"), ("op: remove", "op: shove")] {
+            let bad = Skaffold::parse(&CONFIG.replace(from, to)).unwrap();
+            assert!(bad.effective(Some("prod")).is_err(), "{to}");
         }
-        apply_patch(&mut v, &json!({"op": "add", "path": "/a/0", "value": 0})).unwrap();
-        assert_eq!(v, json!({"a": [0, 1]}));
-        apply_patch(&mut v, &json!({"op": "remove", "path": "/a"})).unwrap();
-        assert_eq!(v, json!({}));
     }
 }

@@ -1,7 +1,6 @@
-//! Cross-reference checks of every app's rendered overlays (`target/k8s/<app>-<overlay>.yaml`,
-//! rendered here with `kubectl kustomize` when missing or stale) against each other,
-//! `skaffold.yaml`, `infra/README.md` and each app's contract in the registry; and, for
-//! every check, an overlay broken so that it fails ([`BREAKAGES`]).
+//! Cross-reference checks of every app's overlays, rendered with `kubectl kustomize`,
+//! against each other, `skaffold.yaml`, `infra/README.md` and each app's contract in the
+//! registry; and, for every check, an overlay broken so that it fails ([`BREAKAGES`]).
 //!
 //! `prod-gateway` is prod with the Ingress swapped for a Gateway and HTTPRoutes
 //! (`infra/k8s/<app>/gateway-api`): checked like prod, its routing table equal to the
@@ -87,7 +86,7 @@ fn rendered(app: &str, overlay: &str) -> &'static str {
     static CACHE: LazyLock<Mutex<BTreeMap<String, &'static str>>> = LazyLock::new(Default::default);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     cache.entry(format!("{app}-{overlay}")).or_insert_with(|| {
-        let text = render::rendered_overlay(&render::repo_root(), app, overlay);
+        let text = render::rendered_overlay(app, overlay);
         let text = text.unwrap_or_else(|e| panic!("cannot render {app}/{overlay}: {e}"));
         Box::leak(text.into_boxed_str())
     })
