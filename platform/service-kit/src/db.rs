@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration as Migration_, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 /// The SQL dialect behind a [`Db`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,10 +158,7 @@ impl Db {
                 })
             }
             Dialect::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(8)
-                    .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(5))
+                let pool = postgres_pool()
                     .connect(url)
                     .await
                     .map_err(|e| open_error(url, e))?;
@@ -293,6 +290,31 @@ fn sqlite_readers() -> u32 {
     std::thread::available_parallelism()
         .map_or(2, |n| u32::try_from(n.get()).unwrap_or(4))
         .clamp(2, 4)
+}
+
+/// A pooled PostgreSQL connection is checked (a round trip to the server) before use only
+/// once it has been idle this long. sqlx checks every connection as it goes back to the
+/// pool, so one used a moment ago is known good; checking it again before each use put a
+/// round trip on the path of every transaction, relay round and read. One that died since
+/// (the server restarted, the backend was terminated) fails its statement with an I/O
+/// error, which callers take as transient (the event is retried, the request answered
+/// 503), and sqlx closes it as it comes back.
+pub const POSTGRES_CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+fn postgres_pool() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(8)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= POSTGRES_CHECK_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn sqlite_pool(max: u32, min: u32) -> AnyPoolOptions {
