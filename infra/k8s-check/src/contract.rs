@@ -257,7 +257,7 @@ impl Contract {
         let image = image_repository(c.image());
         r.check(image != svc.image, format!("runs image {image}"));
         let actual = env.get("PORT").map_or("", String::as_str);
-        let wrong = !actual.is_empty() && actual != port.to_string();
+        let wrong = actual != port.to_string();
         r.check(wrong, format!("PORT={actual}, not {port}"));
         let service = env.get("SWITCHYARD_SERVICE").map_or("", String::as_str);
         let named = self.names_service(service, svc.name);
