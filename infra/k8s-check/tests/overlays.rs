@@ -646,14 +646,9 @@ fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
             assert_eq!(config["build"]["local"]["push"], false, "{profile}: push");
             let artifacts = s.artifacts(Some(&profile)).unwrap();
             let services = c.services(overlay);
-            let mut images: Vec<&str> = artifacts.iter().map(|a| text(&a["image"])).collect();
-            images.sort_unstable();
-            let expected: BTreeSet<&str> = services.iter().map(|s| s.image.as_str()).collect();
-            assert_eq!(
-                images,
-                Vec::from_iter(expected.clone()),
-                "{profile}: images"
-            );
+            // (which images: checks::images_built, with the overlay's containers)
+            let images: BTreeSet<&str> = artifacts.iter().map(|a| text(&a["image"])).collect();
+            assert_eq!(images.len(), artifacts.len(), "{profile}: duplicate images");
             for a in &artifacts {
                 let at = format!("{profile} {}", a["image"]);
                 assert_eq!(a["context"].as_str().unwrap_or("."), ".", "{at}: context");
@@ -664,7 +659,7 @@ fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
                 assert_eq!(a["docker"]["buildArgs"]["SERVICE"], want.as_str(), "{at}");
                 assert!(c.names_service(&want, svc.unwrap().name));
             }
-            all_images.extend(expected.into_iter().map(str::to_owned));
+            all_images.extend(services.iter().map(|s| s.image.clone()));
             let path = render::overlay_path(c.name(), overlay.name());
             assert_eq!(
                 s.kustomize_paths(Some(&profile)).unwrap(),
