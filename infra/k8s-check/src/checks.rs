@@ -1,5 +1,4 @@
-//! Cross-references over rendered manifests that no generic tool of infra/validate.sh
-//! checks. Each returns the problems it found as messages naming the object.
+//! Cross-references over rendered manifests that no generic tool of infra/validate.sh checks.
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -10,8 +9,7 @@ use serde_json::Value;
 use crate::contract::OPS_PORT;
 use crate::manifest::{Manifests, id, image_repository, kind, list, name, string_map, text};
 
-/// A URL found in a configuration value: the text up to the port, host, explicit port or
-/// the scheme's default.
+/// A URL in a configuration value: its text (up to the port), host, port (or the default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundUrl {
     pub text: String,
@@ -19,8 +17,7 @@ pub struct FoundUrl {
     pub port: u64,
 }
 
-/// Finds `scheme://[user[:password]@]host[:port]` URLs (http, https, nats, tls, postgres)
-/// in a text, e.g. a comma-separated list.
+/// The `scheme://[user[:password]@]host[:port]` URLs (http, https, nats, tls, postgres) of a text.
 pub fn find_urls(text: &str) -> Vec<FoundUrl> {
     static RE: LazyLock<Regex> = LazyLock::new(|| {
         let scheme = r"(?i)\b(https?|nats|tls|postgres(?:ql)?)://";
@@ -42,9 +39,8 @@ pub fn find_urls(text: &str) -> Vec<FoundUrl> {
     RE.captures_iter(text).map(url).collect()
 }
 
-/// What is wrong with a URL that names an in-cluster host (`svc`, `svc.ns[.svc[.cluster.
-/// local]]`, or `pod-0.headless-svc...`): no such Service, or no such port. Loopback, IP
-/// addresses and names outside the cluster are fine.
+/// What is wrong with a URL naming an in-cluster host (`svc`, `svc.ns[.svc[.cluster.local]]`,
+/// `pod-0.headless-svc...`). Loopback, IP addresses and names outside the cluster are fine.
 fn url_problem(m: &Manifests, url: &FoundUrl) -> Option<String> {
     let host = url.host.as_str();
     if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() {
@@ -65,8 +61,7 @@ fn url_problem(m: &Manifests, url: &FoundUrl) -> Option<String> {
     }
 }
 
-/// Every URL naming an in-cluster host in container environments (ConfigMaps and Secrets
-/// resolved), container arguments, ConfigMaps and Secrets names a Service and its port.
+/// Every in-cluster URL in env, args, ConfigMaps and Secrets names a Service and its port.
 pub fn service_urls(m: &Manifests) -> Vec<String> {
     let mut values: Vec<(String, String)> = Vec::new();
     for (at, _, c) in m.containers() {
@@ -89,9 +84,8 @@ pub fn service_urls(m: &Manifests) -> Vec<String> {
     problems.into_iter().collect()
 }
 
-/// The ConfigMaps, Secrets, their keys and the PersistentVolumeClaims the workloads
-/// reference exist (unless optional); every volumeMount names a volume (or a
-/// volumeClaimTemplate).
+/// The ConfigMaps, Secrets (and keys) and PersistentVolumeClaims referenced exist (unless
+/// optional); every volumeMount names a volume (or a volumeClaimTemplate).
 pub fn references(m: &Manifests) -> Vec<String> {
     let mut problems = Vec::new();
     for (at, r) in m.references().into_iter().filter(|(_, r)| !r.optional) {
@@ -118,8 +112,7 @@ pub fn references(m: &Manifests) -> Vec<String> {
     problems
 }
 
-/// Every project image (`switchyard/...`) is built by one of `artifacts`, and every
-/// artifact is used by some container.
+/// Every project image is built by one of `artifacts`, and every artifact is used.
 pub fn images_built(m: &Manifests, artifacts: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
     let mut used = BTreeSet::new();
@@ -135,9 +128,8 @@ pub fn images_built(m: &Manifests, artifacts: &BTreeSet<String>) -> Vec<String> 
     problems
 }
 
-/// Every probe is on a container port; a project container's liveness probe is `GET
-/// /healthz` and its readiness probe `GET /readyz` (a startup probe, if any, either), on
-/// its port `ops` ([`OPS_PORT`]).
+/// Every probe is on a container port; a project container's are `GET /healthz` (liveness)
+/// and `GET /readyz` (readiness; a startup probe, if any, either) on its port `ops`.
 pub fn probes(m: &Manifests) -> Vec<String> {
     let mut problems = Vec::new();
     let probes = [

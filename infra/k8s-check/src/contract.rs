@@ -1,11 +1,5 @@
-//! The Kubernetes part of every app's wire contract, as the app registry declares it
-//! ([`switchyard_registry::APPS`]): object names, labels, containers, images, ports, the
-//! extra Services (the blog's NodePort), the Ingress, the event bus's subscribers, the
-//! operational port, the Secrets the services read, the NATS users, and the connections
-//! the NetworkPolicies must open (and no other).
-//!
-//! Every app has the same two overlays ([`Overlay`]): `dev`, the embedded setup (SQLite, the
-//! HTTP event bus), and `prod` (PostgreSQL, NATS JetStream, no HTTP event bus).
+//! The Kubernetes part of every app's wire contract, as the app registry declares it, and
+//! the connections the NetworkPolicies must open (and no other).
 
 use serde_json::Value;
 use switchyard_bus_client::nats_users::{self, ServiceUser};
@@ -28,8 +22,7 @@ pub const INGRESS_CONTROLLER_NAMESPACE: &str = "ingress-nginx";
 /// The namespace whose pods (Prometheus) may scrape the ops ports in prod.
 pub const MONITORING_NAMESPACE: &str = "monitoring";
 
-/// The NATS Service of the prod overlays and its client port; the NATS cluster's routes
-/// (each server to the others, by the headless Service's DNS names); PostgreSQL's Service.
+/// NATS's Service and client port; its cluster routes (the headless Service); PostgreSQL's.
 pub const NATS_SERVICE: (&str, u16) = ("nats", 4222);
 pub const NATS_ROUTES: (&str, u16) = ("nats-headless", 6222);
 pub const POSTGRES_SERVICE: (&str, u16) = ("postgres", 5432);
@@ -40,8 +33,7 @@ pub const DATABASE_SECRET: &str = "switchyard-database";
 pub const BUS_SECRET: (&str, &str) = (switchyard_registry::BUS_SECRET, "event-bus-secret");
 pub const NATS_USERS_SECRET: &str = "nats-users";
 
-/// An overlay of an app: `dev` (SQLite and the HTTP event bus, one replica each) or `prod`
-/// (PostgreSQL and NATS JetStream, replicas, NetworkPolicies).
+/// An overlay of an app: `dev` (SQLite, the HTTP event bus) or `prod` (PostgreSQL, NATS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Overlay {
     Dev,
@@ -68,22 +60,17 @@ pub fn secret_name(var: &str) -> String {
     format!("{}-secret", first.to_ascii_lowercase())
 }
 
-/// One app's contract.
 #[derive(Debug, Clone, Copy)]
 pub struct Contract {
     pub app: &'static App,
 }
 
-/// Every app's contract, in the registry's order.
 pub fn contracts() -> Vec<Contract> {
     APPS.iter().map(|app| Contract { app }).collect()
 }
 
-/// A service deployed by an overlay (the registry's [`Service`], which it derefs to):
-/// `name` is its label `app`, its container's name and the service part of
-/// `SWITCHYARD_SERVICE`; `contract_port` its container port `http`, its Service's port and
-/// targetPort; `service` its ClusterIP Service in this overlay; `image` its image
-/// repository; `subscriber` whether the bus delivers events to it.
+/// A service deployed by an overlay (the registry's [`Service`], which it derefs to), with
+/// its ClusterIP Service in this overlay.
 #[derive(Debug, Clone)]
 pub struct Deployed {
     pub spec: &'static Service,
@@ -102,7 +89,6 @@ impl std::ops::Deref for Deployed {
 }
 
 impl Deployed {
-    /// `Deployment <name> container <name>:`, for messages.
     pub fn at(&self) -> String {
         format!("Deployment {} container {}:", self.deployment, self.name)
     }
@@ -145,8 +131,8 @@ impl Contract {
         }
     }
 
-    /// The skaffold profile that deploys `overlay`: the blog's are `dev` and `prod` (the
-    /// default config is the blog's dev), every other app's `<app>-<overlay>`.
+    /// The skaffold profile of `overlay`: the blog's are `dev` and `prod` (the default config
+    /// is the blog's dev), every other app's `<app>-<overlay>`.
     pub fn skaffold_profile(&self, overlay: Overlay) -> String {
         match self.app.name {
             "blog" => overlay.name().to_owned(),
@@ -160,8 +146,7 @@ impl Contract {
     }
 
     /// The ClusterIP Service of `s` in `overlay`: the registry's; with the HTTP event bus, a
-    /// subscriber without one gets `<name>-srv` (the bus must reach it: ticketing's
-    /// expiration, which has no Service in the original).
+    /// subscriber without one gets `<name>-srv` (the bus must reach it: ticketing's expiration).
     pub fn cluster_service(&self, overlay: Overlay, s: &Service) -> Option<String> {
         let needs_one = overlay == Overlay::Dev && subscriber(s);
         let own = needs_one.then(|| format!("{}-srv", s.name));
@@ -216,8 +201,6 @@ impl Contract {
         r.problems
     }
 
-    /// A service's Deployment: its labels `app`, Prometheus's annotations (on the ops
-    /// port), and its container.
     fn check_deployment(&self, m: &Manifests, overlay: Overlay, svc: &Deployed, r: &mut Report) {
         r.at = format!("Deployment {}:", svc.deployment);
         let Some(w) = m.workload("Deployment", svc.deployment) else {
@@ -246,9 +229,8 @@ impl Contract {
         self.check_bus(overlay, svc, &c, r);
     }
 
-    /// A service's container: its port `http`, image, `PORT`, `SWITCHYARD_SERVICE`, the
-    /// app's secrets; and its operational endpoints, on their own port `ops` ([`OPS_PORT`],
-    /// the env `OPS_PORT`), where no Service routes (so no Ingress can make it public).
+    /// A service's container; its operational endpoints are on their own port `ops`, where no
+    /// Service routes (so no Ingress can make it public).
     fn check_container(&self, m: &Manifests, svc: &Deployed, c: &Container, r: &mut Report) {
         let (env, ports, port) = (m.env(c), c.ports(), svc.contract_port);
         let (http, ops) = ((Some("http"), port.into()), (Some("ops"), OPS_PORT.into()));
@@ -282,11 +264,8 @@ impl Contract {
         }
     }
 
-    /// The Services of `overlay`: each service's ClusterIP Service and the registry's extra
-    /// ones (the blog's NodePort `posts-srv`), with their type, selector and port; no other
-    /// Service exposed outside the cluster (NodePort, LoadBalancer); and none of the objects
-    /// `overlay` must not deploy: the Deployment and Services of a service it does not run
-    /// (prod: the event bus), a dev-only Service (`expiration-srv`) outside dev.
+    /// The Services of `overlay` (and the registry's extra ones), no other one exposed, and none
+    /// of the objects `overlay` must not deploy (prod: the event bus, the dev-only Services).
     fn check_services(&self, m: &Manifests, overlay: Overlay, r: &mut Report) {
         let extras = self.app.services.iter().flat_map(|s| {
             let extras = s.extra_k8s_services.iter();
@@ -334,9 +313,7 @@ impl Contract {
         }
     }
 
-    /// Checks the Ingress of `overlay`: the only one, the contract's, with its class, regexes,
-    /// and paths (of every rule, in order, with their host, pathType and backend; no default
-    /// backend); and the contract's requests routed by it.
+    /// The Ingress: the only one, the contract's (every rule's paths, no default backend).
     pub fn check_ingress(&self, m: &Manifests, overlay: &str) -> Vec<String> {
         let (spec, ingresses) = (&self.app.ingress, m.of_kind("Ingress").count());
         let mut r = Report::new(format!("{overlay}:"));
@@ -382,7 +359,7 @@ impl Contract {
         r.problems
     }
 
-    /// Checks that the contract's requests reach the contract's Services.
+    /// The contract's requests reach the contract's Services.
     pub fn check_routes(&self, router: &Router) -> Vec<String> {
         let wrong = |(uri, service, port): &(&str, &str, u16)| {
             let want = format!("{service}:{port}");
@@ -394,12 +371,9 @@ impl Contract {
         self.app.routes.iter().filter_map(wrong).collect()
     }
 
-    /// How a service proves to the bus that it is the app's. With the HTTP bus (dev), the
-    /// bus and every service that publishes or consumes read `EVENT_BUS_SECRET` from its
-    /// key of Secret `event-bus-secret`; with NATS (prod), each such service (and the
-    /// console, which reads the bus) connects as its own user: `NATS_USER` = its name,
-    /// `NATS_PASSWORD` from Secret `nats-users`. A service that does not use the bus gets
-    /// neither, and neither is ever a literal value.
+    /// How a service proves to the bus that it is the app's: with the HTTP bus (dev), its
+    /// Secret; with NATS (prod), its own user (the console's too, which reads the bus). A
+    /// service that does not use the bus gets neither, and neither is ever a literal.
     fn check_bus(&self, overlay: Overlay, svc: &Deployed, c: &Container, r: &mut Report) {
         let (prod, http, nats) = (overlay == Overlay::Prod, BUS_SECRET.0, "NATS_PASSWORD");
         let (held, not_held) = if prod { (nats, http) } else { (http, nats) };
@@ -425,8 +399,7 @@ impl Contract {
         r.check(prod && user != svc.name, format!("NATS_USER is {user:?}"));
     }
 
-    /// The event bus's `SUBSCRIBERS` in the cluster: every consuming service by name, at its
-    /// ClusterIP Service in the dev overlay, with its types (the event bus's syntax).
+    /// The event bus's `SUBSCRIBERS` in the cluster (the event bus's syntax).
     pub fn expected_subscribers(&self) -> Vec<String> {
         let spec = |s: &Service| {
             let host = self.cluster_service(Overlay::Dev, s)?;
@@ -440,7 +413,6 @@ impl Contract {
         self.app.subscribers().filter_map(spec).collect()
     }
 
-    /// The event bus's `SUBSCRIBERS` is the registry's.
     fn check_subscribers(&self, m: &Manifests, r: &mut Report) {
         let bus = self.app.of_kind(Kind::EventBus).next();
         let bus = bus.and_then(|b| m.container("Deployment", b.deployment?, b.name));
@@ -462,8 +434,7 @@ impl Contract {
     }
 
     /// The NATS server of a prod overlay: loads the users ConfigMap (exactly what
-    /// `switchyard nats-users <app>` writes) and reads each password from Secret
-    /// `nats-users`.
+    /// `switchyard nats-users <app>` writes), each password from Secret `nats-users`.
     fn check_nats_server(&self, m: &Manifests, r: &mut Report) {
         r.at = "StatefulSet nats:".into();
         let Some((nats, c)) = m.container("StatefulSet", "nats", "nats") else {
@@ -503,8 +474,7 @@ impl Contract {
         }
     }
 
-    /// The ingress controller, as the NetworkPolicy checks see it: a pod of
-    /// [`INGRESS_CONTROLLER_NAMESPACE`] with ingress-nginx's labels.
+    /// The ingress controller: a pod of its namespace with ingress-nginx's labels.
     pub fn ingress_controller() -> Peer {
         let id = format!("the ingress controller (namespace {INGRESS_CONTROLLER_NAMESPACE})");
         let pod = netpol::labels(&[
@@ -514,14 +484,12 @@ impl Contract {
         Peer::in_namespace(id, INGRESS_CONTROLLER_NAMESPACE, pod)
     }
 
-    /// Prometheus, as the NetworkPolicy checks see it.
     pub fn monitoring() -> Peer {
         let id = format!("Prometheus (namespace {MONITORING_NAMESPACE})");
         let pod = netpol::labels(&[("app.kubernetes.io/name", "prometheus")]);
         Peer::in_namespace(id, MONITORING_NAMESPACE, pod)
     }
 
-    /// The edge of the Ingress overlays: the ingress controller to the Ingress's backends.
     pub fn ingress_edge(&self, m: &Manifests) -> Edge {
         let ingress = m.get("Ingress", self.app.ingress.name).into_iter();
         let rules = ingress.flat_map(|i| list(&i["spec"]["rules"]));
@@ -531,11 +499,9 @@ impl Contract {
         Edge::new(proxy, backends, Vec::new())
     }
 
-    /// The connections `overlay` needs: the edge proxy to every one of its backends;
-    /// Prometheus to every service's ops port; every service that uses the bus to the bus
-    /// (NATS, or the HTTP event bus) and, with the HTTP bus, the bus to every subscriber;
-    /// every service but the console to the console (its spans); in prod, every service
-    /// with a database to PostgreSQL, and the NATS servers to each other.
+    /// The connections `overlay` needs: the edge to its backends, Prometheus to the ops ports,
+    /// the bus's users to the bus (and the HTTP bus to the subscribers), every service to the
+    /// console (its spans); in prod, to PostgreSQL, and the NATS servers to each other.
     pub fn needed_paths(&self, m: &Manifests, overlay: Overlay, edge: &Edge) -> Vec<Path> {
         let mut paths = Vec::new();
         let mut add = |from: &str, service: &str, port: u64| {
@@ -630,7 +596,7 @@ impl Contract {
     }
 }
 
-/// The workloads (as `Kind/name`) and container ports behind `port` of Service `service`.
+/// The workloads (`Kind/name`) and container ports behind `port` of Service `service`.
 pub fn service_endpoints(m: &Manifests, service: &str, port: u64) -> Vec<(String, u64)> {
     let Some(s) = m.get("Service", service) else {
         return Vec::new();

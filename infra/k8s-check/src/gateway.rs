@@ -1,9 +1,5 @@
 //! The Gateway API form of each app's routing (`infra/k8s/<app>/gateway-api`, deployed by
-//! the overlay `prod-gateway`): a Gateway and HTTPRoutes instead of the Ingress. Every
-//! HTTPRoute attaches to a Gateway of the manifests (and one of its listeners), its
-//! hostnames are the registry's host, every backendRef is a public Service of the app with
-//! that port; the Gateway's listeners serve that host. The Envoy Gateway proxy
-//! ([`gateway_proxy`]) is the peer the NetworkPolicies must admit to the backends.
+//! the overlay `prod-gateway`): a Gateway and HTTPRoutes instead of the Ingress.
 
 use serde_json::Value;
 
@@ -16,13 +12,11 @@ use crate::netpol::{self, Peer};
 /// The overlay of every app that deploys through the Gateway API.
 pub const GATEWAY_OVERLAY: &str = "prod-gateway";
 
-/// The group of the Gateway API objects (validated against its published CRDs, standard
-/// channel, by infra/validate.sh), and their kinds.
+/// The Gateway API's group (validated against its CRDs by infra/validate.sh) and kinds.
 pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 pub const GATEWAY_API_KINDS: [&str; 2] = ["Gateway", "HTTPRoute"];
 
-/// The namespace where Envoy Gateway runs the proxies of every Gateway (its default, and
-/// the one its Helm chart is installed into in infra/README.md).
+/// Where Envoy Gateway runs every Gateway's proxies (its default, and infra/README.md's).
 pub const GATEWAY_NAMESPACE: &str = "envoy-gateway-system";
 
 /// The GatewayClass the Gateways use (Envoy Gateway's, created in infra/README.md).
@@ -40,9 +34,8 @@ pub fn gateway_proxy(gateway: &str) -> Peer {
     Peer::in_namespace(id, GATEWAY_NAMESPACE, pod)
 }
 
-/// The edge of the Gateway API overlay: the proxy of its Gateway to the HTTPRoutes'
-/// backends. No other may reach them: the Envoy Gateway controller, the proxy of another
-/// Gateway, ingress-nginx.
+/// The edge of the Gateway API overlay: the proxy of its Gateway; no other may reach the
+/// backends (the Envoy Gateway controller, the proxy of another Gateway, ingress-nginx).
 pub fn edge(c: &Contract, m: &Manifests) -> Edge {
     let gateway = m.of_kind("Gateway").next().map_or("", manifest::name);
     let pod = [
@@ -67,21 +60,18 @@ pub fn certificate_secrets(m: &Manifests) -> Vec<String> {
     refs.map(|r| text(&r["name"]).to_owned()).collect()
 }
 
-/// The routing table of `host` from the manifests' HTTPRoutes.
 pub fn router(m: &Manifests, host: &str) -> Result<Router, crate::Error> {
     Ok(Router::from_http_routes(m.of_kind("HTTPRoute"), host)?)
 }
 
-/// Whether a reference (`parentRefs`, `certificateRefs`) names an object of kind `kind`
-/// (the default) and group `group` of the same namespace.
+/// Whether a reference names a `kind` (the default) of `group` in the same namespace.
 fn local_ref(r: &Value, kind: &str, group: &str) -> bool {
     let same_kind = r["kind"].as_str().unwrap_or(kind) == kind;
     same_kind && r["group"].as_str().unwrap_or(group) == group && r["namespace"].is_null()
 }
 
-/// A Gateway: its class, its listeners (the registry's host, routes of the namespace
-/// only, HTTPS terminating TLS with Secrets of the namespace), and HTTPS for an app whose
-/// session cookie is `secure` (a browser keeps it over HTTPS only).
+/// A Gateway: its class, its listeners (the registry's host, HTTPS terminating TLS), and
+/// HTTPS for an app whose session cookie is `secure` (a browser keeps it over HTTPS only).
 fn check_gateway(c: &Contract, gw: &Value, r: &mut Report) {
     let (host, name) = (c.app.ingress.host, manifest::name(gw));
     let listeners: Vec<&Value> = list(&gw["spec"]["listeners"]).collect();
@@ -112,10 +102,8 @@ fn check_gateway(c: &Contract, gw: &Value, r: &mut Report) {
     }
 }
 
-/// An HTTPRoute: its parents (Gateways of the manifests, and their listeners), its
-/// hostnames (the registry's host), its backends (public Services of the app, of the
-/// namespace, with the port). The routing table it makes, a Service backend with a port
-/// per rule, is [`router`]'s.
+/// An HTTPRoute: its parents, hostnames and backends (public Services of the app); the
+/// routing table it makes, a Service backend with a port per rule, is [`router`]'s.
 fn check_route(c: &Contract, m: &Manifests, route: &Value, r: &mut Report) {
     let (spec, host) = (&route["spec"], c.app.ingress.host);
     r.at = format!("HTTPRoute {}:", manifest::name(route));
@@ -145,9 +133,7 @@ fn check_route(c: &Contract, m: &Manifests, route: &Value, r: &mut Report) {
     }
 }
 
-/// Checks the Gateway API objects of `m`, an overlay that deploys through the Gateway API
-/// (so without an Ingress), against the app's contract: one Gateway, HTTPRoutes, and the
-/// contract's requests routed by them.
+/// The Gateway API objects (and no Ingress), and the contract's requests routed by them.
 pub fn check(c: &Contract, m: &Manifests) -> Vec<String> {
     let mut r = Report::default();
     let (ingresses, gateways) = (m.of_kind("Ingress").count(), m.of_kind("Gateway").count());

@@ -1,21 +1,7 @@
 //! Offline checks of Switchyard's Kubernetes manifests and `skaffold.yaml`, for every app
-//! of the registry: the overlays under `infra/k8s/<app>/overlays/` are rendered with
-//! `kubectl kustomize` ([`render`]), parsed ([`Manifests`]) and cross-checked: references
-//! between objects ([`checks`]), each app's wire contract ([`contract`]), the
-//! NetworkPolicies ([`netpol`]), the Secrets, which are never committed ([`secrets`]), the
-//! skaffold artifacts ([`skaffold`]) and the Gateway API overlay ([`gateway`]).
-//!
-//! Generic checks are left to the tools `infra/validate.sh` runs first. Dropped from here:
-//! - duplicate objects (same kind and name), objects without kind or name: kustomize;
-//! - a misspelt field (an `envFrom` entry with `configMapRefX`), an env entry without name:
-//!   kubernetes-validate --strict;
-//! - a Gateway or HTTPRoute that is not `gateway.networking.k8s.io/v1`, a Gateway without
-//!   listeners: the Gateway API CRDs' schemas (validate.sh, step c2);
-//! - a container without liveness or readiness probe: checkov CKV_K8S_8, CKV_K8S_9.
-//!
-//! Merged into the contract's checks: every Service's selector and targetPort (the
-//! registry's Services, [`contract`]; the others through the NetworkPolicy paths), every
-//! Ingress backend (its paths are the contract's) and HTTPRoute backend ([`gateway`]).
+//! of the registry: the overlays, rendered with `kubectl kustomize` ([`render`]) and parsed
+//! ([`Manifests`]), are cross-checked by the other modules. Generic checks are left to the
+//! tools `infra/validate.sh` runs first.
 
 pub mod checks;
 pub mod contract;
@@ -45,13 +31,12 @@ pub enum Error {
     Invalid(String),
 }
 
-/// The error of `what` (`reading`, `writing`...) on `path`.
 pub(crate) fn io(what: &str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
     let context = format!("{what} {}", path.display());
     move |e| Error::Io(context, e)
 }
 
-/// Parses a (multi-document) YAML text into JSON values, skipping empty documents.
+/// A multi-document YAML text as JSON values, without the empty documents.
 pub fn parse_yaml_documents(text: &str) -> Result<Vec<serde_json::Value>, Error> {
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(text).map_err(|e| Error::Yaml(e.to_string()))?;

@@ -1,5 +1,4 @@
-//! A rendered set of Kubernetes objects, with lookups for workloads, containers, ports,
-//! volumes and the effective environment of a container.
+//! A rendered set of Kubernetes objects, with lookups of workloads, containers and env.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -124,7 +123,6 @@ impl<'a> Container<'a> {
         text(&self.spec["image"])
     }
 
-    /// True for images built by this project (`switchyard/...`).
     pub fn is_project_image(&self) -> bool {
         self.image().starts_with("switchyard/")
     }
@@ -144,13 +142,11 @@ impl<'a> Container<'a> {
         }
     }
 
-    /// `command` and `args` entries.
     pub fn command_line(&self) -> Vec<&'a str> {
         let words = list(&self.spec["command"]).chain(list(&self.spec["args"]));
         words.filter_map(Value::as_str).collect()
     }
 
-    /// The first `env` entry named `var`.
     pub fn env_entry(&self, var: &str) -> Option<&'a Value> {
         list(&self.spec["env"]).find(|e| e["name"] == var)
     }
@@ -209,7 +205,6 @@ fn reference(holder: &Value) -> Option<Ref<'_>> {
 }
 
 impl Manifests {
-    /// Parses the multi-document output of `kubectl kustomize`.
     pub fn parse(text: &str) -> Result<Self, Error> {
         Ok(Manifests {
             objects: crate::parse_yaml_documents(text)?,
@@ -254,8 +249,7 @@ impl Manifests {
         self.objects.iter().filter_map(workload).collect()
     }
 
-    /// Every container (then init container) of every workload, with `Kind/name container
-    /// name` for messages.
+    /// Every container (then init container) of every workload, with `Kind/name container c`.
     pub fn containers(&self) -> Vec<(String, Workload<'_>, Container<'_>)> {
         let mut out = Vec::new();
         for w in self.workloads() {
@@ -310,8 +304,7 @@ impl Manifests {
         Some(out)
     }
 
-    /// Every reference of a workload to a ConfigMap, Secret or PersistentVolumeClaim, with
-    /// where it is (`Kind/name container c`, `Kind/name volume v`).
+    /// Every reference of a workload to a ConfigMap, Secret or PVC, with where it is.
     pub fn references(&self) -> Vec<(String, Ref<'_>)> {
         let mut out = Vec::new();
         for (at, _, c) in self.containers() {

@@ -1,9 +1,6 @@
 //! NetworkPolicy evaluation, offline, by the rules of `networking.k8s.io/v1`: whether a
-//! connection from a peer to a pod of the rendered manifests on a port is allowed.
-//!
-//! The manifests are applied to one namespace, whose name is not known here: the policies
-//! in them are that namespace's, and it is the namespace of every workload they hold.
-//!
+//! connection from a peer to a pod of the rendered manifests on a port is allowed. The
+//! manifests are applied to one namespace (its name unknown here), that of all they hold.
 //! - A pod is isolated for ingress when a policy selects it (`spec.podSelector`; `{}`
 //!   selects every pod) and has `Ingress` in its policy types (without `policyTypes`: always
 //!   Ingress, Egress when it has `egress` rules); likewise for egress. A connection needs
@@ -58,7 +55,6 @@ impl Peer {
     }
 }
 
-/// A label map from pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Map {
     let pair = |(k, v): &(&str, &str)| ((*k).to_owned(), (*v).to_owned());
     pairs.iter().map(pair).collect()
@@ -138,7 +134,6 @@ fn ports_match(ports: &Value, port: u64, container_ports: &[(Option<&str>, u64)]
     })
 }
 
-/// The container ports (name, number) of a workload's application containers.
 pub fn workload_ports<'a>(w: &Workload<'a>) -> Vec<(Option<&'a str>, u64)> {
     w.app_containers().iter().flat_map(|c| c.ports()).collect()
 }
@@ -207,10 +202,8 @@ pub fn open_paths(m: &Manifests, peers: &[Peer]) -> Vec<Path> {
     out
 }
 
-/// The peers every policy set is probed with: every workload (as itself), strangers in the
-/// namespace (an unknown `app`, no labels), each workload's labels worn by a pod of another
-/// namespace, the `edges` (the ingress controller, Prometheus...), and an address outside
-/// the cluster.
+/// The peers every policy set is probed with: every workload, strangers in the namespace,
+/// look-alikes in another namespace, the `edges`, and an address outside the cluster.
 pub fn probe_peers(m: &Manifests, edges: &[Peer]) -> Vec<Peer> {
     let workloads = m.workloads();
     let own = |w: &Workload| Peer::own(w.id(), w.pod_labels.clone());
@@ -229,9 +222,8 @@ pub fn probe_peers(m: &Manifests, edges: &[Peer]) -> Vec<Peer> {
     peers.chain(strangers).collect()
 }
 
-/// Whether a policy denies all incoming connections to every pod of the namespace
-/// (`podSelector: {}`, Ingress, no rule): the default for pods no other policy selects,
-/// including pods added later.
+/// Whether a policy denies all incoming connections to every pod of the namespace (the
+/// default for pods no other policy selects, including pods added later).
 pub fn denies_ingress_by_default(m: &Manifests) -> bool {
     let empty = |v: &Value| v.as_object().is_none_or(|o| o.is_empty());
     policies(m).any(|p| {

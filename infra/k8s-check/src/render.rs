@@ -1,6 +1,5 @@
 //! Rendering the overlays with `kubectl kustomize` (`$KUBECTL`, else `kubectl`): the tests
-//! render each overlay once (all six take under two seconds), so they run alone as well as
-//! after `infra/validate.sh`.
+//! render each overlay once (all six take under two seconds), so they also run alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +18,6 @@ pub fn overlay_path(app: &str, overlay: &str) -> String {
     format!("infra/k8s/{app}/overlays/{overlay}")
 }
 
-/// Overlay `overlay` of `app`, rendered.
 pub fn rendered_overlay(app: &str, overlay: &str) -> Result<String, Error> {
     let dir = repo_root().join(overlay_path(app, overlay));
     let kubectl = std::env::var("KUBECTL").ok().filter(|k| !k.is_empty());

@@ -1,10 +1,6 @@
-//! Secrets are never committed: no YAML file under an app's `base/` or `overlays/prod/` (or
-//! a shared component) defines a Secret or has a `secretGenerator` ([`committed_secrets`]);
-//! only a dev overlay generates (throwaway) Secrets. Prod's Secrets are created with the
-//! `kubectl create secret generic ... -n <app>` commands of `infra/README.md`:
-//! [`readme_secrets`] reads them back, so that the checks stand in the Secrets the README
-//! makes for the cluster's ([`placeholder_secret`]) and find a Secret or key missing from
-//! the README ([`check_documented`]).
+//! Secrets are never committed (only a dev overlay generates throwaway ones). Prod's are
+//! created by the `kubectl create secret generic ... -n <app>` commands of infra/README.md,
+//! which stand in for the cluster's and must create every Secret and key used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,12 +13,10 @@ use serde_json::{Value, json};
 use crate::manifest::{self, Manifests, list, text};
 use crate::{Error, io, parse_yaml_documents};
 
-/// What stands in for a `$(...)` command substitution of the README (`$(openssl rand -hex
-/// 24)`): 48 hexadecimal digits.
+/// What stands in for a `$(...)` of the README (`$(openssl rand -hex 24)`): 48 hex digits.
 pub const SUBSTITUTION: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// Secret objects and `secretGenerator`s committed in the YAML files under `dir`, as
-/// messages.
+/// Secret objects and `secretGenerator`s committed in the YAML files under `dir`.
 pub fn committed_secrets(dir: &Path) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
     let is_yaml = |p: &PathBuf| p.extension().is_some_and(|e| e == "yaml" || e == "yml");
@@ -108,10 +102,8 @@ pub fn placeholder_secret(name: &str, data: &BTreeMap<String, String>) -> Value 
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": data})
 }
 
-/// Checks the references of a rendered overlay against the Secrets the README creates in
-/// its namespace: every Secret the overlay references and does not define is created, with
-/// every key referenced (optional ones too: the README says how to make them), and the
-/// README creates nothing the overlay does not use.
+/// Every Secret an overlay references and does not define is created by the README, with
+/// every key (optional ones too: the README says how to make them), and nothing else.
 pub fn check_documented(m: &Manifests, readme: &Created, what: &str) -> Vec<String> {
     let mut problems = BTreeSet::new();
     let mut used = BTreeSet::new();

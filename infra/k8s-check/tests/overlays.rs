@@ -1,10 +1,8 @@
 //! Cross-reference checks of every app's overlays, rendered with `kubectl kustomize`,
 //! against each other, `skaffold.yaml`, `infra/README.md` and each app's contract in the
 //! registry; and, for every check, an overlay broken so that it fails ([`BREAKAGES`]).
-//!
-//! `prod-gateway` is prod with the Ingress swapped for a Gateway and HTTPRoutes
-//! (`infra/k8s/<app>/gateway-api`): checked like prod, its routing table equal to the
-//! Ingress's, its NetworkPolicies admitting the gateway's proxies instead of ingress-nginx.
+//! `prod-gateway` (prod with a Gateway and HTTPRoutes instead of the Ingress) is checked
+//! like prod.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -300,9 +298,8 @@ fn prod_setup(c: Contract, m: &Manifests, text: &str, r: &mut Report) {
     r.check(reached.is_empty(), "Service nats does not reach 4222");
 }
 
-/// One PostgreSQL server, initialised with a database and a role per service from the
-/// Secret [`DATABASE_SECRET`]; each service migrates its own database from an init
-/// container, with its own credentials.
+/// One PostgreSQL server, with a database and a role per service (from [`DATABASE_SECRET`]);
+/// each service migrates its own database from an init container, with its own credentials.
 fn postgres(c: Contract, m: &Manifests, r: &mut Report) {
     static URL: LazyLock<Regex> = LazyLock::new(|| {
         let (name, password) = ("[a-z_][a-z0-9_]*", "[A-Za-z0-9]{16,}");
@@ -739,9 +736,8 @@ fn the_readme_covers_every_app() {
     assert!(said, "infra/README.md: no {namespace}");
 }
 
-/// prod-gateway is prod with the Ingress swapped for the Gateway API objects, which route
-/// as the Ingress does, and the controller's NetworkPolicy rules changed: nothing else
-/// differs.
+/// prod-gateway is prod with the Ingress swapped for the Gateway API objects, which route as
+/// the Ingress does, and the controller's NetworkPolicy rules changed: nothing else differs.
 #[test]
 fn the_gateway_overlay_is_prod_with_the_edge_swapped() {
     let by_id = |m: &Manifests| -> BTreeMap<String, Value> {
