@@ -95,10 +95,8 @@ pub fn references(m: &Manifests) -> Vec<String> {
             (Some(_), Some(key)) if !data.contains_key(key) => format!("key {key} of "),
             _ => continue,
         };
-        problems.push(format!(
-            "{at}: {missing}{} {} does not exist",
-            r.kind, r.name
-        ));
+        let (kind, name) = (r.kind, r.name);
+        problems.push(format!("{at}: {missing}{kind} {name} does not exist"));
     }
     for (at, w, c) in m.containers() {
         let templates = list(&w.object["spec"]["volumeClaimTemplates"]).map(name);
@@ -186,14 +184,8 @@ pub fn disruption_budgets(m: &Manifests) -> Vec<String> {
 
 /// All of the above but [`images_built`], which needs the skaffold artifacts.
 pub fn all(m: &Manifests) -> Vec<String> {
-    let checks = [
-        service_urls,
-        references,
-        probes,
-        drain_time,
-        disruption_budgets,
-    ];
-    checks.iter().flat_map(|check| check(m)).collect()
+    let all = [service_urls(m), references(m), probes(m), drain_time(m)];
+    [all.concat(), disruption_budgets(m)].concat()
 }
 
 #[cfg(test)]
@@ -207,11 +199,9 @@ mod tests {
         let hosts: Vec<(&str, u64)> = urls.iter().map(|u| (u.host.as_str(), u.port)).collect();
         let want = [("a", 1), ("b", 4222), ("c", 5432), ("x.example.com", 443)];
         assert_eq!(hosts, want);
-        let m = Manifests::parse(
-            "kind: Service\nmetadata: {name: bus}\nspec: {ports: [{port: 4005}]}\n---\n\
-             kind: Service\nmetadata: {name: pg}\nspec: {clusterIP: None, ports: [{port: 5432}]}\n",
-        )
-        .unwrap();
+        let yaml = "kind: Service\nmetadata: {name: bus}\nspec: {ports: [{port: 4005}]}\n---\n\
+            kind: Service\nmetadata: {name: pg}\nspec: {clusterIP: None, ports: [{port: 5432}]}\n";
+        let m = Manifests::parse(yaml).unwrap();
         let fine = "http://bus.ns.svc.cluster.local:4005 postgres://u:p@pg-0.pg:5432/db \
             https://example.com/x http://127.0.0.1:1 http://localhost:2";
         for (url, problem) in [

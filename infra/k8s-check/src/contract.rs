@@ -107,16 +107,6 @@ pub struct Edge {
     pub others: Vec<Peer>,
 }
 
-impl Edge {
-    pub fn new(proxy: Peer, backends: Vec<Backend>, others: Vec<Peer>) -> Self {
-        Edge {
-            proxy,
-            backends,
-            others,
-        }
-    }
-}
-
 impl Contract {
     pub fn name(&self) -> &'static str {
         self.app.name
@@ -154,12 +144,10 @@ impl Contract {
     }
 
     pub fn services(&self, overlay: Overlay) -> Vec<Deployed> {
-        let deployed = self.app.services.iter();
-        let deployed = deployed.filter(|s| self.deploys(overlay, s));
-        let deployed = deployed.filter_map(|spec| {
+        let deployed = self.app.services.iter().filter_map(|spec| {
             Some(Deployed {
                 spec,
-                deployment: spec.deployment?,
+                deployment: spec.deployment.filter(|_| self.deploys(overlay, spec))?,
                 service: self.cluster_service(overlay, spec),
                 image: self.image(spec.name),
                 subscriber: subscriber(spec),
@@ -315,8 +303,9 @@ impl Contract {
 
     /// The Ingress: the only one, the contract's (every rule's paths, no default backend).
     pub fn check_ingress(&self, m: &Manifests, overlay: &str) -> Vec<String> {
+        let mut r = Report::default();
         let (spec, ingresses) = (&self.app.ingress, m.of_kind("Ingress").count());
-        let mut r = Report::new(format!("{overlay}:"));
+        r.at = format!("{overlay}:");
         r.check(ingresses != 1, format!("{ingresses} Ingresses, not 1"));
         let Some(ingress) = m.get("Ingress", spec.name) else {
             r.check(true, format!("Ingress {} is missing", spec.name));
@@ -420,17 +409,12 @@ impl Contract {
             return; // (reported with the service)
         };
         let env = m.env(&c);
-        let subscribers = env.get("SUBSCRIBERS").map_or("", String::as_str).split(',');
-        let actual: Vec<&str> = subscribers
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let entries = env.get("SUBSCRIBERS").map_or("", String::as_str).split(',');
+        let actual: Vec<&str> = entries.map(str::trim).filter(|s| !s.is_empty()).collect();
         let expected = self.expected_subscribers();
         r.at = format!("{}:", w.id());
-        r.check(
-            actual != expected,
-            format!("SUBSCRIBERS is not {expected:?}"),
-        );
+        let what = format!("SUBSCRIBERS is not {expected:?}");
+        r.check(actual != expected, what);
     }
 
     /// The NATS server of a prod overlay: loads the users ConfigMap (exactly what
@@ -450,11 +434,8 @@ impl Contract {
         let (stream, prefix) = (self.app.stream, self.app.subject_prefix);
         let expected = nats_users::server_config(stream, prefix, &users);
         let args = c.command_line();
-        let config = args
-            .iter()
-            .position(|a| *a == "-c")
-            .and_then(|i| args.get(i + 1));
-        let Some(config) = config else {
+        let i = args.iter().position(|a| *a == "-c");
+        let Some(config) = i.and_then(|i| args.get(i + 1)) else {
             return r.check(true, "no -c <users configuration> argument");
         };
         let (dir, file) = config.rsplit_once('/').unwrap_or(("", config));
@@ -462,10 +443,8 @@ impl Contract {
         let data = volume.and_then(|v| m.data("ConfigMap", text(&v["configMap"]["name"])));
         r.check(data.is_none(), format!("{config} is not from a ConfigMap"));
         let differs = data.is_some_and(|d| d.get(file) != Some(&expected));
-        r.check(
-            differs,
-            format!("{config} is not `switchyard nats-users`'s"),
-        );
+        let what = format!("{config} is not `switchyard nats-users`'s");
+        r.check(differs, what);
         let users = users.iter().map(|u| u.user.as_str());
         let all = std::iter::once(nats_users::OPERATOR).chain(users);
         for var in all.map(nats_users::password_variable) {
@@ -495,8 +474,12 @@ impl Contract {
         let rules = ingress.flat_map(|i| list(&i["spec"]["rules"]));
         let paths = rules.flat_map(|r| list(&r["http"]["paths"]));
         let backends = paths.filter_map(|p| Backend::from_value(&p["backend"]).ok());
-        let (proxy, backends) = (Self::ingress_controller(), backends.collect());
-        Edge::new(proxy, backends, Vec::new())
+        let (proxy, backends, others) = (Self::ingress_controller(), backends.collect(), vec![]);
+        Edge {
+            proxy,
+            backends,
+            others,
+        }
     }
 
     /// The connections `overlay` needs: the edge to its backends, Prometheus to the ops ports,
@@ -515,28 +498,25 @@ impl Contract {
         }
         let (services, prod) = (self.services(overlay), overlay == Overlay::Prod);
         let bus = services.iter().find(|s| s.kind == Kind::EventBus);
+        let cluster = |s: &Deployed| Some((s.service.clone()?, s.contract_port));
         let nats = (NATS_SERVICE.0.to_owned(), NATS_SERVICE.1);
-        let bus_service = bus.map_or(Some(nats), |b| Some((b.service.clone()?, b.contract_port)));
+        let bus_service = bus.map_or(Some(nats), cluster);
         let console = services.iter().find(|s| s.kind == Kind::Console);
+        let console = console.and_then(cluster);
         for s in &services {
             let from = format!("Deployment/{}", s.deployment);
-            if let Some((service, port)) = &bus_service
-                && (s.subscriber || s.kind == Kind::Console)
-            {
-                add(&from, service, u64::from(*port));
+            let is_console = s.kind == Kind::Console;
+            if let Some((to, port)) = bus_service.as_ref().filter(|_| s.subscriber || is_console) {
+                add(&from, to, u64::from(*port));
             }
             // every other service sends the console its spans
-            if let Some(c) = console.filter(|_| s.kind != Kind::Console)
-                && let Some(service) = &c.service
-            {
-                add(&from, service, c.contract_port.into());
+            if let Some((to, port)) = console.as_ref().filter(|_| !is_console) {
+                add(&from, to, u64::from(*port));
             }
             if s.database && prod {
                 add(&from, POSTGRES_SERVICE.0, POSTGRES_SERVICE.1.into());
             }
-            if let (Some(b), Some(service)) = (bus, &s.service)
-                && s.subscriber
-            {
+            if let (Some(b), Some(service), true) = (bus, &s.service, s.subscriber) {
                 let bus = format!("Deployment/{}", b.deployment);
                 add(&bus, service, s.contract_port.into());
             }
@@ -554,26 +534,14 @@ impl Contract {
         paths
     }
 
-    /// Checks the NetworkPolicies of `overlay`: prod must have them, dev none (as
-    /// infra/README.md says); where there are any, a default deny, no `ipBlock`, and every
-    /// needed connection ([`Self::needed_paths`]) open and nothing else, probed from every
-    /// workload, strangers in the namespace, look-alikes in another namespace, the edge's
-    /// proxy and others, Prometheus, and the outside ([`netpol::probe_peers`]).
-    pub fn check_network_policies(
-        &self,
-        m: &Manifests,
-        overlay: Overlay,
-        edge: &Edge,
-    ) -> Vec<String> {
-        let mut r = Report::new(format!("{} {}:", self.app.name, overlay.name()));
-        let (none, prod) = (
-            netpol::policies(m).next().is_none(),
-            overlay == Overlay::Prod,
-        );
-        r.check(
-            none && prod,
-            "no NetworkPolicy: every pod is open to everything",
-        );
+    /// The NetworkPolicies of `overlay`: prod must have them, dev none (as infra/README.md
+    /// says); a default deny, no `ipBlock`, and exactly the needed connections open.
+    pub fn check_network_policies(&self, m: &Manifests, o: Overlay, edge: &Edge) -> Vec<String> {
+        let mut r = Report::default();
+        let (none, prod) = (netpol::policies(m).next().is_none(), o == Overlay::Prod);
+        r.at = format!("{} {}:", self.app.name, o.name());
+        let unguarded = "no NetworkPolicy: every pod is open to everything";
+        r.check(none && prod, unguarded);
         let readme = "has NetworkPolicies: infra/README.md says it has none";
         r.check(!none && !prod, readme);
         if none {
@@ -585,7 +553,7 @@ impl Contract {
         let mut edges = vec![edge.proxy.clone(), Self::monitoring()];
         edges.extend(edge.others.iter().cloned());
         let open = netpol::open_paths(m, &netpol::probe_peers(m, &edges));
-        let needed = self.needed_paths(m, overlay, edge);
+        let needed = self.needed_paths(m, o, edge);
         for p in needed.iter().filter(|p| !open.contains(p)) {
             r.check(true, format!("needed but closed: {p}"));
         }

@@ -48,8 +48,13 @@ pub fn edge(c: &Contract, m: &Manifests) -> Edge {
     let others = vec![controller, not_ours, Contract::ingress_controller()];
     let router = router(m, c.app.ingress.host).ok();
     let locations = router.iter().flat_map(|r| r.locations());
-    let backends = locations.map(|l| l.backend.clone()).collect();
-    Edge::new(gateway_proxy(gateway), backends, others)
+    let (proxy, backends) = (gateway_proxy(gateway), locations.map(|l| l.backend.clone()));
+    let backends = backends.collect();
+    Edge {
+        proxy,
+        backends,
+        others,
+    }
 }
 
 /// The Secrets the HTTPS listeners of `m`'s Gateways take their certificates from.

@@ -52,15 +52,6 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(at: impl Into<String>) -> Self {
-        let at = at.into();
-        Report {
-            at,
-            ..Report::default()
-        }
-    }
-
-    /// Reports `what` if `failed`.
     pub fn check(&mut self, failed: bool, what: impl std::fmt::Display) {
         if failed {
             self.problems.push(format!("{} {what}", self.at));

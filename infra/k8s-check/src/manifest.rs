@@ -49,12 +49,8 @@ pub fn string_map(value: &Value) -> Map {
 
 /// The `targetPort` of a Service port (its `port` when absent).
 pub fn target_port(port: &Value) -> &Value {
-    let target = &port["targetPort"];
-    if target.is_null() {
-        &port["port"]
-    } else {
-        target
-    }
+    let t = &port["targetPort"];
+    if t.is_null() { &port["port"] } else { t }
 }
 
 /// The repository part of an image reference: no tag, no digest.
@@ -166,6 +162,8 @@ impl<'a> Container<'a> {
     }
 }
 
+const PVC: &str = "PersistentVolumeClaim";
+
 /// The fields that reference a ConfigMap, Secret or PersistentVolumeClaim from an `env`
 /// entry's `valueFrom`, an `envFrom` entry or a volume: field, kind, the field of the name.
 const REFERENCES: [(&str, &str, &str); 7] = [
@@ -175,11 +173,7 @@ const REFERENCES: [(&str, &str, &str); 7] = [
     ("secretRef", "Secret", "name"),
     ("configMap", "ConfigMap", "name"),
     ("secret", "Secret", "secretName"),
-    (
-        "persistentVolumeClaim",
-        "PersistentVolumeClaim",
-        "claimName",
-    ),
+    ("persistentVolumeClaim", PVC, "claimName"),
 ];
 
 /// A reference to an object of kind `kind` (`key`: one of its keys, `None`: all of it).
@@ -206,9 +200,7 @@ fn reference(holder: &Value) -> Option<Ref<'_>> {
 
 impl Manifests {
     pub fn parse(text: &str) -> Result<Self, Error> {
-        Ok(Manifests {
-            objects: crate::parse_yaml_documents(text)?,
-        })
+        Ok(Manifests::from_values(crate::parse_yaml_documents(text)?))
     }
 
     pub fn from_values(objects: Vec<Value>) -> Self {
@@ -265,15 +257,10 @@ impl Manifests {
         all.find(|w| kind(w.object) == wanted_kind && name(w.object) == wanted_name)
     }
 
-    /// Container `container` of workload `kind`/`name`.
-    pub fn container(
-        &self,
-        kind: &str,
-        name: &str,
-        container: &str,
-    ) -> Option<(Workload<'_>, Container<'_>)> {
-        let w = self.workload(kind, name)?;
-        Some((w.clone(), w.container(container)?))
+    /// Container `c` of workload `k`/`n`.
+    pub fn container(&self, k: &str, n: &str, c: &str) -> Option<(Workload<'_>, Container<'_>)> {
+        let w = self.workload(k, n)?;
+        Some((w.clone(), w.container(c)?))
     }
 
     /// Workloads whose pod labels have every entry of `selector` (an empty one selects none).
@@ -330,11 +317,8 @@ impl Manifests {
         for from in list(&container.spec["envFrom"]) {
             let data = reference(from).and_then(|r| self.data(r.kind, r.name));
             let prefix = text(&from["prefix"]);
-            env.extend(
-                data.into_iter()
-                    .flatten()
-                    .map(|(k, v)| (format!("{prefix}{k}"), v)),
-            );
+            let data = data.into_iter().flatten();
+            env.extend(data.map(|(k, v)| (format!("{prefix}{k}"), v)));
         }
         for var in list(&container.spec["env"]) {
             let var_name = text(&var["name"]).to_owned();
@@ -374,8 +358,7 @@ mod tests {
 
     #[test]
     fn resolves_the_environment_and_image_repositories() {
-        let m = Manifests::parse(
-            r#"
+        let yaml = r#"
 kind: ConfigMap
 metadata: {name: cfg}
 data: {LOG_FORMAT: json, EVENT_BUS_URL: "http://bus:4005"}
@@ -403,9 +386,8 @@ spec:
             - {name: BUS, value: "$(EVENT_BUS_URL)/events and $$(KEEP)"}
             - {name: MISSING, valueFrom: {configMapKeyRef: {name: nope, key: x}}}
             - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-"#,
-        )
-        .unwrap();
+"#;
+        let m = Manifests::parse(yaml).unwrap();
         let env = m.env(&m.container("Deployment", "posts-depl", "posts").unwrap().1);
         for (var, want) in [
             ("LOG_FORMAT", Some("text")),

@@ -27,11 +27,8 @@ pub fn rendered_overlay(app: &str, overlay: &str) -> Result<String, Error> {
     let output = output.map_err(io(&what, &dir))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let failed = format!(
-            "kubectl kustomize {} failed: {}",
-            dir.display(),
-            stderr.trim()
-        );
+        let (dir, stderr) = (dir.display(), stderr.trim());
+        let failed = format!("kubectl kustomize {dir} failed: {stderr}");
         return Err(Error::Invalid(failed));
     }
     String::from_utf8(output.stdout).map_err(|e| Error::Invalid(format!("kustomize output: {e}")))

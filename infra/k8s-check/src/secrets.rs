@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Value, json};
 
-use crate::manifest::{self, Manifests, list, text};
+use crate::manifest::{self, Manifests, Ref, list, text};
 use crate::{Error, io, parse_yaml_documents};
 
 /// What stands in for a `$(...)` of the README (`$(openssl rand -hex 24)`): 48 hex digits.
@@ -59,9 +59,10 @@ pub fn readme_secrets(markdown: &str) -> BTreeMap<String, Created> {
     let joined = markdown.lines().map(line);
     for line in joined.collect::<String>().lines() {
         let words = shell_words(line);
-        let Some(start) = words.iter().position(|w| w == "kubectl") else {
-            continue;
-        };
+        let start = words
+            .iter()
+            .position(|w| w == "kubectl")
+            .unwrap_or(words.len());
         let words = &words[start..];
         let create = ["create", "secret", "generic"];
         let create = words.windows(3).position(|w| w == create);
@@ -91,9 +92,8 @@ fn shell_words(line: &str) -> Vec<String> {
     static COMMAND: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"\$\([^()]*\)").expect("a valid regex"));
     let words = shlex::split(line).unwrap_or_default().into_iter();
-    words
-        .map(|w| COMMAND.replace_all(&w, SUBSTITUTION).into_owned())
-        .collect()
+    let substitute = |w: String| COMMAND.replace_all(&w, SUBSTITUTION).into_owned();
+    words.map(substitute).collect()
 }
 
 /// A Secret object with `data` as its `stringData`, standing in for one the cluster has.
@@ -108,22 +108,17 @@ pub fn check_documented(m: &Manifests, readme: &Created, what: &str) -> Vec<Stri
     let mut problems = BTreeSet::new();
     let mut used = BTreeSet::new();
     let readme_md = format!("infra/README.md ({what})");
-    let secrets = m
-        .references()
-        .into_iter()
-        .filter(|(_, r)| r.kind == "Secret");
-    for (at, r) in secrets.filter(|(_, r)| m.get("Secret", r.name).is_none()) {
+    let undefined = |r: &Ref| r.kind == "Secret" && m.get("Secret", r.name).is_none();
+    for (at, r) in m.references().into_iter().filter(|(_, r)| undefined(r)) {
         let (name, created) = (r.name, readme.get(r.name));
         let what = match (created, r.key) {
-            (None, _) => format!("Secret {name} is neither in the manifests nor in"),
+            (None, _) => Some(format!("Secret {name} is neither in the manifests nor in")),
             (Some(keys), Some(key)) if !keys.contains_key(key) => {
-                format!("key {key} of Secret {name} is not created in")
+                Some(format!("key {key} of Secret {name} is not created in"))
             }
-            _ => String::new(),
+            _ => None,
         };
-        if !what.is_empty() {
-            problems.insert(format!("{at}: {what} {readme_md}"));
-        }
+        problems.extend(what.map(|what| format!("{at}: {what} {readme_md}")));
         used.insert(name);
     }
     for name in readme.keys().filter(|n| !used.contains(n.as_str())) {
