@@ -68,11 +68,6 @@ const KEYED_SECRETS: &str = "
 /// Where the prod PostgreSQL's init script reads the services' DATABASE_URLs.
 const DATABASE_SECRET_MOUNT: &str = "/etc/switchyard-database";
 
-fn contract(app: &str) -> Contract {
-    let found = contract::contracts().into_iter().find(|c| c.name() == app);
-    found.unwrap_or_else(|| panic!("no app {app}"))
-}
-
 fn read(path: &str) -> String {
     let path = render::repo_root().join(path);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -184,10 +179,8 @@ fn services(c: Contract, overlay: Overlay, m: &Manifests, r: &mut Report) {
                 _ if want == "set" => actual.is_some(),
                 _ => actual == Some(want.as_str()),
             };
-            r.check(
-                applies && !ok,
-                format!("{var} is {actual:?}, expected {want}"),
-            );
+            let what = format!("{var} is {actual:?}, expected {want}");
+            r.check(applies && !ok, what);
         }
         match overlay {
             Overlay::Dev if svc.database => data_dir(svc.name, &d, &container, &env, r),
@@ -232,7 +225,7 @@ fn data_dir(name: &str, d: &Workload, main: &Container, env: &Map, r: &mut Repor
 
 /// The edge: the Ingress or the Gateway API objects, and the NetworkPolicies that admit it.
 fn edge(c: Contract, name: &str, m: &Manifests, r: &mut Report) {
-    let overlay = Overlay::of(name);
+    let o = Overlay::of(name);
     let edge = if name == GATEWAY_OVERLAY {
         r.problems.extend(gateway::check(&c, m));
         gateway::edge(&c, m)
@@ -240,22 +233,19 @@ fn edge(c: Contract, name: &str, m: &Manifests, r: &mut Report) {
         r.problems.extend(c.check_ingress(m, name));
         c.ingress_edge(m)
     };
-    r.problems
-        .extend(c.check_network_policies(m, overlay, &edge));
-    if overlay == Overlay::Dev {
+    r.problems.extend(c.check_network_policies(m, o, &edge));
+    if o == Overlay::Dev {
         return;
     }
     // The paths are derived from the registry, not from the policies: make sure the
     // derivation found every kind of path, so that an empty list proves nothing.
-    let needed = c.needed_paths(m, overlay, &edge);
+    let needed = c.needed_paths(m, o, &edge);
     let reached = needed.iter().filter(|p| p.from == edge.proxy.id).count();
     let routed: BTreeSet<&str> = c.app.ingress.paths.iter().map(|p| p.2).collect();
     r.at = edge.proxy.id.clone();
-    r.check(
-        reached < routed.len(),
-        format!("reaches {reached} backends"),
-    );
-    for s in c.app_services(overlay) {
+    let what = format!("reaches {reached} backends");
+    r.check(reached < routed.len(), what);
+    for s in c.app_services(o) {
         let from = format!("Deployment/{}", s.deployment);
         let to = |to: &str, port| needed.contains(&Path::new(&from, to, port));
         let nats = to("StatefulSet/nats", 4222);
@@ -285,9 +275,7 @@ fn prod_setup(c: Contract, m: &Manifests, text: &str, r: &mut Report) {
     let bus = text.contains("event-bus");
     r.check(bus, "deploys or references the HTTP event bus");
     let nats = m.container("StatefulSet", NATS_SERVICE.0, "nats");
-    let jetstream = nats
-        .as_ref()
-        .is_some_and(|n| n.1.command_line().contains(&"-js"));
+    let jetstream = nats.iter().any(|(_, c)| c.command_line().contains(&"-js"));
     let storage = nats.map(|n| &n.0.object["spec"]["volumeClaimTemplates"]);
     let port = u64::from(NATS_SERVICE.1);
     let reached = contract::service_endpoints(m, NATS_SERVICE.0, port);
@@ -553,17 +541,15 @@ fn every_check_fails_on_a_broken_overlay() {
         };
         let (app, overlay) = target.split_once('/').unwrap();
         let text = rendered(app, overlay);
-        let start = if anchor == "*" {
-            0
-        } else {
-            text.find(anchor.as_str()).unwrap()
-        };
+        let (anchor, all) = (anchor.as_str(), anchor == "*");
+        let start = if all { 0 } else { text.find(anchor).unwrap() };
         let at = start + text[start..].find(from.as_str()).expect(row);
-        let broken = match anchor.as_str() {
-            "*" => text.replace(from.as_str(), to),
-            _ => format!("{}{to}{}", &text[..at], &text[at + from.len()..]),
+        let broken = match all {
+            true => text.replace(from.as_str(), to),
+            false => format!("{}{to}{}", &text[..at], &text[at + from.len()..]),
         };
-        let found = problems(contract(app), overlay, &broken);
+        let c = contract::contracts().into_iter().find(|c| c.name() == app);
+        let found = problems(c.expect(row), overlay, &broken);
         let wants = wants.split(" && ");
         for want in wants.filter(|w| !found.iter().any(|p| p.contains(w))) {
             missed.push(format!("{row}\n  no {want:?} among {found:#?}"));
@@ -601,12 +587,9 @@ fn the_gateway_files_are_the_deployed_ones() {
 fn deployed(file: &str, m: &Manifests) -> Value {
     let mut docs = parse_yaml_documents(&read(file)).unwrap();
     assert_eq!(docs.len(), 1, "{file}: one document (the gateway reads it)");
-    let deployed = m.get(kind(&docs[0]), name(&docs[0]));
+    let live = m.get(kind(&docs[0]), name(&docs[0]));
     for field in ["/spec", "/metadata/annotations"] {
-        let (a, b) = (
-            deployed.and_then(|d| d.pointer(field)),
-            docs[0].pointer(field),
-        );
+        let (a, b) = (live.and_then(|d| d.pointer(field)), docs[0].pointer(field));
         assert_eq!(a, b, "{file}: {field} is not the deployed one");
     }
     docs.remove(0)
@@ -615,24 +598,19 @@ fn deployed(file: &str, m: &Manifests) -> Value {
 #[test]
 fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
     let s = skaffold();
-    let version = s.raw["apiVersion"].as_str().unwrap_or("");
-    let beta = version
-        .strip_prefix("skaffold/v4beta")
-        .and_then(|b| b.parse::<u32>().ok());
-    assert!(beta.is_some_and(|b| b >= 13), "{version}: not v4beta13+");
+    let version = text(&s.raw["apiVersion"]);
+    let beta = version.strip_prefix("skaffold/v4beta").unwrap_or("0");
+    let new = beta.parse::<u32>().is_ok_and(|b| b >= 13);
+    assert!(new, "{version}: not v4beta13+");
     let contracts = contract::contracts();
     let profiles = |c: &Contract| Overlay::ALL.map(|o| c.skaffold_profile(o));
     let profiles = contracts.iter().flat_map(profiles);
     assert_eq!(s.profile_names(), profiles.collect::<Vec<_>>());
     // Without a profile: the blog's dev overlay, as before there were two apps.
-    assert_eq!(
-        s.kustomize_paths(None).unwrap(),
-        [render::overlay_path("blog", "dev")]
-    );
-    assert_eq!(
-        s.artifacts(None).unwrap(),
-        s.artifacts(Some("dev")).unwrap()
-    );
+    let blog_dev = [render::overlay_path("blog", "dev")];
+    assert_eq!(s.kustomize_paths(None).unwrap(), blog_dev);
+    let dev = s.artifacts(Some("dev")).unwrap();
+    assert_eq!(s.artifacts(None).unwrap(), dev);
     let root = render::repo_root();
     let (mut all_images, mut per_app) = (BTreeSet::new(), 0);
     for c in contracts {
@@ -658,11 +636,8 @@ fn skaffold_builds_every_service_of_every_app_from_the_dockerfile() {
             }
             all_images.extend(services.iter().map(|s| s.image.clone()));
             let path = render::overlay_path(c.name(), overlay.name());
-            assert_eq!(
-                s.kustomize_paths(Some(&profile)).unwrap(),
-                [path],
-                "{profile}"
-            );
+            let paths = s.kustomize_paths(Some(&profile)).unwrap();
+            assert_eq!(paths, [path], "{profile}");
         }
     }
     assert_eq!(all_images.len(), per_app, "two apps share an image name");
@@ -678,10 +653,8 @@ fn secrets_are_never_committed() {
         let none = readme_secrets(c).is_empty();
         assert!(!none, "infra/README.md: no Secret `-n {}`", c.name());
     }
-    let committed = dirs
-        .iter()
-        .flat_map(|d| secrets::committed_secrets(d).unwrap());
-    let committed: Vec<String> = committed.collect();
+    let committed = dirs.iter().map(|d| secrets::committed_secrets(d).unwrap());
+    let committed: Vec<String> = committed.flatten().collect();
     assert!(committed.is_empty(), "committed:\n{}", committed.join("\n"));
     // a committed Secret and a secretGenerator, in a subdirectory
     let broken = std::env::temp_dir().join(format!("k8s-check-{}", std::process::id()));
