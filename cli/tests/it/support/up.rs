@@ -144,11 +144,11 @@ impl Up {
         if !envs.iter().any(|(k, _)| k.starts_with("OTEL_")) {
             command.env("OTEL_SDK_DISABLED", "true");
         }
+        command.env("RUST_LOG", "warn");
         for (k, v) in envs {
             command.env(k, v);
         }
         let mut child = command
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
