@@ -2,10 +2,8 @@
 
 use std::sync::Once;
 
-use tracing::Subscriber;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, fmt};
 
@@ -24,48 +22,44 @@ pub fn init(format: LogFormat) {
             .ok()
             .filter(|d| !d.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_DIRECTIVES.to_string());
-        // Another subscriber may already be installed (tests): keep it.
-        let registry = tracing_subscriber::registry();
-        let _ = match targets(&directives) {
-            Some(targets) => registry.with(targets).with(output(format)).try_init(),
-            None => {
-                let filter = EnvFilter::builder().parse_lossy(&directives);
-                registry.with(output(format).with_filter(filter)).try_init()
-            }
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let output = match format {
+            LogFormat::Json => fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .boxed(),
+            LogFormat::Pretty => fmt::layer()
+                .compact()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .boxed(),
         };
+        let targets = targets(&directives);
+        let env_filter = targets
+            .is_none()
+            .then(|| EnvFilter::builder().parse_lossy(&directives));
+        // Another subscriber may already be installed (tests): keep it.
+        let _ = tracing_subscriber::registry()
+            .with(targets)
+            .with(env_filter)
+            .with(output)
+            .try_init();
     });
 }
 
-/// The layer that writes the log lines to stderr, in `format`.
-fn output<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    match format {
-        LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .boxed(),
-        LogFormat::Pretty => fmt::layer()
-            .compact()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
-            .boxed(),
-    }
-}
-
 /// The filter for `directives` (`RUST_LOG` syntax) when they are a plain `target=level`
-/// list, the usual case: [`Targets`], which decides once per call site. It filters the
-/// whole subscriber, not the output layer alone: as that layer's own filter it let events
-/// of call sites it had enabled go missing at random, under the NATS client's and
-/// PostgreSQL driver's load (`up`'s test `every_step_log_line_reaches_up_s_output`).
-/// Otherwise (a directive on spans or fields, `[...]`) the caller uses [`EnvFilter`],
-/// which tracks every span in locks shared by all threads, taken again at each enter and
-/// exit: with a span per request that cost more than the request's own work on a small
-/// answer.
+/// list, the usual case: [`Targets`], which decides once per call site. Otherwise (a
+/// directive on spans or fields, `[...]`) [`EnvFilter`] is used, which tracks every span in
+/// locks shared by all threads, taken again at each enter and exit: with a span per request
+/// that cost more than the request's own work on a small answer.
+///
+/// Either filters the whole subscriber. As the output layer's own (per-layer) filter,
+/// `Targets` let events of call sites it had enabled go missing at random under the NATS
+/// client's and PostgreSQL driver's load (`up`'s test
+/// `every_step_log_line_reaches_up_s_output`).
 fn targets(directives: &str) -> Option<Targets> {
     if directives.contains('[') {
         return None;
